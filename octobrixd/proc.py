@@ -1,0 +1,42 @@
+"""The one way octobrix runs an external command."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from octobrixd.errors import CommandError, CommandNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input_text: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv (never through a shell), log it quoted, raise CommandError with stderr on failure."""
+    args = [str(a) for a in argv]
+    log.debug("running %s", shlex.join(args))
+    try:
+        result = subprocess.run(
+            args,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else None,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise CommandNotFoundError(
+            f"{args[0]} is not installed", hint=f"install the package that provides {args[0]}"
+        ) from exc
+    if check and result.returncode != 0:
+        raise CommandError(args, result.returncode, result.stderr)
+    return result
