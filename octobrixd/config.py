@@ -1,0 +1,417 @@
+"""/etc/octobrix.toml: load, validate, and report every problem with its key path and line.
+
+Validation happens in three layers so that one run reports everything wrong at once:
+TOML syntax (tomllib's own position), then each table on its own (pydantic, frozen models,
+unknown keys rejected), then rules across tables (ports, devices, references).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+from octobrixd.errors import ConfigError
+from octobrixd.tomlpos import KeyLocator
+
+DEFAULT_OCTOPRINT = "octoprint==1.11.8"
+
+# Instance names become systemd instance names, user names (octobrix-NAME, at most 32 chars),
+# file names and /dev/octobrix/NAME links, so only the boring characters are allowed.
+NAME_MAX = 23
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+
+# USB serial numbers end up inside a double-quoted udev match. udev treats * ? [ ] | as
+# glob syntax there and has no escape for '"', so only characters real boards use are allowed.
+SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,126}$")
+
+# The KERNELS value of a USB device: bus-port[.port...], at most 7 tiers of hubs.
+USB_PORT_RE = re.compile(r"^[1-9][0-9]{0,2}-[1-9][0-9]?(?:\.[1-9][0-9]?){0,6}$")
+
+# A pip requirement limited to a project name, extras and version specifiers: no URLs, no
+# paths and nothing starting with '-', so it can never smuggle an option into pip's command line.
+_VERSION_CLAUSE = r"(?:===|==|~=|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
+REQUIREMENT_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
+    r"(?:\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
+    rf"\s*(?:{_VERSION_CLAUSE}(?:\s*,\s*{_VERSION_CLAUSE})*)?$"
+)
+
+RESOLUTION_RE = re.compile(r"^(?P<width>[1-9][0-9]{1,4})x(?P<height>[1-9][0-9]{1,4})$")
+
+# Standard rates plus the 250000 that Marlin boards commonly use.
+BAUDRATES = (2400, 9600, 19200, 38400, 57600, 115200, 230400, 250000, 460800, 500000, 921600, 1000000)
+
+USB2_NOTE = "ports below 1024 need root, and OctoPrint runs unprivileged"
+
+
+class Streamer(StrEnum):
+    USTREAMER = "ustreamer"
+    MJPG_STREAMER = "mjpg-streamer"
+
+
+class PixelFormat(StrEnum):
+    MJPEG = "mjpeg"
+    YUYV = "yuyv"
+
+
+def _check_requirement(value: str) -> str:
+    if not REQUIREMENT_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a pip requirement of the form NAME==VERSION "
+            '(for example "octoprint==1.11.8"); URLs, paths and pip options are not accepted'
+        )
+    return value
+
+
+def _check_octoprint_requirement(value: str) -> str:
+    match = REQUIREMENT_RE.match(value)
+    if not match:
+        return _check_requirement(value)
+    if match["name"].lower().replace("_", "-") != "octoprint":
+        raise ValueError(f'{value!r} does not install OctoPrint; use for example "{DEFAULT_OCTOPRINT}"')
+    return value
+
+
+def _check_serial(value: str) -> str:
+    if not SERIAL_RE.match(value):
+        bad = sorted({c for c in value if not re.match(r"[A-Za-z0-9._:-]", c)})
+        shown = " ".join(repr(c) for c in bad) if bad else "nothing"
+        raise ValueError(
+            f"contains {shown}, which cannot be matched safely in a udev rule "
+            "(letters, digits and . _ : - only, at most 126) — if the board really reports this, "
+            "bind it by usb_port instead (see `octobrixctl discover`)"
+            if bad
+            else "must not be empty — bind a board without a serial number by usb_port"
+        )
+    return value
+
+
+def _check_usb_port(value: str) -> str:
+    if not USB_PORT_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a USB port path like \"1-1.2\" (bus-port.port…); "
+            "`octobrixctl discover` shows the port of each plugged-in device"
+        )
+    return value
+
+
+def _check_port(value: int) -> int:
+    if not 1024 <= value <= 65535:
+        raise ValueError(f"{value} is outside 1024–65535 ({USB2_NOTE})")
+    return value
+
+
+def _check_listen(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            f'{value!r} is not an IP address; use "::" for all addresses (IPv4 and IPv6) '
+            'or "127.0.0.1" for this computer only'
+        ) from None
+    return value
+
+
+def _check_resolution(value: str) -> str:
+    match = RESOLUTION_RE.match(value)
+    if not match or int(match["width"]) > 7680 or int(match["height"]) > 4320:
+        raise ValueError(f'{value!r} is not a resolution like "1280x720" (at most 7680x4320)')
+    return value
+
+
+def _check_baudrate(value: int) -> int:
+    if value not in BAUDRATES:
+        raise ValueError(f"{value} is not a serial speed printers use ({', '.join(map(str, BAUDRATES))})")
+    return value
+
+
+def _check_camera_ref(value: str) -> str:
+    return _check_name(value)
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value) or len(value) > NAME_MAX:
+        raise ValueError(
+            f"{value!r} is not a valid name: use lowercase letters, digits and dashes "
+            f"(not at the start or end), at most {NAME_MAX} characters, e.g. \"printer1\""
+        )
+    return value
+
+
+Requirement = Annotated[str, AfterValidator(_check_requirement)]
+OctoPrintRequirement = Annotated[str, AfterValidator(_check_octoprint_requirement)]
+Serial = Annotated[str, AfterValidator(_check_serial)]
+UsbPort = Annotated[str, AfterValidator(_check_usb_port)]
+Port = Annotated[int, Strict(), AfterValidator(_check_port)]
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+Resolution = Annotated[str, AfterValidator(_check_resolution)]
+Baudrate = Annotated[int, Strict(), AfterValidator(_check_baudrate)]
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+CameraRef = Annotated[str, AfterValidator(_check_camera_ref)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Model):
+    octoprint: OctoPrintRequirement = DEFAULT_OCTOPRINT
+    listen: ListenAddress = "::"
+    streamer: Streamer = Streamer.USTREAMER
+
+
+class UvcVideo(_Model):
+    # Bytes per USB service interval for compressed formats; 0 keeps the stock driver's choice.
+    max_compressed_payload: StrictInt = Field(default=0, ge=0, le=3072)
+
+
+class _Matched(_Model):
+    serial: Serial | None = None
+    usb_port: UsbPort | None = None
+
+    def match_keys(self) -> list[str]:
+        return [key for key in ("serial", "usb_port") if getattr(self, key) is not None]
+
+
+class Printer(_Matched):
+    virtual: StrictBool = False
+    port: Port
+    baudrate: Baudrate | None = None
+    camera: CameraRef | None = None
+    octoprint: OctoPrintRequirement | None = None
+    plugins: tuple[Requirement, ...] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one_match(self) -> Self:
+        keys = self.match_keys() + (["virtual"] if self.virtual else [])
+        if len(keys) != 1:
+            said = " and ".join(keys) if keys else "none"
+            raise ValueError(
+                f"must be matched by exactly one of serial, usb_port or virtual = true (has {said})"
+            )
+        if self.virtual and self.baudrate is not None:
+            raise ValueError("baudrate has no meaning for a virtual printer; remove it")
+        return self
+
+
+class Camera(_Matched):
+    resolution: Resolution = "1280x720"
+    fps: StrictInt = Field(default=15, ge=1, le=120)
+    format: PixelFormat = PixelFormat.MJPEG
+    port: Port
+    streamer: Streamer | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_match(self) -> Self:
+        keys = self.match_keys()
+        if len(keys) != 1:
+            said = " and ".join(keys) if keys else "none"
+            raise ValueError(f"must be matched by exactly one of serial or usb_port (has {said})")
+        return self
+
+    @property
+    def width(self) -> int:
+        return int(self.resolution.split("x")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.resolution.split("x")[1])
+
+
+class Config(_Model):
+    octobrix: Settings = Settings()
+    uvcvideo: UvcVideo = UvcVideo()
+    printers: dict[str, Printer] = {}
+    cameras: dict[str, Camera] = {}
+    source: str = "/etc/octobrix.toml"
+
+    def octoprint_requirement(self, name: str) -> str:
+        return self.printers[name].octoprint or self.octobrix.octoprint
+
+    def streamer_of(self, name: str) -> Streamer:
+        return self.cameras[name].streamer or self.octobrix.streamer
+
+    def all_ports(self) -> Iterator[tuple[str, int]]:
+        for name, printer in self.printers.items():
+            yield f"printers.{name}.port", printer.port
+        for name, camera in self.cameras.items():
+            yield f"cameras.{name}.port", camera.port
+
+
+_TOP_LEVEL = {"octobrix": Settings, "uvcvideo": UvcVideo}
+_SECTIONS: dict[str, type[_Matched]] = {"printers": Printer, "cameras": Camera}
+
+
+class _Problems:
+    """Collects problems, each rendered as FILE:LINE: key.path: message."""
+
+    def __init__(self, source: str, locator: KeyLocator) -> None:
+        self.source = source
+        self.locator = locator
+        self.items: list[tuple[int, str]] = []
+
+    def add(self, path: tuple[str | int, ...], message: str) -> None:
+        line = self.locator.line_of(tuple(str(p) for p in path))
+        key = ".".join(str(p) for p in path) if path else "(top level)"
+        self.items.append((line, f"{self.source}:{line}: {key}: {message}"))
+
+    def messages(self) -> list[str]:
+        return [text for _, text in sorted(self.items, key=lambda item: item[0])]
+
+
+def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = ", ".join(model.model_fields)
+        return f"unknown key — check the spelling; known keys here: {known}"
+    if kind == "missing":
+        return "is required — add it"
+    if kind in ("value_error", "assertion_error"):
+        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    if kind == "enum":
+        return f"{error['input']!r} is not one of {error['ctx']['expected']}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return f"{error['input']!r} is out of range ({error['msg'].lower()})"
+    expected = {
+        "int_type": "a whole number",
+        "bool_type": "true or false",
+        "string_type": "a quoted string",
+        "tuple_type": "a list like [\"…\"]",
+        "dict_type": "a table",
+        "model_type": "a table",
+    }.get(kind)
+    if expected:
+        return f"{error['input']!r} should be {expected}"
+    return str(error["msg"])
+
+
+def _validate_table(
+    model: type[_Model], raw: Any, path: tuple[str, ...], problems: _Problems
+) -> _Model | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.add(path + tuple(str(p) for p in error["loc"]), _describe(error, model))
+        return None
+
+
+def _cross_check(config: Config, problems: _Problems) -> None:
+    owners: dict[int, str] = {}
+    for key, port in config.all_ports():
+        if port in owners:
+            problems.add(
+                tuple(key.split(".")),
+                f"{port} is also used by {owners[port].rsplit('.', 1)[0]} — pick another port",
+            )
+        else:
+            owners[port] = key
+
+    for name in config.printers.keys() & config.cameras.keys():
+        problems.add(
+            ("cameras", name),
+            f"the name {name!r} is also a printer; both would be /dev/octobrix/{name} — rename one",
+        )
+
+    bound: dict[tuple[str, str], str] = {}
+    for section, entries in (("printers", config.printers), ("cameras", config.cameras)):
+        for name, entry in entries.items():
+            for key in entry.match_keys():
+                value = str(getattr(entry, key))
+                # Printers and cameras are told apart by subsystem, so each section has its own space.
+                ident = (section, f"{key}={value}")
+                if ident in bound:
+                    problems.add(
+                        (section, name, key),
+                        f"{value!r} already binds {section}.{bound[ident]}; two entries cannot match "
+                        "the same device — if two boards share a serial number, bind both by usb_port",
+                    )
+                else:
+                    bound[ident] = name
+
+    for name, printer in config.printers.items():
+        if printer.camera is not None and printer.camera not in config.cameras:
+            known = ", ".join(sorted(config.cameras)) or "none are configured"
+            problems.add(
+                ("printers", name, "camera"),
+                f"no camera named {printer.camera!r} (cameras: {known}) — add [cameras.{printer.camera}] "
+                "or fix the name",
+            )
+
+
+def parse_config(text: str, source: str = "/etc/octobrix.toml") -> Config:
+    """Parse and validate config text; raise ConfigError listing every problem found."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        position = re.search(r"\s*\(at line (\d+), column (\d+)\)", str(exc))
+        if position:
+            reason = str(exc)[: position.start()] + str(exc)[position.end() :]
+            where = f"{source}:{position[1]}"
+            reason = f"{reason} (column {position[2]})"
+        elif "end of document" in str(exc):
+            where, reason = f"{source}:{len(text.splitlines()) or 1}", str(exc)
+        else:
+            where, reason = source, str(exc)
+        raise ConfigError(
+            [f"{where}: not valid TOML: {reason}"],
+            hint="fix the syntax at that line (strings need quotes, tables look like [printers.NAME])",
+        ) from None
+
+    problems = _Problems(source, KeyLocator(text))
+    fields: dict[str, Any] = {"source": source}
+
+    for key, value in raw.items():
+        if key in _TOP_LEVEL:
+            model = _TOP_LEVEL[key]
+            fields[key] = _validate_table(model, value, (key,), problems)
+        elif key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                problems.add((key,), f"should be tables like [{key}.NAME]")
+                continue
+            entries: dict[str, _Model] = {}
+            for name, entry_raw in value.items():
+                try:
+                    _check_name(name)
+                except ValueError as exc:
+                    problems.add((key, name), str(exc))
+                    continue
+                if not isinstance(entry_raw, Mapping):
+                    problems.add((key, name), f"should be a table: [{key}.{name}]")
+                    continue
+                entry = _validate_table(_SECTIONS[key], entry_raw, (key, name), problems)
+                if entry is not None:
+                    entries[name] = entry
+            fields[key] = entries
+        else:
+            known = ", ".join([*_TOP_LEVEL, *_SECTIONS])
+            problems.add((key,), f"unknown section — known sections: {known}")
+
+    # Rules across tables run on whatever validated, so one run reports everything.
+    config = Config.model_validate({k: v for k, v in fields.items() if v is not None})
+    _cross_check(config, problems)
+    if problems.items:
+        raise ConfigError(problems.messages(), hint="fix these, then run `octobrixctl check` again")
+    return config
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{path}: no such file"],
+            hint="create it from the example: cp /usr/share/doc/octobrix/octobrix.toml " + str(path),
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    return parse_config(text, str(path))

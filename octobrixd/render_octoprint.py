@@ -1,0 +1,62 @@
+"""The part of each instance's OctoPrint config.yaml that octobrix owns.
+
+apply merges these keys into the instance's config.yaml; every other key is the user's and
+is left as it is, so changes made in OctoPrint's settings page survive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from octobrixd.config import Config
+from octobrixd.render_common import header
+
+VIRTUAL_PORT = "VIRTUAL"
+DEFAULT_BAUDRATE = 115200
+
+
+def device_link(name: str) -> str:
+    return f"/dev/octobrix/{name}"
+
+
+def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
+    printer = config.printers[name]
+    if printer.virtual:
+        serial: dict[str, Any] = {"port": VIRTUAL_PORT, "autoconnect": True}
+        plugins: dict[str, Any] = {"virtual_printer": {"enabled": True}}
+    else:
+        link = device_link(name)
+        serial = {
+            "port": link,
+            # OctoPrint only offers ports it finds by its own globs, so the link is added by name.
+            "additionalPorts": [link],
+            "baudrate": printer.baudrate or DEFAULT_BAUDRATE,
+            "autoconnect": True,
+        }
+        plugins = {}
+    plugins["discovery"] = {"publicPort": printer.port}
+    return {
+        "serial": serial,
+        "server": {"port": printer.port},
+        "appearance": {"name": name},
+        "plugins": plugins,
+    }
+
+
+def render_octoprint_seed(config: Config, name: str) -> str:
+    body = yaml.safe_dump(octoprint_seed(config, name), sort_keys=True, default_flow_style=False)
+    return header(config.source) + body
+
+
+def merge_seed(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:
+    """Overlay seed onto current, table by table; keys only in current are kept."""
+    merged = dict(current)
+    for key, value in seed.items():
+        existing = merged.get(key)
+        if isinstance(value, dict) and isinstance(existing, dict):
+            merged[key] = merge_seed(existing, value)
+        else:
+            merged[key] = value
+    return merged

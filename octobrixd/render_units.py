@@ -1,0 +1,74 @@
+"""Per-instance systemd drop-ins for the static templates in systemd/, and sysusers entries."""
+
+from __future__ import annotations
+
+from octobrixd.config import Camera, Config, PixelFormat, Streamer
+from octobrixd.render_common import header, instance_user
+
+DROPIN_NAME = "50-octobrix.conf"
+
+
+def octoprint_unit(name: str) -> str:
+    return f"octoprint@{name}.service"
+
+
+def streamer_unit(config: Config, name: str) -> str:
+    return f"{config.streamer_of(name)}@{name}.service"
+
+
+def _environment(pairs: dict[str, str]) -> str:
+    # Values are validated ints, IP literals and names: nothing here needs quoting.
+    return "".join(f"Environment={key}={value}\n" for key, value in pairs.items())
+
+
+def render_octoprint_dropin(config: Config, name: str) -> str:
+    printer = config.printers[name]
+    return (
+        header(config.source)
+        + "[Service]\n"
+        + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
+    )
+
+
+def _ustreamer_environment(config: Config, camera: Camera) -> dict[str, str]:
+    passthrough = camera.format is PixelFormat.MJPEG
+    return {
+        "OCTOBRIX_PORT": str(camera.port),
+        "OCTOBRIX_LISTEN": config.octobrix.listen,
+        "OCTOBRIX_RESOLUTION": camera.resolution,
+        "OCTOBRIX_FPS": str(camera.fps),
+        "OCTOBRIX_FORMAT": camera.format.value.upper(),
+        # HW hands the camera's own JPEG frames through; CPU encodes raw frames.
+        "OCTOBRIX_ENCODER": "HW" if passthrough else "CPU",
+    }
+
+
+def _mjpg_streamer_environment(config: Config, camera: Camera) -> dict[str, str]:
+    return {
+        "OCTOBRIX_PORT": str(camera.port),
+        "OCTOBRIX_LISTEN": config.octobrix.listen,
+        "OCTOBRIX_RESOLUTION": camera.resolution,
+        "OCTOBRIX_FPS": str(camera.fps),
+        # input_uvc asks the camera for MJPEG unless told -y (raw YUYV, encoded by mjpg-streamer).
+        "OCTOBRIX_INPUT_FLAGS": "-y" if camera.format is PixelFormat.YUYV else "",
+    }
+
+
+def render_streamer_dropin(config: Config, name: str) -> str:
+    camera = config.cameras[name]
+    if config.streamer_of(name) is Streamer.USTREAMER:
+        env = _ustreamer_environment(config, camera)
+    else:
+        env = _mjpg_streamer_environment(config, camera)
+    return header(config.source) + "[Service]\n" + _environment(env)
+
+
+def render_sysusers(config: Config) -> str:
+    lines = [header(config.source)]
+    for name in sorted(config.printers):
+        lines.append(
+            f'u {instance_user(name)} - "octobrix OctoPrint {name}" /var/lib/octobrix/{name} /usr/sbin/nologin\n'
+        )
+    for name in sorted(config.cameras):
+        lines.append(f'u {instance_user(name)} - "octobrix camera {name}" - /usr/sbin/nologin\n')
+    return "".join(lines)
