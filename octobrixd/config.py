@@ -410,8 +410,9 @@ def load_config(path: Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(
             [f"{path}: no such file"],
-            hint="create it from the example: cp /usr/share/doc/octobrix/octobrix.toml " + str(path),
+            hint="pass --config FILE, or start from the config octobrix ships (packaging/octobrix.toml)",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    return parse_config(text, str(path))
+    # The absolute path goes into generated files' headers and error lines, so they lead back to it.
+    return parse_config(text, str(path.absolute()))

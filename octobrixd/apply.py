@@ -1,0 +1,301 @@
+"""Make the system match the config: plan (pure comparison) then apply (the only writer).
+
+The manifest records what octobrix generated, so removing a printer from the config removes
+exactly the files octobrix wrote for it and nothing else, and a per-unit digest of its
+generated files, so an apply interrupted half-way still restarts what changed next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import pwd
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from octobrixd import paths, systemd, udev
+from octobrixd.config import Config
+from octobrixd.errors import OctobrixError
+from octobrixd.fsutil import remove_file, write_atomic
+from octobrixd.paths import Layout
+from octobrixd.render import render_all
+from octobrixd.render_common import RenderedFile, instance_user
+from octobrixd.render_octoprint import merge_seed, octoprint_seed
+from octobrixd.render_units import octoprint_unit
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+LOCK_FILE = PurePosixPath("run/octobrix/apply.lock")
+
+
+class ChangeKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: PurePosixPath
+    kind: ChangeKind
+    old: str
+    new: str
+    mode: int = 0o644
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    files: Mapping[str, str] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = {"version": MANIFEST_VERSION, "files": dict(self.files), "units": dict(self.units)}
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class Plan:
+    files: tuple[FileChange, ...]
+    state_dirs: tuple[str, ...]
+    start: tuple[str, ...]
+    restart: tuple[str, ...]
+    stop: tuple[str, ...]
+    reload_units: bool
+    reload_udev: bool
+    create_users: bool
+    manifest: Manifest
+
+    @property
+    def empty(self) -> bool:
+        return not (self.files or self.state_dirs or self.start or self.restart or self.stop)
+
+    def commands(self) -> list[str]:
+        """The system commands this plan runs on a live system, in order, for --dry-run."""
+        out = []
+        if self.create_users:
+            out.append(f"systemd-sysusers /{paths.SYSUSERS_FILE}")
+        if self.reload_units:
+            out.append("systemctl daemon-reload")
+        if self.reload_udev:
+            out.append("udevadm control --reload")
+            out.append("udevadm trigger --action=change --settle " + " ".join(
+                f"--subsystem-match={s}" for s in udev.SUBSYSTEMS
+            ))
+        if self.stop:
+            out.append("systemctl disable --now " + " ".join(self.stop))
+        if self.restart:
+            out.append("systemctl try-restart " + " ".join(self.restart))
+        if self.start:
+            out.append("systemctl enable --now " + " ".join(self.start))
+        return out
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unit_of(path: PurePosixPath) -> str | None:
+    """The unit whose behaviour a generated file changes, if any."""
+    parts = path.parts
+    unit_dir = paths.UNIT_DIR.parts
+    if parts[: len(unit_dir)] == unit_dir and len(parts) == len(unit_dir) + 2:
+        return parts[len(unit_dir)].removesuffix(".d")
+    state = paths.STATE_DIR.parts
+    if parts[: len(state)] == state and len(parts) > len(state) + 1:
+        return octoprint_unit(parts[len(state)])
+    return None
+
+
+def config_yaml_path(name: str) -> PurePosixPath:
+    return paths.STATE_DIR / name / "basedir" / "config.yaml"
+
+
+def read_manifest(layout: Layout) -> Manifest:
+    path = layout.path(paths.MANIFEST)
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Manifest()
+    except (OSError, ValueError) as exc:
+        raise OctobrixError(
+            f"{path} is unreadable ({exc})",
+            hint="it lists the files octobrix generated; remove it and run `octobrixctl apply` again",
+        ) from None
+    if not isinstance(body, dict) or body.get("version") != MANIFEST_VERSION:
+        raise OctobrixError(f"{path} is not a manifest this octobrix understands", hint="remove it and apply again")
+    return Manifest(files=dict(body.get("files", {})), units=dict(body.get("units", {})))
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _merged_octoprint_config(layout: Layout, config: Config, name: str) -> tuple[str, str] | None:
+    """(current text, merged text) of the instance's config.yaml, or None if nothing changes."""
+    path = layout.path(config_yaml_path(name))
+    current_text = _read_text(path) or ""
+    try:
+        current: Any = yaml.safe_load(current_text) or {}
+    except yaml.YAMLError as exc:
+        raise OctobrixError(
+            f"{path} is not valid YAML ({exc}); octobrix will not overwrite it",
+            hint="fix or remove that file (OctoPrint rewrites it), then apply again",
+        ) from None
+    if not isinstance(current, dict):
+        raise OctobrixError(f"{path} does not hold settings", hint="remove it and apply again")
+    merged = merge_seed(current, octoprint_seed(config, name))
+    if merged == current:
+        return None
+    return current_text, yaml.safe_dump(merged, sort_keys=True, default_flow_style=False)
+
+
+def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
+    desired = render_all(config)
+    changes: list[FileChange] = []
+
+    for rel, rendered in sorted(desired.items()):
+        old = _read_text(layout.path(rel))
+        if old != rendered.text:
+            kind = ChangeKind.CREATE if old is None else ChangeKind.UPDATE
+            changes.append(FileChange(rel, kind, old or "", rendered.text, rendered.mode, rendered.owner))
+
+    for rel_text in sorted(set(previous.files) - {str(p) for p in desired}):
+        rel = PurePosixPath(rel_text)
+        old = _read_text(layout.path(rel))
+        if old is not None:
+            changes.append(FileChange(rel, ChangeKind.REMOVE, old, ""))
+
+    for name in sorted(config.printers):
+        merged = _merged_octoprint_config(layout, config, name)
+        if merged is not None:
+            old_text, new_text = merged
+            kind = ChangeKind.UPDATE if old_text else ChangeKind.CREATE
+            changes.append(FileChange(config_yaml_path(name), kind, old_text, new_text, 0o600, name))
+
+    state_dirs = tuple(
+        name for name in sorted(config.printers) if not layout.path(paths.STATE_DIR / name / "basedir").is_dir()
+    )
+
+    unit_files: dict[str, list[str]] = {}
+    for rel, rendered in sorted(desired.items()):
+        unit = unit_of(rel)
+        if unit is not None:
+            unit_files.setdefault(unit, []).append(f"{rel}\0{rendered.text}")
+    units = {unit: _digest("\0\0".join(parts)) for unit, parts in unit_files.items()}
+
+    touched = {change.path for change in changes}
+    return Plan(
+        files=tuple(changes),
+        state_dirs=state_dirs,
+        start=tuple(sorted(set(units) - set(previous.units))),
+        restart=tuple(sorted(u for u in set(units) & set(previous.units) if units[u] != previous.units[u])),
+        stop=tuple(sorted(set(previous.units) - set(units))),
+        reload_units=any(p.is_relative_to(paths.UNIT_DIR) for p in touched),
+        reload_udev=paths.UDEV_RULES in touched,
+        create_users=paths.SYSUSERS_FILE in touched,
+        manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
+    )
+
+
+def render_diff(plan: Plan) -> str:
+    out: list[str] = []
+    for change in plan.files:
+        target = f"/{change.path}"
+        out.extend(
+            difflib.unified_diff(
+                change.old.splitlines(keepends=True),
+                change.new.splitlines(keepends=True),
+                fromfile=target if change.kind is not ChangeKind.CREATE else "/dev/null",
+                tofile=target if change.kind is not ChangeKind.REMOVE else "/dev/null",
+            )
+        )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+@contextlib.contextmanager
+def apply_lock(layout: Layout) -> Iterator[None]:
+    """One apply at a time: octobrixd and octobrixctl may both try."""
+    path = layout.path(LOCK_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another apply to finish (%s)", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
+    if owner is None or not layout.live:
+        return -1, -1
+    entry = pwd.getpwnam(instance_user(owner))
+    return entry.pw_uid, entry.pw_gid
+
+
+def _ensure_state_dir(layout: Layout, name: str) -> None:
+    uid, gid = _ids(layout, name)
+    for directory in (layout.state_dir(name), layout.state_dir(name) / "basedir"):
+        directory.mkdir(parents=True, exist_ok=True)
+        # Another instance must not read this one's settings, API keys or uploads.
+        directory.chmod(0o700)
+        if uid != -1:
+            os.chown(directory, uid, gid)
+
+
+def apply_plan(plan: Plan, layout: Layout, previous: Manifest) -> None:
+    """Carry out plan. Files first (atomically), then systemd and udev on a live system only."""
+    layout.path(paths.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    manifest_path = layout.path(paths.MANIFEST)
+    # Record new files before writing them, so a crash never leaves an untracked generated file.
+    pending = Manifest(files={**previous.files, **plan.manifest.files}, units=previous.units)
+    write_atomic(manifest_path, pending.to_json())
+
+    users = [c for c in plan.files if c.path == paths.SYSUSERS_FILE]
+    for change in users:
+        write_atomic(layout.path(change.path), change.new, mode=change.mode)
+    if plan.create_users and layout.live:
+        systemd.create_users(layout.path(paths.SYSUSERS_FILE))
+
+    for name in plan.state_dirs:
+        _ensure_state_dir(layout, name)
+
+    for change in plan.files:
+        if change.path == paths.SYSUSERS_FILE:
+            continue
+        target = layout.path(change.path)
+        if change.kind is ChangeKind.REMOVE:
+            remove_file(target)
+            log.info("removed %s", target)
+        else:
+            uid, gid = _ids(layout, change.owner)
+            write_atomic(target, change.new, mode=change.mode, uid=uid, gid=gid)
+            log.info("wrote %s", target)
+
+    if layout.live:
+        if plan.reload_units:
+            systemd.daemon_reload()
+        if plan.reload_udev:
+            udev.reload_and_trigger()
+        systemd.disable_and_stop(plan.stop)
+        systemd.restart_if_running(plan.restart)
+        systemd.enable_and_start(plan.start)
+    write_atomic(manifest_path, plan.manifest.to_json())

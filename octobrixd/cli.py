@@ -1,0 +1,189 @@
+"""octobrixctl: the user's interface. Errors end in one line plus a hint; tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from octobrixd import __version__
+from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, read_manifest, render_diff
+from octobrixd.config import Config, load_config
+from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.fsutil import write_atomic
+from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.render import render_all
+
+log = logging.getLogger("octobrixctl")
+
+# Subcommands that live in their own modules: (module, one-line help). Each module has
+# configure_parser(parser) and main(args) -> exit status.
+MODULE_COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help=f"config file (default {DEFAULT_CONFIG})"
+    )
+
+
+def add_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="act on the tree under DIR instead of the system: no systemctl, no udevadm (for tests and packaging)",
+    )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _summary(config: Config) -> str:
+    printers = ", ".join(sorted(config.printers)) or "none"
+    cameras = ", ".join(sorted(config.cameras)) or "none"
+    return (
+        f"{_plural(len(config.printers), 'printer')} ({printers}), "
+        f"{_plural(len(config.cameras), 'camera')} ({cameras})"
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config} is valid: {_summary(config)}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    layout = Layout(args.root)
+    if layout.live:
+        raise OctobrixError(
+            "render writes a tree for inspection and needs --root DIR",
+            hint="to change this system use `octobrixctl apply`",
+        )
+    for rel, rendered in sorted(render_all(config).items()):
+        write_atomic(layout.path(rel), rendered.text, mode=rendered.mode)
+        print(layout.path(rel))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    layout = Layout(args.root)
+    with apply_lock(layout):
+        previous = read_manifest(layout)
+        plan = make_plan(config, layout, previous)
+        if plan.empty:
+            print(f"Nothing to do: the system already matches {args.config}.")
+            return 0
+        if args.dry_run:
+            sys.stdout.write(render_diff(plan))
+            for name in plan.state_dirs:
+                print(f"would create {layout.state_dir(name)}/basedir")
+            where = "would run" if layout.live else "would run on a live system (skipped under --root)"
+            for command in plan.commands():
+                print(f"{where}: {command}")
+            return 0
+        apply_plan(plan, layout, previous)
+    removed = sum(1 for change in plan.files if change.kind is ChangeKind.REMOVE)
+    parts = [f"wrote {_plural(len(plan.files) - removed, 'file')}"]
+    if removed:
+        parts.append(f"removed {_plural(removed, 'file')}")
+    if layout.live:
+        for verb, units in (("started", plan.start), ("restarted", plan.restart), ("stopped", plan.stop)):
+            if units:
+                parts.append(f"{verb} {' '.join(units)}")
+    else:
+        parts.append(f"left systemd and udev alone (--root {layout.root})")
+    print(f"Applied {args.config}: {'; '.join(parts)}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="octobrixctl",
+        description="Run a farm of 3D printers from one Linux computer. The farm is described in "
+        f"{DEFAULT_CONFIG}.",
+    )
+    parser.add_argument("--version", action="version", version=f"octobrix {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log every command run, show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = sub.add_parser("check", help="validate the config; every problem with its line")
+    add_config_argument(check)
+    check.set_defaults(func=cmd_check)
+
+    render = sub.add_parser("render", help="write every generated file under --root DIR, touch nothing else")
+    add_config_argument(render)
+    add_root_argument(render)
+    render.set_defaults(func=cmd_render)
+
+    apply = sub.add_parser("apply", help="make the system match the config")
+    add_config_argument(apply)
+    add_root_argument(apply)
+    apply.add_argument("--dry-run", action="store_true", help="print the changes and commands, change nothing")
+    apply.set_defaults(func=cmd_apply)
+
+    for name, (module_name, help_text) in MODULE_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(name, help=help_text)
+        module.configure_parser(sub_parser)
+        sub_parser.set_defaults(func=_module_main(module))
+    return parser
+
+
+def _module_main(module: ModuleType) -> Callable[[argparse.Namespace], int]:
+    def call(args: argparse.Namespace) -> int:
+        status: int = module.main(args)
+        return status
+
+    return call
+
+
+def report_error(prog: str, error: OctobrixError) -> None:
+    if isinstance(error, ConfigError):
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+    else:
+        print(f"{prog}: {error.message}", file=sys.stderr)
+    if error.hint:
+        print(f"hint: {error.hint}", file=sys.stderr)
+
+
+def setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        status: int = args.func(args)
+    except OctobrixError as error:
+        if args.debug:
+            raise
+        report_error(parser.prog, error)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except PermissionError as error:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: {error.strerror}: {error.filename}", file=sys.stderr)
+        print("hint: run it as root (sudo), or use --root DIR to work on a scratch tree", file=sys.stderr)
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""systemctl and systemd-sysusers: the one boundary where systemd failures become typed errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from octobrixd.errors import CommandError, OctobrixError
+from octobrixd.proc import run
+
+log = logging.getLogger(__name__)
+
+
+class SystemdError(OctobrixError):
+    """systemctl refused or failed; the message names the units and carries systemd's words."""
+
+
+def _systemctl(args: Sequence[str], units: Sequence[str] = ()) -> None:
+    try:
+        run(["systemctl", *args, *units])
+    except CommandError as exc:
+        first = exc.stderr.strip().splitlines()[0] if exc.stderr.strip() else f"exit {exc.returncode}"
+        raise SystemdError(
+            f"systemctl {' '.join(args)} {' '.join(units)} failed: {first}",
+            hint="see `systemctl status " + (units[0] if units else "") + "` and `journalctl -xeu "
+            + (units[0] if units else "") + "`",
+        ) from exc
+
+
+def daemon_reload() -> None:
+    _systemctl(["daemon-reload"])
+
+
+def enable_and_start(units: Sequence[str]) -> None:
+    if units:
+        _systemctl(["enable", "--now"], units)
+
+
+def restart_if_running(units: Sequence[str]) -> None:
+    # try-restart: an instance the user stopped on purpose stays stopped after a config change.
+    if units:
+        _systemctl(["try-restart"], units)
+
+
+def disable_and_stop(units: Sequence[str]) -> None:
+    if units:
+        _systemctl(["disable", "--now"], units)
+
+
+def create_users(sysusers_file: Path) -> None:
+    try:
+        run(["systemd-sysusers", str(sysusers_file)])
+    except CommandError as exc:
+        raise SystemdError(
+            f"could not create the instance users: {exc.stderr.strip() or exc}",
+            hint=f"check {sysusers_file} and run `systemd-sysusers {sysusers_file}` by hand",
+        ) from exc
