@@ -29,7 +29,7 @@ from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import remove_file, write_atomic
 from octobrixd.paths import Layout
 from octobrixd.render import render_all
-from octobrixd.render_common import RenderedFile, instance_user
+from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
 from octobrixd.render_units import octoprint_unit
 
@@ -90,9 +90,10 @@ class Plan:
             out.append("systemctl daemon-reload")
         if self.reload_udev:
             out.append("udevadm control --reload")
-            out.append("udevadm trigger --action=change --settle " + " ".join(
-                f"--subsystem-match={s}" for s in udev.SUBSYSTEMS
-            ))
+            out.append(
+                "udevadm trigger --action=change --settle "
+                + " ".join(f"--subsystem-match={s}" for s in udev.SUBSYSTEMS)
+            )
         if self.stop:
             out.append("systemctl disable --now " + " ".join(self.stop))
         if self.restart:

@@ -27,7 +27,11 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {}
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help=f"config file (default {DEFAULT_CONFIG})"
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"config file (default {DEFAULT_CONFIG})",
     )
 
 
@@ -49,8 +53,7 @@ def _summary(config: Config) -> str:
     printers = ", ".join(sorted(config.printers)) or "none"
     cameras = ", ".join(sorted(config.cameras)) or "none"
     return (
-        f"{_plural(len(config.printers), 'printer')} ({printers}), "
-        f"{_plural(len(config.cameras), 'camera')} ({cameras})"
+        f"{_plural(len(config.printers), 'printer')} ({printers}), {_plural(len(config.cameras), 'camera')} ({cameras})"
     )
 
 
@@ -109,8 +112,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="octobrixctl",
-        description="Run a farm of 3D printers from one Linux computer. The farm is described in "
-        f"{DEFAULT_CONFIG}.",
+        description=f"Run a farm of 3D printers from one Linux computer. The farm is described in {DEFAULT_CONFIG}.",
     )
     parser.add_argument("--version", action="version", version=f"octobrix {__version__}")
     parser.add_argument("--debug", action="store_true", help="log every command run, show tracebacks")
@@ -158,9 +160,7 @@ def report_error(prog: str, error: OctobrixError) -> None:
 
 
 def setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

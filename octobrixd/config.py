@@ -97,7 +97,7 @@ def _check_serial(value: str) -> str:
 def _check_usb_port(value: str) -> str:
     if not USB_PORT_RE.match(value):
         raise ValueError(
-            f"{value!r} is not a USB port path like \"1-1.2\" (bus-port.port…); "
+            f'{value!r} is not a USB port path like "1-1.2" (bus-port.port…); '
             "`octobrixctl discover` shows the port of each plugged-in device"
         )
     return value
@@ -141,7 +141,7 @@ def _check_name(value: str) -> str:
     if not NAME_RE.match(value) or len(value) > NAME_MAX:
         raise ValueError(
             f"{value!r} is not a valid name: use lowercase letters, digits and dashes "
-            f"(not at the start or end), at most {NAME_MAX} characters, e.g. \"printer1\""
+            f'(not at the start or end), at most {NAME_MAX} characters, e.g. "printer1"'
         )
     return value
 
@@ -195,9 +195,7 @@ class Printer(_Matched):
         keys = self.match_keys() + (["virtual"] if self.virtual else [])
         if len(keys) != 1:
             said = " and ".join(keys) if keys else "none"
-            raise ValueError(
-                f"must be matched by exactly one of serial, usb_port or virtual = true (has {said})"
-            )
+            raise ValueError(f"must be matched by exactly one of serial, usb_port or virtual = true (has {said})")
         if self.virtual and self.baudrate is not None:
             raise ValueError("baudrate has no meaning for a virtual printer; remove it")
         return self
@@ -247,7 +245,7 @@ class Config(_Model):
             yield f"cameras.{name}.port", camera.port
 
 
-_TOP_LEVEL = {"octobrix": Settings, "uvcvideo": UvcVideo}
+_TOP_LEVEL: dict[str, type[_Model]] = {"octobrix": Settings, "uvcvideo": UvcVideo}
 _SECTIONS: dict[str, type[_Matched]] = {"printers": Printer, "cameras": Camera}
 
 
@@ -285,7 +283,7 @@ def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
         "int_type": "a whole number",
         "bool_type": "true or false",
         "string_type": "a quoted string",
-        "tuple_type": "a list like [\"…\"]",
+        "tuple_type": 'a list like ["…"]',
         "dict_type": "a table",
         "model_type": "a table",
     }.get(kind)
@@ -294,9 +292,7 @@ def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
     return str(error["msg"])
 
 
-def _validate_table(
-    model: type[_Model], raw: Any, path: tuple[str, ...], problems: _Problems
-) -> _Model | None:
+def _validate_table(model: type[_Model], raw: Any, path: tuple[str, ...], problems: _Problems) -> _Model | None:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -20,10 +20,10 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644, uid: int = -1, gid
             if uid != -1 or gid != -1:
                 os.fchown(handle.fileno(), uid, gid)
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        Path(tmp_name).replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            Path(tmp_name).unlink()
         raise
     fsync_dir(path.parent)
 

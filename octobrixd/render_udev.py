@@ -12,10 +12,9 @@ CAMERA_NODES = 'SUBSYSTEM=="video4linux", KERNEL=="video[0-9]*", ATTR{index}=="0
 
 def _match(entry: Printer | Camera) -> tuple[str, str]:
     """The parent match and a human description. Values were validated to be glob- and quote-free."""
-    if entry.serial is not None:
+    if entry.usb_port is None:
         # SUBSYSTEMS and ATTRS must hold on one parent: the USB device itself, not a hub above it.
         return f'SUBSYSTEMS=="usb", ATTRS{{serial}}=="{entry.serial}"', f"USB serial number {entry.serial}"
-    assert entry.usb_port is not None
     # The interfaces of the device at exactly this port ("1-1.2:1.0"); matching "1-1.2" itself
     # would also match every device behind a hub plugged into that port.
     return f'KERNELS=="{entry.usb_port}:*"', f"USB port {entry.usb_port} (follows the cable, not the board)"
@@ -25,7 +24,7 @@ def _printer_rule(name: str, printer: Printer) -> str:
     match, described = _match(printer)
     return (
         f"# printer {name}: {described}\n"
-        f"{PRINTER_NODES}, {match}, SYMLINK+=\"octobrix/{name}\", "
+        f'{PRINTER_NODES}, {match}, SYMLINK+="octobrix/{name}", '
         f'OWNER="{instance_user(name)}", GROUP="dialout", MODE="0660", '
         # ModemManager probes new serial ports with AT commands, which confuses printer firmware.
         f'ENV{{ID_MM_DEVICE_IGNORE}}="1", ENV{{OCTOBRIX_NAME}}="{name}", ENV{{OCTOBRIX_KIND}}="printer"\n'

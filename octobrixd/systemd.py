@@ -23,8 +23,11 @@ def _systemctl(args: Sequence[str], units: Sequence[str] = ()) -> None:
         first = exc.stderr.strip().splitlines()[0] if exc.stderr.strip() else f"exit {exc.returncode}"
         raise SystemdError(
             f"systemctl {' '.join(args)} {' '.join(units)} failed: {first}",
-            hint="see `systemctl status " + (units[0] if units else "") + "` and `journalctl -xeu "
-            + (units[0] if units else "") + "`",
+            hint="see `systemctl status "
+            + (units[0] if units else "")
+            + "` and `journalctl -xeu "
+            + (units[0] if units else "")
+            + "`",
         ) from exc
 
 

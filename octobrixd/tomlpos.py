@@ -47,17 +47,17 @@ class KeyLocator:
             if depth > 0:
                 depth += _bracket_balance(line)
                 continue
-            if _ARRAY_HEADER_RE.match(line):
+            array_header = _ARRAY_HEADER_RE.match(line)
+            if array_header:
                 # Arrays of tables are not part of octobrix's schema; point errors at them anyway.
-                match = _ARRAY_HEADER_RE.match(line)
-                assert match is not None
-                table = split_key(match.group(1))
+                table = split_key(array_header.group(1))
                 self.lines.setdefault(table, number)
                 continue
             header = _HEADER_RE.match(line)
             if header:
                 table = split_key(header.group(1))
-                self.lines.setdefault(table, number)
+                for length in range(1, len(table) + 1):
+                    self.lines.setdefault(table[:length], number)
                 continue
             keyval = _KEYVAL_RE.match(line)
             if keyval:

@@ -1,0 +1,173 @@
+"""apply under --root: atomic, idempotent, removes exactly what it generated, restarts only what changed."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from octobrixd.apply import apply_plan, make_plan, read_manifest
+from octobrixd.config import parse_config
+from octobrixd.paths import Layout
+from tests.conftest import Ctl
+
+TWO_PRINTERS = """
+[printers.printer1]
+serial = "PRN0001"
+port = 5001
+
+[printers.printer2]
+usb_port = "1-1.2"
+port = 5002
+
+[cameras.cam1]
+serial = "CAM1"
+port = 8081
+"""
+
+
+def apply_text(text: str, root: Path) -> None:
+    layout = Layout(root)
+    previous = read_manifest(layout)
+    apply_plan(make_plan(parse_config(text, "/etc/octobrix.toml"), layout, previous), layout, previous)
+
+
+def files_under(root: Path) -> dict[str, float]:
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "apply.lock"
+    }
+
+
+def test_second_apply_does_nothing_and_says_so(ctl: Ctl, tmp_path: Path, write_config: Callable[[str], Path]) -> None:
+    config = write_config(TWO_PRINTERS)
+    root = tmp_path / "root"
+    first = ctl("apply", "--config", config, "--root", root)
+    assert first.returncode == 0, first.stderr
+    assert "wrote" in first.stdout
+    before = files_under(root)
+    second = ctl("apply", "--config", config, "--root", root)
+    assert second.returncode == 0
+    assert second.stdout.startswith("Nothing to do: the system already matches")
+    assert files_under(root) == before, "an idempotent apply rewrites nothing"
+
+
+def test_removed_printer_takes_only_its_generated_files(tmp_path: Path) -> None:
+    root = tmp_path
+    apply_text(TWO_PRINTERS, root)
+    # Things octobrix did not write: a user's own drop-in and OctoPrint's data.
+    own_dropin = root / "etc/systemd/system/octoprint@printer2.service.d/90-mine.conf"
+    own_dropin.write_text("[Service]\nNice=1\n")
+    upload = root / "var/lib/octobrix/printer2/basedir/uploads/benchy.gcode"
+    upload.parent.mkdir(parents=True)
+    upload.write_text("G28\n")
+    printer1_files = {k: v for k, v in files_under(root).items() if "printer1" in k}
+
+    apply_text(
+        TWO_PRINTERS.split("[printers.printer2]", maxsplit=1)[0] + '[cameras.cam1]\nserial = "CAM1"\nport = 8081\n',
+        root,
+    )
+
+    assert not (root / "etc/systemd/system/octoprint@printer2.service.d/50-octobrix.conf").exists()
+    assert not (root / "var/lib/octobrix/printer2/octobrix-seed.yaml").exists()
+    assert own_dropin.exists() and upload.exists(), "only files octobrix generated are removed"
+    assert "printer2" not in (root / "etc/udev/rules.d/99-octobrix.rules").read_text()
+    assert "octobrix-printer2" not in (root / "etc/sysusers.d/octobrix.conf").read_text()
+    assert {k: v for k, v in files_under(root).items() if "printer1" in k} == printer1_files
+
+
+def test_plan_restarts_only_what_changed(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    apply_text(TWO_PRINTERS, tmp_path)
+    changed = (
+        TWO_PRINTERS.replace("port = 5002", "port = 5012") + "\n[printers.printer3]\nvirtual = true\nport = 5003\n"
+    )
+    changed = changed.replace('[cameras.cam1]\nserial = "CAM1"\nport = 8081\n', "")
+    plan = make_plan(parse_config(changed, "/etc/octobrix.toml"), layout, read_manifest(layout))
+    assert plan.restart == ("octoprint@printer2.service",)
+    assert plan.start == ("octoprint@printer3.service",)
+    assert plan.stop == ("ustreamer@cam1.service",)
+    assert plan.reload_units and plan.reload_udev and plan.create_users
+    assert "systemctl try-restart octoprint@printer2.service" in plan.commands()
+
+
+def test_a_port_change_does_not_reload_udev(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    apply_text(TWO_PRINTERS, tmp_path)
+    plan = make_plan(
+        parse_config(TWO_PRINTERS.replace("5001", "5011"), "/etc/octobrix.toml"),
+        layout,
+        read_manifest(layout),
+    )
+    assert plan.restart == ("octoprint@printer1.service",)
+    assert not plan.reload_udev and not plan.create_users and plan.reload_units
+
+
+def test_interrupted_apply_still_restarts_next_time(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    apply_text(TWO_PRINTERS, tmp_path)
+    changed = parse_config(TWO_PRINTERS.replace("5001", "5011"), "/etc/octobrix.toml")
+    plan = make_plan(changed, layout, read_manifest(layout))
+    # Files written, then killed before the final manifest: the digest of the unit is still the old one.
+    for change in plan.files:
+        (tmp_path / change.path).write_text(change.new)
+    replan = make_plan(changed, layout, read_manifest(layout))
+    assert replan.files == ()
+    assert replan.restart == ("octoprint@printer1.service",)
+
+
+def test_users_octoprint_settings_survive_apply(tmp_path: Path) -> None:
+    apply_text(TWO_PRINTERS, tmp_path)
+    config_yaml = tmp_path / "var/lib/octobrix/printer1/basedir/config.yaml"
+    settings = yaml.safe_load(config_yaml.read_text())
+    settings["webcam"] = {"flipH": True}
+    settings["serial"]["timeout"] = {"connection": 30}
+    config_yaml.write_text(yaml.safe_dump(settings))
+
+    apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
+    after = yaml.safe_load(config_yaml.read_text())
+    assert after["webcam"] == {"flipH": True}
+    assert after["serial"]["timeout"] == {"connection": 30}
+    assert after["server"]["port"] == 5011
+    assert after["serial"]["port"] == "/dev/octobrix/printer1"
+
+
+def test_private_state_is_private(tmp_path: Path) -> None:
+    apply_text(TWO_PRINTERS, tmp_path)
+    state = tmp_path / "var/lib/octobrix/printer1"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "basedir").stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "basedir/config.yaml").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "etc/udev/rules.d/99-octobrix.rules").stat().st_mode) == 0o644
+
+
+def test_dry_run_shows_the_diff_and_commands_and_changes_nothing(
+    ctl: Ctl, tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    root = tmp_path / "root"
+    config = write_config(TWO_PRINTERS)
+    assert ctl("apply", "--config", config, "--root", root).returncode == 0
+    before = files_under(root)
+    config.write_text(TWO_PRINTERS.replace('serial = "PRN0001"', 'serial = "PRN0009"'))
+    result = ctl("apply", "--dry-run", "--config", config, "--root", root)
+    assert result.returncode == 0, result.stderr
+    assert "--- /etc/udev/rules.d/99-octobrix.rules" in result.stdout
+    assert '-SUBSYSTEM=="tty"' in result.stdout and 'ATTRS{serial}=="PRN0009"' in result.stdout
+    assert "udevadm control --reload" in result.stdout
+    assert files_under(root) == before
+
+
+def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
+    apply_text(TWO_PRINTERS, tmp_path)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_manifest_lists_exactly_the_generated_files(tmp_path: Path) -> None:
+    apply_text(TWO_PRINTERS, tmp_path)
+    manifest = read_manifest(Layout(tmp_path))
+    for rel in manifest.files:
+        assert (tmp_path / PurePosixPath(rel)).is_file()
+    assert "var/lib/octobrix/printer1/basedir/config.yaml" not in manifest.files, "config.yaml is OctoPrint's"
