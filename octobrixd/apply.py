@@ -27,11 +27,13 @@ from octobrixd import paths, systemd, udev
 from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import remove_file, write_atomic
+from octobrixd.instances import needs_seeding, seed_basedir
 from octobrixd.paths import Layout
 from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
 from octobrixd.render_units import octoprint_unit
+from octobrixd.venvs import VenvSpec, check_build_prerequisites, is_current, provision, venv_spec
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class Manifest:
 class Plan:
     files: tuple[FileChange, ...]
     state_dirs: tuple[str, ...]
+    provision: tuple[VenvSpec, ...]
+    seed: tuple[str, ...]
     start: tuple[str, ...]
     restart: tuple[str, ...]
     stop: tuple[str, ...]
@@ -79,11 +83,14 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.files or self.state_dirs or self.start or self.restart or self.stop)
+        return not (
+            self.files or self.state_dirs or self.provision or self.seed or self.start or self.restart or self.stop
+        )
 
     def commands(self) -> list[str]:
         """The system commands this plan runs on a live system, in order, for --dry-run."""
-        out = []
+        out = [f"build the Python environment of {s.name}: {' '.join(s.requirements)}" for s in self.provision]
+        out += [f"create the admin user and API key of {name}" for name in self.seed]
         if self.create_users:
             out.append(f"systemd-sysusers /{paths.SYSUSERS_FILE}")
         if self.reload_units:
@@ -199,10 +206,21 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
             unit_files.setdefault(unit, []).append(f"{rel}\0{rendered.text}")
     units = {unit: _digest("\0\0".join(parts)) for unit, parts in unit_files.items()}
 
+    # Venvs and accounts are real installs: only on the live system, never under --root.
+    provision: tuple[VenvSpec, ...] = ()
+    seed: tuple[str, ...] = ()
+    if layout.live:
+        provision = tuple(
+            spec for spec in (venv_spec(config, n) for n in sorted(config.printers)) if not is_current(layout, spec)
+        )
+        seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
+
     touched = {change.path for change in changes}
     return Plan(
         files=tuple(changes),
         state_dirs=state_dirs,
+        provision=provision,
+        seed=seed,
         start=tuple(sorted(set(units) - set(previous.units))),
         restart=tuple(sorted(u for u in set(units) & set(previous.units) if units[u] != previous.units[u])),
         stop=tuple(sorted(set(previous.units) - set(units))),
@@ -279,6 +297,12 @@ def apply_plan(plan: Plan, layout: Layout, previous: Manifest) -> None:
     for name in plan.state_dirs:
         _ensure_state_dir(layout, name)
 
+    if plan.provision:
+        check_build_prerequisites()
+    # All venvs are built before anything else changes: a failed install leaves the system as it was.
+    for spec in plan.provision:
+        provision(layout, spec, *_ids(layout, spec.name))
+
     for change in plan.files:
         if change.path == paths.SYSUSERS_FILE:
             continue
@@ -290,6 +314,9 @@ def apply_plan(plan: Plan, layout: Layout, previous: Manifest) -> None:
             uid, gid = _ids(layout, change.owner)
             write_atomic(target, change.new, mode=change.mode, uid=uid, gid=gid)
             log.info("wrote %s", target)
+
+    for name in plan.seed:
+        seed_basedir(layout, name, *_ids(layout, name))
 
     if layout.live:
         if plan.reload_units:

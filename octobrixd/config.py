@@ -44,6 +44,9 @@ REQUIREMENT_RE = re.compile(
     rf"\s*(?:{_VERSION_CLAUSE}(?:\s*,\s*{_VERSION_CLAUSE})*)?$"
 )
 
+# Most OctoPrint plugins are published as archives, not on PyPI: an https URL, bare or "Name @ URL".
+PLUGIN_URL_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*\s*@\s*)?https://[A-Za-z0-9][^\s\"'\\]*$")
+
 RESOLUTION_RE = re.compile(r"^(?P<width>[1-9][0-9]{1,4})x(?P<height>[1-9][0-9]{1,4})$")
 
 # Standard rates plus the 250000 that Marlin boards commonly use.
@@ -67,6 +70,17 @@ def _check_requirement(value: str) -> str:
         raise ValueError(
             f"{value!r} is not a pip requirement of the form NAME==VERSION "
             '(for example "octoprint==1.11.8"); URLs, paths and pip options are not accepted'
+        )
+    return value
+
+
+def _check_plugin(value: str) -> str:
+    if PLUGIN_URL_RE.match(value):
+        return value
+    if not REQUIREMENT_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a plugin: use NAME==VERSION from PyPI or the plugin's https:// archive URL "
+            "(as plugins.octoprint.org lists it); paths and pip options are not accepted"
         )
     return value
 
@@ -146,8 +160,8 @@ def _check_name(value: str) -> str:
     return value
 
 
-Requirement = Annotated[str, AfterValidator(_check_requirement)]
 OctoPrintRequirement = Annotated[str, AfterValidator(_check_octoprint_requirement)]
+Plugin = Annotated[str, AfterValidator(_check_plugin)]
 Serial = Annotated[str, AfterValidator(_check_serial)]
 UsbPort = Annotated[str, AfterValidator(_check_usb_port)]
 Port = Annotated[int, Strict(), AfterValidator(_check_port)]
@@ -188,7 +202,7 @@ class Printer(_Matched):
     baudrate: Baudrate | None = None
     camera: CameraRef | None = None
     octoprint: OctoPrintRequirement | None = None
-    plugins: tuple[Requirement, ...] = ()
+    plugins: tuple[Plugin, ...] = ()
 
     @model_validator(mode="after")
     def _exactly_one_match(self) -> Self:

@@ -19,8 +19,13 @@ def run(
     input_text: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    new_session: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv (never through a shell), log it quoted, raise CommandError with stderr on failure."""
+    """Run argv (never through a shell), log it quoted, raise CommandError with stderr on failure.
+
+    new_session detaches the command from the caller's terminal, so a program that would ask
+    for a password there reads it from input_text instead. input_text is never logged.
+    """
     args = [str(a) for a in argv]
     log.debug("running %s", shlex.join(args))
     try:
@@ -32,6 +37,7 @@ def run(
             env=dict(env) if env is not None else None,
             timeout=timeout,
             check=False,
+            start_new_session=new_session,
         )
     except FileNotFoundError as exc:
         raise CommandNotFoundError(

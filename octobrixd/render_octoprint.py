@@ -37,9 +37,26 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
         }
         plugins = {}
     plugins["discovery"] = {"publicPort": printer.port}
+    # Anonymous usage tracking stays off unless the user turns it on; deciding it here also
+    # answers the tracking wizard.
+    plugins["tracking"] = {"enabled": False}
     return {
         "serial": serial,
-        "server": {"port": printer.port},
+        "server": {
+            "port": printer.port,
+            # With an admin user seeded and these answered, OctoPrint shows no setup wizard.
+            "firstRun": False,
+            "onlineCheck": {"enabled": True},
+            "pluginBlacklist": {"enabled": True},
+            # A start that crashed half-way must not leave the next start in safe mode with
+            # every plugin off: systemd restarts the instance, and it should come back whole.
+            "ignoreIncompleteStartup": True,
+            "commands": {
+                # OctoPrint runs this through a shell as its child: $PPID is this instance's
+                # OctoPrint, and systemd (Restart=always) starts it again. It can restart only itself.
+                "serverRestartCommand": "kill -TERM $PPID",
+            },
+        },
         "appearance": {"name": name},
         "plugins": plugins,
     }

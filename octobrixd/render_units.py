@@ -23,8 +23,11 @@ def _environment(pairs: dict[str, str]) -> str:
 
 def render_octoprint_dropin(config: Config, name: str) -> str:
     printer = config.printers[name]
+    requirements = " ".join([config.octoprint_requirement(name), *printer.plugins])
     return (
         header(config.source)
+        # Part of the file so that a new pin counts as a change to this instance and restarts it.
+        + f"# Python environment: {requirements}\n"
         + "[Service]\n"
         + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
     )

@@ -73,13 +73,22 @@ FIELD_CASES = [
         "octoprint",
         "does not install OctoPrint",
     ),
+    ("plugins", '["OctoPrint-MFATOTP==1.1.1"]', '["ok==1", "-e ./evil"]', "plugins", "is not a plugin"),
     (
+        "plugin-url",
+        '["https://github.com/kantlivelong/OctoPrint-PSUControl/archive/1.0.6.zip"]',
+        '["http://example.com/plain.zip"]',
         "plugins",
-        '["OctoPrint-PSUControl==1.0.6"]',
-        '["ok==1", "-e ./evil"]',
-        "plugins",
-        "not a pip requirement",
+        "https:// archive URL",
     ),
+    (
+        "plugin-url-quote",
+        '["PSU @ https://x.example/a.zip"]',
+        '["https://x.example/a\'b.zip"]',
+        "plugins",
+        "is not a plugin",
+    ),
+    ("plugin-path", '["a==1"]', '["/tmp/evil.whl"]', "plugins", "is not a plugin"),
     ("camera-ref-name", '"cam-1"', '"Cam/1"', "camera", "not a valid name"),
 ]
 

@@ -1,0 +1,149 @@
+"""Each instance's OctoPrint basedir: an admin user and an API key for octobrixd, made once.
+
+The password and key are generated on the first apply and kept in a root-only file, outside
+every instance's own directory; `octobrixctl credentials` shows them. They are never logged
+and never put on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from octobrixd import paths
+from octobrixd.errors import CommandError, OctobrixError
+from octobrixd.fsutil import write_atomic
+from octobrixd.paths import Layout
+from octobrixd.proc import run
+from octobrixd.render_common import instance_user
+
+log = logging.getLogger(__name__)
+
+SECRETS_DIR = paths.STATE_DIR / ".secrets"
+ADMIN_USER = "admin"
+APP_ID = "octobrix"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+    api_key: str
+
+
+def credentials_path(name: str) -> PurePosixPath:
+    return SECRETS_DIR / f"{name}.json"
+
+
+def read_credentials(layout: Layout, name: str) -> Credentials | None:
+    try:
+        body = json.loads(layout.path(credentials_path(name)).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise OctobrixError(
+            f"cannot read the saved credentials of {name}: {exc}",
+            hint=f"remove {layout.path(credentials_path(name))} and apply again to make new ones",
+        ) from None
+    return Credentials(**body)
+
+
+def load_or_create_credentials(layout: Layout, name: str) -> Credentials:
+    existing = read_credentials(layout, name)
+    if existing is not None:
+        return existing
+    created = Credentials(ADMIN_USER, secrets.token_urlsafe(12), secrets.token_hex(16).upper())
+    directory = layout.path(SECRETS_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    write_atomic(layout.path(credentials_path(name)), json.dumps(asdict(created)) + "\n", mode=0o600)
+    return created
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError as exc:
+        raise OctobrixError(f"{path} is not valid YAML: {exc}", hint="fix or remove it, then apply again") from None
+
+
+def _ensure_admin(layout: Layout, name: str, credentials: Credentials) -> None:
+    basedir = layout.state_dir(name) / "basedir"
+    users = _load_yaml(basedir / "users.yaml")
+    if isinstance(users, dict) and users:
+        # Someone already set up users (octobrix earlier, or the user): never touch accounts.
+        return
+    octoprint = layout.state_dir(name) / "venv" / "bin" / "octoprint"
+    password_twice = f"{credentials.password}\n{credentials.password}\n"
+    try:
+        run(
+            [
+                "runuser",
+                "-u",
+                instance_user(name),
+                "--",
+                str(octoprint),
+                "--basedir",
+                str(basedir),
+                "user",
+                "add",
+                credentials.username,
+                "--admin",
+            ],
+            input_text=password_twice,
+            env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
+            new_session=True,
+            timeout=120,
+        )
+    except CommandError as error:
+        raise OctobrixError(
+            f"could not create the admin user of {name}: {error}",
+            hint=f"see `runuser -u {instance_user(name)} -- {octoprint} --basedir {basedir} user list`",
+        ) from error
+    if not _load_yaml(basedir / "users.yaml"):
+        raise OctobrixError(f"OctoPrint of {name} did not save its admin user", hint="apply again with --debug")
+
+
+def _ensure_app_key(layout: Layout, name: str, credentials: Credentials, uid: int, gid: int) -> None:
+    keys_file = layout.state_dir(name) / "basedir" / "data" / "appkeys" / "keys.yaml"
+    keys = _load_yaml(keys_file)
+    if not isinstance(keys, dict):
+        keys = {}
+    entry = {"app_id": APP_ID, "api_key": credentials.api_key}
+    mine = [k for k in keys.get(credentials.username) or [] if isinstance(k, dict) and k.get("app_id") != APP_ID]
+    updated = {**keys, credentials.username: [*mine, entry]}
+    if updated == keys:
+        return
+    for directory in (keys_file.parent.parent, keys_file.parent):
+        directory.mkdir(exist_ok=True)
+        os.chown(directory, uid, gid)
+    write_atomic(keys_file, yaml.safe_dump(updated, sort_keys=True), mode=0o600, uid=uid, gid=gid)
+
+
+def needs_seeding(layout: Layout, name: str) -> bool:
+    credentials = read_credentials(layout, name)
+    if credentials is None:
+        return True
+    basedir = layout.state_dir(name) / "basedir"
+    keys = _load_yaml(basedir / "data" / "appkeys" / "keys.yaml")
+    ours = isinstance(keys, dict) and any(
+        isinstance(k, dict) and k.get("api_key") == credentials.api_key for k in keys.get(credentials.username) or []
+    )
+    return not ours or not _load_yaml(basedir / "users.yaml")
+
+
+def seed_basedir(layout: Layout, name: str, uid: int, gid: int) -> Credentials:
+    """Give the instance its admin user and octobrixd's API key, once; later calls change nothing."""
+    credentials = load_or_create_credentials(layout, name)
+    _ensure_admin(layout, name, credentials)
+    _ensure_app_key(layout, name, credentials, uid, gid)
+    return credentials
