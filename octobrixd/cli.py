@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import ModuleType
 
 from octobrixd import __version__
 from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, read_manifest, render_diff
+from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.fsutil import write_atomic
+from octobrixd.instances import read_credentials
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.render import render_all
 
@@ -22,27 +24,11 @@ log = logging.getLogger("octobrixctl")
 
 # Subcommands that live in their own modules: (module, one-line help). Each module has
 # configure_parser(parser) and main(args) -> exit status.
-MODULE_COMMANDS: dict[str, tuple[str, str]] = {}
-
-
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        metavar="FILE",
-        help=f"config file (default {DEFAULT_CONFIG})",
-    )
-
-
-def add_root_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path("/"),
-        metavar="DIR",
-        help="act on the tree under DIR instead of the system: no systemctl, no udevadm (for tests and packaging)",
-    )
+MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "status": ("octobrixd.status", "one line per printer and camera: service, resources, printer state, URL"),
+    "discover": ("octobrixd.discover", "list plugged-in printer boards and cameras, with config entries for them"),
+    "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
+}
 
 
 def _plural(count: int, word: str) -> str:
@@ -109,6 +95,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credentials(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    names = args.names or sorted(config.printers)
+    rows = []
+    for name in names:
+        if name not in config.printers:
+            raise OctobrixError(f"no printer named {name} in {args.config}", hint="see `octobrixctl status`")
+        credentials = read_credentials(Layout(), name)
+        if credentials is None:
+            rows.append(f"{name}: not set up yet — run `sudo octobrixctl apply`")
+            continue
+        port = config.printers[name].port
+        rows.append(
+            f"{name}: http://{socket.gethostname()}:{port}/  user {credentials.username}  "
+            f"password {credentials.password}"
+        )
+    print("\n".join(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="octobrixctl",
@@ -132,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_root_argument(apply)
     apply.add_argument("--dry-run", action="store_true", help="print the changes and commands, change nothing")
     apply.set_defaults(func=cmd_apply)
+
+    credentials = sub.add_parser("credentials", help="each OctoPrint's admin login (needs root)")
+    add_config_argument(credentials)
+    credentials.add_argument("names", nargs="*", metavar="NAME")
+    credentials.set_defaults(func=cmd_credentials)
 
     for name, (module_name, help_text) in MODULE_COMMANDS.items():
         module = importlib.import_module(module_name)

@@ -1,0 +1,280 @@
+"""`octobrixctl status`: every printer and camera at a glance.
+
+One `systemctl show` for all units (not one per unit), and the OctoPrint APIs asked in
+parallel with a short timeout, so the command stays fast as the farm grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from octobrixd.cliargs import add_config_argument
+from octobrixd.config import Config, load_config
+from octobrixd.errors import CommandError, OctobrixError
+from octobrixd.instances import read_credentials
+from octobrixd.paths import Layout
+from octobrixd.proc import run
+from octobrixd.render_units import octoprint_unit, streamer_unit
+
+JSON_VERSION = 1
+SHOW_PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "ActiveEnterTimestampMonotonic",
+    "MemoryCurrent",
+    "CPUUsageNSec",
+)
+API_TIMEOUT = 1.5
+# systemd prints this for "no value" in numeric properties.
+UNSET = "18446744073709551615"
+
+UnitProps = Mapping[str, Mapping[str, str]]
+PrinterStateFetcher = Callable[[str, int], tuple[str | None, float | None]]
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    unit: str
+    state: str
+    sub_state: str
+    pid: int | None
+    uptime_seconds: float | None
+    cpu_percent: float | None
+    memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class PrinterStatus(UnitStatus):
+    name: str
+    device: str
+    device_path: str | None
+    url: str
+    printer_state: str | None
+    progress_percent: float | None
+
+
+@dataclass(frozen=True)
+class CameraStatus(UnitStatus):
+    name: str
+    device: str
+    device_path: str
+    url: str
+
+
+def query_units(units: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Properties of every unit from a single systemctl call."""
+    if not units:
+        return {}
+    try:
+        result = run(["systemctl", "show", "--property=" + ",".join(SHOW_PROPERTIES), "--", *units])
+    except CommandError as error:
+        raise OctobrixError(
+            f"cannot ask systemd about the instances: {error}", hint="is this a system running systemd?"
+        ) from error
+    found: dict[str, dict[str, str]] = {}
+    for block in result.stdout.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            found[props["Id"]] = props
+    return found
+
+
+def _int(props: Mapping[str, str], key: str) -> int | None:
+    value = props.get(key, "")
+    if not value or value == UNSET or not value.isdigit():
+        return None
+    return int(value)
+
+
+def unit_status(unit: str, props: Mapping[str, str], now_monotonic_usec: int) -> UnitStatus:
+    state = props.get("ActiveState", "unknown")
+    if props.get("LoadState") == "not-found":
+        state = "not-installed"
+    active = state in ("active", "reloading", "deactivating")
+    pid = _int(props, "MainPID") or None
+    since = _int(props, "ActiveEnterTimestampMonotonic")
+    uptime = (now_monotonic_usec - since) / 1e6 if active and since else None
+    cpu_ns = _int(props, "CPUUsageNSec")
+    cpu = round(cpu_ns / 1e9 / uptime * 100, 1) if cpu_ns is not None and uptime else None
+    return UnitStatus(
+        unit=unit,
+        state=state,
+        sub_state=props.get("SubState", "unknown"),
+        pid=pid if active else None,
+        uptime_seconds=round(uptime, 1) if uptime is not None else None,
+        cpu_percent=cpu,
+        memory_bytes=_int(props, "MemoryCurrent") if active else None,
+    )
+
+
+def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
+    """Ask an instance's OctoPrint for its printer's state: ("Printing", 42.0), ("Offline", None)…"""
+
+    def fetch(_name: str, port: int) -> tuple[str | None, float | None]:
+        if api_key is None:
+            return None, None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/job", headers={"X-Api-Key": api_key}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=API_TIMEOUT) as response:  # noqa: S310
+                body: Any = json.load(response)
+        except (urllib.error.URLError, OSError, ValueError):
+            return "not answering", None
+        state = body.get("state") if isinstance(body, dict) else None
+        completion = (body.get("progress") or {}).get("completion") if isinstance(body, dict) else None
+        progress = round(float(completion), 1) if isinstance(completion, int | float) else None
+        return (str(state) if state is not None else None), progress
+
+    return fetch
+
+
+def collect(
+    config: Config,
+    layout: Layout,
+    props: UnitProps,
+    fetchers: Mapping[str, PrinterStateFetcher],
+    host: str,
+    *,
+    names: Sequence[str] = (),
+    now_monotonic_usec: int | None = None,
+) -> tuple[list[PrinterStatus], list[CameraStatus]]:
+    now = now_monotonic_usec if now_monotonic_usec is not None else time.monotonic_ns() // 1000
+    wanted = set(names)
+    printers = [n for n in sorted(config.printers) if not wanted or n in wanted]
+    cameras = [n for n in sorted(config.cameras) if not wanted or n in wanted]
+
+    def one_printer(name: str) -> PrinterStatus:
+        printer = config.printers[name]
+        unit = octoprint_unit(name)
+        base = unit_status(unit, props.get(unit, {}), now)
+        state, progress = (None, None)
+        if base.state == "active":
+            state, progress = fetchers[name](name, printer.port)
+        link = layout.device_link(name)
+        device = "virtual" if printer.virtual else ("plugged" if link.exists() else "unplugged")
+        return PrinterStatus(
+            **asdict(base),
+            name=name,
+            device=device,
+            device_path=None if printer.virtual else f"/dev/octobrix/{name}",
+            url=f"http://{host}:{printer.port}/",
+            printer_state=state,
+            progress_percent=progress,
+        )
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(printers)))) as pool:
+        printer_rows = list(pool.map(one_printer, printers))
+
+    camera_rows = []
+    for name in cameras:
+        unit = streamer_unit(config, name)
+        base = unit_status(unit, props.get(unit, {}), now)
+        link = layout.device_link(name)
+        camera_rows.append(
+            CameraStatus(
+                **asdict(base),
+                name=name,
+                device="plugged" if link.exists() else "unplugged",
+                device_path=f"/dev/octobrix/{name}",
+                url=f"http://{host}:{config.cameras[name].port}/stream",
+            )
+        )
+    return printer_rows, camera_rows
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
+
+
+def _memory(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1_048_576:.0f} MB"
+
+
+def _service(row: UnitStatus) -> str:
+    return row.state if row.state != "active" else f"active ({row.sub_state})"
+
+
+def format_table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -> str:
+    lines: list[list[str]] = []
+    if printers:
+        lines.append(["PRINTER", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "STATE", "URL"])
+        for p in printers:
+            state = p.printer_state or "-"
+            if p.progress_percent is not None and state.startswith("Printing"):
+                state = f"{state} {p.progress_percent:.0f}%"
+            lines.append([
+                p.name, _service(p), _duration(p.uptime_seconds), str(p.pid or "-"),
+                "-" if p.cpu_percent is None else f"{p.cpu_percent}%", _memory(p.memory_bytes),
+                p.device, state, p.url,
+            ])  # fmt: skip
+    table = _align(lines)
+    if cameras:
+        rows = [["CAMERA", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "URL"]]
+        for c in cameras:
+            rows.append([
+                c.name, _service(c), _duration(c.uptime_seconds), str(c.pid or "-"),
+                "-" if c.cpu_percent is None else f"{c.cpu_percent}%", _memory(c.memory_bytes), c.device, c.url,
+            ])  # fmt: skip
+        table += ("\n" if table else "") + _align(rows)
+    return table or "No printers or cameras are configured."
+
+
+def _align(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def to_json(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -> str:
+    body = {"version": JSON_VERSION, "printers": [asdict(p) for p in printers], "cameras": [asdict(c) for c in cameras]}
+    return json.dumps(body, indent=2)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="only these printers and cameras")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    layout = Layout()
+    unknown = [n for n in args.names if n not in config.printers and n not in config.cameras]
+    if unknown:
+        raise OctobrixError(
+            f"no printer or camera named {', '.join(unknown)} in {args.config}",
+            hint="`octobrixctl status` with no names lists them all",
+        )
+    units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
+    props = query_units(units)
+    fetchers: dict[str, PrinterStateFetcher] = {}
+    for name in config.printers:
+        try:
+            credentials = read_credentials(layout, name)
+        except (OctobrixError, PermissionError):
+            credentials = None
+        fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
+    printers, cameras = collect(config, layout, props, fetchers, socket.gethostname(), names=args.names)
+    sys.stdout.write((to_json(printers, cameras) if args.json else format_table(printers, cameras)) + "\n")
+    return 0

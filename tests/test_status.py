@@ -1,0 +1,84 @@
+"""status rendering from systemd's properties and OctoPrint's answers (the real thing runs in the lab container)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from octobrixd.config import parse_config
+from octobrixd.paths import Layout
+from octobrixd.status import collect, format_table, to_json, unit_status
+
+CONFIG = parse_config(
+    "[printers.demo]\nvirtual = true\nport = 5000\n"
+    '[printers.prusa]\nserial = "PRN0001"\nport = 5001\n'
+    '[cameras.cam1]\nserial = "CAM1"\nport = 8081\n',
+    "/etc/octobrix.toml",
+)
+NOW = 10_000_000_000  # monotonic microseconds
+PROPS = {
+    "octoprint@demo.service": {
+        "Id": "octoprint@demo.service", "LoadState": "loaded", "ActiveState": "active", "SubState": "running",
+        "MainPID": "4242", "ActiveEnterTimestampMonotonic": str(NOW - 3_600_000_000),
+        "MemoryCurrent": str(90 * 1_048_576), "CPUUsageNSec": str(36 * 10**9),
+    },
+    "octoprint@prusa.service": {
+        "Id": "octoprint@prusa.service", "LoadState": "loaded", "ActiveState": "failed", "SubState": "failed",
+        "MainPID": "0", "ActiveEnterTimestampMonotonic": "0", "MemoryCurrent": "18446744073709551615",
+        "CPUUsageNSec": "18446744073709551615",
+    },
+}  # fmt: skip
+
+
+def fetch(name: str, port: int) -> tuple[str | None, float | None]:
+    return ("Printing", 42.4) if (name, port) == ("demo", 5000) else ("Offline", None)
+
+
+def test_rows_from_systemd_properties(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    printers, cameras = collect(CONFIG, layout, PROPS, {"demo": fetch, "prusa": fetch}, "farm", now_monotonic_usec=NOW)
+    demo, prusa = printers
+    assert (demo.state, demo.pid, demo.uptime_seconds) == ("active", 4242, 3600.0)
+    assert demo.cpu_percent == 1.0, "36 s of CPU over an hour"
+    assert demo.memory_bytes == 90 * 1_048_576
+    assert (demo.device, demo.printer_state, demo.progress_percent) == ("virtual", "Printing", 42.4)
+    assert (prusa.state, prusa.pid, prusa.memory_bytes, prusa.printer_state) == ("failed", None, None, None)
+    assert prusa.device == "unplugged"
+    assert cameras[0].state == "unknown"
+
+    (tmp_path / "dev/octobrix").mkdir(parents=True)
+    (tmp_path / "dev/octobrix/prusa").symlink_to("/dev/null")
+    printers, _ = collect(CONFIG, layout, PROPS, {"demo": fetch, "prusa": fetch}, "farm", now_monotonic_usec=NOW)
+    assert printers[1].device == "plugged"
+
+
+def test_table_shows_what_matters_at_a_glance(tmp_path: Path) -> None:
+    printers, cameras = collect(
+        CONFIG, Layout(tmp_path), PROPS, {"demo": fetch, "prusa": fetch}, "farm", now_monotonic_usec=NOW
+    )
+    table = format_table(printers, cameras).splitlines()
+    assert table[0].split() == ["PRINTER", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "STATE", "URL"]
+    assert table[1].split() == [
+        "demo", "active", "(running)", "1h00m", "4242", "1.0%", "90", "MB", "virtual", "Printing", "42%",
+        "http://farm:5000/",
+    ]  # fmt: skip
+    assert table[2].split() == ["prusa", "failed", "-", "-", "-", "-", "unplugged", "-", "http://farm:5001/"]
+    assert table[3].split()[0] == "CAMERA"
+
+
+def test_json_schema_is_stable(tmp_path: Path) -> None:
+    printers, cameras = collect(
+        CONFIG, Layout(tmp_path), PROPS, {"demo": fetch, "prusa": fetch}, "farm", names=["demo"]
+    )
+    body = json.loads(to_json(printers, cameras))
+    assert body["version"] == 1
+    assert [p["name"] for p in body["printers"]] == ["demo"] and body["cameras"] == []
+    assert sorted(body["printers"][0]) == sorted([
+        "name", "unit", "state", "sub_state", "pid", "uptime_seconds", "cpu_percent", "memory_bytes",
+        "device", "device_path", "url", "printer_state", "progress_percent",
+    ])  # fmt: skip
+
+
+def test_unknown_unit_is_not_installed() -> None:
+    status = unit_status("octoprint@x.service", {"LoadState": "not-found", "ActiveState": "inactive"}, NOW)
+    assert status.state == "not-installed"
