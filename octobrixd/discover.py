@@ -1,0 +1,318 @@
+"""`octobrixctl discover`: attached printer boards and cameras, and the entries that bind them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from octobrixd import v4l2
+from octobrixd.config import Config, load_config
+from octobrixd.devices import (
+    Device,
+    DeviceKind,
+    Inventory,
+    read_device,
+    scan,
+    suggest_entries,
+    suggest_match,
+)
+from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.paths import DEFAULT_CONFIG, Layout
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "List the USB printer boards and cameras plugged in now, with what identifies each, and "
+        "which config entry binds it. Serial ports are never opened (that would reset a board)."
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print everything as JSON")
+    output.add_argument(
+        "--toml", action="store_true", help="print config entries for the devices the config does not bind yet"
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for the next device to be plugged in and print its entry"
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long (default: never)"
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"the config to compare with (default {DEFAULT_CONFIG})"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=Path("/"), help="read /proc under this directory instead of / (for tests)"
+    )
+
+
+def load_optional_config(path: Path) -> tuple[Config | None, str | None]:
+    """The config, or None with a note: discovery is most useful before there is a valid config."""
+    if not path.exists():
+        return None, None
+    try:
+        return load_config(path), None
+    except ConfigError as exc:
+        problems = "\n".join(f"  {problem}" for problem in exc.problems)
+        return None, (
+            f"warning: {path} has problems, so bindings are not shown and suggested names or ports "
+            f"may clash with it (`octobrixctl check` explains):\n{problems}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _fps(rate: float) -> str:
+    return f"{rate:g}"
+
+
+def formats_summary(device: Device) -> str:
+    video = device.video
+    if video is None:
+        return ""
+    if not video.formats:
+        return "unknown"
+    parts = []
+    for fmt in video.formats:
+        largest = fmt.largest()
+        if largest is not None:
+            parts.append(f"{fmt.fourcc} {largest.resolution}@{_fps(largest.max_fps)}")
+    return ", ".join(parts)
+
+
+def _serial_cell(device: Device) -> str:
+    if device.usb.serial is None:
+        return "(none)"
+    return device.usb.serial + (" (NOT UNIQUE)" if device.serial_shared_with else "")
+
+
+def _holders_cell(device: Device) -> str:
+    return ", ".join(f"{h.command}[{h.pid}]" for h in device.held_by) or "-"
+
+
+def _speed(device: Device) -> str:
+    speed = device.usb.speed_mbps
+    return f"bus {device.usb.bus}, {speed:g} Mbit/s" if speed else f"bus {device.usb.bus}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+
+
+def render_table(inventory: Inventory, config: Config | None, config_path: Path) -> str:
+    lines: list[str] = []
+    printer_rows = [
+        [
+            d.node,
+            d.usb.port,
+            d.usb.vid_pid,
+            d.driver or "-",
+            _serial_cell(d),
+            ", ".join(d.bound_to) or "-",
+            _holders_cell(d),
+            d.usb.label,
+        ]
+        for d in inventory.printers
+    ]
+    camera_rows = [
+        [
+            d.node,
+            d.usb.port,
+            _speed(d),
+            d.usb.vid_pid,
+            _serial_cell(d),
+            ", ".join(d.bound_to) or "-",
+            formats_summary(d),
+            d.usb.label,
+        ]
+        for d in inventory.cameras
+    ]
+    lines.append("Printer boards (USB serial ports):")
+    if printer_rows:
+        headers = ["NODE", "USB PORT", "ID", "DRIVER", "SERIAL", "BOUND TO", "OPEN BY", "DEVICE"]
+        lines += ["  " + line for line in _table(headers, printer_rows)]
+    else:
+        lines.append("  none plugged in")
+    lines.append("")
+    lines.append("Cameras (capture nodes):")
+    if camera_rows:
+        headers = ["NODE", "USB PORT", "BUS", "ID", "SERIAL", "BOUND TO", "LARGEST MODES", "DEVICE"]
+        lines += ["  " + line for line in _table(headers, camera_rows)]
+    else:
+        lines.append("  none plugged in")
+
+    notes: list[str] = []
+    unbound = [d for d in inventory.devices if not d.bound_to]
+    if unbound:
+        where = str(config_path) if config is not None else f"{config_path} (none loaded)"
+        notes.append(
+            f"{len(unbound)} of these are not in {where}: `octobrixctl discover --toml` prints entries for them."
+        )
+    if any(suggest_match(d).key == "usb_port" for d in unbound):
+        notes.append(
+            "Boards with no serial number, or one they share, are bound by USB port: "
+            "such a name follows the cable, not the board."
+        )
+    if any(len(d.bound_to) > 1 for d in inventory.devices):
+        notes.append("A device bound by more than one entry: `octobrixctl doctor` explains.")
+    if not inventory.holders_complete:
+        notes.append("Some processes could not be inspected: run as root to see every OPEN BY.")
+    if any(d.video is not None and d.video.formats_error for d in inventory.cameras):
+        errors = sorted({d.video.formats_error for d in inventory.cameras if d.video and d.video.formats_error})
+        notes.append("Camera formats unknown: " + "; ".join(errors) + ".")
+    if inventory.devices:
+        notes.append("by-id and by-path links, all formats: `octobrixctl discover --json`.")
+    if notes:
+        lines.append("")
+        lines += notes
+    return "\n".join(lines) + "\n"
+
+
+def device_json(device: Device) -> dict[str, Any]:
+    match = None if device.bound_to else suggest_match(device)
+    data: dict[str, Any] = {
+        "kind": str(device.kind),
+        "node": device.node,
+        "sys_path": device.sys_path,
+        "by_id": list(device.by_id),
+        "by_path": list(device.by_path),
+        "usb_port": device.usb.port,
+        "bus": device.usb.bus,
+        "speed_mbps": device.usb.speed_mbps,
+        "vendor_id": device.usb.vendor_id,
+        "product_id": device.usb.product_id,
+        "manufacturer": device.usb.manufacturer,
+        "product": device.usb.product,
+        "label": device.usb.label,
+        "serial": device.usb.serial,
+        "serial_unique": device.serial_unique,
+        "serial_shared_with": list(device.serial_shared_with),
+        "driver": device.driver,
+        "bound_to": list(device.bound_to),
+        "held_by": [{"pid": h.pid, "command": h.command, "unit": h.unit} for h in device.held_by],
+        "modemmanager_ignores": device.mm_ignored,
+        "suggested_match": None
+        if match is None
+        else {"key": str(match.key), "value": match.value, "why_port": match.why_port},
+    }
+    if device.video is not None:
+        data["name"] = device.video.name
+        data["formats"] = [
+            {
+                "fourcc": fmt.fourcc,
+                "description": fmt.description,
+                "sizes": [{"width": s.width, "height": s.height, "fps": list(s.fps)} for s in fmt.sizes],
+            }
+            for fmt in device.video.formats
+        ]
+        data["formats_error"] = device.video.formats_error
+    return data
+
+
+def inventory_json(inventory: Inventory, config: Config | None) -> dict[str, Any]:
+    return {
+        "config": config.source if config is not None else None,
+        "holders_complete": inventory.holders_complete,
+        "printers": [device_json(d) for d in inventory.printers],
+        "cameras": [device_json(d) for d in inventory.cameras],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# --wait
+
+
+def _describe(device: Device) -> str:
+    serial = device.usb.serial or "no serial number"
+    what = "printer board" if device.kind is DeviceKind.PRINTER else "camera"
+    return (
+        f"Plugged in: {what} {device.node}, {device.usb.label} ({device.usb.vid_pid}, "
+        f"{device.driver or 'no driver'}) on USB port {device.usb.port}, {serial}"
+    )
+
+
+def wait_for_device(
+    context: Any,
+    *,
+    config: Config | None,
+    layout: Layout,
+    timeout: float | None,
+    on_ready: Callable[[], None] = lambda: None,
+) -> Device | None:
+    """Block until a printer port or camera capture node is added; None when the timeout passes."""
+    import pyudev  # noqa: PLC0415 — only --wait needs the netlink monitor
+
+    monitor = pyudev.Monitor.from_netlink(context)
+    monitor.filter_by("tty")
+    monitor.filter_by("video4linux")
+    monitor.start()
+    on_ready()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return None
+        event = monitor.poll(timeout=remaining)
+        # Metadata nodes, non-USB ttys and removals are not what the user is plugging in.
+        if event is None or event.action != "add" or read_device(event) is None:
+            continue
+        # A fresh scan: uniqueness and bindings are judged against everything attached now.
+        inventory = scan(context, config=config, layout=layout, query_formats=v4l2.query_formats)
+        for device in inventory.devices:
+            if device.sys_path == event.sys_path:
+                return device
+
+
+def _main_wait(args: argparse.Namespace, context: Any, config: Config | None, layout: Layout) -> int:
+    def ready() -> None:
+        print("Waiting for a printer board or camera to be plugged in (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+
+    device = wait_for_device(context, config=config, layout=layout, timeout=args.timeout, on_ready=ready)
+    if device is None:
+        raise OctobrixError(
+            f"nothing was plugged in within {args.timeout:g} s",
+            hint="plug the board or camera in after the 'Waiting' line appears; "
+            "if it never shows up, check the cable and `dmesg`",
+        )
+    entry = suggest_entries([device], config, target=str(args.config))
+    if args.json:
+        print(json.dumps({"device": device_json(device), "entry": entry}, indent=2))
+    elif args.toml:
+        print(entry, end="")
+    else:
+        print(_describe(device))
+        print()
+        print(entry, end="")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    import pyudev  # noqa: PLC0415 — keeps `octobrixctl --help` working without libudev
+
+    config, note = load_optional_config(args.config)
+    if note:
+        print(note, file=sys.stderr)
+    layout = Layout(args.root)
+    context = pyudev.Context()
+    try:
+        if args.wait:
+            return _main_wait(args, context, config, layout)
+        inventory = scan(context, config=config, layout=layout, query_formats=v4l2.query_formats)
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(inventory_json(inventory, config), indent=2))
+    elif args.toml:
+        print(suggest_entries(inventory.devices, config, target=str(args.config)), end="")
+    else:
+        print(render_table(inventory, config, args.config), end="")
+    return 0

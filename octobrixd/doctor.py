@@ -1,0 +1,345 @@
+"""`octobrixctl doctor`: the checks a support forum would ask about, each with what to do.
+
+A check is a small function from a DoctorContext to a list of CheckResult; CHECKS lists them
+in the order they print. Later checks (cameras, the uvcvideo module...) append themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from octobrixd import paths
+from octobrixd.config import Camera, Config, Printer, load_config
+from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
+from octobrixd.errors import ConfigError
+from octobrixd.paths import DEFAULT_CONFIG, Layout
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None  # what the user should do; set whenever ok is False
+
+
+class DoctorContext:
+    """What the checks look at, each read once and only when a check needs it."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        config_path: Path,
+        scan_devices: Callable[[Config | None], Inventory] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.config_path = config_path
+        self._scan_devices = scan_devices or self._scan_udev
+        self.config: Config | None = None
+        self.config_error: ConfigError | None = None
+        try:
+            self.config = load_config(config_path)
+        except ConfigError as exc:
+            self.config_error = exc
+
+    def _scan_udev(self, config: Config | None) -> Inventory:
+        import pyudev  # noqa: PLC0415 — only the device checks need libudev
+
+        # Formats are not needed here, and querying them would open every camera.
+        return scan(pyudev.Context(), config=config, layout=self.layout, query_formats=None)
+
+    @cached_property
+    def inventory(self) -> Inventory:
+        return self._scan_devices(self.config)
+
+    @cached_property
+    def process_names(self) -> set[str]:
+        names = set()
+        proc = self.layout.path("proc")
+        try:
+            pids = [entry for entry in proc.iterdir() if entry.name.isdigit()]
+        except OSError:
+            return set()
+        for pid in pids:
+            try:
+                names.add((pid / "comm").read_text(encoding="utf-8", errors="replace").strip())
+            except OSError:
+                continue
+        return names
+
+    def link_target(self, name: str) -> str | None:
+        """Where /dev/octobrix/NAME points, as a path on the target system; None if absent."""
+        link = self.layout.device_link(name)
+        try:
+            target = link.readlink()
+        except OSError:
+            return None
+        resolved = Path(os.path.normpath(link.parent / target))
+        try:
+            return "/" + str(resolved.relative_to(self.layout.root)).removeprefix(".")
+        except ValueError:
+            return str(resolved)
+
+
+Check = Callable[[DoctorContext], list[CheckResult]]
+
+
+def _entries(config: Config) -> list[tuple[DeviceKind, str, Printer | Camera]]:
+    found: list[tuple[DeviceKind, str, Printer | Camera]] = [
+        (DeviceKind.PRINTER, name, printer) for name, printer in config.printers.items() if not printer.virtual
+    ]
+    found += [(DeviceKind.CAMERA, name, camera) for name, camera in config.cameras.items()]
+    return found
+
+
+def _match_text(entry: Printer | Camera) -> str:
+    if entry.serial is not None:
+        return f"serial number {entry.serial}"
+    return f"USB port {entry.usb_port}"
+
+
+def check_config(ctx: DoctorContext) -> list[CheckResult]:
+    if ctx.config is not None:
+        printers, cameras = len(ctx.config.printers), len(ctx.config.cameras)
+        return [CheckResult("config", True, f"{ctx.config_path} is valid ({printers} printers, {cameras} cameras)")]
+    if not ctx.config_path.exists():
+        return [
+            CheckResult(
+                "config",
+                False,
+                f"{ctx.config_path} does not exist; the checks that need it were skipped",
+                "create it: `octobrixctl discover --toml` prints entries for the attached devices",
+            )
+        ]
+    problems = "\n".join(ctx.config_error.problems if ctx.config_error else [])
+    return [
+        CheckResult(
+            "config",
+            False,
+            f"{ctx.config_path} is not valid; the checks that need it were skipped:\n{problems}",
+            "fix each line named above, then run `octobrixctl check` until it passes",
+        )
+    ]
+
+
+def check_devices(ctx: DoctorContext) -> list[CheckResult]:
+    """Every configured device is attached, matched by exactly one entry, and has its link."""
+    if ctx.config is None:
+        return []
+    results = []
+    for kind, name, entry in _entries(ctx.config):
+        label = f"{kind} {name}"
+        pool = ctx.inventory.printers if kind is DeviceKind.PRINTER else ctx.inventory.cameras
+        matches = [d for d in pool if binds(entry, d.usb)]
+        if not matches:
+            what = "USB serial port" if kind is DeviceKind.PRINTER else "camera"
+            results.append(
+                CheckResult(
+                    label,
+                    False,
+                    f"not plugged in: no {what} with {_match_text(entry)} is attached",
+                    "plug it in and check its cable and power; `octobrixctl discover` lists what is attached "
+                    "and how each device identifies itself",
+                )
+            )
+            continue
+        if len(matches) > 1:
+            nodes = ", ".join(d.node for d in matches)
+            results.append(
+                CheckResult(
+                    label,
+                    False,
+                    f"{_match_text(entry)} matches {len(matches)} attached devices ({nodes}); "
+                    f"/dev/octobrix/{name} would point at whichever udev handled last",
+                    "bind each of these boards by usb_port instead: `octobrixctl discover --toml` prints the entries",
+                )
+            )
+            continue
+        device = matches[0]
+        if len(device.bound_to) > 1:
+            others = ", ".join(f"{kind.section}.{n}" for n in device.bound_to)
+            results.append(
+                CheckResult(
+                    label,
+                    False,
+                    f"{device.node} is matched by {others}: two instances would fight over it",
+                    "keep one entry for this device and delete or re-point the others",
+                )
+            )
+            continue
+        results.append(_check_link(ctx, label, name, device))
+    return results
+
+
+def _check_link(ctx: DoctorContext, label: str, name: str, device: Device) -> CheckResult:
+    link = f"/dev/octobrix/{name}"
+    target = ctx.link_target(name)
+    if target == device.node:
+        return CheckResult(label, True, f"{device.node} ({device.usb.label}) is {link}")
+    if target is None:
+        detail = f"{device.node} ({device.usb.label}) is attached but {link} does not exist"
+    else:
+        detail = f"{link} points to {target}, but the device is {device.node}"
+    return CheckResult(
+        label,
+        False,
+        detail,
+        "run `sudo octobrixctl apply` (installs the udev rules and re-triggers udev); "
+        f"if the rules are current, unplug and replug {device.node}",
+    )
+
+
+def check_rules(ctx: DoctorContext) -> list[CheckResult]:
+    if ctx.config is None:
+        return []
+    from octobrixd.render import render_all  # noqa: PLC0415 — keeps renderers out of doctor's import time
+
+    expected = render_all(ctx.config)[paths.UDEV_RULES].text
+    installed_path = ctx.layout.path(paths.UDEV_RULES)
+    shown = "/" + str(paths.UDEV_RULES)
+    fix = "run `sudo octobrixctl apply` (it writes the rules and reloads udev)"
+    try:
+        installed = installed_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [CheckResult("udev rules", False, f"{shown} is not installed: no device gets its name", fix)]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [CheckResult("udev rules", False, f"{shown} cannot be read: {exc}", fix)]
+    if installed != expected:
+        return [
+            CheckResult(
+                "udev rules", False, f"{shown} does not match {ctx.config_path} (changed since the last apply?)", fix
+            )
+        ]
+    return [CheckResult("udev rules", True, f"{shown} is installed and matches the config")]
+
+
+BRLTTY_FILES = (
+    "usr/bin/brltty",
+    "bin/brltty",
+    "usr/lib/udev/rules.d/85-brltty.rules",
+    "lib/udev/rules.d/85-brltty.rules",
+)
+
+
+def check_brltty(ctx: DoctorContext) -> list[CheckResult]:
+    found = [f"/{path}" for path in BRLTTY_FILES if ctx.layout.path(path).exists()]
+    if not found:
+        return [CheckResult("brltty", True, "brltty (a braille display driver) is not installed")]
+    return [
+        CheckResult(
+            "brltty",
+            False,
+            f"brltty is installed ({found[0]}): its udev rules take USB-serial chips that some braille "
+            "displays also use (CH340 1a86:7523, CP210x) and grab the port, so such a printer's "
+            "/dev/ttyUSB* vanishes right after it appears (seen on Ubuntu 22.04 and later)",
+            "if no braille display is used here: `sudo apt remove brltty`; "
+            "otherwise: `sudo systemctl mask brltty-udev.service` and replug the printer",
+        )
+    ]
+
+
+def check_modemmanager(ctx: DoctorContext) -> list[CheckResult]:
+    if "ModemManager" not in ctx.process_names:
+        return [CheckResult("ModemManager", True, "ModemManager is not running")]
+    exposed = [d for d in ctx.inventory.printers if d.bound_to and not d.mm_ignored]
+    if not exposed:
+        return [
+            CheckResult(
+                "ModemManager", True, "ModemManager is running; every attached printer port is marked to be ignored"
+            )
+        ]
+    nodes = ", ".join(f"{d.node} ({', '.join(d.bound_to)})" for d in exposed)
+    return [
+        CheckResult(
+            "ModemManager",
+            False,
+            f"ModemManager is running and {nodes} lack the ID_MM_DEVICE_IGNORE mark: it may send AT "
+            "commands to the printer, which resets or confuses its firmware",
+            "run `sudo octobrixctl apply` so the octobrix rules mark printer ports, then replug them; "
+            "or, if this computer uses no mobile modem: `sudo systemctl disable --now ModemManager`",
+        )
+    ]
+
+
+def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
+    if ctx.config is None:
+        return []
+    results = []
+    for device in ctx.inventory.printers:
+        for name in device.bound_to:
+            ours = f"octoprint@{name}.service"
+            for holder in device.held_by:
+                if holder.unit == ours:
+                    continue
+                where = f" in {holder.unit}" if holder.unit else ""
+                results.append(
+                    CheckResult(
+                        f"printer {name}",
+                        False,
+                        f"{device.node} is open by {holder.command} (PID {holder.pid}{where}), not by {ours}: "
+                        "OctoPrint cannot connect while another program holds the port",
+                        f"close that program (a serial terminal, another OctoPrint, a slicer's USB print); "
+                        f"if it hangs: `sudo kill {holder.pid}`",
+                    )
+                )
+    if not ctx.inventory.holders_complete:
+        results.append(
+            CheckResult(
+                "printer ports",
+                False,
+                "some processes' open files could not be read, so a program holding "
+                "a printer port may have been missed",
+                "run `sudo octobrixctl doctor`",
+            )
+        )
+    if not results:
+        results.append(CheckResult("printer ports", True, "no other program has a configured printer port open"))
+    return results
+
+
+CHECKS: list[Check] = [check_config, check_devices, check_rules, check_brltty, check_modemmanager, check_port_holders]
+
+
+def run_checks(ctx: DoctorContext, checks: list[Check] | None = None) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for check in CHECKS if checks is None else checks:
+        results += check(ctx)
+    return results
+
+
+def render(results: list[CheckResult]) -> str:
+    lines = []
+    for result in results:
+        mark = "[ ok ]" if result.ok else "[FAIL]"
+        detail_lines = result.detail.splitlines() or [""]
+        lines.append(f"{mark} {result.name}: {detail_lines[0]}")
+        lines += [f"       {line}" for line in detail_lines[1:]]
+        if not result.ok and result.fix:
+            lines.append(f"       fix: {result.fix}")
+    failed = sum(not r.ok for r in results)
+    lines.append("")
+    lines.append(f"{failed} of {len(results)} checks failed." if failed else f"All {len(results)} checks passed.")
+    return "\n".join(lines) + "\n"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Check the config, the devices, the udev rules and the usual troublemakers."
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"the config to check against (default {DEFAULT_CONFIG})"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=Path("/"), help="inspect the system tree under this directory (for tests)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    ctx = DoctorContext(Layout(args.root), args.config)
+    results = run_checks(ctx)
+    sys.stdout.write(render(results))
+    return 0 if all(r.ok for r in results) else 1
