@@ -14,6 +14,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,39 +96,78 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1_000_000 / 2
 
 
+class Reconciler:
+    """Runs Daemon.reconcile on a worker thread, so the main loop keeps the watchdog fed while a
+    first start builds venvs for minutes. Edits that arrive meanwhile coalesce into one more run."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.done_reader, self.done_writer = socket.socketpair()
+        self.thread: threading.Thread | None = None
+        self.pending = False
+        self.outcome: Outcome | None = None
+
+    def request(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.pending = True
+            return
+        self.pending = False
+        self.thread = threading.Thread(target=self._work, name="reconcile", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        self.outcome = self.daemon.reconcile()
+        self.done_writer.send(b"d")
+
+    def collect(self) -> Outcome:
+        self.done_reader.recv(16)
+        if self.thread is not None:
+            self.thread.join()
+        assert self.outcome is not None  # noqa: S101 - set before the wake-up byte is sent
+        return self.outcome
+
+
 def serve(daemon: Daemon) -> int:
-    reader, writer = socket.socketpair()
-    reader.setblocking(False)
-    writer.setblocking(False)
-    signal.set_wakeup_fd(writer.fileno())
+    signal_reader, signal_writer = socket.socketpair()
+    signal_reader.setblocking(False)
+    signal_writer.setblocking(False)
+    signal.set_wakeup_fd(signal_writer.fileno())
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         # The handler does nothing: the wakeup fd carries the signal number to the loop.
         signal.signal(signum, lambda *_: None)
 
-    outcome = daemon.reconcile()
-    daemon.notifier.send(READY="1", STATUS=outcome.status)
-    log.info("started: %s", outcome.status)
+    reconciler = Reconciler(daemon)
+    selector = selectors.DefaultSelector()
+    selector.register(signal_reader, selectors.EVENT_READ, "signal")
+    selector.register(reconciler.done_reader, selectors.EVENT_READ, "reconciled")
+    daemon.notifier.send(STATUS="applying the config")
+    reconciler.request()
+    ready = False
 
     interval = watchdog_interval()
-    selector = selectors.DefaultSelector()
-    selector.register(reader, selectors.EVENT_READ)
     next_ping = time.monotonic()
     while True:
         if interval is not None and time.monotonic() >= next_ping:
             daemon.notifier.send(WATCHDOG="1")
             next_ping = time.monotonic() + interval
         timeout = None if interval is None else max(0.0, next_ping - time.monotonic())
-        for _key, _events in selector.select(timeout):
-            for received in reader.recv(64):
+        for key, _events in selector.select(timeout):
+            if key.data == "reconciled":
+                outcome = reconciler.collect()
+                log.info("%s: %s", "reloaded" if ready else "started", outcome.status)
+                daemon.notifier.send(READY="1", STATUS=outcome.status)
+                ready = True
+                if reconciler.pending:
+                    reconciler.request()
+                continue
+            for received in signal_reader.recv(64):
                 if received in (signal.SIGTERM, signal.SIGINT):
                     daemon.notifier.send(STOPPING="1")
                     log.info("stopping")
                     return 0
                 if received == signal.SIGHUP:
                     daemon.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
-                    outcome = daemon.reconcile()
-                    daemon.notifier.send(READY="1", STATUS=outcome.status)
-                    log.info("reloaded: %s", outcome.status)
+                    reconciler.request()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,7 +73,7 @@ def unit_dir(tmp_path: Path) -> Path:
             target = out / rel.relative_to("etc/systemd/system")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(rendered.text)
-    for template in (REPO / "systemd").glob("*.service"):
+    for template in [*(REPO / "systemd").glob("*.service"), *(REPO / "systemd").glob("*.path")]:
         shutil.copy(template, out / template.name)
     return out
 
@@ -82,11 +82,11 @@ def test_every_generated_unit_verifies_cleanly(unit_dir: Path, tmp_path: Path) -
     config = parse_config(FARM.read_text(), "/etc/octobrix.toml")
     units = [f"octoprint@{name}.service" for name in config.printers]
     units += [f"{config.streamer_of(name)}@{name}.service" for name in config.cameras]
-    units.append("octobrixd.service")
+    units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service"]
     stubs = {
         "/var/lib": [f"octobrix/{name}/venv/bin/octoprint" for name in config.printers],
         "/usr/local/bin": ["mjpg_streamer"],
-        "/usr/bin": ["octobrixd"],
+        "/opt": ["octobrix/bin/octobrixd"],
     }
     result = verify(unit_dir, units, stubs, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -97,7 +97,7 @@ def test_the_check_catches_a_broken_unit(unit_dir: Path, tmp_path: Path) -> None
     # Guards the test above: without the venv in place, systemd-analyze must complain.
     dropin = unit_dir / "octoprint@demo.service.d" / "50-octobrix.conf"
     dropin.write_text(dropin.read_text() + "Bogus=1\n")
-    result = verify(unit_dir, ["octoprint@demo.service"], {"/usr/bin": ["octobrixd"]}, tmp_path)
+    result = verify(unit_dir, ["octoprint@demo.service"], {"/opt": ["octobrix/bin/octobrixd"]}, tmp_path)
     assert "is not executable" in result.stderr
     assert "Unknown key 'Bogus'" in result.stderr
 
