@@ -21,6 +21,7 @@ import pytest
 
 from octobrixd.config import parse_config
 from octobrixd.render_udev import render_udev_rules
+from tests.test_devices import fake_process
 from tests.udevmatch import links_for, load_recordings
 from tests.umock import (
     ALL,
@@ -154,6 +155,16 @@ def test_table_shows_every_device_and_what_to_do_next() -> None:
     assert "MJPG 1280x960@30" in rows["/dev/video0"]
     assert "7 of these are not in" in result.stdout
     assert "octobrixctl discover --toml" in result.stdout
+
+
+def test_a_process_holding_a_port_is_shown(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    fake_process(proc, 4242, "screen", "0::/user.slice/user-1000.slice/session-3.scope\n", {3: "/dev/ttyACM0"})
+    table = bed([PRUSA, FTDI], "discover", "--root", tmp_path, "--config", NO_CONFIG)
+    assert re.search(r"/dev/ttyACM0 .* screen\[4242\] ", table.stdout), table.stdout
+    printers = by_node(discover_json([PRUSA, FTDI], "--root", tmp_path, "--config", NO_CONFIG))
+    assert printers["/dev/ttyACM0"]["held_by"] == [{"pid": 4242, "command": "screen", "unit": "session-3.scope"}]
+    assert printers["/dev/ttyUSB3"]["held_by"] == []
 
 
 def _check(config: Path) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,9 @@ Must run under `umockdev-wrapper`, with a Python that has gi (Debian's, or a ven
 --system-site-packages):
 
     umockdev-wrapper python tests/umockbed.py --device A.umockdev [--device B.umockdev] \
-        [--plug C.umockdev] [--formats /dev/video0=FILE] -- discover --json --config F
+        [--plug C.umockdev] [--formats /dev/video0=FILE] discover --json --config F
+
+Everything after the subcommand goes to octobrixctl as it is.
 
 --plug adds C's devices (with their "add" uevents) once discover --wait's udev monitor is
 listening: that is the user plugging a board in. --formats answers the camera format query for
@@ -61,6 +63,9 @@ class Bed:
             if sys_path not in self.added:
                 self.added.add(sys_path)
                 fresh.append(block)
+        # umockdev-record writes children first, but the kernel adds parents first: a child's
+        # "add" uevent must find its USB device's attributes already there, as on real hardware.
+        fresh.sort(key=lambda block: block.split("\n", 1)[0].count("/"))
         if fresh:
             self.testbed.add_from_string("\n".join(fresh))
 

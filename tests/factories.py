@@ -1,0 +1,46 @@
+"""Hand-made discovery results for tests that need devices but not udev."""
+
+from __future__ import annotations
+
+from octobrixd.devices import Device, DeviceKind, UsbDevice, VideoInfo
+from octobrixd.v4l2 import VideoFormat
+
+
+def usb(port: str, serial: str | None = None, **kw: str | None) -> UsbDevice:
+    fields: dict[str, str | None] = {"manufacturer": "Acme", "product": "Board", **kw}
+    return UsbDevice(
+        port=port,
+        bus=int(port.split("-", maxsplit=1)[0]),
+        speed_mbps=12.0,
+        vendor_id="1a86",
+        product_id="7523",
+        manufacturer=fields["manufacturer"],
+        product=fields["product"],
+        serial=serial,
+        hwdb_name=None,
+    )
+
+
+def printer(node: str, port: str, serial: str | None = None, **kw: str | None) -> Device:
+    return Device(
+        kind=DeviceKind.PRINTER,
+        node=node,
+        sys_path=f"/sys/devices/x/{port}/{node[5:]}",
+        by_id=(),
+        by_path=(),
+        usb=usb(port, serial, **kw),
+        driver="ch341",
+    )
+
+
+def camera(node: str, port: str, serial: str | None, formats: tuple[VideoFormat, ...] = ()) -> Device:
+    return Device(
+        kind=DeviceKind.CAMERA,
+        node=node,
+        sys_path=f"/sys/devices/x/{port}/video4linux/{node[5:]}",
+        by_id=(),
+        by_path=(),
+        usb=usb(port, serial),
+        driver="uvcvideo",
+        video=VideoInfo("Cam", formats, None if formats else "no answer"),
+    )
