@@ -1,0 +1,53 @@
+"""octobrix itself in the lab: render a config with the real CLI and install the result in a guest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+REPO = Path(__file__).resolve().parents[3]
+SYSTEMD_DIR = REPO / "systemd"
+
+
+class Guest(Protocol):
+    """What Container and Vm have in common."""
+
+    def copy_in(self, src: Path, guest_dest: str) -> None: ...
+
+    def run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]: ...
+
+
+def render(config_text: str, workdir: Path) -> Path:
+    """Run the real `octobrixctl render` for config_text; returns the root of the generated tree."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "octobrix.toml"
+    config.write_text(config_text, encoding="utf-8")
+    root = workdir / "root"
+    result = subprocess.run(
+        [sys.executable, "-m", "octobrixd.cli", "render", "--config", str(config), "--root", str(root)],
+        capture_output=True, text=True, check=False, cwd=REPO,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(f"octobrixctl render failed ({result.returncode}):\n{result.stderr}")
+    return root
+
+
+def install_rendered(guest: Guest, root: Path) -> None:
+    """Create the instances' users, then copy the rendered tree into the guest's / (merging).
+
+    Users first: udevd resolves OWNER= when it loads rules and may load them the moment they appear.
+    """
+    sysusers = root / "etc/sysusers.d/octobrix.conf"
+    if sysusers.exists():
+        guest.copy_in(sysusers, "/etc/sysusers.d/octobrix.conf")
+        guest.run(["systemd-sysusers"])
+    for top in sorted(p for p in root.iterdir() if p.is_dir()):
+        guest.copy_in(top, f"/{top.name}")
+
+
+def install_templates(guest: Guest, *names: str) -> None:
+    """Install static unit templates from the repo's systemd/ folder, as the package would."""
+    for name in names:
+        guest.copy_in(SYSTEMD_DIR / name, f"/etc/systemd/system/{name}")
