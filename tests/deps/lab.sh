@@ -1,10 +1,11 @@
 #!/bin/sh
 # Host packages for the test lab (tests/lab): a debootstrap'd Debian rootfs booted two ways,
-# systemd-nspawn (real systemd) and QEMU/TCG (real kernel, real udev, USB hotplug).
+# systemd-nspawn (real systemd) and QEMU/TCG (real kernel, real udev, USB hotplug); socat for
+# the VM's serial console (python -m tests.lab.harness shell vm).
 # Idempotent and quick when everything is present: apt-get runs only when something is missing.
 set -eu
 
-packages="systemd-container debootstrap debian-archive-keyring qemu-system-x86 e2fsprogs util-linux procps"
+packages="systemd-container debootstrap debian-archive-keyring qemu-system-x86 e2fsprogs util-linux procps socat"
 
 missing=""
 for pkg in $packages; do

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -324,6 +325,8 @@ def _build_entry(final: Path, step: Callable[[Path, _Log], None]) -> None:
     out = _Log(logfile)
     started = time.monotonic()
     log.info("building lab %s (log: %s)", final.name, logfile)
+    # Minutes of silence in a test run look like a hang: say what is happening, past pytest's capture.
+    print(f"\n[octobrix lab] building {final.name}, a few minutes (log: {logfile})", file=sys.__stderr__, flush=True)
     try:
         step(tmp, out)
     except BaseException:
@@ -343,9 +346,25 @@ def build_all() -> tuple[Path, VmImage]:
     return rootfs(), vm_image()
 
 
-def clean() -> None:
-    """Remove the whole cache (next run rebuilds from scratch)."""
+def clean() -> list[Path]:
+    """Remove the cache (the next run rebuilds from scratch), except entries a running session holds.
+
+    Returns the entries kept.
+    """
+    kept: list[Path] = []
+    if not CACHE.exists():
+        return kept
     with _build_lock():
-        for entry in CACHE.iterdir():
-            if entry.name != ".build.lock":
+        for entry in sorted(CACHE.iterdir()):
+            if entry.name == ".build.lock" or entry.name.endswith(".inuse"):
+                continue
+            marker = CACHE / (entry.name.removesuffix(".log") + ".inuse")
+            with marker.open("ab") as handle:
+                if not _try_flock(handle, fcntl.LOCK_EX):
+                    kept.append(entry)
+                    continue
                 _remove(entry)
+        for marker in CACHE.glob("*.inuse"):
+            if not (CACHE / marker.name.removesuffix(".inuse")).exists():
+                marker.unlink(missing_ok=True)
+    return kept
