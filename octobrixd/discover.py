@@ -273,6 +273,14 @@ def wait_for_device(
 
 
 def _main_wait(args: argparse.Namespace, context: Any, config: Config | None, layout: Layout) -> int:
+    if not layout.path("run/udev/control").exists():
+        # Without systemd-udevd (a container, a chroot) nothing announces new devices.
+        print(
+            "warning: udev does not seem to be running here (no /run/udev/control): "
+            "a plugged-in device may never be announced",
+            file=sys.stderr,
+        )
+
     def ready() -> None:
         print("Waiting for a printer board or camera to be plugged in (Ctrl-C to stop)...", file=sys.stderr, flush=True)
 
