@@ -94,7 +94,17 @@ def _check_octoprint_requirement(value: str) -> str:
     return value
 
 
+# A USB root hub's "serial" attribute is its controller's PCI address: a rule matching it
+# would match every device on that controller.
+PCI_ADDRESS_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+
+
 def _check_serial(value: str) -> str:
+    if PCI_ADDRESS_RE.match(value):
+        raise ValueError(
+            f"{value!r} is a USB controller's address, not a device's serial number: it would match every "
+            "device on that controller — use the serial `octobrixctl discover` shows, or usb_port"
+        )
     if not SERIAL_RE.match(value):
         bad = sorted({c for c in value if not re.match(r"[A-Za-z0-9._:-]", c)})
         shown = " ".join(repr(c) for c in bad) if bad else "nothing"

@@ -76,7 +76,7 @@ def _load_yaml(path: Path) -> Any:
         raise OctobrixError(f"{path} is not valid YAML: {exc}", hint="fix or remove it, then apply again") from None
 
 
-def _ensure_admin(layout: Layout, name: str, credentials: Credentials) -> None:
+def _ensure_admin(layout: Layout, name: str, credentials: Credentials, uid: int, gid: int) -> None:
     basedir = layout.state_dir(name) / "basedir"
     users = _load_yaml(basedir / "users.yaml")
     if isinstance(users, dict) and users:
@@ -107,7 +107,7 @@ def _ensure_admin(layout: Layout, name: str, credentials: Credentials) -> None:
     except CommandError as error:
         raise OctobrixError(
             f"could not create the admin user of {name}: {error}",
-            hint=f"see `runuser -u {instance_user(name)} -- {octoprint} --basedir {basedir} user list`",
+            hint=f"see `sudo -u {instance_user(name)} {octoprint} --basedir {basedir} user list`",
         ) from error
     if not _load_yaml(basedir / "users.yaml"):
         raise OctobrixError(f"OctoPrint of {name} did not save its admin user", hint="apply again with --debug")
@@ -144,6 +144,6 @@ def needs_seeding(layout: Layout, name: str) -> bool:
 def seed_basedir(layout: Layout, name: str, uid: int, gid: int) -> Credentials:
     """Give the instance its admin user and octobrixd's API key, once; later calls change nothing."""
     credentials = load_or_create_credentials(layout, name)
-    _ensure_admin(layout, name, credentials)
+    _ensure_admin(layout, name, credentials, uid, gid)
     _ensure_app_key(layout, name, credentials, uid, gid)
     return credentials

@@ -20,11 +20,13 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     new_session: bool = False,
+    as_user: tuple[int, int] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv (never through a shell), log it quoted, raise CommandError with stderr on failure.
 
     new_session detaches the command from the caller's terminal, so a program that would ask
     for a password there reads it from input_text instead. input_text is never logged.
+    as_user=(uid, gid) runs it as that user with no supplementary groups.
     """
     args = [str(a) for a in argv]
     log.debug("running %s", shlex.join(args))
@@ -38,6 +40,9 @@ def run(
             timeout=timeout,
             check=False,
             start_new_session=new_session,
+            user=as_user[0] if as_user else None,
+            group=as_user[1] if as_user else None,
+            extra_groups=[] if as_user else None,
         )
     except FileNotFoundError as exc:
         raise CommandNotFoundError(

@@ -57,6 +57,7 @@ FIELD_CASES = [
     ("serial-percent", '"SN-1"', '"SN%k"', "serial", "'%'"),
     ("serial-dollar", '"SN_1"', '"SN$devnode"', "serial", "'$'"),
     ("serial-glob", '"SN:1.2"', '"SN*"', "serial", "'*'"),
+    ("serial-root-hub", '"0000:2A"', '"0000:00:14.0"', "serial", "a USB controller's address"),
     ("serial-empty", '"X"', '""', "serial", "must not be empty"),
     ("usb-port-format", '"1-1.2"', '"usb1/1-1"', "usb_port", "is not a USB port path"),
     ("usb-port-quote", '"3-2.4.1"', '"1-1\\""', "usb_port", "is not a USB port path"),

@@ -1,0 +1,210 @@
+"""Printer instances for real: octobrix installed by its own installer into a systemd container,
+two OctoPrints (the virtual printer and a simulated Marlin on a pty), each isolated from the other.
+
+The container has no udev and no USB, so the second printer is a pty that a small simulator
+inside the container serves at /dev/octobrix/bench, owned by the instance's user as the udev rule
+would make it. A pty is a "char-pts" device, not "char-ttyUSB"/"char-ttyACM" like a real adapter,
+so this test alone adds `DeviceAllow=char-pts rw` for that instance.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.lab.harness.container import Container, booted
+
+pytestmark = pytest.mark.lab
+
+CONFIG = """\
+[printers.demo]
+virtual = true
+port = 5000
+
+[printers.bench]
+serial = "PRN0001"
+port = 5001
+baudrate = 250000
+"""
+OPERATIONAL_TIMEOUT = 180.0
+
+
+def repo_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return [line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
+
+
+def trust_host_certificates(box: Container) -> None:
+    """This machine reaches PyPI through a TLS-inspecting proxy whose CA only the host trusts."""
+    extra = Path("/usr/local/share/ca-certificates")
+    if extra.is_dir() and any(extra.iterdir()):
+        box.copy_in(extra, str(extra))
+        box.run(["update-ca-certificates"])
+
+
+def install_octobrix(box: Container) -> subprocess.CompletedProcess[str]:
+    """Copy this checkout into the container and run the README's install command there."""
+    trust_host_certificates(box)
+    for rel in repo_files():
+        box.copy_in(REPO / rel, f"/root/octobrix/{rel}")
+    return box.run(["/root/octobrix/packaging/install.sh"], timeout=1200, check=False)
+
+
+def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    port = 5000 if name == "demo" else 5001
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-Api-Key": secrets["api_key"], "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text.strip() else None
+
+
+def wait_operational(box: Container, name: str) -> dict[str, Any]:
+    deadline = time.monotonic() + OPERATIONAL_TIMEOUT
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = api(box, name, "/api/connection")
+            if last["current"]["state"] == "Operational":
+                return dict(last)
+        except (urllib.error.URLError, OSError, ValueError, FileNotFoundError) as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"{name} never became Operational: {last}\n{box.journal(f'octoprint@{name}', 60)}")
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("farm", numbered=True))
+    with booted(workdir / "ct", boot_timeout=120) as box:
+        box.write_file("/etc/octobrix.toml", CONFIG)
+        for script in ("tests/lab/pty_printer.py", "tests/lab/harness/printer_sim.py"):
+            box.copy_in(REPO / script, f"/opt/labsim/{Path(script).name}")
+        box.run(["systemd-run", "--unit=lab-printer-bench", "/usr/bin/python3", "/opt/labsim/pty_printer.py",
+                 "/dev/octobrix/bench", "/run/lab-bench.log"])  # fmt: skip
+        box.write_file(
+            "/etc/systemd/system/octoprint@bench.service.d/90-lab-pty.conf", "[Service]\nDeviceAllow=char-pts rw\n"
+        )
+        installed = install_octobrix(box)
+        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
+        # What the udev rule's OWNER= does for a real adapter.
+        box.run(["sh", "-c", "chown octobrix-bench:dialout $(readlink -f /dev/octobrix/bench)"])
+        box.systemctl("restart", "octoprint@bench.service")
+        yield box
+
+
+def test_install_starts_both_instances_and_says_where(farm: Container) -> None:
+    for name in ("demo", "bench"):
+        assert farm.wait_active(f"octoprint@{name}.service", timeout=60) == "active", farm.journal(
+            f"octoprint@{name}.service"
+        )
+    assert farm.is_active("octobrixd.service") == "active", farm.journal("octobrixd.service")
+
+
+def test_each_instance_reaches_operational_on_its_own_printer(farm: Container) -> None:
+    demo = wait_operational(farm, "demo")
+    bench = wait_operational(farm, "bench")
+    assert demo["current"]["port"] == "VIRTUAL"
+    assert bench["current"]["port"] == "/dev/octobrix/bench"
+    assert bench["current"]["baudrate"] == 250000
+    # The simulated board really was talked to, by the bench instance.
+    assert "M115" in farm.read_file("/run/lab-bench.log")
+    # Neither is offered the other's printer.
+    assert "/dev/octobrix/bench" not in demo["options"]["ports"]
+    assert "VIRTUAL" not in bench["options"]["ports"]
+
+
+def test_no_setup_wizard_and_pip_is_available(farm: Container) -> None:
+    for name in ("demo", "bench"):
+        wait_operational(farm, name)
+        wizards = api(farm, name, "/api/setup/wizard")
+        pending = [w for w, state in wizards.items() if state["required"] and not state["ignored"]]
+        assert pending == [], f"{name} would show the setup wizard for {pending}"
+        plugins = api(farm, name, "/plugin/pluginmanager/plugins")
+        assert plugins["pip"]["available"] is True, plugins["pip"]
+
+
+def test_status_shows_both_in_text_and_json(farm: Container) -> None:
+    wait_operational(farm, "demo")
+    wait_operational(farm, "bench")
+    body = json.loads(farm.run(["octobrixctl", "status", "--json"]).stdout)
+    rows = {row["name"]: row for row in body["printers"]}
+    for name in ("demo", "bench"):
+        assert rows[name]["state"] == "active"
+        assert rows[name]["printer_state"] == "Operational"
+        assert rows[name]["pid"] and rows[name]["memory_bytes"] > 10_000_000
+    assert rows["demo"]["device"] == "virtual" and rows["bench"]["device"] == "plugged"
+    text = farm.run(["octobrixctl", "status"]).stdout.splitlines()
+    line = next(row for row in text if row.startswith("bench "))
+    assert "active (running)" in line and "Operational" in line and ":5001/" in line
+
+
+def in_instance(box: Container, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run argv in instance NAME's own context: its namespaces (ProtectSystem and all) and its user."""
+    pid = box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
+    uid = box.run(["id", "-u", f"octobrix-{name}"]).stdout.strip()
+    gid = box.run(["id", "-g", f"octobrix-{name}"]).stdout.strip()
+    return box.run(
+        ["nsenter", "-t", pid, "-m", "--", "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+         "--no-new-privs", *argv],
+        check=False,
+    )  # fmt: skip
+
+
+def test_instances_are_isolated(farm: Container) -> None:
+    wait_operational(farm, "demo")
+    # The check can succeed: demo reads its own settings...
+    own = in_instance(farm, "demo", "cat", "/var/lib/octobrix/demo/basedir/config.yaml")
+    assert own.returncode == 0 and "VIRTUAL" in own.stdout
+    # ...but not bench's settings, API key or device.
+    for path in (
+        "/var/lib/octobrix/bench/basedir/config.yaml",
+        "/var/lib/octobrix/bench/basedir/data/appkeys/keys.yaml",
+        "/var/lib/octobrix/.secrets/bench.json",
+    ):
+        other = in_instance(farm, "demo", "cat", path)
+        assert other.returncode != 0 and "Permission denied" in other.stderr, path
+    device = in_instance(farm, "demo", "python3", "-c", "open('/dev/octobrix/bench', 'rb')")
+    assert device.returncode != 0 and "PermissionError" in device.stderr
+    restart = in_instance(farm, "demo", "systemctl", "restart", "octoprint@bench.service")
+    assert restart.returncode != 0
+
+
+def test_a_users_setting_survives_apply_and_restart(farm: Container) -> None:
+    wait_operational(farm, "bench")
+    api(farm, "bench", "/api/settings", {"appearance": {"color": "red"}})
+    # A config change that touches bench: apply restarts only bench.
+    demo_pid = farm.systemctl("show", "-p", "MainPID", "--value", "octoprint@demo.service").stdout
+    farm.write_file("/etc/octobrix.toml", CONFIG.replace("baudrate = 250000", "baudrate = 115200"))
+    applied = farm.run(["octobrixctl", "apply"])
+    assert "restarted octoprint@bench.service" in applied.stdout
+    assert farm.systemctl("show", "-p", "MainPID", "--value", "octoprint@demo.service").stdout == demo_pid
+    bench = wait_operational(farm, "bench")
+    assert bench["current"]["baudrate"] == 115200
+    assert api(farm, "bench", "/api/settings")["appearance"]["color"] == "red"
+    farm.systemctl("restart", "octoprint@bench.service")
+    wait_operational(farm, "bench")
+    assert api(farm, "bench", "/api/settings")["appearance"]["color"] == "red"
+
+
+def test_hardening_exposure_is_at_most_5(farm: Container) -> None:
+    result = farm.run(["systemd-analyze", "security", "--no-pager", "octoprint@demo.service"], check=False)
+    summary = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
+    exposure = float(summary.split(":")[1].split()[0])
+    print(f"systemd-analyze security octoprint@demo.service: {summary.strip()}")
+    assert exposure <= 5.0, result.stdout
