@@ -86,22 +86,11 @@ def _ensure_admin(layout: Layout, name: str, credentials: Credentials, uid: int,
     password_twice = f"{credentials.password}\n{credentials.password}\n"
     try:
         run(
-            [
-                "runuser",
-                "-u",
-                instance_user(name),
-                "--",
-                str(octoprint),
-                "--basedir",
-                str(basedir),
-                "user",
-                "add",
-                credentials.username,
-                "--admin",
-            ],
+            [str(octoprint), "--basedir", str(basedir), "user", "add", credentials.username, "--admin"],
             input_text=password_twice,
             env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
             new_session=True,
+            as_user=(uid, gid),
             timeout=120,
         )
     except CommandError as error:
