@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.proc import run
+
+log = logging.getLogger(__name__)
+
+# udevd's control socket: absent where udev does not run (containers, chroots).
+CONTROL_SOCKET = Path("/run/udev/control")
 
 # Only the subsystems octobrix writes rules for: replaying every device on the machine is slow
 # and wakes up unrelated rules.
@@ -14,7 +22,14 @@ class UdevError(OctobrixError):
     """udevadm failed."""
 
 
-def reload_and_trigger() -> None:
+def reload_and_trigger() -> bool:
+    """Reload rules and replay tty/video events. False (and nothing done) where udev is not running."""
+    if not CONTROL_SOCKET.exists():
+        log.warning(
+            "udev is not running here (a container?): the rules are written, but no /dev/octobrix links "
+            "will appear until they run on a system with udev"
+        )
+        return False
     try:
         run(["udevadm", "control", "--reload"])
         matches = [f"--subsystem-match={subsystem}" for subsystem in SUBSYSTEMS]
@@ -24,3 +39,4 @@ def reload_and_trigger() -> None:
             f"udev did not take the new rules: {exc}",
             hint="is systemd-udevd running? see `journalctl -u systemd-udevd`",
         ) from exc
+    return True
