@@ -552,6 +552,19 @@ def reload_module(layout: Layout, say: Say) -> None:
     say(f"reloaded uvcvideo: now {loaded.value} (version {version}), {PARAM}={payload}")
 
 
+def check_signing(layout: Layout) -> None:
+    """Raise, with the MOK enrolment steps, when this kernel will refuse the module DKMS signed."""
+    if not signatures_required(layout) and secure_boot(layout) is not SecureBoot.ENABLED:
+        return
+    cert = _signing_cert(layout)
+    if key_enrolled(cert) is not True:
+        raise OctobrixError(
+            "the patched uvcvideo is installed, but with Secure Boot the kernel loads it only once its "
+            f"signing key ({cert}) is enrolled",
+            hint=MOK_STEPS.format(cert=cert),
+        )
+
+
 def install(layout: Layout, package: DkmsPackage, kernels: list[str], *, reload: bool, use_apt: bool, say: Say) -> None:
     if not layout.live:
         raise OctobrixError(
@@ -565,14 +578,7 @@ def install(layout: Layout, package: DkmsPackage, kernels: list[str], *, reload:
     stage_package(layout, package, say)
     changed = {release for release in releases if build_and_install(layout, package, release, use_apt, say)}
 
-    if signatures_required(layout) or secure_boot(layout) is SecureBoot.ENABLED:
-        cert = _signing_cert(layout)
-        if key_enrolled(cert) is not True:
-            raise OctobrixError(
-                f"the patched uvcvideo is installed, but with Secure Boot the kernel loads it only once its "
-                f"signing key ({cert}) is enrolled",
-                hint=MOK_STEPS.format(cert=cert),
-            )
+    check_signing(layout)
     if running not in releases:
         return
     loaded, _, _ = loaded_module(layout)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from octobrixd import kmod
-from octobrixd.errors import OctobrixError
+from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.paths import Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,6 +236,77 @@ def test_open_cameras_are_found_and_only_uvc_ones(system: FakeSystem) -> None:
     system.camera_open_by("video10", 4343, "ffmpeg", driver="v4l2loopback")
     users = kmod.video_users(Layout(system.root))
     assert users == (kmod.VideoUser(4242, "ustreamer", "/dev/video0"),)
+
+
+class FakeCommands:
+    """Stands in for modprobe and mokutil, which cannot act on a recorded tree (or on this host's kernel)."""
+
+    def __init__(self, system: FakeSystem, *, stderr: str = "", mokutil: str = "") -> None:
+        self.system = system
+        self.stderr = stderr
+        self.mokutil = mokutil
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        self.calls.append(list(argv))
+        if argv[0] == "mokutil":
+            return subprocess.CompletedProcess(argv, 0, self.mokutil, "")
+        if argv == ["modprobe", "uvcvideo"]:
+            if self.stderr:
+                raise CommandError(argv, 1, self.stderr)
+            self.system.loaded(PATCHED_VERSION, 1024)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def test_reload_waits_while_a_camera_is_open(system: FakeSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    system.loaded("1.1.1", None, refcnt=1)
+    system.camera_open_by("video0", 4242, "ustreamer")
+    commands = FakeCommands(system)
+    monkeypatch.setattr(kmod, "run", commands)
+    said: list[str] = []
+    kmod.reload_module(Layout(system.root), said.append)
+    assert commands.calls == [], "an open camera is never pulled from under its streamer"
+    assert "uvcvideo is in use by ustreamer (pid 4242) on /dev/video0" in said[0]
+    assert "after a reboot" in said[0]
+
+
+def test_reload_swaps_an_idle_stock_module(system: FakeSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    system.loaded("1.1.1", None)
+    commands = FakeCommands(system)
+    monkeypatch.setattr(kmod, "run", commands)
+    said: list[str] = []
+    kmod.reload_module(Layout(system.root), said.append)
+    assert commands.calls == [["modprobe", "-r", "uvcvideo"], ["modprobe", "uvcvideo"]]
+    assert said == [f"reloaded uvcvideo: now patched (version {PATCHED_VERSION}), max_compressed_payload=1024"]
+
+
+def test_a_rejected_signature_explains_mok_enrolment(system: FakeSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    system.loaded("1.1.1", None)
+    stderr = "modprobe: ERROR: could not insert 'uvcvideo': Key was rejected by service\n"
+    monkeypatch.setattr(kmod, "run", FakeCommands(system, stderr=stderr))
+    with pytest.raises(OctobrixError, match="the kernel refused the patched uvcvideo") as caught:
+        kmod.reload_module(Layout(system.root), print)
+    assert caught.value.hint is not None and "mokutil --import" in caught.value.hint
+
+
+@pytest.mark.parametrize("enrolled", [True, False])
+def test_secure_boot_install_checks_the_signing_key(
+    system: FakeSystem, monkeypatch: pytest.MonkeyPatch, enrolled: bool
+) -> None:
+    system.write(kmod.SECURE_BOOT_VAR, b"\x06\x00\x00\x00\x01")
+    system.write("var/lib/dkms/mok.pub", b"cert")
+    cert = system.root / "var/lib/dkms/mok.pub"
+    answer = f"{cert} is already enrolled\n" if enrolled else f"{cert} is not enrolled\n"
+    commands = FakeCommands(system, mokutil=answer)
+    monkeypatch.setattr(kmod, "run", commands)
+    if enrolled:
+        kmod.check_signing(Layout(system.root))
+    else:
+        with pytest.raises(OctobrixError, match="only once its signing key") as caught:
+            kmod.check_signing(Layout(system.root))
+        assert caught.value.hint is not None
+        assert f"sudo mokutil --import {cert}" in caught.value.hint and "Enroll MOK" in caught.value.hint
+    assert commands.calls == [["mokutil", "--test-key", str(cert)]]
 
 
 def test_install_refuses_a_scratch_root(system: FakeSystem) -> None:
