@@ -39,6 +39,9 @@ MOK_STEPS = (
     "or turn Secure Boot off in the firmware setup"
 )
 _KEY_REJECTED = ("Key was rejected by service", "Required key not available")
+# Of each 125 us USB 2 microframe, periodic (isochronous + interrupt) transfers may use 80%: EHCI
+# refuses a stream that would go past 100 us (URB submission fails with -ENOSPC).
+USB2_PERIODIC_BUDGET_US = 100
 
 
 class Loaded(StrEnum):
@@ -295,12 +298,30 @@ def read_status(layout: Layout, package: str = PACKAGE_NAME) -> KmodStatus:
     )
 
 
+def isoc_bus_time_us(payload: int) -> int:
+    """Microseconds the kernel books per microframe for a high-speed isochronous stream of payload bytes.
+
+    The formula of HS_USECS_ISO in include/linux/usb/hcd.h: worst-case bit stuffing (7/6), the
+    protocol overhead of an isochronous transaction, at 2083 ps per bit, rounded up.
+    """
+    bit_time = 7 * 8 * payload // 6
+    nanoseconds = (38 * 8 * 2083 + 2083 * (3 + bit_time)) // 1000 + 5
+    return -(-nanoseconds // 1000)
+
+
+def cameras_per_bus(payload: int) -> int:
+    """How many streams of payload bytes per microframe fit the periodic budget of one USB 2 bus."""
+    return USB2_PERIODIC_BUDGET_US // isoc_bus_time_us(payload)
+
+
 # ---------------------------------------------------------------------------------------------
 # Showing it
 
 
 def _payload_text(value: int) -> str:
-    return "0 (stock behaviour)" if value == 0 else f"{value} bytes per microframe"
+    if value == 0:
+        return "0 (stock behaviour)"
+    return f"{value} bytes per microframe (room for about {cameras_per_bus(value)} MJPEG cameras per USB 2 bus)"
 
 
 def _kernel_line(state: KernelState) -> str:

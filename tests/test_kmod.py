@@ -114,11 +114,24 @@ def test_status_shows_the_patched_module_with_its_live_and_configured_value(
     system.kernel(KVER, "updates/dkms/uvcvideo.ko.xz", dkms=True)
     system.modprobe_conf("etc/modprobe.d", "octobrix-uvcvideo.conf", "options uvcvideo max_compressed_payload=768\n")
     out = status_text(system, capsys)
-    assert f"patched (version {PATCHED_VERSION}), max_compressed_payload=768 bytes per microframe" in out
+    assert (
+        f"patched (version {PATCHED_VERSION}), max_compressed_payload=768 bytes per microframe "
+        "(room for about 6 MJPEG cameras per USB 2 bus)"
+    ) in out
     assert "max_compressed_payload=768 in /etc/modprobe.d/octobrix-uvcvideo.conf" in out
     kernel_line = next(line for line in out.splitlines() if KVER in line)
     assert kernel_line.split() == [KVER, "running", "patched", "updates/dkms/uvcvideo.ko.xz"]
     assert "note:" not in out, "a fully patched system needs nothing from the user"
+
+
+@pytest.mark.parametrize(
+    ("payload", "microseconds", "cameras"),
+    [(512, 11, 9), (768, 16, 6), (1024, 21, 4), (1280, 26, 3), (3072, 61, 1)],
+)
+def test_bus_budget_figures_match_the_kernels_bookkeeping(payload: int, microseconds: int, cameras: int) -> None:
+    """The README's table: EHCI books HS_USECS_ISO(payload) of the 100 us per microframe."""
+    assert kmod.isoc_bus_time_us(payload) == microseconds
+    assert kmod.cameras_per_bus(payload) == cameras
 
 
 def test_status_tells_to_install_when_the_running_kernel_has_only_the_stock_driver(
