@@ -7,6 +7,7 @@ parallel with a short timeout, so the command stays fast as the farm grows.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import socket
 import sys
@@ -132,6 +133,9 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
         try:
             with urllib.request.urlopen(request, timeout=API_TIMEOUT) as response:  # noqa: S310
                 body: Any = json.load(response)
+        except http.client.HTTPException:
+            # OctoPrint's own placeholder server answers (badly) while the real one starts.
+            return "starting", None
         except (urllib.error.URLError, OSError, ValueError):
             return "not answering", None
         state = body.get("state") if isinstance(body, dict) else None

@@ -9,6 +9,7 @@ so this test alone adds `DeviceAllow=char-pts rw` for that instance.
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import time
@@ -82,7 +83,7 @@ def wait_operational(box: Container, name: str) -> dict[str, Any]:
             last = api(box, name, "/api/connection")
             if last["current"]["state"] == "Operational":
                 return dict(last)
-        except (urllib.error.URLError, OSError, ValueError, FileNotFoundError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             last = exc
         time.sleep(1)
     raise AssertionError(f"{name} never became Operational: {last}\n{box.journal(f'octoprint@{name}', 60)}")
