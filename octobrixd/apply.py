@@ -15,24 +15,25 @@ import json
 import logging
 import os
 import pwd
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from octobrixd import paths, systemd, udev
+from octobrixd import octoprint_api, paths, systemd, udev
 from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import remove_file, write_atomic
-from octobrixd.instances import needs_seeding, seed_basedir
+from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
 from octobrixd.paths import Layout
 from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
-from octobrixd.render_units import octoprint_unit
+from octobrixd.render_units import DROPIN_NAME, octoprint_unit
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, is_current, provision, venv_spec
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,16 @@ class FileChange:
 class Manifest:
     files: Mapping[str, str] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)
+    # Restarts and stops held back because the printer was printing; status shows them.
+    deferred: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        body = {"version": MANIFEST_VERSION, "files": dict(self.files), "units": dict(self.units)}
+        body = {
+            "version": MANIFEST_VERSION,
+            "files": dict(self.files),
+            "units": dict(self.units),
+            "deferred": list(self.deferred),
+        }
         return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 
@@ -143,7 +151,11 @@ def read_manifest(layout: Layout) -> Manifest:
         ) from None
     if not isinstance(body, dict) or body.get("version") != MANIFEST_VERSION:
         raise OctobrixError(f"{path} is not a manifest this octobrix understands", hint="remove it and apply again")
-    return Manifest(files=dict(body.get("files", {})), units=dict(body.get("units", {})))
+    return Manifest(
+        files=dict(body.get("files", {})),
+        units=dict(body.get("units", {})),
+        deferred=tuple(body.get("deferred", ())),
+    )
 
 
 def _read_text(path: Path) -> str | None:
@@ -280,8 +292,62 @@ def _ensure_state_dir(layout: Layout, name: str) -> None:
             os.chown(directory, uid, gid)
 
 
-def apply_plan(plan: Plan, layout: Layout, previous: Manifest) -> None:
-    """Carry out plan. Files first (atomically), then systemd and udev on a live system only."""
+def printer_of(unit: str) -> str | None:
+    prefix, _, rest = unit.partition("@")
+    return rest.removesuffix(".service") if prefix == "octoprint" and rest else None
+
+
+def _dropin_port(layout: Layout, name: str) -> int | None:
+    dropin = layout.path(paths.UNIT_DIR / f"{octoprint_unit(name)}.d" / DROPIN_NAME)
+    found = re.search(r"^Environment=OCTOBRIX_PORT=(\d+)$", _read_text(dropin) or "", re.MULTILINE)
+    return int(found[1]) if found else None
+
+
+def printing_now(layout: Layout) -> Callable[[str], bool]:
+    """Whether printer NAME is printing, asked of its OctoPrint (port from its current drop-in)."""
+
+    def busy(name: str) -> bool:
+        port = _dropin_port(layout, name)
+        credentials = read_credentials(layout, name)
+        if port is None or credentials is None:
+            return False
+        return octoprint_api.is_busy(port, credentials.api_key)
+
+    return busy
+
+
+def _deferred(plan: Plan, busy: Callable[[str], bool]) -> tuple[str, ...]:
+    held = []
+    for unit in (*plan.restart, *plan.stop):
+        name = printer_of(unit)
+        if name is not None and busy(name):
+            log.warning("%s is printing: not restarting %s until the print ends (--force does it now)", name, unit)
+            held.append(unit)
+    return tuple(held)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    deferred: tuple[str, ...] = ()
+
+
+def apply_plan(
+    plan: Plan,
+    layout: Layout,
+    previous: Manifest,
+    *,
+    force: bool = False,
+    busy: Callable[[str], bool] | None = None,
+) -> ApplyResult:
+    """Carry out plan. Files first (atomically), then systemd and udev on a live system only.
+
+    An instance whose printer is printing is neither restarted nor stopped unless force: the unit
+    keeps its old digest in the manifest, so the next apply (octobrixd retries) does it.
+    """
+    deferred: tuple[str, ...] = ()
+    checker = busy if busy is not None else (printing_now(layout) if layout.live else None)
+    if checker is not None and not force:
+        deferred = _deferred(plan, checker)
     layout.path(paths.STATE_DIR).mkdir(parents=True, exist_ok=True)
     manifest_path = layout.path(paths.MANIFEST)
     # Record new files before writing them, so a crash never leaves an untracked generated file.
@@ -323,7 +389,12 @@ def apply_plan(plan: Plan, layout: Layout, previous: Manifest) -> None:
             systemd.daemon_reload()
         if plan.reload_udev:
             udev.reload_and_trigger()
-        systemd.disable_and_stop(plan.stop)
-        systemd.restart_if_running(plan.restart)
+        systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
+        systemd.restart_if_running([u for u in plan.restart if u not in deferred])
         systemd.enable_and_start(plan.start)
-    write_atomic(manifest_path, plan.manifest.to_json())
+    units = dict(plan.manifest.units)
+    for unit in deferred:
+        if unit in previous.units:
+            units[unit] = previous.units[unit]
+    write_atomic(manifest_path, replace(plan.manifest, units=units, deferred=deferred).to_json())
+    return ApplyResult(deferred=deferred)

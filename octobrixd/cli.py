@@ -80,15 +80,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
             for command in plan.commands():
                 print(f"{where}: {command}")
             return 0
-        apply_plan(plan, layout, previous)
+        result = apply_plan(plan, layout, previous, force=args.force)
     removed = sum(1 for change in plan.files if change.kind is ChangeKind.REMOVE)
     parts = [f"wrote {_plural(len(plan.files) - removed, 'file')}"]
     if removed:
         parts.append(f"removed {_plural(removed, 'file')}")
     if layout.live:
-        for verb, units in (("started", plan.start), ("restarted", plan.restart), ("stopped", plan.stop)):
+        restarted = [u for u in plan.restart if u not in result.deferred]
+        stopped = [u for u in plan.stop if u not in result.deferred]
+        for verb, units in (("started", plan.start), ("restarted", restarted), ("stopped", stopped)):
             if units:
                 parts.append(f"{verb} {' '.join(units)}")
+        if result.deferred:
+            parts.append(
+                f"held back {' '.join(result.deferred)} (printing; octobrixd does it when the print ends, "
+                "`octobrixctl apply --force` now)"
+            )
     else:
         parts.append(f"left systemd and udev alone (--root {layout.root})")
     print(f"Applied {args.config}: {'; '.join(parts)}.")
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(apply)
     add_root_argument(apply)
     apply.add_argument("--dry-run", action="store_true", help="print the changes and commands, change nothing")
+    apply.add_argument(
+        "--force", action="store_true", help="restart instances even while their printer is printing (ends the print)"
+    )
     apply.set_defaults(func=cmd_apply)
 
     credentials = sub.add_parser("credentials", help="each OctoPrint's admin login (needs root)")

@@ -7,22 +7,24 @@ parallel with a short timeout, so the command stays fast as the farm grows.
 from __future__ import annotations
 
 import argparse
-import http.client
+import contextlib
 import json
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
 
+import psutil
+
+from octobrixd.apply import read_manifest
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.instances import read_credentials
+from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render_units import octoprint_unit, streamer_unit
@@ -37,10 +39,11 @@ SHOW_PROPERTIES = (
     "ActiveEnterTimestampMonotonic",
     "MemoryCurrent",
     "CPUUsageNSec",
+    "ControlGroup",
 )
-API_TIMEOUT = 1.5
 # systemd prints this for "no value" in numeric properties.
 UNSET = "18446744073709551615"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 UnitProps = Mapping[str, Mapping[str, str]]
 PrinterStateFetcher = Callable[[str, int], tuple[str | None, float | None]]
@@ -65,6 +68,7 @@ class PrinterStatus(UnitStatus):
     url: str
     printer_state: str | None
     progress_percent: float | None
+    restart_pending: bool
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,27 @@ def _int(props: Mapping[str, str], key: str) -> int | None:
     return int(value)
 
 
+def cgroup_memory(control_group: str, cgroup_root: Path = CGROUP_ROOT) -> int | None:
+    """The cgroup's memory when systemd has no MemoryCurrent (memory accounting off, or a container
+    without the memory controller): the resident memory of every process in it."""
+    if not control_group:
+        return None
+    folder = cgroup_root / control_group.lstrip("/")
+    try:
+        return int((folder / "memory.current").read_text())
+    except (OSError, ValueError):
+        pass
+    try:
+        pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return None
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total or None
+
+
 def unit_status(unit: str, props: Mapping[str, str], now_monotonic_usec: int) -> UnitStatus:
     state = props.get("ActiveState", "unknown")
     if props.get("LoadState") == "not-found":
@@ -117,7 +142,7 @@ def unit_status(unit: str, props: Mapping[str, str], now_monotonic_usec: int) ->
         pid=pid if active else None,
         uptime_seconds=round(uptime, 1) if uptime is not None else None,
         cpu_percent=cpu,
-        memory_bytes=_int(props, "MemoryCurrent") if active else None,
+        memory_bytes=(_int(props, "MemoryCurrent") or cgroup_memory(props.get("ControlGroup", ""))) if active else None,
     )
 
 
@@ -127,21 +152,11 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
     def fetch(_name: str, port: int) -> tuple[str | None, float | None]:
         if api_key is None:
             return None, None
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/job", headers={"X-Api-Key": api_key}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=API_TIMEOUT) as response:  # noqa: S310
-                body: Any = json.load(response)
-        except http.client.HTTPException:
-            # OctoPrint's own placeholder server answers (badly) while the real one starts.
-            return "starting", None
-        except (urllib.error.URLError, OSError, ValueError):
-            return "not answering", None
-        state = body.get("state") if isinstance(body, dict) else None
-        completion = (body.get("progress") or {}).get("completion") if isinstance(body, dict) else None
-        progress = round(float(completion), 1) if isinstance(completion, int | float) else None
-        return (str(state) if state is not None else None), progress
+            job = job_state(port, api_key)
+        except ApiError as error:
+            return str(error).split(" (")[0], None
+        return job.state, job.progress
 
     return fetch
 
@@ -154,6 +169,7 @@ def collect(
     host: str,
     *,
     names: Sequence[str] = (),
+    deferred: Sequence[str] = (),
     now_monotonic_usec: int | None = None,
 ) -> tuple[list[PrinterStatus], list[CameraStatus]]:
     now = now_monotonic_usec if now_monotonic_usec is not None else time.monotonic_ns() // 1000
@@ -178,6 +194,7 @@ def collect(
             url=f"http://{host}:{printer.port}/",
             printer_state=state,
             progress_percent=progress,
+            restart_pending=unit in deferred,
         )
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(printers)))) as pool:
@@ -226,6 +243,8 @@ def format_table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStat
             state = p.printer_state or "-"
             if p.progress_percent is not None and state.startswith("Printing"):
                 state = f"{state} {p.progress_percent:.0f}%"
+            if p.restart_pending:
+                state += " (restart pending)"
             lines.append([
                 p.name, _service(p), _duration(p.uptime_seconds), str(p.pid or "-"),
                 "-" if p.cpu_percent is None else f"{p.cpu_percent}%", _memory(p.memory_bytes),
@@ -279,6 +298,9 @@ def main(args: argparse.Namespace) -> int:
         except (OctobrixError, PermissionError):
             credentials = None
         fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
-    printers, cameras = collect(config, layout, props, fetchers, socket.gethostname(), names=args.names)
+    deferred = read_manifest(layout).deferred
+    printers, cameras = collect(
+        config, layout, props, fetchers, socket.gethostname(), names=args.names, deferred=deferred
+    )
     sys.stdout.write((to_json(printers, cameras) if args.json else format_table(printers, cameras)) + "\n")
     return 0

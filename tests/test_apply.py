@@ -171,3 +171,44 @@ def test_manifest_lists_exactly_the_generated_files(tmp_path: Path) -> None:
     for rel in manifest.files:
         assert (tmp_path / PurePosixPath(rel)).is_file()
     assert "var/lib/octobrix/printer1/basedir/config.yaml" not in manifest.files, "config.yaml is OctoPrint's"
+
+
+def test_a_printing_instance_is_not_restarted_until_its_print_ends(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    apply_text(TWO_PRINTERS, tmp_path)
+    changed = parse_config(TWO_PRINTERS.replace("5001", "5011").replace("5002", "5012"), "/etc/octobrix.toml")
+    previous = read_manifest(layout)
+    plan = make_plan(changed, layout, previous)
+    assert plan.restart == ("octoprint@printer1.service", "octoprint@printer2.service")
+
+    result = apply_plan(plan, layout, previous, busy=lambda name: name == "printer1")
+    assert result.deferred == ("octoprint@printer1.service",)
+    assert read_manifest(layout).deferred == ("octoprint@printer1.service",)
+    # Still pending: the next apply (octobrixd retries) restarts it once the print is over.
+    again = make_plan(changed, layout, read_manifest(layout))
+    assert again.files == () and again.restart == ("octoprint@printer1.service",)
+    done = apply_plan(again, layout, read_manifest(layout), busy=lambda _name: False)
+    assert done.deferred == ()
+    assert make_plan(changed, layout, read_manifest(layout)).empty
+
+
+def test_force_restarts_a_printing_instance(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    apply_text(TWO_PRINTERS, tmp_path)
+    changed = parse_config(TWO_PRINTERS.replace("5001", "5011"), "/etc/octobrix.toml")
+    previous = read_manifest(layout)
+    result = apply_plan(make_plan(changed, layout, previous), layout, previous, force=True, busy=lambda _n: True)
+    assert result.deferred == ()
+    assert make_plan(changed, layout, read_manifest(layout)).empty
+
+
+def test_removing_a_printing_printer_holds_its_stop(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    apply_text(TWO_PRINTERS, tmp_path)
+    without = parse_config(TWO_PRINTERS.split("[printers.printer2]", maxsplit=1)[0], "/etc/octobrix.toml")
+    previous = read_manifest(layout)
+    plan = make_plan(without, layout, previous)
+    assert "octoprint@printer2.service" in plan.stop
+    result = apply_plan(plan, layout, previous, busy=lambda name: name == "printer2")
+    assert result.deferred == ("octoprint@printer2.service",)
+    assert make_plan(without, layout, read_manifest(layout)).stop == ("octoprint@printer2.service",)

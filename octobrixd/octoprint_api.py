@@ -1,0 +1,88 @@
+"""Talking to an instance's OctoPrint over its REST API on loopback, with octobrixd's app key.
+
+Everything here is careful with the printer: connecting is only ever done to a printer that is
+not connected, and "busy" errs on the side of a print being in progress.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 2.0
+# OctoPrint's printer flags that mean a job is running or being wound down.
+BUSY_FLAGS = ("printing", "paused", "pausing", "cancelling", "finishing", "resuming")
+
+
+class ApiError(Exception):
+    """OctoPrint did not answer, or answered with an error; str() says which."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str
+    progress: float | None
+
+
+def request(port: int, api_key: str, path: str, body: dict[str, Any] | None = None, timeout: float = TIMEOUT) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers={"X-Api-Key": api_key, "Content-Type": "application/json"},
+        method="POST" if data is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
+            text = response.read()
+    except urllib.error.HTTPError as error:
+        raise ApiError(f"HTTP {error.code} from {path}") from None
+    except http.client.HTTPException:
+        # OctoPrint's own placeholder server answers (badly) while the real one starts.
+        raise ApiError("starting") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise ApiError(f"not answering ({error})") from None
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        raise ApiError(f"not JSON from {path}") from None
+
+
+def job_state(port: int, api_key: str) -> JobState:
+    body = request(port, api_key, "/api/job")
+    state = str(body.get("state", "unknown")) if isinstance(body, dict) else "unknown"
+    completion = (body.get("progress") or {}).get("completion") if isinstance(body, dict) else None
+    progress = round(float(completion), 1) if isinstance(completion, int | float) else None
+    return JobState(state, progress)
+
+
+def is_busy(port: int, api_key: str) -> bool:
+    """True if a print is running or winding down, or if OctoPrint cannot say for sure."""
+    try:
+        body = request(port, api_key, "/api/printer?exclude=temperature,sd")
+    except ApiError as error:
+        # 409: not connected to a printer, so nothing to interrupt. Not answering: the instance
+        # is down or starting, so a restart cannot interrupt anything it does.
+        return not (str(error).startswith("HTTP 409") or str(error).startswith(("not answering", "starting")))
+    flags = ((body or {}).get("state") or {}).get("flags") or {}
+    return any(bool(flags.get(flag)) for flag in BUSY_FLAGS)
+
+
+def connect_if_idle(port: int, api_key: str, device: str, baudrate: int | None) -> bool:
+    """Ask OctoPrint to connect to device unless it is connected already. True if asked."""
+    current = (request(port, api_key, "/api/connection") or {}).get("current") or {}
+    state = str(current.get("state", ""))
+    if not (state.startswith(("Closed", "Offline", "Error")) or state == ""):
+        return False
+    command: dict[str, Any] = {"command": "connect", "port": device, "autoconnect": True}
+    if baudrate:
+        command["baudrate"] = baudrate
+    request(port, api_key, "/api/connection", command)
+    return True
