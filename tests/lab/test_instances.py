@@ -124,7 +124,8 @@ def test_each_instance_reaches_operational_on_its_own_printer(farm: Container) -
     assert bench["current"]["port"] == "/dev/octobrix/bench"
     assert bench["current"]["baudrate"] == 250000
     # The simulated board really was talked to, by the bench instance.
-    assert "M115" in farm.read_file("/run/lab-bench.log")
+    # /run is the container's own tmpfs: read it from inside.
+    assert "M115" in farm.run(["cat", "/run/lab-bench.log"]).stdout
     # Neither is offered the other's printer.
     assert "/dev/octobrix/bench" not in demo["options"]["ports"]
     assert "VIRTUAL" not in bench["options"]["ports"]
