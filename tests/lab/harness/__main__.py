@@ -4,7 +4,7 @@
     python -m tests.lab.harness status             what is cached, and under which recipe hash
     python -m tests.lab.harness clean              delete the cache (the next run rebuilds it)
     python -m tests.lab.harness shell container    boot a pristine container, open a root shell in it
-    python -m tests.lab.harness shell vm           boot the VM, open its serial console (root, no password)
+    python -m tests.lab.harness shell vm           boot the VM, open its serial console (log in as root, no password)
 
 Leaving the shell stops what it booted.
 """
@@ -68,7 +68,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
         return 1
     with Vm(lab_tempdir("vm")) as vm:
         print(
-            f"VM booted in {vm.boot_seconds:.0f}s; serial console follows (press Enter for a prompt). "
+            f"VM booted in {vm.boot_seconds:.0f}s; serial console follows: press Enter, log in as root (no password). "
             "Ctrl-] leaves and stops the VM.",
             file=sys.stderr,
         )

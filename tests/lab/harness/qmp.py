@@ -40,9 +40,14 @@ class _JsonLines:
         self.sock = sock
         self.buffer = b""
 
-    def send(self, message: JSON | bytes) -> None:
+    def send(self, message: JSON | bytes, timeout: float = 10.0) -> None:
         data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
-        self.sock.sendall(data)
+        # receive() leaves whatever timeout it last needed on the socket: set our own.
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError as exc:
+            raise QmpError(f"{self.path}: the other side has not read for {timeout}s") from exc
 
     def receive(self, timeout: float) -> JSON | None:
         """The next JSON object, or None if none arrives within timeout."""
@@ -129,8 +134,9 @@ class GuestAgent:
         while time.monotonic() < deadline:
             token = random.randint(1, 2**31)
             # 0xFF resets the agent's JSON parser in case a previous request was cut short.
-            self.conn.send(b"\xff")
-            self.conn.send({"execute": "guest-sync-delimited", "arguments": {"id": token}})
+            # Short send timeouts: before the agent runs, nothing reads what we send.
+            self.conn.send(b"\xff" + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": token}})
+                           .encode() + b"\n", timeout=1.0)  # fmt: skip
             inner = time.monotonic() + 2.0
             while time.monotonic() < inner:
                 reply = self.conn.receive(max(0.0, inner - time.monotonic()))

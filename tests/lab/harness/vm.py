@@ -3,7 +3,7 @@
 Commands run through qemu-guest-agent (no network in the guest: -nic none). Disk writes go to a
 throwaway overlay (-snapshot), so every boot starts from the pristine image. Host files reach the
 guest through the agent (write_file) or a 9p share of `share_dir` mounted at /mnt/host (copy_in).
-A root shell is on the serial console: `socat -,raw,echo=0 UNIX-CONNECT:<workdir>/serial.sock`.
+A login prompt (root, no password) is on the serial console: `socat -,raw,echo=0 UNIX-CONNECT:<workdir>/serial.sock`.
 """
 
 from __future__ import annotations
