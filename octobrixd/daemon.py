@@ -1,8 +1,9 @@
-"""octobrixd: applies the config at start and on reload, and tells systemd how it is doing.
+"""octobrixd: keeps the system in step with the config and with what is plugged in.
 
-The main loop sleeps in select() until a signal arrives or the watchdog is due: no polling.
-A config that does not validate changes nothing; the last good one stays in force and the
-problem is shown in STATUS= (and so in `systemctl status octobrixd`).
+The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops), the
+udev monitor, and the wake-ups of its background jobs. A timer exists only for the systemd
+watchdog and, while a restart is held back for a print, for the retry. A config that does not
+validate changes nothing: the last good one stays in force and STATUS= shows the problem.
 """
 
 from __future__ import annotations
@@ -16,16 +17,32 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
+from octobrixd import octoprint_api, systemd
 from octobrixd.apply import apply_lock, apply_plan, make_plan, read_manifest
 from octobrixd.config import Config, load_config
+from octobrixd.devices import read_device, suggest_entries
 from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
+from octobrixd.instances import read_credentials
 from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.render_units import octoprint_unit, streamer_unit
+from octobrixd.status import collect, fetch_printer_state, query_units
 
 log = logging.getLogger("octobrixd")
+
+# While a restart waits for a print to end, look again this often.
+DEFERRED_RETRY_SECONDS = 60.0
+# How long a just-plugged printer's OctoPrint may take to answer before we give up connecting it.
+CONNECT_PATIENCE_SECONDS = 90.0
+BUSY_STATES = ("Printing", "Pausing", "Paused", "Resuming", "Cancelling", "Finishing", "Sending", "Starting")
+
+T = TypeVar("T")
 
 
 class Notifier:
@@ -39,7 +56,7 @@ class Notifier:
     def send(self, **fields: str) -> None:
         if self.sock is None:
             return
-        # ASCII only: a status line systemd cannot show is worse than a plain one.
+        # ASCII only: the sdnotify package silently drops what latin-1 cannot encode; we replace it.
         message = "\n".join(f"{key}={value}" for key, value in fields.items())
         try:
             self.sock.sendto(message.encode("ascii", "replace"), self.address)
@@ -50,13 +67,48 @@ class Notifier:
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
-    status: str
+    problem: str | None = None
+    deferred: tuple[str, ...] = ()
 
 
-def summarize(config: Config) -> str:
-    printers = len(config.printers)
-    cameras = len(config.cameras)
-    return f"{printers} printer{'s' if printers != 1 else ''}, {cameras} camera{'s' if cameras != 1 else ''}"
+class BackgroundJob(Generic[T]):
+    """Runs one function on a worker thread and wakes the main loop when it is done. Requests that
+    arrive while it runs coalesce into one more run, so a burst of edits costs two runs, not ten."""
+
+    def __init__(self, name: str, work: Callable[[], T]) -> None:
+        self.name = name
+        self.work = work
+        self.wake_reader, self.wake_writer = socket.socketpair()
+        self.thread: threading.Thread | None = None
+        self.pending = False
+        self.result: T | None = None
+
+    def request(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.pending = True
+            return
+        self.pending = False
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.result = self.work()
+        self.wake_writer.send(b"d")
+
+    def collect(self) -> T:
+        self.wake_reader.recv(16)
+        if self.thread is not None:
+            self.thread.join()
+        result = self.result
+        if result is None:
+            raise RuntimeError(f"{self.name} finished without a result")
+        if self.pending:
+            self.request()
+        return result
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 class Daemon:
@@ -65,6 +117,10 @@ class Daemon:
         self.layout = layout
         self.notifier = notifier
         self.config: Config | None = None
+        self.problem: str | None = None
+        self.api_calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="octoprint-api")
+
+    # --- config ---
 
     def reconcile(self) -> Outcome:
         try:
@@ -72,21 +128,123 @@ class Daemon:
         except ConfigError as error:
             for problem in error.problems:
                 log.error("%s", problem)
-            kept = "keeping the last good config" if self.config else "nothing applied yet"
-            first = error.problems[0].replace("\u2014", "-")
-            return Outcome(False, f"config error, {kept}: {first}")
+            kept = "keeping the last good config" if self.config else "nothing applied"
+            return Outcome(False, f"config error, {kept}: {error.problems[0]}")
         try:
             with apply_lock(self.layout):
                 previous = read_manifest(self.layout)
                 plan = make_plan(config, self.layout, previous)
+                deferred: tuple[str, ...] = ()
                 if not plan.empty:
-                    apply_plan(plan, self.layout, previous)
+                    deferred = apply_plan(plan, self.layout, previous).deferred
                     log.info("applied %s: %d files changed", self.config_path, len(plan.files))
+                    for unit in plan.restart:
+                        if unit not in deferred:
+                            log.info("restarted %s", unit)
         except OctobrixError as error:
             log.error("apply failed: %s", error)
             return Outcome(False, f"apply failed: {error}")
         self.config = config
-        return Outcome(True, summarize(config))
+        return Outcome(True, None, deferred)
+
+    # --- status line ---
+
+    def summary(self) -> str:
+        """ "4 printers: 3 operational, 1 unplugged; 2 cameras: 2 streaming" for STATUS=."""
+        config = self.config
+        if config is None:
+            return self.problem or "no valid config yet"
+        units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
+        try:
+            props = query_units(units) if self.layout.live else {}
+        except OctobrixError:
+            props = {}
+        fetchers = {}
+        for name in config.printers:
+            credentials = read_credentials(self.layout, name)
+            fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
+        printers, cameras = collect(config, self.layout, props, fetchers, "localhost")
+        counts: dict[str, int] = {}
+        for row in printers:
+            if row.device == "unplugged":
+                kind = "unplugged"
+            elif row.state == "unknown":
+                kind = "state unknown"
+            elif row.state != "active":
+                kind = "not running"
+            elif (row.printer_state or "").startswith(BUSY_STATES):
+                kind = "printing"
+            elif row.printer_state == "Operational":
+                kind = "operational"
+            else:
+                kind = "not connected"
+            counts[kind] = counts.get(kind, 0) + 1
+        streaming = sum(1 for row in cameras if row.state == "active")
+        text = _plural(len(printers), "printer")
+        if counts:
+            text += ": " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        text += f"; {_plural(len(cameras), 'camera')}"
+        if cameras:
+            text += f": {streaming} streaming"
+        return f"{text}; {self.problem}" if self.problem else text
+
+    # --- hotplug ---
+
+    def suggest(self, device: Any) -> str | None:
+        found = read_device(device)
+        if found is None:
+            return None
+        entry = suggest_entries([found], self.config, target=str(self.config_path))
+        return " ".join(line for line in entry.splitlines() if line and not line.startswith("#"))
+
+    def on_device(self, event: DeviceEvent) -> None:
+        config = self.config
+        if config is None or event.action not in (Action.ADD, Action.REMOVE):
+            return
+        if event.kind == "printer" and event.name in config.printers:
+            if event.action is Action.ADD:
+                log.info("printer %s plugged in (%s)", event.name, event.devnode)
+                self.api_calls.submit(self.connect_printer, config, event.name)
+            else:
+                log.info("printer %s unplugged", event.name)
+        elif event.kind == "camera" and event.name in config.cameras:
+            unit = streamer_unit(config, event.name)
+            plugged = event.action is Action.ADD
+            log.info("camera %s %s (%s)", event.name, "plugged in" if plugged else "unplugged", event.devnode)
+            if self.layout.live:
+                try:
+                    (systemd.start if plugged else systemd.stop)([unit])
+                except OctobrixError as error:
+                    log.error("%s: %s", unit, error)
+        elif event.action is Action.ADD and event.suggestion:
+            log.info(
+                "unknown %s plugged in at %s; to use it add to %s: %s",
+                "camera" if event.subsystem == "video4linux" else "printer",
+                event.devnode,
+                self.config_path,
+                event.suggestion,
+            )
+
+    def connect_printer(self, config: Config, name: str) -> None:
+        """Have the instance's OctoPrint connect to its just-plugged printer, unless it already is."""
+        credentials = read_credentials(self.layout, name)
+        if credentials is None:
+            log.info("printer %s: its OctoPrint is not set up yet, not connecting", name)
+            return
+        printer = config.printers[name]
+        deadline = time.monotonic() + CONNECT_PATIENCE_SECONDS
+        while True:
+            try:
+                if octoprint_api.connect_if_idle(
+                    printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate
+                ):
+                    log.info("printer %s: asked its OctoPrint to connect", name)
+                return
+            except octoprint_api.ApiError as error:
+                if time.monotonic() > deadline:
+                    log.warning("printer %s: its OctoPrint did not answer (%s); not connecting", name, error)
+                    return
+            time.sleep(2)
 
 
 def watchdog_interval() -> float | None:
@@ -96,78 +254,99 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1_000_000 / 2
 
 
-class Reconciler:
-    """Runs Daemon.reconcile on a worker thread, so the main loop keeps the watchdog fed while a
-    first start builds venvs for minutes. Edits that arrive meanwhile coalesce into one more run."""
+def _open_monitor(daemon: Daemon) -> HotplugMonitor | None:
+    try:
+        return HotplugMonitor(suggest=daemon.suggest)
+    except (OSError, ImportError) as error:
+        log.warning("cannot follow USB hotplug (%s): devices are handled at start and reload only", error)
+        return None
+
+
+class MainLoop:
+    """One thread that only waits and dispatches; slow work runs in BackgroundJobs."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.done_reader, self.done_writer = socket.socketpair()
-        self.thread: threading.Thread | None = None
-        self.pending = False
-        self.outcome: Outcome | None = None
+        self.signal_reader, signal_writer = socket.socketpair()
+        self.signal_reader.setblocking(False)
+        signal_writer.setblocking(False)
+        self._signal_writer = signal_writer
+        signal.set_wakeup_fd(signal_writer.fileno())
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            # The handler does nothing: the wakeup fd carries the signal number to the loop.
+            signal.signal(signum, lambda *_: None)
+        self.reconciler: BackgroundJob[Outcome] = BackgroundJob("reconcile", daemon.reconcile)
+        self.status: BackgroundJob[str] = BackgroundJob("status", daemon.summary)
+        self.monitor = _open_monitor(daemon)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.signal_reader, selectors.EVENT_READ, self._on_signal)
+        self.selector.register(self.reconciler.wake_reader, selectors.EVENT_READ, self._on_reconciled)
+        self.selector.register(self.status.wake_reader, selectors.EVENT_READ, self._on_status)
+        if self.monitor is not None:
+            self.selector.register(self.monitor, selectors.EVENT_READ, self._on_devices)
+        self.started = False
+        self.stopping = False
+        self.watchdog = watchdog_interval()
+        self.next_ping = time.monotonic()
+        self.retry_at: float | None = None
 
-    def request(self) -> None:
-        if self.thread is not None and self.thread.is_alive():
-            self.pending = True
-            return
-        self.pending = False
-        self.thread = threading.Thread(target=self._work, name="reconcile", daemon=True)
-        self.thread.start()
+    def run(self) -> int:
+        self.daemon.notifier.send(STATUS="applying the config")
+        self.reconciler.request()
+        while not self.stopping:
+            self._timers()
+            deadlines = [t for t in (self.next_ping if self.watchdog else None, self.retry_at) if t is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _events in self.selector.select(timeout):
+                key.data()
+        return 0
 
-    def _work(self) -> None:
-        self.outcome = self.daemon.reconcile()
-        self.done_writer.send(b"d")
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if self.watchdog is not None and now >= self.next_ping:
+            self.daemon.notifier.send(WATCHDOG="1")
+            self.next_ping = now + self.watchdog
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            self.reconciler.request()
 
-    def collect(self) -> Outcome:
-        self.done_reader.recv(16)
-        if self.thread is not None:
-            self.thread.join()
-        assert self.outcome is not None  # noqa: S101 - set before the wake-up byte is sent
-        return self.outcome
+    def _on_reconciled(self) -> None:
+        outcome = self.reconciler.collect()
+        self.daemon.problem = outcome.problem
+        if outcome.deferred:
+            self.retry_at = time.monotonic() + DEFERRED_RETRY_SECONDS
+        # After the first apply, and after each reload (systemd waits for it after RELOADING=1).
+        self.daemon.notifier.send(READY="1")
+        if not self.started:
+            self.started = True
+            # Devices plugged in before we started are handled like new ones.
+            if self.monitor is not None:
+                for event in self.monitor.present():
+                    self.daemon.on_device(event)
+        self.status.request()
 
+    def _on_status(self) -> None:
+        line = self.status.collect()
+        self.daemon.notifier.send(STATUS=line)
+        log.info("status: %s", line)
 
-def serve(daemon: Daemon) -> int:
-    signal_reader, signal_writer = socket.socketpair()
-    signal_reader.setblocking(False)
-    signal_writer.setblocking(False)
-    signal.set_wakeup_fd(signal_writer.fileno())
-    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        # The handler does nothing: the wakeup fd carries the signal number to the loop.
-        signal.signal(signum, lambda *_: None)
+    def _on_devices(self) -> None:
+        if self.monitor is not None:
+            for event in self.monitor.drain():
+                self.daemon.on_device(event)
+        self.status.request()
 
-    reconciler = Reconciler(daemon)
-    selector = selectors.DefaultSelector()
-    selector.register(signal_reader, selectors.EVENT_READ, "signal")
-    selector.register(reconciler.done_reader, selectors.EVENT_READ, "reconciled")
-    daemon.notifier.send(STATUS="applying the config")
-    reconciler.request()
-    ready = False
-
-    interval = watchdog_interval()
-    next_ping = time.monotonic()
-    while True:
-        if interval is not None and time.monotonic() >= next_ping:
-            daemon.notifier.send(WATCHDOG="1")
-            next_ping = time.monotonic() + interval
-        timeout = None if interval is None else max(0.0, next_ping - time.monotonic())
-        for key, _events in selector.select(timeout):
-            if key.data == "reconciled":
-                outcome = reconciler.collect()
-                log.info("%s: %s", "reloaded" if ready else "started", outcome.status)
-                daemon.notifier.send(READY="1", STATUS=outcome.status)
-                ready = True
-                if reconciler.pending:
-                    reconciler.request()
-                continue
-            for received in signal_reader.recv(64):
-                if received in (signal.SIGTERM, signal.SIGINT):
-                    daemon.notifier.send(STOPPING="1")
-                    log.info("stopping")
-                    return 0
-                if received == signal.SIGHUP:
-                    daemon.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
-                    reconciler.request()
+    def _on_signal(self) -> None:
+        for received in self.signal_reader.recv(64):
+            if received in (signal.SIGTERM, signal.SIGINT):
+                self.daemon.notifier.send(STOPPING="1")
+                log.info("stopping")
+                self.daemon.api_calls.shutdown(wait=False, cancel_futures=True)
+                self.stopping = True
+            elif received == signal.SIGHUP:
+                log.info("reloading %s", self.daemon.config_path)
+                self.daemon.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
+                self.reconciler.request()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The journal adds time and unit; one event per line, names included.
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
-    return serve(Daemon(args.config, Layout(args.root), Notifier()))
+    return MainLoop(Daemon(args.config, Layout(args.root), Notifier())).run()
 
 
 if __name__ == "__main__":

@@ -51,6 +51,17 @@ def disable_and_stop(units: Sequence[str]) -> None:
         _systemctl(["disable", "--now"], units)
 
 
+def start(units: Sequence[str]) -> None:
+    # --no-block: the daemon's main loop must not wait on a unit's start-up.
+    if units:
+        _systemctl(["start", "--no-block"], units)
+
+
+def stop(units: Sequence[str]) -> None:
+    if units:
+        _systemctl(["stop", "--no-block"], units)
+
+
 def create_users(sysusers_file: Path) -> None:
     try:
         run(["systemd-sysusers", str(sysusers_file)])

@@ -28,10 +28,10 @@ class NotifySocket:
         data = self.sock.recv(4096).decode("ascii")
         return dict(line.split("=", 1) for line in data.splitlines())
 
-    def wait_for(self, key: str) -> dict[str, str]:
+    def wait_for(self, key: str, containing: str = "") -> dict[str, str]:
         while True:
             message = self.next()
-            if key in message:
+            if key in message and containing in message[key]:
                 return message
 
 
@@ -58,8 +58,9 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], NotifySocket
 
 def test_ready_after_first_apply(daemon: tuple[subprocess.Popen[str], NotifySocket, Path, Path]) -> None:
     _proc, notify, _config, root = daemon
-    ready = notify.wait_for("READY")
-    assert ready["STATUS"] == "1 printer, 0 cameras"
+    notify.wait_for("READY")
+    # Under --root nothing asks systemd, so the instance's state is not known.
+    assert notify.wait_for("STATUS", "printer")["STATUS"] == "1 printer: 1 state unknown; 0 cameras"
     assert (root / "etc/systemd/system/octoprint@demo.service.d/50-octobrix.conf").exists()
 
 
@@ -70,8 +71,8 @@ def test_broken_edit_keeps_last_good_config_and_next_fix_applies(
     notify.wait_for("READY")
     config.write_text(GOOD + "[printers.two]\nport = 5000\n")
     proc.send_signal(signal.SIGHUP)
-    status = notify.wait_for("STATUS")["STATUS"]
-    assert status.startswith("config error, keeping the last good config: ")
+    status = notify.wait_for("STATUS", "config error")["STATUS"]
+    assert status.startswith("1 printer: 1 state unknown; 0 cameras; config error, keeping the last good config: ")
     assert "printers.two" in status
     assert status.isascii()
     assert (root / "etc/systemd/system/octoprint@demo.service.d/50-octobrix.conf").exists()
@@ -79,7 +80,7 @@ def test_broken_edit_keeps_last_good_config_and_next_fix_applies(
 
     config.write_text(GOOD + "[printers.two]\nvirtual = true\nport = 5001\n")
     proc.send_signal(signal.SIGHUP)
-    assert notify.wait_for("STATUS")["STATUS"] == "2 printers, 0 cameras"
+    assert notify.wait_for("STATUS", "2 printers")["STATUS"] == "2 printers: 2 state unknown; 0 cameras"
     assert (root / "etc/systemd/system/octoprint@two.service.d/50-octobrix.conf").exists()
 
 

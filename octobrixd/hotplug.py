@@ -1,0 +1,97 @@
+"""USB hotplug as frozen records: what the udev monitor saw, in the terms octobrixd acts on.
+
+udev has already run octobrix's rules when the monitor reports a device, so a configured device
+arrives with OCTOBRIX_NAME and OCTOBRIX_KIND set and its /dev/octobrix link in place. On
+"remove", sysfs is gone: only the event's properties are read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import pyudev
+
+log = logging.getLogger(__name__)
+
+SUBSYSTEMS = ("tty", "video4linux")
+
+
+class Action(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+    CHANGE = "change"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    action: Action
+    subsystem: str
+    devnode: str | None
+    name: str | None
+    kind: str | None
+    usb: bool
+    # For a device no config entry binds: the entry that would (one line), else None.
+    suggestion: str | None = None
+
+
+Suggest = Callable[[Any], str | None]
+
+
+def record(device: Any, action: str | None, suggest: Suggest | None = None) -> DeviceEvent:
+    properties = device.properties
+    name = properties.get("OCTOBRIX_NAME")
+    usb = properties.get("ID_BUS") == "usb" or "usb" in (properties.get("ID_PATH") or "")
+    try:
+        kind_of_action = Action(action or "")
+    except ValueError:
+        kind_of_action = Action.OTHER
+    suggestion = None
+    if name is None and usb and kind_of_action is Action.ADD and suggest is not None:
+        try:
+            suggestion = suggest(device)
+        except Exception:
+            # A suggestion is a courtesy: a device we cannot describe must not stop the daemon.
+            log.exception("could not describe %s", device.device_node)
+    return DeviceEvent(
+        action=kind_of_action,
+        subsystem=str(device.subsystem),
+        devnode=device.device_node,
+        name=name,
+        kind=properties.get("OCTOBRIX_KIND"),
+        usb=usb,
+        suggestion=suggestion,
+    )
+
+
+class HotplugMonitor:
+    """udev's netlink monitor for ttys and video devices; its fd goes into the daemon's select()."""
+
+    def __init__(self, suggest: Suggest | None = None, context: Any = None) -> None:
+        self.context = context or pyudev.Context()
+        self.suggest = suggest
+        self.monitor = pyudev.Monitor.from_netlink(self.context)
+        for subsystem in SUBSYSTEMS:
+            self.monitor.filter_by(subsystem)
+        self.monitor.start()
+
+    def fileno(self) -> int:
+        fd: int = self.monitor.fileno()
+        return fd
+
+    def drain(self) -> list[DeviceEvent]:
+        events = []
+        while (device := self.monitor.poll(timeout=0)) is not None:
+            events.append(record(device, device.action, self.suggest))
+        return events
+
+    def present(self) -> Iterator[DeviceEvent]:
+        """Configured devices already plugged in at start, as if they had just been added."""
+        for subsystem in SUBSYSTEMS:
+            for device in self.context.list_devices(subsystem=subsystem):
+                if device.properties.get("OCTOBRIX_NAME"):
+                    yield record(device, "add")
