@@ -88,6 +88,7 @@ class Plan:
     reload_udev: bool
     create_users: bool
     manifest: Manifest
+    wheels: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -240,6 +241,7 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
         reload_udev=paths.UDEV_RULES in touched,
         create_users=paths.SYSUSERS_FILE in touched,
         manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
+        wheels=config.octobrix.wheels,
     )
 
 
@@ -363,11 +365,11 @@ def apply_plan(
     for name in plan.state_dirs:
         _ensure_state_dir(layout, name)
 
-    if plan.provision:
+    if plan.provision and plan.wheels is None:
         check_build_prerequisites()
     # All venvs are built before anything else changes: a failed install leaves the system as it was.
     for spec in plan.provision:
-        provision(layout, spec, *_ids(layout, spec.name))
+        provision(layout, spec, *_ids(layout, spec.name), wheels=plan.wheels)
 
     for change in plan.files:
         if change.path == paths.SYSUSERS_FILE:

@@ -144,6 +144,13 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_wheels(value: str) -> str:
+    parts = value.split("/")
+    if not value.startswith("/") or ".." in parts or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{value!r} must be an absolute folder path, like \"/var/lib/octobrix/wheels\"")
+    return value
+
+
 def _check_resolution(value: str) -> str:
     match = RESOLUTION_RE.match(value)
     if not match or int(match["width"]) > 7680 or int(match["height"]) > 4320:
@@ -189,6 +196,8 @@ class _Model(BaseModel):
 
 class Settings(_Model):
     octoprint: OctoPrintRequirement = DEFAULT_OCTOPRINT
+    # For farms without internet: install OctoPrint and plugins from this folder of wheels only.
+    wheels: Annotated[str, AfterValidator(_check_wheels)] | None = None
     listen: ListenAddress = "::"
     streamer: Streamer = Streamer.USTREAMER
 

@@ -93,7 +93,9 @@ def _uv(args: list[str], layout: Layout) -> None:
 def _explain(spec: VenvSpec, error: CommandError) -> OctobrixError:
     lines = [line.strip() for line in error.stderr.splitlines() if line.strip()]
     reason = " / ".join(lines[-3:]) if lines else f"uv exited with {error.returncode}"
-    if "No space left" in error.stderr:
+    if "Python.h" in error.stderr or "gcc" in error.stderr or "command 'x86_64" in error.stderr:
+        hint = "a C compiler or the Python headers are missing: sudo apt-get install gcc python3-dev"
+    elif "No space left" in error.stderr:
         hint = "the disk is full: free some space (`df -h /var/lib/octobrix`) and apply again"
     elif "Failed to fetch" in error.stderr or "dns error" in error.stderr.lower() or "connect" in error.stderr.lower():
         hint = "PyPI could not be reached: check the network and apply again"
@@ -114,7 +116,7 @@ def _hand_directories_to(root: Path, uid: int, gid: int) -> None:
             os.chown(Path(current) / directory, uid, gid, follow_symlinks=False)
 
 
-def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int) -> Path:
+def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | None = None) -> Path:
     """Build spec's venv beside the current one and swap it in. Raises OctobrixError; never half-swaps."""
     target = venvs_dir(layout, spec.name) / spec.digest
     if target.exists():
@@ -123,9 +125,12 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chown(target.parent, uid, gid)
     log.info("building venv for %s: %s", spec.name, " ".join(spec.requirements))
+    # Offline farms: only the wheels folder, never an index.
+    source = ["--no-index", "--find-links", wheels] if wheels else []
     try:
-        _uv(["venv", "--quiet", "--seed", "--python", str(INSTANCE_PYTHON), str(target)], layout)
-        _uv(["pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *spec.requirements], layout)
+        _uv(["venv", "--quiet", "--seed", *source, "--python", str(INSTANCE_PYTHON), str(target)], layout)
+        python = str(target / "bin" / "python")
+        _uv(["pip", "install", "--quiet", *source, "--python", python, *spec.requirements], layout)
         run([str(target / "bin" / "python"), "-c", "import octoprint"])
     except CommandError as error:
         shutil.rmtree(target, ignore_errors=True)

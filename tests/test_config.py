@@ -183,7 +183,7 @@ def test_unknown_keys_and_sections_are_errors() -> None:
         "[printer.q]\nport = 1\n"
     )
     assert found == [
-        f"{SRC}:3: octobrix.colour: unknown key — check the spelling; known keys here: octoprint, listen, streamer",
+        f"{SRC}:3: octobrix.colour: unknown key — check the spelling; known keys here: octoprint, wheels, listen, streamer",
         f"{SRC}:8: printers.p.prot: unknown key — check the spelling; known keys here: serial, usb_port, virtual, "
         "port, baudrate, camera, octoprint, plugins",
         f"{SRC}:10: printer: unknown section — known sections: octobrix, uvcvideo, printers, cameras",
@@ -194,6 +194,13 @@ def test_listen_must_be_an_address() -> None:
     parse_config('[octobrix]\nlisten = "0.0.0.0"\n', SRC)
     message = only_problem('[octobrix]\nlisten = "0.0.0.0; rm -rf /"\n')
     assert message.startswith(f"{SRC}:2: octobrix.listen: '0.0.0.0; rm -rf /' is not an IP address")
+
+
+def test_wheels_folder_is_an_absolute_path() -> None:
+    assert parse_config('[octobrix]\nwheels = "/srv/wheels"\n', SRC).octobrix.wheels == "/srv/wheels"
+    for bad in ("wheels", "/srv/../etc", "/srv/w\\nx"):
+        message = only_problem(f'[octobrix]\nwheels = "{bad}"\n')
+        assert message.startswith(f"{SRC}:2: octobrix.wheels: ") and "absolute folder path" in message, message
 
 
 def test_uvcvideo_payload_range() -> None:
