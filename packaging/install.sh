@@ -3,6 +3,8 @@
 #
 #   sudo packaging/install.sh                 install, or upgrade in place (run it again any time)
 #   sudo packaging/install.sh --with-kmod     also build the patched uvcvideo module (several cameras per bus)
+#   sudo packaging/install.sh --wheels DIR    no internet: install from a folder of wheels made elsewhere with
+#                                             `pip wheel ./octobrix octoprint==1.11.8 pip setuptools wheel -w DIR`
 #   sudo packaging/install.sh --uninstall     remove octobrix; keeps /etc/octobrix.toml and /var/lib/octobrix
 #   sudo packaging/install.sh --uninstall --purge   remove those too
 set -eu
@@ -20,17 +22,20 @@ die() { printf '%s\n' "octobrix: $*" >&2; exit 1; }
 mode=install
 with_kmod=no
 purge=no
-for arg in "$@"; do
-    case "$arg" in
+wheels=""
+while [ $# -gt 0 ]; do
+    case "$1" in
         --uninstall) mode=uninstall ;;
         --purge) purge=yes ;;
         --with-kmod) with_kmod=yes ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-        *) die "unknown option $arg (see --help)" ;;
+        --wheels) [ $# -ge 2 ] || die "--wheels needs a folder"; wheels=$(cd "$2" && pwd); shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
     esac
+    shift
 done
 
-[ "$(id -u)" = 0 ] || die "needs root: sudo $0 $*"
+[ "$(id -u)" = 0 ] || die "needs root: sudo $0"
 [ -d /run/systemd/system ] || die "this system does not run systemd; octobrix needs it"
 
 missing_packages() {
@@ -86,6 +91,11 @@ if [ "$mode" = uninstall ]; then
     exit 0
 fi
 
+if [ -n "$wheels" ]; then
+    # Everything comes as wheels: nothing is compiled here.
+    PACKAGES="python3 python3-venv ustreamer"
+fi
+# shellcheck disable=SC2086
 install_packages $PACKAGES
 if [ "$with_kmod" = yes ]; then
     install_packages dkms build-essential "linux-headers-$(uname -r)"
@@ -96,8 +106,14 @@ if [ ! -x "$PREFIX/bin/python" ]; then
     say "creating $PREFIX"
     python3 -m venv "$PREFIX"
 fi
-say "installing octobrix from $SRC"
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SRC"
+say "installing octobrix from ${wheels:-$SRC}"
+if [ -n "$wheels" ]; then
+    # The folder holds octobrix's own wheel too: nothing is built here.
+    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$wheels" \
+        --upgrade octobrix
+else
+    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SRC"
+fi
 ln -sf "$PREFIX/bin/octobrixctl" /usr/local/bin/octobrixctl
 ln -sf "$PREFIX/bin/octobrixd" /usr/local/bin/octobrixd
 
@@ -113,6 +129,9 @@ systemctl daemon-reload
 if [ ! -e "$CONFIG" ]; then
     say "writing the starter config $CONFIG (a demo printer that needs no hardware)"
     install -m 0644 "$SRC/packaging/octobrix.toml" "$CONFIG.new"
+    if [ -n "$wheels" ]; then
+        sed -i "s|^\[octobrix\]\$|[octobrix]\nwheels = \"$wheels\"|" "$CONFIG.new"
+    fi
     suggestions=$(/usr/local/bin/octobrixctl discover --toml 2>/dev/null | sed 's/^\([^#]\)/# \1/' || true)
     if [ -n "$suggestions" ]; then
         printf '\n# Found plugged in when octobrix was installed; uncomment to use:\n%s\n' "$suggestions" >>"$CONFIG.new"
