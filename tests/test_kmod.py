@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import kmod
+from octobrixd import kmod, kmod_status
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.paths import Layout
 
@@ -130,8 +130,8 @@ def test_status_shows_the_patched_module_with_its_live_and_configured_value(
 )
 def test_bus_budget_figures_match_the_kernels_bookkeeping(payload: int, microseconds: int, cameras: int) -> None:
     """The README's table: EHCI books HS_USECS_ISO(payload) of the 100 us per microframe."""
-    assert kmod.isoc_bus_time_us(payload) == microseconds
-    assert kmod.cameras_per_bus(payload) == cameras
+    assert kmod_status.isoc_bus_time_us(payload) == microseconds
+    assert kmod_status.cameras_per_bus(payload) == cameras
 
 
 def test_status_tells_to_install_when_the_running_kernel_has_only_the_stock_driver(
@@ -180,32 +180,32 @@ def test_configured_value_follows_modprobe_precedence(system: FakeSystem) -> Non
     # Same file name: /etc replaces /lib. Different names: all are read in name order, the last wins.
     system.modprobe_conf("lib/modprobe.d", "octobrix-uvcvideo.conf", "options uvcvideo max_compressed_payload=512\n")
     system.modprobe_conf("etc/modprobe.d", "octobrix-uvcvideo.conf", "options uvcvideo max_compressed_payload=1024\n")
-    assert kmod.configured_payload(Layout(system.root)) == (1024, "/etc/modprobe.d/octobrix-uvcvideo.conf")
+    assert kmod_status.configured_payload(Layout(system.root)) == (1024, "/etc/modprobe.d/octobrix-uvcvideo.conf")
     system.modprobe_conf(
         "etc/modprobe.d",
         "zz-local.conf",
         "# mine\noptions uvcvideo quirks=128 max_compressed_payload=640 # later\n",
     )
-    assert kmod.configured_payload(Layout(system.root)) == (640, "/etc/modprobe.d/zz-local.conf")
+    assert kmod_status.configured_payload(Layout(system.root)) == (640, "/etc/modprobe.d/zz-local.conf")
     system.modprobe_conf("etc/modprobe.d", "zzz-other.conf", "options uvcvideox max_compressed_payload=1\n")
-    assert kmod.configured_payload(Layout(system.root))[0] == 640, "options of another module do not count"
+    assert kmod_status.configured_payload(Layout(system.root))[0] == 640, "options of another module do not count"
 
 
 @pytest.mark.parametrize(
     ("files", "expected", "refused"),
     [
-        ({}, kmod.SecureBoot.NOT_EFI, False),
-        ({"sys/firmware/efi/efivars/.keep": b""}, kmod.SecureBoot.DISABLED, False),
-        ({kmod.SECURE_BOOT_VAR: b"\x06\x00\x00\x00\x00"}, kmod.SecureBoot.DISABLED, False),
+        ({}, kmod_status.SecureBoot.NOT_EFI, False),
+        ({"sys/firmware/efi/efivars/.keep": b""}, kmod_status.SecureBoot.DISABLED, False),
+        ({kmod_status.SECURE_BOOT_VAR: b"\x06\x00\x00\x00\x00"}, kmod_status.SecureBoot.DISABLED, False),
         (
             {
-                kmod.SECURE_BOOT_VAR: b"\x06\x00\x00\x00\x01",
+                kmod_status.SECURE_BOOT_VAR: b"\x06\x00\x00\x00\x01",
                 "sys/kernel/security/lockdown": b"none [integrity] confidentiality\n",
             },
-            kmod.SecureBoot.ENABLED,
+            kmod_status.SecureBoot.ENABLED,
             True,
         ),
-        ({"sys/module/module/parameters/sig_enforce": b"Y\n"}, kmod.SecureBoot.NOT_EFI, True),
+        ({"sys/module/module/parameters/sig_enforce": b"Y\n"}, kmod_status.SecureBoot.NOT_EFI, True),
     ],
     ids=["bios", "efi-without-secure-boot", "secure-boot-off", "secure-boot-on", "sig-enforce"],
 )
@@ -213,7 +213,7 @@ def test_secure_boot_and_signature_enforcement_are_detected(
     system: FakeSystem,
     capsys: pytest.CaptureFixture[str],
     files: dict[str, bytes],
-    expected: kmod.SecureBoot,
+    expected: kmod_status.SecureBoot,
     refused: bool,
 ) -> None:
     for relative, data in files.items():
@@ -247,8 +247,8 @@ def test_status_json_is_machine_readable(system: FakeSystem, capsys: pytest.Capt
 def test_open_cameras_are_found_and_only_uvc_ones(system: FakeSystem) -> None:
     system.camera_open_by("video0", 4242, "ustreamer")
     system.camera_open_by("video10", 4343, "ffmpeg", driver="v4l2loopback")
-    users = kmod.video_users(Layout(system.root))
-    assert users == (kmod.VideoUser(4242, "ustreamer", "/dev/video0"),)
+    users = kmod_status.video_users(Layout(system.root))
+    assert users == (kmod_status.VideoUser(4242, "ustreamer", "/dev/video0"),)
 
 
 class FakeCommands:
@@ -306,7 +306,7 @@ def test_a_rejected_signature_explains_mok_enrolment(system: FakeSystem, monkeyp
 def test_secure_boot_install_checks_the_signing_key(
     system: FakeSystem, monkeypatch: pytest.MonkeyPatch, enrolled: bool
 ) -> None:
-    system.write(kmod.SECURE_BOOT_VAR, b"\x06\x00\x00\x00\x01")
+    system.write(kmod_status.SECURE_BOOT_VAR, b"\x06\x00\x00\x00\x01")
     system.write("var/lib/dkms/mok.pub", b"cert")
     cert = system.root / "var/lib/dkms/mok.pub"
     answer = f"{cert} is already enrolled\n" if enrolled else f"{cert} is not enrolled\n"
@@ -329,7 +329,7 @@ def test_install_refuses_a_scratch_root(system: FakeSystem) -> None:
 
 def test_dkms_conf_names_the_package_status_looks_for() -> None:
     package = kmod.read_dkms_conf(KMOD)
-    assert package.name == kmod.PACKAGE_NAME
+    assert package.name == kmod_status.PACKAGE_NAME
     text = (KMOD / "dkms.conf").read_text()
     assert 'AUTOINSTALL="yes"' in text
     assert 'BUILT_MODULE_NAME[0]="uvcvideo"' in text
@@ -511,9 +511,9 @@ def test_dkms_builds_and_installs_the_patched_module_for_debian_61(
     assert len(filename) == 1 and filename[0].startswith(f"/lib/modules/{release}/updates/dkms/uvcvideo.ko")
     assert modinfo(release, "version") == [PATCHED_VERSION]
     assert any(p.startswith("max_compressed_payload:") and p.endswith("(uint)") for p in modinfo(release, "parm"))
-    state = kmod.read_status(Layout()).kernel(release)
+    state = kmod_status.read_status(Layout()).kernel(release)
     assert state is not None
-    assert (state.built, state.uses) == (True, kmod.KernelModule.PATCHED)
+    assert (state.built, state.uses) == (True, kmod_status.KernelModule.PATCHED)
 
     # A second install finds it done and builds nothing.
     assert kmod_cli("install", "--kernel", release, "--no-reload", "--no-apt") == 0
