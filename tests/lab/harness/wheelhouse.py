@@ -1,0 +1,57 @@
+"""A folder of wheels for the lab VM, which has no network: octobrix itself, the pinned OctoPrint
+with everything it needs (netifaces compiled here, for the guest's Python 3.11), and the seed
+packages uv puts into a new venv. It is what a user of a farm without internet makes with
+`pip wheel` on another computer (`packaging/install.sh --wheels DIR`).
+
+Cached outside the repo, keyed by what goes in; octobrix's own wheel is rebuilt every time since
+the code under test changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.lab.harness.build import CACHE
+from tests.lab.harness.project import REPO
+
+OCTOPRINT = "octoprint==1.11.8"
+SEEDS = ("pip", "setuptools", "wheel")
+# The test venv is made from Debian's Python, as the guest's is: compiled wheels (netifaces) fit it.
+PYTHON = sys.executable
+
+
+def _dependencies() -> list[str]:
+    text = (REPO / "pyproject.toml").read_text()
+    start = text.index("dependencies = [") + len("dependencies = [")
+    block = text[start : text.index("]", start)]
+    return sorted(line.split('"')[1] for line in block.splitlines() if '"' in line)
+
+
+def wheelhouse() -> Path:
+    """Build (once) and return the folder; octobrix's wheel in it is always the current checkout's."""
+    key = hashlib.sha256("\n".join([OCTOPRINT, *SEEDS, *_dependencies()]).encode()).hexdigest()[:16]
+    folder = CACHE / f"wheels-{key}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "wheels.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            subprocess.run(
+                [PYTHON, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder), OCTOPRINT, *SEEDS,
+                 *_dependencies()],
+                check=True,
+            )  # fmt: skip
+            (folder / ".complete").touch()
+        for old in folder.glob("octobrix-*.whl"):
+            old.unlink()
+        subprocess.run(
+            [PYTHON, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder), str(REPO)],
+            check=True,
+        )
+    return folder

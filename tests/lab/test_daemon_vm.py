@@ -1,0 +1,216 @@
+"""octobrixd end to end in the VM: real udev, real systemd, real OctoPrint, a simulated printer on a
+hot-plugged USB serial adapter. The test never talks to OctoPrint: it plugs cables, edits the
+config and reads `octobrixctl status`, as a user would.
+
+The VM has no network, so octobrix is installed with `packaging/install.sh --wheels DIR` from a
+folder of wheels built on the host, and the config's `wheels` key makes instances install
+OctoPrint from it too: the offline-farm path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.lab.harness.printer_sim import MarlinSim
+from tests.lab.harness.vm import UsbSerialAdapter, Vm
+from tests.lab.harness.wheelhouse import wheelhouse
+from tests.lab.test_instances import repo_files
+
+pytestmark = pytest.mark.lab
+
+WHEELS = "/var/lib/octobrix-wheels"
+CONFIG = f"""\
+[octobrix]
+wheels = "{WHEELS}"
+
+[printers.printer1]
+serial = "PRN0001"
+port = 5001
+"""
+# OctoPrint under software emulation starts in minutes, not seconds.
+SLOW = 600.0
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = SLOW, every: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def status(vm: Vm) -> dict[str, dict[str, Any]]:
+    body = json.loads(vm.run(["octobrixctl", "status", "--json"], timeout=60).stdout)
+    return {row["name"]: row for row in body["printers"]}
+
+
+def printer_state(vm: Vm, name: str) -> str | None:
+    state = status(vm)[name]["printer_state"]
+    return str(state) if state is not None else None
+
+
+def main_pid(vm: Vm, unit: str) -> int:
+    return int(vm.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout)
+
+
+def exists(vm: Vm, path: str) -> bool:
+    return vm.run(["test", "-e", path], check=False).returncode == 0
+
+
+def daemon_status_line(vm: Vm) -> str:
+    return vm.run(["systemctl", "show", "-p", "StatusText", "--value", "octobrixd.service"]).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def farm_vm(lab_ready: None) -> Iterator[Vm]:
+    # Unix socket paths (QMP, agent, USB) must stay short: not under pytest's deep basetemp.
+    workdir = Path(tempfile.mkdtemp(prefix="oblab-dvm-", dir="/tmp"))
+    vm = Vm(workdir)
+    try:
+        vm.start()
+        vm.copy_in(wheelhouse(), WHEELS)
+        staged = workdir / "src"
+        for rel in repo_files():
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, staged / rel)
+        vm.copy_in(staged, "/root/octobrix")
+        vm.write_file("/etc/octobrix.toml", CONFIG)
+        installed = vm.run(["/root/octobrix/packaging/install.sh", "--wheels", WHEELS], check=False, timeout=SLOW)
+        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
+        yield vm
+    finally:
+        vm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def printer1(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+    sim = MarlinSim()
+    adapter = farm_vm.plug_usb_serial("PRN0001", sim, connect=False)
+    yield adapter, sim
+    adapter.remove()
+
+
+def test_plugged_printer_becomes_operational_by_itself(
+    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    adapter, sim = printer1
+    wait_until("OctoPrint of printer1 to answer", lambda: printer_state(farm_vm, "printer1") not in (None, "starting"))
+    plugged_at = time.monotonic()
+    adapter.plug()
+    farm_vm.wait_for_path("/dev/octobrix/printer1", timeout=30)
+    link_seconds = time.monotonic() - plugged_at
+    wait_until("printer1 Operational", lambda: printer_state(farm_vm, "printer1") == "Operational")
+    operational_seconds = time.monotonic() - plugged_at
+    print(f"\nVM (TCG): plug -> link {link_seconds:.1f} s, plug -> Operational {operational_seconds:.1f} s")
+    assert any(line.startswith("M115") or "M115" in line for line in sim.lines), "OctoPrint talked to the printer"
+    assert status(farm_vm)["printer1"]["device"] == "plugged"
+
+
+def test_unplug_then_replug_reconnects_the_same_octoprint(
+    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    adapter, _sim = printer1
+    adapter.plug()
+    wait_until("printer1 Operational", lambda: printer_state(farm_vm, "printer1") == "Operational")
+    pid = main_pid(farm_vm, "octoprint@printer1.service")
+    adapter.pull()
+    farm_vm.wait_for_path("/dev/octobrix/printer1", present=False, timeout=30)
+    wait_until("status to show printer1 unplugged", lambda: status(farm_vm)["printer1"]["device"] == "unplugged")
+    adapter.plug()
+    wait_until("printer1 Operational again", lambda: printer_state(farm_vm, "printer1") == "Operational")
+    assert main_pid(farm_vm, "octoprint@printer1.service") == pid, "OctoPrint was not restarted"
+
+
+def daemon_rss_kib(vm: Vm) -> int:
+    pid = main_pid(vm, "octobrixd.service")
+    text = vm.run(["cat", f"/proc/{pid}/status"]).stdout
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")))
+
+
+def process_count(vm: Vm) -> int:
+    return len(vm.run(["ps", "-e", "-o", "pid="]).stdout.split())
+
+
+def test_twenty_plug_pull_cycles_leave_everything_in_order(
+    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    adapter, _sim = printer1
+    adapter.plug()
+    wait_until("printer1 Operational", lambda: printer_state(farm_vm, "printer1") == "Operational")
+    daemon_pid = main_pid(farm_vm, "octobrixd.service")
+    rss_before, processes_before = daemon_rss_kib(farm_vm), process_count(farm_vm)
+    for _cycle in range(20):
+        adapter.pull()
+        farm_vm.wait_for_path("/dev/octobrix/printer1", present=False, timeout=30)
+        adapter.plug()
+        farm_vm.wait_for_path("/dev/octobrix/printer1", timeout=30)
+    wait_until("printer1 Operational after the storm", lambda: printer_state(farm_vm, "printer1") == "Operational")
+    failed = farm_vm.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip()
+    assert failed == "", failed
+    assert main_pid(farm_vm, "octobrixd.service") == daemon_pid, "the daemon never crashed"
+    rss_after, processes_after = daemon_rss_kib(farm_vm), process_count(farm_vm)
+    print(f"\ndaemon RSS {rss_before} -> {rss_after} KiB; processes {processes_before} -> {processes_after}")
+    assert rss_after - rss_before < 4096, "daemon memory stays flat"
+    assert processes_after <= processes_before + 2, "no stray processes"
+
+
+def test_config_edits_are_followed_and_a_broken_one_changes_nothing(
+    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    printer1_pid = main_pid(farm_vm, "octoprint@printer1.service")
+    daemon_pid = main_pid(farm_vm, "octobrixd.service")
+    with_printer2 = CONFIG + '\n[printers.printer2]\nserial = "PRN0002"\nport = 5002\n'
+
+    farm_vm.write_file("/etc/octobrix.toml", with_printer2)
+    wait_until("octoprint@printer2 to run", lambda: main_pid(farm_vm, "octoprint@printer2.service") > 0)
+    printer2_pid = main_pid(farm_vm, "octoprint@printer2.service")
+    assert main_pid(farm_vm, "octoprint@printer1.service") == printer1_pid
+
+    farm_vm.write_file("/etc/octobrix.toml", with_printer2.replace("port = 5002", "port = 5001"))
+    line = wait_until(
+        "the daemon to report the error",
+        lambda: "config error" in daemon_status_line(farm_vm) and daemon_status_line(farm_vm),
+        timeout=120,
+    )
+    assert "printers.printer2.port" in line or "5001 is also used" in line, line
+    assert main_pid(farm_vm, "octobrixd.service") == daemon_pid, "the daemon keeps running"
+    assert main_pid(farm_vm, "octoprint@printer1.service") == printer1_pid
+    assert main_pid(farm_vm, "octoprint@printer2.service") == printer2_pid
+
+    farm_vm.write_file("/etc/octobrix.toml", with_printer2.replace("port = 5002", "port = 5003"))
+    wait_until(
+        "printer2 restarted on its new port",
+        lambda: main_pid(farm_vm, "octoprint@printer2.service") not in (0, printer2_pid),
+    )
+    wait_until("the error to clear", lambda: "config error" not in daemon_status_line(farm_vm), timeout=120)
+    assert main_pid(farm_vm, "octoprint@printer1.service") == printer1_pid, "only what changed restarts"
+
+
+def test_killed_daemon_comes_back_and_instances_keep_running(farm_vm: Vm) -> None:
+    daemon_pid = main_pid(farm_vm, "octobrixd.service")
+    instance_pid = main_pid(farm_vm, "octoprint@printer1.service")
+    farm_vm.run(["kill", "-9", str(daemon_pid)])
+    wait_until(
+        "systemd to restart octobrixd",
+        lambda: main_pid(farm_vm, "octobrixd.service") not in (0, daemon_pid),
+        timeout=60,
+    )
+    wait_until(
+        "octobrixd active",
+        lambda: farm_vm.run(["systemctl", "is-active", "octobrixd.service"], check=False).stdout.strip() == "active",
+        timeout=SLOW,
+    )
+    assert main_pid(farm_vm, "octoprint@printer1.service") == instance_pid
