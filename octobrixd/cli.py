@@ -27,6 +27,7 @@ log = logging.getLogger("octobrixctl")
 MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("octobrixd.status", "one line per printer and camera: service, resources, printer state, URL"),
     "discover": ("octobrixd.discover", "list plugged-in printer boards and cameras, with config entries for them"),
+    "kmod": ("octobrixd.kmod", "the patched uvcvideo driver for several cameras per USB bus: status, install"),
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
 }
 
