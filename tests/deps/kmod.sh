@@ -6,22 +6,7 @@
 # and the other series are fetched once into a cache outside the repository.
 set -eu
 
-packages="dkms build-essential linux-headers-amd64 linux-source-6.1 kmod patch xz-utils bzip2"
-
-missing=""
-for pkg in $packages; do
-    case "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" in
-        *" installed") ;;
-        *) missing="$missing $pkg" ;;
-    esac
-done
-if [ -n "$missing" ]; then
-    echo "kmod.sh: installing$missing" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=600 update -q
-    # shellcheck disable=SC2086  # word splitting of the package list is intended
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing
-fi
+"$(dirname "$0")/apt-install" kmod.sh dkms build-essential linux-headers-amd64 linux-source-6.1 kmod patch xz-utils bzip2
 
 # --- uvc sources of the other series -----------------------------------------------------------
 # A private apt configuration reaches the other suites without touching the host's sources or
