@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
@@ -26,14 +27,14 @@ DEFAULT_OCTOPRINT = "octoprint==1.11.8"
 # Instance names become systemd instance names, user names (octobrix-NAME, at most 32 chars),
 # file names and /dev/octobrix/NAME links, so only the boring characters are allowed.
 NAME_MAX = 23
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
 
 # USB serial numbers end up inside a double-quoted udev match. udev treats * ? [ ] | as
 # glob syntax there and has no escape for '"', so only characters real boards use are allowed.
-SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,126}$")
+SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,126}\Z")
 
 # The KERNELS value of a USB device: bus-port[.port...], at most 7 tiers of hubs.
-USB_PORT_RE = re.compile(r"^[1-9][0-9]{0,2}-[1-9][0-9]?(?:\.[1-9][0-9]?){0,6}$")
+USB_PORT_RE = re.compile(r"^[1-9][0-9]{0,2}-[1-9][0-9]?(?:\.[1-9][0-9]?){0,6}\Z")
 
 # A pip requirement limited to a project name, extras and version specifiers: no URLs, no
 # paths and nothing starting with '-', so it can never smuggle an option into pip's command line.
@@ -41,18 +42,33 @@ _VERSION_CLAUSE = r"(?:===|==|~=|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
 REQUIREMENT_RE = re.compile(
     r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
     r"(?:\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
-    rf"\s*(?:{_VERSION_CLAUSE}(?:\s*,\s*{_VERSION_CLAUSE})*)?$"
+    rf"(?:\s*{_VERSION_CLAUSE}(?:\s*,\s*{_VERSION_CLAUSE})*)?\Z"
 )
 
 # Most OctoPrint plugins are published as archives, not on PyPI: an https URL, bare or "Name @ URL".
-PLUGIN_URL_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*\s*@\s*)?https://[A-Za-z0-9][^\s\"'\\]*$")
+PLUGIN_URL_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*\s*@\s*)?https://[A-Za-z0-9][^\s\"'\\]*\Z")
 
-RESOLUTION_RE = re.compile(r"^(?P<width>[1-9][0-9]{1,4})x(?P<height>[1-9][0-9]{1,4})$")
+RESOLUTION_RE = re.compile(r"^(?P<width>[1-9][0-9]{1,4})x(?P<height>[1-9][0-9]{1,4})\Z")
 
 # Standard rates plus the 250000 that Marlin boards commonly use.
 BAUDRATES = (2400, 9600, 19200, 38400, 57600, 115200, 230400, 250000, 460800, 500000, 921600, 1000000)
 
 USB2_NOTE = "ports below 1024 need root, and OctoPrint runs unprivileged"
+
+# A camera's V4L2 name (sysfs "name", what `v4l2-ctl --info` calls the card) goes into a
+# double-quoted ATTR{name}=="..." udev match: no quotes or escapes, nothing udev reads as glob
+# syntax (* ? [ ] |) or substitution (% $), no control characters. The kernel keeps 63 bytes of it.
+DEVICE_NAME_BAD = frozenset('"\\*?[]|%$')
+DEVICE_NAME_MAX = 63
+
+# V4L2 control names as v4l2-ctl --list-ctrls prints them (focus_absolute, auto_exposure...).
+CONTROL_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
+# VIDIOC_S_CTRL takes a signed 32-bit value.
+CONTROL_MIN, CONTROL_MAX = -(2**31), 2**31 - 1
+
+# A DNS name (RFC 1123 labels) for public_host; IP addresses are checked with ipaddress.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
 
 
 class Streamer(StrEnum):
@@ -96,7 +112,7 @@ def _check_octoprint_requirement(value: str) -> str:
 
 # A USB root hub's "serial" attribute is its controller's PCI address: a rule matching it
 # would match every device on that controller.
-PCI_ADDRESS_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+PCI_ADDRESS_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\Z")
 
 
 def _check_serial(value: str) -> str:
@@ -144,6 +160,47 @@ def _check_listen(value: str) -> str:
     return value
 
 
+def _check_public_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not HOSTNAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a host name or IP address: write only the name (farm.local) or the address "
+                "(192.168.1.20) your browser uses to reach this computer, without http:// or a port"
+            ) from None
+    return value
+
+
+def _check_device_name(value: str) -> str:
+    bad = sorted({c for c in value if c in DEVICE_NAME_BAD or not c.isprintable()})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise ValueError(
+            f"contains {shown}, which cannot be matched safely in a udev rule — bind this camera by serial "
+            "or usb_port instead (see `octobrixctl discover`)"
+        )
+    if not value.strip() or value != value.strip() or len(value.encode()) > DEVICE_NAME_MAX:
+        raise ValueError(
+            f"{value!r} is not a V4L2 device name: 1–{DEVICE_NAME_MAX} characters, no spaces at either end, "
+            "exactly as `v4l2-ctl --info -d /dev/videoN` shows it as 'Card type'"
+        )
+    return value
+
+
+def _check_controls(value: dict[str, int]) -> dict[str, int]:
+    bad = [name for name in value if not CONTROL_RE.match(name)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(map(repr, bad))}: not a V4L2 control name; use the lowercase names "
+            "`v4l2-ctl --list-ctrls -d /dev/octobrix/NAME` prints, like focus_absolute"
+        )
+    out_of_range = [name for name, number in value.items() if not CONTROL_MIN <= number <= CONTROL_MAX]
+    if out_of_range:
+        raise ValueError(f"{', '.join(map(repr, out_of_range))}: the value does not fit a V4L2 control (32 bits)")
+    return value
+
+
 def _check_wheels(value: str) -> str:
     parts = value.split("/")
     if not value.startswith("/") or ".." in parts or any(ord(c) < 32 for c in value):
@@ -188,6 +245,9 @@ Baudrate = Annotated[int, Strict(), AfterValidator(_check_baudrate)]
 StrictInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]
 CameraRef = Annotated[str, AfterValidator(_check_camera_ref)]
+PublicHost = Annotated[str, AfterValidator(_check_public_host)]
+DeviceName = Annotated[str, AfterValidator(_check_device_name)]
+Controls = Annotated[dict[str, StrictInt], AfterValidator(_check_controls)]
 
 
 class _Model(BaseModel):
@@ -200,6 +260,9 @@ class Settings(_Model):
     wheels: Annotated[str, AfterValidator(_check_wheels)] | None = None
     listen: ListenAddress = "::"
     streamer: Streamer = Streamer.USTREAMER
+    # The name browsers reach this computer by, for the webcam URLs in OctoPrint; load_config
+    # fills in the machine's host name when the file leaves it out.
+    public_host: PublicHost | None = None
 
 
 class UvcVideo(_Model):
@@ -235,18 +298,25 @@ class Printer(_Matched):
 
 
 class Camera(_Matched):
+    # Built-in, CSI and loopback cameras have no USB serial or port: their V4L2 name binds them.
+    device_name: DeviceName | None = None
     resolution: Resolution = "1280x720"
     fps: StrictInt = Field(default=15, ge=1, le=120)
     format: PixelFormat = PixelFormat.MJPEG
     port: Port
     streamer: Streamer | None = None
+    # V4L2 controls set before streaming starts, in the order written (automatic modes off first).
+    controls: Controls = {}
+
+    def match_keys(self) -> list[str]:
+        return [*super().match_keys(), *(["device_name"] if self.device_name is not None else [])]
 
     @model_validator(mode="after")
     def _exactly_one_match(self) -> Self:
         keys = self.match_keys()
         if len(keys) != 1:
             said = " and ".join(keys) if keys else "none"
-            raise ValueError(f"must be matched by exactly one of serial or usb_port (has {said})")
+            raise ValueError(f"must be matched by exactly one of serial, usb_port or device_name (has {said})")
         return self
 
     @property
@@ -444,4 +514,11 @@ def load_config(path: Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     # The absolute path goes into generated files' headers and error lines, so they lead back to it.
-    return parse_config(text, str(path.absolute()))
+    return with_machine_defaults(parse_config(text, str(path.absolute())), socket.gethostname())
+
+
+def with_machine_defaults(config: Config, host_name: str) -> Config:
+    """Fill in what defaults to a fact about this machine, kept out of parse_config so it stays pure."""
+    if config.octobrix.public_host is not None:
+        return config
+    return config.model_copy(update={"octobrix": config.octobrix.model_copy(update={"public_host": host_name})})

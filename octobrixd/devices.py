@@ -309,10 +309,15 @@ def _read_text(path: Path) -> str:
 # Putting it together
 
 
-def binds(entry: Printer | Camera, usb: UsbDevice) -> bool:
-    """Whether a config entry's match selects this USB device (what its udev rule will do)."""
+def binds(entry: Printer | Camera, usb: UsbDevice, video_name: str | None = None) -> bool:
+    """Whether a config entry's match selects this USB device (what its udev rule will do).
+
+    video_name is a camera node's V4L2 name, which a camera entry may match instead.
+    """
     if isinstance(entry, Printer) and entry.virtual:
         return False
+    if isinstance(entry, Camera) and entry.device_name is not None:
+        return video_name is not None and entry.device_name == video_name
     if entry.serial is not None:
         return entry.serial == usb.serial
     return entry.usb_port is not None and entry.usb_port == usb.port
@@ -347,7 +352,8 @@ def complete(
         bound: tuple[str, ...] = ()
         if config is not None:
             entries = _entries(config, device.kind)
-            bound = tuple(sorted(name for name, entry in entries.items() if binds(entry, device.usb)))
+            video_name = device.video.name if device.video is not None else None
+            bound = tuple(sorted(n for n, entry in entries.items() if binds(entry, device.usb, video_name)))
         video = device.video
         if video is not None and query_formats is not None:
             try:

@@ -99,6 +99,8 @@ def _entries(config: Config) -> list[tuple[DeviceKind, str, Printer | Camera]]:
 
 
 def _match_text(entry: Printer | Camera) -> str:
+    if isinstance(entry, Camera) and entry.device_name is not None:
+        return f"V4L2 name {entry.device_name!r}"
     if entry.serial is not None:
         return f"serial number {entry.serial}"
     return f"USB port {entry.usb_port}"
@@ -136,7 +138,7 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
     for kind, name, entry in _entries(ctx.config):
         label = f"{kind} {name}"
         pool = ctx.inventory.printers if kind is DeviceKind.PRINTER else ctx.inventory.cameras
-        matches = [d for d in pool if binds(entry, d.usb)]
+        matches = [d for d in pool if binds(entry, d.usb, d.video.name if d.video is not None else None)]
         if not matches:
             what = "USB serial port" if kind is DeviceKind.PRINTER else "camera"
             results.append(

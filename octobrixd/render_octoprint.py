@@ -10,11 +10,14 @@ from typing import Any
 
 import yaml
 
+from octobrixd.cameras import FFMPEG, snapshot_url, stream_ratio, stream_url
 from octobrixd.config import Config
 from octobrixd.render_common import header
 
 VIRTUAL_PORT = "VIRTUAL"
 DEFAULT_BAUDRATE = 115200
+# get_settings_version() of OctoPrint's bundled classicwebcam plugin, the same in 1.9, 1.10 and 1.11.
+CLASSICWEBCAM_SETTINGS_VERSION = 1
 
 
 def device_link(name: str) -> str:
@@ -37,10 +40,13 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
         }
         plugins = {}
     plugins["discovery"] = {"publicPort": printer.port}
+    webcam: dict[str, Any] = {}
+    if printer.camera is not None:
+        plugins["classicwebcam"], webcam = _webcam_seed(config, printer.camera)
     # Anonymous usage tracking stays off unless the user turns it on; deciding it here also
     # answers the tracking wizard.
     plugins["tracking"] = {"enabled": False}
-    return {
+    seed: dict[str, Any] = {
         "serial": serial,
         "server": {
             "port": printer.port,
@@ -60,6 +66,26 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
         "appearance": {"name": name},
         "plugins": plugins,
     }
+    if webcam:
+        seed["webcam"] = webcam
+    return seed
+
+
+def _webcam_seed(config: Config, camera: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The classic webcam plugin's settings (OctoPrint 1.9 and later, 1.10 and 1.11 alike) and the core's.
+
+    Without _config_version the plugin believes its settings predate it on first start and
+    "migrates" them from the old top-level webcam section, emptying the URLs set here.
+    """
+    entry = config.cameras[camera]
+    classic = {
+        "_config_version": CLASSICWEBCAM_SETTINGS_VERSION,
+        "stream": stream_url(config, camera),
+        "snapshot": snapshot_url(config, camera),
+        "streamRatio": stream_ratio(entry.width, entry.height),
+    }
+    # Timelapses are rendered by ffmpeg, which OctoPrint only uses once it knows where it is.
+    return classic, {"ffmpeg": FFMPEG}
 
 
 def render_octoprint_seed(config: Config, name: str) -> str:

@@ -12,6 +12,9 @@ CAMERA_NODES = 'SUBSYSTEM=="video4linux", KERNEL=="video[0-9]*", ATTR{index}=="0
 
 def _match(entry: Printer | Camera) -> tuple[str, str]:
     """The parent match and a human description. Values were validated to be glob- and quote-free."""
+    if isinstance(entry, Camera) and entry.device_name is not None:
+        # The video device's own attribute: built-in, CSI and loopback cameras have no USB parent.
+        return f'ATTR{{name}}=="{entry.device_name}"', f"V4L2 device name {entry.device_name!r}"
     if entry.usb_port is None:
         # SUBSYSTEMS and ATTRS must hold on one parent: the USB device itself, not a hub above it.
         return f'SUBSYSTEMS=="usb", ATTRS{{serial}}=="{entry.serial}"', f"USB serial number {entry.serial}"

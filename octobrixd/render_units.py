@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from octobrixd.cameras import V4L2_CTL
 from octobrixd.config import Camera, Config, PixelFormat, Streamer
 from octobrixd.render_common import header, instance_user
 
@@ -17,8 +18,12 @@ def streamer_unit(config: Config, name: str) -> str:
 
 
 def _environment(pairs: dict[str, str]) -> str:
-    # Values are validated ints, IP literals and names: nothing here needs quoting.
-    return "".join(f"Environment={key}={value}\n" for key, value in pairs.items())
+    # Values are validated ints, IP literals, names and fixed flags: no quotes or backslashes. A
+    # value with a space is quoted whole, or systemd would read it as two assignments.
+    return "".join(
+        f'Environment="{key}={value}"\n' if " " in value else f"Environment={key}={value}\n"
+        for key, value in pairs.items()
+    )
 
 
 def render_octoprint_dropin(config: Config, name: str) -> str:
@@ -47,14 +52,31 @@ def _ustreamer_environment(config: Config, camera: Camera) -> dict[str, str]:
 
 
 def _mjpg_streamer_environment(config: Config, camera: Camera) -> dict[str, str]:
+    listen = config.octobrix.listen
     return {
         "OCTOBRIX_PORT": str(camera.port),
-        "OCTOBRIX_LISTEN": config.octobrix.listen,
+        # output_http binds every address family when given no -l; given "::" it would set
+        # IPV6_V6ONLY and refuse IPv4 clients, so the dual-stack default is "no -l at all".
+        "OCTOBRIX_LISTEN_FLAGS": "" if listen == "::" else f"-l {listen}",
         "OCTOBRIX_RESOLUTION": camera.resolution,
         "OCTOBRIX_FPS": str(camera.fps),
         # input_uvc asks the camera for MJPEG unless told -y (raw YUYV, encoded by mjpg-streamer).
         "OCTOBRIX_INPUT_FLAGS": "-y" if camera.format is PixelFormat.YUYV else "",
     }
+
+
+def _controls(camera: Camera) -> str:
+    """One v4l2-ctl run per control, in the order the config lists them.
+
+    Separate runs keep that order: many cameras ignore a manual value (focus_absolute) until its
+    automatic mode (focus_automatic_continuous) is off. "-": a camera that is unplugged right now
+    must not keep its streamer from starting (it serves "no signal" until the camera is back),
+    and a control this camera lacks is reported in the journal without stopping the stream.
+    """
+    return "".join(
+        f"ExecStartPre=-/{V4L2_CTL} --device=/dev/octobrix/%i --set-ctrl={control}={value}\n"
+        for control, value in camera.controls.items()
+    )
 
 
 def render_streamer_dropin(config: Config, name: str) -> str:
@@ -63,7 +85,7 @@ def render_streamer_dropin(config: Config, name: str) -> str:
         env = _ustreamer_environment(config, camera)
     else:
         env = _mjpg_streamer_environment(config, camera)
-    return header(config.source) + "[Service]\n" + _environment(env)
+    return header(config.source) + "[Service]\n" + _environment(env) + _controls(camera)
 
 
 def render_sysusers(config: Config) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
-from octobrixd.config import DEFAULT_OCTOPRINT, PixelFormat, Streamer, parse_config
+from octobrixd.config import DEFAULT_OCTOPRINT, PixelFormat, Streamer, load_config, parse_config
 from octobrixd.errors import ConfigError
 
 SRC = "/etc/octobrix.toml"
@@ -59,6 +62,11 @@ FIELD_CASES = [
     ("serial-glob", '"SN:1.2"', '"SN*"', "serial", "'*'"),
     ("serial-root-hub", '"0000:2A"', '"0000:00:14.0"', "serial", "a USB controller's address"),
     ("serial-empty", '"X"', '""', "serial", "must not be empty"),
+    # A regex's "$" also matches before a final newline, which would split the udev rule in two.
+    ("serial-trailing-newline", '"SN1"', '"SN1\\n"', "serial", "'\\n'"),
+    ("usb-port-trailing-newline", '"1-1.2"', '"1-1.2\\n"', "usb_port", "is not a USB port path"),
+    ("octoprint-trailing-newline", '"octoprint==1.10.3"', '"octoprint==1.10.3\\n"', "octoprint", "pip options"),
+    ("octoprint-trailing-space-newline", '"octoprint"', '"octoprint \\n"', "octoprint", "pip options"),
     ("usb-port-format", '"1-1.2"', '"usb1/1-1"', "usb_port", "is not a USB port path"),
     ("usb-port-quote", '"3-2.4.1"', '"1-1\\""', "usb_port", "is not a USB port path"),
     ("port-range-low", "1024", "80", "port", "outside 1024–65535"),
@@ -117,6 +125,7 @@ def test_printer_field(good: str, bad: str, key: str, fragment: str) -> None:
 CAMERA_CASES = [
     ("resolution", '"1920x1080"', '"big"', 'not a resolution like "1280x720"'),
     ("resolution-huge", '"640x480"', '"99999x99999"', "at most 7680x4320"),
+    ("resolution-newline", '"640x480"', '"640x480\\n"', 'not a resolution like "1280x720"'),
     ("fps", "30", "0", "out of range"),
     ("fps-float", "5", "15.0", "should be a whole number"),
     ("format", '"yuyv"', '"h264"', "'h264' is not one of 'mjpeg' or 'yuyv'"),
@@ -169,7 +178,9 @@ def test_virtual_printer_with_baudrate_is_rejected() -> None:
 
 def test_camera_needs_exactly_one_match() -> None:
     message = only_problem("[cameras.c]\nport = 8080\n")
-    assert message.startswith(f"{SRC}:1: cameras.c: must be matched by exactly one of serial or usb_port")
+    assert message.startswith(f"{SRC}:1: cameras.c: must be matched by exactly one of serial, usb_port or device_name")
+    both = only_problem('[cameras.c]\nserial = "SN1"\ndevice_name = "Cam"\nport = 8080\n')
+    assert "(has serial and device_name)" in both
 
 
 def test_every_printer_and_camera_states_its_port() -> None:
@@ -183,7 +194,8 @@ def test_unknown_keys_and_sections_are_errors() -> None:
         "[printer.q]\nport = 1\n"
     )
     assert found == [
-        f"{SRC}:3: octobrix.colour: unknown key — check the spelling; known keys here: octoprint, wheels, listen, streamer",
+        f"{SRC}:3: octobrix.colour: unknown key — check the spelling; known keys here: octoprint, wheels, listen, "
+        "streamer, public_host",
         f"{SRC}:8: printers.p.prot: unknown key — check the spelling; known keys here: serial, usb_port, virtual, "
         "port, baudrate, camera, octoprint, plugins",
         f"{SRC}:10: printer: unknown section — known sections: octobrix, uvcvideo, printers, cameras",
@@ -261,3 +273,80 @@ def test_line_numbers_follow_dotted_and_quoted_keys() -> None:
     assert only_problem(text).startswith(f"{SRC}:4: printers.p1.port:")
     multiline = '[printers.p1]\nplugins = [\n  "ok==1",\n]\nserial = "A"\nport = 5\n'
     assert only_problem(multiline).startswith(f"{SRC}:6: printers.p1.port:")
+
+
+# (case id, good value, bad value, expected fragment of the message)
+DEVICE_NAME_CASES = [
+    ("quote", '"UVC Camera (046d:0825)"', '"Cam\\"era"', "cannot be matched safely in a udev rule"),
+    ("backslash", '"Dummy video device (0x0000)"', '"Cam\\\\1"', "'\\\\'"),
+    ("glob", '"mmal service 16.1"', '"Cam*"', "'*'"),
+    ("bracket", '"unicam-image"', '"Cam[0]"', "'['"),
+    ("pipe", '"HD Pro Webcam C920"', '"A|B"', "'|'"),
+    ("percent", '"Cam 100"', '"Cam%k"', "'%'"),
+    ("dollar", '"Cam-1"', '"Cam$name"', "'$'"),
+    ("newline", '"Lab Cam"', '"Lab\\nCam"', "'\\n'"),
+    ("edge-space", '"Lab Cam"', '"Lab Cam "', "no spaces at either end"),
+    ("too-long", '"' + "x" * 63 + '"', '"' + "x" * 64 + '"', "1–63 characters"),
+    ("empty", '"x"', '""', "1–63 characters"),
+]
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "fragment"), [c[1:] for c in DEVICE_NAME_CASES], ids=[c[0] for c in DEVICE_NAME_CASES]
+)
+def test_camera_device_name(good: str, bad: str, fragment: str) -> None:
+    text = f"[cameras.cam1]\nport = 8081\ndevice_name = {good}\n"
+    config = parse_config(text, SRC)
+    assert config.cameras["cam1"].match_keys() == ["device_name"]
+    message = only_problem(text.replace(f"device_name = {good}", f"device_name = {bad}"))
+    assert message.startswith(f"{SRC}:3: cameras.cam1.device_name: "), message
+    assert fragment in message, message
+
+
+def test_two_cameras_cannot_bind_the_same_device_name() -> None:
+    text = '[cameras.a]\ndevice_name = "Lab Cam"\nport = 8081\n[cameras.b]\ndevice_name = "Lab Cam"\nport = 8082\n'
+    assert only_problem(text).startswith(f"{SRC}:5: cameras.b.device_name: 'Lab Cam' already binds cameras.a")
+
+
+def test_camera_controls_are_v4l2_names_with_whole_numbers_in_order() -> None:
+    good = (
+        '[cameras.cam1]\nserial = "SN1"\nport = 8081\n\n[cameras.cam1.controls]\n'
+        "focus_automatic_continuous = 0\nfocus_absolute = 30\nauto_exposure = 1\nexposure_time_absolute = -5\n"
+    )
+    controls = parse_config(good, SRC).cameras["cam1"].controls
+    assert list(controls.items()) == [
+        ("focus_automatic_continuous", 0),
+        ("focus_absolute", 30),
+        ("auto_exposure", 1),
+        ("exposure_time_absolute", -5),
+    ], "the order written is the order applied"
+    name = only_problem(good.replace("focus_absolute = 30", '"Focus Absolute" = 30'))
+    assert name.startswith(f"{SRC}:5: cameras.cam1.controls: 'Focus Absolute': not a V4L2 control name"), name
+    assert "v4l2-ctl --list-ctrls" in name
+    big = only_problem(good.replace("focus_absolute = 30", "focus_absolute = 4294967296"))
+    assert "'focus_absolute': the value does not fit a V4L2 control" in big
+    text = only_problem(good.replace("focus_absolute = 30", 'focus_absolute = "30"'))
+    assert text.startswith(f"{SRC}:7: cameras.cam1.controls.focus_absolute: '30' should be a whole number"), text
+
+
+@pytest.mark.parametrize("good", ["farm.local", "octo-farm", "192.168.1.20", "fd00::20", "printers.example.org"])
+def test_public_host_accepts_names_and_addresses(good: str) -> None:
+    assert parse_config(f'[octobrix]\npublic_host = "{good}"\n', SRC).octobrix.public_host == good
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://farm.local", "farm.local:8080", "farm local", "-farm", "farm_1.local", "", "farm\\n"]
+)
+def test_public_host_rejects_urls_and_junk(bad: str) -> None:
+    message = only_problem(f'[octobrix]\npublic_host = "{bad}"\n')
+    assert message.startswith(f"{SRC}:2: octobrix.public_host: "), message
+    assert "without http:// or a port" in message
+
+
+def test_public_host_defaults_to_this_machines_name(tmp_path: Path) -> None:
+    path = tmp_path / "octobrix.toml"
+    path.write_text("[printers.demo]\nvirtual = true\nport = 5000\n", encoding="utf-8")
+    assert parse_config(path.read_text(), SRC).octobrix.public_host is None, "parsing alone stays pure"
+    assert load_config(path).octobrix.public_host == socket.gethostname()
+    path.write_text('[octobrix]\npublic_host = "farm.local"\n', encoding="utf-8")
+    assert load_config(path).octobrix.public_host == "farm.local"

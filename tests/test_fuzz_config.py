@@ -36,12 +36,22 @@ names = st.one_of(hostile_text, st.sampled_from(["printer1", "cam1", "demo", "p-
 printer_keys = st.sampled_from(
     ["serial", "usb_port", "virtual", "port", "baudrate", "camera", "octoprint", "plugins", "bogus"]
 )
-camera_keys = st.sampled_from(["serial", "usb_port", "resolution", "fps", "format", "port", "streamer", "nope"])
-entry = st.dictionaries(st.one_of(printer_keys, camera_keys), value, max_size=6)
+camera_keys = st.sampled_from(
+    ["serial", "usb_port", "device_name", "resolution", "fps", "format", "port", "streamer", "nope"]
+)
+controls = st.dictionaries(st.one_of(hostile_text, st.sampled_from(["focus_absolute", "gain"])), value, max_size=3)
+entry = st.one_of(
+    st.dictionaries(st.one_of(printer_keys, camera_keys), value, max_size=6),
+    st.dictionaries(camera_keys, value, max_size=5).flatmap(
+        lambda base: controls.map(lambda table: {**base, "controls": table})
+    ),
+)
 document = st.fixed_dictionaries(
     {},
     optional={
-        "octobrix": st.dictionaries(st.sampled_from(["octoprint", "listen", "streamer", "wheels", "x"]), value),
+        "octobrix": st.dictionaries(
+            st.sampled_from(["octoprint", "listen", "streamer", "wheels", "public_host", "x"]), value
+        ),
         "printers": st.dictionaries(names, entry, max_size=3),
         "cameras": st.dictionaries(names, entry, max_size=2),
         "uvcvideo": st.dictionaries(st.sampled_from(["max_compressed_payload"]), value),
@@ -50,8 +60,12 @@ document = st.fixed_dictionaries(
 
 # What a generated value may look like where it lands: udev match/assign values and unit environment.
 UDEV_VALUE = re.compile(r'^[A-Za-z0-9._:/*?\[\]|+ -]*$')
+# A camera's V4L2 name is the device's own text: any printable character but quotes, escapes,
+# glob syntax and substitutions.
+UDEV_NAME_VALUE = re.compile(r'^[^"\\*?\[\]|%$\x00-\x1f\x7f]+$')
 UDEV_RULE = re.compile(r'^(?:[A-Z_]+(?:\{[A-Za-z_]+\})?(?:==|\+=|=)"[^"\\\n]*"(?:, |$))+$')
-ENVIRONMENT = re.compile(r"^Environment=[A-Z_]+=[A-Za-z0-9.:_-]*$")
+ENVIRONMENT = re.compile(r'^Environment=(?:[A-Z_]+=[A-Za-z0-9.:_-]*|"[A-Z_]+=[A-Za-z0-9.:_ -]*")$')
+CONTROL = re.compile(r"^ExecStartPre=-/usr/bin/v4l2-ctl --device=/dev/octobrix/%i --set-ctrl=[a-z][a-z0-9_]*=-?\d+$")
 LOCATED = re.compile(rf"^{re.escape(SRC)}:\d+: ")
 
 
@@ -64,10 +78,13 @@ def check_rendered(files: dict[Any, Any]) -> None:
                 continue
             if str(path).endswith(".rules"):
                 assert UDEV_RULE.match(line), line
-                for quoted in re.findall(r'"([^"]*)"', line):
-                    assert UDEV_VALUE.match(quoted), (path, quoted)
+                for key, quoted in re.findall(r'([A-Z_]+(?:\{[A-Za-z_]+\})?)(?:==|\+=|=)"([^"]*)"', line):
+                    pattern = UDEV_NAME_VALUE if key == "ATTR{name}" else UDEV_VALUE
+                    assert pattern.match(quoted), (path, quoted)
             elif str(path).endswith(".conf") and "systemd" in str(path) and line.startswith("Environment="):
                 assert ENVIRONMENT.match(line), (path, line)
+            elif str(path).endswith(".conf") and "systemd" in str(path) and line.startswith("ExecStartPre="):
+                assert CONTROL.match(line), (path, line)
 
 
 @FUZZ
@@ -111,6 +128,8 @@ FIELDS = [
     ("printers", "printer1", "octoprint"),
     ("cameras", "cam1", "serial"),
     ("cameras", "cam1", "resolution"),
+    ("cameras", "cam1", "device_name"),
+    ("octobrix", "", "public_host"),
 ]
 
 
@@ -118,8 +137,13 @@ FIELDS = [
 @given(st.sampled_from(FIELDS), hostile_text)
 def test_one_hostile_value_in_a_good_config(field: tuple[str, str, str], hostile: str) -> None:
     section, name, key = field
-    doc = {s: {n: dict(e) for n, e in entries.items()} for s, entries in BASE.items()}
-    doc[section][name][key] = hostile
+    doc: dict[str, Any] = {s: {n: dict(e) for n, e in entries.items()} for s, entries in BASE.items()}
+    if section == "octobrix":
+        doc["octobrix"] = {key: hostile}
+    else:
+        if key == "device_name":
+            del doc[section][name]["serial"]
+        doc[section][name][key] = hostile
     try:
         text = tomli_w.dumps(doc)
     except (TypeError, ValueError):
@@ -127,6 +151,7 @@ def test_one_hostile_value_in_a_good_config(field: tuple[str, str, str], hostile
     try:
         config = parse_config(text, SRC)
     except ConfigError as error:
-        assert any(f": {section}.{name}.{key}: " in problem for problem in error.problems), error.problems
+        where = f"{section}.{key}" if section == "octobrix" else f"{section}.{name}.{key}"
+        assert any(f": {where}: " in problem for problem in error.problems), error.problems
         return
     check_rendered(render_all(config))

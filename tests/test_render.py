@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from octobrixd.config import parse_config
 from octobrixd.render import render_all
-from octobrixd.render_octoprint import merge_seed
+from octobrixd.render_octoprint import merge_seed, octoprint_seed
+from octobrixd.render_units import render_streamer_dropin
 from tests.conftest import REPO, STARTER_CONFIG
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,7 +49,7 @@ def test_golden(case: str) -> None:
 def test_udev_rules_bind_each_device_once_and_mark_printers() -> None:
     rules = rendered_tree(CASES["farm"])["etc/udev/rules.d/99-octobrix.rules"]
     lines = [line for line in rules.splitlines() if line and not line.startswith("#")]
-    assert len(lines) == 4, "demo is virtual: two printers and two cameras get rules"
+    assert len(lines) == 5, "demo is virtual: two printers and three cameras get rules"
     printers = [line for line in lines if 'ENV{OCTOBRIX_KIND}="printer"' in line]
     assert all('ENV{ID_MM_DEVICE_IGNORE}="1"' in line for line in printers)
     assert all('KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*"' in line for line in printers)
@@ -55,6 +57,69 @@ def test_udev_rules_bind_each_device_once_and_mark_printers() -> None:
     assert all('ATTR{index}=="0"' in line for line in cameras), "only the capture node, not metadata"
     assert any('KERNELS=="1-1.2:*"' in line and 'SYMLINK+="octobrix/ender-3"' in line for line in printers)
     assert any('ATTRS{serial}=="CZPX1919X004XC24974"' in line and "octobrix/prusa" in line for line in printers)
+    # A camera bound by its V4L2 name matches the video device's own attribute, with no USB parent.
+    builtin = next(line for line in cameras if "octobrix/builtin" in line)
+    assert 'ATTR{name}=="Integrated Camera: Integrated C"' in builtin
+    assert "KERNELS" not in builtin and "SUBSYSTEMS" not in builtin
+
+
+def test_a_printers_octoprint_gets_its_cameras_urls() -> None:
+    tree = rendered_tree(CASES["farm"])
+    prusa = yaml.safe_load(tree["var/lib/octobrix/prusa/octobrix-seed.yaml"])
+    classic = prusa["plugins"]["classicwebcam"]
+    # The browser loads the stream by the public name; OctoPrint fetches snapshots over loopback.
+    assert classic["stream"] == "http://farm.local:8081/stream"
+    assert classic["snapshot"] == "http://127.0.0.1:8081/snapshot"
+    assert classic["streamRatio"] == "16:9"
+    assert classic["_config_version"] == 1, "or OctoPrint's first start 'migrates' the URLs away"
+    assert prusa["webcam"]["ffmpeg"] == "/usr/bin/ffmpeg", "timelapses need ffmpeg"
+    ender = yaml.safe_load(tree["var/lib/octobrix/ender-3/octobrix-seed.yaml"])["plugins"]["classicwebcam"]
+    assert ender["stream"] == "http://farm.local:8082/?action=stream", "mjpg-streamer's own paths"
+    assert ender["snapshot"] == "http://127.0.0.1:8082/?action=snapshot"
+    assert ender["streamRatio"] == "4:3"
+    demo = yaml.safe_load(tree["var/lib/octobrix/demo/octobrix-seed.yaml"])
+    assert "classicwebcam" not in demo["plugins"] and "webcam" not in demo, "no camera: the user's settings stay"
+
+
+@pytest.mark.parametrize(
+    ("listen", "public", "stream", "snapshot"),
+    [
+        ("::", "fd00::20", "http://[fd00::20]:8081/stream", "http://127.0.0.1:8081/snapshot"),
+        ("127.0.0.1", "farm.local", "http://farm.local:8081/stream", "http://127.0.0.1:8081/snapshot"),
+        ("::1", "farm", "http://farm:8081/stream", "http://[::1]:8081/snapshot"),
+        ("192.168.1.20", "192.168.1.20", "http://192.168.1.20:8081/stream", "http://192.168.1.20:8081/snapshot"),
+    ],
+)
+def test_stream_urls_follow_listen_and_public_host(listen: str, public: str, stream: str, snapshot: str) -> None:
+    config = parse_config(
+        f'[octobrix]\nlisten = "{listen}"\npublic_host = "{public}"\n'
+        '[printers.p]\nvirtual = true\nport = 5000\ncamera = "c"\n[cameras.c]\nserial = "S"\nport = 8081\n',
+        "/etc/octobrix.toml",
+    )
+    classic = octoprint_seed(config, "p")["plugins"]["classicwebcam"]
+    assert (classic["stream"], classic["snapshot"]) == (stream, snapshot)
+
+
+def test_mjpg_streamer_listens_on_both_families_unless_told_one_address() -> None:
+    text = '[cameras.c]\nserial = "S"\nport = 8081\nstreamer = "mjpg-streamer"\n'
+    everywhere = render_streamer_dropin(parse_config(text, "/etc/octobrix.toml"), "c")
+    assert "Environment=OCTOBRIX_LISTEN_FLAGS=\n" in everywhere, "no -l: output_http binds IPv4 and IPv6"
+    one = render_streamer_dropin(parse_config('[octobrix]\nlisten = "127.0.0.1"\n' + text, "x"), "c")
+    assert 'Environment="OCTOBRIX_LISTEN_FLAGS=-l 127.0.0.1"\n' in one, "quoted, or systemd splits it"
+
+
+def test_controls_are_set_one_by_one_in_the_order_written() -> None:
+    text = (
+        '[cameras.c]\nserial = "S"\nport = 8081\n[cameras.c.controls]\n'
+        "auto_exposure = 1\nexposure_time_absolute = 250\nfocus_automatic_continuous = 0\n"
+    )
+    dropin = render_streamer_dropin(parse_config(text, "/etc/octobrix.toml"), "c")
+    pre = [line for line in dropin.splitlines() if line.startswith("ExecStartPre=")]
+    assert pre == [
+        "ExecStartPre=-/usr/bin/v4l2-ctl --device=/dev/octobrix/%i --set-ctrl=auto_exposure=1",
+        "ExecStartPre=-/usr/bin/v4l2-ctl --device=/dev/octobrix/%i --set-ctrl=exposure_time_absolute=250",
+        "ExecStartPre=-/usr/bin/v4l2-ctl --device=/dev/octobrix/%i --set-ctrl=focus_automatic_continuous=0",
+    ]
 
 
 def test_every_generated_file_says_it_is_generated_and_from_where() -> None:
