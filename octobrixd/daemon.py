@@ -25,12 +25,13 @@ from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, systemd
 from octobrixd.apply import apply_lock, apply_plan, make_plan, read_manifest
+from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.devices import read_device, suggest_entries
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
-from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.paths import Layout
 from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.status import collect, fetch_printer_state, query_units
 
@@ -351,14 +352,8 @@ class MainLoop:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="octobrixd", description="keeps the system in step with the octobrix config")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE")
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path("/"),
-        metavar="DIR",
-        help="act on the tree under DIR (no systemctl, no udevadm)",
-    )
+    add_config_argument(parser)
+    add_root_argument(parser)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     # The journal adds time and unit; one event per line, names included.

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from octobrixd.cliargs import add_root_argument
 from octobrixd.errors import CommandError, CommandNotFoundError, OctobrixError
 from octobrixd.kmod_status import (
     MODULE,
@@ -303,13 +304,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         ("install", "build and install the patched module with DKMS, reload it if no camera is in use"),
     ):
         action = sub.add_parser(name, help=help_text, description=help_text)
-        action.add_argument(
-            "--root",
-            type=Path,
-            default=Path("/"),
-            metavar="DIR",
-            help="read the system tree under DIR (tests)",
-        )
+        add_root_argument(action)
         if name == "status":
             action.add_argument("--json", action="store_true", help="machine-readable output")
         else:
