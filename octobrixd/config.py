@@ -265,9 +265,19 @@ class Settings(_Model):
     public_host: PublicHost | None = None
 
 
+def _check_payload(value: int) -> int:
+    if value != 0 and not 128 <= value <= 3072:
+        raise ValueError(
+            f"{value} is not a payload the patched uvcvideo accepts: 0 (off, the stock driver) or "
+            "128–3072 bytes; 1024 fits about four 1080p/15 fps MJPEG cameras on one USB 2 bus"
+        )
+    return value
+
+
 class UvcVideo(_Model):
-    # Bytes per USB service interval for compressed formats; 0 keeps the stock driver's choice.
-    max_compressed_payload: StrictInt = Field(default=0, ge=0, le=3072)
+    # Bytes per USB 2 microframe a compressed (MJPEG) stream may reserve. Unset: the patched
+    # module's own default (1024); 0: the stock driver's behaviour.
+    max_compressed_payload: Annotated[int, Strict(), AfterValidator(_check_payload)] | None = None
 
 
 class _Matched(_Model):

@@ -37,7 +37,7 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
     for name in config.cameras:
         dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))
-    if config.uvcvideo.max_compressed_payload:
+    if config.uvcvideo.max_compressed_payload is not None:
         files[paths.MODPROBE_FILE] = RenderedFile(
             header(config.source) + "# Takes effect with the patched uvcvideo from `octobrixctl kmod install`.\n"
             f"options uvcvideo max_compressed_payload={config.uvcvideo.max_compressed_payload}\n"

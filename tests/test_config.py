@@ -216,8 +216,12 @@ def test_wheels_folder_is_an_absolute_path() -> None:
 
 
 def test_uvcvideo_payload_range() -> None:
-    parse_config("[uvcvideo]\nmax_compressed_payload = 1024\n", SRC)
-    assert "out of range" in only_problem("[uvcvideo]\nmax_compressed_payload = 99999\n")
+    assert parse_config("", SRC).uvcvideo.max_compressed_payload is None
+    for good in (0, 128, 1024, 3072):
+        parse_config(f"[uvcvideo]\nmax_compressed_payload = {good}\n", SRC)
+    for bad in (64, 99999, -1):
+        message = only_problem(f"[uvcvideo]\nmax_compressed_payload = {bad}\n")
+        assert message.startswith(f"{SRC}:2: uvcvideo.max_compressed_payload: {bad} is not a payload"), message
 
 
 def test_ports_must_not_clash_across_printers_and_cameras() -> None:
