@@ -217,6 +217,23 @@ def collect(
     return printer_rows, camera_rows
 
 
+# OctoPrint is up but its printer is on its way to a connection, or OctoPrint is not up yet.
+SETTLING_STATES = ("starting", "not answering", "Opening", "Connecting", "Detecting")
+
+
+def settling(printers: Sequence[PrinterStatus]) -> list[str]:
+    """Running instances whose OctoPrint does not answer yet, or whose virtual printer has not
+    connected yet. A real printer that is unplugged stays Offline: it is settled."""
+    waiting = []
+    for row in printers:
+        if row.state != "active":
+            continue
+        state = row.printer_state or "starting"
+        if state.startswith(SETTLING_STATES) or (row.device == "virtual" and state == "Offline"):
+            waiting.append(row.name)
+    return waiting
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -277,6 +294,13 @@ def to_json(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS until every running OctoPrint answers (the installer uses it)",
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help="only these printers and cameras")
 
 
@@ -290,7 +314,6 @@ def main(args: argparse.Namespace) -> int:
             hint="`octobrixctl status` with no names lists them all",
         )
     units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
-    props = query_units(units)
     fetchers: dict[str, PrinterStateFetcher] = {}
     for name in config.printers:
         try:
@@ -298,9 +321,15 @@ def main(args: argparse.Namespace) -> int:
         except (OctobrixError, PermissionError):
             credentials = None
         fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
-    deferred = read_manifest(layout).deferred
-    printers, cameras = collect(
-        config, layout, props, fetchers, socket.gethostname(), names=args.names, deferred=deferred
-    )
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while True:
+        props = query_units(units)
+        deferred = read_manifest(layout).deferred
+        printers, cameras = collect(
+            config, layout, props, fetchers, socket.gethostname(), names=args.names, deferred=deferred
+        )
+        if not settling(printers) or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
     sys.stdout.write((to_json(printers, cameras) if args.json else format_table(printers, cameras)) + "\n")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from octobrixd.config import parse_config
 from octobrixd.paths import Layout
-from octobrixd.status import collect, format_table, to_json, unit_status
+from octobrixd.status import collect, format_table, settling, to_json, unit_status
 
 CONFIG = parse_config(
     "[printers.demo]\nvirtual = true\nport = 5000\n"
@@ -82,3 +82,29 @@ def test_json_schema_is_stable(tmp_path: Path) -> None:
 def test_unknown_unit_is_not_installed() -> None:
     status = unit_status("octoprint@x.service", {"LoadState": "not-found", "ActiveState": "inactive"}, NOW)
     assert status.state == "not-installed"
+
+
+def test_settling_names_instances_that_do_not_answer_yet(tmp_path: Path) -> None:
+    """What `status --wait` waits for: an OctoPrint still starting, or a virtual printer not yet
+    connected; never a real printer that is unplugged (it would stay Offline for ever)."""
+    layout = Layout(tmp_path)
+    props = {**PROPS, "octoprint@prusa.service": {**PROPS["octoprint@demo.service"], "Id": "octoprint@prusa.service"}}
+
+    def answers(demo: str, prusa: str) -> list[str]:
+        states = {"demo": demo, "prusa": prusa}
+        printers, _cameras = collect(
+            CONFIG, layout, props, {n: lambda name, _port: (states[name], None) for n in states}, "farm",
+            now_monotonic_usec=NOW,
+        )  # fmt: skip
+        return settling(printers)
+
+    assert answers("starting", "Offline") == ["demo"]
+    assert answers("not answering (connection refused)", "Offline") == ["demo"]
+    assert answers("Offline", "Offline") == ["demo"]  # the virtual printer connects by itself
+    assert answers("Operational", "Connecting") == ["prusa"]
+    assert answers("Operational", "Offline") == []
+    assert answers("Printing", "Operational") == []
+    stopped = {**PROPS, "octoprint@demo.service": PROPS["octoprint@prusa.service"] | {"Id": "octoprint@demo.service"}}
+    fetchers = {"demo": fetch, "prusa": fetch}
+    printers, _cameras = collect(CONFIG, layout, stopped, fetchers, "farm", now_monotonic_usec=NOW)
+    assert "demo" not in settling(printers)

@@ -53,7 +53,11 @@ class Container:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._cleanup_token = REAPER.add_callback(f"container {self.name} files", self._remove_files)
         self._make_root(base)
-        with self.console_log.open("wb") as console:
+        self._boot()
+        return self
+
+    def _boot(self) -> None:
+        with self.console_log.open("ab") as console:
             self._proc = REAPER.spawn(
                 [
                     "systemd-nspawn", f"--directory={self.root}", f"--machine={self.name}", "--boot",
@@ -67,7 +71,28 @@ class Container:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def reboot(self, timeout: float = 60.0) -> None:
+        """`systemctl reboot` inside, then boot the same root again: its files are kept, as on a
+        machine that restarts. Only what the system enables at boot is running afterwards."""
+        if self._proc is None or not self.leader:
+            raise LabError("container is not running")
+        proc, old_leader = self._proc, self.leader
+        # The command may lose its namespace half-way through the shutdown: its status means nothing.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.run(["systemctl", "reboot"], check=False, timeout=timeout)
+        try:
+            # nspawn exits (status 133) when the container asks for a reboot; a supervisor restarts it.
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            message = f"container did not shut down for the reboot within {timeout}s:\n{self.console()}"
+            raise LabError(message) from error
+        REAPER.stop(proc)
+        if not wait_gone(old_leader, 10):
+            raise LabError(f"container init (pid {old_leader}) survived the reboot")
+        log.info("container %s rebooting (nspawn exited with %s)", self.name, returncode)
+        self._proc, self.leader = None, 0
+        self._boot()
 
     def _make_root(self, base: Path) -> None:
         upper, work = self.workdir / "upper", self.workdir / "work"
