@@ -190,11 +190,13 @@ def test_config_edits_are_followed_and_a_broken_one_changes_nothing(
     assert main_pid(farm_vm, "octoprint@printer1.service") == printer1_pid
     assert main_pid(farm_vm, "octoprint@printer2.service") == printer2_pid
 
+    edited_at = time.monotonic()
     farm_vm.write_file("/etc/octobrix.toml", with_printer2.replace("port = 5002", "port = 5003"))
     wait_until(
         "printer2 restarted on its new port",
         lambda: main_pid(farm_vm, "octoprint@printer2.service") not in (0, printer2_pid),
     )
+    print(f"\nVM (TCG): config edit -> printer2 restarted {time.monotonic() - edited_at:.1f} s")
     wait_until("the error to clear", lambda: "config error" not in daemon_status_line(farm_vm), timeout=120)
     assert main_pid(farm_vm, "octoprint@printer1.service") == printer1_pid, "only what changed restarts"
 
