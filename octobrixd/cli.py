@@ -12,6 +12,8 @@ from types import ModuleType
 
 from octobrixd import __version__
 from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, read_manifest, render_diff
+from octobrixd.bandwidth import advise_system
+from octobrixd.cameras import missing_programs
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import ConfigError, OctobrixError
@@ -44,9 +46,26 @@ def _summary(config: Config) -> str:
     )
 
 
+def camera_warnings(config: Config, layout: Layout) -> list[str]:
+    """What will keep cameras from streaming although the config is valid: they never fail a command."""
+    if not config.cameras:
+        return []
+    warnings = advise_system(config, layout).warnings()
+    if layout.live:
+        # Under --root the scratch tree has no programs to look for.
+        warnings += missing_programs(config, layout)
+    return warnings
+
+
+def warn(lines: list[str]) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     print(f"{args.config} is valid: {_summary(config)}")
+    warn(camera_warnings(config, Layout(args.root)))
     return 0
 
 
@@ -67,6 +86,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     layout = Layout(args.root)
+    warn(camera_warnings(config, layout))
     with apply_lock(layout):
         previous = read_manifest(layout)
         plan = make_plan(config, layout, previous)
@@ -134,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the config; every problem with its line")
     add_config_argument(check)
+    add_root_argument(check)
     check.set_defaults(func=cmd_check)
 
     render = sub.add_parser("render", help="write every generated file under --root DIR, touch nothing else")

@@ -56,6 +56,13 @@ class UsbDevice:
     product: str | None
     serial: str | None
     hwdb_name: str | None  # udev's hardware database name, for devices without strings
+    # The host controller's driver (xhci_hcd, ehci-pci...): it decides which cameras share bandwidth.
+    controller: str | None = None
+
+    @property
+    def hub(self) -> str | None:
+        """The port path of the hub this device is plugged into; None on a root port."""
+        return self.port.rsplit(".", 1)[0] if "." in self.port else None
 
     @property
     def vid_pid(self) -> str:
@@ -153,6 +160,15 @@ def _speed(text: str | None) -> float | None:
         return None
 
 
+def _controller(usb: Any) -> str | None:
+    """The driver of the first non-USB ancestor: the host controller (a PCI or platform device)."""
+    for ancestor in usb.ancestors:
+        if ancestor.subsystem != "usb":
+            driver = ancestor.driver or ancestor.properties.get("DRIVER")
+            return str(driver) if driver else None
+    return None
+
+
 def _usb_device(device: Any) -> UsbDevice | None:
     usb = device.find_parent("usb", "usb_device")
     if usb is None:
@@ -177,6 +193,7 @@ def _usb_device(device: Any) -> UsbDevice | None:
         # hub's (its PCI address), which would match every board on that controller.
         serial=_attr(usb, "serial"),
         hwdb_name=hwdb or None,
+        controller=_controller(usb),
     )
 
 

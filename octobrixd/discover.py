@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from octobrixd import v4l2
+from octobrixd.bandwidth import Advice, advise_system
 from octobrixd.config import Config, load_config
 from octobrixd.devices import (
     Device,
@@ -97,7 +98,29 @@ def _holders_cell(device: Device) -> str:
 
 def _speed(device: Device) -> str:
     speed = device.usb.speed_mbps
-    return f"bus {device.usb.bus}, {speed:g} Mbit/s" if speed else f"bus {device.usb.bus}"
+    text = f"bus {device.usb.bus}, {speed:g} Mbit/s" if speed else f"bus {device.usb.bus}"
+    return text + (f", via hub {device.usb.hub}" if device.usb.hub else "")
+
+
+def bandwidth_lines(advice: Advice) -> list[str]:
+    """Each bandwidth domain with the configured cameras in it and what they reserve."""
+    lines = [f"USB bandwidth of the configured cameras (uvcvideo cap: {advice.cap.payload or 'none, stock'}):"]
+    for domain in advice.domains:
+        verdict = "OVER BUDGET" if domain.over else "fits"
+        lines.append(
+            f"  {domain.label}, {domain.speed.value}: {domain.used_us:.0f} of {domain.budget_us:g} µs "
+            f"per {'microframe' if domain.interval_us == 125 else 'frame'} — {verdict}"
+        )
+        for camera in domain.cameras:
+            where = camera.placement.port + ("" if camera.placement.attached else " (from the config, not plugged in)")
+            lines.append(
+                f"    {camera.name:<12} {where:<14} {camera.mode:<20} reserves {camera.reserved_bytes} bytes "
+                f"= {camera.bus_time_us:g} µs"
+            )
+    if advice.unplaced:
+        lines.append(f"  not judged (not plugged in, or not on USB): {', '.join(advice.unplaced)}")
+    lines += [f"  warning: {text}" for text in advice.warnings()]
+    return lines
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -108,7 +131,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def render_table(inventory: Inventory, config: Config | None, config_path: Path) -> str:
+def render_table(
+    inventory: Inventory, config: Config | None, config_path: Path, advice: Advice | None = None
+) -> str:
     lines: list[str] = []
     printer_rows = [
         [
@@ -149,6 +174,9 @@ def render_table(inventory: Inventory, config: Config | None, config_path: Path)
         lines += ["  " + line for line in _table(headers, camera_rows)]
     else:
         lines.append("  none plugged in")
+    if advice is not None and advice.domains:
+        lines.append("")
+        lines += bandwidth_lines(advice)
 
     notes: list[str] = []
     unbound = [d for d in inventory.devices if not d.bound_to]
@@ -188,6 +216,8 @@ def device_json(device: Device) -> dict[str, Any]:
         "usb_port": device.usb.port,
         "bus": device.usb.bus,
         "speed_mbps": device.usb.speed_mbps,
+        "hub": device.usb.hub,
+        "controller": device.usb.controller,
         "vendor_id": device.usb.vendor_id,
         "product_id": device.usb.product_id,
         "manufacturer": device.usb.manufacturer,
@@ -218,12 +248,43 @@ def device_json(device: Device) -> dict[str, Any]:
     return data
 
 
-def inventory_json(inventory: Inventory, config: Config | None) -> dict[str, Any]:
+def advice_json(advice: Advice) -> dict[str, Any]:
+    return {
+        "uvcvideo_cap": advice.cap.payload,
+        "uvcvideo_cap_from": advice.cap.source,
+        "domains": [
+            {
+                "label": d.label,
+                "speed": d.speed.name.lower(),
+                "budget_us": d.budget_us,
+                "used_us": d.used_us,
+                "over_budget": d.over,
+                "cameras": [
+                    {
+                        "name": c.name,
+                        "usb_port": c.placement.port,
+                        "attached": c.placement.attached,
+                        "mode": c.mode,
+                        "reserved_bytes": c.reserved_bytes,
+                        "bus_time_us": c.bus_time_us,
+                    }
+                    for c in d.cameras
+                ],
+            }
+            for d in advice.domains
+        ],
+        "not_judged": list(advice.unplaced),
+        "warnings": advice.warnings(),
+    }
+
+
+def inventory_json(inventory: Inventory, config: Config | None, advice: Advice | None = None) -> dict[str, Any]:
     return {
         "config": config.source if config is not None else None,
         "holders_complete": inventory.holders_complete,
         "printers": [device_json(d) for d in inventory.printers],
         "cameras": [device_json(d) for d in inventory.cameras],
+        "usb_bandwidth": advice_json(advice) if advice is not None else None,
     }
 
 
@@ -317,10 +378,11 @@ def main(args: argparse.Namespace) -> int:
         inventory = scan(context, config=config, layout=layout, query_formats=v4l2.query_formats)
     except KeyboardInterrupt:
         return 130
+    advice = advise_system(config, layout, inventory) if config is not None else None
     if args.json:
-        print(json.dumps(inventory_json(inventory, config), indent=2))
+        print(json.dumps(inventory_json(inventory, config, advice), indent=2))
     elif args.toml:
         print(suggest_entries(inventory.devices, config, target=str(args.config)), end="")
     else:
-        print(render_table(inventory, config, args.config), end="")
+        print(render_table(inventory, config, args.config, advice), end="")
     return 0

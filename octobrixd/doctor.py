@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from octobrixd import paths
-from octobrixd.config import Camera, Config, Printer, load_config
+from octobrixd import cameras, paths
+from octobrixd.bandwidth import advise_system
+from octobrixd.cameras import Snapshot, StreamerState
+from octobrixd.config import Camera, Config, Printer, Streamer, load_config
 from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
 from octobrixd.errors import ConfigError
 from octobrixd.paths import DEFAULT_CONFIG, Layout
@@ -36,11 +38,21 @@ class DoctorContext:
         self,
         layout: Layout,
         config_path: Path,
+        *,
         scan_devices: Callable[[Config | None], Inventory] | None = None,
+        query_units: UnitQuery | None = None,
+        fetch_snapshot: Callable[[str], Snapshot] = cameras.fetch_snapshot,
+        streamer_state: Callable[[int], StreamerState | None] = cameras.ustreamer_state,
     ) -> None:
         self.layout = layout
         self.config_path = config_path
         self._scan_devices = scan_devices or self._scan_udev
+        self._query_units = query_units or self._systemctl_show
+        # Services can be asked about on the live system, or through a test's stand-in.
+        self.services_known = layout.live or query_units is not None
+        # The streams are asked over HTTP; tests pass stand-ins.
+        self.fetch_snapshot = fetch_snapshot
+        self.streamer_state = streamer_state
         self.config: Config | None = None
         self.config_error: ConfigError | None = None
         try:
@@ -57,6 +69,16 @@ class DoctorContext:
     @cached_property
     def inventory(self) -> Inventory:
         return self._scan_devices(self.config)
+
+    def _systemctl_show(self, units: Sequence[str]) -> Mapping[str, Mapping[str, str]]:
+        if not self.layout.live:
+            return {}  # a scratch tree has no services to ask about
+        from octobrixd.status import query_units  # noqa: PLC0415 — systemctl only for the stream checks
+
+        return query_units(units)
+
+    def unit_states(self, units: Sequence[str]) -> Mapping[str, Mapping[str, str]]:
+        return self._query_units(units)
 
     @cached_property
     def process_names(self) -> set[str]:
@@ -88,6 +110,7 @@ class DoctorContext:
 
 
 Check = Callable[[DoctorContext], list[CheckResult]]
+UnitQuery = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 
 
 def _entries(config: Config) -> list[tuple[DeviceKind, str, Printer | Camera]]:
@@ -139,6 +162,10 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
         label = f"{kind} {name}"
         pool = ctx.inventory.printers if kind is DeviceKind.PRINTER else ctx.inventory.cameras
         matches = [d for d in pool if binds(entry, d.usb, d.video.name if d.video is not None else None)]
+        if not matches and isinstance(entry, Camera) and entry.device_name is not None:
+            # Built-in (CSI, platform) and loopback cameras have no USB parent: sysfs names them.
+            results.append(_check_named_camera(ctx, label, name, entry.device_name))
+            continue
         if not matches:
             what = "USB serial port" if kind is DeviceKind.PRINTER else "camera"
             results.append(
@@ -194,6 +221,50 @@ def _check_link(ctx: DoctorContext, label: str, name: str, device: Device) -> Ch
         detail,
         "run `sudo octobrixctl apply` (installs the udev rules and re-triggers udev); "
         f"if the rules are current, unplug and replug {device.node}",
+    )
+
+
+def video_nodes_named(layout: Layout, device_name: str) -> list[str]:
+    """Capture nodes (index 0) whose V4L2 name is device_name, read from sysfs."""
+    found = []
+    for entry in sorted((layout.sys / "class" / "video4linux").glob("video*")):
+        try:
+            name = (entry / "name").read_text(encoding="utf-8", errors="replace").strip()
+            index = (entry / "index").read_text(encoding="utf-8").strip() if (entry / "index").exists() else "0"
+        except OSError:
+            continue
+        if name == device_name and index == "0":
+            found.append(f"/dev/{entry.name}")
+    return found
+
+
+def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: str) -> CheckResult:
+    nodes = video_nodes_named(ctx.layout, device_name)
+    if not nodes:
+        return CheckResult(
+            label,
+            False,
+            f"not present: no video device is named {device_name!r}",
+            "connect or enable it (for a CSI camera: its overlay in the boot config); `v4l2-ctl --list-devices` "
+            "shows the names of the cameras there are",
+        )
+    if len(nodes) > 1:
+        return CheckResult(
+            label,
+            False,
+            f"{len(nodes)} video devices are named {device_name!r} ({', '.join(nodes)}): "
+            f"/dev/octobrix/{name} would point at whichever udev handled last",
+            "bind this camera by serial or usb_port instead (`octobrixctl discover --toml`)",
+        )
+    target = ctx.link_target(name)
+    if target == nodes[0]:
+        return CheckResult(label, True, f"{nodes[0]} ({device_name}) is /dev/octobrix/{name}")
+    return CheckResult(
+        label,
+        False,
+        f"{nodes[0]} ({device_name}) is present but /dev/octobrix/{name} "
+        + ("does not exist" if target is None else f"points to {target}"),
+        "run `sudo octobrixctl apply` (installs the udev rules and re-triggers udev)",
     )
 
 
@@ -305,7 +376,118 @@ def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
     return results
 
 
-CHECKS: list[Check] = [check_config, check_devices, check_rules, check_brltty, check_modemmanager, check_port_holders]
+def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[str, str] | None) -> CheckResult:
+    streamer = config.streamer_of(name)
+    unit = f"{streamer}@{name}.service"
+    label = f"stream {name}"
+    if not cameras.program_installed(ctx.layout, streamer):
+        return CheckResult(
+            label, False, f"{streamer} is not installed, so {unit} cannot start", cameras.missing_program_hint(streamer)
+        )
+    if props is None:
+        return CheckResult(label, False, f"{unit} could not be asked about (no systemd here?)", "run it as root")
+    state = props.get("ActiveState", "unknown")
+    if state != "active":
+        never = props.get("LoadState") == "not-found" or state == "inactive"
+        return CheckResult(
+            label,
+            False,
+            f"{unit} is {state}" + (f" ({props['SubState']})" if props.get("SubState") else ""),
+            f"run `sudo octobrixctl apply` (it starts {unit})"
+            if never
+            else f"see `journalctl -u {unit}`, then `sudo systemctl restart {unit}`",
+        )
+    url = cameras.snapshot_url(config, name)
+    shot = ctx.fetch_snapshot(url)
+    if not shot.ok:
+        return CheckResult(
+            label,
+            False,
+            f"{unit} runs but its snapshot does not work: {shot.detail}; OctoPrint's timelapses fetch that URL",
+            f"see `journalctl -u {unit}`; is port {config.cameras[name].port} taken by another program "
+            f"(`ss -ltnp 'sport = :{config.cameras[name].port}'`)?",
+        )
+    camera = config.cameras[name]
+    if streamer is Streamer.USTREAMER:
+        live = ctx.streamer_state(camera.port)
+        if live is not None and not live.online:
+            return CheckResult(
+                label,
+                False,
+                f"{unit} serves its 'no signal' picture: the camera delivers no frames ({shot.detail})",
+                f"check that /dev/octobrix/{name} exists and the camera's cable; `journalctl -u {unit}` says "
+                "why it cannot capture",
+            )
+        if live is not None and (live.width, live.height) != (camera.width, camera.height):
+            return CheckResult(
+                label,
+                False,
+                f"{unit} streams {live.width}x{live.height}, not the configured {camera.resolution}: the camera "
+                f"does not offer that size in {camera.format.value.upper()}",
+                f"pick a size `v4l2-ctl --list-formats-ext -d /dev/octobrix/{name}` lists, in cameras.{name}",
+            )
+    return CheckResult(label, True, f"{unit} is running; {shot.detail}")
+
+
+def check_streams(ctx: DoctorContext) -> list[CheckResult]:
+    """Each camera's streamer runs and answers the snapshot URL OctoPrint uses."""
+    if ctx.config is None or not ctx.config.cameras or not ctx.services_known:
+        return []
+    config = ctx.config
+    units = {name: f"{config.streamer_of(name)}@{name}.service" for name in sorted(config.cameras)}
+    states = ctx.unit_states(list(units.values()))
+    return [_check_stream(ctx, config, name, states.get(unit)) for name, unit in units.items()]
+
+
+def check_bandwidth(ctx: DoctorContext) -> list[CheckResult]:
+    if ctx.config is None or not ctx.config.cameras:
+        return []
+    advice = advise_system(ctx.config, ctx.layout, ctx.inventory)
+    results = []
+    for text in advice.warnings():
+        problem, _, helps = text.removeprefix("USB bandwidth: ").partition(". What helps: ")
+        fix = helps or "see `octobrixctl discover` for where each camera is and what it reserves"
+        results.append(CheckResult("USB bandwidth", False, problem, fix))
+    if not results:
+        judged = sum(len(d.cameras) for d in advice.domains)
+        if judged:
+            buses = "; ".join(f"{d.label}: {d.used_us:.0f} of {d.budget_us:g} µs" for d in advice.domains)
+            what = "1 camera fits its bus" if judged == 1 else f"{judged} cameras fit their buses"
+            results.append(CheckResult("USB bandwidth", True, f"{what} ({buses})"))
+        else:
+            results.append(CheckResult("USB bandwidth", True, "no configured USB camera is plugged in to judge"))
+    return results
+
+
+def check_timelapse(ctx: DoctorContext) -> list[CheckResult]:
+    if ctx.config is None:
+        return []
+    wired = sorted(name for name, printer in ctx.config.printers.items() if printer.camera is not None)
+    if not wired:
+        return []
+    if ctx.layout.path(cameras.FFMPEG.lstrip("/")).exists():
+        return [CheckResult("timelapse", True, f"{cameras.FFMPEG} is there for the timelapses of {', '.join(wired)}")]
+    return [
+        CheckResult(
+            "timelapse",
+            False,
+            f"{cameras.FFMPEG} is missing: OctoPrint of {', '.join(wired)} records timelapses but cannot render them",
+            "sudo apt install ffmpeg",
+        )
+    ]
+
+
+CHECKS: list[Check] = [
+    check_config,
+    check_devices,
+    check_rules,
+    check_brltty,
+    check_modemmanager,
+    check_port_holders,
+    check_streams,
+    check_bandwidth,
+    check_timelapse,
+]
 
 
 def run_checks(ctx: DoctorContext, checks: list[Check] | None = None) -> list[CheckResult]:

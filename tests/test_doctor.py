@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from octobrixd import paths
+from octobrixd.cameras import Snapshot, StreamerState
 from octobrixd.config import Config, parse_config
 from octobrixd.devices import Device, Inventory, complete
 from octobrixd.doctor import CheckResult, DoctorContext, render, run_checks
@@ -63,6 +64,17 @@ class Machine:
         self.link("mk3", "../ttyACM0")
         self.link("ender", "../ttyUSB1")
         self.link("cam1", "../video0")
+        # The camera's stream: ustreamer installed and running, answering with the configured size.
+        ustreamer = self.layout.path("usr/bin/ustreamer")
+        ustreamer.parent.mkdir(parents=True)
+        ustreamer.write_text("#!/bin/sh\n", encoding="utf-8")
+        ustreamer.chmod(0o755)
+        self.units: dict[str, dict[str, str]] = {
+            "ustreamer@cam1.service": {"Id": "ustreamer@cam1.service", "ActiveState": "active", "SubState": "running"}
+        }
+        self.snapshot = Snapshot(True, "http://127.0.0.1:8081/snapshot answered a 1280x720 JPEG (81234 bytes)")
+        self.stream = StreamerState(online=True, width=1280, height=720, captured_fps=15)
+        self.snapshot_urls: list[str] = []
 
     def link(self, name: str, target: str) -> None:
         path = self.layout.device_link(name)
@@ -74,8 +86,21 @@ class Machine:
         devices = [replace(d, mm_ignored=self.mm_marked) for d in self.devices]
         return complete(devices, config=config, layout=self.layout, query_formats=None)
 
+    def fetch(self, url: str) -> Snapshot:
+        self.snapshot_urls.append(url)
+        return self.snapshot
+
     def check(self) -> list[CheckResult]:
-        return run_checks(DoctorContext(self.layout, self.config_path, scan_devices=self.scan))
+        return run_checks(
+            DoctorContext(
+                self.layout,
+                self.config_path,
+                scan_devices=self.scan,
+                query_units=lambda units: {u: self.units[u] for u in units if u in self.units},
+                fetch_snapshot=self.fetch,
+                streamer_state=lambda port: self.stream,
+            )
+        )
 
 
 def failures(results: list[CheckResult]) -> dict[str, CheckResult]:
@@ -100,8 +125,11 @@ def test_a_healthy_machine_passes_every_check(machine: Machine) -> None:
         "brltty",
         "ModemManager",
         "printer ports",
+        "stream cam1",
+        "USB bandwidth",
     ]
-    assert "All 8 checks passed." in render(results)
+    assert "All 10 checks passed." in render(results)
+    assert machine.snapshot_urls == ["http://127.0.0.1:8081/snapshot"], "the URL OctoPrint fetches"
 
 
 def only_failure(results: list[CheckResult]) -> CheckResult:
@@ -229,3 +257,70 @@ def test_doctor_command_against_recorded_boards(tmp_path: Path) -> None:
     )
     assert "[FAIL] printer ender: /dev/ttyUSB1 is open by minicom (PID 4242" in broken.stdout
     assert "2 of 7 checks failed." in broken.stdout
+
+
+def test_streamer_not_running_says_where_to_look(machine: Machine) -> None:
+    machine.units["ustreamer@cam1.service"] |= {"ActiveState": "failed", "SubState": "failed"}
+    failed = only_failure(machine.check())
+    assert failed.name == "stream cam1" and failed.detail == "ustreamer@cam1.service is failed (failed)"
+    assert "journalctl -u ustreamer@cam1.service" in (failed.fix or "")
+    del machine.units["ustreamer@cam1.service"]["SubState"]
+    machine.units["ustreamer@cam1.service"]["ActiveState"] = "inactive"
+    assert "octobrixctl apply" in (only_failure(machine.check()).fix or "")
+
+
+def test_snapshot_not_answering(machine: Machine) -> None:
+    machine.snapshot = Snapshot(False, "http://127.0.0.1:8081/snapshot did not answer (Connection refused)")
+    failed = only_failure(machine.check())
+    assert "its snapshot does not work" in failed.detail and "Connection refused" in failed.detail
+    assert "timelapses" in failed.detail and "8081" in (failed.fix or "")
+
+
+def test_camera_gone_shows_as_no_signal(machine: Machine) -> None:
+    machine.stream = StreamerState(online=False, width=640, height=480, captured_fps=0)
+    failed = only_failure(machine.check())
+    assert "serves its 'no signal' picture" in failed.detail
+    assert "/dev/octobrix/cam1" in (failed.fix or "")
+
+
+def test_camera_without_the_configured_size(machine: Machine) -> None:
+    machine.stream = StreamerState(online=True, width=640, height=480, captured_fps=15)
+    failed = only_failure(machine.check())
+    assert "streams 640x480, not the configured 1280x720" in failed.detail
+    assert "v4l2-ctl --list-formats-ext" in (failed.fix or "")
+
+
+def test_streamer_program_missing(tmp_path: Path) -> None:
+    machine = Machine(tmp_path / "root", CONFIG + 'streamer = "mjpg-streamer"\n')
+    machine.units = {"mjpg-streamer@cam1.service": {"ActiveState": "failed"}}
+    failed = only_failure(machine.check())
+    assert failed.detail == "mjpg-streamer is not installed, so mjpg-streamer@cam1.service cannot start"
+    assert "do not package mjpg-streamer" in (failed.fix or "") and "git clone" in (failed.fix or "")
+
+
+def test_timelapses_need_ffmpeg(tmp_path: Path) -> None:
+    machine = Machine(tmp_path / "root", CONFIG.replace("port = 5002\n", 'port = 5002\ncamera = "cam1"\n'))
+    failed = only_failure(machine.check())
+    assert failed.name == "timelapse" and "ender" in failed.detail
+    assert failed.fix == "sudo apt install ffmpeg"
+    ffmpeg = machine.layout.path("usr/bin/ffmpeg")
+    ffmpeg.write_text("", encoding="utf-8")
+    assert failures(machine.check()) == {}
+
+
+def test_a_camera_found_by_its_v4l2_name_off_usb(tmp_path: Path) -> None:
+    """A CSI or loopback camera has no USB parent: sysfs names it, and its link must point at it."""
+    text = CONFIG.replace('serial = "8D6E3B10"', 'device_name = "Lab Cam (loopback)"')
+    machine = Machine(tmp_path / "root", text)
+    machine.devices = ATTACHED[:3]
+    failed = only_failure(machine.check())
+    assert failed.name == "camera cam1"
+    assert failed.detail == "not present: no video device is named 'Lab Cam (loopback)'"
+    node = machine.layout.path("sys/class/video4linux/video10")
+    node.mkdir(parents=True)
+    (node / "name").write_text("Lab Cam (loopback)\n", encoding="utf-8")
+    (node / "index").write_text("0\n", encoding="utf-8")
+    machine.link("cam1", "../video10")
+    results = machine.check()
+    assert failures(results) == {}
+    assert any(r.detail == "/dev/video10 (Lab Cam (loopback)) is /dev/octobrix/cam1" for r in results)

@@ -1,0 +1,411 @@
+"""USB bandwidth advisor: will these cameras stream together, on the buses they are plugged into?
+
+A streaming USB camera reserves part of its bus's periodic (isochronous) time when its stream
+starts, and the kernel refuses a reservation that would overbook the bus: VIDIOC_STREAMON fails
+with ENOSPC, "No space left on device" (about the bus, not a disk). This module estimates every
+camera's reservation from facts, adds them up per bandwidth domain and says what helps, before a
+camera fails.
+
+The facts the model uses:
+
+- USB 2.0 spec 5.6.4: at most 80% of a high-speed microframe (125 us, so 100 us) and 90% of a
+  full-speed frame (1 ms, so 900 us) may be periodic. xHCI keeps the same shares
+  (drivers/usb/host/xhci.h: HS_BW_RESERVED 20, FS_BW_RESERVED 10, SS_BW_RESERVED 10 percent).
+- USB 2.0 spec 5.6.3 and 5.9: a high-speed isochronous endpoint moves at most 3 x 1024 bytes
+  per microframe ("high-bandwidth"); a full-speed one at most 1023 bytes per frame.
+- The bus time the kernel books for one transaction: HS_USECS_ISO(bytes) and, for full speed,
+  usb_calc_bus_time() in drivers/usb/core/hcd.c (bit stuffing 7/6, protocol overhead, host delay).
+- Stock uvcvideo reserves what the camera asks for in its probe answer (dwMaxPayloadTransferSize).
+  Cheap cameras ask for their largest alternate setting for MJPEG, whatever the resolution and
+  frame rate: 3 x 1024 = 3072 bytes per microframe, 61 µs of the 100. So one such camera per bus.
+  For uncompressed YUYV the request follows the mode (frame bytes x fps), so fps and resolution help.
+- octobrix's patched uvcvideo (kmod/README.md) caps the MJPEG request at max_compressed_payload
+  bytes per microframe (high-speed cameras only); the driver rounds up to the camera's next
+  alternate setting, which octobrix cannot see, so the cap itself is the estimate.
+- Which cameras share a budget: on EHCI (and whenever the controller is unknown) the whole bus; an
+  xHCI controller budgets each root port on its own, so cameras share only when they hang off the
+  same root port (through a hub). Full-speed cameras behind a USB 2 hub share that hub's
+  transaction translator (assumed single-TT, the common cheap hub).
+- SuperSpeed (USB 3) cameras: 90% of each 125 µs bus interval at 5 Gbit/s (8b/10b coding: 2 ns per
+  byte). Their reservation is estimated from what the stream needs; the patch leaves them alone.
+
+MJPEG frame sizes are estimates (kmod/README.md's table): about 0.11 bytes per pixel at webcam
+quality, and up to 1.5 times that for busy scenes; the advisor plans with the busy figure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from octobrixd.config import Camera, Config, PixelFormat
+from octobrixd.devices import Device, Inventory
+from octobrixd.kmod_status import (
+    DEFAULT_PAYLOAD,
+    PACKAGE_NAME,
+    KernelModule,
+    Loaded,
+    isoc_bus_time_us,
+    kernel_states,
+    loaded_module,
+)
+from octobrixd.paths import Layout
+
+HS_MICROFRAME_US = 125
+HS_BUDGET_US = 100  # 80% of a microframe
+FS_FRAME_US = 1000
+FS_BUDGET_US = 900  # 90% of a frame
+SS_INTERVAL_US = 125
+SS_BUDGET_US = 112.5  # 90% of a bus interval
+SS_NS_PER_BYTE = 2.0  # 5 Gbit/s, 10 bits on the wire per byte
+
+HS_MAX_PAYLOAD = 3 * 1024  # per microframe, one high-bandwidth isochronous endpoint
+FS_MAX_PAYLOAD = 1023  # per frame
+STOCK_MJPEG_PAYLOAD = HS_MAX_PAYLOAD  # what cheap cameras ask for MJPEG, whatever the mode
+UVC_HEADER = 12  # bytes of UVC payload header in every isochronous packet
+MJPEG_BYTES_PER_PIXEL = 0.11
+BUSY_SCENE = 1.5
+YUYV_BYTES_PER_PIXEL = 2
+# Caps the advisor may suggest, from kmod/README.md's table: the module's default first.
+SUGGESTED_CAPS = (1024, 768, 512)
+
+
+class Speed(StrEnum):
+    FULL = "USB 1.1 full speed"
+    HIGH = "USB 2"
+    SUPER = "USB 3"
+
+    @staticmethod
+    def of(mbps: float | None) -> Speed:
+        if mbps is None:
+            return Speed.HIGH  # what nearly every UVC camera is, and what a config-only judgement assumes
+        if mbps >= 5000:
+            return Speed.SUPER
+        return Speed.HIGH if mbps >= 480 else Speed.FULL
+
+
+def fs_isoc_bus_time_us(payload: int) -> int:
+    """usb_calc_bus_time(USB_SPEED_FULL, is_input=1, isoc=1, payload), in whole microseconds."""
+    bit_time = 7 * 8 * payload // 6
+    nanoseconds = 7268 + 1000 + (8354 * (31 + 10 * bit_time)) // 1000
+    return -(-nanoseconds // 1000)
+
+
+def ss_bus_time_us(payload: int) -> float:
+    return payload * SS_NS_PER_BYTE / 1000
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a camera sits on USB."""
+
+    port: str  # "1-3.2": bus 1, root port 3, hub port 2
+    speed_mbps: float | None
+    controller: str | None  # the host controller's driver: xhci_hcd, ehci-pci...
+    attached: bool  # seen plugged in; False: judged from the config's usb_port alone
+
+    @property
+    def bus(self) -> int:
+        return int(self.port.split("-", 1)[0])
+
+    @property
+    def root_port(self) -> str:
+        return self.port.split(".", 1)[0]
+
+    @property
+    def hub(self) -> str | None:
+        """The port path of the hub the camera is plugged into; None when it is on a root port."""
+        return self.port.rsplit(".", 1)[0] if "." in self.port else None
+
+
+@dataclass(frozen=True)
+class CameraLoad:
+    name: str
+    placement: Placement
+    mode: str  # "MJPEG 1280x720@15"
+    reserved_bytes: int  # per microframe (per frame at full speed)
+    bus_time_us: float
+    need_bytes: int  # what the stream needs per interval in a busy scene
+    capped: bool  # the kmod cap set the reservation
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One budget of periodic bus time, shared by the cameras in it."""
+
+    label: str  # "bus 1", "bus 1, root port 1-3", "hub 1-3 (full speed)"
+    speed: Speed
+    budget_us: float
+    interval_us: int
+    cameras: tuple[CameraLoad, ...]
+
+    @property
+    def used_us(self) -> float:
+        return sum(camera.bus_time_us for camera in self.cameras)
+
+    @property
+    def over(self) -> bool:
+        return self.used_us > self.budget_us
+
+    @property
+    def fitting(self) -> int:
+        """How many of its cameras stream, in the order they start (the first ones win)."""
+        total = 0.0
+        for count, camera in enumerate(self.cameras):
+            total += camera.bus_time_us
+            if total > self.budget_us:
+                return count
+        return len(self.cameras)
+
+
+@dataclass(frozen=True)
+class Cap:
+    """The uvcvideo max_compressed_payload that applies, and where that comes from."""
+
+    payload: int  # 0: stock behaviour
+    source: str
+    note: str | None = None  # e.g. a configured cap that the loaded driver ignores
+
+
+@dataclass(frozen=True)
+class Advice:
+    cap: Cap
+    domains: tuple[Domain, ...]
+    unplaced: tuple[str, ...]  # cameras whose bus is not known (not attached, no usb_port, or not USB)
+    problems: tuple[str, ...]  # per-camera trouble that is not about sharing (a mode too big, a cap too small)
+
+    @property
+    def over(self) -> tuple[Domain, ...]:
+        return tuple(d for d in self.domains if d.over)
+
+    def warnings(self) -> list[str]:
+        out = [describe_over(domain, self.cap) for domain in self.over]
+        out += list(self.problems)
+        mjpeg_usb2 = any(
+            d.speed is Speed.HIGH and c.mode.startswith("MJPEG") for d in self.domains for c in d.cameras
+        )
+        if self.cap.note and mjpeg_usb2:
+            out.append(self.cap.note)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate
+
+
+def mjpeg_need(camera: Camera) -> float:
+    """Bytes per second of a busy scene's MJPEG stream."""
+    return camera.width * camera.height * MJPEG_BYTES_PER_PIXEL * BUSY_SCENE * camera.fps
+
+
+def raw_need(camera: Camera) -> float:
+    return camera.width * camera.height * YUYV_BYTES_PER_PIXEL * camera.fps
+
+
+def mode_text(camera: Camera) -> str:
+    return f"{camera.format.value.upper()} {camera.resolution}@{camera.fps}"
+
+
+def load_of(name: str, camera: Camera, placement: Placement, cap: int) -> CameraLoad:
+    speed = Speed.of(placement.speed_mbps)
+    per_second = mjpeg_need(camera) if camera.format is PixelFormat.MJPEG else raw_need(camera)
+    if speed is Speed.FULL:
+        need = math.ceil(per_second * FS_FRAME_US / 1e6) + UVC_HEADER
+        reserved = FS_MAX_PAYLOAD if camera.format is PixelFormat.MJPEG else min(need, FS_MAX_PAYLOAD)
+        return CameraLoad(name, placement, mode_text(camera), reserved, fs_isoc_bus_time_us(reserved), need, False)
+    need = math.ceil(per_second * HS_MICROFRAME_US / 1e6) + UVC_HEADER
+    if speed is Speed.SUPER:
+        return CameraLoad(name, placement, mode_text(camera), need, ss_bus_time_us(need), need, False)
+    if camera.format is PixelFormat.MJPEG:
+        capped = 0 < cap < STOCK_MJPEG_PAYLOAD
+        reserved = cap if capped else STOCK_MJPEG_PAYLOAD
+    else:
+        capped, reserved = False, min(need, HS_MAX_PAYLOAD)
+    return CameraLoad(name, placement, mode_text(camera), reserved, isoc_bus_time_us(reserved), need, capped)
+
+
+def domain_of(placement: Placement) -> tuple[str, Speed]:
+    speed = Speed.of(placement.speed_mbps)
+    xhci = (placement.controller or "").startswith("xhci")
+    if speed is Speed.FULL and placement.hub is not None:
+        return f"hub {placement.hub} (its full-speed transaction translator)", speed
+    if xhci:
+        return f"bus {placement.bus}, root port {placement.root_port}", speed
+    return f"bus {placement.bus}", speed
+
+
+def advise(config: Config, placements: Mapping[str, Placement], cap: Cap) -> Advice:
+    grouped: dict[tuple[str, Speed], list[CameraLoad]] = {}
+    problems: list[str] = []
+    unplaced: list[str] = []
+    for name in sorted(config.cameras):
+        camera = config.cameras[name]
+        placement = placements.get(name)
+        if placement is None:
+            unplaced.append(name)
+            continue
+        load = load_of(name, camera, placement, cap.payload)
+        grouped.setdefault(domain_of(placement), []).append(load)
+        problems += _camera_problems(load, camera, placement)
+    domains = []
+    for (label, speed), loads in sorted(grouped.items()):
+        budget, interval = {
+            Speed.HIGH: (HS_BUDGET_US, HS_MICROFRAME_US),
+            Speed.FULL: (FS_BUDGET_US, FS_FRAME_US),
+            Speed.SUPER: (SS_BUDGET_US, SS_INTERVAL_US),
+        }[speed]
+        domains.append(Domain(label, speed, budget, interval, tuple(loads)))
+    return Advice(cap, tuple(domains), tuple(unplaced), tuple(problems))
+
+
+def _camera_problems(load: CameraLoad, camera: Camera, placement: Placement) -> list[str]:
+    speed = Speed.of(placement.speed_mbps)
+    limit = FS_MAX_PAYLOAD if speed is Speed.FULL else HS_MAX_PAYLOAD
+    if camera.format is PixelFormat.YUYV and speed is not Speed.SUPER and load.need_bytes > limit:
+        per_interval = "frame" if speed is Speed.FULL else "microframe"
+        return [
+            f"cameras.{load.name}: {load.mode} needs about {load.need_bytes} bytes per {per_interval}, more than "
+            f"one {speed.value} camera can move ({limit}): it will not stream in this mode — lower the "
+            'resolution or fps, or use format = "mjpeg"'
+        ]
+    if load.capped and (load.reserved_bytes - UVC_HEADER) < load.need_bytes - UVC_HEADER:
+        return [
+            f"cameras.{load.name}: {load.mode} may need up to {load.need_bytes} bytes per microframe in a busy "
+            f"scene, more than the uvcvideo cap of {load.reserved_bytes} lets through: expect torn or grey frames "
+            "or fewer fps — raise [uvcvideo] max_compressed_payload, or lower this camera's resolution or fps"
+        ]
+    return []
+
+
+def suggested_cap(domain: Domain) -> int | None:
+    """The largest usual cap under which every MJPEG camera of the domain fits and still gets its stream."""
+    for payload in SUGGESTED_CAPS:
+        times: list[float] = []
+        for camera in domain.cameras:
+            if camera.mode.startswith("MJPEG"):
+                if camera.need_bytes > payload:
+                    break
+                times.append(isoc_bus_time_us(payload))
+            else:
+                times.append(camera.bus_time_us)
+        else:
+            if sum(times) <= domain.budget_us:
+                return payload
+    return None
+
+
+def describe_over(domain: Domain, cap: Cap) -> str:
+    names = ", ".join(c.name for c in domain.cameras)
+    interval = "microframe" if domain.interval_us == HS_MICROFRAME_US else "frame"
+    fits = domain.fitting
+    text = (
+        f"USB bandwidth: {names} on {domain.label} ({domain.speed.value}) would reserve "
+        f"{domain.used_us:.0f} µs of the {domain.budget_us:g} µs each {interval} has for cameras: "
+        f"only {fits} of them can stream at once; the next to start fails with 'No space left on device'"
+    )
+    helps: list[str] = []
+    mjpeg_high = domain.speed is Speed.HIGH and any(c.mode.startswith("MJPEG") for c in domain.cameras)
+    if mjpeg_high:
+        payload = suggested_cap(domain)
+        if cap.payload == 0 and payload is not None:
+            helps.append(
+                "the patched uvcvideo caps what each MJPEG camera reserves, whatever its mode: "
+                f"`sudo octobrixctl kmod install` and `[uvcvideo] max_compressed_payload = {payload}` "
+                f"({isoc_bus_time_us(payload)} µs per camera)"
+            )
+        elif payload is not None and payload < cap.payload:
+            helps.append(f"a lower cap: [uvcvideo] max_compressed_payload = {payload}")
+        elif cap.payload == 0:
+            helps.append("the patched uvcvideo (`sudo octobrixctl kmod install`, [uvcvideo] max_compressed_payload)")
+    if any(c.mode.startswith("YUYV") for c in domain.cameras):
+        helps.append('lower fps or resolution for the YUYV cameras, or format = "mjpeg" with the uvcvideo cap')
+    helps.append(
+        "plug some of these cameras into another root port or USB controller, not the same hub "
+        "(`octobrixctl discover` shows where each one is)"
+    )
+    text += ". What helps: " + "; ".join(helps) + "."
+    if mjpeg_high and not any(c.mode.startswith("YUYV") for c in domain.cameras):
+        text += " Lower fps or resolution does not: an MJPEG camera reserves the same for every mode."
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the system
+
+
+def _patched_installed(layout: Layout) -> bool:
+    """Whether modprobe would load the patched uvcvideo on the running kernel."""
+    running = next((k for k in kernel_states(layout, PACKAGE_NAME) if k.running), None)
+    return running is not None and running.uses is KernelModule.PATCHED
+
+
+def effective_cap(config: Config, layout: Layout) -> Cap:
+    """The cap streams will get: the loaded module's own value when uvcvideo is in memory; else what
+    the config sets (unset: the patched module's default, if it is installed; the stock driver's, if not)."""
+    configured = config.uvcvideo.max_compressed_payload
+    loaded, _version, live = loaded_module(layout)
+    if loaded is Loaded.PATCHED and live is not None:
+        return Cap(live, f"the loaded patched uvcvideo (max_compressed_payload={live})")
+    if loaded in (Loaded.STOCK, Loaded.BUILTIN):
+        note = None
+        if configured:
+            note = (
+                f"[uvcvideo] max_compressed_payload = {configured} is configured, but the loaded uvcvideo is the "
+                "stock driver, which ignores it: `sudo octobrixctl kmod install` (octobrixctl kmod status explains)"
+            )
+        return Cap(0, "the loaded stock uvcvideo", note)
+    if configured is not None:
+        return Cap(configured, f"[uvcvideo] max_compressed_payload = {configured} in {config.source}")
+    if _patched_installed(layout):
+        return Cap(DEFAULT_PAYLOAD, f"the installed patched uvcvideo's default ({DEFAULT_PAYLOAD})")
+    return Cap(0, "the stock uvcvideo (the patched one is not installed)")
+
+
+def controller_of_bus(layout: Layout, bus: int) -> str | None:
+    """The driver of the host controller behind USB bus N, from sysfs (usbN's parent device)."""
+    root_hub = layout.sys / "bus" / "usb" / "devices" / f"usb{bus}"
+    try:
+        parent = Path(os.path.realpath(root_hub)).parent
+        return (parent / "driver").readlink().name
+    except OSError:
+        return None
+
+
+def placements(config: Config, inventory: Inventory | None, layout: Layout) -> dict[str, Placement]:
+    """Where each configured camera is: as seen plugged in, else as its usb_port says."""
+    found: dict[str, Placement] = {}
+    attached: Iterable[Device] = inventory.cameras if inventory is not None else ()
+    for device in attached:
+        for name in device.bound_to:
+            found[name] = Placement(device.usb.port, device.usb.speed_mbps, device.usb.controller, attached=True)
+    for name, camera in config.cameras.items():
+        if name not in found and camera.usb_port is not None:
+            port = camera.usb_port
+            found[name] = Placement(port, None, controller_of_bus(layout, int(port.split("-")[0])), attached=False)
+    return found
+
+
+def scan_cameras(config: Config, layout: Layout) -> Inventory | None:
+    """Attached cameras on a live system; None under --root or where udev cannot be read."""
+    if not layout.live:
+        return None
+    try:
+        import pyudev  # noqa: PLC0415 — only a live system has devices to look at
+
+        from octobrixd.devices import scan  # noqa: PLC0415
+
+        # query_formats=None: nothing is opened, only udev and sysfs are read.
+        return scan(pyudev.Context(), config=config, layout=layout, query_formats=None)
+    except (ImportError, OSError):
+        return None
+
+
+def advise_system(config: Config, layout: Layout, inventory: Inventory | None = None) -> Advice:
+    """The advice for config on this system (or the scratch tree under --root)."""
+    if inventory is None:
+        inventory = scan_cameras(config, layout)
+    return advise(config, placements(config, inventory, layout), effective_cap(config, layout))

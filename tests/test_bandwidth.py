@@ -1,0 +1,237 @@
+"""The USB bandwidth advisor: the kernel's own arithmetic, then recorded topologies through the commands
+a user runs (discover, doctor, check, apply), with the stock driver and with the kmod's cap.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from octobrixd import paths
+from octobrixd.bandwidth import (
+    Cap,
+    Placement,
+    advise,
+    effective_cap,
+    fs_isoc_bus_time_us,
+    placements,
+)
+from octobrixd.config import parse_config
+from octobrixd.kmod_status import isoc_bus_time_us
+from octobrixd.paths import Layout
+from octobrixd.render import render_all
+from tests.conftest import Ctl
+from tests.umock import bed, c270_per_bus, needs_umockdev, three_c270_on_a_hub
+
+SRC = "/etc/octobrix.toml"
+STOCK = Cap(0, "stock")
+CAPPED = Cap(1024, "the patched uvcvideo")
+
+
+def cameras_toml(ports: list[str], *, resolution: str = "1280x720", fps: int = 15, fmt: str = "mjpeg") -> str:
+    return "".join(
+        f'[cameras.cam{n}]\nusb_port = "{port}"\nresolution = "{resolution}"\nfps = {fps}\nformat = "{fmt}"\n'
+        f"port = {8080 + n}\n\n"
+        for n, port in enumerate(ports, start=1)
+    )
+
+
+def plugged(ports: list[str], controller: str = "xhci_hcd", speed: float = 480) -> dict[str, Placement]:
+    return {f"cam{n}": Placement(port, speed, controller, True) for n, port in enumerate(ports, start=1)}
+
+
+def test_bus_time_is_the_kernels_arithmetic() -> None:
+    # HS_USECS_ISO: a cheap camera's stock MJPEG request takes 61 of the 100 us; the kmod's default 21.
+    assert isoc_bus_time_us(3072) == 61
+    assert isoc_bus_time_us(1024) == 21
+    # usb_calc_bus_time(FULL, isoc, 1023 bytes): most of a full-speed frame's 900 us.
+    assert fs_isoc_bus_time_us(1023) == 807
+
+
+def test_one_mjpeg_camera_per_bus_fits_even_with_the_stock_driver() -> None:
+    config = parse_config(cameras_toml(["1-6", "3-1"]), SRC)
+    where = plugged(["1-6", "3-1"], controller="ehci-pci")
+    advice = advise(config, where, STOCK)
+    assert [d.label for d in advice.domains] == ["bus 1", "bus 3"]
+    assert all(d.used_us == 61 and not d.over for d in advice.domains)
+    assert advice.warnings() == []
+
+
+def test_three_mjpeg_720p_cameras_on_one_usb2_hub() -> None:
+    ports = ["1-3.1", "1-3.2", "1-3.3"]
+    config = parse_config(cameras_toml(ports), SRC)
+    stock = advise(config, plugged(ports), STOCK)
+    (hub,) = stock.domains
+    assert hub.label == "bus 1, root port 1-3" and hub.used_us == 183 and hub.over
+    assert hub.fitting == 1, "with the stock driver only the first camera to start streams"
+    (warning,) = stock.warnings()
+    assert "cam1, cam2, cam3 on bus 1, root port 1-3 (USB 2) would reserve 183 µs of the 100 µs" in warning
+    assert "'No space left on device'" in warning
+    assert "`sudo octobrixctl kmod install` and `[uvcvideo] max_compressed_payload = 1024`" in warning
+    assert "another root port or USB controller" in warning
+    assert "Lower fps or resolution does not" in warning
+
+    capped = advise(config, plugged(ports), CAPPED)
+    assert capped.domains[0].used_us == 63 and not capped.domains[0].over
+    assert capped.warnings() == []
+
+
+def test_xhci_budgets_each_root_port_but_ehci_the_whole_bus() -> None:
+    ports = ["1-1", "1-2"]
+    config = parse_config(cameras_toml(ports), SRC)
+    assert not advise(config, plugged(ports, "xhci_hcd"), STOCK).over
+    (shared,) = advise(config, plugged(ports, "ehci-pci"), STOCK).over
+    assert shared.label == "bus 1"
+
+
+def test_a_config_alone_is_judged_as_usb2_on_the_bus_its_ports_name(tmp_path: Path) -> None:
+    ports = ["2-1.1", "2-1.2"]
+    config = parse_config(cameras_toml(ports), SRC)
+    where = placements(config, None, Layout(tmp_path))
+    assert where["cam1"] == Placement("2-1.1", None, None, attached=False)
+    (domain,) = advise(config, where, STOCK).over
+    assert domain.label == "bus 2"
+
+
+def test_yuyv_scales_with_the_mode_and_a_mode_too_big_is_named() -> None:
+    small = parse_config(cameras_toml(["1-1"], resolution="640x480", fps=10, fmt="yuyv"), SRC)
+    (load,) = advise(small, plugged(["1-1"]), STOCK).domains[0].cameras
+    assert load.reserved_bytes == 640 * 480 * 2 * 10 // 8000 + 12
+    big = parse_config(cameras_toml(["1-1"], resolution="1280x720", fps=15, fmt="yuyv"), SRC)
+    (problem,) = advise(big, plugged(["1-1"]), STOCK).warnings()
+    assert problem.startswith("cameras.cam1: YUYV 1280x720@15 needs about 3468 bytes per microframe")
+    assert 'format = "mjpeg"' in problem
+
+
+def test_a_cap_too_small_for_the_stream_warns_of_torn_frames() -> None:
+    config = parse_config(cameras_toml(["1-1"], resolution="1920x1080", fps=30), SRC)
+    (problem,) = advise(config, plugged(["1-1"]), Cap(512, "x")).warnings()
+    assert "more than the uvcvideo cap of 512 lets through: expect torn or grey frames" in problem
+
+
+def fake_module(root: Path, *, param: int | None) -> None:
+    module = root / "sys/module/uvcvideo"
+    (module / "parameters").mkdir(parents=True)
+    (module / "initstate").write_text("live\n")
+    (module / "version").write_text("1.1.1-octobrix1\n" if param is not None else "1.1.1\n")
+    if param is not None:
+        (module / "parameters/max_compressed_payload").write_text(f"{param}\n")
+
+
+def test_the_loaded_module_decides_the_cap(tmp_path: Path) -> None:
+    config = parse_config("[uvcvideo]\nmax_compressed_payload = 1024\n", SRC)
+    assert effective_cap(config, Layout(tmp_path / "none")).payload == 1024, "not loaded: the config's value"
+    fake_module(tmp_path / "patched", param=768)
+    assert effective_cap(config, Layout(tmp_path / "patched")).payload == 768, "loaded: its live value"
+    fake_module(tmp_path / "stock", param=None)
+    stock = effective_cap(config, Layout(tmp_path / "stock"))
+    assert stock.payload == 0
+    assert stock.note is not None and "the loaded uvcvideo is the stock driver" in stock.note
+    assert "octobrixctl kmod install" in stock.note
+
+
+# --- the commands, on recorded topologies ---------------------------------------------------
+
+
+def scratch_root(tmp_path: Path, config_text: str) -> tuple[Path, Path]:
+    """A root with the config, its udev rules and the /dev/octobrix links a healthy system would have."""
+    root = tmp_path / "root"
+    config_path = root / "etc/octobrix.toml"
+    config_path.parent.mkdir(parents=True)
+    config_path.write_text(config_text, encoding="utf-8")
+    (root / "proc").mkdir()
+    config = parse_config(config_text, str(config_path))
+    rules = root / paths.UDEV_RULES
+    rules.parent.mkdir(parents=True)
+    rules.write_text(render_all(config)[paths.UDEV_RULES].text, encoding="utf-8")
+    return root, config_path
+
+
+def hub_config(cap: int = 0) -> str:
+    text = "".join(f'[cameras.cam{n}]\nserial = "CAMHUB{n}"\nport = {8080 + n}\n\n' for n in (1, 2, 3))
+    return text + (f"[uvcvideo]\nmax_compressed_payload = {cap}\n" if cap else "")
+
+
+@needs_umockdev
+def test_doctor_flags_three_hub_cameras_with_the_stock_driver_and_passes_them_with_the_cap(tmp_path: Path) -> None:
+    recordings = three_c270_on_a_hub(tmp_path)
+    root, config_path = scratch_root(tmp_path, hub_config())
+    for n in (1, 2, 3):
+        (root / "dev/octobrix").mkdir(parents=True, exist_ok=True)
+        (root / f"dev/octobrix/cam{n}").symlink_to(f"../video{2 * (n - 1)}")
+    stock = bed(recordings, "doctor", "--config", config_path, "--root", root)
+    assert stock.returncode == 1, stock.stdout + stock.stderr
+    assert "[ ok ] camera cam2: /dev/video2 (Logitech, Inc. Webcam C270) is /dev/octobrix/cam2" in stock.stdout
+    assert (
+        "[FAIL] USB bandwidth: cam1, cam2, cam3 on bus 1, root port 1-3 (USB 2) would reserve "
+        "183 µs of the 100 µs each microframe has for cameras: only 1 of them can stream at once"
+    ) in stock.stdout
+    assert "1 of 9 checks failed." in stock.stdout
+
+    config_path.write_text(hub_config(cap=1024), encoding="utf-8")
+    capped = bed(recordings, "doctor", "--config", config_path, "--root", root)
+    assert capped.returncode == 0, capped.stdout
+    assert "[ ok ] USB bandwidth: 3 cameras fit their buses (bus 1, root port 1-3: 63 of 100 µs)" in capped.stdout
+
+    # The cap is configured, but the stock module is the one in memory: it does not apply.
+    fake_module(root, param=None)
+    ignored = bed(recordings, "doctor", "--config", config_path, "--root", root)
+    assert ignored.returncode == 1
+    assert "183 µs of the 100 µs" in ignored.stdout
+    assert "the loaded uvcvideo is the stock driver, which ignores it" in ignored.stdout
+
+
+@needs_umockdev
+def test_discover_shows_one_camera_per_bus_fitting(tmp_path: Path) -> None:
+    config_text = (
+        '[cameras.front]\nserial = "8D6E3B10"\nport = 8081\n\n[cameras.side]\nserial = "CAMEHCI1"\nport = 8082\n'
+    )
+    root, config_path = scratch_root(tmp_path, config_text)
+    shown = bed(c270_per_bus(tmp_path), "discover", "--config", config_path, "--root", root)
+    assert shown.returncode == 0, shown.stderr
+    assert "bus 1, 480 Mbit/s" in shown.stdout and "bus 3, 480 Mbit/s" in shown.stdout
+    assert "bus 1, root port 1-6, USB 2: 61 of 100 µs per microframe — fits" in shown.stdout
+    assert "bus 3, USB 2: 61 of 100 µs per microframe — fits" in shown.stdout, "EHCI: the bus is the budget"
+    assert "warning" not in shown.stdout
+
+    data = json.loads(bed(c270_per_bus(tmp_path), "discover", "--json", "--config", config_path).stdout)
+    cameras = {c["serial"]: c for c in data["cameras"]}
+    assert cameras["CAMEHCI1"]["controller"] == "ehci-pci" and cameras["8D6E3B10"]["controller"] == "xhci_hcd"
+    assert [d["over_budget"] for d in data["usb_bandwidth"]["domains"]] == [False, False]
+
+
+@needs_umockdev
+def test_discover_shows_the_hub_and_what_each_camera_reserves(tmp_path: Path) -> None:
+    root, config_path = scratch_root(tmp_path, hub_config())
+    shown = bed(three_c270_on_a_hub(tmp_path), "discover", "--config", config_path, "--root", root)
+    assert "1-3.2     bus 1, 480 Mbit/s, via hub 1-3" in shown.stdout
+    assert "cam2         1-3.2          MJPEG 1280x720@15    reserves 3072 bytes = 61 µs" in shown.stdout
+    assert "183 of 100 µs per microframe — OVER BUDGET" in shown.stdout
+
+
+def test_check_and_apply_warn_but_succeed(tmp_path: Path, ctl: Ctl) -> None:
+    """Judged from the config alone (the cameras are not plugged in): their usb_port names the bus."""
+    config_path = tmp_path / "octobrix.toml"
+    config_path.write_text(cameras_toml(["1-3.1", "1-3.2", "1-3.3"]), encoding="utf-8")
+    root = tmp_path / "root"
+    root.mkdir()
+    checked = ctl("check", "--config", config_path, "--root", root)
+    assert checked.returncode == 0, "a warning never fails the command"
+    assert checked.stdout.startswith(f"{config_path} is valid")
+    (line,) = checked.stderr.splitlines()
+    assert line.startswith("warning: USB bandwidth: cam1, cam2, cam3 on bus 1 (USB 2) would reserve 183 µs")
+    applied = ctl("apply", "--config", config_path, "--root", root)
+    assert applied.returncode == 0 and "warning: USB bandwidth:" in applied.stderr
+
+    config_path.write_text(config_path.read_text() + "[uvcvideo]\nmax_compressed_payload = 1024\n", encoding="utf-8")
+    assert ctl("check", "--config", config_path, "--root", root).stderr == ""
+
+
+@pytest.mark.parametrize(("cap", "fits"), [(0, 1), (1024, 4), (512, 9)])
+def test_cameras_per_bus_match_the_kmod_readme(cap: int, fits: int) -> None:
+    ports = [f"1-3.{n}" for n in range(1, 11)]
+    config = parse_config(cameras_toml(ports, resolution="640x480", fps=10), SRC)
+    (domain,) = advise(config, plugged(ports), Cap(cap, "x")).domains
+    assert domain.fitting == fits
