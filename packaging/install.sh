@@ -7,14 +7,21 @@
 #                                             `pip wheel ./octobrix octoprint==1.11.8 pip setuptools wheel -w DIR`
 #   sudo packaging/install.sh --uninstall     remove octobrix; keeps /etc/octobrix.toml and /var/lib/octobrix
 #   sudo packaging/install.sh --uninstall --purge   remove those too
+#
+# Running it again with the same checkout changes nothing: files are only written when their
+# content differs, and nothing running is restarted unless octobrix itself was upgraded.
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/octobrix
 UNIT_DIR=/usr/local/lib/systemd/system
 TMPFILES_DIR=/usr/local/lib/tmpfiles.d
+BIN_DIR=/usr/local/bin
 CONFIG=/etc/octobrix.toml
+# What the venv in $PREFIX was installed from: a second run with the same source skips pip.
+STAMP=$PREFIX/.octobrix-installed
 PACKAGES="python3 python3-venv python3-dev gcc ustreamer"
+UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service"
 
 say() { printf '%s\n' "octobrix: $*"; }
 die() { printf '%s\n' "octobrix: $*" >&2; exit 1; }
@@ -29,7 +36,7 @@ while [ $# -gt 0 ]; do
         --purge) purge=yes ;;
         --with-kmod) with_kmod=yes ;;
         --wheels) [ $# -ge 2 ] || die "--wheels needs a folder"; wheels=$(cd "$2" && pwd); shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -37,6 +44,25 @@ done
 
 [ "$(id -u)" = 0 ] || die "needs root: sudo $0"
 [ -d /run/systemd/system ] || die "this system does not run systemd; octobrix needs it"
+command -v apt-get >/dev/null 2>&1 || die "this installer is for Debian and Ubuntu (it needs apt-get)"
+
+os_id=unknown
+os_name="this system"
+if [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091  # the running system's file
+    os_id=$(. /etc/os-release && printf '%s' "${ID:-unknown}")
+    # shellcheck disable=SC1091
+    os_name=$(. /etc/os-release && printf '%s' "${PRETTY_NAME:-this system}")
+fi
+
+case "$(dpkg-query -W -f='${Status}' octobrix 2>/dev/null || true)" in
+    *" installed")
+        if [ "$mode" = uninstall ]; then
+            die "octobrix is installed from its Debian package here: remove it with \`sudo apt remove octobrix\` (\`apt purge\` also removes the config and the printers' data)"
+        fi
+        die "octobrix is installed from its Debian package here: upgrade it with \`sudo apt install ./octobrix_VERSION_ARCH.deb\` (see packaging/build-deb.sh), or \`sudo apt remove octobrix\` first to use this script"
+        ;;
+esac
 
 missing_packages() {
     for pkg in "$@"; do
@@ -47,37 +73,95 @@ missing_packages() {
     done
 }
 
+# install_packages HINT PACKAGE...: HINT is added to the message when apt does not offer one of them.
 install_packages() {
+    hint=$1
+    shift
     missing=$(missing_packages "$@")
     [ -z "$missing" ] && return 0
-    say "installing $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=300 update -q
+    unavailable=""
+    for pkg in $missing; do
+        case "$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: *//p')" in
+            "" | "(none)") unavailable="$unavailable $pkg" ;;
+        esac
+    done
+    if [ -n "$unavailable" ]; then
+        if [ -z "$hint" ] && [ "$os_id" = ubuntu ]; then
+            hint="On Ubuntu they are in the \"universe\" component: sudo add-apt-repository universe, then run this again."
+        fi
+        die "the package sources of $os_name do not offer:$unavailable. $hint"
+    fi
+    say "installing $missing"
     # shellcheck disable=SC2086  # the list is meant to split into words
     apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
 }
 
+# new_enough PYTHON: octobrix runs on Python 3.11 or newer (each printer's OctoPrint uses the system's python3).
+new_enough() {
+    [ -x "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
+python_version() {
+    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true
+}
+
+# install_file SRC DEST: copy only when the content differs, so a second run leaves files and
+# their times alone. Prints DEST when it was written.
+install_file() {
+    if ! cmp -s "$1" "$2"; then
+        install -m 0644 "$1" "$2"
+        printf '%s\n' "$2"
+    fi
+}
+
+pip_offline() {
+    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$wheels" "$@"
+}
+
+link_file() {
+    [ "$(readlink "$2" 2>/dev/null || true)" = "$1" ] || ln -sfn "$1" "$2"
+}
+
+# source_id: identifies what octobrix would be installed from (the checkout's files or the wheels).
+source_id() {
+    if [ -n "$wheels" ]; then
+        (cd "$wheels" && find . -maxdepth 1 -name '*.whl' -exec sha256sum {} + | LC_ALL=C sort -k2)
+    else
+        (cd "$SRC" && find pyproject.toml README.md octobrixd -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+            -exec sha256sum {} + | LC_ALL=C sort -k2)
+    fi | sha256sum | cut -d' ' -f1
+}
+
 uninstall() {
     say "stopping octobrix and its printers"
-    systemctl disable --now octobrixd.service 2>/dev/null || true
+    systemctl disable --now octobrixd.service octobrix-config.path 2>/dev/null || true
     units=$(systemctl list-units --all --plain --no-legend 'octoprint@*' 'ustreamer@*' 'mjpg-streamer@*' | awk '{print $1}')
-    # shellcheck disable=SC2086
-    [ -n "$units" ] && systemctl disable --now $units 2>/dev/null || true
+    # Enabled instances that are not loaded right now (stopped by hand) are still linked.
+    links=$(find /etc/systemd/system -path '*.wants/*' \( -name 'octoprint@*' -o -name 'ustreamer@*' \
+        -o -name 'mjpg-streamer@*' \) -printf '%f\n' 2>/dev/null | sort -u)
+    if [ -n "$units$links" ]; then
+        # shellcheck disable=SC2086  # one word per unit
+        systemctl disable --now $units $links 2>/dev/null || true
+    fi
     rm -f /etc/udev/rules.d/99-octobrix.rules /etc/sysusers.d/octobrix.conf /etc/modprobe.d/octobrix-uvcvideo.conf
     rm -f /etc/systemd/system/octoprint@*.service.d/50-octobrix.conf \
           /etc/systemd/system/ustreamer@*.service.d/50-octobrix.conf \
           /etc/systemd/system/mjpg-streamer@*.service.d/50-octobrix.conf
     rmdir /etc/systemd/system/octoprint@*.service.d /etc/systemd/system/ustreamer@*.service.d \
           /etc/systemd/system/mjpg-streamer@*.service.d 2>/dev/null || true
-    rm -f "$UNIT_DIR/octoprint@.service" "$UNIT_DIR/ustreamer@.service" "$UNIT_DIR/mjpg-streamer@.service" \
-          "$UNIT_DIR/octobrixd.service" "$UNIT_DIR/octobrix-config.path" "$UNIT_DIR/octobrix-config.service" \
-          "$TMPFILES_DIR/octobrix.conf" /usr/local/bin/octobrixctl /usr/local/bin/octobrixd
-    rm -rf "$PREFIX"
+    for unit in $UNITS; do
+        rm -f "$UNIT_DIR/$unit"
+    done
+    rm -f "$TMPFILES_DIR/octobrix.conf" "$BIN_DIR/octobrixctl" "$BIN_DIR/octobrixd"
+    # The program and its download cache (every OctoPrint venv holds its own copy of the files).
+    rm -rf "$PREFIX" /var/cache/octobrix
     systemctl daemon-reload
     udevadm control --reload 2>/dev/null || true
     if [ "$purge" = yes ]; then
-        rm -rf /var/lib/octobrix /var/cache/octobrix "$CONFIG"
-        for user in $(awk -F: '/^octobrix-/ {print $1}' /etc/passwd); do
+        rm -rf /var/lib/octobrix "$CONFIG"
+        awk -F: '/^octobrix-/ {print $1}' /etc/passwd | while read -r user; do
             userdel "$user" 2>/dev/null || true
         done
         say "removed, with all printers' data and the config"
@@ -91,48 +175,91 @@ if [ "$mode" = uninstall ]; then
     exit 0
 fi
 
+# --- system packages ---------------------------------------------------------------------------
+PYTHON=/usr/bin/python3
+python_hint=""
+if [ -x /usr/bin/python3 ] && ! new_enough /usr/bin/python3; then
+    # Ubuntu 22.04: python3 is 3.10. Its universe component has python3.11 (jammy-updates), which
+    # runs octobrix itself; each printer's OctoPrint keeps using python3 (OctoPrint supports 3.7+).
+    PYTHON=/usr/bin/python3.11
+    PACKAGES="$PACKAGES python3.11 python3.11-venv"
+    python_hint="octobrix needs Python 3.11 or newer and python3 here is $(python_version /usr/bin/python3). On Ubuntu 22.04, python3.11 comes from the \"universe\" component: sudo add-apt-repository universe, then run this again (or upgrade to Ubuntu 24.04)."
+fi
 if [ -n "$wheels" ]; then
     # Everything comes as wheels: nothing is compiled here.
-    PACKAGES="python3 python3-venv ustreamer"
+    PACKAGES=$(printf '%s\n' "$PACKAGES" | sed 's/ python3-dev gcc//')
 fi
 # shellcheck disable=SC2086
-install_packages $PACKAGES
+install_packages "$python_hint" $PACKAGES
 if [ "$with_kmod" = yes ]; then
-    install_packages dkms build-essential "linux-headers-$(uname -r)"
+    install_packages "" dkms build-essential "linux-headers-$(uname -r)"
 fi
+new_enough "$PYTHON" || die "octobrix needs Python 3.11 or newer; $os_name has $(python_version "$PYTHON"). Supported: Debian 12 and 13, Ubuntu 22.04 (with python3.11 from universe) and 24.04."
 
-# octobrix itself lives in its own venv; upgrading replaces it in place.
+# --- octobrix itself, in its own venv -------------------------------------------------------------
+want_python=$(python_version "$PYTHON")
+if [ -e "$PREFIX" ] && [ "$(python_version "$PREFIX/bin/python")" != "$want_python" ]; then
+    # The system's Python changed (a release upgrade) or the venv is broken: build it again.
+    say "rebuilding $PREFIX for Python $want_python"
+    rm -rf "$PREFIX"
+fi
+upgraded=no
 if [ ! -x "$PREFIX/bin/python" ]; then
-    say "creating $PREFIX"
-    python3 -m venv "$PREFIX"
+    say "creating $PREFIX (Python $want_python)"
+    "$PYTHON" -m venv "$PREFIX"
 fi
-say "installing octobrix from ${wheels:-$SRC}"
-if [ -n "$wheels" ]; then
-    # The folder holds octobrix's own wheel too: nothing is built here.
-    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$wheels" \
-        --upgrade octobrix
+want="$(source_id) python$want_python"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
+    say "installing octobrix from ${wheels:-$SRC}"
+    rm -f "$STAMP"
+    if [ -n "$wheels" ]; then
+        # The folder holds octobrix's own wheel too: nothing is built here.
+        pip_offline --upgrade octobrix
+        # Same version number, other contents (a rebuilt wheel): replace octobrix itself only.
+        pip_offline --force-reinstall --no-deps octobrix
+    else
+        # Built from a copy, so the checkout gets no root-owned build/ or egg-info folders.
+        build=$(mktemp -d /tmp/octobrix-build.XXXXXX)
+        trap 'rm -rf "$build"' EXIT
+        cp -R "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/octobrixd" "$build/"
+        # pip always reinstalls a project given as a folder; --upgrade updates only what it needs.
+        "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$build"
+        rm -rf "$build"
+    fi
+    printf '%s\n' "$want" >"$STAMP"
+    upgraded=yes
 else
-    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SRC"
+    say "octobrix in $PREFIX is already this version"
 fi
-ln -sf "$PREFIX/bin/octobrixctl" /usr/local/bin/octobrixctl
-ln -sf "$PREFIX/bin/octobrixd" /usr/local/bin/octobrixd
+link_file "$PREFIX/bin/octobrixctl" "$BIN_DIR/octobrixctl"
+link_file "$PREFIX/bin/octobrixd" "$BIN_DIR/octobrixd"
 
+# --- units and tmpfiles -------------------------------------------------------------------------
 mkdir -p "$UNIT_DIR" "$TMPFILES_DIR"
-for unit in "$SRC"/systemd/*.service "$SRC"/systemd/*.path; do
-    [ -e "$unit" ] || continue
-    install -m 0644 "$unit" "$UNIT_DIR/$(basename "$unit")"
+changed_units=""
+updated_units=""
+for unit in $UNITS; do
+    existed=no
+    [ -e "$UNIT_DIR/$unit" ] && existed=yes
+    if [ -n "$(install_file "$SRC/systemd/$unit" "$UNIT_DIR/$unit")" ]; then
+        changed_units="$changed_units $unit"
+        [ "$existed" = yes ] && updated_units="$updated_units $unit"
+    fi
 done
-install -m 0644 "$SRC/systemd/octobrix.tmpfiles" "$TMPFILES_DIR/octobrix.conf"
+install_file "$SRC/systemd/octobrix.tmpfiles" "$TMPFILES_DIR/octobrix.conf" >/dev/null
 systemd-tmpfiles --create "$TMPFILES_DIR/octobrix.conf"
-systemctl daemon-reload
+if [ -n "$changed_units" ]; then
+    systemctl daemon-reload
+fi
 
+# --- the config: written once, never overwritten ------------------------------------------------
 if [ ! -e "$CONFIG" ]; then
     say "writing the starter config $CONFIG (a demo printer that needs no hardware)"
     install -m 0644 "$SRC/packaging/octobrix.toml" "$CONFIG.new"
     if [ -n "$wheels" ]; then
         sed -i "s|^\[octobrix\]\$|[octobrix]\nwheels = \"$wheels\"|" "$CONFIG.new"
     fi
-    suggestions=$(/usr/local/bin/octobrixctl discover --toml 2>/dev/null | sed 's/^\([^#]\)/# \1/' || true)
+    suggestions=$("$BIN_DIR/octobrixctl" discover --toml 2>/dev/null | sed 's/^\([^#]\)/# \1/' || true)
     if [ -n "$suggestions" ]; then
         printf '\n# Found plugged in when octobrix was installed; uncomment to use:\n%s\n' "$suggestions" >>"$CONFIG.new"
     fi
@@ -140,14 +267,33 @@ if [ ! -e "$CONFIG" ]; then
 fi
 
 if [ "$with_kmod" = yes ]; then
-    /usr/local/bin/octobrixctl kmod install
+    "$BIN_DIR/octobrixctl" kmod install
 fi
 
-say "applying $CONFIG (the first time builds each printer's OctoPrint: a few minutes)"
-/usr/local/bin/octobrixctl apply
-systemctl enable --now octobrixd.service octobrix-config.path
+say "applying $CONFIG (the first time builds each printer's OctoPrint: a minute or two)"
+"$BIN_DIR/octobrixctl" apply
+
+for unit in octobrixd.service octobrix-config.path; do
+    systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl enable --quiet "$unit"
+    if ! systemctl is-active --quiet "$unit"; then
+        systemctl start "$unit"
+    elif [ "$unit" = octobrixd.service ] && [ "$upgraded" = yes ]; then
+        # The new octobrix takes over; the printers' OctoPrints keep running (KillMode=process).
+        systemctl restart "$unit"
+    fi
+done
+case "$updated_units" in
+    *octoprint@* | *ustreamer@* | *mjpg-streamer@*)
+        if [ -n "$(systemctl list-units --plain --no-legend --state=active 'octoprint@*' 'ustreamer@*' 'mjpg-streamer@*')" ]; then
+            say "updated the unit templates:$updated_units; running printers and cameras use them from their next restart (\`sudo systemctl restart octoprint@NAME\` when it is not printing)"
+        fi
+        ;;
+esac
 
 echo
-/usr/local/bin/octobrixctl status || true
+# A first start of OctoPrint takes a little while: the table waits (two minutes at most) until
+# each one answers, so it says what every printer is doing.
+"$BIN_DIR/octobrixctl" status --wait 120 || true
 echo
-say "installed. Edit $CONFIG to add your printers; \`sudo octobrixctl credentials\` shows the logins."
+say "installed. Open a printer's URL above in a browser; \`sudo octobrixctl credentials\` shows each login."
+say "add your printers to $CONFIG (\`octobrixctl discover --toml\` suggests entries); it is applied when you save it."

@@ -1,0 +1,7 @@
+#!/bin/sh
+# Host packages for the packaging tests: shellcheck for the installer and the Debian package's
+# maintainer scripts, and pip for packaging/build-deb.sh (it gathers the package's wheels).
+# Idempotent and quick when everything is present: apt-get runs only when something is missing.
+set -eu
+
+exec "$(dirname "$0")/apt-install" packaging.sh shellcheck python3-pip dpkg

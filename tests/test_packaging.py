@@ -1,0 +1,66 @@
+"""The installer and the Debian package, checked without installing anything (the lab installs
+them for real: tests/lab/test_install.py): scripts that parse and pass shellcheck, and the two ways
+of installing agreeing on what they install and where."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGING = REPO / "packaging"
+SCRIPTS = [
+    PACKAGING / "install.sh",
+    PACKAGING / "build-deb.sh",
+    *(PACKAGING / "debian" / name for name in ("preinst", "postinst", "prerm", "postrm")),
+]
+SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".path"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_is_posix_sh_and_passes_shellcheck(script: Path) -> None:
+    assert script.read_text().startswith("#!/bin/sh\n")
+    assert script.stat().st_mode & 0o111, f"{script} is not executable"
+    parsed = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert parsed.returncode == 0, parsed.stderr
+    # tests/deps/packaging.sh installs shellcheck: a missing one is a broken setup, not a skip.
+    assert shutil.which("shellcheck"), "shellcheck is missing: run tests/deps/packaging.sh as root"
+    checked = subprocess.run(["shellcheck", "--shell=sh", str(script)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout
+
+
+def _units_variable(script: Path) -> list[str]:
+    match = re.search(r'^UNITS="([^"]*)"', script.read_text(), re.MULTILINE)
+    assert match, f"no UNITS= in {script}"
+    return sorted(match.group(1).split())
+
+
+def test_both_installers_install_and_remove_every_shipped_unit() -> None:
+    # install.sh installs and removes exactly this list; the package's preinst takes these over
+    # from install.sh. A unit added to systemd/ but not here would be left behind or missing.
+    assert _units_variable(PACKAGING / "install.sh") == SHIPPED_UNITS
+    assert _units_variable(PACKAGING / "debian" / "preinst") == SHIPPED_UNITS
+    # build-deb.sh ships every .service and .path of systemd/ as they are.
+    assert 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path' in (PACKAGING / "build-deb.sh").read_text()
+
+
+def test_daemon_unit_runs_the_program_both_installers_create() -> None:
+    unit = (REPO / "systemd" / "octobrixd.service").read_text()
+    assert "ExecStart=/opt/octobrix/bin/octobrixd\n" in unit
+    assert "PREFIX=/opt/octobrix\n" in (PACKAGING / "install.sh").read_text()
+    assert "PREFIX=/opt/octobrix\n" in (PACKAGING / "debian" / "postinst").read_text()
+
+
+def test_package_depends_on_a_python_its_wheels_fit() -> None:
+    control = (PACKAGING / "debian" / "control.in").read_text()
+    depends = next(line for line in control.splitlines() if line.startswith("Depends:"))
+    assert "python3 (>= 3.11)" in depends and "python3 (<< 3.14~)" in depends
+    build = (PACKAGING / "build-deb.sh").read_text()
+    assert 'PYTHONS="3.11 3.12 3.13"' in build
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.11"' in pyproject
