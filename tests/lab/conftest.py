@@ -151,8 +151,10 @@ def vm(lab_vm: _VmHolder, request: pytest.FixtureRequest) -> Iterator[Vm]:
 
 
 @pytest.fixture
-def fresh_vm(lab_ready: None, request: pytest.FixtureRequest) -> Iterator[Vm]:
+def fresh_vm(lab_vm: _VmHolder, request: pytest.FixtureRequest) -> Iterator[Vm]:
     """A VM of the test's own, booted from the pristine image and stopped afterwards."""
+    # Two TCG guests on two cores would slow both down: the shared one reboots when next needed.
+    lab_vm.stop()
     machine = Vm(lab_tempdir("vm"))
     request.addfinalizer(machine.stop)
     machine.start()

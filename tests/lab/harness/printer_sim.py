@@ -5,6 +5,9 @@ of its own. simlink.SimLink attaches it to a transport (the host side of a QEMU 
 or a pty for the nspawn container). Everything received is recorded so a test can assert what
 reached the printer; the state (temperatures, SD card, a print in progress) lives in plain
 attributes a test may read or set.
+
+Standard library only, and no imports from the rest of the harness: tests copy this file into a
+guest and run it there with the guest's own python3.
 """
 
 from __future__ import annotations

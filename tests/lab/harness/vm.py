@@ -271,7 +271,6 @@ class Vm:
         only while the simulator is connected (connect=False: added but the cable is not in yet).
         """
         adapter = UsbSerialAdapter(self, serial, sim if sim is not None else MarlinSim(), port, next(self._ids))
-        self.adapters.append(adapter)
         adapter.add_device()
         if connect:
             adapter.plug()
@@ -328,6 +327,8 @@ class UsbSerialAdapter:
             qmp.execute("chardev-remove", {"id": self.chardev_id})
             raise
         self.added = True
+        if self not in self.vm.adapters:
+            self.vm.adapters.append(self)
 
     def plug(self) -> UsbSerialAdapter:
         """Connect the cable: the simulator connects and the guest enumerates the adapter."""
