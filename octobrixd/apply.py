@@ -387,6 +387,8 @@ def apply_plan(
         seed_basedir(layout, name, *_ids(layout, name))
 
     if layout.live:
+        if any(printer_of(unit) is not None for unit in plan.start):
+            udev.load_serial_drivers()
         if plan.reload_units:
             systemd.daemon_reload()
         if plan.reload_udev:

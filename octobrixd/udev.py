@@ -40,3 +40,28 @@ def reload_and_trigger() -> bool:
             hint="is systemd-udevd running? see `journalctl -u systemd-udevd`",
         ) from exc
     return True
+
+
+# The device groups octoprint@.service allows (DeviceAllow=char-ttyUSB, char-ttyACM) and the
+# modules that register them: systemd resolves the names only if they are registered at start.
+SERIAL_DRIVERS = {"ttyUSB": "usbserial", "ttyACM": "cdc_acm"}
+
+
+def load_serial_drivers(proc_devices: Path = Path("/proc/devices")) -> None:
+    """Load the USB serial drivers if their device groups are not registered yet (first install,
+    before the boot-time modules-load.d entry has ever run)."""
+    try:
+        registered = {line.split()[-1] for line in proc_devices.read_text().splitlines() if line.strip()}
+    except OSError:
+        return
+    missing = [module for group, module in SERIAL_DRIVERS.items() if group not in registered]
+    if not missing:
+        return
+    result = run(["modprobe", "-a", *missing], check=False)
+    if result.returncode != 0:
+        log.warning(
+            "could not load %s (%s): printers plugged in later may be refused to their OctoPrint until "
+            "a reboot",
+            " ".join(missing),
+            result.stderr.strip() or f"exit {result.returncode}",
+        )

@@ -16,6 +16,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/octobrix
 UNIT_DIR=/usr/local/lib/systemd/system
 TMPFILES_DIR=/usr/local/lib/tmpfiles.d
+MODULES_DIR=/usr/local/lib/modules-load.d
 BIN_DIR=/usr/local/bin
 CONFIG=/etc/octobrix.toml
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
@@ -154,7 +155,7 @@ uninstall() {
     for unit in $UNITS; do
         rm -f "$UNIT_DIR/$unit"
     done
-    rm -f "$TMPFILES_DIR/octobrix.conf" "$BIN_DIR/octobrixctl" "$BIN_DIR/octobrixd"
+    rm -f "$TMPFILES_DIR/octobrix.conf" "$MODULES_DIR/octobrix.conf" "$BIN_DIR/octobrixctl" "$BIN_DIR/octobrixd"
     # The program and its download cache (every OctoPrint venv holds its own copy of the files).
     rm -rf "$PREFIX" /var/cache/octobrix
     systemctl daemon-reload
@@ -235,7 +236,7 @@ link_file "$PREFIX/bin/octobrixctl" "$BIN_DIR/octobrixctl"
 link_file "$PREFIX/bin/octobrixd" "$BIN_DIR/octobrixd"
 
 # --- units and tmpfiles -------------------------------------------------------------------------
-mkdir -p "$UNIT_DIR" "$TMPFILES_DIR"
+mkdir -p "$UNIT_DIR" "$TMPFILES_DIR" "$MODULES_DIR"
 changed_units=""
 updated_units=""
 for unit in $UNITS; do
@@ -247,6 +248,7 @@ for unit in $UNITS; do
     fi
 done
 install_file "$SRC/systemd/octobrix.tmpfiles" "$TMPFILES_DIR/octobrix.conf" >/dev/null
+install_file "$SRC/systemd/octobrix.modules-load" "$MODULES_DIR/octobrix.conf" >/dev/null
 systemd-tmpfiles --create "$TMPFILES_DIR/octobrix.conf"
 if [ -n "$changed_units" ]; then
     systemctl daemon-reload
