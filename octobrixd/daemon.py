@@ -120,6 +120,8 @@ class Daemon:
         self.config: Config | None = None
         self.problem: str | None = None
         self.api_calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="octoprint-api")
+        # Set by the main loop: wakes it to refresh STATUS= from another thread.
+        self.refresh_status: Callable[[], None] = lambda: None
 
     # --- config ---
 
@@ -240,12 +242,32 @@ class Daemon:
                     printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate
                 ):
                     log.info("printer %s: asked its OctoPrint to connect", name)
+                    self._report_connection(name, printer.port, credentials.api_key)
                 return
             except octoprint_api.ApiError as error:
                 if time.monotonic() > deadline:
                     log.warning("printer %s: its OctoPrint did not answer (%s); not connecting", name, error)
                     return
             time.sleep(2)
+
+    def _report_connection(self, name: str, port: int, api_key: str) -> None:
+        """Log how the connection ends up (bounded wait), and refresh STATUS= then."""
+        deadline = time.monotonic() + CONNECT_PATIENCE_SECONDS
+        state = ""
+        while time.monotonic() < deadline:
+            try:
+                state = str(
+                    ((octoprint_api.request(port, api_key, "/api/connection") or {}).get("current") or {}).get(
+                        "state", ""
+                    )
+                )
+            except octoprint_api.ApiError:
+                state = ""
+            if state and not state.startswith(("Opening", "Connecting", "Detecting")):
+                break
+            time.sleep(1)
+        log.info("printer %s: %s", name, state or "no answer from OctoPrint")
+        self.refresh_status()
 
 
 def watchdog_interval() -> float | None:
@@ -283,6 +305,10 @@ class MainLoop:
         self.selector.register(self.signal_reader, selectors.EVENT_READ, self._on_signal)
         self.selector.register(self.reconciler.wake_reader, selectors.EVENT_READ, self._on_reconciled)
         self.selector.register(self.status.wake_reader, selectors.EVENT_READ, self._on_status)
+        self.refresh_reader, refresh_writer = socket.socketpair()
+        self.selector.register(self.refresh_reader, selectors.EVENT_READ, self._on_refresh)
+        self._refresh_writer = refresh_writer
+        daemon.refresh_status = self._wake_for_status
         if self.monitor is not None:
             self.selector.register(self.monitor, selectors.EVENT_READ, self._on_devices)
         self.started = False
@@ -330,6 +356,14 @@ class MainLoop:
         line = self.status.collect()
         self.daemon.notifier.send(STATUS=line)
         log.info("status: %s", line)
+
+    def _wake_for_status(self) -> None:
+        # Called from worker threads: only a byte crosses over, the main loop does the rest.
+        self._refresh_writer.send(b"r")
+
+    def _on_refresh(self) -> None:
+        self.refresh_reader.recv(64)
+        self.status.request()
 
     def _on_devices(self) -> None:
         if self.monitor is not None:
