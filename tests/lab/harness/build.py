@@ -97,7 +97,7 @@ def vm_hash() -> str:
 
 # --- locking and the cache -------------------------------------------------------------------
 
-_held: list[IO[bytes]] = []  # shared locks on cache entries this process uses, held until exit
+_held: dict[str, IO[bytes]] = {}  # shared locks on cache entries this process uses, held until exit
 
 
 @contextlib.contextmanager
@@ -120,9 +120,11 @@ def _try_flock(handle: IO[bytes], mode: int) -> bool:
 
 def _hold(entry: Path) -> None:
     """Mark a cache entry in use by this process so a concurrent rebuild does not prune it."""
+    if entry.name in _held:
+        return
     handle = entry.with_name(entry.name + ".inuse").open("ab")
     fcntl.flock(handle, fcntl.LOCK_SH)
-    _held.append(handle)
+    _held[entry.name] = handle
 
 
 def _prune(keep: set[str]) -> None:
