@@ -59,6 +59,7 @@ class Notifier:
             return
         # ASCII only: the sdnotify package silently drops what latin-1 cannot encode; we replace it.
         message = "\n".join(f"{key}={value}" for key, value in fields.items())
+        message = message.translate({0x2014: "-", 0x2013: "-", 0x2019: "'", 0x2026: "..."})
         try:
             self.sock.sendto(message.encode("ascii", "replace"), self.address)
         except OSError as exc:
