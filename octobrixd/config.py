@@ -8,6 +8,7 @@ unknown keys rejected), then rules across tables (ports, devices, references).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -523,8 +524,22 @@ def load_config(path: Path) -> Config:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    check_ownership(path)
     # The absolute path goes into generated files' headers and error lines, so they lead back to it.
     return with_machine_defaults(parse_config(text, str(path.absolute())), socket.gethostname())
+
+
+def check_ownership(path: Path) -> None:
+    """As root, refuse a config other users can change: it decides what root installs and runs."""
+    if os.geteuid() != 0:
+        return
+    info = path.stat()
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        raise ConfigError(
+            [f"{path}: other users can change this file (owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o}), "
+             "and octobrix acts on it as root"],
+            hint=f"sudo chown root:root {path} && sudo chmod 644 {path}",
+        )
 
 
 def with_machine_defaults(config: Config, host_name: str) -> Config:

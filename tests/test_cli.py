@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,19 @@ def test_bad_config_changes_nothing_on_apply(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize(("owner", "mode"), [(0, 0o666), (0, 0o620), (65534, 0o644)])
+def test_root_refuses_a_config_other_users_can_change(
+    owner: int, mode: int, ctl: Ctl, write_config: Callable[[str], Path]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (it checks what octobrixctl does as root); CI runs as root")
+    path = write_config("[printers.demo]\nvirtual = true\nport = 5000\n")
+    assert ctl("check", "--config", path).returncode == 0
+    os.chown(path, owner, 0)
+    path.chmod(mode)
+    result = ctl("check", "--config", path)
+    assert result.returncode == 1
+    assert "other users can change this file" in result.stderr
+    assert "chmod 644" in result.stderr
