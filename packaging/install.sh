@@ -152,6 +152,9 @@ uninstall() {
           /etc/systemd/system/mjpg-streamer@*.service.d/50-octobrix.conf
     rmdir /etc/systemd/system/octoprint@*.service.d /etc/systemd/system/ustreamer@*.service.d \
           /etc/systemd/system/mjpg-streamer@*.service.d 2>/dev/null || true
+    # It lists the generated files just removed: without it, an install later writes them all
+    # again and starts every printer, as the first time.
+    rm -f /var/lib/octobrix/.manifest.json
     for unit in $UNITS; do
         rm -f "$UNIT_DIR/$unit"
     done

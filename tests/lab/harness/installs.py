@@ -1,0 +1,196 @@
+"""octobrix installed the way a newcomer installs it: the README's command from a checkout in a
+user's home (with sudo), or the Debian package through apt. Used by tests/lab/test_install*.py and
+benchmarks/install_time.py.
+
+The lab's containers reach PyPI through this machine's TLS-inspecting proxy: its CA certificates
+are copied in first, as an admin of such a network would have done on the farm computer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.lab.harness.container import Container
+from tests.lab.harness.procs import lab_tempdir
+from tests.lab.harness.project import REPO
+
+USER = "maker"
+CHECKOUT = f"/home/{USER}/octobrix"
+EXTRA_CA = Path("/usr/local/share/ca-certificates")
+OPERATIONAL_TIMEOUT = 180.0
+
+
+def readme_commands() -> list[str]:
+    """The README's fenced code blocks, in order: the first is the install command, the second the tests'."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return [block.strip() for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)]
+
+
+def repo_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return [line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
+
+
+def trust_host_certificates(box: Container) -> None:
+    if EXTRA_CA.is_dir() and any(EXTRA_CA.iterdir()):
+        box.copy_in(EXTRA_CA, str(EXTRA_CA))
+        box.run(["update-ca-certificates"])
+
+
+def apt_get(box: Container, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+    return box.run(["apt-get", "-q", "-y", *args], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=timeout)
+
+
+def prepare_newcomer(box: Container) -> None:
+    """A fresh server as its owner has it: a user who may sudo, and a checkout of octobrix in their home."""
+    trust_host_certificates(box)
+    apt_get(box, "update")
+    apt_get(box, "install", "--no-install-recommends", "sudo")
+    box.run(["useradd", "--create-home", "--shell", "/bin/bash", USER])
+    box.write_file(f"/etc/sudoers.d/{USER}", f"{USER} ALL=(ALL) NOPASSWD: ALL\n", mode=0o440)
+    for rel in repo_files():
+        box.copy_in(REPO / rel, f"{CHECKOUT}/{rel}")
+    box.run(["chown", "-R", f"{USER}:{USER}", CHECKOUT])
+
+
+def as_user(box: Container, command: str, timeout: float = 1200.0) -> subprocess.CompletedProcess[str]:
+    """Run a shell command line as the user, in the checkout, as typed in a terminal."""
+    return box.run(["runuser", "-l", USER, "-c", f"cd {CHECKOUT} && {command}"], check=False, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Timed:
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return f"--- stdout ---\n{self.result.stdout}\n--- stderr ---\n{self.result.stderr}"
+
+
+def run_readme_install(box: Container, extra: str = "") -> Timed:
+    """The README's first command, exactly as written (plus extra arguments), timed."""
+    command = readme_commands()[0]
+    started = time.monotonic()
+    result = as_user(box, f"{command} {extra}".strip())
+    return Timed(result, time.monotonic() - started)
+
+
+@functools.cache
+def built_deb() -> Path:
+    """packaging/build-deb.sh run once per test session; returns the .deb."""
+    out = lab_tempdir("deb")
+    subprocess.run([str(REPO / "packaging" / "build-deb.sh"), "--out", str(out)], check=True, capture_output=True)
+    (deb,) = out.glob("octobrix_*.deb")
+    return deb
+
+
+def install_deb(box: Container, deb: Path, *apt_args: str) -> Timed:
+    """`apt install ./octobrix_*.deb` from root's home, as the README says, timed (with the `apt update` before it)."""
+    box.copy_in(deb, f"/root/{deb.name}")
+    started = time.monotonic()
+    apt_get(box, "update")
+    result = box.run(
+        ["sh", "-c", f"cd /root && apt install -y {' '.join(apt_args)} ./octobrix_*.deb"],
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+        check=False,
+        timeout=1200,
+    )
+    return Timed(result, time.monotonic() - started)
+
+
+# --- what a user sees -------------------------------------------------------------------------
+
+
+def api(box: Container, port: int, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-Api-Key": secrets["api_key"], "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text.strip() else None
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
+def wait_operational(box: Container, name: str = "demo", port: int = 5000) -> dict[str, Any]:
+    deadline = time.monotonic() + OPERATIONAL_TIMEOUT
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = api(box, port, name, "/api/connection")
+            if last["current"]["state"] == "Operational":
+                return dict(last)
+        # Refused, reset, OctoPrint's start-up placeholder (not HTTP), not JSON yet.
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"{name} never became Operational: {last}\n{box.journal(f'octoprint@{name}', 60)}")
+
+
+def pending_wizards(box: Container, name: str = "demo", port: int = 5000) -> list[str]:
+    wizards = api(box, port, name, "/api/setup/wizard")
+    return [wizard for wizard, state in wizards.items() if state["required"] and not state["ignored"]]
+
+
+def status_line(box: Container, name: str = "demo") -> str:
+    text = box.run(["octobrixctl", "status"]).stdout
+    return next((line for line in text.splitlines() if line.startswith(f"{name} ")), text)
+
+
+def unit_identity(box: Container, units: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each unit's main PID and when it last started: a restart changes one or both."""
+    identity = {}
+    for unit in units:
+        shown = box.systemctl("show", "-p", "MainPID", "-p", "ActiveEnterTimestampMonotonic", unit).stdout
+        props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        identity[unit] = (props.get("MainPID", ""), props.get("ActiveEnterTimestampMonotonic", ""))
+    return identity
+
+
+def file_states(box: Container, tops: Iterable[str], skip: re.Pattern[str] | None = None) -> dict[str, str]:
+    """Every file and link below tops: content hash, mode and modification time (a rewrite with the
+    same content still shows). Paths matching skip are left out."""
+    states: dict[str, str] = {}
+    for top in tops:
+        base = box.path(top)
+        if not base.exists():
+            continue
+        for folder, dirs, files in os.walk(base):
+            dirs.sort()
+            for name in [*files, *(d for d in dirs if (Path(folder) / d).is_symlink())]:
+                path = Path(folder) / name
+                guest = "/" + str(path.relative_to(box.root))
+                if skip is not None and skip.search(guest):
+                    continue
+                info = path.lstat()
+                if path.is_symlink():
+                    states[guest] = f"-> {path.readlink()}"
+                elif path.is_file():
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+                    states[guest] = f"{digest} {info.st_mode:o} {info.st_mtime_ns}"
+    return states
