@@ -209,6 +209,21 @@ def _check_wheels(value: str) -> str:
     return value
 
 
+MEMORY_RE = re.compile(r"^(?P<number>[1-9][0-9]{0,6})(?P<unit>[KMG])$")
+MEMORY_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
+# OctoPrint itself needs about 100 MB; less would only make it crash-loop.
+MEMORY_MIN = 256 * 1024**2
+
+
+def _check_memory(value: str) -> str:
+    match = MEMORY_RE.match(value)
+    if not match:
+        raise ValueError(f'{value!r} is not a size like "512M" or "1G"')
+    if int(match["number"]) * MEMORY_UNITS[match["unit"]] < MEMORY_MIN:
+        raise ValueError(f"{value} is too little for OctoPrint: give it at least 256M")
+    return value
+
+
 def _check_resolution(value: str) -> str:
     match = RESOLUTION_RE.match(value)
     if not match or int(match["width"]) > 7680 or int(match["height"]) > 4320:
@@ -237,6 +252,7 @@ def _check_name(value: str) -> str:
 
 OctoPrintRequirement = Annotated[str, AfterValidator(_check_octoprint_requirement)]
 Plugin = Annotated[str, AfterValidator(_check_plugin)]
+MemorySize = Annotated[str, AfterValidator(_check_memory)]
 Serial = Annotated[str, AfterValidator(_check_serial)]
 UsbPort = Annotated[str, AfterValidator(_check_usb_port)]
 Port = Annotated[int, Strict(), AfterValidator(_check_port)]
@@ -296,6 +312,10 @@ class Printer(_Matched):
     camera: CameraRef | None = None
     octoprint: OctoPrintRequirement | None = None
     plugins: tuple[Plugin, ...] = ()
+    # Resource controls for this printer's OctoPrint (systemd MemoryMax=, CPUWeight=, Nice=).
+    memory_limit: MemorySize | None = None
+    cpu_weight: StrictInt = Field(default=100, ge=1, le=10000)
+    nice: StrictInt = Field(default=5, ge=-20, le=19)
 
     @model_validator(mode="after")
     def _exactly_one_match(self) -> Self:

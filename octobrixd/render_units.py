@@ -35,6 +35,8 @@ def render_octoprint_dropin(config: Config, name: str) -> str:
         + f"# Python environment: {requirements}\n"
         + "[Service]\n"
         + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
+        + f"CPUWeight={printer.cpu_weight}\nNice={printer.nice}\n"
+        + (f"MemoryMax={printer.memory_limit}\n" if printer.memory_limit else "")
     )
 
 

@@ -73,6 +73,10 @@ FIELD_CASES = [
     ("port-range-high", "65535", "70000", "port", "outside 1024–65535"),
     ("port-type", "5001", '"5001"', "port", "should be a whole number"),
     ("baudrate", "250000", "1234", "baudrate", "not a serial speed"),
+    ("memory_limit", '"1G"', '"100M"', "memory_limit", "at least 256M"),
+    ("memory_limit-format", '"512M"', '"512MB; rm"', "memory_limit", 'not a size like "512M"'),
+    ("cpu_weight", "500", "0", "cpu_weight", "out of range"),
+    ("nice", "-5", "20", "nice", "out of range"),
     ("octoprint-pin", '"octoprint==1.10.3"', '"octoprint @ https://x/y.zip"', "octoprint", "URLs, paths"),
     ("octoprint-option", '"OctoPrint>=1.10,<1.12"', '"--index-url=http://evil"', "octoprint", "pip options"),
     (
@@ -197,7 +201,7 @@ def test_unknown_keys_and_sections_are_errors() -> None:
         f"{SRC}:3: octobrix.colour: unknown key — check the spelling; known keys here: octoprint, wheels, listen, "
         "streamer, public_host",
         f"{SRC}:8: printers.p.prot: unknown key — check the spelling; known keys here: serial, usb_port, virtual, "
-        "port, baudrate, camera, octoprint, plugins",
+        "port, baudrate, camera, octoprint, plugins, memory_limit, cpu_weight, nice",
         f"{SRC}:10: printer: unknown section — known sections: octobrix, uvcvideo, printers, cameras",
     ]
 
