@@ -191,6 +191,19 @@ def test_instances_are_isolated(farm: Container) -> None:
     assert restart.returncode != 0
 
 
+def test_octoprints_own_restart_restarts_only_that_instance(farm: Container) -> None:
+    wait_operational(farm, "demo")
+    demo_pid, bench_pid = main_pid(farm, "demo"), main_pid(farm, "bench")
+    # What "System > Restart OctoPrint" in its web page does.
+    api(farm, "demo", "/api/system/commands/core/restart", {})
+    deadline = time.monotonic() + 120
+    while main_pid(farm, "demo") in (demo_pid, "0") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert main_pid(farm, "demo") not in (demo_pid, "0"), farm.journal("octoprint@demo.service", 40)
+    wait_operational(farm, "demo")
+    assert main_pid(farm, "bench") == bench_pid
+
+
 def test_a_users_setting_survives_apply_and_restart(farm: Container) -> None:
     wait_operational(farm, "bench")
     api(farm, "bench", "/api/settings", {"appearance": {"color": "red"}})
