@@ -167,6 +167,31 @@ def test_twenty_plug_pull_cycles_leave_everything_in_order(
     assert processes_after <= processes_before + 2, "no stray processes"
 
 
+def test_discover_wait_names_the_new_board_without_opening_it(farm_vm: Vm) -> None:
+    farm_vm.sh(
+        "(strace -f -e trace=open,openat -o /tmp/discover.strace octobrixctl discover --wait --toml --timeout 400"
+        " > /tmp/discover.out 2>&1; echo $? > /tmp/discover.rc) >/dev/null 2>&1 &"
+    )
+    # Give the (emulated, slow) interpreter time to start listening before the cable goes in.
+    wait_until("discover to start", lambda: exists(farm_vm, "/tmp/discover.strace"), timeout=60)
+    time.sleep(30)
+    sim = MarlinSim()
+    adapter = farm_vm.plug_usb_serial("PRN0042", sim)
+    try:
+        wait_until("discover to report the board", lambda: exists(farm_vm, "/tmp/discover.rc"), timeout=400)
+        out = farm_vm.read_file("/tmp/discover.out").decode()
+        assert farm_vm.read_file("/tmp/discover.rc").decode().strip() == "0", out
+        assert 'serial = "PRN0042"' in out and "[printers." in out, out
+        opened = [
+            line for line in farm_vm.read_file("/tmp/discover.strace").decode().splitlines()
+            if "/dev/ttyUSB" in line or "/dev/serial/" in line or "/dev/octobrix/" in line
+        ]  # fmt: skip
+        assert opened == [], opened
+        assert sim.received == b"", "nothing was sent to the printer: its port was never opened"
+    finally:
+        adapter.remove()
+
+
 def test_config_edits_are_followed_and_a_broken_one_changes_nothing(
     farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
 ) -> None:
