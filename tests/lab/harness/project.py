@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -51,3 +53,43 @@ def install_templates(guest: Guest, *names: str) -> None:
     """Install static unit templates from the repo's systemd/ folder, as the package would."""
     for name in names:
         guest.copy_in(SYSTEMD_DIR / name, f"/etc/systemd/system/{name}")
+
+
+class PatientGuest(Protocol):
+    """A guest whose commands may take minutes (installs under software emulation)."""
+
+    def copy_in(self, src: Path, guest_dest: str) -> None: ...
+
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+WHEELS_IN_GUEST = "/var/lib/octobrix-wheels"
+
+
+def checkout_files() -> list[str]:
+    """The files of this checkout that git knows or would add: what an installer may see."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return [line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
+
+
+def install_offline(guest: PatientGuest, workdir: Path, wheels: Path, *, timeout: float = 900.0) -> None:
+    """Install this checkout in a guest without network, as an offline farm does: copy the wheels
+    (tests.lab.harness.wheelhouse) to WHEELS_IN_GUEST and run `packaging/install.sh --wheels` there.
+
+    Write /etc/octobrix.toml first (with `wheels = WHEELS_IN_GUEST` for instances to install from).
+    """
+    guest.copy_in(wheels, WHEELS_IN_GUEST)
+    staged = workdir / "checkout"
+    for rel in checkout_files():
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, staged / rel)
+    guest.copy_in(staged, "/root/octobrix")
+    installed = guest.run(
+        ["/root/octobrix/packaging/install.sh", "--wheels", WHEELS_IN_GUEST], check=False, timeout=timeout
+    )
+    if installed.returncode != 0:
+        raise AssertionError(f"install.sh failed ({installed.returncode}):\n{installed.stdout}\n{installed.stderr}")

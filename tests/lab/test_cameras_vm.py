@@ -1,0 +1,202 @@
+"""A camera for real, in the lab VM: a v4l2loopback camera fed by ffmpeg's test source, bound by
+its V4L2 name; `octobrixctl apply` starts ustreamer@cam1 under its hardening, the snapshot is a
+real JPEG of the configured size, and the OctoPrint wired to it has the stream and snapshot URLs
+and fetches snapshots itself.
+
+Why the VM and a real OctoPrint in it: the camera needs the VM's kernel (v4l2loopback; the
+container shares the host's kernel and has no udev), and "OctoPrint fetches the snapshot" only
+means something with OctoPrint and the streamer on one machine, as on a farm. The VM has no
+network, so octobrix and OctoPrint install from a folder of wheels (`install.sh --wheels` and
+`[octobrix] wheels`), the offline farm's path; no extra machinery. octobrixd is stopped after the
+install so that `octobrixctl apply` alone is what starts the stream (hotplug is octobrixd's test).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from octobrixd.cameras import jpeg_size
+from tests.lab.harness import loopcam
+from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
+from tests.lab.harness.vm import Vm
+from tests.lab.harness.wheelhouse import wheelhouse
+
+pytestmark = pytest.mark.lab
+
+# OctoPrint under software emulation installs and starts in minutes.
+SLOW = 900.0
+BASE = f"""\
+[octobrix]
+wheels = "{WHEELS_IN_GUEST}"
+public_host = "farm.local"
+
+[printers.demo]
+virtual = true
+port = 5000
+"""
+WITH_CAMERA = BASE.replace("port = 5000\n", 'port = 5000\ncamera = "cam1"\n') + f"""
+[cameras.cam1]
+device_name = "{loopcam.NAME}"
+resolution = "1280x720"
+fps = 15
+format = "mjpeg"
+port = 8081
+
+[cameras.cam1.controls]
+timeout = 3000
+"""
+UNIT = "ustreamer@cam1.service"
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = SLOW, every: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def fetch(vm: Vm, url: str, *headers: str) -> tuple[int, bytes]:
+    """GET url inside the guest; (HTTP status, body)."""
+    flags = [arg for header in headers for arg in ("-H", header)]
+    result = vm.run(
+        ["curl", "-s", "-g", "-o", "/tmp/lab-fetch", "-w", "%{http_code}", *flags, url], check=False, timeout=60
+    )
+    status = int(result.stdout or 0)
+    return status, vm.read_file("/tmp/lab-fetch") if status else b""
+
+
+def api_key(vm: Vm) -> str:
+    return str(json.loads(vm.read_file("/var/lib/octobrix/.secrets/demo.json"))["api_key"])
+
+
+def octoprint(vm: Vm, path: str) -> tuple[int, bytes]:
+    return fetch(vm, f"http://127.0.0.1:5000{path}", f"X-Api-Key: {api_key(vm)}")
+
+
+@pytest.fixture(scope="module")
+def camera_vm(lab_ready: None) -> Iterator[tuple[Vm, str]]:
+    """The VM with octobrix installed, the loopback camera fed, and the camera config applied."""
+    # Unix socket paths (QMP, agent) must stay short: not under pytest's deep basetemp.
+    workdir = Path(tempfile.mkdtemp(prefix="oblab-cvm-", dir="/tmp"))
+    vm = Vm(workdir)
+    try:
+        vm.start()
+        vm.write_file("/etc/octobrix.toml", BASE)
+        install_offline(vm, workdir, wheelhouse(), timeout=SLOW)
+        vm.run(["systemctl", "disable", "--now", "octobrixd.service", "octobrix-config.path"], timeout=120)
+        loopcam.load(vm)
+        # MJPEG frames, as most webcams send them: ustreamer passes them through (--encoder HW).
+        loopcam.feed(vm, "1280x720", 15, "mjpeg")
+        loopcam.pin_streamer(vm, UNIT)
+        vm.write_file("/etc/octobrix.toml", WITH_CAMERA)
+        applied = vm.run(["octobrixctl", "apply"], check=False, timeout=SLOW)
+        assert applied.returncode == 0, f"apply failed:\n{applied.stdout}\n{applied.stderr}"
+        yield vm, applied.stdout
+    except BaseException:
+        if vm.running:
+            print(f"--- VM journal ---\n{vm.journal(lines=150)}")
+        raise
+    finally:
+        vm.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_apply_starts_the_stream_of_a_camera_bound_by_its_name(camera_vm: tuple[Vm, str]) -> None:
+    vm, applied = camera_vm
+    assert UNIT in applied and "started" in applied, applied
+    link = vm.run(["readlink", "-f", "/dev/octobrix/cam1"]).stdout.strip()
+    assert link == loopcam.NODE
+    owner = vm.run(["stat", "-c", "%U %a", loopcam.NODE]).stdout.split()
+    assert owner == ["octobrix-cam1", "660"], "the camera's own user, nobody else's"
+    assert vm.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active", vm.journal(UNIT)
+
+
+def camera_frame(vm: Vm, url: str, *headers: str) -> bytes:
+    """A snapshot that is the camera's picture. While ustreamer (re)opens a device it serves its
+    640x480 NO SIGNAL picture; v4l2loopback makes it reopen now and then (loopcam.py)."""
+
+    def frame() -> bytes | None:
+        status, body = fetch(vm, url, *headers)
+        return body if status == 200 and jpeg_size(body) == (1280, 720) else None
+
+    found: bytes = wait_until(f"a 1280x720 picture from {url}", frame, timeout=120, every=2)
+    return found
+
+
+def test_snapshot_is_a_real_jpeg_of_the_configured_size_on_ipv4_and_ipv6(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    for url in ("http://127.0.0.1:8081/snapshot", "http://[::1]:8081/snapshot"):
+        body = camera_frame(vm, url)
+        assert len(body) > 20_000, "ffmpeg's test pattern, not a blank frame"
+    _status, state = fetch(vm, "http://127.0.0.1:8081/state")
+    source = json.loads(state)["result"]["source"]
+    assert source["online"] is True and source["resolution"] == {"width": 1280, "height": 720}
+    assert json.loads(state)["result"]["encoder"]["type"] == "HW", "the camera's MJPEG passed through"
+
+
+def test_controls_are_set_before_streaming(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    assert vm.run(["v4l2-ctl", "-d", loopcam.NODE, "--get-ctrl=timeout"]).stdout.strip() == "timeout: 3000"
+
+
+def test_the_streamer_runs_confined(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    pid = vm.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout.strip()
+    status = vm.run(["cat", f"/proc/{pid}/status"]).stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    uid = vm.run(["id", "-u", "octobrix-cam1"]).stdout.strip()
+    assert fields["Uid"].split()[0] == uid, "its own unprivileged user"
+    assert fields["NoNewPrivs"].strip() == "1" and int(fields["CapEff"], 16) == 0
+    nice = vm.run(["ps", "-o", "ni=", "-p", pid]).stdout.strip()
+    assert nice == "10", "printing instances win the CPU"
+    # Another instance's identity cannot open this camera.
+    other = vm.run(
+        ["setpriv", "--reuid=octobrix-demo", "--regid=octobrix-demo", "--clear-groups", "v4l2-ctl", "-d",
+         "/dev/octobrix/cam1", "--info"],
+        check=False,
+    )  # fmt: skip
+    assert other.returncode != 0 and "Permission denied" in other.stdout + other.stderr
+    security = vm.run(["systemd-analyze", "security", "--no-pager", UNIT], check=False).stdout
+    summary = next(line for line in security.splitlines() if "Overall exposure level" in line)
+    print(f"systemd-analyze security {UNIT}: {summary.strip()}")
+    assert float(summary.split(":")[1].split()[0]) <= 2.0, security
+
+
+def test_octoprint_shows_the_camera_and_fetches_its_snapshots(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    wait_until("OctoPrint of demo to answer", lambda: octoprint(vm, "/api/version")[0] == 200)
+    status, body = octoprint(vm, "/api/settings")
+    assert status == 200
+    settings = json.loads(body)
+    # The browser loads the stream by the public name; OctoPrint fetches snapshots over loopback.
+    assert settings["webcam"]["streamUrl"] == "http://farm.local:8081/stream"
+    assert settings["webcam"]["snapshotUrl"] == "http://127.0.0.1:8081/snapshot"
+    assert settings["webcam"]["webcamEnabled"] is True and settings["webcam"]["timelapseEnabled"] is True
+    assert settings["webcam"]["ffmpegPath"] == "/usr/bin/ffmpeg"
+    assert settings["plugins"]["classicwebcam"]["stream"] == "http://farm.local:8081/stream"
+    # OctoPrint's own snapshot endpoint, which timelapses use, goes through its sandbox to ustreamer.
+    camera_frame(vm, "http://127.0.0.1:5000/downloads/camera/current", f"X-Api-Key: {api_key(vm)}")
+
+
+def test_doctor_sees_the_camera_and_its_stream(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    camera_frame(vm, "http://127.0.0.1:8081/snapshot")
+    report = vm.run(["octobrixctl", "doctor"], check=False, timeout=120).stdout
+    assert f"[ ok ] camera cam1: {loopcam.NODE} ({loopcam.NAME}) is /dev/octobrix/cam1" in report, report
+    assert (
+        f"[ ok ] stream cam1: {UNIT} is running; http://127.0.0.1:8081/snapshot answered a 1280x720 JPEG"
+    ) in report, report
+    assert "[ ok ] timelapse: /usr/bin/ffmpeg is there" in report, report
+    assert "[ ok ] USB bandwidth: no configured USB camera is plugged in to judge" in report, "not on USB"
