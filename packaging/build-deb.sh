@@ -47,8 +47,8 @@ work=$(mktemp -d /tmp/octobrix-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 wheels=$root/usr/share/octobrix/wheels
-mkdir -p "$wheels" "$root/DEBIAN" "$root/usr/lib/systemd/system" "$root/usr/lib/tmpfiles.d" "$root/usr/bin" \
-    "$root/usr/share/doc/octobrix"
+mkdir -p "$wheels" "$root/DEBIAN" "$root/usr/lib/systemd/system" "$root/usr/lib/tmpfiles.d" \
+    "$root/usr/lib/modules-load.d" "$root/usr/bin" "$root/usr/share/doc/octobrix"
 
 # octobrix itself, built from a copy so the checkout gets no build/ or egg-info folders.
 mkdir "$work/src"
@@ -68,6 +68,7 @@ done
 
 install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$root/usr/lib/systemd/system/"
 install -m 0644 "$SRC/systemd/octobrix.tmpfiles" "$root/usr/lib/tmpfiles.d/octobrix.conf"
+install -m 0644 "$SRC/systemd/octobrix.modules-load" "$root/usr/lib/modules-load.d/octobrix.conf"
 install -m 0644 "$SRC/packaging/octobrix.toml" "$root/usr/share/octobrix/octobrix.toml"
 install -m 0644 "$SRC/README.md" "$root/usr/share/doc/octobrix/README.md"
 printf '%s\n' "octobrix: run a farm of 3D printers from one Linux computer" \

@@ -49,6 +49,24 @@ def test_both_installers_install_and_remove_every_shipped_unit() -> None:
     assert 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path' in (PACKAGING / "build-deb.sh").read_text()
 
 
+@pytest.mark.parametrize("name", ["octobrix.tmpfiles", "octobrix.modules-load"])
+def test_both_installers_install_and_remove_the_other_system_files(name: str) -> None:
+    # Not units: tmpfiles.d and modules-load.d entries, installed as FOLDER/octobrix.conf.
+    assert (REPO / "systemd" / name).is_file()
+    folder = {"octobrix.tmpfiles": "tmpfiles.d", "octobrix.modules-load": "modules-load.d"}[name]
+    build = (PACKAGING / "build-deb.sh").read_text()
+    assert f'"$SRC/systemd/{name}" "$root/usr/lib/{folder}/octobrix.conf"' in build
+    install = (PACKAGING / "install.sh").read_text()
+    assert f'"$SRC/systemd/{name}" ' in install
+    # install.sh's copy under /usr/local goes when the package takes over.
+    assert f"/usr/local/lib/{folder}/octobrix.conf" in (PACKAGING / "debian" / "preinst").read_text()
+
+
+def test_every_file_in_systemd_is_shipped() -> None:
+    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in (".service", ".path"))
+    assert others == ["octobrix.modules-load", "octobrix.tmpfiles"], "a new kind of file: teach both installers"
+
+
 def test_daemon_unit_runs_the_program_both_installers_create() -> None:
     unit = (REPO / "systemd" / "octobrixd.service").read_text()
     assert "ExecStart=/opt/octobrix/bin/octobrixd\n" in unit

@@ -47,6 +47,13 @@ WATCHED = ("/etc", "/usr/local", "/usr/lib/systemd/system", "/opt/octobrix", "/v
 # What OctoPrint writes itself while it runs (logs, its own settings, caches, the bytecode Python
 # leaves in an instance's venv as OctoPrint imports): not the installer's doing.
 OCTOPRINT_OWN = re.compile(r"^/var/lib/octobrix/[^/]+/(basedir|venvs)/")
+INSTALLED_BY_SCRIPT = (
+    "/opt/octobrix",
+    "/usr/local/bin/octobrixctl",
+    "/usr/local/bin/octobrixd",
+    "/usr/local/lib/tmpfiles.d/octobrix.conf",
+    "/usr/local/lib/modules-load.d/octobrix.conf",
+)
 GENERATED = (
     "/etc/udev/rules.d/99-octobrix.rules",
     "/etc/sysusers.d/octobrix.conf",
@@ -154,7 +161,7 @@ def test_uninstall_keeps_the_data_and_install_brings_the_same_printer_back(farm:
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen("http://127.0.0.1:5000/online.txt", timeout=5)
     # Rules, generated files and the program: gone.
-    for path in (*GENERATED, "/opt/octobrix", "/usr/local/bin/octobrixctl", "/usr/local/lib/tmpfiles.d/octobrix.conf"):
+    for path in (*GENERATED, *INSTALLED_BY_SCRIPT):
         assert not box.path(path).exists(), f"{path} is still there"
     # The config and the printer's data: kept.
     assert box.read_file("/etc/octobrix.toml") == config
@@ -178,7 +185,7 @@ def test_the_deb_takes_over_from_install_sh(farm: Farm) -> None:
 
     leftovers = [u for u in SHIPPED_UNITS if box.path(f"/usr/local/lib/systemd/system/{u}").exists()]
     assert leftovers == [], "install.sh's units would hide the package's"
-    assert not box.path("/usr/local/bin/octobrixctl").exists()
+    assert [path for path in INSTALLED_BY_SCRIPT if box.path(path).exists()] == ["/opt/octobrix"]
     fragment = box.systemctl("show", "-p", "FragmentPath", "--value", "octobrixd.service").stdout.strip()
     # Debian 12 names /usr/lib/systemd/system by its older path /lib/systemd/system (the same folder).
     assert fragment.removeprefix("/usr") == "/lib/systemd/system/octobrixd.service"
