@@ -40,7 +40,9 @@ log = logging.getLogger("octobrixd")
 # While a restart waits for a print to end, look again this often.
 DEFERRED_RETRY_SECONDS = 60.0
 # How long a just-plugged printer's OctoPrint may take to answer before we give up connecting it.
-CONNECT_PATIENCE_SECONDS = 90.0
+CONNECT_PATIENCE_SECONDS = 180.0
+CONNECT_ATTEMPTS = 3
+TRANSITIONAL_STATES = ("Opening", "Connecting", "Detecting")
 BUSY_STATES = ("Printing", "Pausing", "Paused", "Resuming", "Cancelling", "Finishing", "Sending", "Starting")
 
 T = TypeVar("T")
@@ -123,6 +125,9 @@ class Daemon:
         self.api_calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="octoprint-api")
         # Set by the main loop: wakes it to refresh STATUS= from another thread.
         self.refresh_status: Callable[[], None] = lambda: None
+        self.connecting_lock = threading.Lock()
+        self.connecting: set[str] = set()
+        self.connect_again: set[str] = set()
 
     # --- config ---
 
@@ -230,45 +235,59 @@ class Daemon:
             )
 
     def connect_printer(self, config: Config, name: str) -> None:
-        """Have the instance's OctoPrint connect to its just-plugged printer, unless it already is."""
+        """See the instance's OctoPrint through to a connection with its just-plugged printer.
+
+        One run per printer at a time: a plug during a run makes the run look again at its end.
+        It never disconnects anything: it only asks to connect when OctoPrint is not connected
+        (offline, closed, or after an error) and the printer's link exists, at most a few times.
+        """
+        with self.connecting_lock:
+            if name in self.connecting:
+                self.connect_again.add(name)
+                return
+            self.connecting.add(name)
+        try:
+            self._see_connection_through(config, name)
+        finally:
+            with self.connecting_lock:
+                self.connecting.discard(name)
+                again = name in self.connect_again
+                self.connect_again.discard(name)
+            self.refresh_status()
+        if again:
+            self.connect_printer(config, name)
+
+    def _see_connection_through(self, config: Config, name: str) -> None:
         credentials = read_credentials(self.layout, name)
         if credentials is None:
             log.info("printer %s: its OctoPrint is not set up yet, not connecting", name)
             return
         printer = config.printers[name]
         deadline = time.monotonic() + CONNECT_PATIENCE_SECONDS
-        while True:
-            try:
-                if octoprint_api.connect_if_idle(
-                    printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate
-                ):
-                    log.info("printer %s: asked its OctoPrint to connect", name)
-                    self._report_connection(name, printer.port, credentials.api_key)
-                return
-            except octoprint_api.ApiError as error:
-                if time.monotonic() > deadline:
-                    log.warning("printer %s: its OctoPrint did not answer (%s); not connecting", name, error)
-                    return
-            time.sleep(2)
-
-    def _report_connection(self, name: str, port: int, api_key: str) -> None:
-        """Log how the connection ends up (bounded wait), and refresh STATUS= then."""
-        deadline = time.monotonic() + CONNECT_PATIENCE_SECONDS
+        asked = 0
         state = ""
         while time.monotonic() < deadline:
             try:
-                state = str(
-                    ((octoprint_api.request(port, api_key, "/api/connection") or {}).get("current") or {}).get(
-                        "state", ""
-                    )
-                )
+                state = octoprint_api.connection_state(printer.port, credentials.api_key)
             except octoprint_api.ApiError:
-                state = ""
-            if state and not state.startswith(("Opening", "Connecting", "Detecting")):
-                break
+                time.sleep(2)  # OctoPrint is (re)starting
+                continue
+            if not octoprint_api.is_disconnected(state):
+                if not state.startswith(TRANSITIONAL_STATES):
+                    log.info("printer %s: %s", name, state)
+                    return
+            elif not self.layout.device_link(name).exists():
+                log.info("printer %s: unplugged again before it connected", name)
+                return
+            elif asked >= CONNECT_ATTEMPTS:
+                log.warning("printer %s: OctoPrint could not connect (%s); see its Terminal tab", name, state)
+                return
+            else:
+                octoprint_api.connect(printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate)
+                asked += 1
+                log.info("printer %s: asked its OctoPrint to connect", name)
             time.sleep(1)
-        log.info("printer %s: %s", name, state or "no answer from OctoPrint")
-        self.refresh_status()
+        log.warning("printer %s: no connection after %.0f s (last state: %s)", name, CONNECT_PATIENCE_SECONDS, state)
 
 
 def watchdog_interval() -> float | None:

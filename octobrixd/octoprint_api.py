@@ -75,14 +75,18 @@ def is_busy(port: int, api_key: str) -> bool:
     return any(bool(flags.get(flag)) for flag in BUSY_FLAGS)
 
 
-def connect_if_idle(port: int, api_key: str, device: str, baudrate: int | None) -> bool:
-    """Ask OctoPrint to connect to device unless it is connected already. True if asked."""
+def connection_state(port: int, api_key: str) -> str:
     current = (request(port, api_key, "/api/connection") or {}).get("current") or {}
-    state = str(current.get("state", ""))
-    if not (state.startswith(("Closed", "Offline", "Error")) or state == ""):
-        return False
+    return str(current.get("state") or "")
+
+
+def is_disconnected(state: str) -> bool:
+    """True for the states in which asking OctoPrint to connect cannot disturb a printer."""
+    return state == "" or state.startswith(("Closed", "Offline", "Error"))
+
+
+def connect(port: int, api_key: str, device: str, baudrate: int | None) -> None:
     command: dict[str, Any] = {"command": "connect", "port": device, "autoconnect": True}
     if baudrate:
         command["baudrate"] = baudrate
     request(port, api_key, "/api/connection", command)
-    return True

@@ -1,0 +1,114 @@
+"""How octobrixd sees a plugged printer's connection through, against a stand-in for OctoPrint's
+connection API on loopback (the real OctoPrint does this in tests/lab/test_daemon_vm.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from octobrixd import daemon as daemon_module
+from octobrixd.config import parse_config
+from octobrixd.daemon import Daemon, Notifier
+from octobrixd.instances import load_or_create_credentials
+from octobrixd.paths import Layout
+
+
+class FakeOctoPrint:
+    """States to report, one per GET, the last repeated; records every connect request."""
+
+    def __init__(self, states: list[str], after_connect: list[str]) -> None:
+        self.states = list(states)
+        self.after_connect = after_connect
+        self.connects: list[dict[str, Any]] = []
+
+    def state(self) -> str:
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+
+@pytest.fixture
+def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
+    fake = FakeOctoPrint(["Offline"], ["Operational"])
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+        def _reply(self, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._reply({"current": {"state": fake.state()}})
+
+        def do_POST(self) -> None:
+            fake.connects.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            fake.states = list(fake.after_connect)
+            self._reply({})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake, server.server_address[1]
+    server.shutdown()
+
+
+def make_daemon(tmp_path: Path, port: int, plugged: bool = True) -> tuple[Daemon, Any]:
+    config = parse_config(f'[printers.p1]\nserial = "PRN0001"\nport = {port}\nbaudrate = 250000\n', "/x.toml")
+    layout = Layout(tmp_path)
+    load_or_create_credentials(layout, "p1")
+    if plugged:
+        link = layout.device_link("p1")
+        link.parent.mkdir(parents=True)
+        link.symlink_to("/dev/null")
+    return Daemon(tmp_path / "x.toml", layout, Notifier()), config
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 8.0)
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+
+
+def test_an_offline_instance_is_asked_once_and_connects(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
+    fake, port = octoprint
+    daemon, config = make_daemon(tmp_path, port)
+    daemon.connect_printer(config, "p1")
+    assert fake.connects == [
+        {"command": "connect", "port": "/dev/octobrix/p1", "autoconnect": True, "baudrate": 250000}
+    ]
+
+
+def test_a_connecting_or_printing_instance_is_never_asked(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
+    fake, port = octoprint
+    fake.states = ["Opening serial connection", "Connecting", "Printing"]
+    daemon, config = make_daemon(tmp_path, port)
+    daemon.connect_printer(config, "p1")
+    assert fake.connects == []
+
+
+def test_an_error_after_a_quick_replug_is_retried_then_given_up(
+    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path
+) -> None:
+    fake, port = octoprint
+    fake.states = ["Offline after error"]
+    fake.after_connect = ["Opening serial connection", "Error: port busy"]
+    daemon, config = make_daemon(tmp_path, port)
+    daemon.connect_printer(config, "p1")
+    assert len(fake.connects) == daemon_module.CONNECT_ATTEMPTS
+
+
+def test_an_unplugged_printer_is_not_asked_for(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
+    fake, port = octoprint
+    daemon, config = make_daemon(tmp_path, port, plugged=False)
+    daemon.connect_printer(config, "p1")
+    assert fake.connects == []
