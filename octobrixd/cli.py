@@ -134,11 +134,9 @@ def cmd_credentials(args: argparse.Namespace) -> int:
         if credentials is None:
             rows.append(f"{name}: not set up yet — run `sudo octobrixctl apply`")
             continue
+        host = config.octobrix.public_host or socket.gethostname()
         port = config.printers[name].port
-        rows.append(
-            f"{name}: http://{socket.gethostname()}:{port}/  user {credentials.username}  "
-            f"password {credentials.password}"
-        )
+        rows.append(f"{name}: http://{host}:{port}/  user {credentials.username}  password {credentials.password}")
     print("\n".join(rows))
     return 0
 

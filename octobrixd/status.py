@@ -326,7 +326,13 @@ def main(args: argparse.Namespace) -> int:
         props = query_units(units)
         deferred = read_manifest(layout).deferred
         printers, cameras = collect(
-            config, layout, props, fetchers, socket.gethostname(), names=args.names, deferred=deferred
+            config,
+            layout,
+            props,
+            fetchers,
+            config.octobrix.public_host or socket.gethostname(),
+            names=args.names,
+            deferred=deferred,
         )
         if not settling(printers) or time.monotonic() >= deadline:
             break
