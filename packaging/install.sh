@@ -81,7 +81,13 @@ install_packages() {
     missing=$(missing_packages "$@")
     [ -z "$missing" ] && return 0
     export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=300 update -q
+    # apt-get update only warns about a source it cannot reach; remember it for the message below.
+    update_log=$(mktemp /tmp/octobrix-apt.XXXXXX)
+    apt-get -o DPkg::Lock::Timeout=300 update -q 2>"$update_log" || true
+    cat "$update_log" >&2
+    update_failed=no
+    grep -q '^[WE]:' "$update_log" && update_failed=yes
+    rm -f "$update_log"
     unavailable=""
     for pkg in $missing; do
         case "$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: *//p')" in
@@ -89,10 +95,13 @@ install_packages() {
         esac
     done
     if [ -n "$unavailable" ]; then
-        if [ -z "$hint" ] && [ "$os_id" = ubuntu ]; then
-            hint="On Ubuntu they are in the \"universe\" component: sudo add-apt-repository universe, then run this again."
+        advice=""
+        if [ "$update_failed" = yes ]; then
+            advice="apt could not reach all of its package sources (see its warnings above): check the network, then run this again."
+        elif [ "$os_id" = ubuntu ]; then
+            advice="On Ubuntu they come from the \"universe\" component: sudo add-apt-repository universe, then run this again."
         fi
-        die "the package sources of $os_name do not offer:$unavailable. $hint"
+        die "the package sources of $os_name do not offer:$unavailable. $advice${hint:+ $hint}"
     fi
     say "installing $missing"
     # shellcheck disable=SC2086  # the list is meant to split into words
@@ -187,7 +196,7 @@ if [ -x /usr/bin/python3 ] && ! new_enough /usr/bin/python3; then
     # runs octobrix itself; each printer's OctoPrint keeps using python3 (OctoPrint supports 3.7+).
     PYTHON=/usr/bin/python3.11
     PACKAGES="$PACKAGES python3.11 python3.11-venv"
-    python_hint="octobrix needs Python 3.11 or newer and python3 here is $(python_version /usr/bin/python3). On Ubuntu 22.04, python3.11 comes from the \"universe\" component: sudo add-apt-repository universe, then run this again (or upgrade to Ubuntu 24.04)."
+    python_hint="(octobrix needs Python 3.11 or newer and python3 here is $(python_version /usr/bin/python3), so it needs python3.11, which Ubuntu 22.04 has in universe. Supported: Debian 12 and 13, Ubuntu 22.04 and 24.04.)"
 fi
 if [ -n "$wheels" ]; then
     # Everything comes as wheels: nothing is compiled here.
