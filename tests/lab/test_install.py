@@ -1,8 +1,9 @@
 """The README's install command on a pristine Debian 12 container, typed by its owner.
 
 One container for the module, as one farm computer over time, so the tests run in this order:
-the first install (package caches cold), a reboot, the same install again, uninstall and install
-again, and the Debian package taking over from the script. The container starts as a fresh server
+the first install (package caches cold), a reboot, the same install again, the install after an
+update of the checkout, uninstall and install again, and the Debian package taking over from the
+script. The container starts as a fresh server
 does: a user who may sudo and a checkout of octobrix in their home; no printer attached.
 """
 
@@ -138,6 +139,30 @@ def test_install_again_changes_nothing(farm: Farm) -> None:
     changed = sorted(p for p in files.keys() | after.keys() if files.get(p) != after.get(p))
     assert changed == [], f"a second install changed files: {changed[:20]}"
     assert unit_identity(box, UNITS) == units, "a second install restarted something"
+    assert "Operational" in status_line(box)
+
+
+def test_install_after_an_update_upgrades_octobrix_and_restarts_only_the_daemon(farm: Farm) -> None:
+    box = installed(farm)
+    wait_operational(box)
+    # What a `git pull` with a change to octobrix does to the checkout.
+    as_user(box, "echo 'UPGRADED = True' >> octobrixd/__init__.py")
+    files = file_states(box, WATCHED, OCTOPRINT_OWN)
+    units = unit_identity(box, UNITS)
+
+    upgrade = run_readme_install(box)
+    assert upgrade.result.returncode == 0, upgrade.output
+    new_code = box.run(["/opt/octobrix/bin/python", "-c", "import octobrixd; print(octobrixd.UPGRADED)"], check=False)
+    assert new_code.stdout.strip() == "True", new_code.stderr
+    after = unit_identity(box, UNITS)
+    assert after["octobrixd.service"] != units["octobrixd.service"], "octobrixd still runs the old code"
+    assert after["octoprint@demo.service"] == units["octoprint@demo.service"], "the printer's OctoPrint was restarted"
+    assert box.is_active("octobrixd.service") == "active"
+    now = file_states(box, WATCHED, OCTOPRINT_OWN)
+    changed = sorted(p for p in files.keys() | now.keys() if files.get(p) != now.get(p))
+    assert any(p.startswith("/opt/octobrix/") for p in changed), "nothing was installed"
+    outside = [p for p in changed if not p.startswith("/opt/octobrix/")]
+    assert outside == [], f"the upgrade changed files besides octobrix itself: {outside[:20]}"
     assert "Operational" in status_line(box)
 
 
