@@ -294,15 +294,20 @@ for unit in octobrixd.service octobrix-config.path; do
     elif [ "$unit" = octobrixd.service ] && [ "$upgraded" = yes ]; then
         # The new octobrix takes over; the printers' OctoPrints keep running (KillMode=process).
         systemctl restart "$unit"
+    else
+        case "$updated_units " in
+            *" $unit "*) systemctl restart "$unit" ;;
+        esac
     fi
 done
-case "$updated_units" in
-    *octoprint@* | *ustreamer@* | *mjpg-streamer@*)
-        if [ -n "$(systemctl list-units --plain --no-legend --state=active 'octoprint@*' 'ustreamer@*' 'mjpg-streamer@*')" ]; then
-            say "updated the unit templates:$updated_units; running printers and cameras use them from their next restart (\`sudo systemctl restart octoprint@NAME\` when it is not printing)"
-        fi
-        ;;
-esac
+templates=""
+for unit in $updated_units; do
+    case "$unit" in *@.service) templates="$templates $unit" ;; esac
+done
+if [ -n "$templates" ] &&
+    [ -n "$(systemctl list-units --plain --no-legend --state=active 'octoprint@*' 'ustreamer@*' 'mjpg-streamer@*')" ]; then
+    say "updated$templates; running printers and cameras use it from their next restart (\`sudo systemctl restart octoprint@NAME\` when it is not printing)"
+fi
 
 echo
 # A first start of OctoPrint takes a little while: the table waits (two minutes at most) until
