@@ -43,6 +43,7 @@ DEFERRED_RETRY_SECONDS = 60.0
 CONNECT_PATIENCE_SECONDS = 180.0
 CONNECT_ATTEMPTS = 3
 TRANSITIONAL_STATES = ("Opening", "Connecting", "Detecting")
+STUCK_SECONDS = 30.0
 BUSY_STATES = ("Printing", "Pausing", "Paused", "Resuming", "Cancelling", "Finishing", "Sending", "Starting")
 
 T = TypeVar("T")
@@ -266,14 +267,23 @@ class Daemon:
         deadline = time.monotonic() + CONNECT_PATIENCE_SECONDS
         asked = 0
         state = ""
+        transitional_since: float | None = None
         while time.monotonic() < deadline:
             try:
                 state = octoprint_api.connection_state(printer.port, credentials.api_key)
             except octoprint_api.ApiError:
                 time.sleep(2)  # OctoPrint is (re)starting
                 continue
-            if not octoprint_api.is_disconnected(state):
-                if not state.startswith(TRANSITIONAL_STATES):
+            if state.startswith(TRANSITIONAL_STATES):
+                transitional_since = transitional_since or time.monotonic()
+                # OctoPrint can stay "Opening serial connection" after a port that vanished while it
+                # opened it; nothing can be printing then, so asking again disturbs nothing.
+                stuck = time.monotonic() - transitional_since > STUCK_SECONDS
+            else:
+                transitional_since = None
+                stuck = False
+            if not (octoprint_api.is_disconnected(state) or stuck):
+                if transitional_since is None:
                     log.info("printer %s: %s", name, state)
                     return
             elif not self.layout.device_link(name).exists():
@@ -285,6 +295,7 @@ class Daemon:
             else:
                 octoprint_api.connect(printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate)
                 asked += 1
+                transitional_since = None
                 log.info("printer %s: asked its OctoPrint to connect", name)
             time.sleep(1)
         log.warning("printer %s: no connection after %.0f s (last state: %s)", name, CONNECT_PATIENCE_SECONDS, state)

@@ -112,3 +112,16 @@ def test_an_unplugged_printer_is_not_asked_for(octoprint: tuple[FakeOctoPrint, i
     daemon, config = make_daemon(tmp_path, port, plugged=False)
     daemon.connect_printer(config, "p1")
     assert fake.connects == []
+
+
+def test_an_instance_stuck_opening_a_vanished_port_is_asked_again(
+    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, port = octoprint
+    fake.states = ["Opening serial connection"]
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr("time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 500.0)
+    daemon, config = make_daemon(tmp_path, port)
+    daemon.connect_printer(config, "p1")
+    assert len(fake.connects) == 1, "asked once it had been opening for longer than STUCK_SECONDS"
