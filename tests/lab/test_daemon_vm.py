@@ -95,6 +95,17 @@ def farm_vm(lab_ready: None) -> Iterator[Vm]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def guest_logs_on_failure(request: pytest.FixtureRequest, farm_vm: Vm) -> Iterator[None]:
+    """What a user would look at (the daemon's journal, OctoPrint's log) when a test here fails."""
+    yield
+    report = getattr(request.node, "lab_report_call", None)
+    if report is not None and report.failed and farm_vm.running:
+        print("--- journalctl -u octobrixd ---\n" + farm_vm.journal("octobrixd.service", lines=60))
+        log = farm_vm.run(["tail", "-n", "40", "/var/lib/octobrix/printer1/basedir/logs/octoprint.log"], check=False)
+        print("--- octoprint.log (printer1) ---\n" + log.stdout)
+
+
 @pytest.fixture(scope="module")
 def printer1(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
     sim = MarlinSim()
