@@ -217,19 +217,22 @@ def collect(
     return printer_rows, camera_rows
 
 
-# OctoPrint is up but its printer is on its way to a connection, or OctoPrint is not up yet.
-SETTLING_STATES = ("starting", "not answering", "Opening", "Connecting", "Detecting")
+# OctoPrint itself is not up yet.
+STARTING_STATES = ("starting", "not answering")
+# OctoPrint is up and its virtual printer, which always connects, is on its way.
+CONNECTING_STATES = ("Offline", "Opening", "Connecting", "Detecting")
 
 
 def settling(printers: Sequence[PrinterStatus]) -> list[str]:
     """Running instances whose OctoPrint does not answer yet, or whose virtual printer has not
-    connected yet. A real printer that is unplugged stays Offline: it is settled."""
+    connected yet. A real printer's connection is not waited for: unplugged, it stays Offline, and
+    a board that does not answer can stay "Opening serial connection" for as long as it likes."""
     waiting = []
     for row in printers:
         if row.state != "active":
             continue
         state = row.printer_state or "starting"
-        if state.startswith(SETTLING_STATES) or (row.device == "virtual" and state == "Offline"):
+        if state.startswith(STARTING_STATES) or (row.device == "virtual" and state.startswith(CONNECTING_STATES)):
             waiting.append(row.name)
     return waiting
 

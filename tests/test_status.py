@@ -86,7 +86,7 @@ def test_unknown_unit_is_not_installed() -> None:
 
 def test_settling_names_instances_that_do_not_answer_yet(tmp_path: Path) -> None:
     """What `status --wait` waits for: an OctoPrint still starting, or a virtual printer not yet
-    connected; never a real printer that is unplugged (it would stay Offline for ever)."""
+    connected; never a real printer's connection (unplugged, it would stay Offline for ever)."""
     layout = Layout(tmp_path)
     props = {**PROPS, "octoprint@prusa.service": {**PROPS["octoprint@demo.service"], "Id": "octoprint@prusa.service"}}
 
@@ -101,7 +101,9 @@ def test_settling_names_instances_that_do_not_answer_yet(tmp_path: Path) -> None
     assert answers("starting", "Offline") == ["demo"]
     assert answers("not answering (connection refused)", "Offline") == ["demo"]
     assert answers("Offline", "Offline") == ["demo"]  # the virtual printer connects by itself
-    assert answers("Operational", "Connecting") == ["prusa"]
+    assert answers("Connecting", "Operational") == ["demo"]
+    assert answers("Operational", "starting") == ["prusa"]
+    assert answers("Operational", "Opening serial connection") == []
     assert answers("Operational", "Offline") == []
     assert answers("Printing", "Operational") == []
     stopped = {**PROPS, "octoprint@demo.service": PROPS["octoprint@prusa.service"] | {"Id": "octoprint@demo.service"}}
