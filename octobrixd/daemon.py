@@ -41,9 +41,10 @@ log = logging.getLogger("octobrixd")
 DEFERRED_RETRY_SECONDS = 60.0
 # How long a just-plugged printer's OctoPrint may take to answer before we give up connecting it.
 CONNECT_PATIENCE_SECONDS = 180.0
-CONNECT_ATTEMPTS = 3
+CONNECT_ATTEMPTS = 5
 TRANSITIONAL_STATES = ("Opening", "Connecting", "Detecting")
 STUCK_SECONDS = 30.0
+SETTLE_SECONDS = 15.0
 BUSY_STATES = ("Printing", "Pausing", "Paused", "Resuming", "Cancelling", "Finishing", "Sending", "Starting")
 
 T = TypeVar("T")
@@ -268,6 +269,7 @@ class Daemon:
         asked = 0
         state = ""
         transitional_since: float | None = None
+        settled_since: float | None = None
         while time.monotonic() < deadline:
             try:
                 state = octoprint_api.connection_state(printer.port, credentials.api_key)
@@ -283,20 +285,28 @@ class Daemon:
                 transitional_since = None
                 stuck = False
             if not (octoprint_api.is_disconnected(state) or stuck):
+                # Connected, or on its way. A connection is believed only once it has held for a
+                # while: OctoPrint notices a pulled cable late, and a quick re-plug can come first.
                 if transitional_since is None:
-                    log.info("printer %s: %s", name, state)
-                    return
-            elif not self.layout.device_link(name).exists():
+                    settled_since = settled_since or time.monotonic()
+                    if time.monotonic() - settled_since >= SETTLE_SECONDS:
+                        log.info("printer %s: %s", name, state)
+                        return
+                else:
+                    settled_since = None
+                time.sleep(1)
+                continue
+            settled_since = None
+            if not self.layout.device_link(name).exists():
                 log.info("printer %s: unplugged again before it connected", name)
                 return
-            elif asked >= CONNECT_ATTEMPTS:
+            if asked >= CONNECT_ATTEMPTS:
                 log.warning("printer %s: OctoPrint could not connect (%s); see its Terminal tab", name, state)
                 return
-            else:
-                octoprint_api.connect(printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate)
-                asked += 1
-                transitional_since = None
-                log.info("printer %s: asked its OctoPrint to connect", name)
+            octoprint_api.connect(printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate)
+            asked += 1
+            transitional_since = None
+            log.info("printer %s: asked its OctoPrint to connect", name)
             time.sleep(1)
         log.warning("printer %s: no connection after %.0f s (last state: %s)", name, CONNECT_PATIENCE_SECONDS, state)
 

@@ -76,6 +76,7 @@ def make_daemon(tmp_path: Path, port: int, plugged: bool = True) -> tuple[Daemon
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 8.0)
+    monkeypatch.setattr(daemon_module, "SETTLE_SECONDS", 0.3)
     monkeypatch.setattr("time.sleep", lambda _s: None)
 
 
@@ -125,3 +126,14 @@ def test_an_instance_stuck_opening_a_vanished_port_is_asked_again(
     daemon, config = make_daemon(tmp_path, port)
     daemon.connect_printer(config, "p1")
     assert len(fake.connects) == 1, "asked once it had been opening for longer than STUCK_SECONDS"
+
+
+def test_a_connection_that_drops_right_after_a_replug_is_asked_again(
+    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path
+) -> None:
+    fake, port = octoprint
+    # OctoPrint still says Operational from before the cable was pulled, then notices.
+    fake.states = ["Operational", "Offline after error"]
+    daemon, config = make_daemon(tmp_path, port)
+    daemon.connect_printer(config, "p1")
+    assert len(fake.connects) == 1
