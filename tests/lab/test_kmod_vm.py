@@ -33,7 +33,7 @@ PARAM = "/sys/module/uvcvideo/parameters/max_compressed_payload"
 PATCHED_VERSION = "1.1.1-octobrix1"
 MODPROBE_CONF = "/" + str(MODPROBE_FILE)
 # kmod.py needs only these, all standard library: enough to run `kmod status` with the guest's python3.
-STATUS_MODULES = ("__init__.py", "errors.py", "paths.py", "proc.py", "kmod.py", "kmod_status.py")
+STATUS_MODULES = ("__init__.py", "cliargs.py", "errors.py", "paths.py", "proc.py", "kmod.py", "kmod_status.py")
 _built: dict[str, Path] = {}
 
 
