@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from octobrixd.errors import CommandError, OctobrixError
@@ -55,7 +56,8 @@ def load_serial_drivers(proc_devices: Path = Path("/proc/devices")) -> None:
     except OSError:
         return
     missing = [module for group, module in SERIAL_DRIVERS.items() if group not in registered]
-    if not missing:
+    if not missing or not Path("/lib/modules", os.uname().release).is_dir():
+        # No modules for this kernel here (a container): nothing to load, nothing to warn about.
         return
     result = run(["modprobe", "-a", *missing], check=False)
     if result.returncode != 0:
