@@ -71,7 +71,8 @@ def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None
         data=json.dumps(body).encode() if body is not None else None,
         headers={"X-Api-Key": secrets["api_key"], "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    # Generous: OctoPrint's plugin manager answers slowly on a busy two-core machine.
+    with urllib.request.urlopen(request, timeout=60) as response:
         text = response.read()
     return json.loads(text) if text.strip() else None
 
