@@ -21,6 +21,7 @@ from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installs import (
     Timed,
     built_deb,
+    holding_printer_ports,
     install_deb,
     prepare_newcomer,
     run_readme_install,
@@ -50,7 +51,7 @@ def _load_caches(box: Container, source: Path) -> None:
 
 
 def readme_install(scratch: Path, caches: Path, warm: bool) -> float:
-    with booted(scratch / f"readme-{'warm' if warm else 'cold'}", boot_timeout=120) as box:
+    with holding_printer_ports(), booted(scratch / f"readme-{'warm' if warm else 'cold'}", boot_timeout=120) as box:
         prepare_newcomer(box)  # a user with sudo and a checkout: not part of the install
         if warm:
             _load_caches(box, caches)
@@ -61,7 +62,7 @@ def readme_install(scratch: Path, caches: Path, warm: bool) -> float:
 
 
 def deb_install(scratch: Path, deb: Path, caches: Path, warm: bool) -> float:
-    with booted(scratch / f"deb-{'warm' if warm else 'cold'}", boot_timeout=120) as box:
+    with holding_printer_ports(), booted(scratch / f"deb-{'warm' if warm else 'cold'}", boot_timeout=120) as box:
         trust_host_certificates(box)
         if warm:
             _load_caches(box, caches)

@@ -28,6 +28,7 @@ from tests.lab.harness.installs import (
     built_deb,
     file_states,
     get,
+    holding_printer_ports,
     install_deb,
     pending_wizards,
     prepare_newcomer,
@@ -71,7 +72,7 @@ class Farm:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     workdir = Path(tmp_path_factory.mktemp("install", numbered=True))
-    with booted(workdir / "ct", boot_timeout=120) as box:
+    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
         prepare_newcomer(box)
         first = run_readme_install(box)
         print(f"\nREADME install command on a fresh container (caches cold): {first.seconds:.1f} s")

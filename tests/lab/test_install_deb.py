@@ -20,6 +20,7 @@ from tests.lab.harness.installs import (
     apt_get,
     built_deb,
     get,
+    holding_printer_ports,
     install_deb,
     pending_wizards,
     repo_files,
@@ -46,7 +47,7 @@ class Packaged:
 def packaged(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
     deb = built_deb()
     workdir = Path(tmp_path_factory.mktemp("deb", numbered=True))
-    with booted(workdir / "ct", boot_timeout=120) as box:
+    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
         trust_host_certificates(box)
         first = install_deb(box, deb)
         print(f"\napt install ./{deb.name} on a fresh container (caches cold): {first.seconds:.1f} s")

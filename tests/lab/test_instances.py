@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.lab.harness.container import Container, booted
+from tests.lab.harness.installs import holding_printer_ports
 
 pytestmark = pytest.mark.lab
 
@@ -94,7 +95,8 @@ def wait_operational(box: Container, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("farm", numbered=True))
-    with booted(workdir / "ct", boot_timeout=120) as box:
+    # Its OctoPrints listen on 5000 and 5001 of the shared network, like test_install's demo printer.
+    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
         box.write_file("/etc/octobrix.toml", CONFIG)
         for script in ("tests/lab/pty_printer.py", "tests/lab/harness/printer_sim.py"):
             box.copy_in(REPO / script, f"/opt/labsim/{Path(script).name}")

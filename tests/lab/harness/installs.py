@@ -8,22 +8,25 @@ are copied in first, as an admin of such a network would have done on the farm c
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.lab.harness.container import Container
+from tests.lab.harness.container import Container, LabError
 from tests.lab.harness.procs import lab_tempdir
 from tests.lab.harness.project import REPO
 
@@ -54,6 +57,46 @@ def trust_host_certificates(box: Container) -> None:
 
 def apt_get(box: Container, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
     return box.run(["apt-get", "-q", "-y", *args], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=timeout)
+
+
+PORTS_LOCK = Path("/run/lock/octobrix-lab-ports.lock")
+
+
+def wait_port_free(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"port {port} on this machine is still in use after {timeout:.0f}s (another lab test's OctoPrint?): "
+                "the demo printer needs it"
+            )
+        time.sleep(2)
+
+
+@contextlib.contextmanager
+def holding_printer_ports(ports: Iterable[int] = (5000, 5001), timeout: float = 1800.0) -> Iterator[None]:
+    """Containers share the host's network, and the demo printer (like test_instances' farm) listens
+    on a fixed port: a lab session holds this host-wide lock while such a container runs, so two
+    sessions (two checkouts, two engineers) never talk to each other's OctoPrint. Then it waits for
+    the ports to be free of anything else."""
+    PORTS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with PORTS_LOCK.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabError(f"another lab session held {PORTS_LOCK} for {timeout:.0f}s") from None
+                time.sleep(2)
+        for port in ports:
+            wait_port_free(port, max(10.0, deadline - time.monotonic()))
+        yield
 
 
 def prepare_newcomer(box: Container) -> None:
