@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,6 +25,7 @@ from octobrixd.cameras import jpeg_size
 from tests.lab.harness import loopcam
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import Vm
+from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import wheelhouse
 
 pytestmark = pytest.mark.lab
@@ -42,7 +41,9 @@ public_host = "farm.local"
 virtual = true
 port = 5000
 """
-WITH_CAMERA = BASE.replace("port = 5000\n", 'port = 5000\ncamera = "cam1"\n') + f"""
+WITH_CAMERA = (
+    BASE.replace("port = 5000\n", 'port = 5000\ncamera = "cam1"\n')
+    + f"""
 [cameras.cam1]
 device_name = "{loopcam.NAME}"
 resolution = "1280x720"
@@ -53,18 +54,8 @@ port = 8081
 [cameras.cam1.controls]
 timeout = 3000
 """
+)
 UNIT = "ustreamer@cam1.service"
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = SLOW, every: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def fetch(vm: Vm, url: str, *headers: str) -> tuple[int, bytes]:
@@ -176,7 +167,7 @@ def test_the_streamer_runs_confined(camera_vm: tuple[Vm, str]) -> None:
 
 def test_octoprint_shows_the_camera_and_fetches_its_snapshots(camera_vm: tuple[Vm, str]) -> None:
     vm, _ = camera_vm
-    wait_until("OctoPrint of demo to answer", lambda: octoprint(vm, "/api/version")[0] == 200)
+    wait_until("OctoPrint of demo to answer", lambda: octoprint(vm, "/api/version")[0] == 200, SLOW, every=3)
     status, body = octoprint(vm, "/api/settings")
     assert status == 200
     settings = json.loads(body)

@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import REPO
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.vm import UsbSerialAdapter, Vm
+from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import wheelhouse
 from tests.lab.test_instances import repo_files
 
@@ -38,17 +39,6 @@ port = 5001
 """
 # OctoPrint under software emulation starts in minutes, not seconds.
 SLOW = 600.0
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = SLOW, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def status(vm: Vm) -> dict[str, dict[str, Any]]:
