@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
-from tests.lab.test_instances import install_octobrix
+from tests.lab.harness.farm import install_checkout as install_octobrix
 
 RUNS = 7
 

@@ -2,9 +2,7 @@
 two OctoPrints (the virtual printer and a simulated Marlin on a pty), each isolated from the other.
 
 The container has no udev and no USB, so the second printer is a pty that a small simulator
-inside the container serves at /dev/octobrix/bench, owned by the instance's user as the udev rule
-would make it. A pty is a "char-pts" device, not "char-ttyUSB"/"char-ttyACM" like a real adapter,
-so this test alone adds `DeviceAllow=char-pts rw` for that instance.
+inside the container serves at /dev/octobrix/bench (see harness/farm.py).
 """
 
 from __future__ import annotations
@@ -22,11 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
-from tests.lab.harness.container import Container, booted
-from tests.lab.harness.installs import holding_printer_ports
+from tests.lab.harness.container import Container
+from tests.lab.harness.farm import pty_farm, simulator_log
+from tests.lab.harness.installs import repo_files
 
 pytestmark = pytest.mark.lab
+# test_daemon_vm.py imports repo_files from here.
+__all__ = ["repo_files"]
 
 CONFIG = """\
 [printers.demo]
@@ -39,29 +39,6 @@ port = 5001
 baudrate = 250000
 """
 OPERATIONAL_TIMEOUT = 180.0
-
-
-def repo_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    return [line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
-
-
-def trust_host_certificates(box: Container) -> None:
-    """This machine reaches PyPI through a TLS-inspecting proxy whose CA only the host trusts."""
-    extra = Path("/usr/local/share/ca-certificates")
-    if extra.is_dir() and any(extra.iterdir()):
-        box.copy_in(extra, str(extra))
-        box.run(["update-ca-certificates"])
-
-
-def install_octobrix(box: Container) -> subprocess.CompletedProcess[str]:
-    """Copy this checkout into the container and run the README's install command there."""
-    trust_host_certificates(box)
-    for rel in repo_files():
-        box.copy_in(REPO / rel, f"/root/octobrix/{rel}")
-    return box.run(["/root/octobrix/packaging/install.sh"], timeout=1200, check=False)
 
 
 def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -96,20 +73,7 @@ def wait_operational(box: Container, name: str) -> dict[str, Any]:
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("farm", numbered=True))
     # Its OctoPrints listen on 5000 and 5001 of the shared network, like test_install's demo printer.
-    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
-        box.write_file("/etc/octobrix.toml", CONFIG)
-        for script in ("tests/lab/pty_printer.py", "tests/lab/harness/printer_sim.py"):
-            box.copy_in(REPO / script, f"/opt/labsim/{Path(script).name}")
-        box.run(["systemd-run", "--unit=lab-printer-bench", "/usr/bin/python3", "/opt/labsim/pty_printer.py",
-                 "/dev/octobrix/bench", "/run/lab-bench.log"])  # fmt: skip
-        box.write_file(
-            "/etc/systemd/system/octoprint@bench.service.d/90-lab-pty.conf", "[Service]\nDeviceAllow=char-pts rw\n"
-        )
-        installed = install_octobrix(box)
-        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
-        # What the udev rule's OWNER= does for a real adapter.
-        box.run(["sh", "-c", "chown octobrix-bench:dialout $(readlink -f /dev/octobrix/bench)"])
-        box.systemctl("restart", "octoprint@bench.service")
+    with pty_farm(workdir, CONFIG, {"bench": 0.0}) as box:
         yield box
 
 
@@ -129,7 +93,7 @@ def test_each_instance_reaches_operational_on_its_own_printer(farm: Container) -
     assert bench["current"]["baudrate"] == 250000
     # The simulated board really was talked to, by the bench instance.
     # /run is the container's own tmpfs: read it from inside.
-    assert "M115" in farm.run(["cat", "/run/lab-bench.log"]).stdout
+    assert "M115" in farm.run(["cat", simulator_log("bench")]).stdout
     # Neither is offered the other's printer.
     assert "/dev/octobrix/bench" not in demo["options"]["ports"]
     assert "VIRTUAL" not in bench["options"]["ports"]

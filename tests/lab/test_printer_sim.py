@@ -86,6 +86,22 @@ def test_start_sd_print_puts_the_printer_mid_job() -> None:
     assert lines(sim.feed(b"M27\n"))[0] == "SD printing byte 1200/2400000"
 
 
+def test_moves_take_move_seconds_and_hold_back_later_replies() -> None:
+    sim = MarlinSim(move_seconds=0.5)
+    assert sim.feed(b"G1 X10\n", now=100.0) == b""
+    # Marlin answers in order: a query behind the move waits for it too.
+    assert sim.feed(b"M105\n", now=100.1) == b""
+    assert sim.tick(100.4) == b""
+    assert lines(sim.tick(100.5)) == ["ok", "ok T:21.00 /0.00 B:21.00 /0.00 @:0 B@:0"]
+    # Moves queue up: the second ends move_seconds after the first.
+    sim.feed(b"G1 X20\nG0 X30\n", now=101.0)
+    assert lines(sim.tick(101.5)) == ["ok"]
+    assert lines(sim.tick(102.0)) == ["ok"]
+    assert sim.position["X"] == 30.0
+    # Without moves nothing waits.
+    assert lines(sim.feed(b"M105\n", now=102.0))[0].startswith("ok T:")
+
+
 def test_replies_and_noise_are_recorded_but_not_answered() -> None:
     # A guest tty left in echo mode sends our own replies back: answering them would loop forever.
     sim = MarlinSim()

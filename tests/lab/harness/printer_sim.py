@@ -64,6 +64,10 @@ class MarlinSim:
     # Marlin boards send "start" after the reset that opening the port causes; QEMU cannot tell us
     # when the guest opens the port (no DTR over a socket), so by default it is sent on connect.
     banner_on_connect: bool = True
+    # Seconds each move (G0/G1) takes. Like a board whose planner is full, the move's "ok" and
+    # every reply after it come only when the move is done: a streamed print then lasts
+    # about lines x move_seconds. 0: at once.
+    move_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition()
@@ -86,6 +90,9 @@ class MarlinSim:
         self._last_tick: float | None = None
         self._last_temp_report = 0.0
         self._pending: list[str] = []
+        self._busy_until = 0.0
+        self._moved = False
+        self._delayed: list[tuple[float, list[str]]] = []  # replies held back by moves, in order
 
     # --- the transport's side --------------------------------------------------------------
 
@@ -96,14 +103,18 @@ class MarlinSim:
             self._partial = b""
             self.halted = False
             self.last_line = 0
+            # A reset empties the planner: moves in progress are forgotten, with their replies.
+            self._delayed.clear()
+            self._busy_until = 0.0
             if not self.banner_on_connect:
                 return b""
             return self._out(
                 ["start", f"echo:{self.firmware_name}", "echo: Free Memory: 4096  PlannerBufferBytes: 1232"]
             )
 
-    def feed(self, data: bytes) -> bytes:
-        """Bytes from the host; returns the printer's reply bytes."""
+    def feed(self, data: bytes, now: float | None = None) -> bytes:
+        """Bytes from the host; returns the printer's reply bytes (those a move holds back come from tick())."""
+        now = time.monotonic() if now is None else now
         with self.cond:
             self.received.extend(data)
             buffer = self._partial + data
@@ -114,7 +125,14 @@ class MarlinSim:
                 if not line:
                     continue
                 self.lines.append(line)
-                out += self._handle(line)
+                self._moved = False
+                replies = self._handle(line)
+                if self._moved and self.move_seconds:
+                    self._busy_until = max(now, self._busy_until) + self.move_seconds
+                if self._busy_until > now:
+                    self._delayed.append((self._busy_until, replies))
+                else:
+                    out += replies
             self.cond.notify_all()
             return self._out(out)
 
@@ -123,6 +141,8 @@ class MarlinSim:
         now = time.monotonic() if now is None else now
         with self.cond:
             out, self._pending = self._pending, []
+            while self._delayed and self._delayed[0][0] <= now:
+                out += self._delayed.pop(0)[1]
             seconds = 0.0 if self._last_tick is None else now - self._last_tick
             self._last_tick = now
             self.hotend.step(seconds)
@@ -325,6 +345,7 @@ class MarlinSim:
         return [f"X:{p['X']:.2f} Y:{p['Y']:.2f} Z:{p['Z']:.2f} E:{p['E']:.2f} Count X:0 Y:0 Z:0", "ok"]
 
     def _G0(self, w: dict[str, float], _args: str, _n: int | None) -> list[str]:
+        self._moved = True
         for axis in self.position:
             if axis in w:
                 self.position[axis] = self.position[axis] + w[axis] if self.relative else w[axis]

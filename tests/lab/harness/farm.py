@@ -1,0 +1,64 @@
+"""A small printer farm in a systemd container: octobrix installed by its own installer from this
+checkout, OctoPrints on the shared network's ports 5000/5001, and printers simulated on ptys.
+
+The container has no udev and no USB, so a simulated Marlin (tests/lab/pty_printer.py) runs inside
+it as a transient unit and serves a pty at /dev/octobrix/NAME, owned by the instance's user as the
+udev rule would make it. A pty is a "char-pts" device, not "char-ttyUSB"/"char-ttyACM" like a real
+adapter, so only that instance also gets `DeviceAllow=char-pts rw`. Used by test_instances.py and
+test_print_safety.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from tests.lab.harness.container import Container, booted
+from tests.lab.harness.installs import holding_printer_ports, repo_files, trust_host_certificates
+from tests.lab.harness.project import REPO
+
+SIM_DIR = "/opt/labsim"
+
+
+def simulator_log(name: str) -> str:
+    """The file inside the container where pty printer NAME appends every line it receives."""
+    return f"/run/lab-{name}.log"
+
+
+def serve_pty_printer(box: Container, name: str, *, move_seconds: float = 0.0) -> None:
+    """A simulated Marlin at /dev/octobrix/NAME (unit lab-printer-NAME), before octobrix is installed.
+    move_seconds: how long each move takes, so that a print lasts (MarlinSim.move_seconds)."""
+    for script in ("tests/lab/pty_printer.py", "tests/lab/harness/printer_sim.py"):
+        box.copy_in(REPO / script, f"{SIM_DIR}/{Path(script).name}")
+    box.run(["systemd-run", f"--unit=lab-printer-{name}", "/usr/bin/python3", f"{SIM_DIR}/pty_printer.py",
+             f"/dev/octobrix/{name}", simulator_log(name), str(move_seconds)])  # fmt: skip
+    box.write_file(
+        f"/etc/systemd/system/octoprint@{name}.service.d/90-lab-pty.conf", "[Service]\nDeviceAllow=char-pts rw\n"
+    )
+
+
+def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:
+    """Copy this checkout into the container and run the README's install command there, as root."""
+    trust_host_certificates(box)
+    for rel in repo_files():
+        box.copy_in(REPO / rel, f"/root/octobrix/{rel}")
+    return box.run(["/root/octobrix/packaging/install.sh"], timeout=1200, check=False)
+
+
+@contextlib.contextmanager
+def pty_farm(workdir: Path, config: str, pty_printers: Mapping[str, float]) -> Iterator[Container]:
+    """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
+    each simulated printer's name to its move_seconds. Holds the host-wide lock on ports 5000/5001."""
+    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
+        box.write_file("/etc/octobrix.toml", config)
+        for name, move_seconds in pty_printers.items():
+            serve_pty_printer(box, name, move_seconds=move_seconds)
+        installed = install_checkout(box)
+        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
+        for name in pty_printers:
+            # What the udev rule's OWNER= does for a real adapter; the instance started without it.
+            box.run(["sh", "-c", f"chown octobrix-{name}:dialout $(readlink -f /dev/octobrix/{name})"])
+            box.systemctl("restart", f"octoprint@{name}.service")
+        yield box
