@@ -16,6 +16,7 @@ import logging
 import os
 import pwd
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -27,7 +28,7 @@ import yaml
 from octobrixd import octoprint_api, paths, systemd, udev
 from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.fsutil import remove_file, write_atomic
+from octobrixd.fsutil import DiskFullError, commit, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
 from octobrixd.paths import Layout
 from octobrixd.render import render_all
@@ -89,11 +90,20 @@ class Plan:
     create_users: bool
     manifest: Manifest
     wheels: str | None = None
+    # Temp files an apply that was killed mid-write left beside the files it writes.
+    leftovers: tuple[PurePosixPath, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not (
-            self.files or self.state_dirs or self.provision or self.seed or self.start or self.restart or self.stop
+            self.files
+            or self.state_dirs
+            or self.provision
+            or self.seed
+            or self.start
+            or self.restart
+            or self.stop
+            or self.leftovers
         )
 
     def commands(self) -> list[str]:
@@ -208,9 +218,7 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
             kind = ChangeKind.UPDATE if old_text else ChangeKind.CREATE
             changes.append(FileChange(config_yaml_path(name), kind, old_text, new_text, 0o600, name))
 
-    state_dirs = tuple(
-        name for name in sorted(config.printers) if not layout.path(paths.STATE_DIR / name / "basedir").is_dir()
-    )
+    state_dirs = tuple(name for name in sorted(config.printers) if not _state_dir_ready(layout, name))
 
     unit_files: dict[str, list[str]] = {}
     for rel, rendered in sorted(desired.items()):
@@ -229,6 +237,12 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
         seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
 
     touched = {change.path for change in changes}
+    written = {*desired, *map(PurePosixPath, previous.files), *map(config_yaml_path, config.printers), paths.MANIFEST}
+    leftovers = tuple(
+        PurePosixPath(temp.relative_to(layout.root))
+        for rel in sorted(written)
+        for temp in leftover_temps(layout.path(rel))
+    )
     return Plan(
         files=tuple(changes),
         state_dirs=state_dirs,
@@ -242,6 +256,7 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
         create_users=paths.SYSUSERS_FILE in touched,
         manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
         wheels=config.octobrix.wheels,
+        leftovers=leftovers,
     )
 
 
@@ -282,6 +297,25 @@ def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
         return -1, -1
     entry = pwd.getpwnam(instance_user(owner))
     return entry.pw_uid, entry.pw_gid
+
+
+def _state_dir_ready(layout: Layout, name: str) -> bool:
+    """The instance's state dir and basedir exist, private, and (live) its user's: a killed apply may
+    have left them made but not yet handed over."""
+    for directory in (layout.state_dir(name), layout.state_dir(name) / "basedir"):
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700:
+            return False
+        if layout.live:
+            try:
+                if info.st_uid != pwd.getpwnam(instance_user(name)).pw_uid:
+                    return False
+            except KeyError:
+                return False
+    return True
 
 
 def _ensure_state_dir(layout: Layout, name: str) -> None:
@@ -328,6 +362,79 @@ def _deferred(plan: Plan, busy: Callable[[str], bool]) -> tuple[str, ...]:
     return tuple(held)
 
 
+class _Staged:
+    """Every file an apply writes, written to synced temp files before anything changes.
+
+    A full disk fails while staging, and then nothing changed: the temp files and the folders
+    made for them are removed. Committing renames them in place, in the order staged.
+    """
+
+    def __init__(self) -> None:
+        self.temps: list[tuple[Path, Path]] = []  # (target, temp)
+
+    @classmethod
+    def write(cls, files: list[tuple[Path, str, int]]) -> _Staged:
+        staged = cls()
+        made: list[Path] = []
+        try:
+            for target, text, mode in files:
+                made += reversed([d for d in (target.parent, *target.parent.parents) if not d.exists()])
+                staged.temps.append((target, stage(target, text, mode=mode)))
+        except DiskFullError as error:
+            staged.discard()
+            for directory in reversed(made):
+                prune_empty_dir(directory)
+            raise OctobrixError(f"{error.message}; nothing was changed", hint=error.hint) from error
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
+
+    def commit(self, target: Path, uid: int = -1, gid: int = -1) -> None:
+        """Put the first staged version of target in place (the manifest is staged twice: pending, final)."""
+        index = next(i for i, (path, _temp) in enumerate(self.temps) if path == target)
+        _path, temp = self.temps.pop(index)
+        commit(temp, target, uid=uid, gid=gid)
+
+    def discard(self) -> None:
+        while self.temps:
+            _path, temp = self.temps.pop()
+            temp.unlink(missing_ok=True)
+
+
+def _apply_staged(plan: Plan, layout: Layout, staged: _Staged) -> None:
+    """Everything but systemd and the final manifest, in an order a kill at any point leaves safe."""
+    staged.commit(layout.path(paths.MANIFEST))
+
+    if any(c.path == paths.SYSUSERS_FILE for c in plan.files):
+        staged.commit(layout.path(paths.SYSUSERS_FILE))
+    if plan.create_users and layout.live:
+        systemd.create_users(layout.path(paths.SYSUSERS_FILE))
+
+    for name in plan.state_dirs:
+        _ensure_state_dir(layout, name)
+
+    if plan.provision and plan.wheels is None:
+        check_build_prerequisites()
+    # All venvs are built before anything else changes: a failed install leaves the system as it was.
+    for spec in plan.provision:
+        provision(layout, spec, *_ids(layout, spec.name), wheels=plan.wheels)
+
+    for change in plan.files:
+        if change.path == paths.SYSUSERS_FILE:
+            continue
+        target = layout.path(change.path)
+        if change.kind is ChangeKind.REMOVE:
+            remove_file(target)
+            log.info("removed %s", target)
+        else:
+            staged.commit(target, *_ids(layout, change.owner))
+            log.info("wrote %s", target)
+
+    for name in plan.seed:
+        seed_basedir(layout, name, *_ids(layout, name))
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     deferred: tuple[str, ...] = ()
@@ -352,53 +459,38 @@ def apply_plan(
         deferred = _deferred(plan, checker)
     layout.path(paths.STATE_DIR).mkdir(parents=True, exist_ok=True)
     manifest_path = layout.path(paths.MANIFEST)
+    for leftover in plan.leftovers:
+        layout.path(leftover).unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted apply", layout.path(leftover))
     # Record new files before writing them, so a crash never leaves an untracked generated file.
     pending = Manifest(files={**previous.files, **plan.manifest.files}, units=previous.units)
-    write_atomic(manifest_path, pending.to_json())
-
-    users = [c for c in plan.files if c.path == paths.SYSUSERS_FILE]
-    for change in users:
-        write_atomic(layout.path(change.path), change.new, mode=change.mode)
-    if plan.create_users and layout.live:
-        systemd.create_users(layout.path(paths.SYSUSERS_FILE))
-
-    for name in plan.state_dirs:
-        _ensure_state_dir(layout, name)
-
-    if plan.provision and plan.wheels is None:
-        check_build_prerequisites()
-    # All venvs are built before anything else changes: a failed install leaves the system as it was.
-    for spec in plan.provision:
-        provision(layout, spec, *_ids(layout, spec.name), wheels=plan.wheels)
-
-    for change in plan.files:
-        if change.path == paths.SYSUSERS_FILE:
-            continue
-        target = layout.path(change.path)
-        if change.kind is ChangeKind.REMOVE:
-            remove_file(target)
-            log.info("removed %s", target)
-        else:
-            uid, gid = _ids(layout, change.owner)
-            write_atomic(target, change.new, mode=change.mode, uid=uid, gid=gid)
-            log.info("wrote %s", target)
-
-    for name in plan.seed:
-        seed_basedir(layout, name, *_ids(layout, name))
-
-    if layout.live:
-        if any(printer_of(unit) is not None for unit in plan.start):
-            udev.load_serial_drivers()
-        if plan.reload_units:
-            systemd.daemon_reload()
-        if plan.reload_udev:
-            udev.reload_and_trigger()
-        systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
-        systemd.restart_if_running([u for u in plan.restart if u not in deferred])
-        systemd.enable_and_start(plan.start)
     units = dict(plan.manifest.units)
     for unit in deferred:
         if unit in previous.units:
             units[unit] = previous.units[unit]
-    write_atomic(manifest_path, replace(plan.manifest, units=units, deferred=deferred).to_json())
+    final = replace(plan.manifest, units=units, deferred=deferred)
+
+    writes = [(layout.path(c.path), c.new, c.mode) for c in plan.files if c.kind is not ChangeKind.REMOVE]
+    log.info("writing %d files", len(writes))
+    staged = _Staged.write(
+        [(manifest_path, pending.to_json(), 0o644), *writes, (manifest_path, final.to_json(), 0o644)]
+    )
+    try:
+        _apply_staged(plan, layout, staged)
+        if layout.live:
+            if any(printer_of(unit) is not None for unit in plan.start):
+                udev.load_serial_drivers()
+            if plan.reload_units:
+                systemd.daemon_reload()
+            if plan.reload_udev:
+                udev.reload_and_trigger()
+            systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
+            systemd.restart_if_running([u for u in plan.restart if u not in deferred])
+            systemd.enable_and_start(plan.start)
+        staged.commit(manifest_path)
+    finally:
+        staged.discard()
+    # A kill between removing a printer's last file and its folder left the folder empty.
+    for rel in set(previous.files) - set(final.files):
+        prune_empty_dir(layout.path(rel).parent)
     return ApplyResult(deferred=deferred)

@@ -97,6 +97,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             sys.stdout.write(render_diff(plan))
             for name in plan.state_dirs:
                 print(f"would create {layout.state_dir(name)}/basedir")
+            for leftover in plan.leftovers:
+                print(f"would remove {layout.path(leftover)} (left by an interrupted apply)")
             where = "would run" if layout.live else "would run on a live system (skipped under --root)"
             for command in plan.commands():
                 print(f"{where}: {command}")

@@ -1,0 +1,333 @@
+"""Killed at any moment, apply and octobrixd leave every generated file whole; the next run converges.
+
+A farm of many printers is applied (config A), then a changed config B is applied and the process
+is killed with SIGKILL at a random moment: after a random number of the files it reports written,
+plus a random fraction of the time one write takes, so kills land before, between and inside
+writes. After each kill every generated file must be exactly (bytes and mode) what an
+uninterrupted apply of A or of B makes, the manifest must list every generated file on disk, and
+the next apply must make the tree exactly what an uninterrupted apply of B makes, with no temp
+file or empty directory left behind, after which another apply has nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from octobrixd import cli
+from octobrixd.apply import read_manifest
+from octobrixd.paths import MANIFEST, Layout
+from tests.conftest import REPO
+from tests.test_daemon import NotifySocket as DaemonNotifySocket
+
+SEED = int(os.environ.get("OCTOBRIX_CRASH_SEED", "20240610"))
+APPLY_KILLS = 30
+DAEMON_KILLS = 12
+# Logged by apply as it starts writing and for each file it puts in place or removes
+# (octobrixctl --debug, octobrixd's own log): the moments the kills are aimed at.
+WRITE_LINE = re.compile(r"\b(writing \d+ files|wrote /|removed /)")
+TEMP_NAME = re.compile(r"^\..+\.tmp$")
+
+
+def farm(printers: range, cameras: int, shift: int) -> str:
+    """A farm config; shift moves every port and changes every camera, so every file differs."""
+    out = []
+    for i in printers:
+        camera = f'camera = "c{i:03d}"\n' if i < cameras else ""
+        out.append(f'[printers.p{i:03d}]\nserial = "PRN{i:04d}"\nport = {6000 + i + shift}\n{camera}')
+    for i in range(cameras):
+        out.append(f'[cameras.c{i:03d}]\nserial = "CAM{i:04d}"\nport = {9000 + i + shift}\nfps = {10 + shift}\n')
+    return "\n".join(out)
+
+
+# B moves every port, drops six printers and adds six: files are updated, created and removed.
+CONFIG_A = farm(range(40), 8, 0)
+CONFIG_B = farm(range(6, 46), 8, 1)
+
+
+@dataclass(frozen=True)
+class Tree:
+    files: dict[str, tuple[bytes, int]]  # relative path: (content, permission bits)
+    dirs: frozenset[str]
+
+
+def snapshot(root: Path) -> Tree:
+    files: dict[str, tuple[bytes, int]] = {}
+    dirs: set[str] = set()
+    for path in root.rglob("*"):
+        rel = str(path.relative_to(root))
+        if rel == "run" or rel.startswith("run/"):
+            continue  # the apply lock
+        if path.is_dir():
+            dirs.add(rel)
+        else:
+            files[rel] = (path.read_bytes(), stat.S_IMODE(path.lstat().st_mode))
+    return Tree(files, frozenset(dirs))
+
+
+def octobrixctl(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "octobrixd.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO, check=False
+    )
+
+
+def nothing_to_do(config: Path, root: Path) -> str:
+    """What `octobrixctl apply` says now (run in-process: the same code, without a second interpreter start)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["apply", "--config", str(config), "--root", str(root)]) == 0
+    return out.getvalue()
+
+
+@dataclass
+class Reference:
+    config: Path  # one file, as /etc/octobrix.toml: generated files name it
+    root_a: Path
+    a: Tree
+    b: Tree
+    generated: frozenset[str]  # every file the manifests of A and B list
+    # When apply logged each WRITE_LINE going from A to B, and when it exited, in seconds after the first.
+    timeline: list[float]
+    end: float
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Uninterrupted applies of A, then of B: the two states a killed apply may leave each file in."""
+    base = tmp_path_factory.mktemp("reference")
+    config = base / "octobrix.toml"
+    config.write_text(CONFIG_A)
+    root_a, root_b = base / "root-a", base / "root-b"
+    first = octobrixctl("apply", "--config", config, "--root", root_a)
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(root_a, root_b, symlinks=True)
+    config.write_text(CONFIG_B)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "octobrixd.cli", "--debug", "apply", "--config", config, "--root", root_b],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    assert process.stderr is not None
+    stamps = [time.monotonic() for line in process.stderr if WRITE_LINE.search(line)]
+    assert process.wait() == 0
+    end = time.monotonic()
+    manifests = [read_manifest(Layout(root)) for root in (root_a, root_b)]
+    return Reference(
+        config=config,
+        root_a=root_a,
+        a=snapshot(root_a),
+        b=snapshot(root_b),
+        generated=frozenset(path for m in manifests for path in m.files),
+        timeline=[stamp - stamps[0] for stamp in stamps],
+        end=end - stamps[0],
+    )
+
+
+@dataclass
+class KillPoint:
+    """What a kill left behind, as a user (or the next apply) finds it."""
+
+    temp_files: int  # temp files on disk: the kill landed while apply was writing files
+    files_of_b: int  # files that differ between A and B and are already as B makes them
+    files_to_change: int  # files that differ between A and B
+    manifest: str  # "A", "B" or "pending" (written first: lists A's and B's files)
+
+    @property
+    def kind(self) -> str:
+        if self.manifest == "A":
+            return "while staging" if self.temp_files else "before writing"
+        if self.manifest == "B":
+            return "after the final manifest"
+        return "after the last file" if self.files_of_b == self.files_to_change else "while committing"
+
+
+def check_after_kill(ref: Reference, root: Path) -> KillPoint:
+    now = snapshot(root)
+    manifest = str(MANIFEST)
+    temps = [p for p in now.files if TEMP_NAME.match(Path(p).name)]
+    for path in sorted((set(ref.a.files) | set(ref.b.files) | set(now.files)) - {manifest, *temps}):
+        found, before, after = now.files.get(path), ref.a.files.get(path), ref.b.files.get(path)
+        if before is None and after is None:
+            pytest.fail(f"{path} is neither in A's tree nor in B's: a kill left a stray file")
+        assert found in (before, after), (
+            f"{path} is neither A's nor B's version after a kill: "
+            f"{'missing' if found is None else f'{len(found[0])} bytes, mode {found[1]:o}'}"
+        )
+    # The manifest is whole (read_manifest raises on a torn one) and lists every generated file on disk,
+    # so the next apply can still remove what a kill left from A.
+    listed = read_manifest(Layout(root)).files
+    untracked = sorted(p for p in ref.generated if p in now.files and p not in listed)
+    assert not untracked, f"generated files the manifest does not list after a kill: {untracked}"
+    paths = (set(ref.a.files) | set(ref.b.files)) - {manifest}
+    differing = [p for p in paths if ref.a.files.get(p) != ref.b.files.get(p)]
+    found = now.files.get(manifest)
+    return KillPoint(
+        temp_files=len(temps),
+        files_of_b=sum(1 for p in differing if now.files.get(p) == ref.b.files.get(p)),
+        files_to_change=len(differing),
+        manifest={ref.a.files[manifest]: "A", ref.b.files[manifest]: "B"}.get(found, "pending") if found else "none",
+    )
+
+
+def check_converged(ref: Reference, root: Path) -> None:
+    now = snapshot(root)
+    assert set(now.files) == set(ref.b.files), (
+        f"after the next apply, extra: {sorted(set(now.files) - set(ref.b.files))}, "
+        f"missing: {sorted(set(ref.b.files) - set(now.files))}"
+    )
+    wrong = sorted(p for p in now.files if now.files[p] != ref.b.files[p])
+    assert not wrong, f"after the next apply these files differ from an uninterrupted apply of B: {wrong}"
+    assert now.dirs == ref.b.dirs, f"directories differ: extra {sorted(now.dirs - ref.b.dirs)}"
+    assert nothing_to_do(ref.config, root).startswith("Nothing to do"), "a further apply found work left"
+
+
+def kill_while_writing(process: subprocess.Popen[str], rng: random.Random, ref: Reference) -> tuple[bool, int, float]:
+    """SIGKILL process at a moment drawn evenly from the time an uninterrupted apply spends writing.
+
+    The moment is aimed as "so long after the Nth line apply logs while writing", so the time the
+    interpreter takes to start does not blur it. Returns whether the kill came before the process
+    finished, and where it was aimed.
+    """
+    assert process.stderr is not None
+    moment = rng.uniform(0, ref.end)
+    after = max(i for i, stamp in enumerate(ref.timeline) if stamp <= moment) + 1
+    extra = moment - ref.timeline[after - 1]
+    seen = 0
+    while seen < after:
+        line = process.stderr.readline()
+        if not line:
+            break
+        if WRITE_LINE.search(line):
+            seen += 1
+    time.sleep(extra)
+    landed = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return landed and process.returncode == -signal.SIGKILL, after, extra
+
+
+def fresh_copy_of_a(ref: Reference, root: Path) -> Path:
+    shutil.copytree(ref.root_a, root, symlinks=True)
+    return root
+
+
+def report(what: str, kinds: Counter[str], mid_write: int, landed: int, seconds: float) -> None:
+    where = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    sys.stderr.write(
+        f"\n{what}: {landed} kill points ({where}); {mid_write} left temp files (mid-write); "
+        f"all converged; {seconds:.1f} s\n"
+    )
+
+
+def test_apply_killed_anywhere_leaves_whole_files_and_the_next_apply_converges(
+    reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(SEED)
+    kinds: Counter[str] = Counter()
+    landed = mid_write = 0
+    started = time.monotonic()
+    reference.config.write_text(CONFIG_B)
+    for i in range(APPLY_KILLS):
+        root = fresh_copy_of_a(reference, tmp_path / f"kill{i}")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "octobrixd.cli", "--debug", "apply", "--config", reference.config, "--root", root],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO,
+        )
+        killed, after, extra = kill_while_writing(process, rng, reference)
+        where = f"kill {i} (seed {SEED}) after {after} writes + {extra * 1000:.2f} ms"
+        point = check_after_kill(reference, root)
+        if killed:
+            landed += 1
+            kinds[point.kind] += 1
+            mid_write += point.temp_files > 0
+        again = octobrixctl("apply", "--config", reference.config, "--root", root)
+        assert again.returncode == 0, f"{where}: the next apply failed: {again.stderr}"
+        check_converged(reference, root)
+        shutil.rmtree(root)
+    with capsys.disabled():
+        report("octobrixctl apply", kinds, mid_write, landed, time.monotonic() - started)
+    assert landed >= APPLY_KILLS * 3 // 4, "most kills must land while apply runs, or the test proves little"
+    assert kinds["while staging"] > 0 and kinds["while committing"] > 0, "kills must land inside the writes"
+
+
+class NotifySocket(DaemonNotifySocket):
+    def drain(self) -> None:
+        self.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.sock.recv(4096)
+        self.sock.settimeout(15)
+
+
+@contextlib.contextmanager
+def octobrixd(config: Path, root: Path, notify: NotifySocket) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "octobrixd.daemon", "--config", str(config), "--root", str(root)],
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_octobrixd_killed_during_a_reload_comes_back_and_converges(
+    reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(SEED + 1)
+    kinds: Counter[str] = Counter()
+    landed = mid_write = 0
+    started = time.monotonic()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    for i in range(DAEMON_KILLS):
+        root = fresh_copy_of_a(reference, tmp_path / f"kill{i}")
+        config = reference.config
+        config.write_text(CONFIG_A)
+        with octobrixd(config, root, notify) as daemon:
+            notify.wait_for("READY")
+            config.write_text(CONFIG_B)
+            daemon.send_signal(signal.SIGHUP)
+            killed, _after, _extra = kill_while_writing(daemon, rng, reference)
+        point = check_after_kill(reference, root)
+        if killed:
+            landed += 1
+            kinds[point.kind] += 1
+            mid_write += point.temp_files > 0
+        notify.drain()  # what the killed daemon said, READY included, is not the new one's
+        with octobrixd(config, root, notify) as daemon:
+            notify.wait_for("READY")
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=10) == 0
+        check_converged(reference, root)
+        shutil.rmtree(root)
+    with capsys.disabled():
+        report("octobrixd", kinds, mid_write, landed, time.monotonic() - started)
+    assert landed >= DAEMON_KILLS * 3 // 4
