@@ -278,8 +278,8 @@ class Daemon:
                 continue
             if state.startswith(TRANSITIONAL_STATES):
                 transitional_since = transitional_since or time.monotonic()
-                # OctoPrint can stay "Opening serial connection" after a port that vanished while it
-                # opened it; nothing can be printing then, so asking again disturbs nothing.
+                # OctoPrint stays "Opening serial connection" for good when the port vanished while
+                # it opened it, and ignores a connect until told to disconnect.
                 stuck = time.monotonic() - transitional_since > STUCK_SECONDS
             else:
                 transitional_since = None
@@ -303,6 +303,10 @@ class Daemon:
             if asked >= CONNECT_ATTEMPTS:
                 log.warning("printer %s: OctoPrint could not connect (%s); see its Terminal tab", name, state)
                 return
+            if stuck or octoprint_api.needs_reset(state):
+                # Nothing can be printing in these states, so the reset disturbs nothing.
+                log.info("printer %s: resetting its OctoPrint's connection (stuck at %r)", name, state)
+                octoprint_api.disconnect(printer.port, credentials.api_key)
             octoprint_api.connect(printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate)
             asked += 1
             transitional_since = None

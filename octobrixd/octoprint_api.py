@@ -17,12 +17,19 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TIMEOUT = 2.0
+# Asked only before a restart: an OctoPrint slow to answer (a busy small computer) gets longer.
+BUSY_TIMEOUT = 10.0
 # OctoPrint's printer flags that mean a job is running or being wound down.
 BUSY_FLAGS = ("printing", "paused", "pausing", "cancelling", "finishing", "resuming")
 
 
 class ApiError(Exception):
-    """OctoPrint did not answer, or answered with an error; str() says which."""
+    """OctoPrint did not answer, or answered with an error; str() says which. timed_out: it took
+    the connection but gave no answer in time, so it is running, maybe busy."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,8 @@ def request(port: int, api_key: str, path: str, body: dict[str, Any] | None = No
         # OctoPrint's own placeholder server answers (badly) while the real one starts.
         raise ApiError("starting") from None
     except (urllib.error.URLError, OSError) as error:
-        raise ApiError(f"not answering ({error})") from None
+        timed_out = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
+        raise ApiError(f"not answering ({error})", timed_out=timed_out) from None
     try:
         return json.loads(text) if text.strip() else None
     except ValueError:
@@ -66,8 +74,11 @@ def job_state(port: int, api_key: str) -> JobState:
 def is_busy(port: int, api_key: str) -> bool:
     """True if a print is running or winding down, or if OctoPrint cannot say for sure."""
     try:
-        body = request(port, api_key, "/api/printer?exclude=temperature,sd")
+        body = request(port, api_key, "/api/printer?exclude=temperature,sd", timeout=BUSY_TIMEOUT)
     except ApiError as error:
+        if error.timed_out:
+            # Running but too busy to answer: it may well be printing.
+            return True
         # 409: not connected to a printer, so nothing to interrupt. Not answering: the instance
         # is down or starting, so a restart cannot interrupt anything it does.
         return not (str(error).startswith("HTTP 409") or str(error).startswith(("not answering", "starting")))
@@ -83,6 +94,17 @@ def connection_state(port: int, api_key: str) -> str:
 def is_disconnected(state: str) -> bool:
     """True for the states in which asking OctoPrint to connect cannot disturb a printer."""
     return state == "" or state.startswith(("Closed", "Offline", "Error"))
+
+
+def needs_reset(state: str) -> bool:
+    """True for the states in which OctoPrint ignores a connect until told to disconnect: it keeps
+    its failed connection object around after an "Error", and after failing to open a port that
+    vanished it stays "Opening serial connection" for good (OctoPrint 1.11)."""
+    return state.startswith(("Error", "Opening serial connection"))
+
+
+def disconnect(port: int, api_key: str) -> None:
+    request(port, api_key, "/api/connection", {"command": "disconnect"})
 
 
 def connect(port: int, api_key: str, device: str, baudrate: int | None) -> None:

@@ -20,15 +20,29 @@ from octobrixd.paths import Layout
 
 
 class FakeOctoPrint:
-    """States to report, one per GET, the last repeated; records every connect request."""
+    """States to report, one per GET, the last repeated; records every command posted.
+
+    Like OctoPrint 1.11, it ignores a connect while it still holds a connection object (any state
+    but Offline/Closed), which is the case in "Error" and when it is stuck opening a port."""
 
     def __init__(self, states: list[str], after_connect: list[str]) -> None:
         self.states = list(states)
         self.after_connect = after_connect
-        self.connects: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []
 
     def state(self) -> str:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    @property
+    def connects(self) -> list[dict[str, Any]]:
+        return [c for c in self.commands if c["command"] == "connect"]
+
+    def post(self, command: dict[str, Any]) -> None:
+        self.commands.append(command)
+        if command["command"] == "disconnect":
+            self.states = ["Offline"]
+        elif self.states[0].startswith(("Offline", "Closed")):
+            self.states = list(self.after_connect)
 
 
 @pytest.fixture
@@ -51,8 +65,7 @@ def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
             self._reply({"current": {"state": fake.state()}})
 
         def do_POST(self) -> None:
-            fake.connects.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            fake.states = list(fake.after_connect)
+            fake.post(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self._reply({})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -115,7 +128,7 @@ def test_an_unplugged_printer_is_not_asked_for(octoprint: tuple[FakeOctoPrint, i
     assert fake.connects == []
 
 
-def test_an_instance_stuck_opening_a_vanished_port_is_asked_again(
+def test_an_instance_stuck_opening_a_vanished_port_is_reset_then_connected(
     octoprint: tuple[FakeOctoPrint, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake, port = octoprint
@@ -125,7 +138,17 @@ def test_an_instance_stuck_opening_a_vanished_port_is_asked_again(
     monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 500.0)
     daemon, config = make_daemon(tmp_path, port)
     daemon.connect_printer(config, "p1")
-    assert len(fake.connects) == 1, "asked once it had been opening for longer than STUCK_SECONDS"
+    assert [c["command"] for c in fake.commands] == ["disconnect", "connect"]
+    assert fake.state() == "Operational"
+
+
+def test_an_instance_in_error_is_reset_before_it_is_asked(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
+    fake, port = octoprint
+    fake.states = ["Error: Connection error, see Terminal tab"]
+    daemon, config = make_daemon(tmp_path, port)
+    daemon.connect_printer(config, "p1")
+    assert [c["command"] for c in fake.commands] == ["disconnect", "connect"]
+    assert fake.state() == "Operational"
 
 
 def test_a_connection_that_drops_right_after_a_replug_is_asked_again(
