@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
 from octobrixd.paths import Layout
+from octobrixd.proc import run
 from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
@@ -339,13 +341,40 @@ def _dropin_port(layout: Layout, name: str) -> int | None:
     return int(found[1]) if found else None
 
 
+def running_port(layout: Layout, pid: int | None) -> int | None:
+    """The port the OctoPrint whose main process is PID was started on (`--port N` in its command line).
+
+    Not the drop-in's: after a change held back for a print, the drop-in already names the new
+    port, or is gone with a printer removed from the config, while the old OctoPrint still prints.
+    """
+    if not pid:
+        return None
+    try:
+        argv = layout.path(f"proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--port" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _main_pid(unit: str) -> int:
+    value = run(["systemctl", "show", "--property=MainPID", "--value", unit]).stdout.strip()
+    return int(value) if value.isdigit() else 0
+
+
 def printing_now(layout: Layout) -> Callable[[str], bool]:
-    """Whether printer NAME is printing, asked of its OctoPrint (port from its current drop-in)."""
+    """Whether printer NAME is printing, asked of the OctoPrint that runs, on the port it runs on."""
 
     def busy(name: str) -> bool:
-        port = _dropin_port(layout, name)
         credentials = read_credentials(layout, name)
-        if port is None or credentials is None:
+        pid = _main_pid(octoprint_unit(name))
+        if credentials is None or not pid:
+            # Not set up, or not running: nothing to interrupt.
+            return False
+        port = running_port(layout, pid) or _dropin_port(layout, name)
+        if port is None:
             return False
         return octoprint_api.is_busy(port, credentials.api_key)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from octobrixd.apply import read_manifest
+from octobrixd.apply import read_manifest, running_port
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, OctobrixError
@@ -181,9 +181,13 @@ def collect(
         printer = config.printers[name]
         unit = octoprint_unit(name)
         base = unit_status(unit, props.get(unit, {}), now)
+        port = printer.port
+        if unit in deferred:
+            # Until its held-back restart it still runs on the port it started with.
+            port = running_port(layout, base.pid) or port
         state, progress = (None, None)
         if base.state == "active":
-            state, progress = fetchers[name](name, printer.port)
+            state, progress = fetchers[name](name, port)
         link = layout.device_link(name)
         device = "virtual" if printer.virtual else ("plugged" if link.exists() else "unplugged")
         return PrinterStatus(
@@ -191,7 +195,7 @@ def collect(
             name=name,
             device=device,
             device_path=None if printer.virtual else f"/dev/octobrix/{name}",
-            url=f"http://{host}:{printer.port}/",
+            url=f"http://{host}:{port}/",
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,

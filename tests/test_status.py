@@ -110,3 +110,18 @@ def test_settling_names_instances_that_do_not_answer_yet(tmp_path: Path) -> None
     fetchers = {"demo": fetch, "prusa": fetch}
     printers, _cameras = collect(CONFIG, layout, stopped, fetchers, "farm", now_monotonic_usec=NOW)
     assert "demo" not in settling(printers)
+
+
+def test_a_held_back_port_change_shows_where_the_printing_octoprint_still_is(tmp_path: Path) -> None:
+    # demo prints on 5000; its config now says 5050 and its restart waits for the print.
+    moved = parse_config("[printers.demo]\nvirtual = true\nport = 5050\n", "/etc/octobrix.toml")
+    cmdline = tmp_path / "proc/4242/cmdline"
+    cmdline.parent.mkdir(parents=True)
+    cmdline.write_bytes(b"/var/lib/octobrix/demo/venv/bin/python3\0/var/lib/octobrix/demo/venv/bin/octoprint\0serve\0"
+                        b"--basedir\0/var/lib/octobrix/demo/basedir\0--host\0::\0--port\x005000\0")  # fmt: skip
+    layout = Layout(tmp_path)
+    (demo,), _ = collect(moved, layout, PROPS, {"demo": fetch}, "farm", deferred=["octoprint@demo.service"])
+    assert (demo.url, demo.printer_state, demo.restart_pending) == ("http://farm:5000/", "Printing", True)
+    # Once restarted it is where the config says.
+    (demo,), _ = collect(moved, layout, PROPS, {"demo": fetch}, "farm")
+    assert (demo.url, demo.printer_state) == ("http://farm:5050/", "Offline")

@@ -42,25 +42,20 @@ RIGHT_AWAY = 45.0
 HELD_BACK_LOG = "bench is printing: not restarting octoprint@bench.service"
 
 
-def config(bench_nice: int, demo_nice: int) -> str:
-    return f"""\
-[printers.demo]
-virtual = true
-port = 5000
-nice = {demo_nice}
-
-[printers.bench]
-serial = "PRN0001"
-port = 5001
-baudrate = 250000
-nice = {bench_nice}
-"""
+def config(bench_nice: int, demo_nice: int, bench_port: int | None = 5001) -> str:
+    """The farm's config; bench_port None: bench is not in it."""
+    demo = f"[printers.demo]\nvirtual = true\nport = 5000\nnice = {demo_nice}\n"
+    if bench_port is None:
+        return demo
+    bench = f'[printers.bench]\nserial = "PRN0001"\nport = {bench_port}\nbaudrate = 250000\nnice = {bench_nice}\n'
+    return f"{demo}\n{bench}"
 
 
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("printsafety", numbered=True))
-    with pty_farm(workdir, config(bench_nice=5, demo_nice=5), {"bench": MOVE_SECONDS}) as box:
+    # bench moves to port 5002 in the last test.
+    with pty_farm(workdir, config(bench_nice=5, demo_nice=5), {"bench": MOVE_SECONDS}, (5000, 5001, 5002)) as box:
         yield box
 
 
@@ -222,3 +217,40 @@ def test_apply_force_restarts_a_printing_printer(farm: Container) -> None:
     assert process_nice(farm, new_bench) == 12
     assert status_json(farm)["bench"]["restart_pending"] is False
     assert not printing(farm, "bench")
+
+
+def test_a_port_change_or_removal_waits_for_the_print_too(farm: Container) -> None:
+    """Both restart or stop the instance, so both wait. Whether it prints is asked of the OctoPrint
+    that runs, on its old port, however often octobrixd looks again."""
+    wait_operational(farm, "bench", PORTS["bench"])
+    press_print(farm, "bench")
+    wait_until("bench to be printing", lambda: printing(farm, "bench"), timeout=60)
+    bench_pid = main_pid(farm, "bench")
+
+    held = held_back_count(farm)
+    edit_config(farm, config(bench_nice=12, demo_nice=8, bench_port=5002))
+    wait_until("octobrixd to hold back bench's new port", partial(held_back_since, farm, held), timeout=60)
+    held = held_back_count(farm)
+    farm.systemctl("reload", "octobrixd.service")
+    wait_until("octobrixd to look again after a reload", partial(held_back_since, farm, held), timeout=60)
+    assert_still_printing(farm, bench_pid, "a port change")
+    # Until it restarts, status shows where this OctoPrint really is.
+    assert status_json(farm)["bench"]["url"].endswith(":5001/")
+
+    held = held_back_count(farm)
+    edit_config(farm, config(bench_nice=12, demo_nice=8, bench_port=None))
+    wait_until("octobrixd to hold back bench's removal", partial(held_back_since, farm, held), timeout=60)
+    applied = farm.run(["octobrixctl", "apply"])
+    assert "held back octoprint@bench.service" in applied.stdout, applied.stdout
+    assert main_pid(farm, "bench") == bench_pid, farm.journal("octobrixd.service", 60)
+    assert api(farm, PORTS["bench"], "bench", "/api/job")["state"].startswith("Printing")
+
+    api(farm, PORTS["bench"], "bench", "/api/job", {"command": "cancel"})
+    ended = time.monotonic()
+    wait_until(
+        "octobrixd to stop the removed bench after its print",
+        lambda: farm.is_active("octoprint@bench.service") == "inactive",
+        timeout=DEFERRED_RETRY_SECONDS + 60,
+    )
+    print(f"\nremoved bench stopped {time.monotonic() - ended:.0f}s after its print was cancelled")
+    assert farm.systemctl("is-enabled", "octoprint@bench.service", check=False).stdout.strip() != "enabled"

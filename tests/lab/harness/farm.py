@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
@@ -48,10 +48,13 @@ def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def pty_farm(workdir: Path, config: str, pty_printers: Mapping[str, float]) -> Iterator[Container]:
+def pty_farm(
+    workdir: Path, config: str, pty_printers: Mapping[str, float], ports: Iterable[int] = (5000, 5001)
+) -> Iterator[Container]:
     """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
-    each simulated printer's name to its move_seconds. Holds the host-wide lock on ports 5000/5001."""
-    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
+    each simulated printer's name to its move_seconds. Holds the host-wide lock on the printer ports
+    and waits until the ports the test's OctoPrints may use are free."""
+    with holding_printer_ports(ports), booted(workdir / "ct", boot_timeout=120) as box:
         box.write_file("/etc/octobrix.toml", config)
         for name, move_seconds in pty_printers.items():
             serve_pty_printer(box, name, move_seconds=move_seconds)
