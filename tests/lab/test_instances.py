@@ -192,9 +192,24 @@ def test_a_users_setting_survives_apply_and_restart(farm: Container) -> None:
     assert api(farm, "bench", "/api/settings")["appearance"]["color"] == "red"
 
 
-def test_hardening_exposure_is_at_most_5(farm: Container) -> None:
-    result = farm.run(["systemd-analyze", "security", "--no-pager", "octoprint@demo.service"], check=False)
-    summary = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
-    exposure = float(summary.split(":")[1].split()[0])
-    print(f"systemd-analyze security octoprint@demo.service: {summary.strip()}")
-    assert exposure <= 5.0, result.stdout
+# Every unit octobrix runs, the streamers as their templates (this farm has no camera).
+HARDENED_UNITS = (
+    "octoprint@demo.service",
+    "octoprint@bench.service",
+    "ustreamer@any.service",
+    "mjpg-streamer@any.service",
+    "octobrixd.service",
+    "octobrix-config.service",
+)
+
+
+def test_every_unit_scores_at_most_5_in_systemd_analyze_security(farm: Container) -> None:
+    figures: dict[str, float] = {}
+    for unit in HARDENED_UNITS:
+        result = farm.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
+        summary = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
+        figures[unit] = float(summary.split(":")[1].split()[0])
+    print("\nsystemd-analyze security: " + ", ".join(f"{unit} {value}" for unit, value in figures.items()))
+    assert all(value <= 5.0 for value in figures.values()), figures
+    # The instances and streamers, which run code from the internet and talk to the network, score lowest.
+    assert max(figures[u] for u in HARDENED_UNITS[:4]) <= 2.0, figures
