@@ -32,7 +32,9 @@ import pytest
 from octobrixd import cli
 from octobrixd.apply import read_manifest
 from octobrixd.paths import MANIFEST, Layout
+from octobrixd.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
 from tests.conftest import REPO
+from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
 from tests.test_daemon import NotifySocket as DaemonNotifySocket
 
 SEED = int(os.environ.get("OCTOBRIX_CRASH_SEED", "20240610"))
@@ -330,3 +332,45 @@ def test_octobrixd_killed_during_a_reload_comes_back_and_converges(
     with capsys.disabled():
         report("octobrixd", kinds, mid_write, landed, time.monotonic() - started)
     assert landed >= DAEMON_KILLS * 3 // 4
+
+
+PROVISION = """
+import sys
+from pathlib import Path
+from octobrixd.paths import Layout
+from octobrixd.venvs import VenvSpec, provision
+root, wheels, *requirements = sys.argv[1:]
+provision(Layout(Path(root)), VenvSpec("printer1", tuple(requirements)), 0, 0, wheels=wheels)
+"""
+
+
+@pytest.mark.lab
+def test_venv_build_killed_half_way_keeps_the_working_venv_and_is_cleared_next_time(tmp_path: Path) -> None:
+    """A live apply builds venvs (never under --root): killed (its whole process group, as systemd
+    does) while uv installs, the instance keeps its venv; the next build removes the half-made one."""
+    wheels = wheelhouse()
+    plugins = sorted(f"{w.name.split('-')[0]}=={w.name.split('-')[1]}" for w in wheels.glob("octoprint_*check-*.whl"))
+    layout = Layout(tmp_path / "root")
+    first = provision(layout, VenvSpec("printer1", (OCTOPRINT,)), 0, 0, wheels=str(wheels))
+    half = venvs_dir(layout, "printer1") / VenvSpec("printer1", (OCTOPRINT, plugins[0])).digest
+    build = subprocess.Popen(
+        [sys.executable, "-c", PROVISION, str(layout.root), str(wheels), OCTOPRINT, plugins[0]],
+        cwd=REPO,
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    site = half / "lib" / "python3.11" / "site-packages"
+    deadline = time.monotonic() + 60
+    while not (site / "octoprint").exists() and build.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(build.pid, signal.SIGKILL)
+    assert build.wait() == -signal.SIGKILL, "the build finished before it could be killed half-way"
+    assert half.is_dir() and not (half / COMPLETE_MARKER).exists()
+    assert venv_link(layout, "printer1").resolve() == first, "the instance still runs from its complete venv"
+
+    latest = provision(layout, VenvSpec("printer1", (OCTOPRINT, plugins[1])), 0, 0, wheels=str(wheels))
+    assert venv_link(layout, "printer1").resolve() == latest
+    assert sorted(p.name for p in venvs_dir(layout, "printer1").iterdir()) == sorted([first.name, latest.name]), (
+        "the half-built venv goes, the complete previous one stays for the OctoPrint still running from it"
+    )
+    assert not list(layout.path(UV_CACHE).glob(".tmp*")), "what uv left half-unpacked in its cache is gone"
