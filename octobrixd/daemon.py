@@ -125,6 +125,8 @@ class Daemon:
         self.config: Config | None = None
         self.problem: str | None = None
         self.api_calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="octoprint-api")
+        # One worker: streamers start and stop in the order their cameras came and went.
+        self.streamer_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer")
         # Set by the main loop: wakes it to refresh STATUS= from another thread.
         self.refresh_status: Callable[[], None] = lambda: None
         self.connecting_lock = threading.Lock()
@@ -223,10 +225,7 @@ class Daemon:
             plugged = event.action is Action.ADD
             log.info("camera %s %s (%s)", event.name, "plugged in" if plugged else "unplugged", event.devnode)
             if self.layout.live:
-                try:
-                    (systemd.start if plugged else systemd.stop)([unit])
-                except OctobrixError as error:
-                    log.error("%s: %s", unit, error)
+                self.streamer_calls.submit(self.switch_streamer, unit, plugged)
         elif event.action is Action.ADD and event.suggestion:
             log.info(
                 "unknown %s plugged in at %s; to use it add to %s: %s",
@@ -235,6 +234,15 @@ class Daemon:
                 self.config_path,
                 event.suggestion,
             )
+
+    def switch_streamer(self, unit: str, plugged: bool) -> None:
+        """Start or stop a camera's streamer, wait for systemd's job, then refresh STATUS= (read while
+        the job still ran, it said "0 streaming" for a re-plugged camera until the next event)."""
+        try:
+            (systemd.start if plugged else systemd.stop)([unit], wait=True)
+        except OctobrixError as error:
+            log.error("%s: %s", unit, error)
+        self.refresh_status()
 
     def connect_printer(self, config: Config, name: str) -> None:
         """See the instance's OctoPrint through to a connection with its just-plugged printer.
@@ -422,6 +430,7 @@ class MainLoop:
                 self.daemon.notifier.send(STOPPING="1")
                 log.info("stopping")
                 self.daemon.api_calls.shutdown(wait=False, cancel_futures=True)
+                self.daemon.streamer_calls.shutdown(wait=False, cancel_futures=True)
                 self.stopping = True
             elif received == signal.SIGHUP:
                 log.info("reloading %s", self.daemon.config_path)

@@ -51,15 +51,15 @@ def disable_and_stop(units: Sequence[str]) -> None:
         _systemctl(["disable", "--now"], units)
 
 
-def start(units: Sequence[str]) -> None:
-    # --no-block: the daemon's main loop must not wait on a unit's start-up.
+def start(units: Sequence[str], *, wait: bool = False) -> None:
+    # --no-block unless asked to wait: the daemon's main loop must not wait on a unit's start-up.
     if units:
-        _systemctl(["start", "--no-block"], units)
+        _systemctl(["start"] if wait else ["start", "--no-block"], units)
 
 
-def stop(units: Sequence[str]) -> None:
+def stop(units: Sequence[str], *, wait: bool = False) -> None:
     if units:
-        _systemctl(["stop", "--no-block"], units)
+        _systemctl(["stop"] if wait else ["stop", "--no-block"], units)
 
 
 def create_users(sysusers_file: Path) -> None:
