@@ -105,7 +105,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return 0
         result = apply_plan(plan, layout, previous, force=args.force)
     removed = sum(1 for change in plan.files if change.kind is ChangeKind.REMOVE)
-    parts = [f"wrote {_plural(len(plan.files) - removed, 'file')}"]
+    written = len(plan.files) - removed
+    # A run that only repeats a held-back restart writes nothing: say what it did instead.
+    parts = [f"wrote {_plural(written, 'file')}"] if written or not (plan.restart or plan.stop or plan.start) else []
     if removed:
         parts.append(f"removed {_plural(removed, 'file')}")
     if layout.live:

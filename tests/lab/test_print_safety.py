@@ -159,7 +159,7 @@ def test_changes_wait_for_the_print_to_end(farm: Container) -> None:
     applied = farm.run(["octobrixctl", "apply"])
     assert "held back octoprint@bench.service" in applied.stdout, applied.stdout
     assert "when the print ends" in applied.stdout and "octobrixctl apply --force" in applied.stdout, applied.stdout
-    assert "restarted" not in applied.stdout, applied.stdout
+    assert "restarted" not in applied.stdout and "wrote 0 files" not in applied.stdout, applied.stdout
     assert_still_printing(farm, bench_pid, "`octobrixctl apply`")
 
     # A reload and a restart of octobrixd each apply the config again, and hold back again.
