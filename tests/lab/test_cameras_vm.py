@@ -8,7 +8,8 @@ container shares the host's kernel and has no udev), and "OctoPrint fetches the 
 means something with OctoPrint and the streamer on one machine, as on a farm. The VM has no
 network, so octobrix and OctoPrint install from a folder of wheels (`install.sh --wheels` and
 `[octobrix] wheels`), the offline farm's path; no extra machinery. octobrixd is stopped after the
-install so that `octobrixctl apply` alone is what starts the stream (hotplug is octobrixd's test).
+install so that `octobrixctl apply` alone is what starts the stream; the last test starts octobrixd
+as its systemd service and pulls the camera and plugs it back in (hotplug is the daemon's job).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +58,8 @@ timeout = 3000
 """
 )
 UNIT = "ustreamer@cam1.service"
+DAEMON = "octobrixd.service"
+SNAPSHOT = "http://127.0.0.1:8081/snapshot"
 
 
 def fetch(vm: Vm, url: str, *headers: str) -> tuple[int, bytes]:
@@ -191,3 +195,111 @@ def test_doctor_sees_the_camera_and_its_stream(camera_vm: tuple[Vm, str]) -> Non
     ) in report, report
     assert "[ ok ] timelapse: /usr/bin/ffmpeg is there" in report, report
     assert "[ ok ] USB bandwidth: no configured USB camera is plugged in to judge" in report, "not on USB"
+
+
+def unit_state(vm: Vm, unit: str) -> str:
+    return vm.run(["systemctl", "is-active", unit], check=False).stdout.strip()
+
+
+def unit_settled(vm: Vm, unit: str, timeout: float = 120.0) -> tuple[str, float]:
+    """Wait in the guest until unit is neither active nor deactivating; (its state, guest clock then)."""
+    script = (
+        'while state=$(systemctl is-active "$1"); [ "$state" = active ] || [ "$state" = deactivating ];'
+        ' do sleep 0.05; done; echo "$state $(date +%s.%N)"'
+    )
+    result = vm.run(["sh", "-c", script, "sh", unit], check=False, timeout=timeout)
+    if result.returncode != 0 or len(result.stdout.split()) != 2:
+        raise AssertionError(f"{unit} still running {timeout:.0f}s after its camera went:\n{vm.journal(DAEMON, 40)}")
+    state, at = result.stdout.split()
+    return state, float(at)
+
+
+def camera_row(vm: Vm) -> dict[str, object]:
+    body = json.loads(vm.run(["octobrixctl", "status", "--json", "cam1"], timeout=60).stdout)
+    row: dict[str, object] = body["cameras"][0]
+    return row
+
+
+def status_text(vm: Vm) -> str:
+    """What `systemctl status octobrixd` shows as "Status:"."""
+    return vm.run(["systemctl", "show", "-p", "StatusText", "--value", DAEMON]).stdout.strip()
+
+
+def daemon_lines_since(vm: Vm, cursor: str) -> list[str]:
+    argv = ["journalctl", "--no-pager", "-q", "-o", "cat", "-u", DAEMON, f"--after-cursor={cursor}"]
+    return vm.run(argv).stdout.splitlines()
+
+
+def daemon_cursor(vm: Vm) -> str:
+    out = vm.run(["journalctl", "--no-pager", "-q", "-n", "1", "-o", "cat", "--show-cursor", "-u", DAEMON]).stdout
+    return out.rsplit("-- cursor: ", 1)[1].strip()
+
+
+@pytest.fixture
+def daemon_running(camera_vm: tuple[Vm, str], request: pytest.FixtureRequest) -> Iterator[Vm]:
+    """octobrixd started as the user's system starts it, stopped again afterwards (the module's
+    other tests prove `apply` alone); its journal is printed when the test fails."""
+    vm, _ = camera_vm
+    started = vm.run(["systemctl", "start", DAEMON], check=False, timeout=SLOW)
+    assert started.returncode == 0, f"octobrixd did not start: {started.stderr}\n{vm.journal(DAEMON, 60)}"
+    yield vm
+    report = getattr(request.node, "lab_report_call", None)
+    if report is not None and report.failed and vm.running:
+        print(f"--- journalctl -u {DAEMON} ---\n{vm.journal(DAEMON, lines=80)}")
+        print(f"--- journalctl -u {UNIT} ---\n{vm.journal(UNIT, lines=40)}")
+    if vm.running:
+        vm.run(["systemctl", "stop", DAEMON], check=False, timeout=120)
+
+
+def test_the_daemon_stops_the_stream_when_the_camera_goes_and_starts_it_when_it_comes_back(
+    daemon_running: Vm,
+) -> None:
+    vm = daemon_running
+    camera_frame(vm, SNAPSHOT)
+    assert unit_state(vm, UNIT) == "active"
+    cursor = daemon_cursor(vm)
+
+    # Cable out: the frames stop, the device goes, and with it the link and the stream.
+    removed_at = loopcam.unplug(vm)
+    state, stopped_at = unit_settled(vm, UNIT)
+    unplug_to_stopped = stopped_at - removed_at
+    assert state == "inactive", f"{UNIT} is {state}, not stopped cleanly:\n{vm.journal(UNIT, 30)}"
+    vm.wait_for_path("/dev/octobrix/cam1", present=False, timeout=30)
+    row = camera_row(vm)
+    assert (row["device"], row["state"]) == ("unplugged", "inactive"), row
+    table = vm.run(["octobrixctl", "status", "cam1"], timeout=60).stdout
+    cells = next(line.split() for line in table.splitlines() if line.startswith("cam1 "))
+    assert (cells[1], cells[6]) == ("inactive", "unplugged"), f"SERVICE and DEVICE columns:\n{table}"
+    wait_until("STATUS= of octobrixd to count no stream", lambda: "1 camera: 0 streaming" in status_text(vm), 60, 1)
+    time.sleep(5)  # longer than the unit's RestartSec=3: nothing brings the stream back by itself
+    assert unit_state(vm, UNIT) == "inactive", "nothing but the camera's return may start the stream"
+
+    # Cable in: the device comes back (ffmpeg feeds it again, as the camera itself would) and the
+    # daemon, not this test, starts the stream.
+    plugged = time.monotonic()
+    loopcam.load(vm)
+    vm.wait_for_path("/dev/octobrix/cam1", timeout=30)
+    plug_to_link = time.monotonic() - plugged
+    assert vm.run(["readlink", "-f", "/dev/octobrix/cam1"]).stdout.strip() == loopcam.NODE
+    wait_until(f"octobrixd to start {UNIT}", lambda: unit_state(vm, UNIT) == "active", timeout=120, every=0.5)
+    plug_to_active = time.monotonic() - plugged
+    loopcam.feed(vm, "1280x720", 15, "mjpeg")
+    body = camera_frame(vm, SNAPSHOT)
+    plug_to_jpeg = time.monotonic() - plugged
+    assert len(body) > 20_000, "ffmpeg's test pattern, not a blank frame"
+    # The module came back with its controls at their defaults: only the unit's start sets them.
+    assert vm.run(["v4l2-ctl", "-d", loopcam.NODE, "--get-ctrl=timeout"]).stdout.strip() == "timeout: 3000"
+    row = camera_row(vm)
+    assert (row["device"], row["state"]) == ("plugged", "active"), row
+    wait_until("STATUS= of octobrixd to count the stream", lambda: "1 camera: 1 streaming" in status_text(vm), 60, 1)
+
+    events = [line for line in daemon_lines_since(vm, cursor) if "camera cam1" in line]
+    assert events == [
+        f"INFO camera cam1 unplugged ({loopcam.NODE})",
+        f"INFO camera cam1 plugged in ({loopcam.NODE})",
+    ], daemon_lines_since(vm, cursor)
+    print(
+        f"\nVM (TCG): unplug -> {UNIT} stopped {unplug_to_stopped:.2f} s; plug -> link {plug_to_link:.1f} s, "
+        f"-> {UNIT} active {plug_to_active:.1f} s, -> first 1280x720 JPEG {plug_to_jpeg:.1f} s "
+        "(feeder restarted after the plug; host-side polls)"
+    )

@@ -74,6 +74,24 @@ def unload(guest: Guest) -> None:
     guest.run(["modprobe", "-r", "v4l2loopback"], check=False)
 
 
+def unplug(guest: Guest, timeout: float = 60.0) -> float:
+    """The camera's cable out: the frames stop and the device goes. Returns the guest's clock
+    (seconds since the epoch) at the moment the node was removed.
+
+    v4l2loopback 0.12.7 has no control device (no `v4l2loopback-ctl delete`): removing the module
+    is the only way to remove its node, and the kernel refuses while anyone holds the node open.
+    With no frames coming, a streamer closes the node and opens it again about once a second; the
+    removal is retried until it lands in such a gap. It runs on CPU 0 like the writer and the
+    streamer (see the module doc), so nothing of v4l2loopback's runs on two CPUs at once.
+    """
+    stop_feed(guest)
+    script = "until taskset -c 0 modprobe -r v4l2loopback 2>/dev/null; do sleep 0.1; done; date +%s.%N"
+    removed = guest.run(["sh", "-c", script], check=False, timeout=timeout)
+    if removed.returncode != 0:
+        raise AssertionError(f"v4l2loopback could not be removed within {timeout:.0f}s (its node stayed open)")
+    return float(removed.stdout)
+
+
 def feed(guest: Guest, resolution: str, fps: int, fmt: str) -> None:
     """ffmpeg's test pattern into the loopback node, in real time: "yuyv" raw or "mjpeg" compressed."""
     stop_feed(guest)
