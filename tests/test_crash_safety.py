@@ -247,7 +247,13 @@ def test_apply_killed_anywhere_leaves_whole_files_and_the_next_apply_converges(
     landed = mid_write = 0
     started = time.monotonic()
     reference.config.write_text(CONFIG_B)
-    for i in range(APPLY_KILLS):
+    attempts = 0
+    # Timing on a loaded machine drifts from the reference run: if the first APPLY_KILLS kills
+    # missed one of the two write phases, aim more (the files' checks are the same either way).
+    while attempts < APPLY_KILLS or (
+        attempts < 3 * APPLY_KILLS and not (kinds["while staging"] and kinds["while committing"])
+    ):
+        i, attempts = attempts, attempts + 1
         root = fresh_copy_of_a(reference, tmp_path / f"kill{i}")
         process = subprocess.Popen(
             [sys.executable, "-m", "octobrixd.cli", "--debug", "apply", "--config", reference.config, "--root", root],
@@ -267,7 +273,7 @@ def test_apply_killed_anywhere_leaves_whole_files_and_the_next_apply_converges(
         shutil.rmtree(root)
     with capsys.disabled():
         report("octobrixctl apply", kinds, mid_write, landed, time.monotonic() - started)
-    assert landed >= APPLY_KILLS * 3 // 4, "most kills must land while apply runs, or the test proves little"
+    assert landed >= attempts * 3 // 4, "most kills must land while apply runs, or the test proves little"
     assert kinds["while staging"] > 0 and kinds["while committing"] > 0, "kills must land inside the writes"
 
 
