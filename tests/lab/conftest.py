@@ -104,7 +104,7 @@ def container(lab_ready: None, request: pytest.FixtureRequest) -> Iterator[Conta
 # --- VM ------------------------------------------------------------------------------------
 
 
-class _VmHolder:
+class SharedVm:
     """The session's shared VM, booted on first use and again if a test left it dead."""
 
     def __init__(self) -> None:
@@ -127,8 +127,8 @@ class _VmHolder:
 
 
 @pytest.fixture(scope="session")
-def lab_vm(lab_ready: None, request: pytest.FixtureRequest) -> Iterator[_VmHolder]:
-    holder = _VmHolder()
+def lab_vm(lab_ready: None, request: pytest.FixtureRequest) -> Iterator[SharedVm]:
+    holder = SharedVm()
     request.addfinalizer(holder.stop)
     yield holder
 
@@ -143,7 +143,7 @@ def _vm_teardown(vm: Vm, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def vm(lab_vm: _VmHolder, request: pytest.FixtureRequest) -> Iterator[Vm]:
+def vm(lab_vm: SharedVm, request: pytest.FixtureRequest) -> Iterator[Vm]:
     """The session's VM; USB adapters the test plugged are removed afterwards."""
     machine = lab_vm.get()
     yield machine
@@ -151,7 +151,7 @@ def vm(lab_vm: _VmHolder, request: pytest.FixtureRequest) -> Iterator[Vm]:
 
 
 @pytest.fixture
-def fresh_vm(lab_vm: _VmHolder, request: pytest.FixtureRequest) -> Iterator[Vm]:
+def fresh_vm(lab_vm: SharedVm, request: pytest.FixtureRequest) -> Iterator[Vm]:
     """A VM of the test's own, booted from the pristine image and stopped afterwards."""
     # Two TCG guests on two cores would slow both down: the shared one reboots when next needed.
     lab_vm.stop()

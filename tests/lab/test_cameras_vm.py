@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from octobrixd.cameras import jpeg_size
+from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import Vm
@@ -81,10 +82,12 @@ def octoprint(vm: Vm, path: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def camera_vm(lab_ready: None) -> Iterator[tuple[Vm, str]]:
+def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
     """The VM with octobrix installed, the loopback camera fed, and the camera config applied."""
     # Unix socket paths (QMP, agent) must stay short: not under pytest's deep basetemp.
     workdir = Path(tempfile.mkdtemp(prefix="oblab-cvm-", dir="/tmp"))
+    # Two TCG guests on two cores slow both: the shared VM boots again when next needed.
+    lab_vm.stop()
     vm = Vm(workdir)
     try:
         vm.start()

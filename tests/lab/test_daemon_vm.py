@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.lab.conftest import SharedVm
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import UsbSerialAdapter, Vm
@@ -62,9 +63,11 @@ def daemon_status_line(vm: Vm) -> str:
 
 
 @pytest.fixture(scope="module")
-def farm_vm(lab_ready: None) -> Iterator[Vm]:
+def farm_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[Vm]:
     # Unix socket paths (QMP, agent, USB) must stay short: not under pytest's deep basetemp.
     workdir = Path(tempfile.mkdtemp(prefix="oblab-dvm-", dir="/tmp"))
+    # Two TCG guests on two cores slow both: the shared VM boots again when next needed.
+    lab_vm.stop()
     vm = Vm(workdir)
     try:
         vm.start()
