@@ -26,6 +26,7 @@ import pytest
 from octobrixd.cameras import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
+from tests.lab.harness.guest_probe import failed_units, fd_count, main_pid, process_count, rss_kib
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import Vm
 from tests.lab.harness.waiting import wait_until
@@ -306,3 +307,36 @@ def test_the_daemon_stops_the_stream_when_the_camera_goes_and_starts_it_when_it_
         f"-> {UNIT} active {plug_to_active:.1f} s, -> first 1280x720 JPEG {plug_to_jpeg:.1f} s "
         "(feeder restarted after the plug; host-side polls)"
     )
+
+
+SOAK_CYCLES = 4
+
+
+def test_camera_soak_with_reloads_leaves_the_daemon_as_it_was(daemon_running: Vm) -> None:
+    """The camera half of the soak (the printer half is test_daemon_vm's cable storm): the camera
+    goes and comes back again and again, with a reload of octobrixd in each cycle. Afterwards the
+    stream is back, no unit failed, and the daemon has the same process, descriptors and memory."""
+    vm = daemon_running
+    camera_frame(vm, SNAPSHOT)
+    daemon_pid = main_pid(vm, DAEMON)
+    rss_before, fds_before, processes_before = rss_kib(vm, DAEMON), fd_count(vm, DAEMON), process_count(vm)
+    for _cycle in range(SOAK_CYCLES):
+        loopcam.unplug(vm)
+        assert unit_settled(vm, UNIT)[0] == "inactive"
+        vm.run(["systemctl", "reload", DAEMON], timeout=120)
+        loopcam.load(vm)
+        wait_until(f"octobrixd to start {UNIT}", lambda: unit_state(vm, UNIT) == "active", timeout=120, every=0.5)
+    loopcam.feed(vm, "1280x720", 15, "mjpeg")
+    camera_frame(vm, SNAPSHOT)
+    wait_until("STATUS= of octobrixd to count the stream", lambda: "1 camera: 1 streaming" in status_text(vm), 60, 1)
+    assert failed_units(vm) == "", failed_units(vm)
+    assert main_pid(vm, DAEMON) == daemon_pid, "the daemon never crashed"
+    # The streamer start/stop worker and status jobs finish their last round, then close what they opened.
+    wait_until("the daemon's descriptors back to where they were", lambda: fd_count(vm, DAEMON) <= fds_before, 60)
+    rss_after, processes_after = rss_kib(vm, DAEMON), process_count(vm)
+    print(
+        f"\nVM (TCG): {SOAK_CYCLES} camera cycles with reloads: daemon RSS {rss_before} -> {rss_after} KiB, "
+        f"fds {fds_before} -> {fd_count(vm, DAEMON)}; processes {processes_before} -> {processes_after}"
+    )
+    assert rss_after - rss_before < 4096, "daemon memory stays flat"
+    assert processes_after <= processes_before + 2, "no stray processes"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.lab.conftest import SharedVm
+from tests.lab.harness.guest_probe import failed_units, fd_count, main_pid, process_count, rss_kib
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import UsbSerialAdapter, Vm
@@ -36,6 +37,7 @@ wheels = "{WHEELS_IN_GUEST}"
 serial = "PRN0001"
 port = 5001
 """
+DAEMON = "octobrixd.service"
 # OctoPrint under software emulation starts in minutes, not seconds.
 SLOW = 600.0
 
@@ -48,10 +50,6 @@ def status(vm: Vm) -> dict[str, dict[str, Any]]:
 def printer_state(vm: Vm, name: str) -> str | None:
     state = status(vm)[name]["printer_state"]
     return str(state) if state is not None else None
-
-
-def main_pid(vm: Vm, unit: str) -> int:
-    return int(vm.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout)
 
 
 def exists(vm: Vm, path: str) -> bool:
@@ -129,20 +127,6 @@ def test_unplug_then_replug_reconnects_the_same_octoprint(
     assert main_pid(farm_vm, "octoprint@printer1.service") == pid, "OctoPrint was not restarted"
 
 
-def daemon_rss_kib(vm: Vm) -> int:
-    pid = main_pid(vm, "octobrixd.service")
-    text = vm.run(["cat", f"/proc/{pid}/status"]).stdout
-    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")))
-
-
-def process_count(vm: Vm) -> int:
-    return len(vm.run(["ps", "-e", "-o", "pid="]).stdout.split())
-
-
-def daemon_fd_count(vm: Vm) -> int:
-    return len(vm.run(["ls", f"/proc/{main_pid(vm, 'octobrixd.service')}/fd"]).stdout.split())
-
-
 def test_twenty_plug_pull_cycles_leave_everything_in_order(
     farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
 ) -> None:
@@ -155,7 +139,7 @@ def test_twenty_plug_pull_cycles_leave_everything_in_order(
     wait_until("printer1 Operational", lambda: printer_state(farm_vm, "printer1") == "Operational")
     daemon_pid = main_pid(farm_vm, "octobrixd.service")
     instance_pid = main_pid(farm_vm, "octoprint@printer1.service")
-    rss_before, fds_before = daemon_rss_kib(farm_vm), daemon_fd_count(farm_vm)
+    rss_before, fds_before = rss_kib(farm_vm, DAEMON), fd_count(farm_vm, DAEMON)
     processes_before = process_count(farm_vm)
     for cycle in range(20):
         adapter.pull()
@@ -167,16 +151,15 @@ def test_twenty_plug_pull_cycles_leave_everything_in_order(
     storm_over = time.monotonic()
     wait_until("printer1 Operational after the storm", lambda: printer_state(farm_vm, "printer1") == "Operational")
     recovered = time.monotonic() - storm_over
-    failed = farm_vm.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip()
-    assert failed == "", failed
+    assert failed_units(farm_vm) == "", failed_units(farm_vm)
     assert main_pid(farm_vm, "octobrixd.service") == daemon_pid, "the daemon never crashed"
     assert main_pid(farm_vm, "octoprint@printer1.service") == instance_pid, "OctoPrint was never restarted"
     # Connection follow-ups run on worker threads; give the last one time to finish and close.
-    wait_until("the daemon's descriptors back to where they were", lambda: daemon_fd_count(farm_vm) <= fds_before)
-    rss_after, processes_after = daemon_rss_kib(farm_vm), process_count(farm_vm)
+    wait_until("the daemon's descriptors back to where they were", lambda: fd_count(farm_vm, DAEMON) <= fds_before)
+    rss_after, processes_after = rss_kib(farm_vm, DAEMON), process_count(farm_vm)
     print(
         f"\nVM (TCG): storm over -> Operational {recovered:.1f} s; daemon RSS {rss_before} -> {rss_after} KiB, "
-        f"fds {fds_before} -> {daemon_fd_count(farm_vm)}; processes {processes_before} -> {processes_after}"
+        f"fds {fds_before} -> {fd_count(farm_vm, DAEMON)}; processes {processes_before} -> {processes_after}"
     )
     assert rss_after - rss_before < 4096, "daemon memory stays flat"
     assert processes_after <= processes_before + 2, "no stray processes"
