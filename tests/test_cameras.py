@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from octobrixd.cameras import fetch_snapshot, jpeg_size, missing_programs, stream_ratio, ustreamer_state
+from octobrixd.cameras import fetch_snapshot, missing_programs, stream_ratio, ustreamer_state
 from octobrixd.config import parse_config
 from octobrixd.paths import Layout
+from tests.httpstub import QuietHandler, serving
 
 
 def make_jpeg(tmp_path: Path, size: str) -> bytes:
@@ -33,35 +32,18 @@ def make_jpeg(tmp_path: Path, size: str) -> bytes:
     return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
 
 
-class Stub(http.server.BaseHTTPRequestHandler):
+class Stub(QuietHandler):
     routes: ClassVar[dict[str, tuple[int, str, bytes]]] = {}
 
     def do_GET(self) -> None:
         status, kind, body = self.routes.get(self.path, (404, "text/plain", b"no"))
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: object) -> None:
-        pass
+        self.reply(status, body, kind)
 
 
 @pytest.fixture
 def server() -> Iterator[int]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_jpeg_size_reads_the_frame_header(tmp_path: Path) -> None:
-    assert jpeg_size(make_jpeg(tmp_path, "1280x720")) == (1280, 720)
-    assert jpeg_size(make_jpeg(tmp_path, "640x480")) == (640, 480)
-    assert jpeg_size(b"<html>NO SIGNAL</html>") is None
+    with serving(Stub) as port:
+        yield port
 
 
 def test_snapshot_and_state_as_doctor_asks_them(server: int, tmp_path: Path) -> None:

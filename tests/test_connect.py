@@ -4,9 +4,7 @@ connection API on loopback (the real OctoPrint does this in tests/lab/test_daemo
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from octobrixd.config import parse_config
 from octobrixd.daemon import Daemon, Notifier
 from octobrixd.instances import load_or_create_credentials
 from octobrixd.paths import Layout
+from tests.httpstub import QuietHandler, serving
 
 
 class FakeOctoPrint:
@@ -49,30 +48,16 @@ class FakeOctoPrint:
 def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
     fake = FakeOctoPrint(["Offline"], ["Operational"])
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-        def _reply(self, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
-            self._reply({"current": {"state": fake.state()}})
+            self.reply(200, json.dumps({"current": {"state": fake.state()}}).encode())
 
         def do_POST(self) -> None:
             fake.post(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self._reply({})
+            self.reply(200, b"{}")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield fake, server.server_address[1]
-    server.shutdown()
+    with serving(Handler) as port:
+        yield fake, port
 
 
 def make_daemon(tmp_path: Path, port: int, plugged: bool = True) -> tuple[Daemon, Any]:

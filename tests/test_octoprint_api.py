@@ -4,44 +4,27 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
 
 from octobrixd import octoprint_api
+from tests.httpstub import QuietHandler, serving
 
 
-class FakeOctoPrint(BaseHTTPRequestHandler):
+class FakeOctoPrint(QuietHandler):
     status = 200
     flags: ClassVar[dict[str, bool]] = {}
 
     def do_GET(self) -> None:
-        body = json.dumps({"state": {"text": "x", "flags": self.flags}}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: object) -> None:
-        pass
+        self.reply(self.status, json.dumps({"state": {"text": "x", "flags": self.flags}}).encode())
 
 
 @pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOctoPrint)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def port_of(httpd: ThreadingHTTPServer) -> int:
-    return int(httpd.server_address[1])
+def server() -> Iterator[int]:
+    with serving(FakeOctoPrint) as port:
+        yield port
 
 
 @pytest.mark.parametrize(
@@ -56,11 +39,11 @@ def port_of(httpd: ThreadingHTTPServer) -> int:
     ],
 )
 def test_busy_follows_octoprints_answer(
-    server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch, status: int, flags: dict[str, bool], busy: bool
+    server: int, monkeypatch: pytest.MonkeyPatch, status: int, flags: dict[str, bool], busy: bool
 ) -> None:
     monkeypatch.setattr(FakeOctoPrint, "status", status)
     monkeypatch.setattr(FakeOctoPrint, "flags", flags)
-    assert octoprint_api.is_busy(port_of(server), "key") is busy
+    assert octoprint_api.is_busy(server, "key") is busy
 
 
 def test_an_instance_that_is_down_is_not_busy() -> None:

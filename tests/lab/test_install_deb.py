@@ -23,13 +23,12 @@ from tests.lab.harness.installs import (
     holding_printer_ports,
     install_deb,
     pending_wizards,
-    repo_files,
     status_line,
     trust_host_certificates,
     unit_identity,
     wait_operational,
 )
-from tests.lab.harness.project import REPO
+from tests.lab.harness.project import REPO, checkout_files
 
 pytestmark = pytest.mark.lab
 
@@ -118,7 +117,7 @@ def test_deb_reinstall_keeps_the_users_config_and_restarts_nothing(packaged: Pac
 
 def test_install_sh_refuses_next_to_the_deb(packaged: Packaged) -> None:
     box = installed(packaged)
-    for rel in repo_files():
+    for rel in checkout_files():
         box.copy_in(REPO / rel, f"/root/octobrix/{rel}")
     refused = box.run(["/root/octobrix/packaging/install.sh"], check=False)
     assert refused.returncode != 0

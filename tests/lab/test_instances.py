@@ -12,21 +12,17 @@ import http.client
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
-from tests.lab.harness.installs import repo_files
 
 pytestmark = pytest.mark.lab
-# test_daemon_vm.py imports repo_files from here.
-__all__ = ["repo_files"]
 
 CONFIG = """\
 [printers.demo]
@@ -38,35 +34,15 @@ serial = "PRN0001"
 port = 5001
 baudrate = 250000
 """
-OPERATIONAL_TIMEOUT = 180.0
+PORTS = {"demo": 5000, "bench": 5001}
 
 
 def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
-    port = 5000 if name == "demo" else 5001
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"X-Api-Key": secrets["api_key"], "Content-Type": "application/json"},
-    )
-    # Generous: OctoPrint's plugin manager answers slowly on a busy two-core machine.
-    with urllib.request.urlopen(request, timeout=60) as response:
-        text = response.read()
-    return json.loads(text) if text.strip() else None
+    return installs.api(box, PORTS[name], name, path, body)
 
 
 def wait_operational(box: Container, name: str) -> dict[str, Any]:
-    deadline = time.monotonic() + OPERATIONAL_TIMEOUT
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = api(box, name, "/api/connection")
-            if last["current"]["state"] == "Operational":
-                return dict(last)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            last = exc
-        time.sleep(1)
-    raise AssertionError(f"{name} never became Operational: {last}\n{box.journal(f'octoprint@{name}', 60)}")
+    return installs.wait_operational(box, name, PORTS[name])
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.installs import holding_printer_ports, repo_files, trust_host_certificates
-from tests.lab.harness.project import REPO
+from tests.lab.harness.installs import holding_printer_ports, trust_host_certificates
+from tests.lab.harness.project import REPO, checkout_files
 
 SIM_DIR = "/opt/labsim"
 
@@ -42,7 +42,7 @@ def serve_pty_printer(box: Container, name: str, *, move_seconds: float = 0.0) -
 def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:
     """Copy this checkout into the container and run the README's install command there, as root."""
     trust_host_certificates(box)
-    for rel in repo_files():
+    for rel in checkout_files():
         box.copy_in(REPO / rel, f"/root/octobrix/{rel}")
     return box.run(["/root/octobrix/packaging/install.sh"], timeout=1200, check=False)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from tests.lab.harness.container import Container, LabError
 from tests.lab.harness.procs import lab_tempdir
-from tests.lab.harness.project import REPO
+from tests.lab.harness.project import REPO, checkout_files
 
 USER = "maker"
 CHECKOUT = f"/home/{USER}/octobrix"
@@ -40,13 +40,6 @@ def readme_commands() -> list[str]:
     """The README's fenced code blocks, in order: the first is the install command, the second the tests'."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     return [block.strip() for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)]
-
-
-def repo_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    return [line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
 
 
 def trust_host_certificates(box: Container) -> None:
@@ -106,7 +99,7 @@ def prepare_newcomer(box: Container) -> None:
     apt_get(box, "install", "--no-install-recommends", "sudo")
     box.run(["useradd", "--create-home", "--shell", "/bin/bash", USER])
     box.write_file(f"/etc/sudoers.d/{USER}", f"{USER} ALL=(ALL) NOPASSWD: ALL\n", mode=0o440)
-    for rel in repo_files():
+    for rel in checkout_files():
         box.copy_in(REPO / rel, f"{CHECKOUT}/{rel}")
     box.run(["chown", "-R", f"{USER}:{USER}", CHECKOUT])
 
@@ -160,14 +153,18 @@ def install_deb(box: Container, deb: Path, *apt_args: str) -> Timed:
 # --- what a user sees -------------------------------------------------------------------------
 
 
-def api(box: Container, port: int, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def api(
+    box: Container, port: int, name: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 60.0
+) -> Any:
+    """name's OctoPrint API on port, with its octobrixd key. The timeout is generous: OctoPrint's
+    plugin manager answers slowly on a busy two-core machine."""
     secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         data=json.dumps(body).encode() if body is not None else None,
         headers={"X-Api-Key": secrets["api_key"], "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         text = response.read()
     return json.loads(text) if text.strip() else None
 
