@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from octobrixd.apply import read_manifest, running_port
+from octobrixd.apply import printer_of, read_manifest, running_port
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, OctobrixError
@@ -161,6 +161,12 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
     return fetch
 
 
+def removed_printers(config: Config, deferred: Sequence[str]) -> list[str]:
+    """Printers taken out of the config while they printed: their OctoPrint runs on until the print
+    ends, and status lists them ("removed", stop pending) so that they are not invisible meanwhile."""
+    return [n for u in deferred if (n := printer_of(u)) is not None and n not in config.printers]
+
+
 def collect(
     config: Config,
     layout: Layout,
@@ -174,28 +180,31 @@ def collect(
 ) -> tuple[list[PrinterStatus], list[CameraStatus]]:
     now = now_monotonic_usec if now_monotonic_usec is not None else time.monotonic_ns() // 1000
     wanted = set(names)
-    printers = [n for n in sorted(config.printers) if not wanted or n in wanted]
+    printers = [n for n in sorted({*config.printers, *removed_printers(config, deferred)}) if not wanted or n in wanted]
     cameras = [n for n in sorted(config.cameras) if not wanted or n in wanted]
 
     def one_printer(name: str) -> PrinterStatus:
-        printer = config.printers[name]
+        printer = config.printers.get(name)
         unit = octoprint_unit(name)
         base = unit_status(unit, props.get(unit, {}), now)
-        port = printer.port
+        port = printer.port if printer is not None else 0
         if unit in deferred:
             # Until its held-back restart it still runs on the port it started with.
             port = running_port(layout, base.pid) or port
         state, progress = (None, None)
-        if base.state == "active":
+        if base.state == "active" and name in fetchers and port:
             state, progress = fetchers[name](name, port)
         link = layout.device_link(name)
-        device = "virtual" if printer.virtual else ("plugged" if link.exists() else "unplugged")
+        if printer is None:
+            device = "removed"
+        else:
+            device = "virtual" if printer.virtual else ("plugged" if link.exists() else "unplugged")
         return PrinterStatus(
             **asdict(base),
             name=name,
             device=device,
-            device_path=None if printer.virtual else f"/dev/octobrix/{name}",
-            url=f"http://{host}:{port}/",
+            device_path=None if printer is None or printer.virtual else f"/dev/octobrix/{name}",
+            url=f"http://{host}:{port}/" if port else "-",
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
@@ -268,7 +277,7 @@ def format_table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStat
             if p.progress_percent is not None and state.startswith("Printing"):
                 state = f"{state} {p.progress_percent:.0f}%"
             if p.restart_pending:
-                state += " (restart pending)"
+                state += " (stop pending)" if p.device == "removed" else " (restart pending)"
             lines.append([
                 p.name, _service(p), _duration(p.uptime_seconds), str(p.pid or "-"),
                 "-" if p.cpu_percent is None else f"{p.cpu_percent}%", _memory(p.memory_bytes),
@@ -314,15 +323,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     layout = Layout()
-    unknown = [n for n in args.names if n not in config.printers and n not in config.cameras]
+    removed = removed_printers(config, read_manifest(layout).deferred)
+    unknown = [n for n in args.names if n not in config.printers and n not in config.cameras and n not in removed]
     if unknown:
         raise OctobrixError(
             f"no printer or camera named {', '.join(unknown)} in {args.config}",
             hint="`octobrixctl status` with no names lists them all",
         )
-    units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
+    units = [octoprint_unit(n) for n in [*config.printers, *removed]]
+    units += [streamer_unit(config, n) for n in config.cameras]
     fetchers: dict[str, PrinterStateFetcher] = {}
-    for name in config.printers:
+    for name in [*config.printers, *removed]:
         try:
             credentials = read_credentials(layout, name)
         except (OctobrixError, PermissionError):

@@ -125,3 +125,26 @@ def test_a_held_back_port_change_shows_where_the_printing_octoprint_still_is(tmp
     # Once restarted it is where the config says.
     (demo,), _ = collect(moved, layout, PROPS, {"demo": fetch}, "farm")
     assert (demo.url, demo.printer_state) == ("http://farm:5050/", "Offline")
+
+
+def test_a_printer_removed_while_it_prints_is_listed_until_its_held_back_stop(tmp_path: Path) -> None:
+    # demo was taken out of the config while printing on 5000; its stop waits for the print.
+    without_demo = parse_config('[printers.prusa]\nserial = "PRN0001"\nport = 5001\n', "/etc/octobrix.toml")
+    cmdline = tmp_path / "proc/4242/cmdline"
+    cmdline.parent.mkdir(parents=True)
+    cmdline.write_bytes(b"/var/lib/octobrix/demo/venv/bin/octoprint\0serve\0--port\x005000\0")
+    layout = Layout(tmp_path)
+    fetchers = {"demo": fetch, "prusa": fetch}
+    printers, _ = collect(without_demo, layout, PROPS, fetchers, "farm", deferred=["octoprint@demo.service"])
+    demo = next(p for p in printers if p.name == "demo")
+    assert (demo.device, demo.url, demo.printer_state, demo.restart_pending) == (
+        "removed",
+        "http://farm:5000/",
+        "Printing",
+        True,
+    )
+    row = next(line for line in format_table(printers, []).splitlines() if line.startswith("demo "))
+    assert "removed" in row and "Printing 42% (stop pending)" in row, row
+    # Once stopped, it is gone from the list.
+    printers, _ = collect(without_demo, layout, PROPS, fetchers, "farm")
+    assert [p.name for p in printers] == ["prusa"]

@@ -244,6 +244,11 @@ def test_a_port_change_or_removal_waits_for_the_print_too(farm: Container) -> No
     assert "held back octoprint@bench.service" in applied.stdout, applied.stdout
     assert main_pid(farm, "bench") == bench_pid, farm.journal("octobrixd.service", 60)
     assert api(farm, PORTS["bench"], "bench", "/api/job")["state"].startswith("Printing")
+    # Out of the config but still printing: status keeps it in sight until its stop.
+    removed = status_json(farm)["bench"]
+    assert (removed["device"], removed["restart_pending"]) == ("removed", True), removed
+    assert removed["url"].endswith(":5001/") and removed["printer_state"].startswith("Printing"), removed
+    assert "(stop pending)" in status_row(farm, "bench")
 
     api(farm, PORTS["bench"], "bench", "/api/job", {"command": "cancel"})
     ended = time.monotonic()
