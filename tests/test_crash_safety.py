@@ -24,7 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -231,21 +231,36 @@ def fresh_copy_of_a(ref: Reference, root: Path) -> Path:
     return root
 
 
-def report(what: str, kinds: Counter[str], mid_write: int, landed: int, seconds: float) -> None:
-    where = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-    sys.stderr.write(
-        f"\n{what}: {landed} kill points ({where}); {mid_write} left temp files (mid-write); "
-        f"all converged; {seconds:.1f} s\n"
-    )
+@dataclass
+class KillTally:
+    """Where the kills that landed (came before the process finished) found the files."""
+
+    what: str
+    kinds: Counter[str] = field(default_factory=Counter)
+    landed: int = 0
+    mid_write: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def record(self, killed: bool, point: KillPoint) -> None:
+        if killed:
+            self.landed += 1
+            self.kinds[point.kind] += 1
+            self.mid_write += point.temp_files > 0
+
+    def report(self) -> None:
+        where = ", ".join(f"{count} {kind}" for kind, count in sorted(self.kinds.items()))
+        sys.stderr.write(
+            f"\n{self.what}: {self.landed} kill points ({where}); {self.mid_write} left temp files (mid-write); "
+            f"all converged; {time.monotonic() - self.started:.1f} s\n"
+        )
 
 
 def test_apply_killed_anywhere_leaves_whole_files_and_the_next_apply_converges(
     reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rng = random.Random(SEED)
-    kinds: Counter[str] = Counter()
-    landed = mid_write = 0
-    started = time.monotonic()
+    tally = KillTally("octobrixctl apply")
+    kinds = tally.kinds
     reference.config.write_text(CONFIG_B)
     attempts = 0
     # Timing on a loaded machine drifts from the reference run: if the first APPLY_KILLS kills
@@ -263,17 +278,13 @@ def test_apply_killed_anywhere_leaves_whole_files_and_the_next_apply_converges(
             cwd=REPO,
         )
         killed, _after, _extra = kill_while_writing(process, rng, reference)
-        point = check_after_kill(reference, root)
-        if killed:
-            landed += 1
-            kinds[point.kind] += 1
-            mid_write += point.temp_files > 0
+        tally.record(killed, check_after_kill(reference, root))
         apply_in_process(reference.config, root)
         check_converged(reference, root)
         shutil.rmtree(root)
     with capsys.disabled():
-        report("octobrixctl apply", kinds, mid_write, landed, time.monotonic() - started)
-    assert landed >= attempts * 3 // 4, "most kills must land while apply runs, or the test proves little"
+        tally.report()
+    assert tally.landed >= attempts * 3 // 4, "most kills must land while apply runs, or the test proves little"
     assert kinds["while staging"] > 0 and kinds["while committing"] > 0, "kills must land inside the writes"
 
 
@@ -310,9 +321,7 @@ def test_octobrixd_killed_during_a_reload_comes_back_and_converges(
     reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rng = random.Random(SEED + 1)
-    kinds: Counter[str] = Counter()
-    landed = mid_write = 0
-    started = time.monotonic()
+    tally = KillTally("octobrixd")
     notify = NotifySocket(tmp_path / "notify.sock")
     for i in range(DAEMON_KILLS):
         root = fresh_copy_of_a(reference, tmp_path / f"kill{i}")
@@ -323,11 +332,7 @@ def test_octobrixd_killed_during_a_reload_comes_back_and_converges(
             config.write_text(CONFIG_B)
             daemon.send_signal(signal.SIGHUP)
             killed, _after, _extra = kill_while_writing(daemon, rng, reference)
-        point = check_after_kill(reference, root)
-        if killed:
-            landed += 1
-            kinds[point.kind] += 1
-            mid_write += point.temp_files > 0
+        tally.record(killed, check_after_kill(reference, root))
         notify.drain()  # what the killed daemon said, READY included, is not the new one's
         with octobrixd(config, root, notify) as daemon:
             notify.wait_for("READY")
@@ -336,8 +341,8 @@ def test_octobrixd_killed_during_a_reload_comes_back_and_converges(
         check_converged(reference, root)
         shutil.rmtree(root)
     with capsys.disabled():
-        report("octobrixd", kinds, mid_write, landed, time.monotonic() - started)
-    assert landed >= DAEMON_KILLS * 3 // 4
+        tally.report()
+    assert tally.landed >= DAEMON_KILLS * 3 // 4
 
 
 PROVISION = """

@@ -26,7 +26,7 @@ import pytest
 from octobrixd.cameras import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
-from tests.lab.harness.guest_probe import failed_units, fd_count, main_pid, process_count, rss_kib
+from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import Vm
 from tests.lab.harness.waiting import wait_until
@@ -318,8 +318,7 @@ def test_camera_soak_with_reloads_leaves_the_daemon_as_it_was(daemon_running: Vm
     stream is back, no unit failed, and the daemon has the same process, descriptors and memory."""
     vm = daemon_running
     camera_frame(vm, SNAPSHOT)
-    daemon_pid = main_pid(vm, DAEMON)
-    rss_before, fds_before, processes_before = rss_kib(vm, DAEMON), fd_count(vm, DAEMON), process_count(vm)
+    before = footprint(vm, DAEMON)
     for _cycle in range(SOAK_CYCLES):
         loopcam.unplug(vm)
         assert unit_settled(vm, UNIT)[0] == "inactive"
@@ -329,14 +328,5 @@ def test_camera_soak_with_reloads_leaves_the_daemon_as_it_was(daemon_running: Vm
     loopcam.feed(vm, "1280x720", 15, "mjpeg")
     camera_frame(vm, SNAPSHOT)
     wait_until("STATUS= of octobrixd to count the stream", lambda: "1 camera: 1 streaming" in status_text(vm), 60, 1)
-    assert failed_units(vm) == "", failed_units(vm)
-    assert main_pid(vm, DAEMON) == daemon_pid, "the daemon never crashed"
-    # The streamer start/stop worker and status jobs finish their last round, then close what they opened.
-    wait_until("the daemon's descriptors back to where they were", lambda: fd_count(vm, DAEMON) <= fds_before, 60)
-    rss_after, processes_after = rss_kib(vm, DAEMON), process_count(vm)
-    print(
-        f"\nVM (TCG): {SOAK_CYCLES} camera cycles with reloads: daemon RSS {rss_before} -> {rss_after} KiB, "
-        f"fds {fds_before} -> {fd_count(vm, DAEMON)}; processes {processes_before} -> {processes_after}"
-    )
-    assert rss_after - rss_before < 4096, "daemon memory stays flat"
-    assert processes_after <= processes_before + 2, "no stray processes"
+    after = assert_left_as_it_was(vm, DAEMON, before)
+    print(f"\nVM (TCG): {SOAK_CYCLES} camera cycles with reloads: {before} -> {after}")
