@@ -52,7 +52,11 @@ def apt_get(box: Container, *args: str, timeout: float = 600.0) -> subprocess.Co
     return box.run(["apt-get", "-q", "-y", *args], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=timeout)
 
 
-PORTS_LOCK = Path("/run/lock/octobrix-lab-ports.lock")
+PORTS_LOCK_DIR = Path("/run/lock")
+
+
+def port_lock(port: int) -> Path:
+    return PORTS_LOCK_DIR / f"octobrix-lab-port-{port}.lock"
 
 
 def wait_port_free(port: int, timeout: float) -> None:
@@ -73,21 +77,25 @@ def wait_port_free(port: int, timeout: float) -> None:
 @contextlib.contextmanager
 def holding_printer_ports(ports: Iterable[int] = (5000, 5001), timeout: float = 1800.0) -> Iterator[None]:
     """Containers share the host's network, and the demo printer (like test_instances' farm) listens
-    on a fixed port: a lab session holds this host-wide lock while such a container runs, so two
-    sessions (two checkouts, two engineers) never talk to each other's OctoPrint. Then it waits for
-    the ports to be free of anything else."""
-    PORTS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    on a fixed port: a lab session holds a host-wide lock on each port it uses while such a container
+    runs, so two sessions (two checkouts, two engineers) never talk to each other's OctoPrint, while
+    tests on other ports go on beside them. Locks are taken in port order (no deadlock); then it
+    waits for the ports to be free of anything else."""
+    PORTS_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
-    with PORTS_LOCK.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabError(f"another lab session held {PORTS_LOCK} for {timeout:.0f}s") from None
-                time.sleep(2)
-        for port in ports:
+    wanted = sorted(set(ports))
+    with contextlib.ExitStack() as stack:
+        for port in wanted:
+            handle = stack.enter_context(port_lock(port).open("a"))
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"another lab session held {port_lock(port)} for {timeout:.0f}s") from None
+                    time.sleep(2)
+        for port in wanted:
             wait_port_free(port, max(10.0, deadline - time.monotonic()))
         yield
 
