@@ -6,11 +6,12 @@ import base64
 import json
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
+
+from tests.lab.harness.waiting import connect_unix
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,7 @@ class _JsonLines:
 
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path
-        deadline = time.monotonic() + timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        sock = connect_unix(path, timeout)
         self.sock = sock
         self.buffer = b""
 

@@ -14,7 +14,6 @@ import fcntl
 import logging
 import os
 import select
-import socket
 import struct
 import termios
 import threading
@@ -23,6 +22,7 @@ import tty
 from pathlib import Path
 from typing import Self
 
+from tests.lab.harness import waiting
 from tests.lab.harness.printer_sim import MarlinSim
 
 log = logging.getLogger(__name__)
@@ -139,17 +139,7 @@ class SimLink:
 
 def connect_unix(sim: MarlinSim, path: Path, timeout: float = 10.0) -> SimLink:
     """Connect to a listening unix socket (QEMU's chardev server side); connecting is plugging in."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(path))
-            break
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    sock = waiting.connect_unix(path, timeout)
     fd = sock.detach()
     return SimLink(sim, fd, name=path.name)
 
