@@ -13,10 +13,12 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from octobrixd.apply import apply_plan, make_plan, read_manifest
 from octobrixd.carry import Source, carry, repack
 from octobrixd.config import parse_config
 from octobrixd.doctor import DoctorContext, check_venvs, run_checks
@@ -326,3 +328,23 @@ def test_status_and_doctor_name_another_octoprint_and_list_the_plugins(tmp_path:
     assert [(r.name, r.ok) for r in results] == [("octoprint demo", True), ("plugins demo", False)]
     assert "OctoPrint-Labplug 0.1.0 (plugin-manager)" in results[0].detail
     assert "OctoPrint-Gone 2.0 (conflict)" in results[1].detail and "Plugin Manager" in (results[1].fix or "")
+
+
+def test_a_drift_repair_waits_while_the_printer_prints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venv of a printing OctoPrint is neither rebuilt nor restarted; once the print ends it is."""
+    layout = Layout(tmp_path)
+    config = parse_config("[printers.demo]\nvirtual = true\nport = 5100\n", "/etc/octobrix.toml")
+    apply_plan(make_plan(config, layout, read_manifest(layout)), layout, read_manifest(layout))
+    built: list[str] = []
+    monkeypatch.setattr("octobrixd.apply.provision", lambda _layout, spec, *_a, **_k: built.append(spec.name))
+    unit = "octoprint@demo.service"
+    # What make_plan gives on a live system when the venv holds another OctoPrint.
+    spec = replace(venv_spec(config, "demo"), drift=True, reason="OctoPrint 1.11.7 is installed")
+    previous = read_manifest(layout)
+    plan = replace(make_plan(config, layout, previous), provision=(spec,), restart=(unit,), wheels="/srv/wheels")
+    assert "(OctoPrint 1.11.7 is installed)" in plan.commands()[0]
+    held = apply_plan(plan, layout, previous, busy=lambda _name: True)
+    assert held.deferred == (unit,) and built == []
+    assert read_manifest(layout).deferred == (unit,), "status says restart pending; octobrixd retries"
+    done = apply_plan(plan, layout, read_manifest(layout), busy=lambda _name: False)
+    assert done.deferred == () and built == ["demo"]
