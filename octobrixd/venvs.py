@@ -185,7 +185,7 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
         _hand_directories_to(target, uid, gid)
         (target / COMPLETE_MARKER).touch()
         temporary.unlink(missing_ok=True)
-        temporary.symlink_to(Path("venvs") / spec.digest)
+        temporary.symlink_to(Path("venvs") / target.name)
     except CommandError as error:
         _clean_failed_build(layout, target, temporary)
         raise _explain(layout, spec, error) from error
