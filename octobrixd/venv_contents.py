@@ -3,8 +3,9 @@ started for it): the OctoPrint version, the config's plugins, and what the user 
 OctoPrint's Plugin Manager.
 
 A distribution is the user's when the config did not ask for it, OctoPrint (or a config plugin) does
-not depend on it, and it is an OctoPrint plugin (an `octoprint.plugin` entry point), was asked for
-by name (pip's REQUESTED marker), or was carried before (the instance's carried-plugins list).
+not depend on it, it is an OctoPrint plugin (an `octoprint.plugin` entry point) or was asked for by
+name (pip's REQUESTED marker), and something other than octobrix installed it (octobrix uses uv,
+the Plugin Manager pip) or octobrix carried it before (the instance's carried-plugins list).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from octobrixd.paths import Layout
 SEED = frozenset({"pip", "setuptools", "wheel"})
 PLUGIN_ENTRY_POINT = "octoprint.plugin"
 CARRIED_FILE = "carried-plugins.json"
+OCTOBRIX_INSTALLER = "uv"
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 _CLAUSE_RE = re.compile(r"(===|==|~=|!=|<=|>=|<|>)\s*([A-Za-z0-9.*+!_-]+)")
 _VERSION_RE = re.compile(
@@ -50,6 +52,7 @@ class Dist:
     is_plugin: bool
     requested: bool
     url: str | None  # PEP 610 direct_url.json: where it was installed from, when not an index
+    installer: str = ""  # "uv" when octobrix put it there, "pip" for OctoPrint's Plugin Manager
 
     @property
     def key(self) -> str:
@@ -104,6 +107,13 @@ def _is_plugin(folder: Path) -> bool:
     return f"[{PLUGIN_ENTRY_POINT}]" in text.replace(" ", "")
 
 
+def _installer(folder: Path) -> str:
+    try:
+        return (folder / "INSTALLER").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def read_venv(venv: Path) -> dict[str, Dist]:
     """Every distribution installed in venv, by canonical name; {} when it has no site-packages."""
     packages = site_packages(venv)
@@ -131,6 +141,7 @@ def read_venv(venv: Path) -> dict[str, Dist]:
             is_plugin="entry_points.txt" in present and _is_plugin(folder),
             requested="REQUESTED" in present,
             url=_direct_url(folder) if "direct_url.json" in present else None,
+            installer=_installer(folder) if "INSTALLER" in present else "",
         )
     return found
 
@@ -178,7 +189,13 @@ def user_plugins(
     ours = dependency_closure(config_names(requirements, dists), dists) | SEED
     remembered = {canonical(n) for n in carried_before}
     candidates = [
-        d for key, d in dists.items() if key not in ours and (d.is_plugin or d.requested or key in remembered)
+        d
+        for key, d in dists.items()
+        if key not in ours
+        and (d.is_plugin or d.requested or key in remembered)
+        # octobrix installs with uv: what uv installed and octobrix did not carry came from the config
+        # (a plugin since taken out of it, which must go).
+        and (d.installer != OCTOBRIX_INSTALLER or key in remembered)
     ]
     # A plugin another one of them depends on comes back with it: carry the top ones only.
     needed_by_others = {r for d in candidates for r in d.requires}

@@ -48,6 +48,7 @@ def dist(
     plugin: bool = False,
     requested: bool = False,
     url: str | None = None,
+    installer: str = "pip",
 ) -> Path:
     """A distribution as an installer leaves it: METADATA, RECORD, entry points, a module."""
     site = venv / SITE
@@ -59,7 +60,7 @@ def dist(
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     lines += [f"Requires-Dist: {r}" for r in requires]
     (info / "METADATA").write_text("\n".join(lines) + "\n")
-    (info / "INSTALLER").write_text("pip\n")
+    (info / "INSTALLER").write_text(f"{installer}\n")
     if plugin:
         (info / "entry_points.txt").write_text(f"[octoprint.plugin]\n{module} = {module}\n")
     if requested:
@@ -99,6 +100,15 @@ def test_the_users_plugins_are_what_neither_octoprint_nor_the_config_brought(tmp
     assert [d.name for d in found] == ["OctoPrint-Dashboard", "OctoPrint-Labplug", "pytest"]
     labplug = next(d for d in found if d.name == "OctoPrint-Labplug")
     assert labplug.url == "file:///tmp/tmpab12/labplug.zip" and labplug.is_plugin
+
+
+def test_a_plugin_taken_out_of_the_config_is_not_carried_but_one_carried_before_is(tmp_path: Path) -> None:
+    farm_venv(tmp_path)
+    dist(tmp_path, "OctoPrint-PSUControl", "1.0.6", plugin=True, requested=True, installer="uv")  # was the config's
+    dist(tmp_path, "OctoPrint-Carried", "3.0", plugin=True, installer="uv")  # octobrix carried it last time
+    found = [d.name for d in user_plugins(read_venv(tmp_path), REQUIREMENTS, carried_before=["OctoPrint-Carried"])]
+    assert "OctoPrint-PSUControl" not in found
+    assert "OctoPrint-Carried" in found and "OctoPrint-Labplug" in found
 
 
 def test_a_config_plugin_given_as_a_bare_url_is_the_configs(tmp_path: Path) -> None:
