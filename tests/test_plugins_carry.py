@@ -34,7 +34,7 @@ from octobrixd.venv_contents import (
     user_plugins,
 )
 from octobrixd.venv_drift import venvs_to_build
-from octobrixd.venvs import COMPLETE_MARKER, _build_dir, is_current, venv_spec
+from octobrixd.venvs import COMPLETE_MARKER, VenvSpec, _build_dir, is_current, provision, venv_spec
 
 SITE = "lib/python3.11/site-packages"
 
@@ -358,3 +358,51 @@ def test_a_drift_repair_waits_while_the_printer_prints(tmp_path: Path, monkeypat
     assert read_manifest(layout).deferred == (unit,), "status says restart pending; octobrixd retries"
     done = apply_plan(plan, layout, read_manifest(layout), busy=lambda _name: False)
     assert done.deferred == () and built == ["demo"]
+
+
+def test_provision_carries_what_fits_names_the_rest_and_remembers_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """venvs.provision with uv stood in for (it installs into the fake tree): the build goes on without
+    the plugin that no longer installs, says so once, and the state dir remembers what happened."""
+    layout = Layout(tmp_path)
+    old_spec = VenvSpec("demo", ("octoprint==1.11.8",))
+    old = layout.state_dir("demo") / "venvs" / old_spec.digest
+    dist(old, "OctoPrint", "1.11.8")
+    dist(old, "OctoPrint-Good", "1.0", plugin=True, requested=True)
+    dist(old, "OctoPrint-Bad", "2.0", plugin=True, requested=True)
+    (old / COMPLETE_MARKER).touch()
+    (layout.state_dir("demo") / "venv").symlink_to(f"venvs/{old_spec.digest}")
+
+    def fake_uv(args: list[str], _layout: Layout) -> None:
+        if args[0] == "venv":
+            (Path(args[-1]) / SITE).mkdir(parents=True, exist_ok=True)
+            return
+        python = Path(args[args.index("--python") + 1])
+        venv = python.parent.parent
+        wanted = args[args.index("--python") + 2 :]
+        if any("Bad" in w or "bad" in w for w in wanted):
+            raise CommandError(["uv", *args], 1, "  × No solution found\n  ╰─▶ OctoPrint-Bad 2.0 needs OctoPrint>=2")
+        for requirement in wanted:
+            name, _, version = Path(requirement).name.partition("==")
+            if requirement.endswith(".whl"):
+                name, version = Path(requirement).name.split("-")[:2]
+            if not (venv / SITE / f"{name.lower().replace('-', '_')}-{version}.dist-info").exists():
+                dist(venv, name, version, plugin=name != "octoprint", installer="uv")
+
+    monkeypatch.setattr("octobrixd.venvs._uv", fake_uv)
+    monkeypatch.setattr("octobrixd.venvs.run", lambda *_a, **_k: None)
+    new_spec = VenvSpec("demo", ("octoprint==1.11.7",))
+    with caplog.at_level("WARNING"):
+        target = provision(layout, new_spec, os.getuid(), os.getgid())
+    assert (layout.state_dir("demo") / "venv").resolve() == target.resolve()
+    installed = read_venv(target)
+    assert installed["octoprint"].version == "1.11.7" and installed["octoprint-good"].version == "1.0"
+    assert "octoprint-bad" not in installed
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "demo: could not carry" in warnings[0]
+    assert "OctoPrint-Bad 2.0 (╰─▶ OctoPrint-Bad 2.0 needs OctoPrint>=2)" in warnings[0]
+    state = json.loads((layout.state_dir("demo") / "carried-plugins.json").read_text())
+    assert [(c["name"], c["source"]) for c in state["carried"]] == [("OctoPrint-Good", "index")]
+    assert [n["name"] for n in state["not_carried"]] == ["OctoPrint-Bad"] and state["octoprint"] == "1.11.7"
+    assert old.exists(), "the previous venv stays, for a running OctoPrint"
