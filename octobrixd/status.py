@@ -183,7 +183,7 @@ def _venv_fields(layout: Layout, config: Config, name: str) -> dict[str, Any]:
 
 def drift_notes(printers: Sequence[PrinterStatus]) -> list[str]:
     return [
-        f"{p.name}: {p.drift}; `sudo octobrixctl apply` installs the pinned one again, keeping its plugins"
+        f"{p.name}: {p.drift}; `sudo octobrixctl apply` builds it again as the config says, keeping its plugins"
         for p in printers
         if p.drift
     ]

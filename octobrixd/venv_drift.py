@@ -42,7 +42,8 @@ def venvs_to_build(layout: Layout, config: Config) -> tuple[VenvSpec, ...]:
 
 
 FIX_DRIFT = (
-    "sudo octobrixctl apply (installs the pinned OctoPrint again, keeping the plugins installed through OctoPrint)"
+    "sudo octobrixctl apply (builds its OctoPrint again as the config says, "
+    "keeping the plugins installed through OctoPrint)"
 )
 
 
