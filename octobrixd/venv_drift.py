@@ -54,10 +54,15 @@ def venv_results(layout: Layout, config: Config | None) -> list[tuple[str, bool,
         return []
     out: list[tuple[str, bool, str, str | None]] = []
     for name in sorted(config.printers):
-        if not venv_link(layout, name).is_symlink():
+        label = f"octoprint {name}"
+        try:
+            built = venv_link(layout, name).is_symlink()
+        except PermissionError:
+            out.append((label, True, f"cannot read {layout.state_dir(name)} (run doctor as root to check it)", None))
+            continue
+        if not built:
             continue  # not built yet: apply's business, not drift
         got = report(layout, config, name)
-        label = f"octoprint {name}"
         if got.octoprint_version is None and got.drift is None:
             out.append((label, True, f"cannot read its venv {venv_link(layout, name)} (run doctor as root)", None))
             continue

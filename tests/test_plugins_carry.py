@@ -406,3 +406,23 @@ def test_provision_carries_what_fits_names_the_rest_and_remembers_both(
     assert [(c["name"], c["source"]) for c in state["carried"]] == [("OctoPrint-Good", "index")]
     assert [n["name"] for n in state["not_carried"]] == ["OctoPrint-Bad"] and state["octoprint"] == "1.11.7"
     assert old.exists(), "the previous venv stays, for a running OctoPrint"
+
+
+def test_doctor_without_root_says_what_it_cannot_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain user cannot look into /var/lib/octobrix/NAME (0700, the instance's). The tests run as
+    root, who can: the EACCES a plain user gets from lstat is raised by a stand-in here."""
+    layout = Layout(tmp_path)
+    config_file = tmp_path / "octobrix.toml"
+    config_file.write_text("[printers.demo]\nvirtual = true\nport = 5100\n")
+    state = layout.state_dir("demo")
+    real_is_symlink = Path.is_symlink
+
+    def is_symlink(path: Path) -> bool:
+        if path.is_relative_to(state):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_symlink(path)
+
+    monkeypatch.setattr(Path, "is_symlink", is_symlink)
+    results = run_checks(DoctorContext(layout, config_file), [check_venvs])
+    assert [(r.name, r.ok) for r in results] == [("octoprint demo", True)]
+    assert "run doctor as root" in results[0].detail
