@@ -11,7 +11,16 @@ from dataclasses import replace
 
 from octobrixd.config import Config
 from octobrixd.paths import Layout
-from octobrixd.venv_contents import canonical, drift_of, read_carried, read_not_carried, read_venv, report, user_plugins
+from octobrixd.venv_contents import (
+    canonical,
+    drift_of,
+    installed_versions,
+    read_carried,
+    read_not_carried,
+    read_venv,
+    report,
+    user_plugins,
+)
 from octobrixd.venvs import VenvSpec, is_current, venv_link, venv_spec
 
 
@@ -34,7 +43,7 @@ def venvs_to_build(layout: Layout, config: Config) -> tuple[VenvSpec, ...]:
             why = "the config asks for another one" if venv_link(layout, name).is_symlink() else "new"
             out.append(replace(spec, reason="; ".join(r for r in (why, _keeps(layout, spec)) if r)))
             continue
-        drift = drift_of(read_venv(venv_link(layout, name)), spec.requirements)
+        drift = drift_of(installed_versions(venv_link(layout, name)), spec.requirements)
         if drift is not None:
             reason = "; ".join(r for r in (drift, _keeps(layout, spec)) if r)
             out.append(replace(spec, reason=reason, drift=True))

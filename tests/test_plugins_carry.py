@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,6 +29,7 @@ from octobrixd.status import collect, format_table, to_json
 from octobrixd.venv_contents import (
     PluginSource,
     drift_of,
+    installed_versions,
     read_venv,
     report,
     satisfies,
@@ -139,7 +141,8 @@ def test_report_lists_each_plugin_with_where_it_came_from(tmp_path: Path) -> Non
 
 def test_drift_names_another_octoprint_and_a_missing_config_plugin(tmp_path: Path) -> None:
     farm_venv(tmp_path)
-    dists = read_venv(tmp_path)
+    dists = installed_versions(tmp_path)
+    assert dists["octoprint"] == "1.11.8" and dists["octoprint-labplug"] == "0.1.0"
     assert drift_of(dists, REQUIREMENTS) is None
     assert drift_of(dists, ("octoprint>=1.10,<2",)) is None
     other = drift_of(dists, ("octoprint==1.11.7", "OctoPrint-PSUControl==1.0.6"))
@@ -326,9 +329,9 @@ def test_status_and_doctor_name_another_octoprint_and_list_the_plugins(tmp_path:
     assert "1.11.8" in results[0].detail and results[0].fix is not None and "sudo octobrixctl apply" in results[0].fix
 
     # Put back as pinned, after a build that could not keep one plugin.
-    (venv / SITE / "octoprint-1.11.8.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: OctoPrint\nVersion: 1.11.7\n"
-    )
+    shutil.rmtree(venv / SITE / "octoprint-1.11.8.dist-info")
+    shutil.rmtree(venv / SITE / "octoprint")
+    dist(venv, "OctoPrint", "1.11.7")
     (layout.state_dir("demo") / "carried-plugins.json").write_text(
         json.dumps({"version": 1, "not_carried": [{"name": "OctoPrint-Gone", "version": "2.0", "reason": "conflict"}]})
     )
