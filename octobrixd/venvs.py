@@ -256,7 +256,8 @@ def _clean_failed_build(layout: Layout, target: Path, temporary: Path) -> None:
 
 def _prune(layout: Layout, current: Path) -> None:
     """Keep the new venv and the newest complete previous one; a build a kill left half-made goes first."""
-    others = [p for p in current.parent.iterdir() if p.name != current.name and not p.name.startswith(".carry-")]
+    # A build killed half-way also leaves its `.carry-*` scratch folder (wheels of carried plugins).
+    others = [p for p in current.parent.iterdir() if p.name != current.name]
     complete = sorted(
         (p for p in others if (p / COMPLETE_MARKER).exists()), key=lambda p: p.stat().st_mtime, reverse=True
     )
