@@ -37,7 +37,8 @@ from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
 from octobrixd.render_units import DROPIN_NAME, octoprint_unit
-from octobrixd.venvs import VenvSpec, check_build_prerequisites, is_current, provision, venv_spec
+from octobrixd.venv_drift import venvs_to_build
+from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,11 @@ class Plan:
 
     def commands(self) -> list[str]:
         """The system commands this plan runs on a live system, in order, for --dry-run."""
-        out = [f"build the Python environment of {s.name}: {' '.join(s.requirements)}" for s in self.provision]
+        out = [
+            f"build the Python environment of {s.name}: {' '.join(s.requirements)}"
+            + (f" ({s.reason})" if s.reason else "")
+            for s in self.provision
+        ]
         out += [f"create the admin user and API key of {name}" for name in self.seed]
         if self.create_users:
             out.append(f"systemd-sysusers /{paths.SYSUSERS_FILE}")
@@ -233,10 +238,12 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
     provision: tuple[VenvSpec, ...] = ()
     seed: tuple[str, ...] = ()
     if layout.live:
-        provision = tuple(
-            spec for spec in (venv_spec(config, n) for n in sorted(config.printers)) if not is_current(layout, spec)
-        )
+        provision = venvs_to_build(layout, config)
         seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
+
+    # A venv changed behind octobrix's back is rebuilt as the config has it; its OctoPrint restarts
+    # though no file changed (held back like any restart while the printer prints).
+    rebuilt = {octoprint_unit(s.name) for s in provision if s.drift} & set(previous.units) & set(units)
 
     touched = {change.path for change in changes}
     written = {*desired, *map(PurePosixPath, previous.files), *map(config_yaml_path, config.printers), paths.MANIFEST}
@@ -251,7 +258,7 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
         provision=provision,
         seed=seed,
         start=tuple(sorted(set(units) - set(previous.units))),
-        restart=tuple(sorted(u for u in set(units) & set(previous.units) if units[u] != previous.units[u])),
+        restart=tuple(sorted({u for u in set(units) & set(previous.units) if units[u] != previous.units[u]} | rebuilt)),
         stop=tuple(sorted(set(previous.units) - set(units))),
         reload_units=any(p.is_relative_to(paths.UNIT_DIR) for p in touched),
         reload_udev=paths.UDEV_RULES in touched,
@@ -431,7 +438,7 @@ class _Staged:
             temp.unlink(missing_ok=True)
 
 
-def _apply_staged(plan: Plan, layout: Layout, staged: _Staged) -> None:
+def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[str, ...] = ()) -> None:
     """Everything but systemd and the final manifest, in an order a kill at any point leaves safe."""
     staged.commit(layout.path(paths.MANIFEST))
 
@@ -447,6 +454,9 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged) -> None:
         check_build_prerequisites()
     # All venvs are built before anything else changes: a failed install leaves the system as it was.
     for spec in plan.provision:
+        if spec.drift and octoprint_unit(spec.name) in deferred:
+            # Only repairs the venv: it waits with the restart, so the print keeps its OctoPrint.
+            continue
         provision(layout, spec, *_ids(layout, spec.name), wheels=plan.wheels)
 
     for change in plan.files:
@@ -505,7 +515,7 @@ def apply_plan(
         [(manifest_path, pending.to_json(), 0o644), *writes, (manifest_path, final.to_json(), 0o644)]
     )
     try:
-        _apply_staged(plan, layout, staged)
+        _apply_staged(plan, layout, staged, deferred)
         if layout.live:
             if any(printer_of(unit) is not None for unit in plan.start):
                 udev.load_serial_drivers()

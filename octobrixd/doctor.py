@@ -21,6 +21,7 @@ from octobrixd.config import Camera, Config, Printer, Streamer, load_config
 from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
 from octobrixd.errors import ConfigError
 from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.venv_drift import venv_results
 
 
 @dataclass(frozen=True)
@@ -477,6 +478,11 @@ def check_timelapse(ctx: DoctorContext) -> list[CheckResult]:
     ]
 
 
+def check_venvs(ctx: DoctorContext) -> list[CheckResult]:
+    """The OctoPrint and plugins really installed in each printer's venv, against the config."""
+    return [CheckResult(*r) for r in venv_results(ctx.layout, ctx.config)]
+
+
 CHECKS: list[Check] = [
     check_config,
     check_devices,
@@ -487,6 +493,7 @@ CHECKS: list[Check] = [
     check_streams,
     check_bandwidth,
     check_timelapse,
+    check_venvs,
 ]
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -28,6 +29,8 @@ from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render_units import octoprint_unit, streamer_unit
+from octobrixd.venv_contents import InstalledPlugin
+from octobrixd.venv_contents import report as venv_report
 
 JSON_VERSION = 1
 SHOW_PROPERTIES = (
@@ -69,6 +72,11 @@ class PrinterStatus(UnitStatus):
     printer_state: str | None
     progress_percent: float | None
     restart_pending: bool
+    # What its venv holds (venv_contents.py); null/empty where it cannot be read (not root).
+    octoprint_version: str | None = None
+    octoprint_requirement: str | None = None
+    drift: str | None = None
+    plugins: tuple[InstalledPlugin, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,26 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
     return fetch
 
 
+def _venv_fields(layout: Layout, config: Config, name: str, plugins: bool) -> dict[str, Any]:
+    if name not in config.printers:
+        return {}
+    venv = venv_report(layout, config, name, plugins=plugins)
+    return {
+        "octoprint_version": venv.octoprint_version,
+        "octoprint_requirement": config.octoprint_requirement(name),
+        "drift": venv.drift,
+        "plugins": venv.plugins,
+    }
+
+
+def drift_notes(printers: Sequence[PrinterStatus]) -> list[str]:
+    return [
+        f"{p.name}: {p.drift}; `sudo octobrixctl apply` builds it again as the config says, keeping its plugins"
+        for p in printers
+        if p.drift
+    ]
+
+
 def removed_printers(config: Config, deferred: Sequence[str]) -> list[str]:
     """Printers taken out of the config while they printed: their OctoPrint runs on until the print
     ends, and status lists them ("removed", stop pending) so that they are not invisible meanwhile."""
@@ -177,6 +205,7 @@ def collect(
     names: Sequence[str] = (),
     deferred: Sequence[str] = (),
     now_monotonic_usec: int | None = None,
+    plugins: bool = True,
 ) -> tuple[list[PrinterStatus], list[CameraStatus]]:
     now = now_monotonic_usec if now_monotonic_usec is not None else time.monotonic_ns() // 1000
     wanted = set(names)
@@ -208,6 +237,7 @@ def collect(
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
+            **_venv_fields(layout, config, name, plugins),
         )
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(printers)))) as pool:
@@ -283,7 +313,7 @@ def format_table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStat
                 "-" if p.cpu_percent is None else f"{p.cpu_percent}%", _memory(p.memory_bytes),
                 p.device, state, p.url,
             ])  # fmt: skip
-    table = _align(lines)
+    table = "\n".join([_align(lines), *drift_notes(printers)]) if lines else ""
     if cameras:
         rows = [["CAMERA", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "URL"]]
         for c in cameras:
@@ -351,6 +381,7 @@ def main(args: argparse.Namespace) -> int:
             config.octobrix.public_host or socket.gethostname(),
             names=args.names,
             deferred=deferred,
+            plugins=args.json,  # the table does not show them; reading them costs ~8 ms a printer
         )
         if not settling(printers) or time.monotonic() >= deadline:
             break

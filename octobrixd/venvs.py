@@ -16,14 +16,18 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from octobrixd.carry import carry, save
 from octobrixd.config import Config
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.fsutil import DISK_FULL, mount_point
 from octobrixd.paths import Layout
 from octobrixd.proc import run
+from octobrixd.venv_contents import carried_path, read_carried, read_venv, user_plugins
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ KEEP_PREVIOUS = 1
 class VenvSpec:
     name: str
     requirements: tuple[str, ...]
+    # Why it is built, for --dry-run; drift: only the venv's contents changed, not the config.
+    reason: str = field(default="", compare=False)
+    drift: bool = field(default=False, compare=False)
 
     @property
     def digest(self) -> str:
@@ -57,9 +64,32 @@ def venv_link(layout: Layout, name: str) -> Path:
 
 
 def is_current(layout: Layout, spec: VenvSpec) -> bool:
-    target = venvs_dir(layout, spec.name) / spec.digest
     link = venv_link(layout, spec.name)
-    return link.is_symlink() and link.resolve() == target.resolve() and (target / COMPLETE_MARKER).exists()
+    if not link.is_symlink():
+        return False
+    target = link.resolve()
+    # A rebuild of the same requirements (drift repair) goes to DIGEST-1 beside the running DIGEST.
+    return (
+        target.parent == venvs_dir(layout, spec.name).resolve()
+        and target.name.partition("-")[0] == spec.digest
+        and (target / COMPLETE_MARKER).exists()
+    )
+
+
+def _build_dir(layout: Layout, spec: VenvSpec) -> Path:
+    """Where spec's venv is built: never the folder the running OctoPrint uses."""
+    link = venv_link(layout, spec.name)
+    running = link.resolve() if link.is_symlink() else None
+    plain = venvs_dir(layout, spec.name) / spec.digest
+    return plain.with_name(f"{spec.digest}-1") if running is not None and running == plain.resolve() else plain
+
+
+def _current_complete(layout: Layout, name: str) -> Path | None:
+    link = venv_link(layout, name)
+    if not link.is_symlink():
+        return None
+    target = link.resolve()
+    return target if (target / COMPLETE_MARKER).exists() else None
 
 
 def check_build_prerequisites() -> None:
@@ -129,7 +159,7 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
     A failed build (a full disk included) leaves nothing behind: neither the half-built venv nor
     the half-unpacked wheels uv leaves in its cache.
     """
-    target = venvs_dir(layout, spec.name) / spec.digest
+    target = _build_dir(layout, spec)
     if target.exists():
         # Left by an interrupted build, or an old complete one: either way, start from scratch.
         shutil.rmtree(target)
@@ -140,17 +170,22 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
     source = ["--no-index", "--find-links", wheels] if wheels else []
     link = venv_link(layout, spec.name)
     temporary = link.with_name(".venv.new")
+    # What the user added through OctoPrint's Plugin Manager goes into the new venv too.
+    previous = _current_complete(layout, spec.name)
+    remembered = [entry["name"] for entry in read_carried(layout, spec.name)]
+    plugins = user_plugins(read_venv(previous), spec.requirements, remembered) if previous else []
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chown(target.parent, uid, gid)
-        _uv(["venv", "--quiet", "--seed", *source, "--python", str(INSTANCE_PYTHON), str(target)], layout)
-        python = str(target / "bin" / "python")
-        _uv(["pip", "install", "--quiet", *source, "--python", python, *spec.requirements], layout)
+        builder = _UvBuilder(layout, target, source)
+        builder.fresh()
+        with tempfile.TemporaryDirectory(prefix=".carry-", dir=target.parent) as scratch:
+            result = carry(builder, spec.requirements, plugins, Path(scratch), wheels)
         run([str(target / "bin" / "python"), "-c", "import octoprint"])
         _hand_directories_to(target, uid, gid)
         (target / COMPLETE_MARKER).touch()
         temporary.unlink(missing_ok=True)
-        temporary.symlink_to(Path("venvs") / spec.digest)
+        temporary.symlink_to(Path("venvs") / target.name)
     except CommandError as error:
         _clean_failed_build(layout, target, temporary)
         raise _explain(layout, spec, error) from error
@@ -161,9 +196,40 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
             hint=_disk_full_hint(layout, spec) if error.errno in DISK_FULL else None,
         ) from error
     temporary.replace(link)
-    _prune(layout, spec)
+    _prune(layout, target)
+    installed = read_venv(target).get("octoprint")
+    save(carried_path(layout, spec.name), result, installed.version if installed else None)
+    if result.carried:
+        log.info(
+            "carried into %s: %s", spec.name, ", ".join(f"{c.name} {c.version} ({c.source})" for c in result.carried)
+        )
+    message = result.message(spec.name)
+    if message is not None:
+        log.warning("%s", message)
     log.info("venv for %s is now %s", spec.name, target)
     return target
+
+
+class _UvBuilder:
+    def __init__(self, layout: Layout, target: Path, source: Sequence[str]) -> None:
+        self.layout = layout
+        self.target = target
+        self.source = list(source)
+
+    def fresh(self) -> None:
+        if self.target.exists():
+            shutil.rmtree(self.target)
+        _uv(
+            ["venv", "--quiet", "--seed", *self.source, "--python", str(INSTANCE_PYTHON), str(self.target)], self.layout
+        )
+
+    def install(self, requirements: Sequence[str], constraints: Path | None) -> None:
+        python = str(self.target / "bin" / "python")
+        limits = ["--constraint", str(constraints)] if constraints is not None else []
+        _uv(["pip", "install", "--quiet", *self.source, *limits, "--python", python, *requirements], self.layout)
+
+    def installed(self) -> dict[str, str]:
+        return {d.name: d.version for d in read_venv(self.target).values()}
 
 
 def _cache_leftovers(layout: Layout) -> list[Path]:
@@ -188,9 +254,10 @@ def _clean_failed_build(layout: Layout, target: Path, temporary: Path) -> None:
         _prune_cache(layout)
 
 
-def _prune(layout: Layout, spec: VenvSpec) -> None:
+def _prune(layout: Layout, current: Path) -> None:
     """Keep the new venv and the newest complete previous one; a build a kill left half-made goes first."""
-    others = [p for p in venvs_dir(layout, spec.name).iterdir() if p.name != spec.digest]
+    # A build killed half-way also leaves its `.carry-*` scratch folder (wheels of carried plugins).
+    others = [p for p in current.parent.iterdir() if p.name != current.name]
     complete = sorted(
         (p for p in others if (p / COMPLETE_MARKER).exists()), key=lambda p: p.stat().st_mtime, reverse=True
     )

@@ -76,6 +76,7 @@ def test_json_schema_is_stable(tmp_path: Path) -> None:
     assert sorted(body["printers"][0]) == sorted([
         "name", "unit", "state", "sub_state", "pid", "uptime_seconds", "cpu_percent", "memory_bytes",
         "device", "device_path", "url", "printer_state", "progress_percent", "restart_pending",
+        "octoprint_version", "octoprint_requirement", "drift", "plugins",
     ])  # fmt: skip
 
 

@@ -80,3 +80,17 @@ def test_changed_pin_swaps_and_keeps_one_previous(farm: Layout) -> None:
     assert first.exists(), "the previous venv stays until the next swap: a running OctoPrint may still import from it"
     third = provision(farm, VenvSpec("printer4", ("octoprint==1.10.3",)), *ids())
     assert sorted(p.name for p in third.parent.iterdir()) == sorted([second.name, third.name])
+
+
+def test_a_rebuild_of_the_same_requirements_goes_beside_the_running_venv(farm: Layout) -> None:
+    """A drift repair (another OctoPrint got into the venv) rebuilds what the config asks for without
+    touching the folder the running OctoPrint imports from, and swaps the link to the new one."""
+    spec = VenvSpec("printer5", (OCTOPRINT,))
+    running = provision(farm, spec, *ids())
+    rebuilt = provision(farm, spec, *ids())
+    assert rebuilt != running and rebuilt.name == f"{spec.digest}-1"
+    assert venv_link(farm, "printer5").resolve() == rebuilt.resolve() and is_current(farm, spec)
+    assert (running / "bin" / "octoprint").exists(), "the running OctoPrint's folder stays until the next swap"
+    again = provision(farm, spec, *ids())
+    assert again.name == spec.digest and venv_link(farm, "printer5").resolve() == again.resolve()
+    assert (rebuilt / COMPLETE_MARKER).exists(), "and the one before is now the kept previous one"

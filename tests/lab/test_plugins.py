@@ -1,0 +1,227 @@
+"""Plugins are the user's data, and the OctoPrint installed is part of the desired state: for real,
+with octobrix installed by its own installer into a systemd container and OctoPrint's own Plugin
+Manager installing a plugin.
+
+The plugin is a tiny real one (a SettingsPlugin with one setting) built here as a wheel and handed
+to the Plugin Manager over a loopback URL: OctoPrint's pip in the container does not trust this
+lab network's TLS CA, so nothing is fetched from the internet through it. The Plugin Manager
+downloads it to a temporary folder it deletes afterwards, as it does with any URL, so octobrix must
+carry the installed copy itself.
+
+One module, one container: the tests run in order and build on each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.harness import installs
+from tests.lab.harness.container import Container
+from tests.lab.harness.farm import pty_farm
+
+pytestmark = pytest.mark.lab
+
+PORT = 5100  # the demo printer's OctoPrint
+WHEEL_PORT = 5105  # this test's loopback server, which hands the Plugin Manager the plugin
+PINNED = "octoprint==1.11.7"
+OTHER = "1.11.8"  # what "OctoPrint's updater" puts in behind octobrix's back
+CONFIG = f"""\
+[printers.demo]
+virtual = true
+port = {PORT}
+"""
+PLUGIN_KEY = "labplug"
+PLUGIN_DIST = "OctoPrint-Labplug"
+WHEEL_NAME = "OctoPrint_Labplug-0.1.0-py3-none-any.whl"
+SETTING = "carried across"
+PLUGIN_SOURCE = """\
+import octoprint.plugin
+
+
+class LabPlug(octoprint.plugin.SettingsPlugin):
+    def get_settings_defaults(self):
+        return {"greeting": "hello"}
+
+
+__plugin_name__ = "Lab Plug"
+__plugin_version__ = "0.1.0"
+__plugin_pythoncompat__ = ">=3,<4"
+__plugin_implementation__ = LabPlug()
+"""
+
+
+def build_plugin_wheel(folder: Path) -> Path:
+    """A real OctoPrint plugin as a wheel (nothing to compile or fetch when pip installs it)."""
+    info = "OctoPrint_Labplug-0.1.0.dist-info"
+    files = {
+        "octoprint_labplug/__init__.py": PLUGIN_SOURCE,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PLUGIN_DIST}\nVersion: 0.1.0\nSummary: lab plugin\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: octobrix-lab\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/entry_points.txt": f"[octoprint.plugin]\n{PLUGIN_KEY} = octoprint_labplug\n",
+        f"{info}/top_level.txt": "octoprint_labplug\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    path = folder / WHEEL_NAME
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def serving(folder: Path, port: int) -> Iterator[str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("plugins", numbered=True))
+    with pty_farm(workdir, CONFIG, {}, ports=(PORT, WHEEL_PORT)) as box:
+        yield box
+
+
+def api(box: Container, path: str, body: dict[str, Any] | None = None) -> Any:
+    return installs.api(box, PORT, "demo", path, body)
+
+
+def wait_up(box: Container) -> None:
+    installs.wait_operational(box, "demo", PORT)
+
+
+def lab_plugin(box: Container) -> dict[str, Any] | None:
+    plugins = api(box, "/plugin/pluginmanager/plugins")["plugins"]
+    return next((p for p in plugins if p["key"] == PLUGIN_KEY), None)
+
+
+def greeting(box: Container) -> Any:
+    return api(box, "/api/settings")["plugins"].get(PLUGIN_KEY, {}).get("greeting")
+
+
+def server_version(box: Container) -> str:
+    return str(api(box, "/api/version")["server"])
+
+
+def status_row(box: Container) -> dict[str, Any]:
+    body = json.loads(box.run(["octobrixctl", "status", "--json"], check=True).stdout)
+    return dict(next(p for p in body["printers"] if p["name"] == "demo"))
+
+
+def ctl(box: Container, *args: str) -> tuple[int, str]:
+    done = box.run(["octobrixctl", *args], check=False, timeout=900)
+    return done.returncode, done.stdout + done.stderr
+
+
+def restart_and_wait(box: Container) -> None:
+    box.systemctl("restart", "octoprint@demo.service")
+    wait_up(box)
+
+
+def test_a_plugin_manager_plugin_and_its_setting_survive_a_changed_pin(farm: Container, tmp_path: Path) -> None:
+    wait_up(farm)
+    build_plugin_wheel(tmp_path)
+    with serving(tmp_path, WHEEL_PORT) as base:
+        answer = api(farm, "/api/plugin/pluginmanager", {"command": "install", "url": f"{base}/{WHEEL_NAME}"})
+        assert answer == {"in_progress": True}
+        # OctoPrint finds a newly pip-installed plugin only after a restart ("Please restart OctoPrint"):
+        # octobrix sees it in the venv as soon as pip is done.
+        deadline = time.monotonic() + 180
+        while not any(p["name"] == PLUGIN_DIST for p in status_row(farm)["plugins"]):
+            assert time.monotonic() < deadline, farm.run(
+                ["tail", "-n", "30", "/var/lib/octobrix/demo/basedir/logs/plugin_pluginmanager_console.log"]
+            ).stdout
+            time.sleep(2)
+    restart_and_wait(farm)  # what the Plugin Manager asks for after an install
+    plugin = lab_plugin(farm)
+    assert plugin is not None and plugin["enabled"], plugin
+    api(farm, "/api/settings", {"plugins": {PLUGIN_KEY: {"greeting": SETTING}}})
+    assert greeting(farm) == SETTING
+    row = status_row(farm)
+    assert {"name": PLUGIN_DIST, "version": "0.1.0", "source": "plugin-manager"} in row["plugins"]
+
+    farm.write_file("/etc/octobrix.toml", CONFIG + f'octoprint = "{PINNED}"\n')
+    rc, out = ctl(farm, "apply")  # octobrixd may have started on the edit already: then this waits for it
+    assert rc == 0, out
+    assert "could not carry" not in out, out
+    wait_up(farm)
+    assert server_version(farm) == "1.11.7"
+    plugin = lab_plugin(farm)
+    assert plugin is not None and plugin["enabled"] and plugin["version"] == "0.1.0", plugin
+    assert greeting(farm) == SETTING, "the plugin is loaded again, with the user's setting"
+    carried = json.loads(farm.read_file("/var/lib/octobrix/demo/carried-plugins.json"))
+    assert [(c["name"], c["source"]) for c in carried["carried"]] == [(PLUGIN_DIST, "installed copy")]
+    assert carried["octoprint"] == "1.11.7" and carried["not_carried"] == []
+
+
+def pip_as_instance(box: Container, *args: str) -> tuple[int, str]:
+    uid = box.run(["id", "-u", "octobrix-demo"]).stdout.strip()
+    gid = box.run(["id", "-g", "octobrix-demo"]).stdout.strip()
+    done = box.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+         "/var/lib/octobrix/demo/venv/bin/python", "-m", "pip", "--disable-pip-version-check", *args],
+        # What OctoPrint's updater does, as the instance's user; the lab's CA for pip's own downloads.
+        env={"HOME": "/var/lib/octobrix/demo", "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
+        check=False,
+        timeout=600,
+    )  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_another_octoprint_behind_octobrixs_back_is_named_and_put_back(farm: Container) -> None:
+    wait_up(farm)
+    rc, out = pip_as_instance(farm, "install", "--quiet", f"octoprint=={OTHER}")
+    assert rc == 0, out
+
+    row = status_row(farm)
+    assert row["octoprint_version"] == OTHER and row["octoprint_requirement"] == PINNED
+    assert f"OctoPrint {OTHER} is installed, the config asks for {PINNED}" in row["drift"]
+    rc, table = ctl(farm, "status")
+    assert rc == 0 and f"demo: OctoPrint {OTHER} is installed" in table and "sudo octobrixctl apply" in table, table
+    rc, doctor = ctl(farm, "doctor")
+    assert rc == 1, doctor
+    line = next(text for text in doctor.splitlines() if "octoprint demo" in text)
+    assert line.startswith("[FAIL]") and OTHER in line, doctor
+    assert "fix: sudo octobrixctl apply" in doctor
+    rc, dry = ctl(farm, "apply", "--dry-run")
+    assert rc == 0 and "Nothing to do" not in dry, dry
+    assert f"build the Python environment of demo: {PINNED} (OctoPrint {OTHER} is installed" in dry, dry
+    assert f"{PLUGIN_DIST} 0.1.0" in dry and "systemctl try-restart octoprint@demo.service" in dry, dry
+
+    rc, out = ctl(farm, "apply")
+    assert rc == 0 and "restarted octoprint@demo.service" in out, out
+    wait_up(farm)
+    assert server_version(farm) == "1.11.7", "the pinned OctoPrint runs again"
+    plugin = lab_plugin(farm)
+    assert plugin is not None and plugin["enabled"], plugin
+    assert greeting(farm) == SETTING
+    row = status_row(farm)
+    assert row["drift"] is None and row["octoprint_version"] == "1.11.7"
+    rc, out = ctl(farm, "apply", "--dry-run")
+    assert "Nothing to do" in out, out
+    rc, doctor = ctl(farm, "doctor")
+    assert f"[ ok ] octoprint demo: OctoPrint 1.11.7 as the config asks; plugins: {PLUGIN_DIST} 0.1.0" in doctor
