@@ -21,7 +21,7 @@ BIN_DIR=/usr/local/bin
 CONFIG=/etc/octobrix.toml
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
 STAMP=$PREFIX/.octobrix-installed
-PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod"
+PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils"
 UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service"
 
 say() { printf '%s\n' "octobrix: $*"; }

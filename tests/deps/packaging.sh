@@ -4,4 +4,4 @@
 # Idempotent and quick when everything is present: apt-get runs only when something is missing.
 set -eu
 
-exec "$(dirname "$0")/apt-install" packaging.sh shellcheck python3-pip dpkg
+exec "$(dirname "$0")/apt-install" packaging.sh shellcheck shfmt python3-pip dpkg
