@@ -56,6 +56,8 @@ BUILTINS = frozenset((
     "return", "set", "shift", "test", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset",
     "wait",
 ))  # fmt: skip
+# Shell functions that run the command given after N words of their own.
+WRAPPERS = {"logged": 2}
 PROGRAM_PATH = re.compile(r"^/(?:usr/)?(?:local/)?s?bin/[^/\s]+$")
 EXEC_LINE = re.compile(r"^(Exec[A-Za-z]+)=(.*)$", re.MULTILINE)
 
@@ -198,6 +200,11 @@ def script_calls(script: Path) -> tuple[list[Call], list[Call]]:
         if node.get("Type") == "CallExpr" and node.get("Args"):
             words = [word_text(w) for w in node["Args"]]
             commands = [words[0]]
+            # install.sh's `logged WHAT COMMAND...` runs COMMAND (as "$@", checked here instead).
+            if words[0] in WRAPPERS and len(words) > WRAPPERS[words[0]]:
+                commands.append(words[WRAPPERS[words[0]]])
+            if words[0] == '$@':
+                continue
             # find -exec PROGRAM ...
             commands += [words[i + 1] for i, w in enumerate(words[:-1]) if words[0] == "find" and w == "-exec"]
             for command in commands:
