@@ -257,7 +257,14 @@ def add_printer_by_editing_the_config(box: Container) -> None:
     and no error in the journal. On a minimal Debian this once failed silently (/bin/kill)."""
     daemon = unit_identity(box, ["octobrixd.service"])
     box.write_file("/etc/octobrix.toml", box.read_file("/etc/octobrix.toml") + SECOND_PRINTER)
-    wait_operational(box, "second", 5001)
+    try:
+        wait_operational(box, "second", 5001)
+    except AssertionError as error:
+        # Why the edit went nowhere is in the reload's journal (e.g. "Failed to locate executable").
+        raise AssertionError(
+            f"{error}\n--- octobrixd:\n{box.journal('octobrixd.service', 40)}\n"
+            f"--- octobrix-config.service:\n{box.journal('octobrix-config.service', 20)}"
+        ) from None
     assert unit_identity(box, ["octobrixd.service"]) == daemon, "octobrixd was restarted, not reloaded"
     journal = box.journal("octobrixd.service", 200)
     assert "reloading /etc/octobrix.toml" in journal, journal
