@@ -10,6 +10,9 @@
 #
 # Running it again with the same checkout changes nothing: files are only written when their
 # content differs, and nothing running is restarted unless octobrix itself was upgraded.
+#
+# What apt and pip print goes to /var/log/octobrix-install.log (root only); the terminal shows
+# octobrix's own lines, and a failure ends with one line saying what failed and where the log is.
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,13 +22,45 @@ TMPFILES_DIR=/usr/local/lib/tmpfiles.d
 MODULES_DIR=/usr/local/lib/modules-load.d
 BIN_DIR=/usr/local/bin
 CONFIG=/etc/octobrix.toml
+LOG=/var/log/octobrix-install.log
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
 STAMP=$PREFIX/.octobrix-installed
-PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod"
+PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils"
 UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service"
 
 say() { printf '%s\n' "octobrix: $*"; }
-die() { printf '%s\n' "octobrix: $*" >&2; exit 1; }
+reported=no
+die() {
+    printf '%s\n' "octobrix: $*" >&2
+    reported=yes
+    exit 1
+}
+
+# fail WHAT: a tool run by logged failed. Its last lines, then one line of ours, last.
+fail() {
+    if [ -s "$LOG" ]; then
+        printf '%s\n' "  (the last lines of $LOG:)" >&2
+        tail -n 15 "$LOG" | sed 's/^/  | /' >&2
+    fi
+    die "$1 failed; all it printed is in $LOG"
+}
+
+# logged WHAT COMMAND...: run a tool (apt, pip) with its output in the log, not on the terminal.
+logged() {
+    what=$1
+    shift
+    printf '\n$ %s\n' "$*" >>"$LOG"
+    "$@" >>"$LOG" 2>&1 </dev/null || fail "$what"
+}
+
+build=""
+on_exit() {
+    status=$?
+    [ -n "$build" ] && rm -rf "$build"
+    if [ "$status" != 0 ] && [ "$reported" = no ]; then
+        printf '%s\n' "octobrix: stopped by an unexpected error (exit status $status); the tools' output is in $LOG" >&2
+    fi
+}
 
 mode=install
 with_kmod=no
@@ -36,8 +71,13 @@ while [ $# -gt 0 ]; do
         --uninstall) mode=uninstall ;;
         --purge) purge=yes ;;
         --with-kmod) with_kmod=yes ;;
-        --wheels) [ $# -ge 2 ] || die "--wheels needs a folder"; wheels=$(cd "$2" && pwd); shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --wheels)
+            [ $# -ge 2 ] || die "--wheels needs a folder"
+            [ -d "$2" ] || die "--wheels $2: no such folder (hint: make it on a computer with internet, see --help)"
+            wheels=$(cd "$2" && pwd)
+            shift
+            ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -46,6 +86,12 @@ done
 [ "$(id -u)" = 0 ] || die "needs root: sudo $0"
 [ -d /run/systemd/system ] || die "this system does not run systemd; octobrix needs it"
 command -v apt-get >/dev/null 2>&1 || die "this installer is for Debian and Ubuntu (it needs apt-get)"
+
+# One log per run, readable by root only (apt's and pip's output can name local paths and sources).
+(umask 077 && : >"$LOG")
+chmod 0600 "$LOG"
+printf 'octobrix install.sh %s, %s\n' "$*" "$(date)" >>"$LOG"
+trap on_exit EXIT
 
 os_id=unknown
 os_name="this system"
@@ -83,10 +129,13 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     # apt-get update only warns about a source it cannot reach; remember it for the message below.
     update_log=$(mktemp /tmp/octobrix-apt.XXXXXX)
-    apt-get -o DPkg::Lock::Timeout=300 update -q 2>"$update_log" || true
-    cat "$update_log" >&2
+    say "updating apt's package lists (its output: $LOG)"
+    printf '\n$ apt-get update\n' >>"$LOG"
+    apt-get -o DPkg::Lock::Timeout=300 update -q >>"$LOG" 2>"$update_log" </dev/null || true
+    cat "$update_log" >>"$LOG"
     update_failed=no
     grep -q '^[WE]:' "$update_log" && update_failed=yes
+    warnings=$(grep '^[WE]:' "$update_log" | tail -n 5 || true)
     rm -f "$update_log"
     unavailable=""
     for pkg in $missing; do
@@ -97,7 +146,8 @@ install_packages() {
     if [ -n "$unavailable" ]; then
         advice=""
         if [ "$update_failed" = yes ]; then
-            advice="apt could not reach all of its package sources (see its warnings above): check the network, then run this again."
+            printf '%s\n' "$warnings" | sed 's/^/  | /' >&2
+            advice="apt could not reach all of its package sources (its warnings above, all of it in $LOG): check the network, then run this again."
         elif [ "$os_id" = ubuntu ]; then
             advice="On Ubuntu they come from the \"universe\" component: sudo add-apt-repository universe, then run this again."
         fi
@@ -105,7 +155,7 @@ install_packages() {
     fi
     say "installing $missing"
     # shellcheck disable=SC2086  # the list is meant to split into words
-    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
+    logged "installing $missing with apt-get" apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
 }
 
 # new_enough PYTHON: octobrix runs on Python 3.11 or newer (each printer's OctoPrint uses the system's python3).
@@ -127,7 +177,8 @@ install_file() {
 }
 
 pip_offline() {
-    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$wheels" "$@"
+    logged "installing octobrix from the wheels in $wheels" \
+        "$PREFIX/bin/python" -m pip install --disable-pip-version-check --no-index --find-links "$wheels" "$@"
 }
 
 link_file() {
@@ -219,11 +270,11 @@ fi
 upgraded=no
 if [ ! -x "$PREFIX/bin/python" ]; then
     say "creating $PREFIX (Python $want_python)"
-    "$PYTHON" -m venv "$PREFIX"
+    logged "creating $PREFIX" "$PYTHON" -m venv "$PREFIX"
 fi
 want="$(source_id) python$want_python"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
-    say "installing octobrix from ${wheels:-$SRC}"
+    say "installing octobrix from ${wheels:-$SRC} (pip's output: $LOG)"
     rm -f "$STAMP"
     if [ -n "$wheels" ]; then
         # The folder holds octobrix's own wheel too: nothing is built here.
@@ -233,11 +284,12 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
     else
         # Built from a copy, so the checkout gets no root-owned build/ or egg-info folders.
         build=$(mktemp -d /tmp/octobrix-build.XXXXXX)
-        trap 'rm -rf "$build"' EXIT
         cp -R "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/octobrixd" "$build/"
         # pip always reinstalls a project given as a folder; --upgrade updates only what it needs.
-        "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$build"
+        logged "installing octobrix and the Python packages it needs (from PyPI)" \
+            "$PREFIX/bin/python" -m pip install --disable-pip-version-check --upgrade "$build"
         rm -rf "$build"
+        build=""
     fi
     printf '%s\n' "$want" >"$STAMP"
     upgraded=yes
@@ -281,11 +333,11 @@ if [ ! -e "$CONFIG" ]; then
 fi
 
 if [ "$with_kmod" = yes ]; then
-    "$BIN_DIR/octobrixctl" kmod install
+    "$BIN_DIR/octobrixctl" kmod install || die "building the patched uvcvideo module failed (see above)"
 fi
 
 say "applying $CONFIG (the first time builds each printer's OctoPrint: a minute or two)"
-"$BIN_DIR/octobrixctl" apply
+"$BIN_DIR/octobrixctl" apply || die "applying $CONFIG failed (see above); fix that, then run this again"
 
 for unit in octobrixd.service octobrix-config.path; do
     systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl enable --quiet "$unit"

@@ -1,9 +1,10 @@
-"""The README's install command on a pristine Debian 12 container, typed by its owner.
+"""The README's install command on a bare Debian 12 server (build.newcomer_rootfs: minbase and
+systemd, no procps, nothing octobrix needs), typed by its owner.
 
 One container for the module, as one farm computer over time, so the tests run in this order:
-the first install (package caches cold), a reboot, the same install again, the install after an
-update of the checkout, uninstall and install again, and the Debian package taking over from the
-script. The container starts as a fresh server
+the first install (package caches cold), a printer added by editing the config, a reboot, the
+same install again, the install after an update of the checkout, uninstall and install again,
+and the Debian package taking over from the script. The container starts as a fresh server
 does: a user who may sudo and a checkout of octobrix in their home; no printer attached.
 """
 
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.harness import build
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installs import (
     CHECKOUT,
     USER,
     Timed,
+    add_printer_by_editing_the_config,
     api,
     as_user,
     built_deb,
@@ -56,6 +59,7 @@ INSTALLED_BY_SCRIPT = (
     "/usr/local/lib/tmpfiles.d/octobrix.conf",
     "/usr/local/lib/modules-load.d/octobrix.conf",
 )
+INSTALL_LOG = "/var/log/octobrix-install.log"
 GENERATED = (
     "/etc/udev/rules.d/99-octobrix.rules",
     "/etc/sysusers.d/octobrix.conf",
@@ -72,7 +76,7 @@ class Farm:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     workdir = Path(tmp_path_factory.mktemp("install", numbered=True))
-    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
+    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120, base=build.newcomer_rootfs) as box:
         prepare_newcomer(box)
         first = run_readme_install(box)
         print(f"\nREADME install command on a fresh container (caches cold): {first.seconds:.1f} s")
@@ -111,6 +115,27 @@ def test_readme_install_command_gives_a_working_demo(farm: Farm) -> None:
     foreign = box.run(["find", CHECKOUT, "!", "-user", USER]).stdout
     assert foreign == "", f"install.sh left files in the checkout:\n{foreign}"
     assert first.seconds < COLD_INSTALL_TARGET_SECONDS, f"a fresh install took {first.seconds:.0f} s"
+
+
+def test_install_shows_its_own_lines_and_logs_the_tools(farm: Farm) -> None:
+    first = farm.first
+    lines = first.result.stdout.splitlines()
+    assert lines and lines[0].startswith("octobrix: "), first.output
+    tools = [line for line in lines if re.match(r"(Get:|Hit:|Setting up |Unpacking |Selecting |Collecting |  )", line)]
+    assert tools == [], f"apt's or pip's output on the terminal:\n{first.output}"
+    # Before the status table, only octobrix's own lines (and the files apply writes).
+    before = lines[: next((i for i, line in enumerate(lines) if line.startswith("PRINTER")), len(lines))]
+    assert len(before) < 40, first.output
+    box = farm.box
+    log = box.path(INSTALL_LOG)
+    assert log.stat().st_mode & 0o777 == 0o600 and log.stat().st_uid == 0
+    text = log.read_text()
+    assert "Setting up python3" in text and "Successfully installed" in text, text[-2000:]
+
+
+def test_a_printer_added_to_the_config_starts_by_itself(farm: Farm) -> None:
+    # On this bare server (no procps), as the README promises: save the file, nothing else.
+    add_printer_by_editing_the_config(installed(farm))
 
 
 def test_reboot_brings_everything_back(farm: Farm) -> None:
@@ -165,6 +190,29 @@ def test_install_after_an_update_upgrades_octobrix_and_restarts_only_the_daemon(
     outside = [p for p in changed if not p.startswith("/opt/octobrix/")]
     assert outside == [], f"the upgrade changed files besides octobrix itself: {outside[:20]}"
     assert "Operational" in status_line(box)
+
+
+def test_a_failed_download_ends_with_one_line_naming_the_log(farm: Farm) -> None:
+    box = installed(farm)
+    wait_operational(box)
+    units = unit_identity(box, UNITS)
+    # A `git pull` to install, while PyPI cannot be reached (nothing listens on port 9 here).
+    as_user(box, "echo '# pulled' >> octobrixd/__init__.py")
+    broken = as_user(box, "sudo env PIP_INDEX_URL=http://127.0.0.1:9/simple PIP_RETRIES=0 packaging/install.sh")
+    assert broken.returncode != 0, broken.stdout
+    last = broken.stderr.strip().splitlines()[-1]
+    assert last.startswith("octobrix: ") and "failed" in last and INSTALL_LOG in last, broken.stderr
+    assert "installing octobrix" in last, last
+    assert "Traceback" not in broken.stdout, broken.stdout
+    # The farm runs on as it was.
+    assert unit_identity(box, UNITS) == units
+    assert "Operational" in status_line(box)
+
+    missing = as_user(box, "sudo packaging/install.sh --wheels /nowhere")
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == [
+        "octobrix: --wheels /nowhere: no such folder (hint: make it on a computer with internet, see --help)"
+    ]
 
 
 def test_uninstall_keeps_the_data_and_install_brings_the_same_printer_back(farm: Farm) -> None:

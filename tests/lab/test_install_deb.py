@@ -1,6 +1,7 @@
-"""The Debian package from packaging/build-deb.sh, installed with apt into a pristine Debian 12
-container: the same working demo as the install script gives, back after a reboot, the user's
-config never overwritten, and removal that keeps the printers' data unless purged.
+"""The Debian package from packaging/build-deb.sh, installed with apt into a bare Debian 12 server
+(build.newcomer_rootfs: minbase and systemd, no procps, nothing octobrix needs): the same working
+demo as the install script gives, a printer added by editing the config, back after a reboot,
+the user's config never overwritten, and removal that keeps the printers' data unless purged.
 
 One container for the module; the tests run in this order.
 """
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.harness import build
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installs import (
     Timed,
+    add_printer_by_editing_the_config,
     apt_get,
     built_deb,
     get,
@@ -46,7 +49,7 @@ class Packaged:
 def packaged(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
     deb = built_deb()
     workdir = Path(tmp_path_factory.mktemp("deb", numbered=True))
-    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120) as box:
+    with holding_printer_ports(), booted(workdir / "ct", boot_timeout=120, base=build.newcomer_rootfs) as box:
         trust_host_certificates(box)
         first = install_deb(box, deb)
         print(f"\napt install ./{deb.name} on a fresh container (caches cold): {first.seconds:.1f} s")
@@ -85,6 +88,10 @@ def test_deb_gives_the_same_working_demo(packaged: Packaged) -> None:
     # Debian 12 names /usr/lib/systemd/system by its older path /lib/systemd/system (the same folder).
     assert fragment.removeprefix("/usr") == "/lib/systemd/system/octoprint@.service"
     assert box.run(["sh", "-c", "command -v octobrixctl"]).stdout.strip() == "/usr/bin/octobrixctl"
+
+
+def test_deb_a_printer_added_to_the_config_starts_by_itself(packaged: Packaged) -> None:
+    add_printer_by_editing_the_config(installed(packaged))
 
 
 def test_deb_reboot_brings_everything_back(packaged: Packaged) -> None:

@@ -25,22 +25,25 @@ from tests.lab.harness.vm import Vm
 
 
 def cmd_build(_args: argparse.Namespace) -> int:
-    base, image = build.build_all()
+    base, image, newcomer = build.build_all()
     print(f"rootfs:   {base}")
     print(f"VM image: {image.image} (kernel {image.kernel_version})")
+    print(f"newcomer: {newcomer} (a bare server, for the install tests)")
     return 0
 
 
 def cmd_status(_args: argparse.Namespace) -> int:
     print(f"cache: {build.CACHE}")
-    print(f"current recipes: rootfs-{build.base_hash()}  vm-{build.vm_hash()}")
+    print(
+        f"current recipes: rootfs-{build.base_hash()}  vm-{build.vm_hash()}  newcomer-{build.newcomer_hash()}"
+    )
     if build.CACHE.exists():
         for entry in sorted(build.CACHE.iterdir()):
             if entry.is_dir():
                 complete = entry / ".complete"
                 if complete.exists():
                     state = complete.read_text().strip()
-                elif entry.name.startswith(("rootfs-", "vm-", "build-")):
+                elif entry.name.startswith(("rootfs-", "vm-", "newcomer-", "build-")):
                     state = "(incomplete)"
                 else:
                     state = "(download cache)"

@@ -39,6 +39,13 @@ BASE_PACKAGES = (
     "python3-pip", "python3-serial", "python3-pyudev", "iproute2", "kmod", "procps", "less",
     "ca-certificates", "curl",
 )  # fmt: skip
+# The newcomer's computer (tests/lab/test_install*.py): a bare Debian server, as debootstrap's minbase
+# makes it (Essential and Priority: required, apt), plus what boots it with systemd. Nothing octobrix
+# needs: its installers must bring all of that. No ca-certificates either (Priority: standard, so
+# a server installed without the "standard system utilities" task lacks it): octobrix gets it
+# through python3-venv (python3-pip-whl depends on it), and the lab's proxy CA, put into
+# /usr/local/share/ca-certificates first, is picked up when it is installed.
+NEWCOMER_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev")
 # Installed in this order, in three apt runs: the kernel first (to learn its version), then the
 # headers for exactly that version (the newest headers in the archive may be for another ABI),
 # then the DKMS packages that build against them.
@@ -87,6 +94,10 @@ def base_hash() -> str:
     return _digest("base", SUITE, BASE_PACKAGES, inspect.getsource(_build_base))
 
 
+def newcomer_hash() -> str:
+    return _digest("newcomer", SUITE, NEWCOMER_PACKAGES, inspect.getsource(_build_newcomer))
+
+
 def vm_hash() -> str:
     return _digest(
         "vm", base_hash(), VM_KERNEL_PACKAGES, VM_BUILD_PACKAGES, VM_PACKAGES, VM_IMAGE_SIZE,
@@ -133,7 +144,7 @@ def _prune(keep: set[str]) -> None:
         key = entry.name.removesuffix(".log")
         if entry.name.endswith(".inuse") or key in keep:
             continue
-        if not key.startswith(("rootfs-", "vm-", "build-")):
+        if not key.startswith(("rootfs-", "vm-", "newcomer-", "build-")):
             continue
         marker = entry.with_name(key + ".inuse")
         with marker.open("ab") as handle:
@@ -233,6 +244,36 @@ def rootfs() -> Path:
         with _build_lock():
             if not (final / ".complete").exists():
                 _build_entry(final, _build_base)
+    _hold(final)
+    return final
+
+
+def _build_newcomer(root: Path, out: _Log) -> None:
+    debs = CACHE / "debootstrap-debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    out.run(
+        [
+            "debootstrap", "--variant=minbase", f"--include={','.join(NEWCOMER_PACKAGES)}",
+            f"--cache-dir={debs}", SUITE, root, MIRROR,
+        ]
+    )  # fmt: skip
+    (root / "etc/hostname").write_text("octobrix-farm\n")
+    # What Debian's installer writes on every server (debootstrap does not): without it sudo says
+    # "unable to resolve host".
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\toctobrix-farm\n::1\tlocalhost ip6-localhost\n")
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/apt/sources.list").write_text(f"deb {MIRROR} {SUITE} main\n")
+    out.in_root(root, ["passwd", "--delete", "root"])
+    out.in_root(root, ["apt-get", "update", "-q"])
+
+
+def newcomer_rootfs() -> Path:
+    """The cached bare-server rootfs, built if missing. Treat it as read-only: boot copies of it."""
+    final = CACHE / f"newcomer-{newcomer_hash()}"
+    if not (final / ".complete").exists():
+        with _build_lock():
+            if not (final / ".complete").exists():
+                _build_entry(final, _build_newcomer)
     _hold(final)
     return final
 
@@ -341,11 +382,11 @@ def _build_entry(final: Path, step: Callable[[Path, _Log], None]) -> None:
     _remove(final)
     tmp.rename(final)
     log.info("built lab %s in %.0fs", final.name, seconds)
-    _prune(keep={f"rootfs-{base_hash()}", f"vm-{vm_hash()}"})
+    _prune(keep={f"rootfs-{base_hash()}", f"vm-{vm_hash()}", f"newcomer-{newcomer_hash()}"})
 
 
-def build_all() -> tuple[Path, VmImage]:
-    return rootfs(), vm_image()
+def build_all() -> tuple[Path, VmImage, Path]:
+    return rootfs(), vm_image(), newcomer_rootfs()
 
 
 def clean() -> list[Path]:

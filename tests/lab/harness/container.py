@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tests.lab.harness import build
@@ -35,8 +35,17 @@ class LabError(RuntimeError):
 class Container:
     """A booted container. Use as a context manager or call stop(); both are idempotent."""
 
-    def __init__(self, workdir: Path, *, name: str | None = None, boot_timeout: float = 90.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        name: str | None = None,
+        boot_timeout: float = 90.0,
+        base: Callable[[], Path] = build.rootfs,
+    ) -> None:
         self.workdir = workdir
+        # Which cached rootfs: the lab's (build.rootfs) or a bare server's (build.newcomer_rootfs).
+        self.base = base
         self.name = name or f"octobrix-lab-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.root = workdir / "root"
@@ -49,7 +58,7 @@ class Container:
     # --- lifecycle ---
 
     def start(self) -> Container:
-        base = build.rootfs()
+        base = self.base()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._cleanup_token = REAPER.add_callback(f"container {self.name} files", self._remove_files)
         self._make_root(base)
@@ -263,7 +272,9 @@ class Container:
 
 
 @contextlib.contextmanager
-def booted(workdir: Path, *, boot_timeout: float = 90.0) -> Iterator[Container]:
-    container = Container(workdir, boot_timeout=boot_timeout)
+def booted(
+    workdir: Path, *, boot_timeout: float = 90.0, base: Callable[[], Path] = build.rootfs
+) -> Iterator[Container]:
+    container = Container(workdir, boot_timeout=boot_timeout, base=base)
     with container:
         yield container

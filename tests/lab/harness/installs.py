@@ -45,7 +45,10 @@ def readme_commands() -> list[str]:
 def trust_host_certificates(box: Container) -> None:
     if EXTRA_CA.is_dir() and any(EXTRA_CA.iterdir()):
         box.copy_in(EXTRA_CA, str(EXTRA_CA))
-        box.run(["update-ca-certificates"])
+        # A bare server has no ca-certificates yet: octobrix's installers bring it (python3-venv
+        # needs it), and its own postinst then adds these, as an admin's local CA would be.
+        if box.path("/usr/sbin/update-ca-certificates").exists():
+            box.run(["update-ca-certificates"])
 
 
 def apt_get(box: Container, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
@@ -242,3 +245,38 @@ def file_states(box: Container, tops: Iterable[str], skip: re.Pattern[str] | Non
                     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
                     states[guest] = f"{digest} {info.st_mode:o} {info.st_mtime_ns}"
     return states
+
+
+SECOND_PRINTER = "\n[printers.second]\nvirtual = true\nport = 5001\n"
+
+
+def add_printer_by_editing_the_config(box: Container) -> None:
+    """What the README tells a user: add a printer to /etc/octobrix.toml and save it. octobrixd
+    applies it by itself (octobrix-config.path -> reload -> SIGHUP), without restarting: the new
+    printer becomes Operational, octobrixd keeps its process, the reload leaves no failed unit
+    and no error in the journal. On a minimal Debian this once failed silently (/bin/kill)."""
+    daemon = unit_identity(box, ["octobrixd.service"])
+    box.write_file("/etc/octobrix.toml", box.read_file("/etc/octobrix.toml") + SECOND_PRINTER)
+    try:
+        wait_operational(box, "second", 5001)
+    except AssertionError as error:
+        # Why the edit went nowhere is in the reload's journal (e.g. "Failed to locate executable").
+        raise AssertionError(
+            f"{error}\n--- octobrixd:\n{box.journal('octobrixd.service', 40)}\n"
+            f"--- octobrix-config.service:\n{box.journal('octobrix-config.service', 20)}"
+        ) from None
+    assert unit_identity(box, ["octobrixd.service"]) == daemon, "octobrixd was restarted, not reloaded"
+    journal = box.journal("octobrixd.service", 200)
+    assert "reloading /etc/octobrix.toml" in journal, journal
+    for trouble in ("Failed to locate executable", "Control process exited", "Reload failed"):
+        assert trouble not in journal, journal
+    failed = box.systemctl("--failed", "--plain", "--no-legend").stdout
+    assert "octo" not in failed, f"{failed}\n{box.journal('octobrix-config.service', 30)}"
+    # The daemon's handshake: SIGHUP -> RELOADING=1 -> READY=1 once applied. A reload by hand
+    # returns and leaves the daemon active, on the same process.
+    reloaded = box.systemctl("reload", "octobrixd.service", check=False)
+    assert reloaded.returncode == 0, reloaded.stderr + box.journal("octobrixd.service", 30)
+    assert box.wait_active("octobrixd.service") == "active"
+    assert unit_identity(box, ["octobrixd.service"])["octobrixd.service"][0] == daemon["octobrixd.service"][0]
+    assert "second " in box.run(["octobrixctl", "status"]).stdout
+
