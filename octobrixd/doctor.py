@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from octobrixd import cameras, paths
+from octobrixd.backups import state as backup_state
 from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import Snapshot, StreamerState
 from octobrixd.config import Camera, Config, Printer, Streamer, load_config
@@ -477,6 +478,10 @@ def check_timelapse(ctx: DoctorContext) -> list[CheckResult]:
     ]
 
 
+def check_backups(ctx: DoctorContext) -> list[CheckResult]:
+    return [CheckResult("backups", ok, detail, fix) for ok, detail, fix in backup_state.health(ctx.layout, ctx.config)]
+
+
 CHECKS: list[Check] = [
     check_config,
     check_devices,
@@ -487,6 +492,7 @@ CHECKS: list[Check] = [
     check_streams,
     check_bandwidth,
     check_timelapse,
+    check_backups,
 ]
 
 
