@@ -5,14 +5,16 @@ The real backups and restores (OctoPrint's CLI, systemd) are in tests/lab/test_b
 from __future__ import annotations
 
 import datetime
+import io
 import json
+import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from octobrixd.backups import archive, schedule, state
+from octobrixd.backups import archive, bundle, schedule, state
 from octobrixd.backups.engine import check_restorable
 from octobrixd.config import parse_config
 from octobrixd.errors import ConfigError, OctobrixError
@@ -163,3 +165,27 @@ def test_backup_and_restore_of_an_unknown_printer_say_which_exist(
         first, hint = result.stderr.splitlines()
         assert first == f"octobrixctl: no printer named nosuch in {config} (printers: shop)", result.stderr
         assert hint.startswith("hint: ")
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_bundle_is_checked_before_anything_changes(tmp_path: Path) -> None:
+    config_path = tmp_path / "octobrix.toml"
+    (tmp_path / "junk").write_bytes(b"this is not a tar file at all\n" * 100)
+    with pytest.raises(OctobrixError, match="is not an octobrix bundle"):
+        bundle.read_bundle(tmp_path / "junk", config_path)
+    with pytest.raises(OctobrixError, match=r"has no octobrix-bundle\.json"):
+        bundle.read_bundle(_tar(tmp_path / "a.tar", {"octobrix.toml": FARM.encode()}), config_path)
+    manifest = json.dumps({"version": 1, "printers": ["shop"], "created": "then"}).encode()
+    bad = _tar(tmp_path / "b.tar", {"octobrix-bundle.json": manifest, "octobrix.toml": b"[printers.shop]\nport = 1\n"})
+    with pytest.raises(ConfigError):
+        bundle.read_bundle(bad, config_path)
+    good = _tar(tmp_path / "c.tar", {"octobrix-bundle.json": manifest, "octobrix.toml": FARM.encode()})
+    assert bundle.read_bundle(good, config_path) == bundle.Bundle(FARM, ("shop",), "then")

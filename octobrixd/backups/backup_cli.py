@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from octobrixd.backups import archive, engine, state
+from octobrixd.backups import archive, bundle, engine, state
 from octobrixd.cliargs import add_config_argument
-from octobrixd.config import load_config
+from octobrixd.config import Config, load_config
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
 
@@ -31,6 +31,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", type=Path, metavar="DIR", help="write into DIR/NAME/ instead")
     parser.add_argument("--wait", action="store_true", help="for a printer that prints, wait until its print ends")
     parser.add_argument("--keep", type=int, metavar="N", help="then keep only the newest N backups of each printer")
+    parser.add_argument("--all", action="store_true", help="every printer (the same as no NAME)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="FILE",
+        help="the whole farm in one root-only FILE: config, every printer's backup, the generated logins and keys",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable result")
     parser.add_argument(
         "--scheduled",
@@ -51,9 +58,33 @@ def _check_target(target: Path) -> None:
         )
 
 
+def _bundle(args: argparse.Namespace, config: Config) -> int:
+    if args.names or args.exclude or args.to or args.keep or args.scheduled:
+        raise OctobrixError(
+            "--bundle takes the whole farm as it is", hint="`octobrixctl backup --all --bundle FILE`, nothing else"
+        )
+    if not config.printers:
+        raise OctobrixError(f"no printers in {args.config}: nothing to bundle", hint="add a [printers.NAME] first")
+    if os.geteuid() != 0:
+        raise OctobrixError("a bundle holds every login and key: run it as root", hint="sudo octobrixctl backup")
+    layout = Layout()
+    target = args.bundle.absolute()
+    with engine.backup_lock(layout):
+        if args.wait:
+            for name in sorted(config.printers):
+                engine.wait_until_idle(layout, name, print)
+        bundle.write_bundle(config, args.config, layout, target, print)
+    print(f"wrote {target}: the config, {len(config.printers)} printers' backups and their logins (root only)")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     layout = Layout()
+    if args.all and args.names:
+        raise OctobrixError("--all and printer names do not go together", hint="name printers, or use --all")
+    if args.bundle is not None:
+        return _bundle(args, config)
     names = sorted(config.printers) if args.scheduled or not args.names else list(dict.fromkeys(args.names))
     unknown = [n for n in names if n not in config.printers]
     if unknown:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from pathlib import Path
 
-from octobrixd.backups import engine
+from octobrixd.backups import bundle, engine
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import load_config
 from octobrixd.errors import OctobrixError
@@ -19,12 +20,38 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "printer NAME: stop it, let OctoPrint restore it, put octobrix's settings back, start it."
     )
     add_config_argument(parser)
-    parser.add_argument("name", metavar="NAME", help="the printer to restore into")
-    parser.add_argument("file", type=Path, metavar="FILE", help="the backup zip")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the printer to restore into")
+    parser.add_argument("file", nargs="?", type=Path, metavar="FILE", help="the backup zip")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="FILE",
+        help="a whole farm from `backup --all --bundle`: its config, logins and every printer (a fresh install)",
+    )
     parser.add_argument("--force", action="store_true", help="even while the printer prints (ends the print)")
 
 
+def _bundle(args: argparse.Namespace) -> int:
+    if args.name or args.file:
+        raise OctobrixError("--bundle restores the whole farm", hint="`octobrixctl restore --bundle FILE`, no NAME")
+    if os.geteuid() != 0:
+        raise OctobrixError(
+            "a bundle brings logins, keys and a config: run it as root", hint="sudo octobrixctl restore"
+        )
+    layout = Layout()
+    with engine.backup_lock(layout):
+        config = bundle.restore_bundle(
+            args.bundle.absolute(), args.config, layout, force=args.force, say=print, host_name=socket.gethostname()
+        )
+    print(f"Restored the farm from {args.bundle}: {', '.join(sorted(config.printers))}.")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        return _bundle(args)
+    if args.name is None or args.file is None:
+        raise OctobrixError("restore needs a printer and a backup", hint="`octobrixctl restore NAME FILE`")
     config = load_config(args.config)
     if args.name not in config.printers:
         known = ", ".join(sorted(config.printers)) or "none"
