@@ -31,6 +31,8 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "discover": ("octobrixd.discover", "list plugged-in printer boards and cameras, with config entries for them"),
     "kmod": ("octobrixd.kmod", "the patched uvcvideo driver for several cameras per USB bus: status, install"),
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
+    "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
+    "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
 }
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from octobrixd.backups.schedule import DEFAULT_KEEP, DEFAULT_SCHEDULE, check_schedule
 from octobrixd.errors import ConfigError
 from octobrixd.tomlpos import KeyLocator
 
@@ -280,6 +281,10 @@ class Settings(_Model):
     # The name browsers reach this computer by, for the webcam URLs in OctoPrint; load_config
     # fills in the machine's host name when the file leaves it out.
     public_host: PublicHost | None = None
+    # OctoPrint's own backup of every printer by octobrix-backup.timer: a systemd calendar time or
+    # "off"; and how many backups of each printer the timer keeps.
+    backup_schedule: Annotated[str, AfterValidator(check_schedule)] = DEFAULT_SCHEDULE
+    backup_keep: StrictInt = Field(default=DEFAULT_KEEP, ge=1, le=1000)
 
 
 def _check_payload(value: int) -> int:

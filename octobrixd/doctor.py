@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from octobrixd import cameras, paths
+from octobrixd.backups import state as backup_state
 from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import Snapshot, StreamerState
 from octobrixd.config import Camera, Config, Printer, Streamer, load_config
@@ -483,6 +484,10 @@ def check_venvs(ctx: DoctorContext) -> list[CheckResult]:
     return [CheckResult(*r) for r in venv_results(ctx.layout, ctx.config)]
 
 
+def check_backups(ctx: DoctorContext) -> list[CheckResult]:
+    return [CheckResult("backups", ok, detail, fix) for ok, detail, fix in backup_state.health(ctx.layout, ctx.config)]
+
+
 CHECKS: list[Check] = [
     check_config,
     check_devices,
@@ -494,6 +499,7 @@ CHECKS: list[Check] = [
     check_bandwidth,
     check_timelapse,
     check_venvs,
+    check_backups,
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from octobrixd import paths
+from octobrixd.backups.schedule import timer_files
 from octobrixd.config import Config
 from octobrixd.render_common import RenderedFile, header
 from octobrixd.render_octoprint import render_octoprint_seed
@@ -42,4 +43,6 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
             header(config.source) + "# Takes effect with the patched uvcvideo from `octobrixctl kmod install`.\n"
             f"options uvcvideo max_compressed_payload={config.uvcvideo.max_compressed_payload}\n"
         )
+    for rel, text in timer_files(config.octobrix.backup_schedule, bool(config.printers), header(config.source)).items():
+        files[rel] = RenderedFile(text)
     return files

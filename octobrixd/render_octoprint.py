@@ -15,6 +15,9 @@ from octobrixd.config import Config
 from octobrixd.render_common import header
 
 VIRTUAL_PORT = "VIRTUAL"
+RESTART_COMMAND = (
+    "/usr/bin/python3 -c '__import__(\"os\").environ.get(\"OCTOBRIX_PORT\") and __import__(\"os\").killpg(0, 15)'"
+)
 DEFAULT_BAUDRATE = 115200
 # get_settings_version() of OctoPrint's bundled classicwebcam plugin, the same in 1.9, 1.10 and 1.11.
 CLASSICWEBCAM_SETTINGS_VERSION = 1
@@ -58,9 +61,14 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
             # every plugin off: systemd restarts the instance, and it should come back whole.
             "ignoreIncompleteStartup": True,
             "commands": {
-                # OctoPrint runs this through a shell as its child: $PPID is this instance's
-                # OctoPrint, and systemd (Restart=always) starts it again. It can restart only itself.
-                "serverRestartCommand": "kill -TERM $PPID",
+                # Ends this instance's OctoPrint, and systemd (Restart=always) starts it again: the
+                # command runs in OctoPrint's process group (systemd made OctoPrint its leader), so
+                # it can restart only itself. The system menu runs it through a shell, but the
+                # backup plugin after a restore runs it with no shell (sarge): `kill $PPID` failed
+                # there, so nothing that needs a shell or another package's kill. Only the server
+                # the unit started has OCTOBRIX_PORT: OctoPrint's restore CLI, which octobrix runs
+                # in a session of its own and which runs this too, must not end itself.
+                "serverRestartCommand": RESTART_COMMAND,
             },
         },
         "appearance": {"name": name},

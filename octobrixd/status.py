@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from octobrixd.apply import printer_of, read_manifest, running_port
+from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, OctobrixError
@@ -386,5 +387,11 @@ def main(args: argparse.Namespace) -> int:
         if not settling(printers) or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
-    sys.stdout.write((to_json(printers, cameras) if args.json else format_table(printers, cameras)) + "\n")
+    failed_backups = backup_state.status_lines(layout, config, args.names)
+    if args.json:
+        body = json.loads(to_json(printers, cameras))
+        body["backup_failures"] = failed_backups
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_table(printers, cameras) + "\n" + "".join(f"{line}\n" for line in failed_backups))
     return 0

@@ -26,7 +26,7 @@ LOG=/var/log/octobrix-install.log
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
 STAMP=$PREFIX/.octobrix-installed
 PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils"
-UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service"
+UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service octobrix-backup.service octobrix-backup.timer"
 
 say() { printf '%s\n' "octobrix: $*"; }
 reported=no
@@ -197,7 +197,7 @@ source_id() {
 
 uninstall() {
     say "stopping octobrix and its printers"
-    systemctl disable --now octobrixd.service octobrix-config.path 2>/dev/null || true
+    systemctl disable --now octobrixd.service octobrix-config.path octobrix-backup.timer 2>/dev/null || true
     units=$(systemctl list-units --all --plain --no-legend 'octoprint@*' 'ustreamer@*' 'mjpg-streamer@*' | awk '{print $1}')
     # Enabled instances that are not loaded right now (stopped by hand) are still linked.
     links=$(find /etc/systemd/system -path '*.wants/*' \( -name 'octoprint@*' -o -name 'ustreamer@*' \
@@ -209,9 +209,10 @@ uninstall() {
     rm -f /etc/udev/rules.d/99-octobrix.rules /etc/sysusers.d/octobrix.conf /etc/modprobe.d/octobrix-uvcvideo.conf
     rm -f /etc/systemd/system/octoprint@*.service.d/50-octobrix.conf \
           /etc/systemd/system/ustreamer@*.service.d/50-octobrix.conf \
-          /etc/systemd/system/mjpg-streamer@*.service.d/50-octobrix.conf
+          /etc/systemd/system/mjpg-streamer@*.service.d/50-octobrix.conf \
+          /etc/systemd/system/octobrix-backup.timer.d/50-octobrix.conf
     rmdir /etc/systemd/system/octoprint@*.service.d /etc/systemd/system/ustreamer@*.service.d \
-          /etc/systemd/system/mjpg-streamer@*.service.d 2>/dev/null || true
+          /etc/systemd/system/mjpg-streamer@*.service.d /etc/systemd/system/octobrix-backup.timer.d 2>/dev/null || true
     # It lists the generated files just removed: without it, an install later writes them all
     # again and starts every printer, as the first time.
     rm -f /var/lib/octobrix/.manifest.json

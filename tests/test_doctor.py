@@ -127,8 +127,9 @@ def test_a_healthy_machine_passes_every_check(machine: Machine) -> None:
         "printer ports",
         "stream cam1",
         "USB bandwidth",
+        "backups",
     ]
-    assert "All 10 checks passed." in render(results)
+    assert "All 11 checks passed." in render(results)
     assert machine.snapshot_urls == ["http://127.0.0.1:8081/snapshot"], "the URL OctoPrint fetches"
 
 
@@ -245,7 +246,7 @@ def test_doctor_command_against_recorded_boards(tmp_path: Path) -> None:
     healthy = bed([PRUSA, TWO_CH340], *args)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "[ ok ] printer mk3: /dev/ttyACM0 (Prusa Research (prusa3d.com) Original Prusa i3 MK3)" in healthy.stdout
-    assert "All 7 checks passed." in healthy.stdout
+    assert "All 8 checks passed." in healthy.stdout
 
     proc = machine.root / "proc"
     fake_process(proc, 700, "ModemManager", "0::/system.slice/ModemManager.service\n", {})
@@ -256,7 +257,7 @@ def test_doctor_command_against_recorded_boards(tmp_path: Path) -> None:
         broken.stdout
     )
     assert "[FAIL] printer ender: /dev/ttyUSB1 is open by minicom (PID 4242" in broken.stdout
-    assert "2 of 7 checks failed." in broken.stdout
+    assert "2 of 8 checks failed." in broken.stdout
 
 
 def test_streamer_not_running_says_where_to_look(machine: Machine) -> None:

@@ -19,7 +19,7 @@ SCRIPTS = [
     PACKAGING / "build-deb.sh",
     *(PACKAGING / "debian" / name for name in ("preinst", "postinst", "prerm", "postrm")),
 ]
-SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".path"))
+SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".path", ".timer"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -46,7 +46,8 @@ def test_both_installers_install_and_remove_every_shipped_unit() -> None:
     assert _units_variable(PACKAGING / "install.sh") == SHIPPED_UNITS
     assert _units_variable(PACKAGING / "debian" / "preinst") == SHIPPED_UNITS
     # build-deb.sh ships every .service and .path of systemd/ as they are.
-    assert 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path' in (PACKAGING / "build-deb.sh").read_text()
+    shipped = 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.timer'
+    assert shipped in (PACKAGING / "build-deb.sh").read_text()
 
 
 @pytest.mark.parametrize("name", ["octobrix.tmpfiles", "octobrix.modules-load"])
@@ -63,7 +64,7 @@ def test_both_installers_install_and_remove_the_other_system_files(name: str) ->
 
 
 def test_every_file_in_systemd_is_shipped() -> None:
-    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in (".service", ".path"))
+    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in (".service", ".path", ".timer"))
     assert others == ["octobrix.modules-load", "octobrix.tmpfiles"], "a new kind of file: teach both installers"
 
 

@@ -73,7 +73,11 @@ def unit_dir(tmp_path: Path) -> Path:
             target = out / rel.relative_to("etc/systemd/system")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(rendered.text)
-    for template in [*(REPO / "systemd").glob("*.service"), *(REPO / "systemd").glob("*.path")]:
+    for template in [
+        *(REPO / "systemd").glob("*.service"),
+        *(REPO / "systemd").glob("*.path"),
+        *(REPO / "systemd").glob("*.timer"),
+    ]:
         shutil.copy(template, out / template.name)
     return out
 
@@ -83,10 +87,12 @@ def test_every_generated_unit_verifies_cleanly(unit_dir: Path, tmp_path: Path) -
     units = [f"octoprint@{name}.service" for name in config.printers]
     units += [f"{config.streamer_of(name)}@{name}.service" for name in config.cameras]
     units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service"]
+    # With its drop-in: the configured schedule replaces the shipped one.
+    units += ["octobrix-backup.timer", "octobrix-backup.service"]
     stubs = {
         "/var/lib": [f"octobrix/{name}/venv/bin/octoprint" for name in config.printers],
         "/usr/local/bin": ["mjpg_streamer"],
-        "/opt": ["octobrix/bin/octobrixd"],
+        "/opt": ["octobrix/bin/octobrixd", "octobrix/bin/octobrixctl"],
     }
     result = verify(unit_dir, units, stubs, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -128,3 +134,5 @@ def test_sysusers_and_tmpfiles_entries_work_with_systemds_own_tools(tmp_path: Pa
     assert tmpfiles.returncode == 0, tmpfiles.stderr
     assert (root / "var/lib/octobrix").is_dir()
     assert oct((root / "var/lib/octobrix").stat().st_mode & 0o777) == "0o755"
+    # Backups hold users and API keys: root only.
+    assert oct((root / "var/backups/octobrix").stat().st_mode & 0o777) == "0o700"
