@@ -168,7 +168,7 @@ def test_doctor_flags_three_hub_cameras_with_the_stock_driver_and_passes_them_wi
         "[FAIL] USB bandwidth: cam1, cam2, cam3 on bus 1, root port 1-3 (USB 2) would reserve "
         "183 µs of the 100 µs each microframe has for cameras: only 1 of them can stream at once"
     ) in stock.stdout
-    assert "1 of 9 checks failed." in stock.stdout
+    assert "1 of 10 checks failed." in stock.stdout
 
     config_path.write_text(hub_config(cap=1024), encoding="utf-8")
     capped = bed(recordings, "doctor", "--config", config_path, "--root", root)
