@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from octobrixd import __version__
-from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, read_manifest, render_diff
+from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, render_diff
 from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import missing_programs
 from octobrixd.cliargs import add_config_argument, add_root_argument
@@ -19,6 +19,7 @@ from octobrixd.config import Config, load_config
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.fsutil import write_atomic
 from octobrixd.instances import read_credentials
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.render import render_all
 

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, systemd
-from octobrixd.apply import apply_lock, apply_plan, make_plan, read_manifest
+from octobrixd.apply import apply_lock, apply_plan, make_plan
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.devices import read_device, suggest_entries
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.status import collect, fetch_printer_state, query_units

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import psutil
 
-from octobrixd.apply import printer_of, read_manifest, running_port
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.instances import read_credentials
+from octobrixd.manifest import printer_of, read_manifest, running_port
 from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run

@@ -8,8 +8,9 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from octobrixd.apply import apply_plan, make_plan, read_manifest
+from octobrixd.apply import apply_plan, make_plan
 from octobrixd.config import parse_config
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from tests.conftest import Ctl
 
