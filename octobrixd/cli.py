@@ -91,6 +91,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from octobrixd.applied import remember_applied
     from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, render_diff
     from octobrixd.config import load_config
     from octobrixd.manifest import read_manifest
@@ -102,6 +103,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         previous = read_manifest(layout)
         plan = make_plan(config, layout, previous)
         if plan.empty:
+            remember_applied(layout, config)
             print(f"Nothing to do: the system already matches {args.config}.")
             return 0
         if args.dry_run:
@@ -115,6 +117,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print(f"{where}: {command}")
             return 0
         result = apply_plan(plan, layout, previous, force=args.force)
+        # status lists the farm from this copy while a later edit of the config has mistakes.
+        remember_applied(layout, config)
     removed = sum(1 for change in plan.files if change.kind is ChangeKind.REMOVE)
     written = len(plan.files) - removed
     # A run that only repeats a held-back restart writes nothing: say what it did instead.
@@ -140,7 +144,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_credentials(args: argparse.Namespace) -> int:
     from octobrixd.config import load_config
-    from octobrixd.instances import read_credentials
+    from octobrixd.instances import CredentialsNeedRootError, read_credentials
 
     config = load_config(args.config)
     names = args.names or sorted(config.printers)
@@ -148,7 +152,13 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     for name in names:
         if name not in config.printers:
             raise OctobrixError(f"no printer named {name} in {args.config}", hint="see `octobrixctl status`")
-        credentials = read_credentials(Layout(), name)
+        try:
+            credentials = read_credentials(Layout(), name)
+        except CredentialsNeedRootError as error:
+            raise OctobrixError(
+                f"credentials needs root: each OctoPrint's login is readable by root only (in {error.path.parent})",
+                hint="sudo octobrixctl credentials",
+            ) from None
         if credentials is None:
             rows.append(f"{name}: not set up yet — run `sudo octobrixctl apply`")
             continue

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, systemd
+from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
@@ -159,6 +160,8 @@ class Daemon:
             log.error("apply failed: %s", error)
             return Outcome(False, f"apply failed: {error}")
         self.config = config
+        # status lists the farm from this copy while a later edit of the config has mistakes.
+        remember_applied(self.layout, config)
         return Outcome(True, None, deferred)
 
     # --- status line ---
