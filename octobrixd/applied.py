@@ -58,7 +58,10 @@ def remember_applied(layout: Layout, config: Config) -> bool:
         if again != config:
             log.info("%s changed while it was applied; keeping the previous copy", source)
             return False
-        write_atomic(applied_path(layout), _header(source) + text, mode=mode)
+        copy, wanted = applied_path(layout), _header(source) + text
+        # An apply that changes nothing rewrites nothing, this copy included.
+        if not _same(copy, wanted, mode):
+            write_atomic(copy, wanted, mode=mode)
     except ConfigError:
         log.info("%s changed while it was applied; keeping the previous copy", source)
         return False
@@ -66,6 +69,13 @@ def remember_applied(layout: Layout, config: Config) -> bool:
         log.warning("could not keep a copy of the applied config in %s: %s", applied_path(layout), error)
         return False
     return True
+
+
+def _same(path: Path, text: str, mode: int) -> bool:
+    try:
+        return stat.S_IMODE(path.stat().st_mode) == mode and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def last_applied(layout: Layout, source: Path) -> Applied | None:

@@ -130,7 +130,7 @@ def test_users_octoprint_settings_survive_apply(tmp_path: Path) -> None:
 
     apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
     after = yaml.safe_load(config_yaml.read_text())
-    assert after["webcam"] == {"flipH": True}
+    assert after["webcam"]["flipH"] is True
     assert after["serial"]["timeout"] == {"connection": 30}
     assert after["server"]["port"] == 5011
     assert after["serial"]["port"] == "/dev/octobrix/printer1"
