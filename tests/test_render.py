@@ -49,7 +49,8 @@ def test_golden(case: str) -> None:
 def test_udev_rules_bind_each_device_once_and_mark_printers() -> None:
     rules = rendered_tree(CASES["farm"])["etc/udev/rules.d/99-octobrix.rules"]
     lines = [line for line in rules.splitlines() if line and not line.startswith("#")]
-    assert len(lines) == 5, "demo is virtual: two printers and three cameras get rules"
+    # Each printer: its board's first serial port, then any other one at a lower link priority.
+    assert len(lines) == 7, "demo is virtual: two printers (two rules each) and three cameras get rules"
     printers = [line for line in lines if 'ENV{OCTOBRIX_KIND}="printer"' in line]
     assert all('ENV{ID_MM_DEVICE_IGNORE}="1"' in line for line in printers)
     assert all('KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*"' in line for line in printers)
