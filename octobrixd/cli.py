@@ -65,10 +65,11 @@ def warn(lines: list[str]) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from octobrixd.config import load_config
+    from octobrixd.serials import placeholder_warnings
 
     config = load_config(args.config)
     print(f"{args.config} is valid: {_summary(config)}")
-    warn(camera_warnings(config, Layout(args.root)))
+    warn(placeholder_warnings(config) + camera_warnings(config, Layout(args.root)))
     return 0
 
 
@@ -95,10 +96,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, render_diff
     from octobrixd.config import load_config
     from octobrixd.manifest import read_manifest
+    from octobrixd.serials import placeholder_warnings
 
     config = load_config(args.config)
     layout = Layout(args.root)
-    warn(camera_warnings(config, layout))
+    warn(placeholder_warnings(config) + camera_warnings(config, layout))
     with apply_lock(layout):
         previous = read_manifest(layout)
         plan = make_plan(config, layout, previous)

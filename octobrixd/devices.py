@@ -22,6 +22,7 @@ from typing import Any
 
 from octobrixd.config import SERIAL_RE, USB_PORT_RE, Camera, Config, Printer
 from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.serials import placeholder_reason
 from octobrixd.v4l2 import FormatQuery, FormatQueryError, FrameSize, VideoFormat
 
 # The renderer's udev rules match exactly these kernel names for printers.
@@ -438,6 +439,9 @@ def suggest_match(device: Device) -> Suggestion:
         why = f"its serial number {serial} is also reported by {', '.join(device.serial_shared_with)}"
     elif not SERIAL_RE.match(serial):
         why = f"its serial number {serial!r} has characters a udev rule cannot match safely"
+    elif (placeholder := placeholder_reason(serial)) is not None:
+        # Trusting it while this board is the only one would bind the next such board instead.
+        why = f"its serial number {placeholder}"
     else:
         return Suggestion(MatchKey.SERIAL, serial, None)
     return Suggestion(MatchKey.USB_PORT, device.usb.port, why)
