@@ -17,7 +17,7 @@ from pathlib import Path
 from octobrixd import paths
 from octobrixd.config import Config, parse_config, with_machine_defaults
 from octobrixd.errors import ConfigError, OctobrixError
-from octobrixd.fsutil import write_atomic
+from octobrixd.fsutil import leftover_temps, write_atomic
 from octobrixd.paths import Layout
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ def remember_applied(layout: Layout, config: Config) -> bool:
             log.info("%s changed while it was applied; keeping the previous copy", source)
             return False
         copy, wanted = applied_path(layout), _header(source) + text
+        for temp in leftover_temps(copy):
+            temp.unlink(missing_ok=True)  # of a run killed while it wrote the copy
         # An apply that changes nothing rewrites nothing, this copy included.
         if not _same(copy, wanted, mode):
             write_atomic(copy, wanted, mode=mode)

@@ -202,3 +202,15 @@ def test_credentials_without_root_says_it_needs_root(
     err = capsys.readouterr().err
     assert err.splitlines()[0].startswith("octobrixctl: credentials needs root")
     assert "hint: sudo octobrixctl credentials" in err and "remove" not in err
+
+
+def test_a_copy_half_written_by_a_killed_apply_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    config_path = tmp_path / "octobrix.toml"
+    config_path.write_text(GOOD, encoding="utf-8")
+    copy = applied_path(layout)
+    copy.parent.mkdir(parents=True)
+    stray = copy.parent / f".{copy.name}.abcd1234.tmp"
+    stray.write_text("half", encoding="utf-8")
+    assert remember_applied(layout, load_config(config_path))
+    assert not stray.exists() and last_applied(layout, config_path) is not None
