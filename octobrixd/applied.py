@@ -8,6 +8,7 @@ save it after every successful apply, atomically, with the config file's own per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import stat
@@ -68,6 +69,9 @@ def remember_applied(layout: Layout, config: Config) -> bool:
         log.info("%s changed while it was applied; keeping the previous copy", source)
         return False
     except (OctobrixError, OSError, UnicodeDecodeError) as error:
+        # A copy of an older config would make status list a farm that no longer runs.
+        with contextlib.suppress(OSError):
+            applied_path(layout).unlink(missing_ok=True)
         log.warning("could not keep a copy of the applied config in %s: %s", applied_path(layout), error)
         return False
     return True

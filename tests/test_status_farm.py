@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import cli, instances, status
+from octobrixd import applied, cli, instances, status
 from octobrixd.applied import applied_path, last_applied, remember_applied
 from octobrixd.config import load_config
 from octobrixd.errors import ConfigError, OctobrixError
@@ -214,3 +214,20 @@ def test_a_copy_half_written_by_a_killed_apply_is_cleaned_up_by_the_next(tmp_pat
     stray.write_text("half", encoding="utf-8")
     assert remember_applied(layout, load_config(config_path))
     assert not stray.exists() and last_applied(layout, config_path) is not None
+
+
+def test_a_copy_that_cannot_be_updated_is_removed_rather_than_left_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = Layout(tmp_path / "root")
+    config_path = tmp_path / "octobrix.toml"
+    config_path.write_text(GOOD, encoding="utf-8")
+    assert remember_applied(layout, load_config(config_path))
+    config_path.write_text(GOOD.replace("5000", "5010"), encoding="utf-8")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(applied, "write_atomic", full)
+    assert not remember_applied(layout, load_config(config_path))
+    assert last_applied(layout, config_path) is None, "never the farm of a config that no longer runs"

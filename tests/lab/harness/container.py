@@ -35,8 +35,13 @@ class LabError(RuntimeError):
 class Container:
     """A booted container. Use as a context manager or call stop(); both are idempotent."""
 
-    def __init__(self, workdir: Path, *, name: str | None = None, boot_timeout: float = 90.0) -> None:
+    def __init__(
+        self, workdir: Path, *, name: str | None = None, boot_timeout: float = 90.0, private_network: bool = False
+    ) -> None:
         self.workdir = workdir
+        # Only a loopback of its own: its services may use any port without meeting the host's or
+        # another session's (and it reaches no network: install offline, from a wheelhouse).
+        self.private_network = private_network
         self.name = name or f"octobrix-lab-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.root = workdir / "root"
@@ -62,6 +67,7 @@ class Container:
                 [
                     "systemd-nspawn", f"--directory={self.root}", f"--machine={self.name}", "--boot",
                     "--register=no", "--keep-unit", "--console=pipe", "--quiet",
+                    *(["--private-network"] if self.private_network else []),
                 ],
                 stdout=console,
                 env=build._nspawn_env(),
@@ -263,7 +269,7 @@ class Container:
 
 
 @contextlib.contextmanager
-def booted(workdir: Path, *, boot_timeout: float = 90.0) -> Iterator[Container]:
-    container = Container(workdir, boot_timeout=boot_timeout)
+def booted(workdir: Path, *, boot_timeout: float = 90.0, private_network: bool = False) -> Iterator[Container]:
+    container = Container(workdir, boot_timeout=boot_timeout, private_network=private_network)
     with container:
         yield container
