@@ -40,6 +40,8 @@ def read_manifest(layout: Layout) -> Manifest:
         body = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return Manifest()
+    except PermissionError:
+        raise OctobrixError(f"{path} is readable by root only here", hint="run it as root (sudo)") from None
     except (OSError, ValueError) as exc:
         raise OctobrixError(
             f"{path} is unreadable ({exc})",

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import applied, cli, instances, status
+from octobrixd import applied, cli, instances, paths, status
 from octobrixd.applied import applied_path, last_applied, remember_applied
 from octobrixd.config import load_config
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.instances import CredentialsNeedRootError, read_credentials
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from tests.conftest import Ctl
 
@@ -231,3 +232,23 @@ def test_a_copy_that_cannot_be_updated_is_removed_rather_than_left_stale(
     monkeypatch.setattr(applied, "write_atomic", full)
     assert not remember_applied(layout, load_config(config_path))
     assert last_applied(layout, config_path) is None, "never the farm of a config that no longer runs"
+
+
+def test_an_unreadable_manifest_asks_for_root_not_for_removing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = Layout(tmp_path)
+    manifest = layout.path(paths.MANIFEST)
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}", encoding="utf-8")
+    real_read_text: Callable[..., str] = Path.read_text
+
+    def read_text(self: Path, *a: object, **kw: object) -> str:
+        if self == manifest:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(OctobrixError) as caught:
+        read_manifest(layout)
+    assert caught.value.hint == "run it as root (sudo)"
