@@ -11,15 +11,13 @@ import contextlib
 import difflib
 import fcntl
 import hashlib
-import itertools
-import json
 import logging
 import os
 import pwd
 import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +29,7 @@ from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
+from octobrixd.manifest import Manifest, printer_of, running_port
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render import render_all
@@ -42,7 +41,6 @@ from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
 LOCK_FILE = PurePosixPath("run/octobrix/apply.lock")
 
 
@@ -60,23 +58,6 @@ class FileChange:
     new: str
     mode: int = 0o644
     owner: str | None = None
-
-
-@dataclass(frozen=True)
-class Manifest:
-    files: Mapping[str, str] = field(default_factory=dict)
-    units: Mapping[str, str] = field(default_factory=dict)
-    # Restarts and stops held back because the printer was printing; status shows them.
-    deferred: tuple[str, ...] = ()
-
-    def to_json(self) -> str:
-        body = {
-            "version": MANIFEST_VERSION,
-            "files": dict(self.files),
-            "units": dict(self.units),
-            "deferred": list(self.deferred),
-        }
-        return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 
 @dataclass(frozen=True)
@@ -154,26 +135,6 @@ def unit_of(path: PurePosixPath) -> str | None:
 
 def config_yaml_path(name: str) -> PurePosixPath:
     return paths.STATE_DIR / name / "basedir" / "config.yaml"
-
-
-def read_manifest(layout: Layout) -> Manifest:
-    path = layout.path(paths.MANIFEST)
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return Manifest()
-    except (OSError, ValueError) as exc:
-        raise OctobrixError(
-            f"{path} is unreadable ({exc})",
-            hint="it lists the files octobrix generated; remove it and run `octobrixctl apply` again",
-        ) from None
-    if not isinstance(body, dict) or body.get("version") != MANIFEST_VERSION:
-        raise OctobrixError(f"{path} is not a manifest this octobrix understands", hint="remove it and apply again")
-    return Manifest(
-        files=dict(body.get("files", {})),
-        units=dict(body.get("units", {})),
-        deferred=tuple(body.get("deferred", ())),
-    )
 
 
 def _read_text(path: Path) -> str | None:
@@ -337,33 +298,10 @@ def _ensure_state_dir(layout: Layout, name: str) -> None:
             os.chown(directory, uid, gid)
 
 
-def printer_of(unit: str) -> str | None:
-    prefix, _, rest = unit.partition("@")
-    return rest.removesuffix(".service") if prefix == "octoprint" and rest else None
-
-
 def _dropin_port(layout: Layout, name: str) -> int | None:
     dropin = layout.path(paths.UNIT_DIR / f"{octoprint_unit(name)}.d" / DROPIN_NAME)
     found = re.search(r"^Environment=OCTOBRIX_PORT=(\d+)$", _read_text(dropin) or "", re.MULTILINE)
     return int(found[1]) if found else None
-
-
-def running_port(layout: Layout, pid: int | None) -> int | None:
-    """The port the OctoPrint whose main process is PID was started on (`--port N` in its command line).
-
-    Not the drop-in's: after a change held back for a print, the drop-in already names the new
-    port, or is gone with a printer removed from the config, while the old OctoPrint still prints.
-    """
-    if not pid:
-        return None
-    try:
-        argv = layout.path(f"proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
-    except OSError:
-        return None
-    for flag, value in itertools.pairwise(argv):
-        if flag == "--port" and value.isdigit():
-            return int(value)
-    return None
 
 
 def _main_pid(unit: str) -> int:

@@ -8,19 +8,17 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from octobrixd import __version__
-from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, read_manifest, render_diff
-from octobrixd.bandwidth import advise_system
-from octobrixd.cameras import missing_programs
 from octobrixd.cliargs import add_config_argument, add_root_argument
-from octobrixd.config import Config, load_config
 from octobrixd.errors import ConfigError, OctobrixError
-from octobrixd.fsutil import write_atomic
-from octobrixd.instances import read_credentials
 from octobrixd.paths import DEFAULT_CONFIG, Layout
-from octobrixd.render import render_all
+
+# Each command imports what it needs when it runs: `status` must not pay at every start for
+# apply, the renderers and every other subcommand's module (most of its run time before).
+if TYPE_CHECKING:
+    from octobrixd.config import Config
 
 log = logging.getLogger("octobrixctl")
 
@@ -50,6 +48,9 @@ def _summary(config: Config) -> str:
 
 def camera_warnings(config: Config, layout: Layout) -> list[str]:
     """What will keep cameras from streaming although the config is valid: they never fail a command."""
+    from octobrixd.bandwidth import advise_system
+    from octobrixd.cameras import missing_programs
+
     if not config.cameras:
         return []
     warnings = advise_system(config, layout).warnings()
@@ -65,13 +66,20 @@ def warn(lines: list[str]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from octobrixd.config import load_config
+    from octobrixd.serials import placeholder_warnings
+
     config = load_config(args.config)
     print(f"{args.config} is valid: {_summary(config)}")
-    warn(camera_warnings(config, Layout(args.root)))
+    warn(placeholder_warnings(config) + camera_warnings(config, Layout(args.root)))
     return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from octobrixd.config import load_config
+    from octobrixd.fsutil import write_atomic
+    from octobrixd.render import render_all
+
     config = load_config(args.config)
     layout = Layout(args.root)
     if layout.live:
@@ -86,13 +94,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from octobrixd.applied import remember_applied
+    from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, render_diff
+    from octobrixd.config import load_config
+    from octobrixd.manifest import read_manifest
+    from octobrixd.serials import placeholder_warnings
+
     config = load_config(args.config)
     layout = Layout(args.root)
-    warn(camera_warnings(config, layout))
+    warn(placeholder_warnings(config) + camera_warnings(config, layout))
     with apply_lock(layout):
         previous = read_manifest(layout)
         plan = make_plan(config, layout, previous)
         if plan.empty:
+            remember_applied(layout, config)
             print(f"Nothing to do: the system already matches {args.config}.")
             return 0
         if args.dry_run:
@@ -106,6 +121,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print(f"{where}: {command}")
             return 0
         result = apply_plan(plan, layout, previous, force=args.force)
+        # status lists the farm from this copy while a later edit of the config has mistakes.
+        remember_applied(layout, config)
     removed = sum(1 for change in plan.files if change.kind is ChangeKind.REMOVE)
     written = len(plan.files) - removed
     # A run that only repeats a held-back restart writes nothing: say what it did instead.
@@ -130,13 +147,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
+    from octobrixd.config import load_config
+    from octobrixd.instances import CredentialsNeedRootError, read_credentials
+
     config = load_config(args.config)
     names = args.names or sorted(config.printers)
     rows = []
     for name in names:
         if name not in config.printers:
             raise OctobrixError(f"no printer named {name} in {args.config}", hint="see `octobrixctl status`")
-        credentials = read_credentials(Layout(), name)
+        try:
+            credentials = read_credentials(Layout(), name)
+        except CredentialsNeedRootError as error:
+            raise OctobrixError(
+                f"credentials needs root: each OctoPrint's login is readable by root only (in {error.path.parent})",
+                hint="sudo octobrixctl credentials",
+            ) from None
         if credentials is None:
             rows.append(f"{name}: not set up yet — run `sudo octobrixctl apply`")
             continue
@@ -147,7 +173,13 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names: its first word that is not an option (top-level options take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given argv, it imports only the module of the subcommand argv names (without, all)."""
     parser = argparse.ArgumentParser(
         prog="octobrixctl",
         description=f"Run a farm of 3D printers from one Linux computer. The farm is described in {DEFAULT_CONFIG}.",
@@ -180,17 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     credentials.add_argument("names", nargs="*", metavar="NAME")
     credentials.set_defaults(func=cmd_credentials)
 
+    chosen = _command_in(argv) if argv is not None else None
     for name, (module_name, help_text) in MODULE_COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text)
-        module.configure_parser(sub_parser)
-        sub_parser.set_defaults(func=_module_main(module))
+        # argparse reads only the chosen subcommand's arguments: the others need no options.
+        if chosen is None or chosen == name:
+            importlib.import_module(module_name).configure_parser(sub_parser)
+        sub_parser.set_defaults(func=_module_main(module_name))
     return parser
 
 
-def _module_main(module: ModuleType) -> Callable[[argparse.Namespace], int]:
+def _module_main(module_name: str) -> Callable[[argparse.Namespace], int]:
     def call(args: argparse.Namespace) -> int:
-        status: int = module.main(args)
+        status: int = importlib.import_module(module_name).main(args)
         return status
 
     return call
@@ -211,8 +245,9 @@ def setup_logging(debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     setup_logging(args.debug)
     try:
         status: int = args.func(args)

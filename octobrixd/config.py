@@ -13,11 +13,12 @@ import re
 import socket
 import tomllib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from octobrixd.backups.schedule import DEFAULT_KEEP, DEFAULT_SCHEDULE, check_schedule
@@ -206,7 +207,7 @@ def _check_controls(value: dict[str, int]) -> dict[str, int]:
 def _check_wheels(value: str) -> str:
     parts = value.split("/")
     if not value.startswith("/") or ".." in parts or any(ord(c) < 32 for c in value):
-        raise ValueError(f"{value!r} must be an absolute folder path, like \"/var/lib/octobrix/wheels\"")
+        raise ValueError(f'{value!r} must be an absolute folder path, like "/var/lib/octobrix/wheels"')
     return value
 
 
@@ -440,46 +441,79 @@ def _validate_table(model: type[_Model], raw: Any, path: tuple[str, ...], proble
         return None
 
 
-def _cross_check(config: Config, problems: _Problems) -> None:
+@dataclass(frozen=True)
+class _Entry:
+    """What the rules across tables need of one printer or camera, also of one that failed its own
+    checks: its fields that did pass, so that a wrong port never hides a missing camera."""
+
+    section: str
+    name: str
+    port: int | None
+    match: tuple[tuple[str, str], ...]
+    camera: str | None = None
+
+
+_CROSS_KEYS = ("serial", "usb_port", "device_name")
+
+
+def _entry_of(section: str, name: str, raw: Mapping[str, Any], model: type[_Matched]) -> _Entry:
+    """The fields of raw that pass their own checks (each validated alone)."""
+    good: dict[str, Any] = {}
+    for key in ("port", "camera", *_CROSS_KEYS):
+        field = model.model_fields.get(key)
+        if key not in raw or field is None:
+            continue
+        # The field's own type with its checks (Strict, validators), as the model applies them.
+        checked: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+        try:
+            good[key] = TypeAdapter(checked).validate_python(raw[key])
+        except ValidationError:
+            continue
+    match = tuple((key, str(good[key])) for key in _CROSS_KEYS if good.get(key) is not None)
+    return _Entry(section, name, good.get("port"), match, good.get("camera"))
+
+
+def _cross_check(entries: list[_Entry], problems: _Problems) -> None:
     owners: dict[int, str] = {}
-    for key, port in config.all_ports():
-        if port in owners:
+    for entry in entries:
+        if entry.port is None:
+            continue
+        if entry.port in owners:
             problems.add(
-                tuple(key.split(".")),
-                f"{port} is also used by {owners[port].rsplit('.', 1)[0]} — pick another port",
+                (entry.section, entry.name, "port"),
+                f"{entry.port} is also used by {owners[entry.port]} — pick another port",
             )
         else:
-            owners[port] = key
+            owners[entry.port] = f"{entry.section}.{entry.name}"
 
-    for name in config.printers.keys() & config.cameras.keys():
+    printers = {e.name for e in entries if e.section == "printers"}
+    cameras = {e.name for e in entries if e.section == "cameras"}
+    for name in sorted(printers & cameras):
         problems.add(
             ("cameras", name),
             f"the name {name!r} is also a printer; both would be /dev/octobrix/{name} — rename one",
         )
 
     bound: dict[tuple[str, str], str] = {}
-    for section, entries in (("printers", config.printers), ("cameras", config.cameras)):
-        for name, entry in entries.items():
-            for key in entry.match_keys():
-                value = str(getattr(entry, key))
-                # Printers and cameras are told apart by subsystem, so each section has its own space.
-                ident = (section, f"{key}={value}")
-                if ident in bound:
-                    problems.add(
-                        (section, name, key),
-                        f"{value!r} already binds {section}.{bound[ident]}; two entries cannot match "
-                        "the same device — if two boards share a serial number, bind both by usb_port",
-                    )
-                else:
-                    bound[ident] = name
+    for entry in entries:
+        for key, value in entry.match:
+            # Printers and cameras are told apart by subsystem, so each section has its own space.
+            ident = (entry.section, f"{key}={value}")
+            if ident in bound:
+                problems.add(
+                    (entry.section, entry.name, key),
+                    f"{value!r} already binds {entry.section}.{bound[ident]}; two entries cannot match "
+                    "the same device — if two boards share a serial number, bind both by usb_port",
+                )
+            else:
+                bound[ident] = entry.name
 
-    for name, printer in config.printers.items():
-        if printer.camera is not None and printer.camera not in config.cameras:
-            known = ", ".join(sorted(config.cameras)) or "none are configured"
+    for entry in entries:
+        if entry.camera is not None and entry.camera not in cameras:
+            known = ", ".join(sorted(cameras)) or "none are configured"
             problems.add(
-                ("printers", name, "camera"),
-                f"no camera named {printer.camera!r} (cameras: {known}) — add [cameras.{printer.camera}] "
-                "or fix the name",
+                ("printers", entry.name, "camera"),
+                f"no camera named {entry.camera!r} (cameras: {known}) — add [cameras.{entry.camera}] or fix the name",
             )
 
 
@@ -504,6 +538,7 @@ def parse_config(text: str, source: str = "/etc/octobrix.toml") -> Config:
 
     problems = _Problems(source, KeyLocator(text))
     fields: dict[str, Any] = {"source": source}
+    cross: list[_Entry] = []
 
     for key, value in raw.items():
         if key in _TOP_LEVEL:
@@ -517,15 +552,18 @@ def parse_config(text: str, source: str = "/etc/octobrix.toml") -> Config:
             for name, entry_raw in value.items():
                 try:
                     _check_name(name)
+                    name_ok = True
                 except ValueError as exc:
                     problems.add((key, name), str(exc))
-                    continue
+                    name_ok = False
                 if not isinstance(entry_raw, Mapping):
                     problems.add((key, name), f"should be a table: [{key}.{name}]")
                     continue
+                # A bad name does not hide the table's own mistakes: they are checked too.
                 entry = _validate_table(_SECTIONS[key], entry_raw, (key, name), problems)
-                if entry is not None:
+                if entry is not None and name_ok:
                     entries[name] = entry
+                cross.append(_entry_of(key, name, entry_raw, _SECTIONS[key]))
             fields[key] = entries
         else:
             known = ", ".join([*_TOP_LEVEL, *_SECTIONS])
@@ -533,7 +571,8 @@ def parse_config(text: str, source: str = "/etc/octobrix.toml") -> Config:
 
     # Rules across tables run on whatever validated, so one run reports everything.
     config = Config.model_validate({k: v for k, v in fields.items() if v is not None})
-    _cross_check(config, problems)
+    sections = list(_SECTIONS)
+    _cross_check(sorted(cross, key=lambda entry: sections.index(entry.section)), problems)
     if problems.items:
         raise ConfigError(problems.messages(), hint="fix these, then run `octobrixctl check` again")
     return config
@@ -561,8 +600,10 @@ def check_ownership(path: Path) -> None:
     info = path.stat()
     if info.st_uid != 0 or info.st_mode & 0o022:
         raise ConfigError(
-            [f"{path}: other users can change this file (owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o}), "
-             "and octobrix acts on it as root"],
+            [
+                f"{path}: other users can change this file (owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o}), "
+                "and octobrix acts on it as root"
+            ],
             hint=f"sudo chown root:root {path} && sudo chmod 644 {path}",
         )
 

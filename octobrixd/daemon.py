@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, systemd
-from octobrixd.apply import apply_lock, apply_plan, make_plan, read_manifest
+from octobrixd.applied import remember_applied
+from octobrixd.apply import apply_lock, apply_plan, make_plan
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.devices import read_device, suggest_entries
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.status import collect, fetch_printer_state, query_units
@@ -158,6 +160,8 @@ class Daemon:
             log.error("apply failed: %s", error)
             return Outcome(False, f"apply failed: {error}")
         self.config = config
+        # status lists the farm from this copy while a later edit of the config has mistakes.
+        remember_applied(self.layout, config)
         return Outcome(True, None, deferred)
 
     # --- status line ---

@@ -22,6 +22,7 @@ from typing import Any
 
 from octobrixd.config import SERIAL_RE, USB_PORT_RE, Camera, Config, Printer
 from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.serials import placeholder_reason
 from octobrixd.v4l2 import FormatQuery, FormatQueryError, FrameSize, VideoFormat
 
 # The renderer's udev rules match exactly these kernel names for printers.
@@ -438,6 +439,9 @@ def suggest_match(device: Device) -> Suggestion:
         why = f"its serial number {serial} is also reported by {', '.join(device.serial_shared_with)}"
     elif not SERIAL_RE.match(serial):
         why = f"its serial number {serial!r} has characters a udev rule cannot match safely"
+    elif (placeholder := placeholder_reason(serial)) is not None:
+        # Trusting it while this board is the only one would bind the next such board instead.
+        why = f"its serial number {placeholder}"
     else:
         return Suggestion(MatchKey.SERIAL, serial, None)
     return Suggestion(MatchKey.USB_PORT, device.usb.port, why)
@@ -545,6 +549,22 @@ def suggest_entry(device: Device, allocator: _Allocator) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interface_of(sys_path: str) -> tuple[int, ...]:
+    """(configuration, interface) of the USB interface a node is under ("1-5:1.2" -> (1, 2))."""
+    found = re.search(r":(\d+)\.(\d+)/", sys_path)
+    return (int(found[1]), int(found[2])) if found else ()
+
+
+def _first_ports(devices: list[Device]) -> tuple[list[Device], list[tuple[Device, Device]]]:
+    """The devices to suggest entries for, and the (second port, first port) of boards with several."""
+    first: dict[str, Device] = {}
+    for device in (d for d in devices if d.kind is DeviceKind.PRINTER):
+        if _interface_of(device.sys_path) < _interface_of(first.setdefault(device.usb.port, device).sys_path):
+            first[device.usb.port] = device
+    seconds = [(d, first[d.usb.port]) for d in devices if d.kind is DeviceKind.PRINTER and first[d.usb.port] is not d]
+    return [d for d in devices if all(d is not second for second, _ in seconds)], seconds
+
+
 def suggest_entries(devices: Iterable[Device], config: Config | None, *, target: str | None = None) -> str:
     """Config entries binding every device no entry binds yet, ready to paste into the config.
 
@@ -559,7 +579,12 @@ def suggest_entries(devices: Iterable[Device], config: Config | None, *, target:
         if device.bound_to:
             names = ", ".join(f"{device.kind.section}.{name}" for name in device.bound_to)
             parts.append(f"# {device.node} ({_comment(device.usb.label)}) is already bound by {names}.\n")
-    unbound = [d for d in devices if not d.bound_to]
+    unbound, second_ports = _first_ports([d for d in devices if not d.bound_to])
+    for device, first in second_ports:
+        # One board, one entry: the udev rule links its first serial port only.
+        parts.append(
+            f"# {device.node} is another serial port of the board at {first.node}: that one is the printer's.\n"
+        )
     if not devices:
         parts.append("# No USB printer board or camera is plugged in.\n")
     elif not unbound:

@@ -42,17 +42,34 @@ def credentials_path(name: str) -> PurePosixPath:
     return SECRETS_DIR / f"{name}.json"
 
 
+class CredentialsNeedRootError(OctobrixError):
+    """The credentials are root-only and this process is not root: nothing is wrong with them."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.path = path
+        super().__init__(f"the login of {name} is readable by root only ({path})", hint="run it as root (sudo)")
+
+
 def read_credentials(layout: Layout, name: str) -> Credentials | None:
+    path = layout.path(credentials_path(name))
     try:
-        body = json.loads(layout.path(credentials_path(name)).read_text(encoding="utf-8"))
+        body = json.loads(path.read_text(encoding="utf-8"))
+        return Credentials(**body)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except PermissionError:
+        raise CredentialsNeedRootError(name, path) from None
+    except (ValueError, TypeError) as exc:
+        # It holds the admin password and octobrixd's key: never advise deleting it.
         raise OctobrixError(
-            f"cannot read the saved credentials of {name}: {exc}",
-            hint=f"remove {layout.path(credentials_path(name))} and apply again to make new ones",
+            f"the saved login of {name} in {path} is damaged ({exc})",
+            hint=f"restore {path} from a backup; or move it aside (`sudo mv {path} {path}.broken`) and run "
+            "`sudo octobrixctl apply`, which gives octobrixd a new API key (the admin password stays as it was)",
         ) from None
-    return Credentials(**body)
+    except OSError as exc:
+        raise OctobrixError(
+            f"cannot read the saved login of {name} ({exc})", hint=f"see `sudo ls -l {path}` and the kernel log"
+        ) from None
 
 
 def load_or_create_credentials(layout: Layout, name: str) -> Credentials:

@@ -43,7 +43,9 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
         }
         plugins = {}
     plugins["discovery"] = {"publicPort": printer.port}
-    webcam: dict[str, Any] = {}
+    # Without a camera OctoPrint would show an empty "Webcam stream not loaded" panel in its
+    # Control tab; webcamEnabled (OctoPrint 1.9-1.11: webcam.webcamEnabled) hides it.
+    webcam: dict[str, Any] = {"webcamEnabled": False}
     if printer.camera is not None:
         plugins["classicwebcam"], webcam = _webcam_seed(config, printer.camera)
     # Anonymous usage tracking stays off unless the user turns it on; deciding it here also
@@ -73,9 +75,8 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
         },
         "appearance": {"name": name},
         "plugins": plugins,
+        "webcam": webcam,
     }
-    if webcam:
-        seed["webcam"] = webcam
     return seed
 
 
@@ -93,7 +94,7 @@ def _webcam_seed(config: Config, camera: str) -> tuple[dict[str, Any], dict[str,
         "streamRatio": stream_ratio(entry.width, entry.height),
     }
     # Timelapses are rendered by ffmpeg, which OctoPrint only uses once it knows where it is.
-    return classic, {"ffmpeg": FFMPEG}
+    return classic, {"webcamEnabled": True, "ffmpeg": FFMPEG}
 
 
 def render_octoprint_seed(config: Config, name: str) -> str:

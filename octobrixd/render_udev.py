@@ -23,14 +23,26 @@ def _match(entry: Printer | Camera) -> tuple[str, str]:
     return f'KERNELS=="{entry.usb_port}:*"', f"USB port {entry.usb_port} (follows the cable, not the board)"
 
 
+# A board with two serial ports (two CDC ACM functions, an FT2232...) has two tty nodes under one
+# USB device: both match its serial or port, and the link would go to whichever udev handled last.
+# The first interface (00, set by systemd's 60-serial.rules) gets the link; a tty on another
+# interface gets it only at a lower priority, for composite boards whose serial port is not first.
+FIRST_INTERFACE = 'ENV{ID_USB_INTERFACE_NUM}=="00"'
+OTHER_INTERFACE = 'ENV{ID_USB_INTERFACE_NUM}!="00"'
+OTHER_INTERFACE_PRIORITY = 'OPTIONS+="link_priority=-10"'
+
+
 def _printer_rule(name: str, printer: Printer) -> str:
     match, described = _match(printer)
-    return (
-        f"# printer {name}: {described}\n"
-        f'{PRINTER_NODES}, {match}, SYMLINK+="octobrix/{name}", '
-        f'OWNER="{instance_user(name)}", GROUP="dialout", MODE="0660", '
+    actions = (
+        f'SYMLINK+="octobrix/{name}", OWNER="{instance_user(name)}", GROUP="dialout", MODE="0660", '
         # ModemManager probes new serial ports with AT commands, which confuses printer firmware.
-        f'ENV{{ID_MM_DEVICE_IGNORE}}="1", ENV{{OCTOBRIX_NAME}}="{name}", ENV{{OCTOBRIX_KIND}}="printer"\n'
+        f'ENV{{ID_MM_DEVICE_IGNORE}}="1", ENV{{OCTOBRIX_NAME}}="{name}", ENV{{OCTOBRIX_KIND}}="printer"'
+    )
+    return (
+        f"# printer {name}: {described}; of several serial ports on the board, the first\n"
+        f"{PRINTER_NODES}, {match}, {FIRST_INTERFACE}, {actions}\n"
+        f"{PRINTER_NODES}, {match}, {OTHER_INTERFACE}, {actions}, {OTHER_INTERFACE_PRIORITY}\n"
     )
 
 

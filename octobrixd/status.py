@@ -12,7 +12,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +20,13 @@ from typing import Any
 
 import psutil
 
-from octobrixd.apply import printer_of, read_manifest, running_port
+from octobrixd.applied import last_applied
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
-from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.instances import read_credentials
+from octobrixd.errors import CommandError, ConfigError, OctobrixError
+from octobrixd.instances import CredentialsNeedRootError, read_credentials
+from octobrixd.manifest import printer_of, read_manifest, running_port
 from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
@@ -34,6 +35,12 @@ from octobrixd.venv_contents import InstalledPlugin
 from octobrixd.venv_contents import report as venv_report
 
 JSON_VERSION = 1
+# The farm is listed, from the last config that applied, but the config file has mistakes.
+EXIT_CONFIG_ERRORS = 3
+NEEDS_ROOT_NOTE = (
+    "printer states (Operational, Printing 42%...) need the root-only OctoPrint logins: "
+    "`sudo octobrixctl status` adds them"
+)
 SHOW_PROPERTIES = (
     "Id",
     "LoadState",
@@ -267,13 +274,14 @@ STARTING_STATES = ("starting", "not answering")
 CONNECTING_STATES = ("Offline", "Opening", "Connecting", "Detecting")
 
 
-def settling(printers: Sequence[PrinterStatus]) -> list[str]:
+def settling(printers: Sequence[PrinterStatus], unaskable: Collection[str] = ()) -> list[str]:
     """Running instances whose OctoPrint does not answer yet, or whose virtual printer has not
     connected yet. A real printer's connection is not waited for: unplugged, it stays Offline, and
-    a board that does not answer can stay "Opening serial connection" for as long as it likes."""
+    a board that does not answer can stay "Opening serial connection" for as long as it likes.
+    Printers in unaskable (no login to ask with) are never waited for."""
     waiting = []
     for row in printers:
-        if row.state != "active":
+        if row.state != "active" or row.name in unaskable:
             continue
         state = row.printer_state or "starting"
         if state.startswith(STARTING_STATES) or (row.device == "virtual" and state.startswith(CONNECTING_STATES)):
@@ -299,7 +307,18 @@ def _service(row: UnitStatus) -> str:
     return row.state if row.state != "active" else f"active ({row.sub_state})"
 
 
-def format_table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -> str:
+def format_table(
+    printers: Sequence[PrinterStatus],
+    cameras: Sequence[CameraStatus],
+    *,
+    errors: Sequence[str] = (),
+    notes: Sequence[str] = (),
+) -> str:
+    """The table; config errors above it (the farm is then the last config's), notes below it."""
+    return "\n".join([*errors, *_table(printers, cameras).splitlines(), *(f"note: {n}" for n in notes)])
+
+
+def _table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -> str:
     lines: list[list[str]] = []
     if printers:
         lines.append(["PRINTER", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "STATE", "URL"])
@@ -333,9 +352,48 @@ def _align(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def to_json(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -> str:
-    body = {"version": JSON_VERSION, "printers": [asdict(p) for p in printers], "cameras": [asdict(c) for c in cameras]}
+def to_json(
+    printers: Sequence[PrinterStatus],
+    cameras: Sequence[CameraStatus],
+    *,
+    errors: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    backup_failures: Sequence[str] = (),
+) -> str:
+    body = {
+        "version": JSON_VERSION,
+        # Mistakes in the config file; while there are any, the farm listed is the last config's that applied.
+        "errors": list(errors),
+        # What this listing could not show, and why (e.g. printer states without root).
+        "notes": list(notes),
+        "printers": [asdict(p) for p in printers],
+        "cameras": [asdict(c) for c in cameras],
+        # Printers whose last backup failed, one line each (empty when all went well).
+        "backup_failures": list(backup_failures),
+    }
     return json.dumps(body, indent=2)
+
+
+def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config, list[str], str | None]:
+    """The config the farm runs on, the config file's errors (none when it is valid) and what to do.
+
+    A config with mistakes changes nothing, so while it has them the farm runs on the last
+    config that applied: that is what status lists, with the mistakes on top.
+    """
+    try:
+        return load_config(args.config), [], None
+    except ConfigError as error:
+        applied = last_applied(layout, args.config)
+        if applied is None:
+            if args.json:
+                sys.stdout.write(to_json([], [], errors=error.problems, notes=["no config has applied yet"]) + "\n")
+            raise
+        saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(applied.saved_at))
+        hint = (
+            f"hint: {error.hint or 'fix the config'}; until then the farm runs on the last config that applied "
+            f"({saved}, kept in {applied.path}), listed below"
+        )
+        return applied.config, error.problems, hint
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -351,9 +409,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="only these printers and cameras")
 
 
-def main(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    layout = Layout()
+def main(args: argparse.Namespace, layout: Layout | None = None) -> int:
+    """`octobrixctl status`; layout is for tests (status has no --root: it asks the running systemd)."""
+    layout = layout or Layout()
+    config, errors, hint = farm_config(args, layout)
     removed = removed_printers(config, read_manifest(layout).deferred)
     unknown = [n for n in args.names if n not in config.printers and n not in config.cameras and n not in removed]
     if unknown:
@@ -364,12 +423,17 @@ def main(args: argparse.Namespace) -> int:
     units = [octoprint_unit(n) for n in [*config.printers, *removed]]
     units += [streamer_unit(config, n) for n in config.cameras]
     fetchers: dict[str, PrinterStateFetcher] = {}
+    need_root: list[str] = []
     for name in [*config.printers, *removed]:
         try:
             credentials = read_credentials(layout, name)
-        except (OctobrixError, PermissionError):
+        except CredentialsNeedRootError:
+            need_root.append(name)
+            credentials = None
+        except OctobrixError:
             credentials = None
         fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
+    notes = [NEEDS_ROOT_NOTE] if need_root else []
     deadline = time.monotonic() + max(0.0, args.wait)
     while True:
         props = query_units(units)
@@ -384,14 +448,14 @@ def main(args: argparse.Namespace) -> int:
             deferred=deferred,
             plugins=args.json,  # the table does not show them; reading them costs ~8 ms a printer
         )
-        if not settling(printers) or time.monotonic() >= deadline:
+        if not settling(printers, need_root) or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
     failed_backups = backup_state.status_lines(layout, config, args.names)
     if args.json:
-        body = json.loads(to_json(printers, cameras))
-        body["backup_failures"] = failed_backups
-        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        output = to_json(printers, cameras, errors=errors, notes=notes, backup_failures=failed_backups)
     else:
-        sys.stdout.write(format_table(printers, cameras) + "\n" + "".join(f"{line}\n" for line in failed_backups))
-    return 0
+        output = format_table(printers, cameras, errors=[*errors, *([hint] if hint else [])], notes=notes)
+        output += "".join(f"\n{line}" for line in failed_backups)
+    sys.stdout.write(output + "\n")
+    return EXIT_CONFIG_ERRORS if errors else 0

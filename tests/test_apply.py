@@ -8,8 +8,9 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from octobrixd.apply import apply_plan, make_plan, read_manifest
+from octobrixd.apply import apply_plan, make_plan
 from octobrixd.config import parse_config
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from tests.conftest import Ctl
 
@@ -129,7 +130,7 @@ def test_users_octoprint_settings_survive_apply(tmp_path: Path) -> None:
 
     apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
     after = yaml.safe_load(config_yaml.read_text())
-    assert after["webcam"] == {"flipH": True}
+    assert after["webcam"]["flipH"] is True
     assert after["serial"]["timeout"] == {"connection": 30}
     assert after["server"]["port"] == 5011
     assert after["serial"]["port"] == "/dev/octobrix/printer1"

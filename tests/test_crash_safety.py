@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from octobrixd import cli
-from octobrixd.apply import read_manifest
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import MANIFEST, Layout
 from octobrixd.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
 from tests.conftest import REPO

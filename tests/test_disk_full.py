@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from octobrixd.applied import APPLIED_CONFIG
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
 from octobrixd.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
@@ -78,7 +79,9 @@ def small_disk(mount_disk: Callable[[str], Path]) -> Path:
 
 def pages_to_write(before: Tree, after: Tree) -> int:
     """Space apply needs going from before to after: each changed file, and the manifest twice."""
-    changed = [v for p, v in after.files.items() if before.files.get(p) != v]
+    # Not the copy of the applied config: it is written once the apply succeeded, outside its
+    # all-or-nothing set (octobrixd.applied).
+    changed = [v for p, v in after.files.items() if before.files.get(p) != v and p != str(APPLIED_CONFIG)]
     manifest = after.files["var/lib/octobrix/.manifest.json"]
     return sum(math.ceil(len(v[0]) / PAGE) for v in [*changed, manifest]) * PAGE
 

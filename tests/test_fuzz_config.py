@@ -63,7 +63,9 @@ UDEV_VALUE = re.compile(r'^[A-Za-z0-9._:/*?\[\]|+ -]*$')
 # A camera's V4L2 name is the device's own text: any printable character but quotes, escapes,
 # glob syntax and substitutions.
 UDEV_NAME_VALUE = re.compile(r'^[^"\\*?\[\]|%$\x00-\x1f\x7f]+$')
-UDEV_RULE = re.compile(r'^(?:[A-Z_]+(?:\{[A-Za-z_]+\})?(?:==|\+=|=)"[^"\\\n]*"(?:, |$))+$')
+UDEV_RULE = re.compile(r'^(?:[A-Z_]+(?:\{[A-Za-z_]+\})?(?:==|!=|\+=|=)"[^"\\\n]*"(?:, |$))+$')
+# The only option octobrix sets: the lower link priority of a board's second serial port.
+UDEV_OPTION = re.compile(r"^link_priority=-?\d+$")
 ENVIRONMENT = re.compile(r'^Environment=(?:[A-Z_]+=[A-Za-z0-9.:_-]*|"[A-Z_]+=[A-Za-z0-9.:_ -]*")$')
 CONTROL = re.compile(r"^ExecStartPre=-/usr/bin/v4l2-ctl --device=/dev/octobrix/%i --set-ctrl=[a-z][a-z0-9_]*=-?\d+$")
 LOCATED = re.compile(rf"^{re.escape(SRC)}:\d+: ")
@@ -78,8 +80,8 @@ def check_rendered(files: dict[Any, Any]) -> None:
                 continue
             if str(path).endswith(".rules"):
                 assert UDEV_RULE.match(line), line
-                for key, quoted in re.findall(r'([A-Z_]+(?:\{[A-Za-z_]+\})?)(?:==|\+=|=)"([^"]*)"', line):
-                    pattern = UDEV_NAME_VALUE if key == "ATTR{name}" else UDEV_VALUE
+                for key, quoted in re.findall(r'([A-Z_]+(?:\{[A-Za-z_]+\})?)(?:==|!=|\+=|=)"([^"]*)"', line):
+                    pattern = {"ATTR{name}": UDEV_NAME_VALUE, "OPTIONS": UDEV_OPTION}.get(key, UDEV_VALUE)
                     assert pattern.match(quoted), (path, quoted)
             elif str(path).endswith(".conf") and "systemd" in str(path) and line.startswith("Environment="):
                 assert ENVIRONMENT.match(line), (path, line)

@@ -49,7 +49,8 @@ def test_golden(case: str) -> None:
 def test_udev_rules_bind_each_device_once_and_mark_printers() -> None:
     rules = rendered_tree(CASES["farm"])["etc/udev/rules.d/99-octobrix.rules"]
     lines = [line for line in rules.splitlines() if line and not line.startswith("#")]
-    assert len(lines) == 5, "demo is virtual: two printers and three cameras get rules"
+    # Each printer: its board's first serial port, then any other one at a lower link priority.
+    assert len(lines) == 7, "demo is virtual: two printers (two rules each) and three cameras get rules"
     printers = [line for line in lines if 'ENV{OCTOBRIX_KIND}="printer"' in line]
     assert all('ENV{ID_MM_DEVICE_IGNORE}="1"' in line for line in printers)
     assert all('KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*"' in line for line in printers)
@@ -73,12 +74,15 @@ def test_a_printers_octoprint_gets_its_cameras_urls() -> None:
     assert classic["streamRatio"] == "16:9"
     assert classic["_config_version"] == 1, "or OctoPrint's first start 'migrates' the URLs away"
     assert prusa["webcam"]["ffmpeg"] == "/usr/bin/ffmpeg", "timelapses need ffmpeg"
+    assert prusa["webcam"]["webcamEnabled"] is True, "on again for a printer that has a camera now"
     ender = yaml.safe_load(tree["var/lib/octobrix/ender-3/octobrix-seed.yaml"])["plugins"]["classicwebcam"]
     assert ender["stream"] == "http://farm.local:8082/?action=stream", "mjpg-streamer's own paths"
     assert ender["snapshot"] == "http://127.0.0.1:8082/?action=snapshot"
     assert ender["streamRatio"] == "4:3"
     demo = yaml.safe_load(tree["var/lib/octobrix/demo/octobrix-seed.yaml"])
-    assert "classicwebcam" not in demo["plugins"] and "webcam" not in demo, "no camera: the user's settings stay"
+    assert "classicwebcam" not in demo["plugins"], "no camera: the user's own webcam URLs stay"
+    # ...but no empty "Webcam stream not loaded" panel in OctoPrint's Control tab.
+    assert demo["webcam"] == {"webcamEnabled": False}
 
 
 @pytest.mark.parametrize(

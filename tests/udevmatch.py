@@ -92,7 +92,8 @@ def _own_value(device: SysDevice, key: str, arg: str | None) -> str | None:
 
 
 _PARENT_KEYS = {"KERNELS": "KERNEL", "SUBSYSTEMS": "SUBSYSTEM", "DRIVERS": "DRIVER", "ATTRS": "ATTR"}
-_ASSIGN_ONLY = {"SYMLINK", "OWNER", "GROUP", "MODE", "ENV", "TAG", "RUN", "NAME"}
+_ASSIGN_ONLY = {"SYMLINK", "OWNER", "GROUP", "MODE", "ENV", "TAG", "RUN", "NAME", "OPTIONS"}
+_LINK_PRIORITY = re.compile(r"^link_priority=(-?\d+)$")
 
 
 def links_for(rules: str, devices: dict[str, SysDevice]) -> dict[str, list[str]]:
@@ -112,6 +113,38 @@ def links_for(rules: str, devices: dict[str, SysDevice]) -> dict[str, list[str]]
                 if item["key"] == "SYMLINK" and item["op"] in ("+=", "="):
                     result.setdefault(device.node, []).extend(item["value"].split())
     return result
+
+
+def link_owners(rules: str, devices: dict[str, SysDevice]) -> dict[str, list[str]]:
+    """Link -> the device nodes that end up holding it, as udev resolves a link several devices
+    claim: the highest `OPTIONS+="link_priority=N"` (default 0) wins. More than one node left is a
+    link that goes to whichever device udev handled last."""
+    claims: dict[str, dict[str, int]] = {}
+    for raw in rules.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        items = [m.groupdict() for m in _KEY.finditer(line)]
+        priority = 0
+        for item in items:
+            if item["key"] == "OPTIONS":
+                found = _LINK_PRIORITY.match(item["value"])
+                if found is None:
+                    raise ValueError(f"udevmatch does not know the option {item['value']}")
+                priority = int(found[1])
+        for device in devices.values():
+            if device.node is None or not _rule_matches(items, device, devices):
+                continue
+            for item in items:
+                if item["key"] == "SYMLINK" and item["op"] in ("+=", "="):
+                    for link in item["value"].split():
+                        held = claims.setdefault(link, {})
+                        held[device.node] = max(held.get(device.node, priority), priority)
+    owners = {}
+    for link, held in claims.items():
+        top = max(held.values())
+        owners[link] = sorted(node for node, priority in held.items() if priority == top)
+    return owners
 
 
 def _rule_matches(items: list[dict[str, str]], device: SysDevice, devices: dict[str, SysDevice]) -> bool:

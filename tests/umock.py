@@ -87,6 +87,30 @@ def stm32_twin(target: Path) -> Path:
     return target
 
 
+def stm32_two_ports(target: Path) -> Path:
+    """A second serial port on the STM32 board (a second CDC ACM function, interface 02: ttyACM3),
+    as boards with a console and a data port have. Load it with STM32: it adds the tty and its
+    interface only, under the same USB device 1-5 (same serial number, same port)."""
+    tty, interface = _blocks(STM32)[:2]
+    text = "\n\n".join([tty, interface]) + "\n"
+    for old, new in [
+        ("1-5:1.0", "1-5:1.2"),
+        ("ttyACM1", "ttyACM3"),
+        ("-if00", "-if02"),
+        ("usb-0:5:1.0", "usb-0:5:1.2"),
+        ("usb-0_5_1_0", "usb-0_5_1_2"),
+        ("ID_USB_INTERFACE_NUM=00", "ID_USB_INTERFACE_NUM=02"),
+        ("bInterfaceNumber=00", "bInterfaceNumber=02"),
+        ("MINOR=1\n", "MINOR=3\n"),
+        ("dev=166:1\n", "dev=166:3\n"),
+        ("in00", "in02"),
+    ]:
+        assert old in text, old
+        text = text.replace(old, new)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 # ---------------------------------------------------------------------------------------------
 # USB topologies for the bandwidth advisor, made from the recordings above: the C270 moved to
 # other ports, behind the GL850G hub of TWO_CH340, or onto a second (EHCI) controller.

@@ -42,10 +42,14 @@ class Container:
         name: str | None = None,
         boot_timeout: float = 90.0,
         base: Callable[[], Path] = build.rootfs,
+        private_network: bool = False,
     ) -> None:
         self.workdir = workdir
         # Which cached rootfs: the lab's (build.rootfs) or a bare server's (build.newcomer_rootfs).
         self.base = base
+        # Only a loopback of its own: its services may use any port without meeting the host's or
+        # another session's (and it reaches no network: install offline, from a wheelhouse).
+        self.private_network = private_network
         self.name = name or f"octobrix-lab-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.root = workdir / "root"
@@ -71,6 +75,7 @@ class Container:
                 [
                     "systemd-nspawn", f"--directory={self.root}", f"--machine={self.name}", "--boot",
                     "--register=no", "--keep-unit", "--console=pipe", "--quiet",
+                    *(["--private-network"] if self.private_network else []),
                 ],
                 stdout=console,
                 env=build._nspawn_env(),
@@ -273,8 +278,12 @@ class Container:
 
 @contextlib.contextmanager
 def booted(
-    workdir: Path, *, boot_timeout: float = 90.0, base: Callable[[], Path] = build.rootfs
+    workdir: Path,
+    *,
+    boot_timeout: float = 90.0,
+    base: Callable[[], Path] = build.rootfs,
+    private_network: bool = False,
 ) -> Iterator[Container]:
-    container = Container(workdir, boot_timeout=boot_timeout, base=base)
+    container = Container(workdir, boot_timeout=boot_timeout, base=base, private_network=private_network)
     with container:
         yield container

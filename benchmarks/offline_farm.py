@@ -1,0 +1,51 @@
+"""A farm for benchmarks: a systemd container with a network of its own (only its loopback, so its
+OctoPrints may use any port without meeting the host's or another session's), octobrix installed
+offline by packaging/install.sh from the lab's wheelhouse, as a farm without internet does."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.lab.harness.build import CACHE
+from tests.lab.harness.container import Container, booted
+from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
+from tests.lab.harness.wheelhouse import wheelhouse
+
+# install.sh asks apt for ustreamer, which the container's rootfs lacks and cannot download without
+# a network: the debs the lab's VM image build fetched are installed first.
+USTREAMER_DEBS = (
+    "libevent-2.1-7_*.deb",
+    "libevent-core-2.1-7_*.deb",
+    "libevent-pthreads-2.1-7_*.deb",
+    "libjpeg62-turbo_*.deb",
+    "ustreamer_*.deb",
+)
+# The container's /tmp is a tmpfs mounted over what copy_in writes.
+DEB_DIR = "/root/lab-debs"
+
+
+def preinstall_ustreamer(box: Container) -> None:
+    debs = [next((CACHE / "apt-archives").glob(pattern)) for pattern in USTREAMER_DEBS]
+    for deb in debs:
+        box.copy_in(deb, f"{DEB_DIR}/{deb.name}")
+    box.run(["dpkg", "-i", *(f"{DEB_DIR}/{deb.name}" for deb in debs)], timeout=300)
+
+
+def virtual_printers(count: int, first_port: int = 5100) -> str:
+    """A config of count virtual printers p00, p01... installing from the wheelhouse."""
+    head = f'[octobrix]\nwheels = "{WHEELS_IN_GUEST}"\nlisten = "127.0.0.1"\n\n'
+    return head + "".join(f"[printers.p{i:02d}]\nvirtual = true\nport = {first_port + i}\n\n" for i in range(count))
+
+
+@contextlib.contextmanager
+def offline_farm(config: str) -> Iterator[Container]:
+    with tempfile.TemporaryDirectory(prefix="octobrix-bench-") as scratch:
+        work = Path(scratch)
+        with booted(work / "ct", boot_timeout=120, private_network=True) as box:
+            box.write_file("/etc/octobrix.toml", config)
+            preinstall_ustreamer(box)
+            install_offline(box, work, wheelhouse(), timeout=1800)
+            yield box

@@ -1,0 +1,33 @@
+"""`octobrixctl status` starts without the writers and the other commands' modules: they were most
+of its run time (benchmarks/status.py measures it), and a reader must not import a writer (#20)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+NOT_FOR_STATUS = {"octobrixd.apply", "octobrixd.discover", "octobrixd.doctor", "octobrixd.kmod", "octobrixd.render"}
+
+
+def loaded_after(code: str) -> set[str]:
+    shown = "import sys; print(' '.join(m for m in sys.modules if m.startswith('octobrixd')))"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{shown}"], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    return set(result.stdout.split())
+
+
+def test_status_imports_no_writer() -> None:
+    assert not loaded_after("import octobrixd.status") & NOT_FOR_STATUS
+
+
+def test_the_cli_loads_only_the_module_of_the_command_it_runs() -> None:
+    loaded = loaded_after("from octobrixd import cli; cli.build_parser(['status', '--json'])")
+    assert "octobrixd.status" in loaded
+    assert not loaded & NOT_FOR_STATUS
+    # Without a command (--help), every command's options are there.
+    assert {"octobrixd.discover", "octobrixd.doctor", "octobrixd.kmod"} <= loaded_after(
+        "from octobrixd import cli; cli.build_parser()"
+    )
