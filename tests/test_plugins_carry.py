@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.apply import apply_plan, make_plan, read_manifest
+from octobrixd.apply import apply_plan, make_plan
 from octobrixd.carry import Source, carry, repack
 from octobrixd.config import parse_config
 from octobrixd.doctor import DoctorContext, check_venvs, run_checks
 from octobrixd.errors import CommandError
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from octobrixd.status import collect, format_table, to_json
 from octobrixd.venv_contents import (

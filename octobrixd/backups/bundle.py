@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from octobrixd import __version__
-from octobrixd.apply import apply_lock, apply_plan, make_plan, read_manifest
+from octobrixd.apply import apply_lock, apply_plan, make_plan
 from octobrixd.backups import archive, engine
 from octobrixd.config import Config, parse_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import fsync_dir, write_atomic
 from octobrixd.instances import SECRETS_DIR, credentials_path
+from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 
 MANIFEST = "octobrix-bundle.json"
