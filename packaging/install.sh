@@ -22,7 +22,7 @@ CONFIG=/etc/octobrix.toml
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
 STAMP=$PREFIX/.octobrix-installed
 PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod"
-UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service"
+UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service octobrix-failed@.service"
 
 say() { printf '%s\n' "octobrix: $*"; }
 die() { printf '%s\n' "octobrix: $*" >&2; exit 1; }

@@ -82,7 +82,7 @@ def test_every_generated_unit_verifies_cleanly(unit_dir: Path, tmp_path: Path) -
     config = parse_config(FARM.read_text(), "/etc/octobrix.toml")
     units = [f"octoprint@{name}.service" for name in config.printers]
     units += [f"{config.streamer_of(name)}@{name}.service" for name in config.cameras]
-    units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service"]
+    units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service", "octobrix-failed@demo.service"]
     stubs = {
         "/var/lib": [f"octobrix/{name}/venv/bin/octoprint" for name in config.printers],
         "/usr/local/bin": ["mjpg_streamer"],
