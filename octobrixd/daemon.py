@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -77,9 +77,25 @@ class Outcome:
     deferred: tuple[str, ...] = ()
 
 
+def describe_exception(error: BaseException) -> str:
+    """ "PermissionError: [Errno 13] Permission denied: '/x'" on one line, for STATUS= and logs."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+class JobFailed(Exception):
+    """The work of a background job raised; its traceback is already in the journal."""
+
+    def __init__(self, job: str, error: BaseException) -> None:
+        super().__init__(f"{job} failed: {describe_exception(error)}")
+        self.error = error
+
+
 class BackgroundJob(Generic[T]):
     """Runs one function on a worker thread and wakes the main loop when it is done. Requests that
-    arrive while it runs coalesce into one more run, so a burst of edits costs two runs, not ten."""
+    arrive while it runs coalesce into one more run, so a burst of edits costs two runs, not ten.
+
+    Whatever the work raises is logged with its traceback and handed to the main loop by collect():
+    a thread that died silently would never wake the loop (no READY=1, while the watchdog is fed)."""
 
     def __init__(self, name: str, work: Callable[[], T]) -> None:
         self.name = name
@@ -88,6 +104,7 @@ class BackgroundJob(Generic[T]):
         self.thread: threading.Thread | None = None
         self.pending = False
         self.result: T | None = None
+        self.error: BaseException | None = None
 
     def request(self) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -98,18 +115,27 @@ class BackgroundJob(Generic[T]):
         self.thread.start()
 
     def _run(self) -> None:
-        self.result = self.work()
-        self.wake_writer.send(b"d")
+        self.result, self.error = None, None
+        try:
+            self.result = self.work()
+        except BaseException as error:  # nothing may end the thread unseen
+            log.error("%s failed: %s", self.name, describe_exception(error), exc_info=error)
+            self.error = error
+        finally:
+            self.wake_writer.send(b"d")
 
     def collect(self) -> T:
+        """The work's result; JobFailed if it raised (after asking for the run that was pending)."""
         self.wake_reader.recv(16)
         if self.thread is not None:
             self.thread.join()
-        result = self.result
-        if result is None:
-            raise RuntimeError(f"{self.name} finished without a result")
+        result, error = self.result, self.error
         if self.pending:
             self.request()
+        if error is not None:
+            raise JobFailed(self.name, error)
+        if result is None:
+            raise JobFailed(self.name, RuntimeError("finished without a result"))
         return result
 
 
@@ -132,6 +158,26 @@ class Daemon:
         self.connecting_lock = threading.Lock()
         self.connecting: set[str] = set()
         self.connect_again: set[str] = set()
+        # The last error of each kind of call to a worker pool ("connecting printer bench"), shown in
+        # STATUS= until that call next succeeds.
+        self.call_errors: dict[str, str] = {}
+
+    def submit(self, pool: ThreadPoolExecutor, what: str, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn on pool; whatever it raises is logged with its traceback and shown in STATUS=."""
+        future = pool.submit(fn, *args)
+        future.add_done_callback(lambda done: self._called(what, done))
+
+    def _called(self, what: str, future: Future[None]) -> None:
+        if future.cancelled():
+            return  # stopping
+        error = future.exception()
+        if error is None:
+            if self.call_errors.pop(what, None) is not None:
+                self.refresh_status()
+            return
+        log.error("%s failed: %s", what, describe_exception(error), exc_info=error)
+        self.call_errors[what] = f"{what} failed: {describe_exception(error)}"
+        self.refresh_status()
 
     # --- config ---
 
@@ -165,8 +211,9 @@ class Daemon:
     def summary(self) -> str:
         """ "4 printers: 3 operational, 1 unplugged; 2 cameras: 2 streaming" for STATUS=."""
         config = self.config
+        problems = [p for p in (self.problem, *list(self.call_errors.values())) if p]
         if config is None:
-            return self.problem or "no valid config yet"
+            return "; ".join(problems) or "no valid config yet"
         units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
         try:
             props = query_units(units) if self.layout.live else {}
@@ -199,7 +246,7 @@ class Daemon:
         text += f"; {_plural(len(cameras), 'camera')}"
         if cameras:
             text += f": {streaming} streaming"
-        return f"{text}; {self.problem}" if self.problem else text
+        return "; ".join([text, *problems])
 
     # --- hotplug ---
 
@@ -217,7 +264,8 @@ class Daemon:
         if event.kind == "printer" and event.name in config.printers:
             if event.action is Action.ADD:
                 log.info("printer %s plugged in (%s)", event.name, event.devnode)
-                self.api_calls.submit(self.connect_printer, config, event.name)
+                what = f"connecting printer {event.name}"
+                self.submit(self.api_calls, what, self.connect_printer, config, event.name)
             else:
                 log.info("printer %s unplugged", event.name)
         elif event.kind == "camera" and event.name in config.cameras:
@@ -225,7 +273,7 @@ class Daemon:
             plugged = event.action is Action.ADD
             log.info("camera %s %s (%s)", event.name, "plugged in" if plugged else "unplugged", event.devnode)
             if self.layout.live:
-                self.streamer_calls.submit(self.switch_streamer, unit, plugged)
+                self.submit(self.streamer_calls, f"switching {unit}", self.switch_streamer, unit, plugged)
         elif event.action is Action.ADD and event.suggestion:
             log.info(
                 "unknown %s plugged in at %s; to use it add to %s: %s",
@@ -391,7 +439,12 @@ class MainLoop:
             self.reconciler.request()
 
     def _on_reconciled(self) -> None:
-        outcome = self.reconciler.collect()
+        try:
+            outcome = self.reconciler.collect()
+        except JobFailed as failed:
+            # Not the user's doing (those are OctobrixErrors): said in STATUS=, and the daemon goes on
+            # with what it has; the next reload or edit tries again.
+            outcome = Outcome(False, f"{failed} (see journalctl -u octobrixd)")
         self.daemon.problem = outcome.problem
         if outcome.deferred:
             self.retry_at = time.monotonic() + DEFERRED_RETRY_SECONDS
@@ -406,7 +459,10 @@ class MainLoop:
         self.status.request()
 
     def _on_status(self) -> None:
-        line = self.status.collect()
+        try:
+            line = self.status.collect()
+        except JobFailed as failed:
+            line = "; ".join(p for p in (self.daemon.problem, f"{failed} (see journalctl -u octobrixd)") if p)
         self.daemon.notifier.send(STATUS=line)
         log.info("status: %s", line)
 
@@ -446,7 +502,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The journal adds time and unit; one event per line, names included.
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
-    return MainLoop(Daemon(args.config, Layout(args.root), Notifier())).run()
+    notifier = Notifier()
+    try:
+        return MainLoop(Daemon(args.config, Layout(args.root), notifier)).run()
+    except Exception as error:
+        # A bug in the main loop itself: say so and exit non-zero, so systemd (Restart=on-failure)
+        # starts a fresh daemon; the instances run on meanwhile (KillMode=process).
+        log.critical("octobrixd stops on an unexpected error: %s", describe_exception(error), exc_info=error)
+        notifier.send(STATUS=f"stopped on an unexpected error: {describe_exception(error)}")
+        return 1
 
 
 if __name__ == "__main__":
