@@ -1,8 +1,9 @@
 """octobrixd: keeps the system in step with the config and with what is plugged in.
 
-The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops), the
-udev monitor, and the wake-ups of its background jobs. A timer exists only for the systemd
-watchdog and, while a restart is held back for a print, for the retry. A config that does not
+The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops, SIGUSR1
+says an instance failed), the udev monitor, and the wake-ups of its background jobs. A timer exists
+only for the systemd watchdog, the retry of a restart held back for a print, and the next start
+of a failed instance (recovery.py). A config that does not
 validate changes nothing: the last good one stays in force and STATUS= shows the problem.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, systemd
-from octobrixd.apply import apply_lock, apply_plan, make_plan, read_manifest
+from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now, read_manifest
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.devices import read_device, suggest_entries
@@ -32,6 +33,7 @@ from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
 from octobrixd.paths import Layout
+from octobrixd.recovery import Pass, Recovery
 from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.status import collect, fetch_printer_state, query_units
 
@@ -161,6 +163,7 @@ class Daemon:
         # The last error of each kind of call to a worker pool ("connecting printer bench"), shown in
         # STATUS= until that call next succeeds.
         self.call_errors: dict[str, str] = {}
+        self.recovery = Recovery(layout, query=query_units, busy=printing_now(layout)) if layout.live else None
 
     def submit(self, pool: ThreadPoolExecutor, what: str, fn: Callable[..., None], *args: Any) -> None:
         """Run fn on pool; whatever it raises is logged with its traceback and shown in STATUS=."""
@@ -206,6 +209,17 @@ class Daemon:
         self.config = config
         return Outcome(True, None, deferred)
 
+    def recover(self) -> Pass:
+        """Log each newly failed instance with its cause, start again those whose delay is over."""
+        config = self.config
+        if config is None or self.recovery is None:
+            return Pass((), (), None)
+        try:
+            return self.recovery.look({octoprint_unit(name): name for name in config.printers})
+        except OctobrixError as error:
+            log.error("cannot look after the failed instances: %s", error)
+            return Pass((), (), None)
+
     # --- status line ---
 
     def summary(self) -> str:
@@ -230,6 +244,8 @@ class Daemon:
                 kind = "unplugged"
             elif row.state == "unknown":
                 kind = "state unknown"
+            elif row.state == "failed":
+                kind = "failed"
             elif row.state != "active":
                 kind = "not running"
             elif (row.printer_state or "").startswith(BUSY_STATES):
@@ -396,16 +412,18 @@ class MainLoop:
         signal_writer.setblocking(False)
         self._signal_writer = signal_writer
         signal.set_wakeup_fd(signal_writer.fileno())
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             # The handler does nothing: the wakeup fd carries the signal number to the loop.
             signal.signal(signum, lambda *_: None)
         self.reconciler: BackgroundJob[Outcome] = BackgroundJob("reconcile", daemon.reconcile)
         self.status: BackgroundJob[str] = BackgroundJob("status", daemon.summary)
+        self.recoverer: BackgroundJob[Pass] = BackgroundJob("recovery", daemon.recover)
         self.monitor = _open_monitor(daemon)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.signal_reader, selectors.EVENT_READ, self._on_signal)
         self.selector.register(self.reconciler.wake_reader, selectors.EVENT_READ, self._on_reconciled)
         self.selector.register(self.status.wake_reader, selectors.EVENT_READ, self._on_status)
+        self.selector.register(self.recoverer.wake_reader, selectors.EVENT_READ, self._on_recovered)
         self.refresh_reader, refresh_writer = socket.socketpair()
         self.selector.register(self.refresh_reader, selectors.EVENT_READ, self._on_refresh)
         self._refresh_writer = refresh_writer
@@ -417,13 +435,15 @@ class MainLoop:
         self.watchdog = watchdog_interval()
         self.next_ping = time.monotonic()
         self.retry_at: float | None = None
+        self.recover_at: float | None = None
 
     def run(self) -> int:
         self.daemon.notifier.send(STATUS="applying the config")
         self.reconciler.request()
         while not self.stopping:
             self._timers()
-            deadlines = [t for t in (self.next_ping if self.watchdog else None, self.retry_at) if t is not None]
+            timers = (self.next_ping if self.watchdog else None, self.retry_at, self.recover_at)
+            deadlines = [t for t in timers if t is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             for key, _events in self.selector.select(timeout):
                 key.data()
@@ -437,6 +457,9 @@ class MainLoop:
         if self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             self.reconciler.request()
+        if self.recover_at is not None and now >= self.recover_at:
+            self.recover_at = None
+            self.recoverer.request()
 
     def _on_reconciled(self) -> None:
         try:
@@ -456,7 +479,18 @@ class MainLoop:
             if self.monitor is not None:
                 for event in self.monitor.present():
                     self.daemon.on_device(event)
+        # An instance may have failed while no daemon ran, or before this config.
+        self.recoverer.request()
         self.status.request()
+
+    def _on_recovered(self) -> None:
+        try:
+            done = self.recoverer.collect()
+        except JobFailed:
+            done = Pass((), (), None)  # logged with its traceback; the next failure or reload looks again
+        self.recover_at = done.next_check
+        if done.failed or done.started:
+            self.status.request()
 
     def _on_status(self) -> None:
         try:
@@ -488,6 +522,10 @@ class MainLoop:
                 self.daemon.api_calls.shutdown(wait=False, cancel_futures=True)
                 self.daemon.streamer_calls.shutdown(wait=False, cancel_futures=True)
                 self.stopping = True
+            elif received == signal.SIGUSR1:
+                # From octobrix-failed@NAME.service, the instances' OnFailure= hook.
+                log.info("an instance failed: looking at the instances")
+                self.recoverer.request()
             elif received == signal.SIGHUP:
                 log.info("reloading %s", self.daemon.config_path)
                 self.daemon.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
@@ -500,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_root_argument(parser)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
+    # An instance's failure hook may signal us before the main loop listens: not a reason to die
+    # (SIGUSR1 would end the process); the first look at the instances sees that failure anyway.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The journal adds time and unit; one event per line, names included.
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
     notifier = Notifier()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from octobrixd import recovery
 from octobrixd.apply import printer_of, read_manifest, running_port
 from octobrixd.cliargs import add_config_argument
 from octobrixd.config import Config, load_config
@@ -28,6 +29,7 @@ from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render_units import octoprint_unit, streamer_unit
+from octobrixd.systemd import journal_tail
 
 JSON_VERSION = 1
 SHOW_PROPERTIES = (
@@ -40,6 +42,11 @@ SHOW_PROPERTIES = (
     "MemoryCurrent",
     "CPUUsageNSec",
     "ControlGroup",
+    # How the last run ended, for a failed instance (recovery.cause).
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "NRestarts",
 )
 # systemd prints this for "no value" in numeric properties.
 UNSET = "18446744073709551615"
@@ -61,6 +68,17 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why a failed instance is down, and when octobrixd starts it again."""
+
+    cause: str  # "exited with status 1 (6 starts in a row)"
+    log: tuple[str, ...]  # the unit's last journal lines; empty without the right to read them
+    octobrixd_retries: int | None  # how often octobrixd has started it again since it began failing
+    next_retry_seconds: float | None  # when octobrixd starts it again; None: not scheduled (yet)
+    fix: str
+
+
+@dataclass(frozen=True)
 class PrinterStatus(UnitStatus):
     name: str
     device: str
@@ -69,6 +87,8 @@ class PrinterStatus(UnitStatus):
     printer_state: str | None
     progress_percent: float | None
     restart_pending: bool
+    result: str | None = None  # systemd's Result of the last run: "success", "exit-code", "signal"...
+    failure: Failure | None = None  # set while the unit is failed
 
 
 @dataclass(frozen=True)
@@ -177,11 +197,25 @@ def collect(
     names: Sequence[str] = (),
     deferred: Sequence[str] = (),
     now_monotonic_usec: int | None = None,
+    journal: Callable[[str, int], list[str]] | None = None,
+    retries: Mapping[str, recovery.Retry] | None = None,
 ) -> tuple[list[PrinterStatus], list[CameraStatus]]:
     now = now_monotonic_usec if now_monotonic_usec is not None else time.monotonic_ns() // 1000
+    wall_now = time.time()
     wanted = set(names)
     printers = [n for n in sorted({*config.printers, *removed_printers(config, deferred)}) if not wanted or n in wanted]
     cameras = [n for n in sorted(config.cameras) if not wanted or n in wanted]
+
+    def failure(unit: str) -> Failure:
+        retry = (retries or {}).get(unit)
+        next_try = retry.next_try if retry is not None else None
+        return Failure(
+            cause=recovery.cause(props.get(unit, {})),
+            log=tuple(journal(unit, recovery.LOG_LINES)) if journal is not None else (),
+            octobrixd_retries=retry.attempts if retry is not None else None,
+            next_retry_seconds=round(max(0.0, next_try - wall_now), 1) if next_try is not None else None,
+            fix=recovery.what_to_do(unit),
+        )
 
     def one_printer(name: str) -> PrinterStatus:
         printer = config.printers.get(name)
@@ -208,6 +242,8 @@ def collect(
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
+            result=props.get(unit, {}).get("Result") or None,
+            failure=failure(unit) if base.state == "failed" else None,
         )
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(printers)))) as pool:
@@ -292,7 +328,27 @@ def format_table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStat
                 "-" if c.cpu_percent is None else f"{c.cpu_percent}%", _memory(c.memory_bytes), c.device, c.url,
             ])  # fmt: skip
         table += ("\n" if table else "") + _align(rows)
+    for p in printers:
+        if p.failure is not None:
+            table += "\n\n" + format_failure(p.name, p.unit, p.failure)
     return table or "No printers or cameras are configured."
+
+
+def format_failure(name: str, unit: str, failure: Failure) -> str:
+    if failure.next_retry_seconds is not None:
+        retry = f"octobrixd starts it again in {failure.next_retry_seconds:.0f} s"
+        if failure.octobrixd_retries:
+            retry += f" (it has tried {failure.octobrixd_retries} times; the delay doubles each time)"
+    else:
+        retry = "octobrixd starts it again after a delay"
+    lines = [f"{name}: {unit} has failed: its OctoPrint {failure.cause}; {retry}."]
+    if failure.log:
+        lines.append(f"  last lines of its log (`journalctl -u {unit}`):")
+        lines += [f"    {line}" for line in failure.log]
+    else:
+        lines.append(f"  its log: `sudo journalctl -u {unit} -n 50`")
+    lines.append(f"  fix: {failure.fix}")
+    return "\n".join(lines)
 
 
 def _align(rows: list[list[str]]) -> str:
@@ -340,6 +396,7 @@ def main(args: argparse.Namespace) -> int:
             credentials = None
         fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
     deadline = time.monotonic() + max(0.0, args.wait)
+    retries = recovery.read_schedule(layout)
     while True:
         props = query_units(units)
         deferred = read_manifest(layout).deferred
@@ -351,6 +408,8 @@ def main(args: argparse.Namespace) -> int:
             config.octobrix.public_host or socket.gethostname(),
             names=args.names,
             deferred=deferred,
+            journal=journal_tail,
+            retries=retries,
         )
         if not settling(printers) or time.monotonic() >= deadline:
             break
