@@ -167,7 +167,11 @@ class Daemon:
 
     def submit(self, pool: ThreadPoolExecutor, what: str, fn: Callable[..., None], *args: Any) -> None:
         """Run fn on pool; whatever it raises is logged with its traceback and shown in STATUS=."""
-        future = pool.submit(fn, *args)
+        try:
+            future = pool.submit(fn, *args)
+        except RuntimeError:
+            log.info("stopping: not %s", what)  # the pool is shut down
+            return
         future.add_done_callback(lambda done: self._called(what, done))
 
     def _called(self, what: str, future: Future[None]) -> None:
