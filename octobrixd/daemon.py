@@ -3,8 +3,8 @@
 The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops, SIGUSR1
 says an instance failed), the udev monitor, and the wake-ups of its background jobs. A timer exists
 only for the systemd watchdog, the retry of a restart held back for a print, and the next start
-of a failed instance (recovery.py). A config that does not
-validate changes nothing: the last good one stays in force and STATUS= shows the problem.
+of a failed instance (recovery.py). A config that does not validate changes nothing: the last
+good one stays in force and STATUS= shows the problem.
 """
 
 from __future__ import annotations
