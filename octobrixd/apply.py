@@ -16,7 +16,7 @@ import os
 import pwd
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -76,6 +76,9 @@ class Plan:
     wheels: str | None = None
     # Temp files an apply that was killed mid-write left beside the files it writes.
     leftovers: tuple[PurePosixPath, ...] = ()
+    # Instances the config runs whose unit has failed (a crash loop, or a start refused): started
+    # again after reset-failed, which also clears systemd's count of quick restarts.
+    recover: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -88,6 +91,7 @@ class Plan:
             or self.restart
             or self.stop
             or self.leftovers
+            or self.recover
         )
 
     def commands(self) -> list[str]:
@@ -114,6 +118,9 @@ class Plan:
             out.append("systemctl try-restart " + " ".join(self.restart))
         if self.start:
             out.append("systemctl enable --now " + " ".join(self.start))
+        if self.recover:
+            out.append("systemctl reset-failed " + " ".join(self.recover))
+            out.append("systemctl start " + " ".join(self.recover))
         return out
 
 
@@ -163,7 +170,9 @@ def _merged_octoprint_config(layout: Layout, config: Config, name: str) -> tuple
     return current_text, yaml.safe_dump(merged, sort_keys=True, default_flow_style=False)
 
 
-def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
+def make_plan(config: Config, layout: Layout, previous: Manifest, *, failed: Sequence[str] = ()) -> Plan:
+    """failed: the units systemd has as failed; those of printers the config runs are started again
+    (octobrixd passes none: it starts them itself, with a back-off)."""
     desired = render_all(config)
     changes: list[FileChange] = []
 
@@ -227,6 +236,8 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
         manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
         wheels=config.octobrix.wheels,
         leftovers=leftovers,
+        # A unit new to the manifest is started by `enable --now` anyway.
+        recover=tuple(sorted(u for u in failed if printer_of(u) in config.printers and u in previous.units)),
     )
 
 
@@ -464,6 +475,9 @@ def apply_plan(
             systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
             systemd.restart_if_running([u for u in plan.restart if u not in deferred])
             systemd.enable_and_start(plan.start)
+            # A failed unit runs nothing, so no print is interrupted; try-restart above skips it.
+            systemd.reset_failed(plan.recover)
+            systemd.start(plan.recover, wait=True)
         staged.commit(manifest_path)
     finally:
         staged.discard()

@@ -98,6 +98,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from octobrixd.apply import ChangeKind, apply_lock, apply_plan, make_plan, render_diff
     from octobrixd.config import load_config
     from octobrixd.manifest import read_manifest
+    from octobrixd.recovery import cause
     from octobrixd.serials import placeholder_warnings
 
     config = load_config(args.config)
@@ -105,13 +106,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     warn(placeholder_warnings(config) + camera_warnings(config, layout))
     with apply_lock(layout):
         previous = read_manifest(layout)
-        plan = make_plan(config, layout, previous)
+        failed = failed_instances(config) if layout.live else {}
+        plan = make_plan(config, layout, previous, failed=list(failed))
         if plan.empty:
             remember_applied(layout, config)
             print(f"Nothing to do: the system already matches {args.config}.")
             return 0
         if args.dry_run:
             sys.stdout.write(render_diff(plan))
+            for unit in plan.recover:
+                print(f"{unit} has failed: its OctoPrint {cause(failed[unit])}; `journalctl -u {unit}` says why")
             for name in plan.state_dirs:
                 print(f"would create {layout.state_dir(name)}/basedir")
             for leftover in plan.leftovers:
@@ -126,7 +130,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     removed = sum(1 for change in plan.files if change.kind is ChangeKind.REMOVE)
     written = len(plan.files) - removed
     # A run that only repeats a held-back restart writes nothing: say what it did instead.
-    parts = [f"wrote {_plural(written, 'file')}"] if written or not (plan.restart or plan.stop or plan.start) else []
+    acted = plan.restart or plan.stop or plan.start or plan.recover
+    parts = [f"wrote {_plural(written, 'file')}"] if written or not acted else []
     if removed:
         parts.append(f"removed {_plural(removed, 'file')}")
     if layout.live:
@@ -135,6 +140,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         for verb, units in (("started", plan.start), ("restarted", restarted), ("stopped", stopped)):
             if units:
                 parts.append(f"{verb} {' '.join(units)}")
+        for unit in plan.recover:
+            parts.append(f"started {unit} again (it had failed: its OctoPrint {cause(failed[unit])})")
         if result.deferred:
             parts.append(
                 f"held back {' '.join(result.deferred)} (printing; octobrixd does it when the print ends, "
@@ -144,6 +151,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
         parts.append(f"left systemd and udev alone (--root {layout.root})")
     print(f"Applied {args.config}: {'; '.join(parts)}.")
     return 0
+
+
+def failed_instances(config: Config) -> dict[str, dict[str, str]]:
+    """The configured printers' units that systemd has as failed, with their properties."""
+    from octobrixd.recovery import failed_units
+    from octobrixd.render_units import octoprint_unit
+    from octobrixd.status import query_units
+
+    units = [octoprint_unit(name) for name in config.printers]
+    return {unit: dict(props) for unit, props in failed_units(query_units, units).items()}
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:

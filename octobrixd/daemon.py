@@ -1,9 +1,10 @@
 """octobrixd: keeps the system in step with the config and with what is plugged in.
 
-The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops), the
-udev monitor, and the wake-ups of its background jobs. A timer exists only for the systemd
-watchdog and, while a restart is held back for a print, for the retry. A config that does not
-validate changes nothing: the last good one stays in force and STATUS= shows the problem.
+The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops, SIGUSR1
+says an instance failed), the udev monitor, and the wake-ups of its background jobs. A timer exists
+only for the systemd watchdog, the retry of a restart held back for a print, and the next start
+of a failed instance (recovery.py). A config that does not validate changes nothing: the last
+good one stays in force and STATUS= shows the problem.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, systemd
 from octobrixd.applied import remember_applied
-from octobrixd.apply import apply_lock, apply_plan, make_plan
+from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.devices import read_device, suggest_entries
@@ -34,6 +35,7 @@ from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
 from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
+from octobrixd.recovery import Pass, Recovery
 from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.status import collect, fetch_printer_state, query_units
 
@@ -79,9 +81,25 @@ class Outcome:
     deferred: tuple[str, ...] = ()
 
 
+def describe_exception(error: BaseException) -> str:
+    """ "PermissionError: [Errno 13] Permission denied: '/x'" on one line, for STATUS= and logs."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+class JobFailed(Exception):
+    """The work of a background job raised; its traceback is already in the journal."""
+
+    def __init__(self, job: str, error: BaseException) -> None:
+        super().__init__(f"{job} failed: {describe_exception(error)}")
+        self.error = error
+
+
 class BackgroundJob(Generic[T]):
     """Runs one function on a worker thread and wakes the main loop when it is done. Requests that
-    arrive while it runs coalesce into one more run, so a burst of edits costs two runs, not ten."""
+    arrive while it runs coalesce into one more run, so a burst of edits costs two runs, not ten.
+
+    Whatever the work raises is logged with its traceback and handed to the main loop by collect():
+    a thread that died silently would never wake the loop (no READY=1, while the watchdog is fed)."""
 
     def __init__(self, name: str, work: Callable[[], T]) -> None:
         self.name = name
@@ -90,6 +108,7 @@ class BackgroundJob(Generic[T]):
         self.thread: threading.Thread | None = None
         self.pending = False
         self.result: T | None = None
+        self.error: BaseException | None = None
 
     def request(self) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -100,18 +119,27 @@ class BackgroundJob(Generic[T]):
         self.thread.start()
 
     def _run(self) -> None:
-        self.result = self.work()
-        self.wake_writer.send(b"d")
+        self.result, self.error = None, None
+        try:
+            self.result = self.work()
+        except BaseException as error:  # nothing may end the thread unseen
+            log.error("%s failed: %s", self.name, describe_exception(error), exc_info=error)
+            self.error = error
+        finally:
+            self.wake_writer.send(b"d")
 
     def collect(self) -> T:
+        """The work's result; JobFailed if it raised (after asking for the run that was pending)."""
         self.wake_reader.recv(16)
         if self.thread is not None:
             self.thread.join()
-        result = self.result
-        if result is None:
-            raise RuntimeError(f"{self.name} finished without a result")
+        result, error = self.result, self.error
         if self.pending:
             self.request()
+        if error is not None:
+            raise JobFailed(self.name, error)
+        if result is None:
+            raise JobFailed(self.name, RuntimeError("finished without a result"))
         return result
 
 
@@ -134,6 +162,31 @@ class Daemon:
         self.connecting_lock = threading.Lock()
         self.connecting: set[str] = set()
         self.connect_again: set[str] = set()
+        # The last error of each kind of call to a worker pool ("connecting printer bench"), shown in
+        # STATUS= until that call next succeeds.
+        self.call_errors: dict[str, str] = {}
+        self.recovery = Recovery(layout, query=query_units, busy=printing_now(layout)) if layout.live else None
+
+    def submit(self, pool: ThreadPoolExecutor, what: str, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn on pool; whatever it raises is logged with its traceback and shown in STATUS=."""
+        try:
+            future = pool.submit(fn, *args)
+        except RuntimeError:
+            log.info("stopping: not %s", what)  # the pool is shut down
+            return
+        future.add_done_callback(lambda done: self._called(what, done))
+
+    def _called(self, what: str, future: Future[None]) -> None:
+        if future.cancelled():
+            return  # stopping
+        error = future.exception()
+        if error is None:
+            if self.call_errors.pop(what, None) is not None:
+                self.refresh_status()
+            return
+        log.error("%s failed: %s", what, describe_exception(error), exc_info=error)
+        self.call_errors[what] = f"{what} failed: {describe_exception(error)}"
+        self.refresh_status()
 
     # --- config ---
 
@@ -164,13 +217,25 @@ class Daemon:
         remember_applied(self.layout, config)
         return Outcome(True, None, deferred)
 
+    def recover(self) -> Pass:
+        """Log each newly failed instance with its cause, start again those whose delay is over."""
+        config = self.config
+        if config is None or self.recovery is None:
+            return Pass((), (), None)
+        try:
+            return self.recovery.look({octoprint_unit(name): name for name in config.printers})
+        except OctobrixError as error:
+            log.error("cannot look after the failed instances: %s", error)
+            return Pass((), (), None)
+
     # --- status line ---
 
     def summary(self) -> str:
         """ "4 printers: 3 operational, 1 unplugged; 2 cameras: 2 streaming" for STATUS=."""
         config = self.config
+        problems = [p for p in (self.problem, *list(self.call_errors.values())) if p]
         if config is None:
-            return self.problem or "no valid config yet"
+            return "; ".join(problems) or "no valid config yet"
         units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
         try:
             props = query_units(units) if self.layout.live else {}
@@ -187,6 +252,8 @@ class Daemon:
                 kind = "unplugged"
             elif row.state == "unknown":
                 kind = "state unknown"
+            elif row.state == "failed":
+                kind = "failed"
             elif row.state != "active":
                 kind = "not running"
             elif (row.printer_state or "").startswith(BUSY_STATES):
@@ -203,7 +270,7 @@ class Daemon:
         text += f"; {_plural(len(cameras), 'camera')}"
         if cameras:
             text += f": {streaming} streaming"
-        return f"{text}; {self.problem}" if self.problem else text
+        return "; ".join([text, *problems])
 
     # --- hotplug ---
 
@@ -221,7 +288,8 @@ class Daemon:
         if event.kind == "printer" and event.name in config.printers:
             if event.action is Action.ADD:
                 log.info("printer %s plugged in (%s)", event.name, event.devnode)
-                self.api_calls.submit(self.connect_printer, config, event.name)
+                what = f"connecting printer {event.name}"
+                self.submit(self.api_calls, what, self.connect_printer, config, event.name)
             else:
                 log.info("printer %s unplugged", event.name)
         elif event.kind == "camera" and event.name in config.cameras:
@@ -229,7 +297,7 @@ class Daemon:
             plugged = event.action is Action.ADD
             log.info("camera %s %s (%s)", event.name, "plugged in" if plugged else "unplugged", event.devnode)
             if self.layout.live:
-                self.streamer_calls.submit(self.switch_streamer, unit, plugged)
+                self.submit(self.streamer_calls, f"switching {unit}", self.switch_streamer, unit, plugged)
         elif event.action is Action.ADD and event.suggestion:
             log.info(
                 "unknown %s plugged in at %s; to use it add to %s: %s",
@@ -352,16 +420,18 @@ class MainLoop:
         signal_writer.setblocking(False)
         self._signal_writer = signal_writer
         signal.set_wakeup_fd(signal_writer.fileno())
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             # The handler does nothing: the wakeup fd carries the signal number to the loop.
             signal.signal(signum, lambda *_: None)
         self.reconciler: BackgroundJob[Outcome] = BackgroundJob("reconcile", daemon.reconcile)
         self.status: BackgroundJob[str] = BackgroundJob("status", daemon.summary)
+        self.recoverer: BackgroundJob[Pass] = BackgroundJob("recovery", daemon.recover)
         self.monitor = _open_monitor(daemon)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.signal_reader, selectors.EVENT_READ, self._on_signal)
         self.selector.register(self.reconciler.wake_reader, selectors.EVENT_READ, self._on_reconciled)
         self.selector.register(self.status.wake_reader, selectors.EVENT_READ, self._on_status)
+        self.selector.register(self.recoverer.wake_reader, selectors.EVENT_READ, self._on_recovered)
         self.refresh_reader, refresh_writer = socket.socketpair()
         self.selector.register(self.refresh_reader, selectors.EVENT_READ, self._on_refresh)
         self._refresh_writer = refresh_writer
@@ -373,13 +443,15 @@ class MainLoop:
         self.watchdog = watchdog_interval()
         self.next_ping = time.monotonic()
         self.retry_at: float | None = None
+        self.recover_at: float | None = None
 
     def run(self) -> int:
         self.daemon.notifier.send(STATUS="applying the config")
         self.reconciler.request()
         while not self.stopping:
             self._timers()
-            deadlines = [t for t in (self.next_ping if self.watchdog else None, self.retry_at) if t is not None]
+            timers = (self.next_ping if self.watchdog else None, self.retry_at, self.recover_at)
+            deadlines = [t for t in timers if t is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             for key, _events in self.selector.select(timeout):
                 key.data()
@@ -393,9 +465,17 @@ class MainLoop:
         if self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             self.reconciler.request()
+        if self.recover_at is not None and now >= self.recover_at:
+            self.recover_at = None
+            self.recoverer.request()
 
     def _on_reconciled(self) -> None:
-        outcome = self.reconciler.collect()
+        try:
+            outcome = self.reconciler.collect()
+        except JobFailed as failed:
+            # Not the user's doing (those are OctobrixErrors): said in STATUS=, and the daemon goes on
+            # with what it has; the next reload or edit tries again.
+            outcome = Outcome(False, f"{failed} (see journalctl -u octobrixd)")
         self.daemon.problem = outcome.problem
         if outcome.deferred:
             self.retry_at = time.monotonic() + DEFERRED_RETRY_SECONDS
@@ -407,10 +487,24 @@ class MainLoop:
             if self.monitor is not None:
                 for event in self.monitor.present():
                     self.daemon.on_device(event)
+        # An instance may have failed while no daemon ran, or before this config.
+        self.recoverer.request()
         self.status.request()
 
+    def _on_recovered(self) -> None:
+        try:
+            done = self.recoverer.collect()
+        except JobFailed:
+            done = Pass((), (), None)  # logged with its traceback; the next failure or reload looks again
+        self.recover_at = done.next_check
+        if done.failed or done.started:
+            self.status.request()
+
     def _on_status(self) -> None:
-        line = self.status.collect()
+        try:
+            line = self.status.collect()
+        except JobFailed as failed:
+            line = "; ".join(p for p in (self.daemon.problem, f"{failed} (see journalctl -u octobrixd)") if p)
         self.daemon.notifier.send(STATUS=line)
         log.info("status: %s", line)
 
@@ -436,6 +530,10 @@ class MainLoop:
                 self.daemon.api_calls.shutdown(wait=False, cancel_futures=True)
                 self.daemon.streamer_calls.shutdown(wait=False, cancel_futures=True)
                 self.stopping = True
+            elif received == signal.SIGUSR1:
+                # From octobrix-failed@NAME.service, the instances' OnFailure= hook.
+                log.info("an instance failed: looking at the instances")
+                self.recoverer.request()
             elif received == signal.SIGHUP:
                 log.info("reloading %s", self.daemon.config_path)
                 self.daemon.notifier.send(RELOADING="1", MONOTONIC_USEC=str(time.monotonic_ns() // 1000))
@@ -448,9 +546,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_root_argument(parser)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
+    # An instance's failure hook may signal us before the main loop listens: not a reason to die
+    # (SIGUSR1 would end the process); the first look at the instances sees that failure anyway.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The journal adds time and unit; one event per line, names included.
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
-    return MainLoop(Daemon(args.config, Layout(args.root), Notifier())).run()
+    notifier = Notifier()
+    try:
+        return MainLoop(Daemon(args.config, Layout(args.root), notifier)).run()
+    except Exception as error:
+        # A bug in the main loop itself: say so and exit non-zero, so systemd (Restart=on-failure)
+        # starts a fresh daemon; the instances run on meanwhile (KillMode=process).
+        log.critical("octobrixd stops on an unexpected error: %s", describe_exception(error), exc_info=error)
+        notifier.send(STATUS=f"stopped on an unexpected error: {describe_exception(error)}")
+        return 1
 
 
 if __name__ == "__main__":

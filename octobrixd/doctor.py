@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from octobrixd import cameras, paths
+from octobrixd import cameras, paths, recovery, systemd
 from octobrixd.backups import state as backup_state
 from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import Snapshot, StreamerState
@@ -45,6 +45,7 @@ class DoctorContext:
         query_units: UnitQuery | None = None,
         fetch_snapshot: Callable[[str], Snapshot] = cameras.fetch_snapshot,
         streamer_state: Callable[[int], StreamerState | None] = cameras.ustreamer_state,
+        journal: Callable[[str, int], list[str]] = systemd.journal_tail,
     ) -> None:
         self.layout = layout
         self.config_path = config_path
@@ -55,6 +56,7 @@ class DoctorContext:
         # The streams are asked over HTTP; tests pass stand-ins.
         self.fetch_snapshot = fetch_snapshot
         self.streamer_state = streamer_state
+        self.journal = journal
         self.config: Config | None = None
         self.config_error: ConfigError | None = None
         try:
@@ -441,6 +443,21 @@ def check_streams(ctx: DoctorContext) -> list[CheckResult]:
     return [_check_stream(ctx, config, name, states.get(unit)) for name, unit in units.items()]
 
 
+def check_instances(ctx: DoctorContext) -> list[CheckResult]:
+    """A printer whose OctoPrint failed (crashed at every start): why, from its log, and what to do.
+    Silent while every instance runs or starts."""
+    if ctx.config is None or not ctx.config.printers or not ctx.services_known:
+        return []
+    units = {f"octoprint@{name}.service": name for name in sorted(ctx.config.printers)}
+    results = []
+    for unit, props in recovery.failed_units(ctx.unit_states, list(units)).items():
+        lines = ctx.journal(unit, recovery.LOG_LINES)
+        detail = f"{unit} has failed: its OctoPrint {recovery.cause(props)}"
+        detail += "; last lines of its log:\n" + "\n".join(lines) if lines else f" (`sudo journalctl -u {unit}`)"
+        results.append(CheckResult(f"printer {units[unit]} service", False, detail, recovery.what_to_do(unit)))
+    return results
+
+
 def check_bandwidth(ctx: DoctorContext) -> list[CheckResult]:
     if ctx.config is None or not ctx.config.cameras:
         return []
@@ -495,6 +512,7 @@ CHECKS: list[Check] = [
     check_brltty,
     check_modemmanager,
     check_port_holders,
+    check_instances,
     check_streams,
     check_bandwidth,
     check_timelapse,

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from octobrixd import recovery
 from octobrixd.applied import last_applied
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
@@ -31,6 +32,7 @@ from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render_units import octoprint_unit, streamer_unit
+from octobrixd.systemd import journal_tail
 from octobrixd.venv_contents import InstalledPlugin
 from octobrixd.venv_contents import report as venv_report
 
@@ -51,6 +53,11 @@ SHOW_PROPERTIES = (
     "MemoryCurrent",
     "CPUUsageNSec",
     "ControlGroup",
+    # How the last run ended, for a failed instance (recovery.cause).
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "NRestarts",
 )
 # systemd prints this for "no value" in numeric properties.
 UNSET = "18446744073709551615"
@@ -72,6 +79,17 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why a failed instance is down, and when octobrixd starts it again."""
+
+    cause: str  # "exited with status 1 (6 starts in a row)"
+    log: tuple[str, ...]  # the unit's last journal lines; empty without the right to read them
+    octobrixd_retries: int | None  # how often octobrixd has started it again since it began failing
+    next_retry_seconds: float | None  # when octobrixd starts it again; None: not scheduled (yet)
+    fix: str
+
+
+@dataclass(frozen=True)
 class PrinterStatus(UnitStatus):
     name: str
     device: str
@@ -85,6 +103,8 @@ class PrinterStatus(UnitStatus):
     octoprint_requirement: str | None = None
     drift: str | None = None
     plugins: tuple[InstalledPlugin, ...] = ()
+    result: str | None = None  # systemd's Result of the last run: "success", "exit-code", "signal"...
+    failure: Failure | None = None  # set while the unit is failed
 
 
 @dataclass(frozen=True)
@@ -214,11 +234,25 @@ def collect(
     deferred: Sequence[str] = (),
     now_monotonic_usec: int | None = None,
     plugins: bool = True,
+    journal: Callable[[str, int], list[str]] | None = None,
+    retries: Mapping[str, recovery.Retry] | None = None,
 ) -> tuple[list[PrinterStatus], list[CameraStatus]]:
     now = now_monotonic_usec if now_monotonic_usec is not None else time.monotonic_ns() // 1000
+    wall_now = time.time()
     wanted = set(names)
     printers = [n for n in sorted({*config.printers, *removed_printers(config, deferred)}) if not wanted or n in wanted]
     cameras = [n for n in sorted(config.cameras) if not wanted or n in wanted]
+
+    def failure(unit: str) -> Failure:
+        retry = (retries or {}).get(unit)
+        next_try = retry.next_try if retry is not None else None
+        return Failure(
+            cause=recovery.cause(props.get(unit, {})),
+            log=tuple(journal(unit, recovery.LOG_LINES)) if journal is not None else (),
+            octobrixd_retries=retry.attempts if retry is not None else None,
+            next_retry_seconds=round(max(0.0, next_try - wall_now), 1) if next_try is not None else None,
+            fix=recovery.what_to_do(unit),
+        )
 
     def one_printer(name: str) -> PrinterStatus:
         printer = config.printers.get(name)
@@ -246,6 +280,8 @@ def collect(
             progress_percent=progress,
             restart_pending=unit in deferred,
             **_venv_fields(layout, config, name, plugins),
+            result=props.get(unit, {}).get("Result") or None,
+            failure=failure(unit) if base.state == "failed" else None,
         )
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(printers)))) as pool:
@@ -342,7 +378,27 @@ def _table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -
                 "-" if c.cpu_percent is None else f"{c.cpu_percent}%", _memory(c.memory_bytes), c.device, c.url,
             ])  # fmt: skip
         table += ("\n" if table else "") + _align(rows)
+    for p in printers:
+        if p.failure is not None:
+            table += "\n\n" + format_failure(p.name, p.unit, p.failure)
     return table or "No printers or cameras are configured."
+
+
+def format_failure(name: str, unit: str, failure: Failure) -> str:
+    if failure.next_retry_seconds is not None:
+        retry = f"octobrixd starts it again in {failure.next_retry_seconds:.0f} s"
+        if failure.octobrixd_retries:
+            retry += f" (it has tried {failure.octobrixd_retries} times; the delay doubles each time)"
+    else:
+        retry = "octobrixd starts it again after a delay"
+    lines = [f"{name}: {unit} has failed: its OctoPrint {failure.cause}; {retry}."]
+    if failure.log:
+        lines.append(f"  last lines of its log (`journalctl -u {unit}`):")
+        lines += [f"    {line}" for line in failure.log]
+    else:
+        lines.append(f"  its log: `sudo journalctl -u {unit} -n 50`")
+    lines.append(f"  fix: {failure.fix}")
+    return "\n".join(lines)
 
 
 def _align(rows: list[list[str]]) -> str:
@@ -435,6 +491,7 @@ def main(args: argparse.Namespace, layout: Layout | None = None) -> int:
         fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
     notes = [NEEDS_ROOT_NOTE] if need_root else []
     deadline = time.monotonic() + max(0.0, args.wait)
+    retries = recovery.read_schedule(layout)
     while True:
         props = query_units(units)
         deferred = read_manifest(layout).deferred
@@ -447,6 +504,8 @@ def main(args: argparse.Namespace, layout: Layout | None = None) -> int:
             names=args.names,
             deferred=deferred,
             plugins=args.json,  # the table does not show them; reading them costs ~8 ms a printer
+            journal=journal_tail,
+            retries=retries,
         )
         if not settling(printers, need_root) or time.monotonic() >= deadline:
             break

@@ -62,6 +62,23 @@ def stop(units: Sequence[str], *, wait: bool = False) -> None:
         _systemctl(["stop"] if wait else ["stop", "--no-block"], units)
 
 
+def reset_failed(units: Sequence[str]) -> None:
+    # Also clears the unit's start-rate counter, so the start that follows is not refused.
+    if units:
+        _systemctl(["reset-failed"], units)
+
+
+def journal_tail(unit: str, lines: int) -> list[str]:
+    """The last lines a unit logged, as `journalctl -u UNIT` shows them; [] where the journal is
+    not readable (no root, no journal)."""
+    try:
+        result = run(["journalctl", "--no-pager", "--quiet", "-o", "short", "-n", str(lines), "-u", unit])
+    except OctobrixError as exc:
+        log.debug("cannot read the journal of %s: %s", unit, exc)
+        return []
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
 def create_users(sysusers_file: Path) -> None:
     try:
         run(["systemd-sysusers", str(sysusers_file)])

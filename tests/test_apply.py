@@ -213,3 +213,20 @@ def test_removing_a_printing_printer_holds_its_stop(tmp_path: Path) -> None:
     result = apply_plan(plan, layout, previous, busy=lambda name: name == "printer2")
     assert result.deferred == ("octoprint@printer2.service",)
     assert make_plan(without, layout, read_manifest(layout)).stop == ("octoprint@printer2.service",)
+
+
+def test_a_failed_instance_is_not_nothing_to_do(tmp_path: Path) -> None:
+    """A printer whose unit systemd has as failed is started again by apply (the CLI passes the failed
+    units; octobrixd passes none and starts them itself, with a back-off)."""
+    apply_text(TWO_PRINTERS, tmp_path)
+    layout = Layout(tmp_path)
+    config = parse_config(TWO_PRINTERS, "/etc/octobrix.toml")
+    assert make_plan(config, layout, read_manifest(layout)).empty
+    failed = ["octoprint@printer2.service", "octoprint@gone.service", "ustreamer@cam1.service"]
+    plan = make_plan(config, layout, read_manifest(layout), failed=failed)
+    assert not plan.empty
+    assert plan.recover == ("octoprint@printer2.service",), "only printers the config runs"
+    assert plan.commands()[-2:] == [
+        "systemctl reset-failed octoprint@printer2.service",
+        "systemctl start octoprint@printer2.service",
+    ]

@@ -7,11 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from octobrixd.daemon import Daemon, Notifier
+from octobrixd.paths import Layout
 from tests.conftest import REPO
 
 GOOD = "[printers.demo]\nvirtual = true\nport = 5000\n"
@@ -90,3 +93,72 @@ def test_stops_cleanly_on_sigterm(daemon: tuple[subprocess.Popen[str], NotifySoc
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert notify.wait_for("STOPPING")["STOPPING"] == "1"
+
+
+# What the daemon meets when /var/lib/octobrix is not its to read (a hand-made chmod, a stray mount):
+# as root under --root no real permission is denied, so the manifest read is made to raise it.
+RAISING_DAEMON = """
+import sys
+import octobrixd.daemon as daemon
+
+def denied(layout):
+    raise PermissionError(13, "Permission denied", "/var/lib/octobrix/.manifest.json")
+
+daemon.read_manifest = denied
+sys.exit(daemon.main(sys.argv[1:]))
+"""
+
+
+def test_an_exception_in_a_background_job_is_logged_and_reported_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    config = tmp_path / "octobrix.toml"
+    config.write_text(GOOD)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAISING_DAEMON, "--config", str(config), "--root", str(tmp_path / "root")],
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # No hang: READY=1 comes (within the socket's 15 s), and STATUS= says what went wrong.
+        notify.wait_for("READY")
+        status = notify.wait_for("STATUS", "PermissionError")["STATUS"]
+        assert "reconcile failed: PermissionError: [Errno 13] Permission denied" in status
+        assert "/var/lib/octobrix/.manifest.json" in status and "journalctl -u octobrixd" in status
+        # It goes on: a reload runs the job again (and it fails again, as visibly).
+        proc.send_signal(signal.SIGHUP)
+        assert "PermissionError" in notify.wait_for("STATUS", "reconcile failed")["STATUS"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        _out, err = proc.communicate()
+    assert "ERROR reconcile failed: PermissionError: [Errno 13] Permission denied" in err
+    assert "Traceback (most recent call last)" in err and ", in denied\n" in err
+
+
+def test_an_exception_in_a_connect_call_is_logged_with_its_traceback_and_shown_in_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = Daemon(tmp_path / "octobrix.toml", Layout(tmp_path / "root"), Notifier())
+    woken = threading.Event()
+    daemon.refresh_status = woken.set
+
+    def connect(name: str) -> None:
+        raise PermissionError(13, "Permission denied", f"/var/lib/octobrix/.secrets/{name}.json")
+
+    daemon.submit(daemon.api_calls, "connecting printer bench", connect, "bench")
+    assert woken.wait(10)
+    assert daemon.summary() == (
+        "connecting printer bench failed: PermissionError: [Errno 13] Permission denied: "
+        "'/var/lib/octobrix/.secrets/bench.json'"
+    )
+    record = next(r for r in caplog.records if r.getMessage().startswith("connecting printer bench failed"))
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    # The next call of the same kind that succeeds clears it.
+    woken.clear()
+    daemon.submit(daemon.api_calls, "connecting printer bench", lambda _name: None, "bench")
+    assert woken.wait(10)
+    assert daemon.summary() == "no valid config yet"
+    daemon.api_calls.shutdown(wait=True)

@@ -75,6 +75,7 @@ class Machine:
         self.snapshot = Snapshot(True, "http://127.0.0.1:8081/snapshot answered a 1280x720 JPEG (81234 bytes)")
         self.stream = StreamerState(online=True, width=1280, height=720, captured_fps=15)
         self.snapshot_urls: list[str] = []
+        self.logs: dict[str, list[str]] = {}
 
     def link(self, name: str, target: str) -> None:
         path = self.layout.device_link(name)
@@ -99,6 +100,7 @@ class Machine:
                 query_units=lambda units: {u: self.units[u] for u in units if u in self.units},
                 fetch_snapshot=self.fetch,
                 streamer_state=lambda port: self.stream,
+                journal=lambda unit, lines: self.logs.get(unit, [])[-lines:],
             )
         )
 
@@ -325,3 +327,21 @@ def test_a_camera_found_by_its_v4l2_name_off_usb(tmp_path: Path) -> None:
     results = machine.check()
     assert failures(results) == {}
     assert any(r.detail == "/dev/video10 (Lab Cam (loopback)) is /dev/octobrix/cam1" for r in results)
+
+
+def test_a_printer_whose_octoprint_keeps_failing_is_reported_with_its_log_and_what_to_do(machine: Machine) -> None:
+    unit = "octoprint@ender.service"
+    machine.units[unit] = {"Id": unit, "ActiveState": "failed", "SubState": "failed", "Result": "exit-code",
+                           "ExecMainCode": "1", "ExecMainStatus": "3", "NRestarts": "5"}  # fmt: skip
+    machine.units["octoprint@mk3.service"] = {"ActiveState": "active", "SubState": "running"}
+    machine.logs[unit] = [f"Dec 01 08:29:5{n} farm octoprint[5{n}]: line {n}" for n in range(20)]
+    result = only_failure(machine.check())
+    assert result.name == "printer ender service"
+    lines = result.detail.splitlines()
+    assert lines[0] == f"{unit} has failed: its OctoPrint exited with status 3 (5 starts in a row); " + (
+        "last lines of its log:"
+    )
+    assert lines[1:] == machine.logs[unit][-12:]
+    assert result.fix is not None and f"sudo systemctl reset-failed {unit} && sudo systemctl start {unit}" in result.fix
+    assert "octobrixd also tries again by itself" in result.fix
+    assert "1 of 11 checks failed." in render(machine.check())

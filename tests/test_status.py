@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from octobrixd.config import parse_config
 from octobrixd.paths import Layout
+from octobrixd.recovery import Retry
 from octobrixd.status import collect, format_table, settling, to_json, unit_status
 
 CONFIG = parse_config(
@@ -76,7 +78,7 @@ def test_json_schema_is_stable(tmp_path: Path) -> None:
     assert sorted(body["printers"][0]) == sorted([
         "name", "unit", "state", "sub_state", "pid", "uptime_seconds", "cpu_percent", "memory_bytes",
         "device", "device_path", "url", "printer_state", "progress_percent", "restart_pending",
-        "octoprint_version", "octoprint_requirement", "drift", "plugins",
+        "octoprint_version", "octoprint_requirement", "drift", "plugins", "result", "failure",
     ])  # fmt: skip
 
 
@@ -149,3 +151,32 @@ def test_a_printer_removed_while_it_prints_is_listed_until_its_held_back_stop(tm
     # Once stopped, it is gone from the list.
     printers, _ = collect(without_demo, layout, PROPS, fetchers, "farm")
     assert [p.name for p in printers] == ["prusa"]
+
+
+def test_a_failed_instance_is_shown_with_its_cause_its_log_and_the_next_retry(tmp_path: Path) -> None:
+    crashed = {**PROPS["octoprint@prusa.service"], "Result": "exit-code", "ExecMainCode": "1", "ExecMainStatus": "1",
+               "NRestarts": "5"}  # fmt: skip
+    props = {**PROPS, "octoprint@prusa.service": crashed}
+    log = ["Dec 01 08:29:57 farm octoprint[55]: ImportError: cannot import name 'x'"]
+    retries = {"octoprint@prusa.service": Retry(attempts=2, next_try=time.time() + 40, last_start=time.time() - 60)}
+    printers, cameras = collect(
+        CONFIG, Layout(tmp_path), props, {"demo": fetch, "prusa": fetch}, "farm", now_monotonic_usec=NOW,
+        journal=lambda unit, lines: log if unit == "octoprint@prusa.service" else [], retries=retries,
+    )  # fmt: skip
+    demo, prusa = printers
+    assert demo.failure is None and demo.result is None
+    assert prusa.result == "exit-code" and prusa.failure is not None
+    assert prusa.failure.cause == "exited with status 1 (5 starts in a row)"
+    assert prusa.failure.octobrixd_retries == 2
+    assert prusa.failure.next_retry_seconds is not None and 35 < prusa.failure.next_retry_seconds <= 40
+    body = json.loads(to_json(printers, cameras))["printers"][1]["failure"]
+    assert body["log"] == log and body["cause"] == "exited with status 1 (5 starts in a row)"
+    assert "sudo systemctl reset-failed octoprint@prusa.service" in body["fix"]
+    table = format_table(printers, cameras)
+    below = table.split("\n\n", 1)[1].splitlines()
+    assert below[0].startswith(
+        "prusa: octoprint@prusa.service has failed: its OctoPrint exited with status 1 (5 starts in a row); "
+        "octobrixd starts it again in "
+    )
+    assert below[1:3] == ["  last lines of its log (`journalctl -u octoprint@prusa.service`):", f"    {log[0]}"]
+    assert below[3].startswith("  fix: the lines above")

@@ -86,7 +86,7 @@ def test_every_generated_unit_verifies_cleanly(unit_dir: Path, tmp_path: Path) -
     config = parse_config(FARM.read_text(), "/etc/octobrix.toml")
     units = [f"octoprint@{name}.service" for name in config.printers]
     units += [f"{config.streamer_of(name)}@{name}.service" for name in config.cameras]
-    units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service"]
+    units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service", "octobrix-failed@demo.service"]
     # With its drop-in: the configured schedule replaces the shipped one.
     units += ["octobrix-backup.timer", "octobrix-backup.service"]
     stubs = {

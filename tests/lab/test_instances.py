@@ -176,6 +176,7 @@ HARDENED_UNITS = (
     "mjpg-streamer@any.service",
     "octobrixd.service",
     "octobrix-config.service",
+    "octobrix-failed@demo.service",
 )
 
 
