@@ -344,4 +344,4 @@ def test_a_printer_whose_octoprint_keeps_failing_is_reported_with_its_log_and_wh
     assert lines[1:] == machine.logs[unit][-12:]
     assert result.fix is not None and f"sudo systemctl reset-failed {unit} && sudo systemctl start {unit}" in result.fix
     assert "octobrixd also tries again by itself" in result.fix
-    assert "1 of 11 checks failed." in render(machine.check())
+    assert "1 of 12 checks failed." in render(machine.check())

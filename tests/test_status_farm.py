@@ -123,7 +123,7 @@ def test_a_valid_config_has_no_errors_and_exit_0(farm: tuple[Layout, Path], caps
     assert status.main(args(config_path, as_json=True), layout) == 0
     body = json.loads(capsys.readouterr().out)
     assert (body["errors"], body["notes"]) == ([], [])
-    assert sorted(body) == ["cameras", "errors", "notes", "printers", "version"]
+    assert sorted(body) == ["backup_failures", "cameras", "errors", "notes", "printers", "version"]
 
 
 def test_a_broken_config_with_nothing_applied_yet_still_answers_json(
