@@ -359,8 +359,19 @@ class Camera(_Matched):
         return int(self.resolution.split("x")[1])
 
 
+class FrontDoor(_Model):
+    # One port for the whole farm (nginx): every printer at /NAME/, behind the farm login.
+    enabled: StrictBool = True
+    port: StrictInt = Field(default=80, ge=1, le=65535)
+
+
+# Paths the front door serves itself; a printer so named would be shadowed by them.
+FRONTDOOR_RESERVED = frozenset({"api", "cam", "static", "login", "logout", "metrics"})
+
+
 class Config(_Model):
     octobrix: Settings = Settings()
+    frontdoor: FrontDoor = FrontDoor()
     uvcvideo: UvcVideo = UvcVideo()
     printers: dict[str, Printer] = {}
     cameras: dict[str, Camera] = {}
@@ -377,9 +388,11 @@ class Config(_Model):
             yield f"printers.{name}.port", printer.port
         for name, camera in self.cameras.items():
             yield f"cameras.{name}.port", camera.port
+        if self.frontdoor.enabled:
+            yield "frontdoor.port", self.frontdoor.port
 
 
-_TOP_LEVEL: dict[str, type[_Model]] = {"octobrix": Settings, "uvcvideo": UvcVideo}
+_TOP_LEVEL: dict[str, type[_Model]] = {"octobrix": Settings, "frontdoor": FrontDoor, "uvcvideo": UvcVideo}
 _SECTIONS: dict[str, type[_Matched]] = {"printers": Printer, "cameras": Camera}
 
 
@@ -450,6 +463,12 @@ def _cross_check(config: Config, problems: _Problems) -> None:
         problems.add(
             ("cameras", name),
             f"the name {name!r} is also a printer; both would be /dev/octobrix/{name} — rename one",
+        )
+
+    for name in sorted(config.printers.keys() & FRONTDOOR_RESERVED if config.frontdoor.enabled else ()):
+        problems.add(
+            ("printers", name),
+            f"the name {name!r} is a path of the front door (http://HOST/{name}/ is not this printer's) — rename it",
         )
 
     bound: dict[tuple[str, str], str] = {}

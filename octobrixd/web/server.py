@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 AUTH_PATH = "/_octobrix/auth"
 LOGIN_HEADER = "X-Octobrix-Login"
+# Set by nginx (never by a client: it overwrites it) when it refused a request for want of a login.
+REFUSED_HEADER = "X-Octobrix-Refused"
 # A failed login waits this long before it is answered, so guessing is slow.
 FAILED_LOGIN_DELAY = 1.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -143,7 +145,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.do_GET()
 
+    def refused(self) -> None:
+        """nginx found no login for a printer or camera: a browser goes to the login page, a program gets 401."""
+        if self.command in ("GET", "HEAD") and "text/html" in self.headers.get("Accept", ""):
+            self.to_login()
+            return
+        self.send(HTTPStatus.UNAUTHORIZED, b'{"error": "log in to the farm, or send this printer\'s API key"}\n',
+                  "application/json")
+
     def do_GET(self) -> None:
+        if self.headers.get(REFUSED_HEADER):
+            self.refused()
+            return
         path = urllib.parse.urlsplit(self.path).path
         if path == AUTH_PATH:
             self.auth_check()
@@ -173,6 +186,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send(HTTPStatus.NOT_FOUND, b"not found\n")
 
     def do_POST(self) -> None:
+        if self.headers.get(REFUSED_HEADER):
+            self.refused()
+            return
         path = urllib.parse.urlsplit(self.path).path
         if path == "/login":
             self.login()
@@ -181,6 +197,8 @@ class Handler(BaseHTTPRequestHandler):
             self.logout()
             return
         self.send(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
 
     def auth_check(self) -> None:
         """nginx asks this before every request to a printer or camera; the client's headers come along."""
