@@ -38,6 +38,8 @@ from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
 from octobrixd.render_units import DROPIN_NAME, octoprint_unit
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, is_current, provision, venv_spec
+from octobrixd.web import apply as frontdoor
+from octobrixd.web.render import NGINX_SITE
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,9 @@ class Plan:
     create_users: bool
     manifest: Manifest
     wheels: str | None = None
+    # The front door's printers (empty with it off), and whether its nginx site changed.
+    frontdoor_printers: tuple[str, ...] = ()
+    reload_frontdoor: bool = False
     # Temp files an apply that was killed mid-write left beside the files it writes.
     leftovers: tuple[PurePosixPath, ...] = ()
 
@@ -128,6 +133,9 @@ class Plan:
             out.append("systemctl try-restart " + " ".join(self.restart))
         if self.start:
             out.append("systemctl enable --now " + " ".join(self.start))
+        if self.reload_frontdoor:
+            out += ["nginx -t", "systemctl reload-or-restart nginx.service"]
+            out.append("systemctl try-restart octobrix-web.service")
         return out
 
 
@@ -258,6 +266,8 @@ def make_plan(config: Config, layout: Layout, previous: Manifest) -> Plan:
         create_users=paths.SYSUSERS_FILE in touched,
         manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
         wheels=config.octobrix.wheels,
+        frontdoor_printers=tuple(sorted(config.printers)) if config.frontdoor.enabled else (),
+        reload_frontdoor=NGINX_SITE in touched,
         leftovers=leftovers,
     )
 
@@ -516,6 +526,9 @@ def apply_plan(
             systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
             systemd.restart_if_running([u for u in plan.restart if u not in deferred])
             systemd.enable_and_start(plan.start)
+            site = next((c for c in plan.files if c.path == NGINX_SITE), None)
+            site_old = site.old if site is not None and site.kind is ChangeKind.UPDATE else None
+            frontdoor.after_apply(layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor)
         staged.commit(manifest_path)
     finally:
         staged.discard()

@@ -21,6 +21,7 @@ from octobrixd.fsutil import write_atomic
 from octobrixd.instances import read_credentials
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.render import render_all
+from octobrixd.web.secrets import read_farm_credentials
 
 log = logging.getLogger("octobrixctl")
 
@@ -131,6 +132,15 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = args.names or sorted(config.printers)
     rows = []
+    if config.frontdoor.enabled and not args.names:
+        farm = read_farm_credentials(Layout())
+        host = config.octobrix.public_host or socket.gethostname()
+        door = "" if config.frontdoor.port == 80 else f":{config.frontdoor.port}"
+        rows.append(
+            f"farm login: http://{host}{door}/  user {farm.username}  password {farm.password}"
+            if farm is not None
+            else "farm login: not set up yet — run `sudo octobrixctl apply`"
+        )
     for name in names:
         if name not in config.printers:
             raise OctobrixError(f"no printer named {name} in {args.config}", hint="see `octobrixctl status`")
@@ -173,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.set_defaults(func=cmd_apply)
 
-    credentials = sub.add_parser("credentials", help="each OctoPrint's admin login (needs root)")
+    credentials = sub.add_parser("credentials", help="the farm login, then each OctoPrint's admin login (needs root)")
     add_config_argument(credentials)
     credentials.add_argument("names", nargs="*", metavar="NAME")
     credentials.set_defaults(func=cmd_credentials)

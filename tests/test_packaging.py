@@ -19,7 +19,8 @@ SCRIPTS = [
     PACKAGING / "build-deb.sh",
     *(PACKAGING / "debian" / name for name in ("preinst", "postinst", "prerm", "postrm")),
 ]
-SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".path"))
+UNIT_SUFFIXES = (".service", ".path", ".socket")
+SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in UNIT_SUFFIXES)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -45,8 +46,9 @@ def test_both_installers_install_and_remove_every_shipped_unit() -> None:
     # from install.sh. A unit added to systemd/ but not here would be left behind or missing.
     assert _units_variable(PACKAGING / "install.sh") == SHIPPED_UNITS
     assert _units_variable(PACKAGING / "debian" / "preinst") == SHIPPED_UNITS
-    # build-deb.sh ships every .service and .path of systemd/ as they are.
-    assert 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path' in (PACKAGING / "build-deb.sh").read_text()
+    # build-deb.sh ships every .service, .path and .socket of systemd/ as they are.
+    shipped = 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.socket'
+    assert shipped in (PACKAGING / "build-deb.sh").read_text()
 
 
 @pytest.mark.parametrize("name", ["octobrix.tmpfiles", "octobrix.modules-load"])
@@ -63,7 +65,7 @@ def test_both_installers_install_and_remove_the_other_system_files(name: str) ->
 
 
 def test_every_file_in_systemd_is_shipped() -> None:
-    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in (".service", ".path"))
+    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in UNIT_SUFFIXES)
     assert others == ["octobrix.modules-load", "octobrix.tmpfiles"], "a new kind of file: teach both installers"
 
 

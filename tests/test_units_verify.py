@@ -73,7 +73,8 @@ def unit_dir(tmp_path: Path) -> Path:
             target = out / rel.relative_to("etc/systemd/system")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(rendered.text)
-    for template in [*(REPO / "systemd").glob("*.service"), *(REPO / "systemd").glob("*.path")]:
+    for template in [*(REPO / "systemd").glob("*.service"), *(REPO / "systemd").glob("*.path"),
+                     *(REPO / "systemd").glob("*.socket")]:
         shutil.copy(template, out / template.name)
     return out
 
@@ -83,10 +84,11 @@ def test_every_generated_unit_verifies_cleanly(unit_dir: Path, tmp_path: Path) -
     units = [f"octoprint@{name}.service" for name in config.printers]
     units += [f"{config.streamer_of(name)}@{name}.service" for name in config.cameras]
     units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service"]
+    units += ["octobrix-web.socket", "octobrix-web.service"]
     stubs = {
         "/var/lib": [f"octobrix/{name}/venv/bin/octoprint" for name in config.printers],
         "/usr/local/bin": ["mjpg_streamer"],
-        "/opt": ["octobrix/bin/octobrixd"],
+        "/opt": ["octobrix/bin/octobrixd", "octobrix/bin/octobrix-web"],
     }
     result = verify(unit_dir, units, stubs, tmp_path)
     assert result.returncode == 0, result.stderr
