@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     server = FarmServer(context, listener)
     log.info("serving the farm of %d printers on %s", len(config.printers), listener.getsockname() or "a socket")
     with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+        # No wake-ups while nobody asks (the default polls twice a second); SIGTERM ends the process.
+        server.serve_forever(poll_interval=None)
     return 0
 
 
