@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     server = FarmServer(context, listener)
     log.info("serving the farm of %d printers on %s", len(config.printers), listener.getsockname() or "a socket")
     with contextlib.suppress(KeyboardInterrupt):
-        # No wake-ups while nobody asks (the default polls twice a second); SIGTERM ends the process.
-        server.serve_forever(poll_interval=None)
+        # One wake-up a day while nobody asks (the default is twice a second); SIGTERM ends the process.
+        server.serve_forever(poll_interval=86400.0)
     return 0
 
 
