@@ -188,6 +188,22 @@ def test_a_held_back_restart_is_on_the_card(tmp_path: Path) -> None:
     assert card["restart_pending"] is True and card["state"] == "printing"
 
 
+def test_a_printer_taken_out_of_the_config_while_it_prints_keeps_its_card(tmp_path: Path) -> None:
+    with octoprints([Behaviour(job=job_body("Printing", "x.gcode", 10.0, 50))]) as (port,):
+        config = farm_config({"vmk3": port + 1})
+        manifest = tmp_path / "var/lib/octobrix/.manifest.json"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text(json.dumps({"version": 1, "deferred": ["octoprint@old.service"]}))
+        # Its OctoPrint still runs on the port it started with (its command line says so).
+        (tmp_path / "proc/4242").mkdir(parents=True)
+        (tmp_path / "proc/4242/cmdline").write_bytes(f"octoprint\0serve\0--port\0{port}\0".encode())
+        props = {"octoprint@old.service": unit("octoprint@old.service")}
+        cards = by_name(farm_view(config, gather(config, Layout(tmp_path), lambda _n: KEY, query=props_of(props))))
+    old = cards["old"]
+    assert (old["device"], old["restart_pending"], old["state"], old["url"]) == ("removed", True, "printing", "/old/")
+    assert old["camera"] is None
+
+
 def test_only_running_octoprints_are_asked_and_all_at_once(tmp_path: Path) -> None:
     shared = Behaviour(delay=0.5)  # one tally across four OctoPrints
     stopped = Behaviour()

@@ -24,7 +24,7 @@ from octobrixd.errors import OctobrixError
 from octobrixd.octoprint_api import ApiError, request
 from octobrixd.paths import Layout
 from octobrixd.render_units import octoprint_unit, streamer_unit
-from octobrixd.status import CameraStatus, PrinterStatus, UnitProps, collect, query_units
+from octobrixd.status import CameraStatus, PrinterStatus, UnitProps, collect, query_units, removed_printers
 
 log = logging.getLogger(__name__)
 
@@ -128,27 +128,28 @@ def gather(
 ) -> Asked:
     """Ask systemd once and every running OctoPrint in parallel (through status.collect)."""
     problems: list[str] = []
-    units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
-    try:
-        props = query(units)
-    except OctobrixError as error:
-        problems.append(str(error))
-        props = {}
     try:
         deferred = read_manifest(layout).deferred
     except (OctobrixError, OSError) as error:
         # The web service may not read octobrix's own state: then "restart pending" is not shown.
         log.debug("no manifest: %s", error)
         deferred = ()
+    # Printers taken out of the config while they print are still listed (and asked) until they stop.
+    printers = [*config.printers, *removed_printers(config, deferred)]
+    units = [octoprint_unit(n) for n in printers] + [streamer_unit(config, n) for n in config.cameras]
+    try:
+        props = query(units)
+    except OctobrixError as error:
+        problems.append(str(error))
+        props = {}
     answers: dict[str, Answer] = {}
 
     def fetcher(name: str, port: int) -> tuple[str | None, float | None]:
         answers[name] = ask_octoprint(port, api_key(name), timeout)
         return None, None
 
-    fetchers = dict.fromkeys(config.printers, fetcher)
-    printers, cameras = collect(config, layout, props, fetchers, "", deferred=deferred)
-    return Asked(printers=printers, cameras=cameras, answers=answers, problems=problems)
+    rows, cameras = collect(config, layout, props, dict.fromkeys(printers, fetcher), "", deferred=deferred)
+    return Asked(printers=rows, cameras=cameras, answers=answers, problems=problems)
 
 
 def _number(value: object) -> float | None:

@@ -164,6 +164,9 @@ function renderCard(card, printer) {
     setText(el.left, active ? duration(job.time_left) : "");
   }
   renderTemps(card, printer.temperatures);
+  setText(el.pending, printer.device === "removed"
+    ? "Taken out of the config: its OctoPrint stops when this print ends."
+    : "A settings change waits for this print to end, then its OctoPrint restarts by itself.");
   show(el.pending, Boolean(printer.restart_pending));
 }
 
