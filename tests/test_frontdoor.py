@@ -31,7 +31,7 @@ from octobrixd.render_octoprint import octoprint_seed
 from octobrixd.web import auth
 from octobrixd.web.context import WebContext
 from octobrixd.web.render import KEY_MAP_DIR, NGINX_SITE, WEB_SOCKET, key_map_entry, render_frontdoor
-from octobrixd.web.server import FarmServer, unix_listener
+from octobrixd.web.server import FarmServer, safe_next, unix_listener
 from tests.conftest import REPO
 from tests.lab.harness.installs import holding_printer_ports
 
@@ -379,3 +379,25 @@ def test_uploads_stream_and_websockets_survive_a_reload(tmp_path: Path) -> None:
         finally:
             stand_in.close()
             ws.close()
+
+
+def test_session_cookies_cannot_be_forged_or_outlive_their_time() -> None:
+    login = auth.make_login("farm", "pw")
+    cookie = auth.issue_cookie(login, now=1000.0)
+    assert auth.valid_cookie(login, cookie, now=1001.0)
+    assert not auth.valid_cookie(login, cookie, now=1000.0 + auth.SESSION_SECONDS + 1), "expired"
+    user, expires, signature = cookie.split("|")
+    assert not auth.valid_cookie(login, f"{user}|{int(expires) + 10**6}|{signature}", now=1001.0), "extended"
+    assert not auth.valid_cookie(login, f"admin|{expires}|{signature}", now=1001.0), "another user"
+    other = auth.make_login("farm", "pw")
+    assert not auth.valid_cookie(other, cookie, now=1001.0), "a new secret logs everyone out"
+    assert auth.check_password("pw", login.password_hash) and not auth.check_password("pW", login.password_hash)
+    assert "pw" not in login.to_json(), "the web service's copy holds no clear password"
+
+
+@pytest.mark.parametrize(
+    ("asked", "goes_to"),
+    [("/demo/", "/demo/"), ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil", "/"), (None, "/")],
+)
+def test_after_login_only_paths_of_this_farm(asked: str | None, goes_to: str) -> None:
+    assert safe_next(asked) == goes_to
