@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from octobrixd.config import Config, parse_config
+from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
 from octobrixd.web.overview import Asked, FarmOverview, farm_view, gather
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
@@ -243,3 +244,16 @@ def test_the_view_of_an_empty_farm(tmp_path: Path) -> None:
     config = parse_config("", "/etc/octobrix.toml")
     view = farm_view(config, Asked(printers=[], cameras=[], answers={}))
     assert view["printers"] == [] and view["summary"]["text"] == "0 printing, 0 idle, 0 need attention"
+
+
+def test_without_systemd_the_cards_still_say_what_each_octoprint_says(tmp_path: Path) -> None:
+    def no_systemd(_units: object) -> Any:
+        raise OctobrixError("cannot ask systemd about the instances: systemctl failed (exit 1): no bus")
+
+    with octoprints([Behaviour(job=job_body("Printing", "x.gcode", 10.0, 50))]) as (port,):
+        config = farm_config({"vmk3": port, "gone": free_port()})
+        view = farm_view(config, gather(config, Layout(tmp_path), lambda _n: KEY, query=no_systemd))
+    cards = by_name(view)
+    assert cards["vmk3"]["state"] == "printing"
+    assert cards["gone"]["state"] == "unreachable" and "not answering" in cards["gone"]["detail"]
+    assert view["problems"] == ["cannot ask systemd about the instances: systemctl failed (exit 1): no bus"]

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -137,12 +138,17 @@ def gather(
     # Printers taken out of the config while they print are still listed (and asked) until they stop.
     printers = [*config.printers, *removed_printers(config, deferred)]
     units = [octoprint_unit(n) for n in printers] + [streamer_unit(config, n) for n in config.cameras]
+    answers: dict[str, Answer] = {}
     try:
         props = query(units)
     except OctobrixError as error:
+        # Without systemd's word the cards still say what each OctoPrint says, on its configured port.
         problems.append(str(error))
         props = {}
-    answers: dict[str, Answer] = {}
+        names = list(config.printers)
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(names)))) as pool:
+            asked = pool.map(lambda n: ask_octoprint(config.printers[n].port, api_key(n), timeout), names)
+            answers.update(zip(names, asked, strict=True))
 
     def fetcher(name: str, port: int) -> tuple[str | None, float | None]:
         answers[name] = ask_octoprint(port, api_key(name), timeout)
@@ -189,7 +195,8 @@ def _job(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def card_state(row: PrinterStatus, answer: Answer | None) -> tuple[CardState, str, str | None]:
     """(state, the words the card shows, a detail line such as an error's text or why it cannot be asked)."""
-    if row.state != "active":
+    unknown = row.state == "unknown"
+    if row.state != "active" and not (unknown and answer is not None):
         if row.state == "activating":
             return CardState.STARTING, "Starting", None
         if row.state == "not-installed":
@@ -203,7 +210,8 @@ def card_state(row: PrinterStatus, answer: Answer | None) -> tuple[CardState, st
         return CardState.UNREACHABLE, "Cannot be asked", "octobrix has no way to ask it"
     if answer.error is not None:
         refused = "Connection refused" in answer.error
-        if answer.error == "starting" or (refused and (row.uptime_seconds or 0) < STARTUP_SECONDS):
+        starting = refused and not unknown and (row.uptime_seconds or 0) < STARTUP_SECONDS
+        if answer.error == "starting" or starting:
             # Its service runs, but OctoPrint does not serve yet: it is starting (or restarting).
             return CardState.STARTING, "Starting", None
         return CardState.UNREACHABLE, "Cannot be asked", f"its OctoPrint is {answer.error}"
