@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from octobrixd.config import Config, parse_config
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
-from octobrixd.web.overview import Asked, FarmOverview, farm_view, gather
+from octobrixd.web.overview import Asked, FarmOverview, farm, farm_view, gather
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
 
 NOW_USEC = time.monotonic_ns() // 1000
@@ -257,3 +258,22 @@ def test_without_systemd_the_cards_still_say_what_each_octoprint_says(tmp_path: 
     assert cards["vmk3"]["state"] == "printing"
     assert cards["gone"]["state"] == "unreachable" and "not answering" in cards["gone"]["detail"]
     assert view["problems"] == ["cannot ask systemd about the instances: systemctl failed (exit 1): no bus"]
+
+
+def test_the_web_service_hook_keeps_one_cache_per_context(tmp_path: Path) -> None:
+    @dataclass(frozen=True)
+    class Context:
+        config: Config
+        readonly_keys: dict[str, str]
+        layout: Layout
+
+    behaviour = Behaviour()
+    with octoprints([behaviour]) as (port,):
+        context = Context(farm_config({"vmk3": port}), {"vmk3": KEY}, Layout(tmp_path))
+        first = json.loads(farm(context))
+        assert json.loads(farm(context)) == first
+        asked = behaviour.hits
+        # A new context (the service restarted on a config change) asks again.
+        assert json.loads(farm(Context(context.config, {}, Layout(tmp_path))))["printers"][0]["state"] == "unreachable"
+    assert asked <= 2
+    assert first["printers"][0]["name"] == "vmk3"
