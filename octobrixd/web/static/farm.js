@@ -161,7 +161,7 @@ function renderCard(card, printer) {
       el.bar.setAttribute("aria-label", `Progress of ${job.file}`);
     }
     setText(el.percent, hasProgress ? `${Math.floor(job.progress)} %` : "Selected, not printing");
-    setText(el.left, active ? duration(job.time_left) : "");
+    setText(el.left, active ? (duration(job.time_left) || "estimating the time left") : "");
   }
   renderTemps(card, printer.temperatures);
   setText(el.pending, printer.device === "removed"
