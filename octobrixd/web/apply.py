@@ -29,7 +29,9 @@ def check_nginx() -> None:
             hint="sudo apt install nginx, or turn the front door off: [frontdoor] enabled = false",
         ) from None
     except CommandError as error:
-        said = error.stderr.strip().splitlines()[-1] if error.stderr.strip() else str(error)
+        lines = error.stderr.strip().splitlines()
+        # nginx says why in its [emerg] line; its last line only says that the test failed.
+        said = next((line for line in lines if "[emerg]" in line), lines[-1] if lines else str(error))
         raise OctobrixError(
             f"nginx refused the front door's config: {said}",
             hint="`sudo nginx -t` shows it all; another site on the same port as default_server? "
