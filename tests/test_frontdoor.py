@@ -26,9 +26,11 @@ import pytest
 
 from octobrixd.config import parse_config
 from octobrixd.errors import ConfigError
+from octobrixd.instances import credentials_path, web_key_path
+from octobrixd.paths import Layout
 from octobrixd.render import render_all
 from octobrixd.render_octoprint import octoprint_seed
-from octobrixd.web import auth
+from octobrixd.web import auth, secrets
 from octobrixd.web.context import WebContext
 from octobrixd.web.render import KEY_MAP_DIR, NGINX_SITE, WEB_SOCKET, key_map_entry, render_frontdoor
 from octobrixd.web.server import FarmServer, safe_next, unix_listener
@@ -401,3 +403,32 @@ def test_session_cookies_cannot_be_forged_or_outlive_their_time() -> None:
 )
 def test_after_login_only_paths_of_this_farm(asked: str | None, goes_to: str) -> None:
     assert safe_next(asked) == goes_to
+
+
+def test_secrets_are_made_once_private_and_follow_the_printers(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    for name in ("demo", "ender-3"):
+        path = layout.path(credentials_path(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"username": "admin", "password": "p", "api_key": f"KEY-{name}"}))
+    web = layout.path(web_key_path("demo"))
+    web.parent.mkdir(parents=True, exist_ok=True)
+    web.write_text(json.dumps({"password": "w", "api_key": "READONLY-demo"}))
+
+    first = secrets.sync(layout, ["demo", "ender-3"])
+    assert first.nginx_changed and first.web_changed
+    farm = secrets.read_farm_credentials(layout)
+    assert farm is not None and farm.username == "farm" and len(farm.password) >= 16
+    maps = {p.name: p for p in layout.path(KEY_MAP_DIR).iterdir()}
+    assert maps["ender-3.map"].read_text() == key_map_entry("KEY-ender-3")
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [*maps.values(), layout.path(secrets.WEB_LOGIN)])
+    assert json.loads(layout.path(secrets.WEB_KEYS).read_text()) == {"demo": "READONLY-demo"}, "never an admin key"
+    login = auth.read_login(layout.path(secrets.WEB_LOGIN))
+    assert auth.check_password(farm.password, login.password_hash)
+
+    again = secrets.sync(layout, ["demo", "ender-3"])
+    assert not again.nginx_changed and not again.web_changed, "a second apply changes nothing"
+    assert secrets.read_farm_credentials(layout) == farm, "the farm login is made once"
+
+    gone = secrets.sync(layout, ["demo"])
+    assert gone.nginx_changed and not layout.path(KEY_MAP_DIR / "ender-3.map").exists()
