@@ -324,3 +324,15 @@ def test_the_web_service_is_unprivileged_and_hardened(farm: Container) -> None:
     for name in PRINTERS:
         info = farm.path(f"/var/lib/octobrix/.secrets/frontdoor/{name}.map").stat()
         assert info.st_uid == 0 and info.st_mode & 0o077 == 0
+
+
+def test_credentials_show_the_farm_login_first_and_debians_default_site_is_off(farm: Container) -> None:
+    secret = json.loads(farm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    first = farm.run(["octobrixctl", "credentials"]).stdout.splitlines()[0]
+    assert first.startswith("farm login: http://") and f"user farm  password {secret['password']}" in first, first
+    # nginx's "Welcome" site, Debian's unchanged file, is switched off; the file itself stays.
+    assert not farm.path("/etc/nginx/sites-enabled/default").is_symlink()
+    assert farm.path("/etc/nginx/sites-available/default").is_file()
+    # The farm login works with the password shown, and the web service keeps only its hash.
+    login = json.loads(farm.read_file("/var/lib/octobrix/.secrets/web/login.json"))
+    assert secret["password"] not in json.dumps(login)
