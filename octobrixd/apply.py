@@ -38,6 +38,8 @@ from octobrixd.render_octoprint import merge_seed, octoprint_seed
 from octobrixd.render_units import DROPIN_NAME, octoprint_unit
 from octobrixd.venv_drift import venvs_to_build
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
+from octobrixd.web import apply as frontdoor
+from octobrixd.web.render import NGINX_SITE
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class Plan:
     create_users: bool
     manifest: Manifest
     wheels: str | None = None
+    # The front door's printers (empty with it off), and whether its nginx site changed.
+    frontdoor_printers: tuple[str, ...] = ()
+    reload_frontdoor: bool = False
     # Temp files an apply that was killed mid-write left beside the files it writes.
     leftovers: tuple[PurePosixPath, ...] = ()
     # Instances the config runs whose unit has failed (a crash loop, or a start refused): started
@@ -121,6 +126,9 @@ class Plan:
         if self.recover:
             out.append("systemctl reset-failed " + " ".join(self.recover))
             out.append("systemctl start " + " ".join(self.recover))
+        if self.reload_frontdoor:
+            out += ["nginx -t", "systemctl reload-or-restart nginx.service"]
+            out.append("systemctl try-restart octobrix-web.service")
         return out
 
 
@@ -235,6 +243,8 @@ def make_plan(config: Config, layout: Layout, previous: Manifest, *, failed: Seq
         create_users=paths.SYSUSERS_FILE in touched,
         manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
         wheels=config.octobrix.wheels,
+        frontdoor_printers=tuple(sorted(config.printers)) if config.frontdoor.enabled else (),
+        reload_frontdoor=NGINX_SITE in touched,
         leftovers=leftovers,
         # A unit new to the manifest is started by `enable --now` anyway.
         recover=tuple(sorted(u for u in failed if printer_of(u) in config.printers and u in previous.units)),
@@ -478,6 +488,9 @@ def apply_plan(
             # A failed unit runs nothing, so no print is interrupted; try-restart above skips it.
             systemd.reset_failed(plan.recover)
             systemd.start(plan.recover, wait=True)
+            site = next((c for c in plan.files if c.path == NGINX_SITE), None)
+            site_old = site.old if site is not None and site.kind is ChangeKind.UPDATE else None
+            frontdoor.after_apply(layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor)
         staged.commit(manifest_path)
     finally:
         staged.discard()

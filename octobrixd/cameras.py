@@ -57,9 +57,20 @@ def public_host(config: Config) -> str:
     return _url_host(config.octobrix.public_host or "localhost")
 
 
+def frontdoor_prefix(name: str) -> str:
+    """Where the front door serves camera NAME's stream and snapshot."""
+    return f"/cam/{name}/"
+
+
 def stream_url(config: Config, name: str) -> str:
-    """The live stream, as the user's browser loads it."""
+    """The live stream, as the user's browser loads it.
+
+    With the front door on, a path on the same host as the page: it works by whatever name or
+    address the browser reached the farm (no public_host needed), and needs the farm login.
+    """
     stream, _ = PATHS[config.streamer_of(name)]
+    if config.frontdoor.enabled:
+        return frontdoor_prefix(name) + stream.removeprefix("/")
     return f"http://{public_host(config)}:{config.cameras[name].port}{stream}"
 
 

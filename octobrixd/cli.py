@@ -166,10 +166,26 @@ def failed_instances(config: Config) -> dict[str, dict[str, str]]:
 def cmd_credentials(args: argparse.Namespace) -> int:
     from octobrixd.config import load_config
     from octobrixd.instances import CredentialsNeedRootError, read_credentials
+    from octobrixd.web.secrets import read_farm_credentials
 
     config = load_config(args.config)
     names = args.names or sorted(config.printers)
     rows = []
+    if config.frontdoor.enabled and not args.names:
+        try:
+            farm = read_farm_credentials(Layout())
+        except PermissionError as error:
+            raise OctobrixError(
+                f"credentials needs root: the farm login is readable by root only ({error.filename})",
+                hint="sudo octobrixctl credentials",
+            ) from None
+        host = config.octobrix.public_host or socket.gethostname()
+        door = "" if config.frontdoor.port == 80 else f":{config.frontdoor.port}"
+        rows.append(
+            f"farm login: http://{host}{door}/  user {farm.username}  password {farm.password}"
+            if farm is not None
+            else "farm login: not set up yet — run `sudo octobrixctl apply`"
+        )
     for name in names:
         if name not in config.printers:
             raise OctobrixError(f"no printer named {name} in {args.config}", hint="see `octobrixctl status`")
@@ -224,7 +240,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     apply.set_defaults(func=cmd_apply)
 
-    credentials = sub.add_parser("credentials", help="each OctoPrint's admin login (needs root)")
+    credentials = sub.add_parser("credentials", help="the farm login, then each OctoPrint's admin login (needs root)")
     add_config_argument(credentials)
     credentials.add_argument("names", nargs="*", metavar="NAME")
     credentials.set_defaults(func=cmd_credentials)

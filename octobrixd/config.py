@@ -365,8 +365,19 @@ class Camera(_Matched):
         return int(self.resolution.split("x")[1])
 
 
+class FrontDoor(_Model):
+    # One port for the whole farm (nginx): every printer at /NAME/, behind the farm login.
+    enabled: StrictBool = True
+    port: StrictInt = Field(default=80, ge=1, le=65535)
+
+
+# Paths the front door serves itself; a printer so named would be shadowed by them.
+FRONTDOOR_RESERVED = frozenset({"api", "cam", "static", "login", "logout", "metrics"})
+
+
 class Config(_Model):
     octobrix: Settings = Settings()
+    frontdoor: FrontDoor = FrontDoor()
     uvcvideo: UvcVideo = UvcVideo()
     printers: dict[str, Printer] = {}
     cameras: dict[str, Camera] = {}
@@ -383,9 +394,11 @@ class Config(_Model):
             yield f"printers.{name}.port", printer.port
         for name, camera in self.cameras.items():
             yield f"cameras.{name}.port", camera.port
+        if self.frontdoor.enabled:
+            yield "frontdoor.port", self.frontdoor.port
 
 
-_TOP_LEVEL: dict[str, type[_Model]] = {"octobrix": Settings, "uvcvideo": UvcVideo}
+_TOP_LEVEL: dict[str, type[_Model]] = {"octobrix": Settings, "frontdoor": FrontDoor, "uvcvideo": UvcVideo}
 _SECTIONS: dict[str, type[_Matched]] = {"printers": Printer, "cameras": Camera}
 
 
@@ -473,7 +486,7 @@ def _entry_of(section: str, name: str, raw: Mapping[str, Any], model: type[_Matc
     return _Entry(section, name, good.get("port"), match, good.get("camera"))
 
 
-def _cross_check(entries: list[_Entry], problems: _Problems) -> None:
+def _cross_check(entries: list[_Entry], frontdoor: FrontDoor, problems: _Problems) -> None:
     owners: dict[int, str] = {}
     for entry in entries:
         if entry.port is None:
@@ -485,6 +498,10 @@ def _cross_check(entries: list[_Entry], problems: _Problems) -> None:
             )
         else:
             owners[entry.port] = f"{entry.section}.{entry.name}"
+    if frontdoor.enabled and frontdoor.port in owners:
+        problems.add(
+            ("frontdoor", "port"), f"{frontdoor.port} is also used by {owners[frontdoor.port]} — pick another port"
+        )
 
     printers = {e.name for e in entries if e.section == "printers"}
     cameras = {e.name for e in entries if e.section == "cameras"}
@@ -492,6 +509,12 @@ def _cross_check(entries: list[_Entry], problems: _Problems) -> None:
         problems.add(
             ("cameras", name),
             f"the name {name!r} is also a printer; both would be /dev/octobrix/{name} — rename one",
+        )
+
+    for name in sorted(printers & FRONTDOOR_RESERVED if frontdoor.enabled else ()):
+        problems.add(
+            ("printers", name),
+            f"the name {name!r} is a path of the front door (http://HOST/{name}/ is not this printer's) — rename it",
         )
 
     bound: dict[tuple[str, str], str] = {}
@@ -572,7 +595,7 @@ def parse_config(text: str, source: str = "/etc/octobrix.toml") -> Config:
     # Rules across tables run on whatever validated, so one run reports everything.
     config = Config.model_validate({k: v for k, v in fields.items() if v is not None})
     sections = list(_SECTIONS)
-    _cross_check(sorted(cross, key=lambda entry: sections.index(entry.section)), problems)
+    _cross_check(sorted(cross, key=lambda entry: sections.index(entry.section)), config.frontdoor, problems)
     if problems.items:
         raise ConfigError(problems.messages(), hint="fix these, then run `octobrixctl check` again")
     return config

@@ -29,11 +29,20 @@ log = logging.getLogger(__name__)
 SECRETS_DIR = paths.STATE_DIR / ".secrets"
 ADMIN_USER = "admin"
 APP_ID = "octobrix"
+# The front door's overview asks each OctoPrint as this user: the STATUS permission only, no group.
+WEB_USER = "octobrix-web"
+WEB_PERMISSIONS = ("STATUS",)
 
 
 @dataclass(frozen=True)
 class Credentials:
     username: str
+    password: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class WebKey:
     password: str
     api_key: str
 
@@ -48,6 +57,36 @@ class CredentialsNeedRootError(OctobrixError):
     def __init__(self, name: str, path: Path) -> None:
         self.path = path
         super().__init__(f"the login of {name} is readable by root only ({path})", hint="run it as root (sudo)")
+
+
+def web_key_path(name: str) -> PurePosixPath:
+    return SECRETS_DIR / "web" / "printers" / f"{name}.json"
+
+
+def read_web_key(layout: Layout, name: str) -> WebKey | None:
+    try:
+        body = json.loads(layout.path(web_key_path(name)).read_text(encoding="utf-8"))
+        return WebKey(body["password"], body["api_key"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OctobrixError(
+            f"cannot read the overview's key for {name}: {exc}",
+            hint=f"fix {layout.path(web_key_path(name))} by hand, or stop octoprint@{name} and apply again",
+        ) from None
+
+
+def _load_or_create_web_key(layout: Layout, name: str) -> WebKey:
+    existing = read_web_key(layout, name)
+    if existing is not None:
+        return existing
+    created = WebKey(secrets.token_urlsafe(18), secrets.token_hex(16).upper())
+    path = layout.path(web_key_path(name))
+    for directory in (path.parent.parent, path.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+    write_atomic(path, json.dumps(asdict(created)) + "\n", mode=0o600)
+    return created
 
 
 def read_credentials(layout: Layout, name: str) -> Credentials | None:
@@ -93,17 +132,14 @@ def _load_yaml(path: Path) -> Any:
         raise OctobrixError(f"{path} is not valid YAML: {exc}", hint="fix or remove it, then apply again") from None
 
 
-def _ensure_admin(layout: Layout, name: str, credentials: Credentials, uid: int, gid: int) -> None:
+def _add_user(layout: Layout, name: str, user: str, password: str, flags: list[str], *, ids: tuple[int, int]) -> None:
+    uid, gid = ids
     basedir = layout.state_dir(name) / "basedir"
-    users = _load_yaml(basedir / "users.yaml")
-    if isinstance(users, dict) and users:
-        # Someone already set up users (octobrix earlier, or the user): never touch accounts.
-        return
     octoprint = layout.state_dir(name) / "venv" / "bin" / "octoprint"
-    password_twice = f"{credentials.password}\n{credentials.password}\n"
+    password_twice = f"{password}\n{password}\n"
     try:
         run(
-            [str(octoprint), "--basedir", str(basedir), "user", "add", credentials.username, "--admin"],
+            [str(octoprint), "--basedir", str(basedir), "user", "add", user, *flags],
             input_text=password_twice,
             env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
             new_session=True,
@@ -112,21 +148,41 @@ def _ensure_admin(layout: Layout, name: str, credentials: Credentials, uid: int,
         )
     except CommandError as error:
         raise OctobrixError(
-            f"could not create the admin user of {name}: {error}",
+            f"could not create the user {user} of {name}: {error}",
             hint=f"see `sudo -u {instance_user(name)} {octoprint} --basedir {basedir} user list`",
         ) from error
-    if not _load_yaml(basedir / "users.yaml"):
-        raise OctobrixError(f"OctoPrint of {name} did not save its admin user", hint="apply again with --debug")
+    users = _load_yaml(basedir / "users.yaml")
+    if not isinstance(users, dict) or user not in users:
+        raise OctobrixError(f"OctoPrint of {name} did not save its user {user}", hint="apply again with --debug")
 
 
-def _ensure_app_key(layout: Layout, name: str, credentials: Credentials, uid: int, gid: int) -> None:
+def _ensure_admin(layout: Layout, name: str, credentials: Credentials, uid: int, gid: int) -> bool:
+    """Create the admin on a fresh basedir; True if it was created now."""
+    users = _load_yaml(layout.state_dir(name) / "basedir" / "users.yaml")
+    if isinstance(users, dict) and users:
+        # Someone already set up users (octobrix earlier, or the user): never touch accounts.
+        return False
+    _add_user(layout, name, credentials.username, credentials.password, ["--admin"], ids=(uid, gid))
+    return True
+
+
+def _ensure_web_user(layout: Layout, name: str, web_key: WebKey, uid: int, gid: int) -> None:
+    users = _load_yaml(layout.state_dir(name) / "basedir" / "users.yaml")
+    if isinstance(users, dict) and WEB_USER in users:
+        return
+    flags = [arg for permission in WEB_PERMISSIONS for arg in ("--permission", permission)]
+    _add_user(layout, name, WEB_USER, web_key.password, flags, ids=(uid, gid))
+
+
+def _ensure_app_key(layout: Layout, name: str, user: str, api_key: str, *, ids: tuple[int, int]) -> None:
+    uid, gid = ids
     keys_file = layout.state_dir(name) / "basedir" / "data" / "appkeys" / "keys.yaml"
     keys = _load_yaml(keys_file)
     if not isinstance(keys, dict):
         keys = {}
-    entry = {"app_id": APP_ID, "api_key": credentials.api_key}
-    mine = [k for k in keys.get(credentials.username) or [] if isinstance(k, dict) and k.get("app_id") != APP_ID]
-    updated = {**keys, credentials.username: [*mine, entry]}
+    entry = {"app_id": APP_ID, "api_key": api_key}
+    mine = [k for k in keys.get(user) or [] if isinstance(k, dict) and k.get("app_id") != APP_ID]
+    updated = {**keys, user: [*mine, entry]}
     if updated == keys:
         return
     for directory in (keys_file.parent.parent, keys_file.parent):
@@ -135,21 +191,36 @@ def _ensure_app_key(layout: Layout, name: str, credentials: Credentials, uid: in
     write_atomic(keys_file, yaml.safe_dump(updated, sort_keys=True), mode=0o600, uid=uid, gid=gid)
 
 
+def _has_key(keys: Any, user: str, api_key: str) -> bool:
+    return isinstance(keys, dict) and any(
+        isinstance(k, dict) and k.get("api_key") == api_key for k in keys.get(user) or []
+    )
+
+
 def needs_seeding(layout: Layout, name: str) -> bool:
     credentials = read_credentials(layout, name)
     if credentials is None:
         return True
     basedir = layout.state_dir(name) / "basedir"
     keys = _load_yaml(basedir / "data" / "appkeys" / "keys.yaml")
-    ours = isinstance(keys, dict) and any(
-        isinstance(k, dict) and k.get("api_key") == credentials.api_key for k in keys.get(credentials.username) or []
-    )
-    return not ours or not _load_yaml(basedir / "users.yaml")
+    if not _has_key(keys, credentials.username, credentials.api_key) or not _load_yaml(basedir / "users.yaml"):
+        return True
+    # The overview's read-only user is made with the admin, on a basedir no OctoPrint has run on yet
+    # (a running OctoPrint would not know of it, and would write its own users over it).
+    web_key = read_web_key(layout, name)
+    return web_key is not None and not _has_key(keys, WEB_USER, web_key.api_key)
 
 
 def seed_basedir(layout: Layout, name: str, uid: int, gid: int) -> Credentials:
-    """Give the instance its admin user and octobrixd's API key, once; later calls change nothing."""
+    """Give the instance its admin user and octobrixd's API key, once; later calls change nothing.
+
+    A fresh basedir also gets the read-only user the front door's overview asks as.
+    """
     credentials = load_or_create_credentials(layout, name)
-    _ensure_admin(layout, name, credentials, uid, gid)
-    _ensure_app_key(layout, name, credentials, uid, gid)
+    fresh = _ensure_admin(layout, name, credentials, uid, gid)
+    _ensure_app_key(layout, name, credentials.username, credentials.api_key, ids=(uid, gid))
+    if fresh or read_web_key(layout, name) is not None:
+        web_key = _load_or_create_web_key(layout, name)
+        _ensure_web_user(layout, name, web_key, uid, gid)
+        _ensure_app_key(layout, name, WEB_USER, web_key.api_key, ids=(uid, gid))
     return credentials

@@ -18,6 +18,7 @@ from octobrixd.render_units import (
     render_sysusers,
     streamer_unit,
 )
+from octobrixd.web.render import NGINX_SITE, render_frontdoor
 
 SEED_NAME = "octobrix-seed.yaml"
 
@@ -38,6 +39,8 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
     for name in config.cameras:
         dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))
+    if config.frontdoor.enabled:
+        files[NGINX_SITE] = RenderedFile(render_frontdoor(config))
     if config.uvcvideo.max_compressed_payload is not None:
         files[paths.MODPROBE_FILE] = RenderedFile(
             header(config.source) + "# Takes effect with the patched uvcvideo from `octobrixctl kmod install`.\n"

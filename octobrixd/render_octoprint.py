@@ -74,6 +74,9 @@ def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
             },
         },
         "appearance": {"name": name},
+        # Nothing a client sends names a user: no remote-user header, no basic auth, on the direct
+        # port or through the front door (which passes an API key of its own, set by nginx).
+        "accessControl": {"trustRemoteUser": False, "trustBasicAuthentication": False},
         "plugins": plugins,
         "webcam": webcam,
     }

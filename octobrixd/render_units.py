@@ -90,8 +90,13 @@ def render_streamer_dropin(config: Config, name: str) -> str:
     return header(config.source) + "[Service]\n" + _environment(env) + _controls(camera)
 
 
+# The front door's web service (systemd/octobrix-web.service). A printer's user is octobrix-NAME,
+# and names have no underscore, so the two never meet.
+WEB_SERVICE_USER = "octobrix_web"
+
+
 def render_sysusers(config: Config) -> str:
-    lines = [header(config.source)]
+    lines = [header(config.source), f'u {WEB_SERVICE_USER} - "octobrix front door (web service)" - /usr/sbin/nologin\n']
     for name in sorted(config.printers):
         lines.append(
             f'u {instance_user(name)} - "octobrix OctoPrint {name}" /var/lib/octobrix/{name} /usr/sbin/nologin\n'

@@ -87,3 +87,9 @@ def create_users(sysusers_file: Path) -> None:
             f"could not create the instance users: {exc.stderr.strip() or exc}",
             hint=f"check {sysusers_file} and run `systemd-sysusers {sysusers_file}` by hand",
         ) from exc
+
+
+def reload_or_start(units: Sequence[str]) -> None:
+    # A running nginx re-reads its config and keeps every open connection; a stopped one starts.
+    if units:
+        _systemctl(["reload-or-restart"], units)

@@ -66,7 +66,7 @@ for python in $PYTHONS; do
         --python-version "$python" $platforms --dest "$wheels" $dependencies
 done
 
-install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.timer "$root/usr/lib/systemd/system/"
+install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.timer "$SRC"/systemd/*.socket "$root/usr/lib/systemd/system/"
 install -m 0644 "$SRC/systemd/octobrix.tmpfiles" "$root/usr/lib/tmpfiles.d/octobrix.conf"
 install -m 0644 "$SRC/systemd/octobrix.modules-load" "$root/usr/lib/modules-load.d/octobrix.conf"
 install -m 0644 "$SRC/packaging/octobrix.toml" "$root/usr/share/octobrix/octobrix.toml"

@@ -25,8 +25,8 @@ CONFIG=/etc/octobrix.toml
 LOG=/var/log/octobrix-install.log
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
 STAMP=$PREFIX/.octobrix-installed
-PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils"
-UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service octobrix-failed@.service octobrix-backup.service octobrix-backup.timer"
+PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils nginx"
+UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service octobrix-failed@.service octobrix-backup.service octobrix-backup.timer octobrix-web.socket octobrix-web.service"
 
 say() { printf '%s\n' "octobrix: $*"; }
 reported=no
@@ -197,7 +197,7 @@ source_id() {
 
 uninstall() {
     say "stopping octobrix and its printers"
-    systemctl disable --now octobrixd.service octobrix-config.path octobrix-backup.timer 2>/dev/null || true
+    systemctl disable --now octobrixd.service octobrix-config.path octobrix-backup.timer octobrix-web.socket octobrix-web.service 2>/dev/null || true
     units=$(systemctl list-units --all --plain --no-legend 'octoprint@*' 'ustreamer@*' 'mjpg-streamer@*' | awk '{print $1}')
     # Enabled instances that are not loaded right now (stopped by hand) are still linked.
     links=$(find /etc/systemd/system -path '*.wants/*' \( -name 'octoprint@*' -o -name 'ustreamer@*' \
@@ -207,6 +207,11 @@ uninstall() {
         systemctl disable --now $units $links 2>/dev/null || true
     fi
     rm -f /etc/udev/rules.d/99-octobrix.rules /etc/sysusers.d/octobrix.conf /etc/modprobe.d/octobrix-uvcvideo.conf
+    # The front door goes; nginx and the user's own sites stay (Debian's default site is not put back).
+    if [ -e /etc/nginx/conf.d/octobrix.conf ]; then
+        rm -f /etc/nginx/conf.d/octobrix.conf
+        systemctl reload nginx.service 2>/dev/null || true
+    fi
     rm -f /etc/systemd/system/octoprint@*.service.d/50-octobrix.conf \
           /etc/systemd/system/ustreamer@*.service.d/50-octobrix.conf \
           /etc/systemd/system/mjpg-streamer@*.service.d/50-octobrix.conf \
@@ -219,7 +224,7 @@ uninstall() {
     for unit in $UNITS; do
         rm -f "$UNIT_DIR/$unit"
     done
-    rm -f "$TMPFILES_DIR/octobrix.conf" "$MODULES_DIR/octobrix.conf" "$BIN_DIR/octobrixctl" "$BIN_DIR/octobrixd"
+    rm -f "$TMPFILES_DIR/octobrix.conf" "$MODULES_DIR/octobrix.conf" "$BIN_DIR/octobrixctl" "$BIN_DIR/octobrixd" "$BIN_DIR/octobrix-web"
     # The program and its download cache (every OctoPrint venv holds its own copy of the files).
     rm -rf "$PREFIX" /var/cache/octobrix
     systemctl daemon-reload
@@ -299,6 +304,7 @@ else
 fi
 link_file "$PREFIX/bin/octobrixctl" "$BIN_DIR/octobrixctl"
 link_file "$PREFIX/bin/octobrixd" "$BIN_DIR/octobrixd"
+link_file "$PREFIX/bin/octobrix-web" "$BIN_DIR/octobrix-web"
 
 # --- units and tmpfiles -------------------------------------------------------------------------
 mkdir -p "$UNIT_DIR" "$TMPFILES_DIR" "$MODULES_DIR"
@@ -337,6 +343,22 @@ if [ "$with_kmod" = yes ]; then
     "$BIN_DIR/octobrixctl" kmod install || die "building the patched uvcvideo module failed (see above)"
 fi
 
+# --- the front door: nginx serves the farm on port 80 -------------------------------------------
+# Debian's own "Welcome to nginx" site also claims port 80 as the default server. It is switched
+# off only while it is Debian's unchanged file (its link in sites-enabled is removed; the file
+# stays in sites-available); a default site the user edited, or any other site, is left alone.
+debian_default=/etc/nginx/sites-enabled/default
+if [ "$(readlink "$debian_default" 2>/dev/null || true)" = /etc/nginx/sites-available/default ]; then
+    shipped=$(dpkg-query -W -f='${Conffiles}\n' nginx-common 2>/dev/null | awk '$1 == "/etc/nginx/sites-available/default" {print $2}')
+    if [ -n "$shipped" ] && [ "$(md5sum </etc/nginx/sites-available/default | cut -d' ' -f1)" = "$shipped" ]; then
+        say "switching off nginx's unchanged default site (octobrix's front door takes port 80)"
+        rm -f "$debian_default"
+    fi
+fi
+systemctl is-enabled --quiet nginx.service 2>/dev/null || systemctl enable --quiet nginx.service
+systemctl is-enabled --quiet octobrix-web.socket 2>/dev/null || systemctl enable --quiet octobrix-web.socket
+systemctl is-active --quiet octobrix-web.socket || systemctl start octobrix-web.socket
+
 say "applying $CONFIG (the first time builds each printer's OctoPrint: a minute or two)"
 "$BIN_DIR/octobrixctl" apply || die "applying $CONFIG failed (see above); fix that, then run this again"
 
@@ -353,6 +375,10 @@ for unit in octobrixd.service octobrix-config.path; do
         esac
     fi
 done
+# A new octobrix (or unit) for the web service: it starts again on nginx's next request.
+if [ "$upgraded" = yes ] || case "$updated_units " in *" octobrix-web.service "*) true ;; *) false ;; esac; then
+    systemctl try-restart octobrix-web.service
+fi
 templates=""
 for unit in $updated_units; do
     case "$unit" in *@.service) templates="$templates $unit" ;; esac
@@ -367,5 +393,5 @@ echo
 # each one answers, so it says what every printer is doing.
 "$BIN_DIR/octobrixctl" status --wait 120 || true
 echo
-say "installed. Open a printer's URL above in a browser; \`sudo octobrixctl credentials\` shows each login."
+say "installed. Open http://$(hostname)/ in a browser (the whole farm, every printer at /NAME/); \`sudo octobrixctl credentials\` shows the farm login first."
 say "add your printers to $CONFIG (\`octobrixctl discover --toml\` suggests entries); it is applied when you save it."

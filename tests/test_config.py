@@ -202,7 +202,7 @@ def test_unknown_keys_and_sections_are_errors() -> None:
         "streamer, public_host, backup_schedule, backup_keep",
         f"{SRC}:8: printers.p.prot: unknown key — check the spelling; known keys here: serial, usb_port, virtual, "
         "port, baudrate, camera, octoprint, plugins, memory_limit, cpu_weight, nice",
-        f"{SRC}:10: printer: unknown section — known sections: octobrix, uvcvideo, printers, cameras",
+        f"{SRC}:10: printer: unknown section — known sections: octobrix, frontdoor, uvcvideo, printers, cameras",
     ]
 
 

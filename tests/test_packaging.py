@@ -19,7 +19,8 @@ SCRIPTS = [
     PACKAGING / "build-deb.sh",
     *(PACKAGING / "debian" / name for name in ("preinst", "postinst", "prerm", "postrm")),
 ]
-SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".path", ".timer"))
+UNIT_SUFFIXES = (".service", ".path", ".timer", ".socket")
+SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in UNIT_SUFFIXES)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -45,8 +46,10 @@ def test_both_installers_install_and_remove_every_shipped_unit() -> None:
     # from install.sh. A unit added to systemd/ but not here would be left behind or missing.
     assert _units_variable(PACKAGING / "install.sh") == SHIPPED_UNITS
     assert _units_variable(PACKAGING / "debian" / "preinst") == SHIPPED_UNITS
-    # build-deb.sh ships every .service and .path of systemd/ as they are.
-    shipped = 'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.timer'
+    # build-deb.sh ships every .service, .path, .timer and .socket of systemd/ as they are.
+    shipped = (
+        'install -m 0644 "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.timer "$SRC"/systemd/*.socket'
+    )
     assert shipped in (PACKAGING / "build-deb.sh").read_text()
 
 
@@ -64,7 +67,7 @@ def test_both_installers_install_and_remove_the_other_system_files(name: str) ->
 
 
 def test_every_file_in_systemd_is_shipped() -> None:
-    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in (".service", ".path", ".timer"))
+    others = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix not in UNIT_SUFFIXES)
     assert others == ["octobrix.modules-load", "octobrix.tmpfiles"], "a new kind of file: teach both installers"
 
 

@@ -68,15 +68,17 @@ def test_a_printers_octoprint_gets_its_cameras_urls() -> None:
     tree = rendered_tree(CASES["farm"])
     prusa = yaml.safe_load(tree["var/lib/octobrix/prusa/octobrix-seed.yaml"])
     classic = prusa["plugins"]["classicwebcam"]
-    # The browser loads the stream by the public name; OctoPrint fetches snapshots over loopback.
-    assert classic["stream"] == "http://farm.local:8081/stream"
+    # The browser loads the stream through the front door, by whatever name it reached the farm
+    # (with the front door off, by the public name: test_stream_urls_follow_listen_and_public_host);
+    # OctoPrint fetches snapshots over loopback.
+    assert classic["stream"] == "/cam/prusacam/stream"
     assert classic["snapshot"] == "http://127.0.0.1:8081/snapshot"
     assert classic["streamRatio"] == "16:9"
     assert classic["_config_version"] == 1, "or OctoPrint's first start 'migrates' the URLs away"
     assert prusa["webcam"]["ffmpeg"] == "/usr/bin/ffmpeg", "timelapses need ffmpeg"
     assert prusa["webcam"]["webcamEnabled"] is True, "on again for a printer that has a camera now"
     ender = yaml.safe_load(tree["var/lib/octobrix/ender-3/octobrix-seed.yaml"])["plugins"]["classicwebcam"]
-    assert ender["stream"] == "http://farm.local:8082/?action=stream", "mjpg-streamer's own paths"
+    assert ender["stream"] == "/cam/endercam/?action=stream", "mjpg-streamer's own paths"
     assert ender["snapshot"] == "http://127.0.0.1:8082/?action=snapshot"
     assert ender["streamRatio"] == "4:3"
     demo = yaml.safe_load(tree["var/lib/octobrix/demo/octobrix-seed.yaml"])
@@ -97,6 +99,8 @@ def test_a_printers_octoprint_gets_its_cameras_urls() -> None:
 def test_stream_urls_follow_listen_and_public_host(listen: str, public: str, stream: str, snapshot: str) -> None:
     config = parse_config(
         f'[octobrix]\nlisten = "{listen}"\npublic_host = "{public}"\n'
+        # With the front door on, the stream URL is relative (tests/test_frontdoor.py).
+        "[frontdoor]\nenabled = false\n"
         '[printers.p]\nvirtual = true\nport = 5000\ncamera = "c"\n[cameras.c]\nserial = "S"\nport = 8081\n',
         "/etc/octobrix.toml",
     )

@@ -77,6 +77,7 @@ def unit_dir(tmp_path: Path) -> Path:
         *(REPO / "systemd").glob("*.service"),
         *(REPO / "systemd").glob("*.path"),
         *(REPO / "systemd").glob("*.timer"),
+        *(REPO / "systemd").glob("*.socket"),
     ]:
         shutil.copy(template, out / template.name)
     return out
@@ -89,10 +90,11 @@ def test_every_generated_unit_verifies_cleanly(unit_dir: Path, tmp_path: Path) -
     units += ["octobrixd.service", "octobrix-config.path", "octobrix-config.service", "octobrix-failed@demo.service"]
     # With its drop-in: the configured schedule replaces the shipped one.
     units += ["octobrix-backup.timer", "octobrix-backup.service"]
+    units += ["octobrix-web.socket", "octobrix-web.service"]
     stubs = {
         "/var/lib": [f"octobrix/{name}/venv/bin/octoprint" for name in config.printers],
         "/usr/local/bin": ["mjpg_streamer"],
-        "/opt": ["octobrix/bin/octobrixd", "octobrix/bin/octobrixctl"],
+        "/opt": ["octobrix/bin/octobrixd", "octobrix/bin/octobrixctl", "octobrix/bin/octobrix-web"],
     }
     result = verify(unit_dir, units, stubs, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,81 @@
+"""`python -m octobrixd.web`: the web service (systemd runs it as octobrix-web.service).
+
+By hand, for development:
+  python -m octobrixd.web --config tests/data/farm.toml --login DIR/login.json --keys DIR/keys.json --port 8099
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from octobrixd.config import load_config, with_machine_defaults
+from octobrixd.errors import OctobrixError
+from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.web import auth
+from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, WebContext, read_keys
+from octobrixd.web.server import FarmServer, systemd_listener, tcp_listener, unix_listener
+
+log = logging.getLogger("octobrixd.web")
+
+
+def _credential(name: str) -> Path | None:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(directory) / name if directory else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="octobrix-web", description="octobrix's farm login and overview service")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--login", type=Path, help="the farm login file (default: systemd credential farm-login)")
+    parser.add_argument("--keys", type=Path, help="read-only keys per printer (default: systemd credential web-keys)")
+    parser.add_argument("--root", type=Path, default=Path("/"), help="the system's root, as for octobrixctl")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT instead of systemd's socket")
+    where.add_argument("--socket", type=Path, help="listen on this unix socket instead of systemd's socket")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        login_file = args.login or _credential(LOGIN_CREDENTIAL)
+        keys_file = args.keys or _credential(KEYS_CREDENTIAL)
+        if login_file is None:
+            raise OctobrixError("no farm login given", hint="pass --login FILE, or run it as octobrix-web.service")
+        config = load_config(args.config)
+        config = with_machine_defaults(config, os.uname().nodename)
+        context = WebContext(
+            config=config,
+            login=auth.read_login(login_file),
+            readonly_keys=read_keys(keys_file) if keys_file else {},
+            layout=Layout(args.root),
+        )
+        if args.port is not None:
+            listener = tcp_listener("127.0.0.1", args.port)
+        elif args.socket is not None:
+            listener = unix_listener(args.socket)
+        else:
+            found = systemd_listener(dict(os.environ), os.getpid())
+            if found is None:
+                raise OctobrixError(
+                    "no socket to listen on", hint="pass --port or --socket, or start octobrix-web.socket"
+                )
+            listener = found
+    except OctobrixError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        return 1
+    server = FarmServer(context, listener)
+    log.info("serving the farm of %d printers on %s", len(config.printers), listener.getsockname() or "a socket")
+    with contextlib.suppress(KeyboardInterrupt):
+        # One wake-up a day while nobody asks (the default is twice a second); SIGTERM ends the process.
+        server.serve_forever(poll_interval=86400.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""What the web service knows, handed to every request handler and to overview.farm()."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from octobrixd.config import Config
+from octobrixd.errors import OctobrixError
+from octobrixd.paths import Layout
+from octobrixd.web.auth import FarmLogin
+
+# Names under which systemd's LoadCredential= hands the service its secrets (octobrix-web.service).
+LOGIN_CREDENTIAL = "farm-login"
+KEYS_CREDENTIAL = "web-keys"
+
+
+@dataclass(frozen=True)
+class WebContext:
+    config: Config
+    login: FarmLogin
+    # printer name -> API key of that OctoPrint's read-only "octobrix-web" user (never an admin key).
+    readonly_keys: Mapping[str, str] = field(default_factory=dict)
+    layout: Layout = field(default_factory=Layout)
+
+
+def read_keys(path: Path) -> dict[str, str]:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise OctobrixError(
+            f"cannot read the overview's read-only keys from {path}: {exc}",
+            hint="run `sudo octobrixctl apply`, which writes them, then `sudo systemctl restart octobrix-web`",
+        ) from None
+    if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+        raise OctobrixError(f"{path} does not map printer names to keys", hint="run `sudo octobrixctl apply`")
+    return {str(k): v for k, v in body.items()}

@@ -1,0 +1,295 @@
+"""The web service behind nginx: the farm login, nginx's auth check, and the overview's hooks.
+
+A stdlib ThreadingHTTPServer keeps the service small (no framework to bundle, ~20 MB RSS). It
+listens on the unix socket systemd passes it (octobrix-web.socket: only nginx's group may
+connect), or, by hand for development, on a loopback TCP port.
+
+Routes (nginx sends everything not under /NAME/ or /cam/NAME/ here):
+  GET  /_octobrix/auth   nginx's auth_request: 204 + X-Octobrix-Login: farm|client, or 401
+  GET  /login, POST /login, GET|POST /logout
+  GET  /                 static/index.html            (farm login required)
+  GET  /static/PATH      files under static/          (farm login required)
+  GET  /api/farm         overview.farm(context): JSON bytes (farm login required)
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import mimetypes
+import socket
+import time
+import urllib.parse
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from octobrixd.web import auth, overview
+from octobrixd.web.context import WebContext
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+AUTH_PATH = "/_octobrix/auth"
+LOGIN_HEADER = "X-Octobrix-Login"
+# Set by nginx (never by a client: it overwrites it) when it refused a request for want of a login.
+REFUSED_HEADER = "X-Octobrix-Refused"
+# A failed login waits this long before it is answered, so guessing is slow.
+FAILED_LOGIN_DELAY = 1.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>octobrix farm: log in</title>
+<style>body{{font-family:sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}}
+input,button{{font-size:1.1rem;width:100%;margin:.3rem 0;padding:.4rem;box-sizing:border-box}}
+.error{{color:#b00}}</style></head>
+<body><h1>octobrix farm</h1>{message}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<label>User <input name="username" autocomplete="username" autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Log in</button></form>
+<p><small><code>sudo octobrixctl credentials</code> on the farm computer shows the farm login.</small></p>
+</body></html>
+"""
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after logging in: only a path on this site, never another site (//evil, \\evil)."""
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if any(c in value for c in "\\\r\n"):
+        return "/"
+    return value
+
+
+def client_brings_credentials(headers: Any, uri: str) -> bool:
+    """An API client (slicer, app) with its own OctoPrint key: OctoPrint judges that key, not us."""
+    if headers.get("X-Api-Key"):
+        return True
+    if headers.get("Authorization", "").startswith("Bearer "):
+        return True
+    query = urllib.parse.urlsplit(uri).query
+    return bool(urllib.parse.parse_qs(query).get("apikey"))
+
+
+def same_origin(headers: Any) -> bool:
+    """A state-changing request made by a page of this farm, not by another site the user visits."""
+    origin = headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    host = headers.get("Host", "")
+    return bool(urllib.parse.urlsplit(origin).netloc == host)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FarmServer
+    protocol_version = "HTTP/1.1"
+    server_version = "octobrix-web"
+    sys_version = ""
+
+    @property
+    def context(self) -> WebContext:
+        return self.server.context
+
+    def address_string(self) -> str:
+        # On the unix socket there is no peer address; nginx says who the client is.
+        return self.headers.get("X-Real-IP") or "nginx"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _cookie(self) -> str | None:
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie", ""))
+        except CookieError:
+            return None
+        morsel = jar.get(auth.COOKIE)
+        return morsel.value if morsel else None
+
+    def logged_in(self) -> bool:
+        return auth.valid_cookie(self.context.login, self._cookie())
+
+    def send(self, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
+             headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if body or status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def redirect(self, location: str, headers: dict[str, str] | None = None) -> None:
+        self.send(HTTPStatus.SEE_OTHER, b"", headers={"Location": location, **(headers or {})})
+
+    def to_login(self) -> None:
+        self.redirect("/login?" + urllib.parse.urlencode({"next": self.path}))
+
+    def read_form(self) -> dict[str, str]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 64 * 1024:
+            return {}
+        fields = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        return {key: values[0] for key, values in fields.items()}
+
+    # -- routes -----------------------------------------------------------------------------
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def refused(self) -> None:
+        """nginx found no login for a printer or camera: a browser goes to the login page, a program gets 401."""
+        if self.command in ("GET", "HEAD") and "text/html" in self.headers.get("Accept", ""):
+            self.to_login()
+            return
+        self.send(HTTPStatus.UNAUTHORIZED, b'{"error": "log in to the farm, or send this printer\'s API key"}\n',
+                  "application/json")
+
+    def do_GET(self) -> None:
+        if self.headers.get(REFUSED_HEADER):
+            self.refused()
+            return
+        path = urllib.parse.urlsplit(self.path).path
+        if path == AUTH_PATH:
+            self.auth_check()
+            return
+        if path == "/login":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self.login_page(safe_next(query.get("next", ["/"])[0]))
+            return
+        if path == "/logout":
+            self.logout()
+            return
+        if not self.logged_in():
+            if path.startswith("/api/"):
+                self.send(HTTPStatus.UNAUTHORIZED, b'{"error": "log in first"}\n', "application/json")
+                return
+            self.to_login()
+            return
+        if path == "/":
+            self.static("index.html")
+            return
+        if path.startswith("/static/"):
+            self.static(path.removeprefix("/static/"))
+            return
+        if path == "/api/farm":
+            self.api_farm()
+            return
+        self.send(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    def do_POST(self) -> None:
+        if self.headers.get(REFUSED_HEADER):
+            self.refused()
+            return
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/login":
+            self.login()
+            return
+        if path == "/logout":
+            self.logout()
+            return
+        self.send(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def auth_check(self) -> None:
+        """nginx asks this before every request to a printer or camera; the client's headers come along."""
+        method = self.headers.get("X-Original-Method", "GET")
+        uri = self.headers.get("X-Original-URI", "/")
+        if self.logged_in() and (method in SAFE_METHODS or same_origin(self.headers)):
+            self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "farm"})
+            return
+        if client_brings_credentials(self.headers, uri):
+            self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "client"})
+            return
+        self.send(HTTPStatus.UNAUTHORIZED)
+
+    def login_page(self, next_path: str, message: str = "") -> None:
+        page = LOGIN_PAGE.format(message=message, next=html.escape(next_path, quote=True))
+        status = HTTPStatus.UNAUTHORIZED if message else HTTPStatus.OK
+        self.send(status, page.encode(), "text/html; charset=utf-8")
+
+    def login(self) -> None:
+        form = self.read_form()
+        next_path = safe_next(form.get("next"))
+        login = self.context.login
+        user_ok = form.get("username", "") == login.username
+        password_ok = auth.check_password(form.get("password", ""), login.password_hash)
+        if not (user_ok and password_ok):
+            log.info("failed farm login from %s", self.address_string())
+            time.sleep(FAILED_LOGIN_DELAY)
+            self.login_page(next_path, '<p class="error">Wrong user or password.</p>')
+            return
+        cookie = (
+            f"{auth.COOKIE}={auth.issue_cookie(login)}; Path=/; Max-Age={auth.SESSION_SECONDS}; "
+            # Lax: a link from elsewhere opens the farm logged in, but no other site can post to it.
+            "HttpOnly; SameSite=Lax"
+        )
+        self.redirect(next_path, headers={"Set-Cookie": cookie})
+
+    def logout(self) -> None:
+        self.redirect("/login", headers={"Set-Cookie": f"{auth.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"})
+
+    def static(self, relative: str) -> None:
+        root = STATIC_DIR.resolve()
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            self.send(HTTPStatus.NOT_FOUND, b"not found\n")
+            return
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type == "application/javascript":
+            content_type += "; charset=utf-8"
+        self.send(HTTPStatus.OK, target.read_bytes(), content_type)
+
+    def api_farm(self) -> None:
+        self.send(HTTPStatus.OK, overview.farm(self.context), "application/json")
+
+
+class FarmServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, context: WebContext, listener: socket.socket) -> None:
+        self.context = context
+        # The socket is made (by systemd or make_listener) before; nothing to bind here.
+        super().__init__(listener.getsockname(), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.address_family = listener.family
+
+    def server_bind(self) -> None:  # never called: the listener arrives bound
+        raise NotImplementedError
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_listener(environ: dict[str, str], pid: int) -> socket.socket | None:
+    """The socket systemd passed (socket activation), if it passed one to this process."""
+    if environ.get("LISTEN_PID") != str(pid) or environ.get("LISTEN_FDS") != "1":
+        return None
+    return socket.socket(fileno=SD_LISTEN_FDS_START)
+
+
+def tcp_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(64)
+    return listener
+
+
+def unix_listener(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    return listener

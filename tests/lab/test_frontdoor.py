@@ -1,0 +1,338 @@
+"""The front door in the lab (issue #15): install.sh in a systemd container, three of OctoPrint's
+virtual printers (one with a dash in its name), nginx on port 80, the real web service, real
+OctoPrints. Everything is asked through http://127.0.0.1/ and http://[::1]/, as a browser or a
+slicer on the network would.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import socket
+import struct
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.harness.container import Container, booted
+from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.installs import holding_printer_ports, unit_identity, wait_operational
+
+pytestmark = pytest.mark.lab
+
+PRINTERS = {"prusa-mk4": 5500, "voron": 5501, "ender": 5502}
+NEWBIE, NEWBIE_PORT = "newbie", 5503
+HELD_PORTS = [80, *range(5500, 5510)]
+HOSTS = ("127.0.0.1", "::1")
+UPLOAD_BYTES = 500 * 1024**2
+
+
+def farm_config(printers: dict[str, int]) -> str:
+    return "".join(f"[printers.{name}]\nvirtual = true\nport = {port}\n\n" for name, port in printers.items())
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(method: str, path: str, *, host: str = "127.0.0.1", port: int = 80, headers: dict[str, str] | None = None,
+         body: bytes | None = None, timeout: float = 60) -> Response:  # fmt: skip
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return Response(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+def farm_cookie(box: Container, host: str) -> str:
+    secret = json.loads(box.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    form = urllib.parse.urlencode({"username": secret["username"], "password": secret["password"], "next": "/"})
+    response = call("POST", "/login", host=host, body=form.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert response.status == 303, response
+    return str(response.headers["Set-Cookie"]).split(";", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("frontdoor", numbered=True))
+    with holding_printer_ports(HELD_PORTS), booted(workdir / "ct", boot_timeout=120) as box:
+        box.write_file("/etc/octobrix.toml", farm_config(PRINTERS))
+        installed = install_checkout(box)
+        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
+        for name, port in PRINTERS.items():
+            wait_operational(box, name, port)
+        yield box
+
+
+# --- a minimal websocket client (RFC 6455), for SockJS's raw websocket -------------------------------
+
+
+class WebSocket:
+    def __init__(self, host: str, path: str, cookie: str) -> None:
+        self.sock = socket.create_connection((host, 80), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {'[::1]' if ':' in host else host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Cookie: {cookie}\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            assert chunk, f"closed during the handshake: {head!r}"
+            head += chunk
+        self.status_line = head.split(b"\r\n", 1)[0].decode()
+
+    def _exact(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, "the websocket was closed"
+            data += chunk
+        return data
+
+    def receive(self) -> str:
+        first, second = self._exact(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._exact(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._exact(8))
+        payload = self._exact(length)
+        if first & 0x0F == 0x9:  # ping: answer it and read on
+            self.send(payload.decode(), opcode=0xA)
+            return self.receive()
+        return payload.decode()
+
+    def send(self, text: str, opcode: int = 0x1) -> None:
+        data = text.encode()
+        mask = os.urandom(4)
+        header = bytes([0x80 | opcode])
+        if len(data) < 126:
+            header += bytes([0x80 | len(data)])
+        else:
+            header += bytes([0x80 | 126]) + struct.pack("!H", len(data))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def receive_until(self, wanted: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.5, deadline - time.monotonic()))
+            message = self.receive()
+            if wanted in message:
+                return message
+        raise AssertionError(f"no {wanted!r} on the websocket within {timeout:.0f} s")
+
+    def current_after(self, moment: float, timeout: float) -> dict[str, Any]:
+        """The first of OctoPrint's state pushes made after moment (its serverTime): a fresh one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.5, deadline - time.monotonic()))
+            message = json.loads(self.receive())
+            current = message.get("current") if isinstance(message, dict) else None
+            if current and current.get("serverTime", 0) > moment:
+                return dict(current)
+        raise AssertionError(f"no state push made after {moment} within {timeout:.0f} s")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def octoprint_socket(host: str, name: str, cookie: str) -> Iterator[WebSocket]:
+    """A logged-in OctoPrint push socket through the front door, as OctoPrint's own UI opens it:
+    passive login (the session), then SockJS's (raw) websocket with that session as its auth message."""
+    login = call("POST", f"/{name}/api/login", host=host, body=b'{"passive": true}',
+                 headers={"Cookie": cookie, "Content-Type": "application/json"})  # fmt: skip
+    assert login.status == 200, login
+    user = login.json()
+    assert user["name"] == "admin", "the UI logs in passively as the instance's admin"
+    ws = WebSocket(host, f"/{name}/sockjs/websocket", cookie)
+    try:
+        assert ws.status_line.startswith("HTTP/1.1 101"), ws.status_line
+        # SockJS's raw websocket: plain JSON messages, OctoPrint's "connected" first.
+        assert "connected" in json.loads(ws.receive()), "OctoPrint's greeting"
+        ws.send(json.dumps({"auth": f"{user['name']}:{user['session']}"}))
+        yield ws
+    finally:
+        ws.close()
+
+
+def test_printers_answer_through_the_front_door_with_the_farm_login(farm: Container) -> None:
+    for host in HOSTS:
+        cookie = farm_cookie(farm, host)
+        for name in PRINTERS:
+            version = call("GET", f"/{name}/api/version", host=host, headers={"Cookie": cookie})
+            assert version.status == 200 and "server" in version.json(), (name, host, version)
+            who = call("GET", f"/{name}/api/currentuser", host=host, headers={"Cookie": cookie}).json()
+            assert who["name"] == "admin", f"{name}: its own admin, through its own key"
+        page = call("GET", "/prusa-mk4/", host=host, headers={"Cookie": cookie, "Accept": "text/html"})
+        assert page.status == 200 and b"/prusa-mk4/static/" in page.body, "OctoPrint's UI under its prefix"
+
+
+def test_without_the_farm_login_everything_is_refused(farm: Container) -> None:
+    basic = "Basic " + base64.b64encode(b"admin:x").decode()
+    forged = {"X-Remote-User": "admin", "Remote-User": "admin", "X-Forwarded-User": "admin",
+              "X-Octobrix-Login": "farm", "Authorization": basic}  # fmt: skip
+    for host in HOSTS:
+        overview = call("GET", "/", host=host, headers={"Accept": "text/html"})
+        assert overview.status == 303 and overview.headers["Location"].startswith("/login"), overview
+        assert call("GET", "/api/farm", host=host).status == 401
+        for name in PRINTERS:
+            page = call("GET", f"/{name}/", host=host, headers={"Accept": "text/html"})
+            assert page.status == 303 and page.headers["Location"] == f"/login?next=%2F{name}%2F"
+            assert call("GET", f"/{name}/api/version", host=host).status == 401
+            assert call("GET", f"/{name}/api/version", host=host, headers=forged).status == 401
+    # Forged identity headers with a key that is no one's: OctoPrint sees no user, not "admin".
+    for name, port in PRINTERS.items():
+        refused = call("GET", f"/{name}/api/currentuser", headers={**forged, "X-Api-Key": "NOTAKEY"})
+        assert refused.status == 403 or refused.json().get("name") is None, refused
+        # The direct port trusts no header either (OctoPrint's own login only).
+        direct = call("GET", "/api/currentuser", port=port, headers=forged)
+        assert direct.status == 403 or direct.json().get("name") is None, direct
+
+
+def test_a_slicers_own_key_keeps_its_own_rights(farm: Container) -> None:
+    """PrusaSlicer, Cura and OrcaSlicer send X-Api-Key to http://HOST/NAME/: OctoPrint judges that
+    key, the front door never swaps it for another. The overview's read-only key stands in for a
+    slicer's key with few rights: it may read the status, not upload."""
+    keys = json.loads(farm.read_file("/var/lib/octobrix/.secrets/web/keys.json"))
+    assert sorted(keys) == sorted(PRINTERS)
+    for name in PRINTERS:
+        who = call("GET", f"/{name}/api/currentuser", headers={"X-Api-Key": keys[name]}).json()
+        assert who["name"] == "octobrix-web"
+        assert call("GET", f"/{name}/api/job", headers={"X-Api-Key": keys[name]}).status == 200
+        upload = call("POST", f"/{name}/api/files/local", headers={"X-Api-Key": keys[name],
+                      "Content-Type": "multipart/form-data; boundary=x"}, body=b"--x--\r\n")  # fmt: skip
+        assert upload.status == 403, "the read-only key is not upgraded to the admin's"
+    other = next(iter(PRINTERS))
+    someone_elses = call("GET", "/voron/api/currentuser", headers={"X-Api-Key": keys[other]})
+    assert someone_elses.status == 403 or someone_elses.json().get("name") is None, "one printer's key, not another's"
+
+
+def test_octoprints_push_socket_connects_through_the_front_door(farm: Container) -> None:
+    for host in HOSTS:
+        cookie = farm_cookie(farm, host)
+        with octoprint_socket(host, "prusa-mk4", cookie) as ws:
+            # OctoPrint pushes its printer state only to a socket whose auth it accepted.
+            ws.receive_until("current", 30)
+
+
+def test_a_500_mb_upload_lands_in_the_printers_uploads(farm: Container) -> None:
+    cookie = farm_cookie(farm, "127.0.0.1")
+    filename = f"big-{uuid.uuid4().hex[:6]}.gcode"
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    line = b"; octobrix front door upload test, padding to 500 MB\n" * 1024
+    conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=600)
+    started = time.monotonic()
+    conn.putrequest("POST", "/ender/api/files/local")
+    conn.putheader("Cookie", cookie)
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(head) + UPLOAD_BYTES + len(tail)))
+    conn.endheaders()
+    conn.send(head)
+    sent = 0
+    while sent < UPLOAD_BYTES:
+        piece = line[: UPLOAD_BYTES - sent]
+        conn.send(piece)
+        sent += len(piece)
+    conn.send(tail)
+    response = conn.getresponse()
+    body = response.read()
+    seconds = time.monotonic() - started
+    assert response.status == 201, body[:500]
+    landed = farm.path(f"/var/lib/octobrix/ender/basedir/uploads/{filename}")
+    assert landed.stat().st_size == UPLOAD_BYTES
+    print(f"\n500 MB upload through the front door: {seconds:.1f} s ({UPLOAD_BYTES / seconds / 1e6:.0f} MB/s)")
+    landed.unlink()
+
+
+def nginx_pids(box: Container) -> tuple[str, set[str]]:
+    master = box.systemctl("show", "-p", "MainPID", "--value", "nginx.service").stdout.strip()
+    workers = box.run(["sh", "-c", f"cat /proc/[0-9]*/stat | awk '$4 == {master} {{print $1}}'"]).stdout.split()
+    return master, set(workers)
+
+
+def test_a_printer_added_by_apply_answers_and_open_sessions_survive(farm: Container) -> None:
+    cookie = farm_cookie(farm, "127.0.0.1")
+    master, workers = nginx_pids(farm)
+    assert master != "0" and workers
+    instances = unit_identity(farm, [f"octoprint@{name}.service" for name in PRINTERS])
+    with octoprint_socket("127.0.0.1", "voron", cookie) as ws:
+        ws.receive_until("current", 30)
+        farm.write_file("/etc/octobrix.toml", farm_config({**PRINTERS, NEWBIE: NEWBIE_PORT}))
+        applied = farm.run(["octobrixctl", "apply"], check=False, timeout=900)
+        assert applied.returncode == 0, applied.stderr
+        wait_operational(farm, NEWBIE, NEWBIE_PORT)
+        deadline = time.monotonic() + 60
+        while (answer := call("GET", f"/{NEWBIE}/api/version", headers={"Cookie": cookie})).status != 200:
+            assert time.monotonic() < deadline, answer
+            time.sleep(1)
+        who = call("GET", f"/{NEWBIE}/api/currentuser", headers={"Cookie": cookie}).json()
+        assert who["name"] == "admin", "the new printer has its key behind the farm login"
+        new_master, new_workers = nginx_pids(farm)
+        assert new_master == master, "nginx was reloaded, not restarted"
+        # Reloaded: new workers with the new config (an old one may linger, serving our socket).
+        assert new_workers - workers, "no new nginx workers: not reloaded"
+        # The socket opened before the reload still carries OctoPrint's pushes, made after it.
+        ws.current_after(time.time(), 30)
+    assert unit_identity(farm, list(instances)) == instances, "no other printer's OctoPrint was restarted"
+    assert call("GET", f"/{NEWBIE}/api/version").status == 401, "and it is refused without the login"
+    # octobrixd follows the saved config too (octobrix-config.path), inside its own sandbox: its
+    # apply must have checked and reloaded nginx as well, not failed at it.
+    daemon_log = farm.journal("octobrixd.service", 300)
+    assert "nginx" not in daemon_log.lower() or "refused" not in daemon_log, daemon_log
+
+
+def test_the_web_service_is_unprivileged_and_hardened(farm: Container) -> None:
+    call("GET", "/login")  # socket-activated: make sure it runs
+    pid = farm.systemctl("show", "-p", "MainPID", "--value", "octobrix-web.service").stdout.strip()
+    user = farm.run(["stat", "-c", "%U", f"/proc/{pid}"]).stdout.strip()
+    assert pid != "0" and user == "octobrix_web", user
+    result = farm.run(["systemd-analyze", "security", "--no-pager", "octobrix-web.service"], check=False)
+    summary = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
+    score = float(summary.split(":")[1].split()[0])
+    daemon = farm.run(["systemd-analyze", "security", "--no-pager", "octobrixd.service"], check=False).stdout
+    daemon_score = next(line for line in daemon.splitlines() if "Overall exposure level" in line).split(":")[1]
+    print(f"\nsystemd-analyze security: octobrix-web.service {score}, octobrixd.service {daemon_score.split()[0]}")
+    assert score <= 2.0
+    # The nginx site holds no secret; the key maps it includes are root's alone.
+    site = farm.path("/etc/nginx/conf.d/octobrix.conf").read_text()
+    keys = [json.loads(farm.read_file(f"/var/lib/octobrix/.secrets/{n}.json"))["api_key"] for n in PRINTERS]
+    assert not any(key in site for key in keys)
+    for name in PRINTERS:
+        info = farm.path(f"/var/lib/octobrix/.secrets/frontdoor/{name}.map").stat()
+        assert info.st_uid == 0 and info.st_mode & 0o077 == 0
+
+
+def test_credentials_show_the_farm_login_first_and_debians_default_site_is_off(farm: Container) -> None:
+    secret = json.loads(farm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    first = farm.run(["octobrixctl", "credentials"]).stdout.splitlines()[0]
+    assert first.startswith("farm login: http://") and f"user farm  password {secret['password']}" in first, first
+    # nginx's "Welcome" site, Debian's unchanged file, is switched off; the file itself stays.
+    assert not farm.path("/etc/nginx/sites-enabled/default").is_symlink()
+    assert farm.path("/etc/nginx/sites-available/default").is_file()
+    # The farm login works with the password shown, and the web service keeps only its hash.
+    login = json.loads(farm.read_file("/var/lib/octobrix/.secrets/web/login.json"))
+    assert secret["password"] not in json.dumps(login)

@@ -1,0 +1,209 @@
+"""The farm overview in a real browser (issue #15): octobrix installed by install.sh in a systemd
+container with three of OctoPrint's virtual printers (one with a dash in its name), the front door
+on port 80; Debian's chromium, headless, driven by Selenium (tests/lab/harness/browser.py).
+
+Through http://127.0.0.1/ and http://[::1]/: the farm login once; the overview shows three cards
+with their states; a print started through OctoPrint's API (a G-code file uploaded and printed;
+the virtual printer dwells through it) turns that printer's card to Printing with its progress
+going up, without a reload; the card's title opens that printer's OctoPrint, whose Control tab
+shows without a second login. Screenshots go to test-output/overview-browser/ in the checkout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.common.exceptions import ElementClickInterceptedException
+from selenium.webdriver.common.by import By
+
+from tests.lab.harness.browser import PHONE, TABLET, Browser
+from tests.lab.harness.container import Container, booted
+from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.installs import api, holding_printer_ports, wait_operational
+from tests.lab.harness.project import REPO
+
+pytestmark = pytest.mark.lab
+
+PRINTERS = {"vmk3": 5500, "voron-2": 5501, "ender": 5502}
+HELD_PORTS = [80, *range(5500, 5510)]
+OUT = REPO / "test-output" / "overview-browser"
+# 240 dwells of a quarter second: a print of about a minute, long enough to watch it move.
+DWELLS = 240
+FINISH_WIZARD = "//div[@id='wizard_dialog']//*[self::button or self::a][normalize-space()='Finish']"
+
+
+def farm_config() -> str:
+    return "".join(f"[printers.{name}]\nvirtual = true\nport = {port}\n\n" for name, port in PRINTERS.items())
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("overview", numbered=True))
+    with holding_printer_ports(HELD_PORTS), booted(workdir / "ct", boot_timeout=120) as box:
+        box.write_file("/etc/octobrix.toml", farm_config())
+        installed = install_checkout(box)
+        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
+        for name, port in PRINTERS.items():
+            wait_operational(box, name, port)
+        yield box
+
+
+def farm_login(box: Container) -> tuple[str, str]:
+    secret = json.loads(box.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    return str(secret["username"]), str(secret["password"])
+
+
+def press_print(box: Container, name: str) -> str:
+    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does (a multipart POST)."""
+    filename = f"overview-{name}.gcode"
+    gcode = "M104 S210\nM140 S60\nG28\n" + "".join(
+        f"G1 X{i % 200} Y{(i * 7) % 200} F3000\nG4 P250\n" for i in range(DWELLS)
+    )
+    boundary = uuid.uuid4().hex
+    body = b""
+    for field, value, file in (("file", gcode, filename), ("select", "true", None), ("print", "true", None)):
+        disposition = f'form-data; name="{field}"' + (f'; filename="{file}"' if file else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
+    body += f"--{boundary}--\r\n".encode()
+    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PRINTERS[name]}/api/files/local",
+        data=body,
+        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 201, response.read()
+    return filename
+
+
+def cards(browser: Browser) -> dict[str, dict[str, Any]]:
+    """Each card as the page shows it: its state attribute, badge words, progress text, and link."""
+    found: dict[str, dict[str, Any]] = browser.script(
+        """
+        const out = {};
+        for (const card of document.querySelectorAll('#cards .card')) {
+          const q = (s) => card.querySelector(s);
+          out[card.dataset.name] = {
+            state: card.dataset.state, badge: q('.badge').textContent, href: q('.open').getAttribute('href'),
+            file: q('.job').hidden ? null : q('.file').textContent,
+            percent: q('.job').hidden ? null : q('.percent').textContent,
+            bar: q('.bar').hidden ? null : q('.bar').value,
+            temps: q('.temps').hidden ? null : q('.temps').textContent,
+          };
+        }
+        return out;
+        """
+    )
+    return found
+
+
+def no_sideways_scroll(browser: Browser) -> bool:
+    return bool(browser.script("return document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+@pytest.mark.parametrize(("host", "printer"), [("127.0.0.1", "voron-2"), ("[::1]", "vmk3")])
+def test_the_farm_overview_in_a_real_browser(farm: Container, host: str, printer: str) -> None:
+    user, password = farm_login(farm)
+    base = f"http://{host}"
+    out = OUT / ("ipv4" if host == "127.0.0.1" else "ipv6")
+    with Browser(out, TABLET) as browser:
+        try:
+            browser.get(f"{base}/")
+            browser.wait_for("the farm login form", lambda: browser.all("input[name=password]"), timeout=30)
+            browser.screenshot("login")
+            browser.fill_login(user, password)
+
+            shown = browser.wait_for(
+                "three cards, each with its printer's state",
+                lambda: (
+                    (c := cards(browser)) and len(c) == 3 and all(v["state"] == "operational" for v in c.values()) and c
+                ),
+                timeout=60,
+            )
+            assert set(shown) == set(PRINTERS)
+            for name, card in shown.items():
+                assert card["badge"] == "Operational"
+                assert card["href"] == f"/{name}/"
+                assert "Nozzle" in card["temps"] and "Bed" in card["temps"]
+            assert browser.text("#summary") == "0 printing, 3 idle, 0 need attention"
+            assert not browser.one("#problem").is_displayed(), browser.text("#problem")
+            browser.screenshot("overview")
+            browser.set_size(*PHONE)
+            assert no_sideways_scroll(browser), "the overview scrolls sideways on a 375 px phone"
+            browser.screenshot("overview-phone")
+            browser.set_size(*TABLET)
+
+            # A mark in this page's JavaScript: a reload would wipe it.
+            browser.script("window.__octobrixSamePage = 'yes'")
+            filename = press_print(farm, printer)
+            first = browser.wait_for(
+                f"{printer}'s card to say Printing with its progress",
+                lambda: (c := cards(browser)[printer])["state"] == "printing" and c["bar"] is not None and c,
+                timeout=60,
+            )
+            assert first["badge"].startswith("Printing")
+            assert first["file"] == filename
+            assert re.fullmatch(r"\d+ %", first["percent"]), first["percent"]
+            later = browser.wait_for(
+                f"{printer}'s progress to go up by itself",
+                lambda: (c := cards(browser)[printer])["bar"] is not None and c["bar"] > first["bar"] and c,
+                timeout=60,
+            )
+            assert browser.script("return window.__octobrixSamePage") == "yes", "the page reloaded"
+            assert later["file"] == filename
+            # OctoPrint says how long is left once it has an estimate, seconds into the print.
+            browser.wait_for(
+                f"{printer}'s time left",
+                lambda: re.search(
+                    r"\d+ min left|less than a minute left", browser.text(f'.card[data-name="{printer}"] .left')
+                ),
+                timeout=60,
+            )
+            assert browser.text("#summary") == "1 printing, 2 idle, 0 need attention"
+            browser.screenshot("printing")
+
+            browser.one(f'.card[data-name="{printer}"] .open').click()
+            browser.wait_for(f"{printer}'s OctoPrint", lambda: browser.url.rstrip("/").endswith(f"/{printer}"))
+            browser.wait_for(
+                "OctoPrint's Control tab", lambda: (t := browser.all("a[href='#control']")) and t[0].is_displayed()
+            )
+
+            def click_control() -> bool:
+                # OctoPrint covers its page with "loading" until its UI and websocket are up. After the
+                # first upload its File Check plugin suggests a check in a wizard: a maker clicks Finish.
+                for finish in browser.driver.find_elements(By.XPATH, FINISH_WIZARD):
+                    if finish.is_displayed():
+                        with contextlib.suppress(ElementClickInterceptedException):
+                            finish.click()
+                        return False
+                try:
+                    browser.one("a[href='#control']").click()
+                except ElementClickInterceptedException:
+                    return False
+                return True
+
+            browser.wait_for("OctoPrint's UI to be ready (no loading or offline overlay)", click_control, timeout=90)
+            assert not browser.all("#login-user") or not browser.one("#login-user").is_displayed(), "a second login"
+            browser.wait_for("the Control tab's content", lambda: browser.one("#control").is_displayed(), timeout=30)
+            browser.screenshot("octoprint-control")
+            assert browser.url.startswith(f"{base}/{printer}/")
+        finally:
+            cancel(farm, printer)
+    print(f"screenshots: {', '.join(str(p) for p in browser.shots)}")
+
+
+def cancel(box: Container, name: str) -> None:
+    try:
+        job = api(box, PRINTERS[name], name, "/api/job")
+        if job and str(job.get("state", "")).startswith(("Printing", "Paused")):
+            api(box, PRINTERS[name], name, "/api/job", {"command": "cancel"})
+    except OSError:
+        pass

@@ -1,0 +1,434 @@
+"""The front door: the nginx config octobrix renders, checked and run by the real nginx.
+
+nginx (Debian's, as the .deb and install.sh install it) runs here as a plain process on ports
+5500-5509 with the rendered site, in front of the real web service (on a unix socket) and small
+loopback stand-ins for OctoPrint that report what reached them. The lab test
+(tests/lab/test_frontdoor.py) does the same with real OctoPrints under systemd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from octobrixd.config import parse_config
+from octobrixd.errors import ConfigError
+from octobrixd.instances import credentials_path, web_key_path
+from octobrixd.paths import Layout
+from octobrixd.render import render_all
+from octobrixd.render_octoprint import octoprint_seed
+from octobrixd.web import auth, secrets
+from octobrixd.web.context import WebContext
+from octobrixd.web.render import KEY_MAP_DIR, NGINX_SITE, WEB_SOCKET, key_map_entry, render_frontdoor
+from octobrixd.web.server import FarmServer, safe_next, unix_listener
+from tests.conftest import REPO
+from tests.lab.harness.installs import holding_printer_ports
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+FRONT, DEMO, DASHED, UNKEYED, CAM = 5500, 5501, 5502, 5503, 5504
+needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="tests/deps/base.sh installs nginx")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="nginx's master runs as root, as on a farm")
+
+FARM = f"""
+[octobrix]
+listen = "::"
+[frontdoor]
+port = {FRONT}
+[printers.demo]
+virtual = true
+port = {DEMO}
+[printers.ender-3]
+virtual = true
+port = {DASHED}
+camera = "cam1"
+[printers.unkeyed]
+virtual = true
+port = {UNKEYED}
+[cameras.cam1]
+serial = "S1"
+port = {CAM}
+"""
+KEYS = {"demo": "DEMOADMINKEY0000", "ender-3": "ENDERADMINKEY000"}
+
+
+def nginx_main_conf(prefix: Path, site: Path) -> str:
+    for sub in ("body", "proxy", "logs"):
+        (prefix / sub).mkdir(exist_ok=True)
+    return (
+        # Workers as root: the test's folder is private to root (the lab runs them as www-data).
+        f"user root;\npid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {prefix}/body;\n  proxy_temp_path {prefix}/proxy;\n"
+        f"  include {site};\n}}\n"
+    )
+
+
+def site_for_test(text: str, prefix: Path) -> str:
+    """The rendered site with its absolute paths (secrets, the web socket) moved into prefix."""
+    return text.replace(f"/{KEY_MAP_DIR}/", f"{prefix}/keys/").replace(WEB_SOCKET, f"{prefix}/web.sock")
+
+
+def nginx_check(prefix: Path, site_text: str) -> subprocess.CompletedProcess[str]:
+    site = prefix / "octobrix.conf"
+    site.write_text(site_for_test(site_text, prefix))
+    (prefix / "nginx.conf").write_text(nginx_main_conf(prefix, site))
+    return subprocess.run(
+        [NGINX, "-t", "-q", "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        capture_output=True, text=True, check=False,
+    )
+
+
+@needs_nginx
+@pytest.mark.parametrize("case", ["farm", "starter"])
+def test_nginx_accepts_the_rendered_site(tmp_path: Path, case: str) -> None:
+    source = {"farm": REPO / "tests/data/farm.toml", "starter": REPO / "packaging/octobrix.toml"}[case]
+    config = parse_config(source.read_text(), str(source))
+    text = render_all(config)[NGINX_SITE].text
+    (tmp_path / "keys").mkdir()
+    # One printer with its key made, the others not yet: both must load.
+    (tmp_path / "keys" / f"{sorted(config.printers)[0]}.map").write_text(key_map_entry("K" * 32))
+    result = nginx_check(tmp_path, text)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+@needs_nginx
+def test_nginx_check_catches_a_broken_site(tmp_path: Path) -> None:
+    """The check above can fail: a site nginx cannot load is reported."""
+    config = parse_config(FARM, "/etc/octobrix.toml")
+    result = nginx_check(tmp_path, render_frontdoor(config).replace("server_name _;", "server_name _"))
+    assert result.returncode != 0 and "nginx" in result.stderr
+
+
+def test_off_means_no_site_and_absolute_stream_urls() -> None:
+    config = parse_config(FARM + "\n", "/etc/octobrix.toml")
+    assert NGINX_SITE in render_all(config)
+    stream = octoprint_seed(config, "ender-3")["plugins"]["classicwebcam"]["stream"]
+    assert stream == "/cam/cam1/stream", "relative: works by any name the browser used"
+    off = parse_config(FARM.replace(f"port = {FRONT}", f"port = {FRONT}\nenabled = false"), "/etc/octobrix.toml")
+    assert NGINX_SITE not in render_all(off)
+    assert octoprint_seed(off, "ender-3")["plugins"]["classicwebcam"]["stream"].startswith("http://")
+
+
+def test_listen_follows_the_config() -> None:
+    config = parse_config(FARM, "x")
+    text = render_frontdoor(config)
+    assert f"listen 0.0.0.0:{FRONT} default_server;" in text and f"listen [::]:{FRONT} default_server;" in text
+    local = parse_config(FARM.replace('listen = "::"', 'listen = "127.0.0.1"'), "x")
+    assert f"listen 127.0.0.1:{FRONT} default_server;" in render_frontdoor(local)
+    assert "listen [::]" not in render_frontdoor(local)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[frontdoor]\nport = 5000\n[printers.p]\nvirtual = true\nport = 5000\n", "frontdoor.port: 5000 is also used"),
+        ("[frontdoor]\nport = 0\n", "frontdoor.port"),
+        ("[frontdoor]\nprot = 81\n", "frontdoor.prot: unknown key"),
+        ("[frontdoor]\nenabled = 1\n", "frontdoor.enabled"),
+        ("[printers.login]\nvirtual = true\nport = 5000\n", "'login' is a path of the front door"),
+    ],
+)
+def test_bad_frontdoor_config_names_the_key(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(extra, "/etc/octobrix.toml")
+    assert any(message in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_a_reserved_name_is_fine_with_the_front_door_off() -> None:
+    parse_config("[frontdoor]\nenabled = false\n[printers.login]\nvirtual = true\nport = 5000\n", "x")
+
+
+# --- the real nginx in front of the real web service ---------------------------------------------
+
+
+class Seen:
+    """What reached each stand-in OctoPrint."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+        self.lock = threading.Lock()
+
+    def add(self, entry: dict[str, object]) -> None:
+        with self.lock:
+            self.requests.append(entry)
+
+    def last(self) -> dict[str, object]:
+        with self.lock:
+            return self.requests[-1]
+
+
+def octoprint_stand_in(port: int, seen: Seen) -> socket.socket:
+    """Records each request's headers and body size; answers a websocket upgrade with 101 and echoes."""
+    listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+            if headers.get("upgrade", "").lower() == "websocket":
+                seen.add({"port": port, "method": method, "target": target, "headers": headers, "body": 0})
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                while chunk := conn.recv(65536):
+                    conn.sendall(chunk)
+                return
+            size = len(rest)
+            if "content-length" in headers:
+                want = int(headers["content-length"])
+                while size < want:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+            seen.add({"port": port, "method": method, "target": target, "headers": headers, "body": size})
+            body = json.dumps({"ok": True}).encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return listener
+
+
+@contextlib.contextmanager
+def front_door(tmp_path: Path, config_text: str) -> Iterator[tuple[Seen, subprocess.Popen[bytes], str]]:
+    config = parse_config(config_text, "/etc/octobrix.toml")
+    password = "correct horse battery"  # noqa: S105 - the test's own farm login
+    login = auth.make_login("farm", password)
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    for name, key in KEYS.items():
+        (tmp_path / "keys" / f"{name}.map").write_text(key_map_entry(key))
+    listener = unix_listener(tmp_path / "web.sock")
+    server = FarmServer(WebContext(config=config, login=login), listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen = Seen()
+    stand_ins = [octoprint_stand_in(p, seen) for p in (DEMO, DASHED, UNKEYED, CAM)]
+    result = nginx_check(tmp_path, render_frontdoor(config))
+    assert result.returncode == 0, result.stderr
+    nginx = subprocess.Popen(
+        [NGINX, "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", FRONT), timeout=1):
+                break
+            assert time.monotonic() < deadline and nginx.poll() is None, "nginx did not come up"
+            time.sleep(0.05)
+        yield seen, nginx, password
+    finally:
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(timeout=10)
+        server.shutdown()
+        server.server_close()
+        for stand_in in stand_ins:
+            stand_in.close()
+
+
+def request(
+    method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None, host: str = "127.0.0.1"
+) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection(host, FRONT, timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    response.read()
+    return response
+
+
+def log_in(password: str, host: str = "127.0.0.1") -> str:
+    form = urllib.parse.urlencode({"username": "farm", "password": password, "next": "/demo/"}).encode()
+    response = request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, form, host)
+    assert response.status == 303 and response.getheader("Location") == "/demo/"
+    cookie = response.getheader("Set-Cookie") or ""
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    return cookie.split(";", 1)[0]
+
+
+@needs_nginx
+@needs_root
+def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
+    with holding_printer_ports(ports=range(5500, 5510)), front_door(tmp_path, FARM) as (seen, _nginx, password):
+        # No login: the overview, a printer, a camera are refused, and nothing reaches an OctoPrint.
+        assert request("GET", "/", {"Accept": "text/html"}).status == 303
+        browser = request("GET", "/demo/", {"Accept": "text/html"})
+        assert browser.status == 303 and browser.getheader("Location") == "/login?next=%2Fdemo%2F"
+        assert request("GET", "/demo/api/version").status == 401
+        assert request("GET", "/cam/cam1/snapshot").status == 401
+        # Forged identities: a remote-user header, a made-up cookie, the web service's own answer.
+        forged = {"X-Remote-User": "admin", "Remote-User": "admin", "X-Forwarded-User": "admin",
+                  "X-Octobrix-Login": "farm", "Cookie": f"{auth.COOKIE}=farm|9999999999|00"}
+        assert request("GET", "/demo/api/version", forged).status == 401
+        assert request("GET", "/demo", {}).status == 301
+        assert seen.requests == [], "nothing reached an OctoPrint without a login"
+        # A wrong password gets no cookie.
+        wrong = urllib.parse.urlencode({"username": "farm", "password": "nope"}).encode()
+        bad = request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, wrong)
+        assert bad.status == 401 and bad.getheader("Set-Cookie") is None
+
+        # A slicer with its own key: passed on as it is, never swapped for the admin key.
+        assert request("POST", "/demo/api/files/local", {"X-Api-Key": "SLICERKEY", **forged}, b"x" * 10).status == 200
+        got = seen.last()["headers"]
+        assert isinstance(got, dict)
+        assert got["x-api-key"] == "SLICERKEY"
+        assert not {"x-remote-user", "remote-user", "x-forwarded-user", "x-octobrix-login"} & set(got)
+
+        # Logged in (IPv4 and IPv6 alike): each OctoPrint gets its own key, set by nginx.
+        for host in ("127.0.0.1", "::1"):
+            cookie = log_in(password, host)
+            headers = {"Cookie": cookie, "X-Remote-User": "admin", "X-Forwarded-For": "6.6.6.6", "X-Api-Key": "MINE"}
+            assert request("GET", "/demo/api/version", headers, host=host).status == 200
+            demo = seen.last()
+            assert demo["port"] == DEMO and demo["target"] == "/api/version"
+            got = demo["headers"]
+            assert isinstance(got, dict)
+            assert got["x-api-key"] == KEYS["demo"]
+            assert got["x-script-name"] == "/demo" and got["x-scheme"] == "http"
+            assert got["x-forwarded-for"] in ("127.0.0.1", "::1"), "the client's own X-Forwarded-For is not passed on"
+            assert "x-remote-user" not in got
+            assert request("GET", "/ender-3/api/job", {"Cookie": cookie}, host=host).status == 200
+            ender = seen.last()
+            assert ender["port"] == DASHED and isinstance(ender["headers"], dict)
+            assert ender["headers"]["x-api-key"] == KEYS["ender-3"], "a dash in the name, its own key"
+            assert ender["headers"]["x-script-name"] == "/ender-3"
+            assert request("GET", "/unkeyed/api/job", {"Cookie": cookie}, host=host).status == 200
+            unkeyed = seen.last()["headers"]
+            assert isinstance(unkeyed, dict) and "x-api-key" not in unkeyed, "no key made yet: none, not another's"
+            assert request("GET", "/cam/cam1/snapshot", {"Cookie": cookie}, host=host).status == 200
+            assert seen.last()["port"] == CAM and seen.last()["target"] == "/snapshot"
+
+        # Another site's page posting with the user's cookie gets no key: SameSite aside, Origin says so.
+        cross = {"Cookie": cookie, "Origin": "http://evil.example"}
+        assert request("POST", "/demo/api/job", cross, b"{}").status == 401
+        same = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{FRONT}", "Host": f"127.0.0.1:{FRONT}"}
+        assert request("POST", "/demo/api/job", same, b"{}").status == 200
+
+
+@needs_nginx
+@needs_root
+def test_uploads_stream_and_websockets_survive_a_reload(tmp_path: Path) -> None:
+    with holding_printer_ports(ports=range(5500, 5510)), front_door(tmp_path, FARM) as (seen, nginx, password):
+        cookie = log_in(password)
+        # 600 MB (more than the 500 MB the README promises), sent in chunks: nginx passes it on
+        # as it comes (no body limit, nothing spooled to its temp folder).
+        size, chunk = 600 * 1024**2, b"\0" * (1 << 20)
+        conn = http.client.HTTPConnection("127.0.0.1", FRONT, timeout=120)
+        conn.putrequest("POST", "/demo/api/files/local")
+        conn.putheader("Cookie", cookie)
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        spooled = 0
+        for i in range(size // len(chunk)):
+            conn.send(chunk)
+            if i == 300:
+                spooled = sum(f.stat().st_size for f in (tmp_path / "body").rglob("*") if f.is_file())
+        assert conn.getresponse().status == 200
+        assert seen.last()["body"] == size
+        assert spooled == 0, "nginx spooled the upload instead of streaming it"
+
+        # A websocket through the front door, kept open across a reload with a new printer.
+        ws = socket.create_connection(("127.0.0.1", FRONT), timeout=10)
+        ws.sendall(
+            f"GET /demo/sockjs/websocket HTTP/1.1\r\nHost: 127.0.0.1:{FRONT}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Cookie: {cookie}\r\n\r\n".encode()
+        )
+        assert ws.recv(4096).startswith(b"HTTP/1.1 101")
+        upgrade = seen.last()["headers"]
+        assert isinstance(upgrade, dict) and upgrade["x-api-key"] == KEYS["demo"]
+        ws.sendall(b"before")
+        assert ws.recv(100) == b"before"
+        grown = FARM + f"[printers.newbie]\nvirtual = true\nport = {CAM + 1}\n"
+        (tmp_path / "octobrix.conf").write_text(site_for_test(render_frontdoor(parse_config(grown, "x")), tmp_path))
+        stand_in = octoprint_stand_in(CAM + 1, seen)
+        try:
+            nginx.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while request("GET", "/newbie/api/job", {"Cookie": cookie}).status != 200:
+                assert time.monotonic() < deadline, "the new printer never answered after the reload"
+                time.sleep(0.1)
+            ws.sendall(b"after")
+            assert ws.recv(100) == b"after", "the open websocket survived the reload"
+            assert nginx.poll() is None
+        finally:
+            stand_in.close()
+            ws.close()
+
+
+def test_session_cookies_cannot_be_forged_or_outlive_their_time() -> None:
+    login = auth.make_login("farm", "pw")
+    cookie = auth.issue_cookie(login, now=1000.0)
+    assert auth.valid_cookie(login, cookie, now=1001.0)
+    assert not auth.valid_cookie(login, cookie, now=1000.0 + auth.SESSION_SECONDS + 1), "expired"
+    user, expires, signature = cookie.split("|")
+    assert not auth.valid_cookie(login, f"{user}|{int(expires) + 10**6}|{signature}", now=1001.0), "extended"
+    assert not auth.valid_cookie(login, f"admin|{expires}|{signature}", now=1001.0), "another user"
+    other = auth.make_login("farm", "pw")
+    assert not auth.valid_cookie(other, cookie, now=1001.0), "a new secret logs everyone out"
+    assert auth.check_password("pw", login.password_hash) and not auth.check_password("pW", login.password_hash)
+    assert "pw" not in login.to_json(), "the web service's copy holds no clear password"
+
+
+@pytest.mark.parametrize(
+    ("asked", "goes_to"),
+    [("/demo/", "/demo/"), ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil", "/"), (None, "/")],
+)
+def test_after_login_only_paths_of_this_farm(asked: str | None, goes_to: str) -> None:
+    assert safe_next(asked) == goes_to
+
+
+def test_secrets_are_made_once_private_and_follow_the_printers(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    for name in ("demo", "ender-3"):
+        path = layout.path(credentials_path(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"username": "admin", "password": "p", "api_key": f"KEY-{name}"}))
+    web = layout.path(web_key_path("demo"))
+    web.parent.mkdir(parents=True, exist_ok=True)
+    web.write_text(json.dumps({"password": "w", "api_key": "READONLY-demo"}))
+
+    first = secrets.sync(layout, ["demo", "ender-3"])
+    assert first.nginx_changed and first.web_changed
+    farm = secrets.read_farm_credentials(layout)
+    assert farm is not None and farm.username == "farm" and len(farm.password) >= 16
+    maps = {p.name: p for p in layout.path(KEY_MAP_DIR).iterdir()}
+    assert maps["ender-3.map"].read_text() == key_map_entry("KEY-ender-3")
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [*maps.values(), layout.path(secrets.WEB_LOGIN)])
+    assert json.loads(layout.path(secrets.WEB_KEYS).read_text()) == {"demo": "READONLY-demo"}, "never an admin key"
+    login = auth.read_login(layout.path(secrets.WEB_LOGIN))
+    assert auth.check_password(farm.password, login.password_hash)
+
+    again = secrets.sync(layout, ["demo", "ender-3"])
+    assert not again.nginx_changed and not again.web_changed, "a second apply changes nothing"
+    assert secrets.read_farm_credentials(layout) == farm, "the farm login is made once"
+
+    gone = secrets.sync(layout, ["demo"])
+    assert gone.nginx_changed and not layout.path(KEY_MAP_DIR / "ender-3.map").exists()
