@@ -53,7 +53,10 @@ def read_farm_credentials(layout: Layout) -> FarmCredentials | None:
     except FileNotFoundError:
         return None
     except PermissionError:
-        raise OctobrixError(f"cannot read {path}", hint="run it as root: `sudo octobrixctl credentials`") from None
+        raise OctobrixError(
+            f"credentials needs root: the farm login is readable by root only ({path})",
+            hint="sudo octobrixctl credentials",
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OctobrixError(
             f"cannot read the farm login from {path}: {exc}",
