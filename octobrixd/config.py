@@ -295,6 +295,10 @@ class UvcVideo(_Model):
     # Bytes per USB 2 microframe a compressed (MJPEG) stream may reserve. Unset: the patched
     # module's own default (1024); 0: the stock driver's behaviour.
     max_compressed_payload: Annotated[int, Strict(), AfterValidator(_check_payload)] | None = None
+    # true: the patched module computes what uncompressed (YUYV) streams reserve from width x
+    # height x bits per pixel x fps, as the kernel's FIX_BANDWIDTH quirk does, for every camera and
+    # without replacing any camera's own quirks. Unset: the module's default (off, stock behaviour).
+    uncompressed_bandwidth_fix: StrictBool | None = None
 
 
 class _Matched(_Model):

@@ -37,9 +37,21 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
     for name in config.cameras:
         dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))
-    if config.uvcvideo.max_compressed_payload is not None:
+    options = render_uvcvideo_options(config)
+    if options:
         files[paths.MODPROBE_FILE] = RenderedFile(
             header(config.source) + "# Takes effect with the patched uvcvideo from `octobrixctl kmod install`.\n"
-            f"options uvcvideo max_compressed_payload={config.uvcvideo.max_compressed_payload}\n"
+            f"options uvcvideo {options}\n"
         )
     return files
+
+
+def render_uvcvideo_options(config: Config) -> str:
+    """The module options [uvcvideo] sets, as modprobe.d wants them; empty when it sets none."""
+    uvc = config.uvcvideo
+    options = []
+    if uvc.max_compressed_payload is not None:
+        options.append(f"max_compressed_payload={uvc.max_compressed_payload}")
+    if uvc.uncompressed_bandwidth_fix is not None:
+        options.append(f"uncompressed_bandwidth_fix={'Y' if uvc.uncompressed_bandwidth_fix else 'N'}")
+    return " ".join(options)

@@ -228,6 +228,13 @@ def test_uvcvideo_payload_range() -> None:
         assert message.startswith(f"{SRC}:2: uvcvideo.max_compressed_payload: {bad} is not a payload"), message
 
 
+def test_uvcvideo_uncompressed_bandwidth_fix_is_a_boolean() -> None:
+    assert parse_config("", SRC).uvcvideo.uncompressed_bandwidth_fix is None
+    assert parse_config("[uvcvideo]\nuncompressed_bandwidth_fix = true\n", SRC).uvcvideo.uncompressed_bandwidth_fix
+    message = only_problem('[uvcvideo]\nuncompressed_bandwidth_fix = "yes"\n')
+    assert message.startswith(f"{SRC}:2: uvcvideo.uncompressed_bandwidth_fix: "), message
+
+
 def test_ports_must_not_clash_across_printers_and_cameras() -> None:
     text = GOOD_PRINTER + '\n[cameras.cam1]\nserial = "SN0001"\nport = 5001\n'
     assert only_problem(text) == f"{SRC}:7: cameras.cam1.port: 5001 is also used by printers.p1 — pick another port"
