@@ -464,10 +464,16 @@ def _cross_check(config: Config, problems: _Problems) -> None:
                 # Printers and cameras are told apart by subsystem, so each section has its own space.
                 ident = (section, f"{key}={value}")
                 if ident in bound:
+                    same = (
+                        "if two boards share a serial number, bind both by usb_port"
+                        if section == "printers"
+                        else "if two cameras share a serial number (several Logitech C270s report 200901010001), "
+                        "bind each by usb_port: `octobrixctl discover` shows their ports"
+                    )
                     problems.add(
                         (section, name, key),
                         f"{value!r} already binds {section}.{bound[ident]}; two entries cannot match "
-                        "the same device — if two boards share a serial number, bind both by usb_port",
+                        f"the same device — {same}",
                     )
                 else:
                     bound[ident] = name
