@@ -15,10 +15,17 @@ The facts the model uses:
   per microframe ("high-bandwidth"); a full-speed one at most 1023 bytes per frame.
 - The bus time the kernel books for one transaction: HS_USECS_ISO(bytes) and, for full speed,
   usb_calc_bus_time() in drivers/usb/core/hcd.c (bit stuffing 7/6, protocol overhead, host delay).
-- Stock uvcvideo reserves what the camera asks for in its probe answer (dwMaxPayloadTransferSize).
-  Cheap cameras ask for their largest alternate setting for MJPEG, whatever the resolution and
-  frame rate: 3 x 1024 = 3072 bytes per microframe, 61 µs of the 100. So one such camera per bus.
-  For uncompressed YUYV the request follows the mode (frame bytes x fps), so fps and resolution help.
+- Stock uvcvideo asks for what the camera names in its probe answer (dwMaxPayloadTransferSize)
+  and streams on the smallest alternate setting whose packet holds it (uvc_video_start_transfer);
+  the controller books that setting's whole packet. Cheap cameras name their largest setting,
+  whatever the resolution and frame rate, for MJPEG and for YUYV alike: typically 3 x 1024 = 3072
+  bytes per microframe, 61 µs of the 100. So one such camera per bus, and with the stock driver a
+  lower size or rate does not help. The sizes are the camera's own when it is plugged in (its
+  descriptors in sysfs, usb_descriptors.py); otherwise TYPICAL_ALT_PAYLOADS.
+- The kernel's FIX_BANDWIDTH computation (uvc_fixup_video_ctrl in drivers/media/usb/uvc/uvc_video.c)
+  replaces that request for uncompressed formats with width x height / 8 x bpp x (fps + 1) / 1000
+  / 8 + 12 bytes, at least 1024; octobrix's patched uvcvideo applies it to every camera with
+  uncompressed_bandwidth_fix. Then size and rate decide, rounded up to the camera's next setting.
 - octobrix's patched uvcvideo (kmod/README.md) caps the MJPEG request at max_compressed_payload
   bytes per microframe (high-speed cameras only); the driver rounds up to the camera's next
   alternate setting, which octobrix cannot see, so the cap itself is the estimate.
@@ -38,7 +45,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -46,14 +53,17 @@ from octobrixd.config import Camera, Config, PixelFormat
 from octobrixd.devices import Device, Inventory
 from octobrixd.kmod_status import (
     DEFAULT_PAYLOAD,
+    FIX_PARAM,
     PACKAGE_NAME,
     KernelModule,
     Loaded,
     isoc_bus_time_us,
     kernel_states,
+    live_bandwidth_fix,
     loaded_module,
 )
 from octobrixd.paths import Layout
+from octobrixd.usb_descriptors import read_alt_payloads
 
 HS_MICROFRAME_US = 125
 HS_BUDGET_US = 100  # 80% of a microframe
@@ -70,6 +80,14 @@ UVC_HEADER = 12  # bytes of UVC payload header in every isochronous packet
 MJPEG_BYTES_PER_PIXEL = 0.11
 BUSY_SCENE = 1.5
 YUYV_BYTES_PER_PIXEL = 2
+YUYV_BITS_PER_PIXEL = 16  # format->bpp of YUYV in uvcvideo's format table
+FIX_BANDWIDTH_FLOOR = 1024  # the kernel's floor for its estimate ("too low for many cameras")
+# The isochronous alternate settings of a typical cheap USB 2 camera (1x128, 1x256, 1x800, 2x800,
+# 3x800, 3x1024 bytes per microframe), for a camera that is not plugged in to read its own.
+TYPICAL_ALT_PAYLOADS = (128, 256, 800, 1600, 2400, 3072)
+# Frame rates and sizes the advisor tries when it suggests a lower YUYV mode.
+LOWER_FPS = (25, 20, 15, 10, 5)
+LOWER_SIZES = ((800, 600), (640, 480), (320, 240))
 # Caps the advisor may suggest, from kmod/README.md's table: the module's default first.
 SUGGESTED_CAPS = (1024, 768, 512)
 
@@ -107,6 +125,8 @@ class Placement:
     speed_mbps: float | None
     controller: str | None  # the host controller's driver: xhci_hcd, ehci-pci...
     attached: bool  # seen plugged in; False: judged from the config's usb_port alone
+    # The camera's own isochronous alternate setting sizes, from its descriptors; None: not known.
+    alt_payloads: tuple[int, ...] | None = None
 
     @property
     def bus(self) -> int:
@@ -131,6 +151,14 @@ class CameraLoad:
     bus_time_us: float
     need_bytes: int  # what the stream needs per interval in a busy scene
     capped: bool  # the kmod cap set the reservation
+    request_bytes: int = 0  # what the driver asks for, before rounding up to an alternate setting
+    fixed: bool = False  # uncompressed_bandwidth_fix computed the request
+    alts_known: bool = False  # the alternate settings are the camera's own, not the typical table
+    camera: Camera | None = field(default=None, compare=False, repr=False)  # for suggesting other modes
+
+    @property
+    def alts(self) -> tuple[int, ...]:
+        return self.placement.alt_payloads or TYPICAL_ALT_PAYLOADS
 
 
 @dataclass(frozen=True)
@@ -164,11 +192,13 @@ class Domain:
 
 @dataclass(frozen=True)
 class Cap:
-    """The uvcvideo max_compressed_payload that applies, and where that comes from."""
+    """The uvcvideo settings that apply (max_compressed_payload, uncompressed_bandwidth_fix), and where
+    they come from."""
 
     payload: int  # 0: stock behaviour
     source: str
     note: str | None = None  # e.g. a configured cap that the loaded driver ignores
+    uncompressed_fix: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,10 +215,9 @@ class Advice:
     def warnings(self) -> list[str]:
         out = [describe_over(domain, self.cap) for domain in self.over]
         out += list(self.problems)
-        mjpeg_usb2 = any(
-            d.speed is Speed.HIGH and c.mode.startswith("MJPEG") for d in self.domains for c in d.cameras
-        )
-        if self.cap.note and mjpeg_usb2:
+        mjpeg_usb2 = any(d.speed is Speed.HIGH and c.mode.startswith("MJPEG") for d in self.domains for c in d.cameras)
+        yuyv_usb2 = any(d.speed is Speed.HIGH and c.mode.startswith("YUYV") for d in self.domains for c in d.cameras)
+        if self.cap.note and (mjpeg_usb2 or (yuyv_usb2 and FIX_PARAM in self.cap.note)):
             out.append(self.cap.note)
         return out
 
@@ -210,22 +239,53 @@ def mode_text(camera: Camera) -> str:
     return f"{camera.format.value.upper()} {camera.resolution}@{camera.fps}"
 
 
-def load_of(name: str, camera: Camera, placement: Placement, cap: int) -> CameraLoad:
+def fix_bandwidth_payload(width: int, height: int, fps: int, bpp: int = YUYV_BITS_PER_PIXEL) -> int:
+    """Bytes per microframe the kernel's FIX_BANDWIDTH computation asks for (uvc_fixup_video_ctrl,
+    high speed), in its own unsigned 32-bit integer arithmetic. dwFrameInterval is 1/fps in 100 ns
+    units, as the camera lists it (333333 for 30 fps)."""
+    interval = 10_000_000 // fps
+    bandwidth = width * height // 8 * bpp
+    bandwidth = (bandwidth * (10_000_000 // interval + 1)) & 0xFFFFFFFF
+    bandwidth //= 1000
+    bandwidth //= 8  # microframes, not frames: high speed
+    bandwidth += UVC_HEADER
+    return max(bandwidth, FIX_BANDWIDTH_FLOOR)
+
+
+def alt_setting_for(request: int, alts: tuple[int, ...]) -> int:
+    """The packet size the driver streams with: the smallest alternate setting that holds the request;
+    a request larger than every setting gets the largest (uvcvideo: "UVC non compliance ... Using the
+    max size")."""
+    return min((size for size in alts if size >= request), default=max(alts))
+
+
+def load_of(name: str, camera: Camera, placement: Placement, cap: int, uncompressed_fix: bool = False) -> CameraLoad:
     speed = Speed.of(placement.speed_mbps)
     per_second = mjpeg_need(camera) if camera.format is PixelFormat.MJPEG else raw_need(camera)
+    mode = mode_text(camera)
     if speed is Speed.FULL:
         need = math.ceil(per_second * FS_FRAME_US / 1e6) + UVC_HEADER
         reserved = FS_MAX_PAYLOAD if camera.format is PixelFormat.MJPEG else min(need, FS_MAX_PAYLOAD)
-        return CameraLoad(name, placement, mode_text(camera), reserved, fs_isoc_bus_time_us(reserved), need, False)
+        return CameraLoad(name, placement, mode, reserved, fs_isoc_bus_time_us(reserved), need, False, reserved)
     need = math.ceil(per_second * HS_MICROFRAME_US / 1e6) + UVC_HEADER
     if speed is Speed.SUPER:
-        return CameraLoad(name, placement, mode_text(camera), need, ss_bus_time_us(need), need, False)
+        return CameraLoad(name, placement, mode, need, ss_bus_time_us(need), need, False, need)
+    own = placement.alt_payloads
     if camera.format is PixelFormat.MJPEG:
         capped = 0 < cap < STOCK_MJPEG_PAYLOAD
-        reserved = cap if capped else STOCK_MJPEG_PAYLOAD
-    else:
-        capped, reserved = False, min(need, HS_MAX_PAYLOAD)
-    return CameraLoad(name, placement, mode_text(camera), reserved, isoc_bus_time_us(reserved), need, capped)
+        request = cap if capped else STOCK_MJPEG_PAYLOAD
+        # Without the camera's own settings the cap itself is the estimate (kmod/README.md's table).
+        reserved = alt_setting_for(request, own) if own else request
+        return CameraLoad(
+            name, placement, mode, reserved, isoc_bus_time_us(reserved), need, capped, request, False, bool(own)
+        )
+    alts = own or TYPICAL_ALT_PAYLOADS
+    # Stock: the camera's own request, which cheap cameras make their largest setting for any mode.
+    request = fix_bandwidth_payload(camera.width, camera.height, camera.fps) if uncompressed_fix else max(alts)
+    reserved = alt_setting_for(request, alts)
+    return CameraLoad(
+        name, placement, mode, reserved, isoc_bus_time_us(reserved), need, False, request, uncompressed_fix, bool(own)
+    )
 
 
 def domain_of(placement: Placement) -> tuple[str, Speed]:
@@ -248,7 +308,7 @@ def advise(config: Config, placements: Mapping[str, Placement], cap: Cap) -> Adv
         if placement is None:
             unplaced.append(name)
             continue
-        load = load_of(name, camera, placement, cap.payload)
+        load = replace(load_of(name, camera, placement, cap.payload, cap.uncompressed_fix), camera=camera)
         grouped.setdefault(domain_of(placement), []).append(load)
         problems += _camera_problems(load, camera, placement)
     domains = []
@@ -264,7 +324,7 @@ def advise(config: Config, placements: Mapping[str, Placement], cap: Cap) -> Adv
 
 def _camera_problems(load: CameraLoad, camera: Camera, placement: Placement) -> list[str]:
     speed = Speed.of(placement.speed_mbps)
-    limit = FS_MAX_PAYLOAD if speed is Speed.FULL else HS_MAX_PAYLOAD
+    limit = FS_MAX_PAYLOAD if speed is Speed.FULL else max(placement.alt_payloads or TYPICAL_ALT_PAYLOADS)
     if camera.format is PixelFormat.YUYV and speed is not Speed.SUPER and load.need_bytes > limit:
         per_interval = "frame" if speed is Speed.FULL else "microframe"
         return [
@@ -298,6 +358,61 @@ def suggested_cap(domain: Domain) -> int | None:
     return None
 
 
+def _relaxed(
+    domain: Domain, cap: Cap, *, fix: bool, size: tuple[int, int] | None = None, fps: int | None = None
+) -> float:
+    """Bus time of the domain if its YUYV cameras ran with the fix on or off, at most this size and rate."""
+    total = 0.0
+    for load in domain.cameras:
+        camera = load.camera
+        if camera is None or camera.format is not PixelFormat.YUYV:
+            total += load.bus_time_us
+            continue
+        changes: dict[str, object] = {}
+        if size is not None and size[0] * size[1] < camera.width * camera.height:
+            changes["resolution"] = f"{size[0]}x{size[1]}"
+        if fps is not None and fps < camera.fps:
+            changes["fps"] = fps
+        total += load_of(load.name, camera.model_copy(update=changes), load.placement, cap.payload, fix).bus_time_us
+    return total
+
+
+def yuyv_helps(domain: Domain, cap: Cap) -> list[str]:
+    """What makes the YUYV cameras of a USB 2 domain fit, with the numbers."""
+    yuyv = [c for c in domain.cameras if c.mode.startswith("YUYV")]
+    source = "their descriptors" if all(c.alts_known for c in yuyv) else "a typical cheap camera's settings"
+    helps = []
+    if not cap.uncompressed_fix:
+        fixed = _relaxed(domain, cap, fix=True)
+        sizes = ", ".join(
+            f"{c.name} {alt_setting_for(fix_bandwidth_payload(c.camera.width, c.camera.height, c.camera.fps), c.alts)}"
+            for c in yuyv
+            if c.camera is not None
+        )
+        verdict = "they fit" if fixed <= domain.budget_us else "still too much"
+        helps.append(
+            f"the patched uvcvideo with `[uvcvideo] {FIX_PARAM} = true` (`sudo octobrixctl kmod install`): each YUYV "
+            f"camera then reserves what its mode needs instead of its largest packet ({sizes} bytes, from {source}); "
+            f"{fixed:.0f} of {domain.budget_us:g} µs, {verdict}"
+        )
+    fps_now = max(c.camera.fps for c in yuyv if c.camera is not None) if yuyv else 0
+    for fps in (f for f in LOWER_FPS if f < fps_now):
+        used = _relaxed(domain, cap, fix=True, fps=fps)
+        if used <= domain.budget_us:
+            what = "" if cap.uncompressed_fix else ", with the fix on"
+            helps.append(f"a lower rate: fps = {fps} for the YUYV cameras ({used:.0f} µs{what})")
+            break
+    for size in LOWER_SIZES:
+        used = _relaxed(domain, cap, fix=True, size=size)
+        smaller = any(c.camera is not None and size[0] * size[1] < c.camera.width * c.camera.height for c in yuyv)
+        if smaller and used <= domain.budget_us:
+            what = "" if cap.uncompressed_fix else ", with the fix on"
+            helps.append(f'a lower size: resolution = "{size[0]}x{size[1]}" ({used:.0f} µs{what})')
+            break
+    helps.append('or format = "mjpeg", if the camera has it, with the uvcvideo cap')
+    return helps
+
+
 def describe_over(domain: Domain, cap: Cap) -> str:
     names = ", ".join(c.name for c in domain.cameras)
     interval = "microframe" if domain.interval_us == HS_MICROFRAME_US else "frame"
@@ -321,7 +436,9 @@ def describe_over(domain: Domain, cap: Cap) -> str:
             helps.append(f"a lower cap: [uvcvideo] max_compressed_payload = {payload}")
         elif cap.payload == 0:
             helps.append("the patched uvcvideo (`sudo octobrixctl kmod install`, [uvcvideo] max_compressed_payload)")
-    if any(c.mode.startswith("YUYV") for c in domain.cameras):
+    if domain.speed is Speed.HIGH and any(c.mode.startswith("YUYV") for c in domain.cameras):
+        helps += yuyv_helps(domain, cap)
+    elif any(c.mode.startswith("YUYV") for c in domain.cameras):
         helps.append('lower fps or resolution for the YUYV cameras, or format = "mjpeg" with the uvcvideo cap')
     helps.append(
         "plug some of these cameras into another root port or USB controller, not the same hub "
@@ -347,22 +464,30 @@ def effective_cap(config: Config, layout: Layout) -> Cap:
     """The cap streams will get: the loaded module's own value when uvcvideo is in memory; else what
     the config sets (unset: the patched module's default, if it is installed; the stock driver's, if not)."""
     configured = config.uvcvideo.max_compressed_payload
+    fix_configured = config.uvcvideo.uncompressed_bandwidth_fix
     loaded, _version, live = loaded_module(layout)
     if loaded is Loaded.PATCHED and live is not None:
-        return Cap(live, f"the loaded patched uvcvideo (max_compressed_payload={live})")
+        fix = bool(live_bandwidth_fix(layout))
+        return Cap(live, f"the loaded patched uvcvideo (max_compressed_payload={live})", uncompressed_fix=fix)
     if loaded in (Loaded.STOCK, Loaded.BUILTIN):
         note = None
-        if configured:
+        if configured or fix_configured:
+            what = f"max_compressed_payload = {configured}" if configured else f"{FIX_PARAM} = true"
             note = (
-                f"[uvcvideo] max_compressed_payload = {configured} is configured, but the loaded uvcvideo is the "
+                f"[uvcvideo] {what} is configured, but the loaded uvcvideo is the "
                 "stock driver, which ignores it: `sudo octobrixctl kmod install` (octobrixctl kmod status explains)"
             )
         return Cap(0, "the loaded stock uvcvideo", note)
+    fix = bool(fix_configured)
     if configured is not None:
-        return Cap(configured, f"[uvcvideo] max_compressed_payload = {configured} in {config.source}")
+        return Cap(
+            configured, f"[uvcvideo] max_compressed_payload = {configured} in {config.source}", uncompressed_fix=fix
+        )
     if _patched_installed(layout):
-        return Cap(DEFAULT_PAYLOAD, f"the installed patched uvcvideo's default ({DEFAULT_PAYLOAD})")
-    return Cap(0, "the stock uvcvideo (the patched one is not installed)")
+        return Cap(
+            DEFAULT_PAYLOAD, f"the installed patched uvcvideo's default ({DEFAULT_PAYLOAD})", uncompressed_fix=fix
+        )
+    return Cap(0, "the stock uvcvideo (the patched one is not installed)", uncompressed_fix=fix)
 
 
 def controller_of_bus(layout: Layout, bus: int) -> str | None:
@@ -380,8 +505,9 @@ def placements(config: Config, inventory: Inventory | None, layout: Layout) -> d
     found: dict[str, Placement] = {}
     attached: Iterable[Device] = inventory.cameras if inventory is not None else ()
     for device in attached:
+        alts = read_alt_payloads(device.sys_path, device.usb.port) if device.bound_to else None
         for name in device.bound_to:
-            found[name] = Placement(device.usb.port, device.usb.speed_mbps, device.usb.controller, attached=True)
+            found[name] = Placement(device.usb.port, device.usb.speed_mbps, device.usb.controller, True, alts)
     for name, camera in config.cameras.items():
         if name not in found and camera.usb_port is not None:
             port = camera.usb_port

@@ -301,6 +301,10 @@ class UvcVideo(_Model):
     # Bytes per USB 2 microframe a compressed (MJPEG) stream may reserve. Unset: the patched
     # module's own default (1024); 0: the stock driver's behaviour.
     max_compressed_payload: Annotated[int, Strict(), AfterValidator(_check_payload)] | None = None
+    # true: the patched module computes what uncompressed (YUYV) streams reserve from width x
+    # height x bits per pixel x fps, as the kernel's FIX_BANDWIDTH quirk does, for every camera and
+    # without replacing any camera's own quirks. Unset: the module's default (off, stock behaviour).
+    uncompressed_bandwidth_fix: StrictBool | None = None
 
 
 class _Matched(_Model):
@@ -523,10 +527,16 @@ def _cross_check(entries: list[_Entry], frontdoor: FrontDoor, problems: _Problem
             # Printers and cameras are told apart by subsystem, so each section has its own space.
             ident = (entry.section, f"{key}={value}")
             if ident in bound:
+                same = (
+                    "if two boards share a serial number, bind both by usb_port"
+                    if entry.section == "printers"
+                    else "if two cameras share a serial number (several Logitech C270s report 200901010001), "
+                    "bind each by usb_port: `octobrixctl discover` shows their ports"
+                )
                 problems.add(
                     (entry.section, entry.name, key),
                     f"{value!r} already binds {entry.section}.{bound[ident]}; two entries cannot match "
-                    "the same device — if two boards share a serial number, bind both by usb_port",
+                    f"the same device — {same}",
                 )
             else:
                 bound[ident] = entry.name

@@ -519,7 +519,9 @@ def suggest_entry(device: Device, allocator: _Allocator) -> str:
         lines += [
             f"# Bound by USB port because {_comment(match.why_port or '')}.",
             "# A port binding follows the cable, not the board: this name belongs to whatever is",
-            f"# plugged into port {device.usb.port}; keep this board in that port.",
+            f"# plugged into port {device.usb.port}; keep this board in that port."
+            if device.kind is DeviceKind.PRINTER
+            else f"# plugged into port {device.usb.port}; keep this camera in that port.",
         ]
     if device.kind is DeviceKind.PRINTER:
         name = allocator.name("printer")

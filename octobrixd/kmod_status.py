@@ -18,6 +18,9 @@ from octobrixd.paths import Layout
 
 MODULE = "uvcvideo"
 PARAM = "max_compressed_payload"
+# The patched module's second parameter (since 1.1.1-octobrix2): FIX_BANDWIDTH's computation for
+# uncompressed formats on every camera, without replacing any camera's quirks. Off by default.
+FIX_PARAM = "uncompressed_bandwidth_fix"
 PACKAGE_NAME = "octobrix-uvcvideo"  # as in kmod/dkms.conf
 DEFAULT_PAYLOAD = 1024  # the module's own default, used when modprobe.d sets nothing
 SECURE_BOOT_VAR = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0f86df5ce93"
@@ -83,6 +86,9 @@ class KmodStatus:
     payload: int | None  # live value of the parameter, when the patched module is loaded
     configured: int | None
     configured_in: str | None
+    bandwidth_fix: bool | None  # live value of FIX_PARAM; None: not loaded, or a build without it
+    bandwidth_fix_configured: bool | None
+    bandwidth_fix_configured_in: str | None
     secure_boot: SecureBoot
     signatures_required: bool
     signing_cert: str  # the certificate DKMS signs with, as a path on the target system
@@ -149,9 +155,10 @@ def _modprobe_files(layout: Layout) -> list[Path]:
     return [by_name[name] for name in sorted(by_name)]
 
 
-def configured_payload(layout: Layout) -> tuple[int | None, str | None]:
-    """The value modprobe will pass when it loads uvcvideo, and the file that sets it (the last one wins)."""
-    value: int | None = None
+def configured_option(layout: Layout, name: str) -> tuple[str | None, str | None]:
+    """The raw value modprobe will pass for option name when it loads uvcvideo, and the file that sets
+    it (the last one wins)."""
+    value: str | None = None
     where: str | None = None
     for path in _modprobe_files(layout):
         for line in (read_text(path) or "").splitlines():
@@ -160,10 +167,39 @@ def configured_payload(layout: Layout) -> tuple[int | None, str | None]:
                 continue
             for option in words[2:]:
                 key, _, raw = option.partition("=")
-                if key == PARAM and raw.isdigit():
-                    value = int(raw)
+                if key == name:
+                    value = raw
                     where = "/" + str(path.relative_to(layout.root))
     return value, where
+
+
+def configured_payload(layout: Layout) -> tuple[int | None, str | None]:
+    """The max_compressed_payload modprobe will pass, and the file that sets it."""
+    raw, where = configured_option(layout, PARAM)
+    return (int(raw), where) if raw is not None and raw.isdigit() else (None, None)
+
+
+def parse_bool(raw: str | None) -> bool | None:
+    """A kernel bool parameter as sysfs shows it (Y/N) or modprobe.d sets it (y, 1, on...)."""
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in ("y", "1", "on", "yes", "true"):
+        return True
+    if value in ("n", "0", "off", "no", "false", ""):
+        return False
+    return None
+
+
+def configured_bandwidth_fix(layout: Layout) -> tuple[bool | None, str | None]:
+    raw, where = configured_option(layout, FIX_PARAM)
+    value = parse_bool(raw)
+    return (value, where) if value is not None else (None, None)
+
+
+def live_bandwidth_fix(layout: Layout) -> bool | None:
+    """The loaded module's uncompressed_bandwidth_fix; None when uvcvideo is not loaded or has no such parameter."""
+    return parse_bool(read_text(layout.sys / "module" / MODULE / "parameters" / FIX_PARAM))
 
 
 def secure_boot(layout: Layout) -> SecureBoot:
@@ -248,6 +284,7 @@ def module_refcount(layout: Layout) -> int:
 def read_status(layout: Layout, package: str = PACKAGE_NAME) -> KmodStatus:
     loaded, version, payload = loaded_module(layout)
     configured, configured_in = configured_payload(layout)
+    fix_configured, fix_configured_in = configured_bandwidth_fix(layout)
     return KmodStatus(
         package=package,
         loaded=loaded,
@@ -255,6 +292,9 @@ def read_status(layout: Layout, package: str = PACKAGE_NAME) -> KmodStatus:
         payload=payload,
         configured=configured,
         configured_in=configured_in,
+        bandwidth_fix=live_bandwidth_fix(layout) if loaded is Loaded.PATCHED else None,
+        bandwidth_fix_configured=fix_configured,
+        bandwidth_fix_configured_in=fix_configured_in,
         secure_boot=secure_boot(layout),
         signatures_required=signatures_required(layout),
         signing_cert="/" + str(signing_cert(layout).relative_to(layout.root)),
@@ -289,6 +329,14 @@ def _payload_text(value: int) -> str:
     return f"{value} bytes per microframe (room for about {cameras_per_bus(value)} MJPEG cameras per USB 2 bus)"
 
 
+def _fix_text(value: bool | None) -> str:
+    if value is None:
+        return "not in this build: `sudo octobrixctl kmod install` builds the current one"
+    if value:
+        return "on (YUYV cameras reserve what their size and frame rate need, as FIX_BANDWIDTH computes it)"
+    return "off (stock behaviour: YUYV cameras reserve what they ask for)"
+
+
 def _kernel_line(state: KernelState) -> str:
     flag = "running" if state.running else ""
     if state.uses is KernelModule.PATCHED:
@@ -311,10 +359,17 @@ def format_status(status: KmodStatus) -> str:
         lines.append(f"uvcvideo:     stock (version {status.version or 'unknown'}), no {PARAM} parameter")
     else:
         lines.append(f"uvcvideo:     {status.loaded.value}")
+    if status.loaded is Loaded.PATCHED:
+        lines.append(f"uncompressed: {FIX_PARAM}={_fix_text(status.bandwidth_fix)}")
     if status.configured is not None:
         lines.append(f"configured:   {PARAM}={status.configured} in {status.configured_in}")
     else:
         lines.append(f"configured:   no {PARAM} in modprobe.d (the module's default, {DEFAULT_PAYLOAD}, applies)")
+    if status.bandwidth_fix_configured is not None:
+        value = "on" if status.bandwidth_fix_configured else "off"
+        lines.append(f"configured:   {FIX_PARAM}={value} in {status.bandwidth_fix_configured_in}")
+    else:
+        lines.append(f"configured:   no {FIX_PARAM} in modprobe.d (the module's default, off, applies)")
     signing = ", unsigned modules are refused" if status.signatures_required else ""
     lines.append(f"secure boot:  {status.secure_boot.value}{signing}")
     lines.append(f"kernels (DKMS {status.package}):")
@@ -348,6 +403,19 @@ def status_notes(status: KmodStatus) -> list[str]:
             f"live {PARAM}={status.payload} differs from the configured {status.configured}: it applies when "
             f"uvcvideo is next loaded; to apply it now, write it to /sys/module/{MODULE}/parameters/{PARAM} "
             "and restart the camera streamers"
+        )
+    if (
+        status.loaded is Loaded.PATCHED
+        and status.bandwidth_fix is not None
+        and status.bandwidth_fix_configured is not None
+        and status.bandwidth_fix != status.bandwidth_fix_configured
+    ):
+        wanted = "Y" if status.bandwidth_fix_configured else "N"
+        notes.append(
+            f"live {FIX_PARAM}={'on' if status.bandwidth_fix else 'off'} differs from the configured "
+            f"{'on' if status.bandwidth_fix_configured else 'off'}: it applies when uvcvideo is next loaded; to "
+            f"apply it now, `echo {wanted} | sudo tee /sys/module/{MODULE}/parameters/{FIX_PARAM}` and restart "
+            "the camera streamers"
         )
     if status.signatures_required:
         notes.append("this kernel only loads signed modules: " + MOK_STEPS.format(cert=status.signing_cert))

@@ -41,11 +41,23 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))
     if config.frontdoor.enabled:
         files[NGINX_SITE] = RenderedFile(render_frontdoor(config))
-    if config.uvcvideo.max_compressed_payload is not None:
+    options = render_uvcvideo_options(config)
+    if options:
         files[paths.MODPROBE_FILE] = RenderedFile(
             header(config.source) + "# Takes effect with the patched uvcvideo from `octobrixctl kmod install`.\n"
-            f"options uvcvideo max_compressed_payload={config.uvcvideo.max_compressed_payload}\n"
+            f"options uvcvideo {options}\n"
         )
     for rel, text in timer_files(config.octobrix.backup_schedule, bool(config.printers), header(config.source)).items():
         files[rel] = RenderedFile(text)
     return files
+
+
+def render_uvcvideo_options(config: Config) -> str:
+    """The module options [uvcvideo] sets, as modprobe.d wants them; empty when it sets none."""
+    uvc = config.uvcvideo
+    options = []
+    if uvc.max_compressed_payload is not None:
+        options.append(f"max_compressed_payload={uvc.max_compressed_payload}")
+    if uvc.uncompressed_bandwidth_fix is not None:
+        options.append(f"uncompressed_bandwidth_fix={'Y' if uvc.uncompressed_bandwidth_fix else 'N'}")
+    return " ".join(options)

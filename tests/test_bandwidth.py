@@ -5,6 +5,7 @@ a user runs (discover, doctor, check, apply), with the stock driver and with the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from octobrixd.bandwidth import (
     Placement,
     advise,
     effective_cap,
+    fix_bandwidth_payload,
     fs_isoc_bus_time_us,
     placements,
 )
@@ -22,12 +24,14 @@ from octobrixd.config import parse_config
 from octobrixd.kmod_status import isoc_bus_time_us
 from octobrixd.paths import Layout
 from octobrixd.render import render_all
+from octobrixd.usb_descriptors import streaming_alt_payloads
 from tests.conftest import Ctl
 from tests.umock import bed, c270_per_bus, needs_umockdev, three_c270_on_a_hub
 
 SRC = "/etc/octobrix.toml"
 STOCK = Cap(0, "stock")
 CAPPED = Cap(1024, "the patched uvcvideo")
+FIXED = Cap(1024, "the patched uvcvideo", uncompressed_fix=True)
 
 
 def cameras_toml(ports: list[str], *, resolution: str = "1280x720", fps: int = 15, fmt: str = "mjpeg") -> str:
@@ -95,14 +99,106 @@ def test_a_config_alone_is_judged_as_usb2_on_the_bus_its_ports_name(tmp_path: Pa
     assert domain.label == "bus 2"
 
 
-def test_yuyv_scales_with_the_mode_and_a_mode_too_big_is_named() -> None:
+def test_yuyv_reserves_its_largest_setting_stock_and_what_its_mode_needs_with_the_fix() -> None:
     small = parse_config(cameras_toml(["1-1"], resolution="640x480", fps=10, fmt="yuyv"), SRC)
     (load,) = advise(small, plugged(["1-1"]), STOCK).domains[0].cameras
-    assert load.reserved_bytes == 640 * 480 * 2 * 10 // 8000 + 12
+    assert (load.request_bytes, load.reserved_bytes, load.bus_time_us) == (3072, 3072, 61), (
+        "the stock driver takes the camera's own request, its largest packet, whatever the mode"
+    )
+    (load,) = advise(small, plugged(["1-1"]), FIXED).domains[0].cameras
+    # The kernel's estimate (640*480/8*16 * 11 / 1000 / 8 + 12 = 856) is raised to its floor of 1024;
+    # the smallest typical alternate setting holding 1024 bytes is 2 x 800.
+    assert (load.request_bytes, load.reserved_bytes, load.bus_time_us) == (1024, 1600, 32)
     big = parse_config(cameras_toml(["1-1"], resolution="1280x720", fps=15, fmt="yuyv"), SRC)
     (problem,) = advise(big, plugged(["1-1"]), STOCK).warnings()
     assert problem.startswith("cameras.cam1: YUYV 1280x720@15 needs about 3468 bytes per microframe")
     assert 'format = "mjpeg"' in problem
+
+
+# What uvc_fixup_video_ctrl() asks for with FIX_BANDWIDTH (drivers/media/usb/uvc/uvc_video.c, identical in
+# linux-source 5.10, 6.1, 6.12, 7.2 and 7.3): bandwidth = wWidth * wHeight / 8 * bpp (16 for YUYV);
+# bandwidth *= 10000000 / dwFrameInterval + 1; bandwidth /= 1000; bandwidth /= 8 (high speed);
+# bandwidth += 12; bandwidth = max(bandwidth, 1024). Worked by hand from those lines, e.g. 640x480@30:
+# 614400 * 31 = 19046400 -> 19046 -> 2380 -> 2392. Then the typical table (128, 256, 800, 1600, 2400,
+# 3072) gives the setting uvc_video_start_transfer() picks: the smallest holding it, else the largest.
+KERNEL_FIX_BANDWIDTH = {
+    (640, 480): {5: 1024, 10: 1024, 15: 1240, 20: 1624, 25: 2008, 30: 2392},
+    (1280, 720): {5: 1394, 10: 2546, 15: 3698, 20: 4850, 25: 6002, 30: 7154},
+    (1920, 1080): {5: 3122, 10: 5714, 15: 8306, 20: 10898, 25: 13490, 30: 16082},
+}
+TYPICAL_SETTING = {1024: 1600, 1240: 1600, 1624: 2400, 2008: 2400, 2392: 2400, 1394: 1600, 2546: 3072}
+
+
+@pytest.mark.parametrize(
+    ("size", "fps"), [(size, fps) for size in KERNEL_FIX_BANDWIDTH for fps in (5, 10, 15, 20, 25, 30)]
+)
+def test_yuyv_figures_follow_the_kernels_fix_bandwidth_formula(size: tuple[int, int], fps: int) -> None:
+    expected = KERNEL_FIX_BANDWIDTH[size][fps]
+    assert fix_bandwidth_payload(size[0], size[1], fps) == expected
+    config = parse_config(cameras_toml(["1-1"], resolution=f"{size[0]}x{size[1]}", fps=fps, fmt="yuyv"), SRC)
+    (load,) = advise(config, plugged(["1-1"]), FIXED).domains[0].cameras
+    assert load.request_bytes == expected
+    setting = TYPICAL_SETTING.get(expected, 3072)  # more than the largest setting: the largest
+    assert (load.reserved_bytes, load.bus_time_us) == (setting, isoc_bus_time_us(setting))
+    (stock,) = advise(config, plugged(["1-1"]), STOCK).domains[0].cameras
+    assert stock.reserved_bytes == 3072, "stock: the camera's request, whatever the mode"
+
+
+def test_two_vga_yuyv_cameras_on_one_usb2_bus_do_not_fit_with_the_stock_driver() -> None:
+    """The "second camera fails" report: each needs ~2.3 KB per microframe, each reserves 3072 bytes."""
+    ports = ["1-3.1", "1-3.2"]
+    config = parse_config(cameras_toml(ports, resolution="640x480", fps=30, fmt="yuyv"), SRC)
+    stock = advise(config, plugged(ports), STOCK)
+    (domain,) = stock.over
+    assert domain.used_us == 122 and domain.fitting == 1
+    (warning,) = stock.warnings()
+    assert "cam1, cam2 on bus 1, root port 1-3 (USB 2) would reserve 122 µs of the 100 µs" in warning
+    assert (
+        "`[uvcvideo] uncompressed_bandwidth_fix = true` (`sudo octobrixctl kmod install`): each YUYV camera then "
+        "reserves what its mode needs instead of its largest packet (cam1 2400, cam2 2400 bytes, from a typical "
+        "cheap camera's settings); 96 of 100 µs, they fit"
+    ) in warning
+    assert "a lower rate: fps = 25 for the YUYV cameras (96 µs, with the fix on)" in warning
+    assert 'a lower size: resolution = "320x240"' in warning
+    assert "another root port or USB controller" in warning
+
+    fixed = advise(config, plugged(ports), FIXED)
+    assert not fixed.over and fixed.domains[0].used_us == 96 and fixed.warnings() == []
+
+
+def c270_descriptors() -> bytes:
+    """Raw descriptors as /sys/bus/usb/devices/PORT/descriptors holds them for a Logitech C270 (046d:0825):
+    its video-streaming interface's isochronous alternate settings, as `lsusb -v` lists them for this
+    model (1x192 ... 3x1020). Only the descriptors the parser reads, in the order the device sends them."""
+    device = bytes([18, 1, 0x00, 0x02, 0xEF, 0x02, 0x01, 64, 0x6D, 0x04, 0x25, 0x08, 0x10, 0x00, 0, 2, 1, 1])
+    config = bytes([9, 2, 0, 0, 4, 1, 0, 0x80, 250])
+    iad = bytes([8, 11, 0, 2, 0x0E, 0x03, 0, 0])
+    control = bytes([9, 4, 0, 0, 1, 0x0E, 0x01, 0, 0]) + bytes([7, 5, 0x87, 3, 16, 0, 8])
+    streaming = bytes([9, 4, 1, 0, 0, 0x0E, 0x02, 0, 0]) + bytes([14, 0x24, 1, 1, 0, 0, 0x81, 0, 0, 0, 0, 0, 1, 0])
+    sizes = (0x00C0, 0x0180, 0x0200, 0x0280, 0x0320, 0x03B0, 0x0A80, 0x0B20, 0x0BE0, 0x1380, 0x13FC)
+    alts = b"".join(
+        bytes([9, 4, 1, alt, 1, 0x0E, 0x02, 0, 0]) + bytes([7, 5, 0x81, 5, size & 0xFF, size >> 8, 1])
+        for alt, size in enumerate(sizes, start=1)
+    )
+    audio = bytes([9, 4, 2, 1, 1, 0x01, 0x02, 0, 0]) + bytes([9, 5, 0x86, 5, 0x44, 0x00, 4, 0, 0])
+    return device + config + iad + control + streaming + alts + audio
+
+
+C270_SETTINGS = (192, 384, 512, 640, 800, 944, 1280, 1600, 1984, 2688, 3060)
+
+
+def test_a_cameras_own_alternate_settings_are_read_from_its_descriptors() -> None:
+    assert streaming_alt_payloads(c270_descriptors()) == C270_SETTINGS, "the audio endpoint is not the camera's"
+    # With the C270's own settings two VGA@30 cameras still overbook the bus with the fix (2392 -> 2688 bytes,
+    # 53 µs each): the advice names the rate that fits (20 fps: 1624 -> 1984 bytes, 40 µs each).
+    ports = ["1-3.1", "1-3.2"]
+    config = parse_config(cameras_toml(ports, resolution="640x480", fps=30, fmt="yuyv"), SRC)
+    where = {name: replace(p, alt_payloads=C270_SETTINGS) for name, p in plugged(ports).items()}
+    (warning,) = advise(config, where, STOCK).warnings()
+    assert "(cam1 2688, cam2 2688 bytes, from their descriptors); 106 of 100 µs, still too much" in warning
+    assert "a lower rate: fps = 20 for the YUYV cameras (80 µs, with the fix on)" in warning
+    (stock,) = advise(config, where, STOCK).domains
+    assert [c.reserved_bytes for c in stock.cameras] == [3060, 3060]
 
 
 def test_a_cap_too_small_for_the_stream_warns_of_torn_frames() -> None:
@@ -111,13 +207,28 @@ def test_a_cap_too_small_for_the_stream_warns_of_torn_frames() -> None:
     assert "more than the uvcvideo cap of 512 lets through: expect torn or grey frames" in problem
 
 
-def fake_module(root: Path, *, param: int | None) -> None:
+def fake_module(root: Path, *, param: int | None, fix: str = "N") -> None:
     module = root / "sys/module/uvcvideo"
     (module / "parameters").mkdir(parents=True)
     (module / "initstate").write_text("live\n")
-    (module / "version").write_text("1.1.1-octobrix1\n" if param is not None else "1.1.1\n")
+    (module / "version").write_text("1.1.1-octobrix2\n" if param is not None else "1.1.1\n")
     if param is not None:
         (module / "parameters/max_compressed_payload").write_text(f"{param}\n")
+        (module / "parameters/uncompressed_bandwidth_fix").write_text(f"{fix}\n")
+
+
+def test_the_loaded_module_decides_the_uncompressed_fix(tmp_path: Path) -> None:
+    config = parse_config("[uvcvideo]\nuncompressed_bandwidth_fix = true\n", SRC)
+    assert effective_cap(config, Layout(tmp_path / "none")).uncompressed_fix, "not loaded: the config's value"
+    assert not effective_cap(parse_config("", SRC), Layout(tmp_path / "none")).uncompressed_fix, "default: off"
+    fake_module(tmp_path / "on", param=1024, fix="Y")
+    assert effective_cap(parse_config("", SRC), Layout(tmp_path / "on")).uncompressed_fix, "loaded: its live value"
+    fake_module(tmp_path / "off", param=1024, fix="N")
+    assert not effective_cap(config, Layout(tmp_path / "off")).uncompressed_fix
+    fake_module(tmp_path / "stock", param=None)
+    stock = effective_cap(config, Layout(tmp_path / "stock"))
+    assert not stock.uncompressed_fix
+    assert stock.note is not None and "uncompressed_bandwidth_fix = true is configured, but" in stock.note
 
 
 def test_the_loaded_module_decides_the_cap(tmp_path: Path) -> None:
@@ -235,3 +346,34 @@ def test_cameras_per_bus_match_the_kmod_readme(cap: int, fits: int) -> None:
     config = parse_config(cameras_toml(ports, resolution="640x480", fps=10), SRC)
     (domain,) = advise(config, plugged(ports), Cap(cap, "x")).domains
     assert domain.fitting == fits
+
+
+def with_descriptors(recording: Path, target: Path, raw: bytes) -> Path:
+    """A recording whose USB device block also holds its binary `descriptors` attribute (an H: line)."""
+    blocks = recording.read_text(encoding="utf-8").split("\n\n")
+    for index, block in enumerate(blocks):
+        first = block.lstrip("\n").split("\n", 1)[0]
+        if first.startswith("P: ") and first.rsplit("/", 1)[-1].count(":") == 0 and "/usb1/" in first:
+            blocks[index] = block.rstrip("\n") + f"\nH: descriptors={raw.hex().upper()}"
+    target.write_text("\n\n".join(blocks), encoding="utf-8")
+    return target
+
+
+@needs_umockdev
+def test_discover_reads_what_a_plugged_camera_reserves_from_its_own_descriptors(tmp_path: Path) -> None:
+    """sysfs' descriptors file, read without opening the camera: the C270's largest setting is 3060, not 3072."""
+    recordings = [
+        with_descriptors(path, tmp_path / f"d-{path.name}", c270_descriptors())
+        for path in three_c270_on_a_hub(tmp_path)[:2]
+    ]
+    text = "".join(
+        f'[cameras.cam{n}]\nserial = "CAMHUB{n}"\nport = {8080 + n}\nformat = "yuyv"\n'
+        'resolution = "640x480"\nfps = 30\n\n'
+        for n in (1, 2)
+    )
+    root, config_path = scratch_root(tmp_path, text)
+    shown = bed(recordings, "discover", "--config", config_path, "--root", root)
+    assert shown.returncode == 0, shown.stderr
+    assert "cam1         1-3.1          YUYV 640x480@30      reserves 3060 bytes = 61 µs" in shown.stdout
+    assert "122 of 100 µs per microframe — OVER BUDGET" in shown.stdout
+    assert "(cam1 2688, cam2 2688 bytes, from their descriptors)" in shown.stdout

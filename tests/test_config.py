@@ -228,6 +228,13 @@ def test_uvcvideo_payload_range() -> None:
         assert message.startswith(f"{SRC}:2: uvcvideo.max_compressed_payload: {bad} is not a payload"), message
 
 
+def test_uvcvideo_uncompressed_bandwidth_fix_is_a_boolean() -> None:
+    assert parse_config("", SRC).uvcvideo.uncompressed_bandwidth_fix is None
+    assert parse_config("[uvcvideo]\nuncompressed_bandwidth_fix = true\n", SRC).uvcvideo.uncompressed_bandwidth_fix
+    message = only_problem('[uvcvideo]\nuncompressed_bandwidth_fix = "yes"\n')
+    assert message.startswith(f"{SRC}:2: uvcvideo.uncompressed_bandwidth_fix: "), message
+
+
 def test_ports_must_not_clash_across_printers_and_cameras() -> None:
     text = GOOD_PRINTER + '\n[cameras.cam1]\nserial = "SN0001"\nport = 5001\n'
     assert only_problem(text) == f"{SRC}:7: cameras.cam1.port: 5001 is also used by printers.p1 — pick another port"
@@ -358,3 +365,13 @@ def test_public_host_defaults_to_this_machines_name(tmp_path: Path) -> None:
     assert load_config(path).octobrix.public_host == socket.gethostname()
     path.write_text('[octobrix]\npublic_host = "farm.local"\n', encoding="utf-8")
     assert load_config(path).octobrix.public_host == "farm.local"
+
+
+def test_two_cameras_with_the_same_serial_are_refused_with_the_port_hint() -> None:
+    text = '[cameras.a]\nserial = "200901010001"\nport = 8081\n\n[cameras.b]\nserial = "200901010001"\nport = 8082\n'
+    message = only_problem(text)
+    assert message.startswith(f"{SRC}:6: cameras.b.serial: '200901010001' already binds cameras.a; "), message
+    assert "several Logitech C270s report 200901010001), bind each by usb_port" in message
+    assert "`octobrixctl discover` shows their ports" in message
+    printers = text.replace("cameras.", "printers.").replace("808", "500")
+    assert "if two boards share a serial number, bind both by usb_port" in only_problem(printers)

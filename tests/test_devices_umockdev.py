@@ -34,6 +34,7 @@ from tests.umock import (
     STM32,
     TWO_CH340,
     bed,
+    c270_at,
     needs_umockdev,
     stm32_twin,
 )
@@ -307,3 +308,25 @@ def test_discovery_never_opens_a_serial_port(tmp_path: Path) -> None:
         assert opened == [], opened
         # The trace does see the discovery's reads, so an empty list above means something.
         assert any("/tty/ttyACM0/" in line or "/ttyUSB3/" in line for line in calls[start:end]), args
+
+
+def test_cameras_with_identical_serials_are_bound_by_port_and_discover_says_why(tmp_path: Path) -> None:
+    """Several Logitech C270s report the same serial number, 200901010001: a serial rule would match both."""
+    cameras = [
+        c270_at(tmp_path / f"c270-{n}.umockdev", f"1-3.{n}", "200901010001", 2 * (n - 1), 10 + n, via_hub=True)
+        for n in (1, 2)
+    ]
+    shown = bed(cameras, "discover", "--toml")
+    assert shown.returncode == 0, shown.stderr
+    snippet = shown.stdout
+    for port, other in (("1-3.1", "/dev/video2"), ("1-3.2", "/dev/video0")):
+        assert f"# Bound by USB port because its serial number 200901010001 is also reported by {other}." in snippet
+        assert f'usb_port = "{port}"' in snippet
+        assert f"# plugged into port {port}; keep this camera in that port." in snippet
+    assert 'serial = "200901010001"' not in snippet
+    # The snippet is a valid config, and its rules give each camera its own link.
+    config = parse_config(snippet, "/etc/octobrix.toml")
+    assert {c.usb_port for c in config.cameras.values()} == {"1-3.1", "1-3.2"}
+    data = discover_json(cameras)
+    assert [c["serial_shared_with"] for c in data["cameras"]] == [["/dev/video2"], ["/dev/video0"]]
+    assert all(c["suggested_match"]["key"] == "usb_port" for c in data["cameras"])

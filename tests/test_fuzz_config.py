@@ -54,7 +54,7 @@ document = st.fixed_dictionaries(
         ),
         "printers": st.dictionaries(names, entry, max_size=3),
         "cameras": st.dictionaries(names, entry, max_size=2),
-        "uvcvideo": st.dictionaries(st.sampled_from(["max_compressed_payload"]), value),
+        "uvcvideo": st.dictionaries(st.sampled_from(["max_compressed_payload", "uncompressed_bandwidth_fix"]), value),
     },
 )
 

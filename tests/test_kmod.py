@@ -31,7 +31,7 @@ SCRIPT = KMOD / "uvc-source.sh"
 UVC = "drivers/media/usb/uvc"
 # Filled by tests/deps/kmod.sh with drivers/media/usb/uvc/ of every series Debian's archive has.
 UVC_CACHE = Path(os.environ.get("OCTOBRIX_UVC_CACHE", "/var/cache/octobrix-tests/uvc-sources"))
-PATCHED_VERSION = "1.1.1-octobrix1"
+PATCHED_VERSION = "1.1.1-octobrix2"
 KVER = "6.1.0-56-amd64"
 
 
@@ -63,7 +63,7 @@ class FakeSystem:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(target)
 
-    def loaded(self, version: str, payload: int | None, refcnt: int = 0) -> None:
+    def loaded(self, version: str, payload: int | None, refcnt: int = 0, fix: str | None = "N") -> None:
         base = "sys/module/uvcvideo"
         self.write(f"{base}/initstate", "live\n")
         self.write(f"{base}/version", version + "\n")
@@ -71,6 +71,8 @@ class FakeSystem:
         self.write(f"{base}/parameters/quirks", "4294967295\n")
         if payload is not None:
             self.write(f"{base}/parameters/max_compressed_payload", f"{payload}\n")
+            if fix is not None:  # the first octobrix build (1.1.1-octobrix1) had no uncompressed_bandwidth_fix
+                self.write(f"{base}/parameters/uncompressed_bandwidth_fix", f"{fix}\n")
 
     def kernel(self, release: str, module: str | None, *, headers: bool = True, dkms: bool = False) -> None:
         """A kernel in /lib/modules; module is uvcvideo's path in modules.dep (None: no uvcvideo)."""
@@ -121,7 +123,42 @@ def test_status_shows_the_patched_module_with_its_live_and_configured_value(
     assert "max_compressed_payload=768 in /etc/modprobe.d/octobrix-uvcvideo.conf" in out
     kernel_line = next(line for line in out.splitlines() if KVER in line)
     assert kernel_line.split() == [KVER, "running", "patched", "updates/dkms/uvcvideo.ko.xz"]
+    assert "uncompressed: uncompressed_bandwidth_fix=off (stock behaviour" in out
+    assert "configured:   no uncompressed_bandwidth_fix in modprobe.d (the module's default, off, applies)" in out
     assert "note:" not in out, "a fully patched system needs nothing from the user"
+
+
+def test_status_shows_the_uncompressed_bandwidth_fix_live_and_configured(
+    system: FakeSystem, capsys: pytest.CaptureFixture[str]
+) -> None:
+    system.loaded(PATCHED_VERSION, 1024, fix="Y")
+    system.kernel(KVER, "updates/dkms/uvcvideo.ko.xz", dkms=True)
+    system.modprobe_conf(
+        "etc/modprobe.d",
+        "octobrix-uvcvideo.conf",
+        "options uvcvideo max_compressed_payload=1024 uncompressed_bandwidth_fix=Y\n",
+    )
+    out = status_text(system, capsys)
+    assert "uncompressed: uncompressed_bandwidth_fix=on (YUYV cameras reserve what their size and frame rate" in out
+    assert "configured:   uncompressed_bandwidth_fix=on in /etc/modprobe.d/octobrix-uvcvideo.conf" in out
+    assert "note:" not in out
+    # Turned off in the config while the module in memory still has it on: status says how to apply it.
+    system.modprobe_conf("etc/modprobe.d", "octobrix-uvcvideo.conf", "options uvcvideo uncompressed_bandwidth_fix=N\n")
+    out = status_text(system, capsys)
+    assert "live uncompressed_bandwidth_fix=on differs from the configured off" in out
+    assert "echo N | sudo tee /sys/module/uvcvideo/parameters/uncompressed_bandwidth_fix" in out
+    assert kmod_cli("status", "--root", system.root, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["bandwidth_fix"], data["bandwidth_fix_configured"]) == (True, False)
+
+
+def test_status_says_the_first_patched_build_lacks_the_fix(
+    system: FakeSystem, capsys: pytest.CaptureFixture[str]
+) -> None:
+    system.loaded("1.1.1-octobrix1", 1024, fix=None)
+    system.kernel(KVER, "updates/dkms/uvcvideo.ko.xz", dkms=True)
+    out = status_text(system, capsys)
+    assert "uncompressed_bandwidth_fix=not in this build: `sudo octobrixctl kmod install` builds the current one" in out
 
 
 @pytest.mark.parametrize(
@@ -448,7 +485,21 @@ def test_patch_applies_exactly_to_every_available_kernel_series(source: Path, tm
     # The cap lands inside uvc_fixup_video_ctrl, after the sign-extension fix and before FIX_BANDWIDTH.
     fixup = video.index("static void uvc_fixup_video_ctrl(")
     cap = video.index("u32 cap = READ_ONCE(uvc_max_compressed_payload);")
-    assert fixup < video.index("&= ~0xffff0000;") < cap < video.index("UVC_QUIRK_FIX_BANDWIDTH &&", fixup)
+    assert fixup < video.index("&= ~0xffff0000;") < cap < video.index("UVC_QUIRK_FIX_BANDWIDTH ||", fixup)
+    # The fix widens FIX_BANDWIDTH's own condition: the same computation, the camera's quirks untouched.
+    condition = (
+        "\tif (!(format->flags & UVC_FMT_FLAG_COMPRESSED) &&\n"
+        "\t    (stream->dev->quirks & UVC_QUIRK_FIX_BANDWIDTH ||\n"
+        "\t     READ_ONCE(uvc_uncompressed_bandwidth_fix)) &&\n"
+        "\t    stream->intf->num_altsetting > 1) {\n"
+    )
+    assert video.count(condition) == 1
+    block = video[video.index(condition) : video.index("ctrl->dwMaxPayloadTransferSize = bandwidth;", fixup)]
+    assert "bandwidth = frame->wWidth * frame->wHeight / 8 * format->bpp;" in block
+    assert "uncompressed_bandwidth_fix: asking for %u instead of %u bytes per microframe" in block
+    assert "static bool uvc_uncompressed_bandwidth_fix;" in video, "off unless set: stock behaviour"
+    added = [line for line in PATCH.read_text().splitlines() if line.startswith("+")]
+    assert not any(op in line for line in added for op in ("quirks =", "quirks |=", "quirks &=")), "quirks untouched"
     assert f'"{PATCHED_VERSION}"' in (tmp_path / UVC / "uvcvideo.h").read_text()
 
 
@@ -511,6 +562,7 @@ def test_dkms_builds_and_installs_the_patched_module_for_debian_61(
     assert len(filename) == 1 and filename[0].startswith(f"/lib/modules/{release}/updates/dkms/uvcvideo.ko")
     assert modinfo(release, "version") == [PATCHED_VERSION]
     assert any(p.startswith("max_compressed_payload:") and p.endswith("(uint)") for p in modinfo(release, "parm"))
+    assert any(p.startswith("uncompressed_bandwidth_fix:") and p.endswith("(bool)") for p in modinfo(release, "parm"))
     state = kmod_status.read_status(Layout()).kernel(release)
     assert state is not None
     assert (state.built, state.uses) == (True, kmod_status.KernelModule.PATCHED)

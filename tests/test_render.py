@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from octobrixd import paths
 from octobrixd.config import parse_config
 from octobrixd.render import render_all
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
@@ -147,3 +148,20 @@ def test_seed_merge_keeps_the_users_settings() -> None:
         "webcam": {"flipH": True},
     }
     assert current["serial"]["port"] == "/dev/ttyUSB0", "the input is not modified"
+
+
+@pytest.mark.parametrize(
+    ("section", "options"),
+    [
+        ("uncompressed_bandwidth_fix = true\n", "options uvcvideo uncompressed_bandwidth_fix=Y"),
+        (
+            "max_compressed_payload = 768\nuncompressed_bandwidth_fix = false\n",
+            "options uvcvideo max_compressed_payload=768 uncompressed_bandwidth_fix=N",
+        ),
+    ],
+)
+def test_uvcvideo_section_becomes_modprobe_options(section: str, options: str) -> None:
+    config = parse_config("[uvcvideo]\n" + section, "/etc/octobrix.toml")
+    text = render_all(config)[paths.MODPROBE_FILE].text
+    assert text.splitlines()[-1] == options
+    assert paths.MODPROBE_FILE not in render_all(parse_config("", "/etc/octobrix.toml")), "nothing set, no file"

@@ -116,7 +116,8 @@ def test_patched_module_builds_with_each_releases_own_headers_and_sources(lab_ro
         line.split(":", 1)
         for line in in_chroot(root, "modinfo /root/octobrix-uvcvideo/uvcvideo.ko").stdout.splitlines()
     )
-    assert info["version"].strip() == "1.1.1-octobrix1"
+    assert info["version"].strip() == "1.1.1-octobrix2"
     assert info["vermagic"].split()[0] == kernel
     info_text = in_chroot(root, "modinfo -F parm /root/octobrix-uvcvideo/uvcvideo.ko").stdout
     assert "max_compressed_payload:" in info_text
+    assert "uncompressed_bandwidth_fix:" in info_text

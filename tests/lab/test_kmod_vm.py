@@ -1,5 +1,6 @@
-"""The patched uvcvideo in a real Debian 6.1 kernel: it loads, its parameter is visible and
-settable, modprobe.d sets it, and with the parameter at 0 it is the stock driver.
+"""The patched uvcvideo in a real Debian 6.1 kernel: it loads, its parameters are visible and
+settable, modprobe.d sets them, and with max_compressed_payload at 0 and uncompressed_bandwidth_fix off
+it is the stock driver.
 
 No UVC camera can be emulated here: QEMU has no USB video device, and dummy_hcd cannot do the
 isochronous transfers a camera streams with. So "behaves as stock at 0" is checked on everything
@@ -23,14 +24,17 @@ from pathlib import Path
 
 import pytest
 
+from octobrixd.config import parse_config
 from octobrixd.paths import MODPROBE_FILE
+from octobrixd.render import render_all
 from tests.lab.harness.vm import Vm
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 PARAM = "/sys/module/uvcvideo/parameters/max_compressed_payload"
-PATCHED_VERSION = "1.1.1-octobrix1"
+PATCHED_VERSION = "1.1.1-octobrix2"
+FIX = "/sys/module/uvcvideo/parameters/uncompressed_bandwidth_fix"
 MODPROBE_CONF = "/" + str(MODPROBE_FILE)
 # kmod.py needs only these, all standard library: enough to run `kmod status` with the guest's python3.
 STATUS_MODULES = ("__init__.py", "cliargs.py", "errors.py", "paths.py", "proc.py", "kmod.py", "kmod_status.py")
@@ -134,6 +138,30 @@ def test_patched_module_loads_and_its_parameter_is_visible_and_settable(vm: Vm, 
     assert "[uvcvideo]" in control.stdout and "uvc_fixup_video_ctrl" in control.stdout
 
 
+def test_uncompressed_bandwidth_fix_is_off_by_default_settable_and_set_by_modprobe_d(vm: Vm, patched: str) -> None:
+    """The YUYV fix: off unless asked (stock behaviour), writable live, and what [uvcvideo] renders applies."""
+    reload(vm)
+    assert vm.read_file(FIX).decode().strip() == "N", "off by default: the stock driver's behaviour"
+    quirks = vm.read_file("/sys/module/uvcvideo/parameters/quirks").decode().strip()
+    vm.sh(f"echo Y > {FIX}")
+    assert vm.read_file(FIX).decode().strip() == "Y"
+    assert vm.read_file("/sys/module/uvcvideo/parameters/quirks").decode().strip() == quirks, (
+        "the forced-quirks parameter stays as it was: every camera keeps its own quirks"
+    )
+    assert vm.sh(f"echo sometimes > {FIX}", check=False).returncode != 0
+    assert vm.read_file(FIX).decode().strip() == "Y", "a bad value leaves the setting alone"
+
+    # The exact options octobrix renders from [uvcvideo] (tests/test_render.py) are what modprobe applies.
+    config = parse_config("[uvcvideo]\nmax_compressed_payload = 768\nuncompressed_bandwidth_fix = true\n", "t")
+    vm.write_file(MODPROBE_CONF, render_all(config)[MODPROBE_FILE].text)
+    reload(vm)
+    assert (vm.read_file(FIX).decode().strip(), vm.read_file(PARAM).decode().strip()) == ("Y", "768")
+    vm.sh("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
+    control = vm.run(["grep", "-F", "uncompressed_bandwidth_fix", "/sys/kernel/debug/dynamic_debug/control"])
+    assert "[uvcvideo]" in control.stdout and "uvc_fixup_video_ctrl" in control.stdout
+    vm.run(["rm", "-f", MODPROBE_CONF])
+
+
 def test_at_zero_the_patched_module_is_the_stock_driver(vm: Vm, patched: str, stock: dict[str, str]) -> None:
     reload(vm, "max_compressed_payload=0")
     assert vm.read_file(PARAM).decode().strip() == "0"
@@ -141,6 +169,7 @@ def test_at_zero_the_patched_module_is_the_stock_driver(vm: Vm, patched: str, st
     assert vm.run(["test", "-d", "/sys/bus/usb/drivers/uvcvideo"], check=False).returncode == 0
     now = {f"param:{k}": v for k, v in params(vm).items()}
     assert now.pop("param:max_compressed_payload") == "0"
+    assert now.pop("param:uncompressed_bandwidth_fix") == "N"
     assert now == {k: v for k, v in stock.items() if k.startswith("param:")}, "same parameters, same defaults"
     assert stock["version"] == "1.1.1"
 
@@ -156,4 +185,5 @@ def test_kmod_status_reads_the_real_kernel(vm: Vm, patched: str) -> None:
     )
     out = vm.run(["python3", "-c", script], env={"PYTHONPATH": "/root/octobrix"}).stdout
     assert f"uvcvideo:     patched (version {PATCHED_VERSION}), max_compressed_payload=0 (stock behaviour)" in out
+    assert "uncompressed: uncompressed_bandwidth_fix=off (stock behaviour" in out
     assert "secure boot:  off (legacy BIOS boot)" in out
