@@ -61,7 +61,11 @@ class Dist:
 
 
 def site_packages(venv: Path) -> Path | None:
-    found = sorted(venv.glob("lib/python3*/site-packages"))
+    """None also where the state dir is not ours to read (status and the overview without root)."""
+    try:
+        found = sorted(venv.glob("lib/python3*/site-packages"))
+    except OSError:
+        return None
     return found[-1] if found else None
 
 

@@ -430,3 +430,28 @@ def test_doctor_without_root_says_what_it_cannot_read(tmp_path: Path, monkeypatc
     results = run_checks(DoctorContext(layout, config_file), [check_venvs])
     assert [(r.name, r.ok) for r in results] == [("octoprint demo", True)]
     assert "run doctor as root" in results[0].detail
+
+
+def test_a_venv_that_is_not_ours_to_read_is_unknown_not_a_crash(tmp_path: Path) -> None:
+    """status without root and the overview's unprivileged web service read a 0700 state dir they
+    cannot enter: the venv's fields are unknown (null), and nothing raises (found by the browser test)."""
+    state = tmp_path / "var/lib/octobrix/demo"
+    (state / "venvs/x/lib/python3.11/site-packages").mkdir(parents=True)
+    (state / "venv").symlink_to("venvs/x")
+    state.chmod(0o700)
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom octobrixd.config import parse_config\n"
+        "from octobrixd.paths import Layout\nfrom octobrixd.venv_contents import report\n"
+        "config = parse_config('[printers.demo]\\nvirtual = true\\nport = 5000\\n')\n"
+        "print(report(Layout(Path(sys.argv[1])), config, 'demo'))\n"
+    )
+    for parent in [tmp_path, *tmp_path.parents]:
+        parent.chmod(parent.stat().st_mode | 0o005)
+    for folder in (tmp_path / "var", tmp_path / "var/lib", tmp_path / "var/lib/octobrix"):
+        folder.chmod(0o755)
+    result = subprocess.run(
+        ["runuser", "-u", "nobody", "--", sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "VenvReport(octoprint_version=None, plugins=(), drift=None)"
