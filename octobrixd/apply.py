@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import hashlib
 import logging
 import os
@@ -27,7 +26,7 @@ import yaml
 from octobrixd import octoprint_api, paths, systemd, udev
 from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.fsutil import DiskFullError, commit, leftover_temps, prune_empty_dir, remove_file, stage
+from octobrixd.fsutil import DiskFullError, commit, exclusive_lock, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
 from octobrixd.manifest import Manifest, printer_of, running_port
 from octobrixd.paths import Layout
@@ -269,18 +268,8 @@ def render_diff(plan: Plan) -> str:
 @contextlib.contextmanager
 def apply_lock(layout: Layout) -> Iterator[None]:
     """One apply at a time: octobrixd and octobrixctl may both try."""
-    path = layout.path(LOCK_FILE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another apply to finish (%s)", path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(layout.path(LOCK_FILE), "another apply"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from octobrixd.errors import OctobrixError
+
+log = logging.getLogger(__name__)
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -118,3 +122,19 @@ def remove_file(path: Path) -> bool:
 def prune_empty_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
         directory.rmdir()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, waiting_for: str) -> Iterator[None]:
+    """Hold an flock on path for the block; logs once that it waits for WAITING_FOR when another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s to finish (%s)", waiting_for, path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

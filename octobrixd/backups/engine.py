@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import logging
 import os
 import pwd
@@ -28,7 +27,7 @@ from octobrixd.apply import _merged_octoprint_config, config_yaml_path, printing
 from octobrixd.backups import archive
 from octobrixd.config import Config
 from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.fsutil import write_atomic
+from octobrixd.fsutil import exclusive_lock, write_atomic
 from octobrixd.instances import Credentials, read_credentials, seed_basedir
 from octobrixd.paths import Layout
 from octobrixd.proc import run
@@ -60,18 +59,8 @@ class Made:
 @contextlib.contextmanager
 def backup_lock(layout: Layout) -> Iterator[None]:
     """One backup or restore at a time (the timer and a user may both start one)."""
-    path = layout.path(LOCK_FILE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("waiting for another backup or restore to finish (%s)", path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(layout.path(LOCK_FILE), "another backup or restore"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _ids(name: str) -> tuple[int, int]:
