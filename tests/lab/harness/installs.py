@@ -56,6 +56,8 @@ def apt_get(box: Container, *args: str, timeout: float = 600.0) -> subprocess.Co
 
 
 PORTS_LOCK_DIR = Path("/run/lock")
+# Every container that installs octobrix runs nginx on the shared network's port 80.
+FRONT_DOOR_PORT = 80
 
 
 def port_lock(port: int) -> Path:
@@ -83,10 +85,11 @@ def holding_printer_ports(ports: Iterable[int] = (5000, 5001), timeout: float = 
     on a fixed port: a lab session holds a host-wide lock on each port it uses while such a container
     runs, so two sessions (two checkouts, two engineers) never talk to each other's OctoPrint, while
     tests on other ports go on beside them. Locks are taken in port order (no deadlock); then it
-    waits for the ports to be free of anything else."""
+    waits for the ports to be free of anything else. Port 80 is always held: every install of
+    octobrix starts the front door's nginx there."""
     PORTS_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
-    wanted = sorted(set(ports))
+    wanted = sorted({FRONT_DOOR_PORT, *ports})
     with contextlib.ExitStack() as stack:
         for port in wanted:
             handle = stack.enter_context(port_lock(port).open("a"))
