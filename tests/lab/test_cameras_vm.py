@@ -179,12 +179,13 @@ def test_octoprint_shows_the_camera_and_fetches_its_snapshots(camera_vm: tuple[V
     status, body = octoprint(vm, "/api/settings")
     assert status == 200
     settings = json.loads(body)
-    # The browser loads the stream by the public name; OctoPrint fetches snapshots over loopback.
-    assert settings["webcam"]["streamUrl"] == "http://farm.local:8081/stream"
+    # The browser loads the stream through the front door (on by default), by whatever host name it
+    # used to reach the farm; OctoPrint fetches snapshots over loopback.
+    assert settings["webcam"]["streamUrl"] == "/cam/cam1/stream"
     assert settings["webcam"]["snapshotUrl"] == "http://127.0.0.1:8081/snapshot"
     assert settings["webcam"]["webcamEnabled"] is True and settings["webcam"]["timelapseEnabled"] is True
     assert settings["webcam"]["ffmpegPath"] == "/usr/bin/ffmpeg"
-    assert settings["plugins"]["classicwebcam"]["stream"] == "http://farm.local:8081/stream"
+    assert settings["plugins"]["classicwebcam"]["stream"] == "/cam/cam1/stream"
     # OctoPrint's own snapshot endpoint, which timelapses use, goes through its sandbox to ustreamer.
     camera_frame(vm, "http://127.0.0.1:5000/downloads/camera/current", f"X-Api-Key: {api_key(vm)}")
 
