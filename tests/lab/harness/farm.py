@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.installs import holding_printer_ports, trust_host_certificates
+from tests.lab.harness.installs import FRONT_DOOR_PORT, holding_printer_ports, trust_host_certificates
 from tests.lab.harness.project import REPO, checkout_files
 
 SIM_DIR = "/opt/labsim"
@@ -49,12 +49,18 @@ def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def pty_farm(
-    workdir: Path, config: str, pty_printers: Mapping[str, float], ports: Iterable[int] = (5000, 5001)
+    workdir: Path,
+    config: str,
+    pty_printers: Mapping[str, float],
+    ports: Iterable[int] = (5000, 5001),
+    *,
+    front_door_port: int | None = FRONT_DOOR_PORT,
 ) -> Iterator[Container]:
     """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
     each simulated printer's name to its move_seconds. Holds the host-wide lock on the printer ports
-    and waits until the ports the test's OctoPrints may use are free."""
-    with holding_printer_ports(ports), booted(workdir / "ct", boot_timeout=120) as box:
+    and waits until the ports the test's OctoPrints may use are free; front_door_port is the one
+    config's [frontdoor] listens on (None when it is off)."""
+    with holding_printer_ports(ports, front_door_port=front_door_port), booted(workdir / "ct", boot_timeout=120) as box:
         box.write_file("/etc/octobrix.toml", config)
         for name, move_seconds in pty_printers.items():
             serve_pty_printer(box, name, move_seconds=move_seconds)

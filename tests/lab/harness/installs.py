@@ -80,16 +80,19 @@ def wait_port_free(port: int, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def holding_printer_ports(ports: Iterable[int] = (5000, 5001), timeout: float = 1800.0) -> Iterator[None]:
+def holding_printer_ports(
+    ports: Iterable[int] = (5000, 5001), timeout: float = 1800.0, *, front_door_port: int | None = FRONT_DOOR_PORT
+) -> Iterator[None]:
     """Containers share the host's network, and the demo printer (like test_instances' farm) listens
     on a fixed port: a lab session holds a host-wide lock on each port it uses while such a container
     runs, so two sessions (two checkouts, two engineers) never talk to each other's OctoPrint, while
     tests on other ports go on beside them. Locks are taken in port order (no deadlock); then it
-    waits for the ports to be free of anything else. Port 80 is always held: every install of
-    octobrix starts the front door's nginx there."""
+    waits for the ports to be free of anything else. The front door's port is held too (80 unless
+    the test's config sets `[frontdoor] port`, or None when it sets `enabled = false`): every install
+    of octobrix starts the front door's nginx there."""
     PORTS_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
-    wanted = sorted({FRONT_DOOR_PORT, *ports})
+    wanted = sorted({*ports, *([] if front_door_port is None else [front_door_port])})
     with contextlib.ExitStack() as stack:
         for port in wanted:
             handle = stack.enter_context(port_lock(port).open("a"))
