@@ -31,6 +31,7 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
     "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
     "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
+    "export": ("octobrixd.export.cli", "the file FDM Monster or OctoFarm imports, with keys of its own (needs root)"),
 }
 
 
