@@ -53,7 +53,9 @@ def render_fdm_monster(printers: Sequence[ExportedPrinter]) -> str:
             {
                 "id": index,
                 "name": printer.name,
-                "printerURL": printer.url,
+                # As FDM Monster stores it (its normalizeUrl drops the slash), so that importing the
+                # file again finds the printer by its URL and updates it instead of adding it twice.
+                "printerURL": printer.url.rstrip("/"),
                 "printerType": OCTOPRINT_TYPE,
                 "apiKey": printer.api_key,
                 "enabled": True,
