@@ -34,7 +34,7 @@ FFMPEG = "/usr/bin/ffmpeg"
 JPEG_START = b"\xff\xd8"
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     try:
         return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
     except ValueError:
@@ -48,13 +48,13 @@ def local_host(listen: str) -> str:
         # "::" also accepts IPv4 (Linux's default net.ipv6.bindv6only=0), and ustreamer and
         # mjpg-streamer bind it that way; 127.0.0.1 is the address users recognise in settings.
         return "127.0.0.1"
-    return _url_host(listen)
+    return url_host(listen)
 
 
 def public_host(config: Config) -> str:
     # load_config fills public_host in from the machine's name; a config parsed from text alone
     # (tests, golden files) has none, and renders a placeholder that is at least well-formed.
-    return _url_host(config.octobrix.public_host or "localhost")
+    return url_host(config.octobrix.public_host or "localhost")
 
 
 def frontdoor_prefix(name: str) -> str:

@@ -31,6 +31,7 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
     "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
     "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
+    "export": ("octobrixd.export.cli", "the file FDM Monster or OctoFarm imports, with keys of its own (needs root)"),
 }
 
 
@@ -166,6 +167,7 @@ def failed_instances(config: Config) -> dict[str, dict[str, str]]:
 def cmd_credentials(args: argparse.Namespace) -> int:
     from octobrixd.config import load_config
     from octobrixd.instances import CredentialsNeedRootError, read_credentials
+    from octobrixd.urls import farm_base
     from octobrixd.web.secrets import read_farm_credentials
 
     config = load_config(args.config)
@@ -173,10 +175,9 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     rows = []
     if config.frontdoor.enabled and not args.names:
         farm = read_farm_credentials(Layout())
-        host = config.octobrix.public_host or socket.gethostname()
-        door = "" if config.frontdoor.port == 80 else f":{config.frontdoor.port}"
+        base = farm_base(config, config.octobrix.public_host or socket.gethostname())
         rows.append(
-            f"farm login: http://{host}{door}/  user {farm.username}  password {farm.password}"
+            f"farm login: {base}  user {farm.username}  password {farm.password}"
             if farm is not None
             else "farm login: not set up yet — run `sudo octobrixctl apply`"
         )

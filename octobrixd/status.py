@@ -33,6 +33,7 @@ from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.systemd import journal_tail
+from octobrixd.urls import camera_url, printer_url
 from octobrixd.venv_contents import InstalledPlugin
 from octobrixd.venv_contents import report as venv_report
 
@@ -275,7 +276,8 @@ def collect(
             name=name,
             device=device,
             device_path=None if printer is None or printer.virtual else f"/dev/octobrix/{name}",
-            url=f"http://{host}:{port}/" if port else "-",
+            # Held back on the port it started with, or removed: the front door no longer leads there.
+            url=printer_url(config, name, host, port, through_door=unit not in deferred) if port else "-",
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
@@ -298,7 +300,7 @@ def collect(
                 name=name,
                 device="plugged" if link.exists() else "unplugged",
                 device_path=f"/dev/octobrix/{name}",
-                url=f"http://{host}:{config.cameras[name].port}/stream",
+                url=camera_url(config, name, host),
             )
         )
     return printer_rows, camera_rows

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,11 @@ def test_package_depends_on_a_python_its_wheels_fit() -> None:
     assert 'PYTHONS="3.11 3.12 3.13"' in build
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.11"' in pyproject
+
+
+def test_every_subpackage_of_octobrixd_is_in_the_wheel() -> None:
+    # setuptools ships only the packages pyproject names: a new one left out imports on the
+    # developer's editable install and fails on every real one (found by the farm-manager lab test).
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(REPO).parts) for init in (REPO / "octobrixd").rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

@@ -1,0 +1,1 @@
+"""`octobrixctl export`: the farm as the file a farm manager (FDM Monster, OctoFarm) imports."""
