@@ -135,7 +135,21 @@ def test_promtool_passes_what_the_endpoint_serves(farm: Container, token: str) -
     assert "octobrix_last_apply_timestamp_seconds " in text
 
 
-def test_the_endpoint_refuses_without_the_token(farm: Container, token: str) -> None:
+def counters(text: str) -> dict[str, str]:
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
+            if line.startswith(("octobrix_printer_restarts_total", "octobrix_printer_plugs_total"))}  # fmt: skip
+
+
+def test_counters_survive_a_restart_of_the_web_service(farm: Container, token: str) -> None:
+    bearer = {"Authorization": f"Bearer {token}"}
+    before = counters(scrape(bearer)[1])
+    assert len(before) == 2 * len(PORTS)
+    farm.systemctl("restart", "octobrix-web.service")
+    wait_until("the web service back after its restart", lambda: scrape(bearer)[0] == 200, timeout=60, every=0.5)
+    assert counters(scrape(bearer)[1]) == before
+
+
+def test_the_endpoint_refuses_without_the_token_and_opens_to_the_farm_login(farm: Container, token: str) -> None:
     assert scrape({})[0] == 401
     assert scrape({"Authorization": "Bearer not-" + token})[0] == 401
     assert scrape({"Authorization": f"Basic {token}"})[0] == 401
@@ -144,3 +158,10 @@ def test_the_endpoint_refuses_without_the_token(farm: Container, token: str) -> 
     assert token not in digest
     mode = farm.run(["stat", "-c", "%a %U", "/var/lib/octobrix/.secrets/metrics-token"]).stdout.split()
     assert mode == ["600", "root"]
+    # The farm login opens it too, as it opens the overview.
+    login = json.loads(farm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    form = urllib.parse.urlencode({"username": login["username"], "password": login["password"], "next": "/"})
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    opener.open(f"http://127.0.0.1:{FRONT_DOOR}/login", data=form.encode(), timeout=30).read()
+    with opener.open(METRICS_URL, timeout=30) as response:
+        assert response.status == 200 and b"octobrix_printer_up" in response.read()
