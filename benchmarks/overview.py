@@ -50,8 +50,8 @@ done
 """
 
 
-def farm_toml(ports: list[int]) -> str:
-    return "".join(f"[printers.p{i:02d}]\nvirtual = true\nport = {port}\n\n" for i, port in enumerate(ports))
+def farm_toml(ports: list[int], head: str = "") -> str:
+    return head + "".join(f"[printers.p{i:02d}]\nvirtual = true\nport = {port}\n\n" for i, port in enumerate(ports))
 
 
 def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float = 30.0) -> None:
@@ -82,35 +82,58 @@ def logged_in() -> urllib.request.OpenerDirector:
     return opener
 
 
-def start_service(work: Path, ports: list[int]) -> subprocess.Popen[bytes]:
+def start_service(
+    work: Path, ports: list[int], head: str = "", extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """The web service for a farm of `ports` (config text `head` first), with extra arguments."""
     (work / "bin").mkdir()
     (work / "bin/systemctl").write_text(FAKE_SYSTEMCTL)
     (work / "bin/systemctl").chmod(0o755)
-    (work / "farm.toml").write_text(farm_toml(ports))
+    (work / "farm.toml").write_text(farm_toml(ports, head))
     (work / "login.json").write_text(make_login("farm", "bench-password").to_json())
     (work / "keys.json").write_text(json.dumps({f"p{i:02d}": KEY for i in range(len(ports))}))
     env = dict(os.environ, PATH=f"{work / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     files = ["--config", work / "farm.toml", "--login", work / "login.json", "--keys", work / "keys.json"]
-    argv = [sys.executable, "-m", "octobrixd.web", *map(str, files), "--port", str(PORT), "--root", str(work)]
+    argv = [sys.executable, "-m", "octobrixd.web", *map(str, files), "--port", str(PORT), "--root", str(work), *extra]
     service = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     wait_listening(service, PORT)
     return service
 
 
-def main() -> None:
+def farm_arguments(idle_seconds: float) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--printers", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.05, help="each stand-in OctoPrint's answer time, seconds")
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
-    args = parser.parse_args()
-    behaviours = [
+    parser.add_argument("--idle-seconds", type=float, default=idle_seconds)
+    return parser.parse_args()
+
+
+def farm_behaviours(printers: int, delay: float) -> list[Behaviour]:
+    """Every third stand-in prints, the others are idle; each answers after `delay`."""
+    return [
         Behaviour(
             job=job_body("Printing", f"part{i}.gcode", 10.0 + i, 3600) if i % 3 == 0 else job_body(),
             printer=printer_body(printing=i % 3 == 0),
-            delay=args.delay,
+            delay=delay,
         )
-        for i in range(args.printers)
+        for i in range(printers)
     ]
+
+
+def asked_in_turn(ports: list[int]) -> float:
+    """The baseline: the median time of asking every stand-in OctoPrint one after the other."""
+    config = parse_config(farm_toml(ports), "farm.toml")
+    baseline = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        ask_in_turn(config, lambda _n: KEY)
+        baseline.append(time.perf_counter() - started)
+    return statistics.median(baseline)
+
+
+def main() -> None:
+    args = farm_arguments(idle_seconds=60.0)
+    behaviours = farm_behaviours(args.printers, args.delay)
     with tempfile.TemporaryDirectory(prefix="octobrix-bench-") as scratch, octoprints(behaviours) as ports:
         service = start_service(Path(scratch), ports)
         try:
@@ -120,12 +143,7 @@ def main() -> None:
                 time.sleep(2.1)  # past the 2 s cache: every sample asks every OctoPrint
                 samples.append(timed_farm(opener, args.printers))
             cached = timed_farm(opener, args.printers)  # a second tab within the 2 s
-            config = parse_config(farm_toml(ports), "farm.toml")
-            baseline = []
-            for _ in range(RUNS):
-                started = time.perf_counter()
-                ask_in_turn(config, lambda _n: KEY)
-                baseline.append(time.perf_counter() - started)
+            theirs = asked_in_turn(ports)
 
             handle = psutil.Process(service.pid)
             time.sleep(3)  # the last answer's threads are done
@@ -141,7 +159,7 @@ def main() -> None:
         finally:
             service.terminate()
             service.wait()
-    ours, theirs = statistics.median(samples), statistics.median(baseline)
+    ours = statistics.median(samples)
     print(
         f"GET /api/farm, {args.printers} printers answering in {args.delay * 1000:.0f} ms each: {ours:.3f} s "
         f"(median of {RUNS}, max {max(samples):.3f}; target <= 0.3); asking each in turn: {theirs:.3f} s "

@@ -177,6 +177,9 @@ class StreamerState:
     width: int | None
     height: int | None
     captured_fps: int | None
+    # What the stream hands its viewers: frames per second queued for them, and how many watch.
+    queued_fps: int | None = None
+    clients: int | None = None
 
 
 def ustreamer_state(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> StreamerState | None:
@@ -185,12 +188,15 @@ def ustreamer_state(port: int, host: str = "127.0.0.1", timeout: float = 5.0) ->
         with urllib.request.urlopen(f"http://{host}:{port}/state", timeout=timeout) as response:
             body = json.loads(response.read(1024 * 1024))
         source = body["result"]["source"]
+        stream = body["result"].get("stream") or {}
         resolution = source.get("resolution") or {}
         return StreamerState(
             online=bool(source.get("online")),
             width=resolution.get("width"),
             height=resolution.get("height"),
             captured_fps=source.get("captured_fps"),
+            queued_fps=stream.get("queued_fps"),
+            clients=stream.get("clients"),
         )
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         return None

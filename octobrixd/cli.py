@@ -181,6 +181,15 @@ def cmd_credentials(args: argparse.Namespace) -> int:
             if farm is not None
             else "farm login: not set up yet — run `sudo octobrixctl apply`"
         )
+    if config.frontdoor.enabled and config.frontdoor.metrics and not args.names:
+        from octobrixd.web.secrets import read_metrics_token
+
+        token = read_metrics_token(Layout())
+        rows.append(
+            f"metrics token: {token}  (Prometheus: authorization credentials, for http://{host}{door}/metrics)"
+            if token is not None
+            else "metrics token: not made yet — run `sudo octobrixctl apply`"
+        )
     for name in names:
         if name not in config.printers:
             raise OctobrixError(f"no printer named {name} in {args.config}", hint="see `octobrixctl status`")

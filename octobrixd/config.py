@@ -373,6 +373,8 @@ class FrontDoor(_Model):
     # One port for the whole farm (nginx): every printer at /NAME/, behind the farm login.
     enabled: StrictBool = True
     port: StrictInt = Field(default=80, ge=1, le=65535)
+    # Prometheus's /metrics on the front door, behind the metrics token or the farm login.
+    metrics: StrictBool = False
 
 
 # Paths the front door serves itself; a printer so named would be shadowed by them.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from octobrixd import octoprint_api, systemd
+from octobrixd import octoprint_api, plug_counts, systemd
 from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.cliargs import add_config_argument, add_root_argument
@@ -281,6 +281,13 @@ class Daemon:
         entry = suggest_entries([found], self.config, target=str(self.config_path))
         return " ".join(line for line in entry.splitlines() if line and not line.startswith("#"))
 
+    def count_plug(self, event: DeviceEvent) -> None:
+        config = self.config
+        if config is None or event.action not in (Action.ADD, Action.REMOVE) or event.name is None:
+            return
+        if event.name in config.printers or event.name in config.cameras:
+            plug_counts.count(self.layout, event.name, plugged=event.action is Action.ADD)
+
     def on_device(self, event: DeviceEvent) -> None:
         config = self.config
         if config is None or event.action not in (Action.ADD, Action.REMOVE):
@@ -519,6 +526,8 @@ class MainLoop:
     def _on_devices(self) -> None:
         if self.monitor is not None:
             for event in self.monitor.drain():
+                # Counted here, not in on_device: the devices found present at start were not plugged just now.
+                self.daemon.count_plug(event)
                 self.daemon.on_device(event)
         self.status.request()
 

@@ -17,7 +17,7 @@ from octobrixd.config import load_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.web import auth
-from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, WebContext, read_keys
+from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, METRICS_CREDENTIAL, WebContext, read_keys
 from octobrixd.web.server import FarmServer, systemd_listener, tcp_listener, unix_listener
 
 log = logging.getLogger("octobrixd.web")
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--login", type=Path, help="the farm login file (default: systemd credential farm-login)")
     parser.add_argument("--keys", type=Path, help="read-only keys per printer (default: systemd credential web-keys)")
+    parser.add_argument("--metrics-token", type=Path,
+                        help="the metrics token's digest (default: systemd credential metrics-token)")  # fmt: skip
     parser.add_argument("--root", type=Path, default=Path("/"), help="the system's root, as for octobrixctl")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT instead of systemd's socket")
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         login_file = args.login or _credential(LOGIN_CREDENTIAL)
         keys_file = args.keys or _credential(KEYS_CREDENTIAL)
+        metrics_file = args.metrics_token or _credential(METRICS_CREDENTIAL)
         if login_file is None:
             raise OctobrixError("no farm login given", hint="pass --login FILE, or run it as octobrix-web.service")
         config = load_config(args.config)
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             login=auth.read_login(login_file),
             readonly_keys=read_keys(keys_file) if keys_file else {},
             layout=Layout(args.root),
+            metrics_token_sha256=auth.read_token_digest(metrics_file) if metrics_file else None,
         )
         if args.port is not None:
             listener = tcp_listener("127.0.0.1", args.port)

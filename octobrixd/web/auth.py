@@ -91,3 +91,35 @@ def read_login(path: Path) -> FarmLogin:
             f"cannot read the farm login from {path}: {exc}",
             hint="run `sudo octobrixctl apply`, which writes it, then `sudo systemctl restart octobrix-web`",
         ) from None
+
+
+# -- the metrics token: Prometheus's bearer token (`octobrixctl credentials` shows it) -----------
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_file_text(token: str) -> str:
+    """The web service's copy of the token: only its digest, like the farm login's hash."""
+    return json.dumps({"sha256": token_digest(token)}) + "\n"
+
+
+def read_token_digest(path: Path) -> str | None:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise OctobrixError(
+            f"cannot read the metrics token's digest from {path}: {exc}",
+            hint="run `sudo octobrixctl apply`, which writes it, then `sudo systemctl restart octobrix-web`",
+        ) from None
+    digest = body.get("sha256") if isinstance(body, dict) else None
+    return digest if isinstance(digest, str) and digest else None
+
+
+def bearer_ok(digest: str | None, authorization: str | None) -> bool:
+    if digest is None or not authorization or not authorization.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(token_digest(authorization.removeprefix("Bearer ").strip()), digest)

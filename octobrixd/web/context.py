@@ -15,6 +15,7 @@ from octobrixd.web.auth import FarmLogin
 # Names under which systemd's LoadCredential= hands the service its secrets (octobrix-web.service).
 LOGIN_CREDENTIAL = "farm-login"
 KEYS_CREDENTIAL = "web-keys"
+METRICS_CREDENTIAL = "metrics-token"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class WebContext:
     # printer name -> API key of that OctoPrint's read-only "octobrix-web" user (never an admin key).
     readonly_keys: Mapping[str, str] = field(default_factory=dict)
     layout: Layout = field(default_factory=Layout)
+    # SHA-256 of the metrics token (Prometheus's bearer token); None: /metrics only with the farm login.
+    metrics_token_sha256: str | None = None
 
 
 def read_keys(path: Path) -> dict[str, str]:

@@ -4,7 +4,8 @@ link and its OctoPrint say) and a summary line, as the JSON `GET /api/farm` answ
 Two layers: `gather` asks (one `systemctl show` for every unit, then each running OctoPrint's
 /api/job and /api/printer in parallel, with a short timeout and the web service's read-only key);
 `farm_view` turns what was asked into the JSON and touches nothing. `FarmOverview` puts a short
-cache in front, so several open tabs cost one round of asks, and asks nothing while nobody looks.
+cache in front, so several open tabs (and Prometheus's scrapes of /metrics, web/metrics.py) cost one
+round of asks, and asks nothing while nobody looks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from octobrixd.config import Config
+from octobrixd.cameras import StreamerState, local_host, ustreamer_state
+from octobrixd.config import Config, Streamer
 from octobrixd.errors import OctobrixError
 from octobrixd.manifest import read_manifest
 from octobrixd.octoprint_api import ApiError, request
@@ -97,6 +99,9 @@ class Asked:
     cameras: Sequence[CameraStatus]
     answers: Mapping[str, Answer]
     problems: Sequence[str] = field(default_factory=tuple)
+    # systemd's properties of every unit (NRestarts...), and each running ustreamer's /state.
+    units: UnitProps = field(default_factory=dict)
+    streams: Mapping[str, StreamerState | None] = field(default_factory=dict)
 
 
 def ask_octoprint(port: int, api_key: str | None, timeout: float = ASK_TIMEOUT) -> Answer:
@@ -155,7 +160,13 @@ def gather(
         return None, None
 
     rows, cameras = collect(config, layout, props, dict.fromkeys(printers, fetcher), "", deferred=deferred)
-    return Asked(printers=rows, cameras=cameras, answers=answers, problems=problems)
+    host = local_host(config.octobrix.listen)
+    ustreamers = [n for n in config.cameras if config.streamer_of(n) == Streamer.USTREAMER]
+    asked_cameras = [c.name for c in cameras if c.state == "active" and c.name in ustreamers]
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(asked_cameras)))) as pool:
+        streams = dict(zip(asked_cameras, pool.map(
+            lambda n: ustreamer_state(config.cameras[n].port, host, timeout), asked_cameras), strict=True))  # fmt: skip
+    return Asked(printers=rows, cameras=cameras, answers=answers, problems=problems, units=props, streams=streams)
 
 
 def _number(value: object) -> float | None:
@@ -304,7 +315,7 @@ def farm_view(config: Config, asked: Asked) -> dict[str, Any]:
 
 
 class FarmOverview:
-    """GET /api/farm: asks only when a request comes in, and at most once per `cache_seconds`."""
+    """GET /api/farm and /metrics: asks only when a request comes in, and at most once per `cache_seconds`."""
 
     def __init__(
         self,
@@ -325,20 +336,28 @@ class FarmOverview:
         self._timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
+        self._asked: tuple[Config, Asked] | None = None
         self._body: bytes | None = None
         self._at = 0.0
 
-    def answer(self) -> bytes:
+    def asked(self) -> tuple[Config, Asked]:
+        """The config and what the last round asked, asking again if that is older than `cache_seconds`."""
         # One lock for the whole refresh: tabs that ask meanwhile wait for it and share its answer.
         with self._lock:
-            if self._body is not None and self._clock() - self._at < self._cache_seconds:
-                return self._body
+            return self._refreshed()
+
+    def _refreshed(self) -> tuple[Config, Asked]:
+        if self._asked is None or self._clock() - self._at >= self._cache_seconds:
             config = self._config()
-            view = farm_view(
-                config, gather(config, self._layout, self._api_key, timeout=self._timeout, query=self._query)
-            )
-            self._body = json.dumps(view).encode()
-            self._at = self._clock()
+            asked = gather(config, self._layout, self._api_key, timeout=self._timeout, query=self._query)
+            self._asked, self._body, self._at = (config, asked), None, self._clock()
+        return self._asked
+
+    def answer(self) -> bytes:
+        with self._lock:
+            config, asked = self._refreshed()
+            if self._body is None:
+                self._body = json.dumps(farm_view(config, asked)).encode()
             return self._body
 
 
@@ -364,8 +383,8 @@ _OVERVIEWS: dict[int, FarmOverview] = {}
 _OVERVIEWS_LOCK = threading.Lock()
 
 
-def farm(context: WebContext) -> bytes:
-    """The JSON body of GET /api/farm for the web service's context (one cache per context)."""
+def overview_of(context: WebContext) -> FarmOverview:
+    """The one FarmOverview (and so the one cache) of the web service's context."""
     with _OVERVIEWS_LOCK:
         overview = _OVERVIEWS.get(id(context))
         if overview is None:
@@ -374,4 +393,9 @@ def farm(context: WebContext) -> bytes:
             overview = _OVERVIEWS[id(context)] = FarmOverview(
                 lambda: context.config, context.readonly_keys.get, layout=context.layout
             )
-    return overview.answer()
+        return overview
+
+
+def farm(context: WebContext) -> bytes:
+    """The JSON body of GET /api/farm for the web service's context."""
+    return overview_of(context).answer()

@@ -5,7 +5,10 @@
 - per printer, the nginx map entry that gives a farm-logged-in request that OctoPrint's admin key
   (octobrixd's own key, from instances.py): root-only, included by the rendered nginx site;
 - per printer, the key of its read-only `octobrix-web` user, gathered into one file for the web
-  service: the overview may ask each OctoPrint its status, nothing more.
+  service: the overview may ask each OctoPrint its status, nothing more;
+- the metrics token, Prometheus's bearer token for /metrics: clear in a root-only file (for
+  `octobrixctl credentials` and Prometheus's `credentials_file`), only its SHA-256 digest handed to
+  the web service. Made once, whether /metrics is on or not, so the service's credential always exists.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import remove_file, write_atomic
 from octobrixd.instances import SECRETS_DIR, read_credentials, read_web_key
 from octobrixd.paths import Layout
-from octobrixd.web.auth import FarmLogin, make_login, read_login
+from octobrixd.web.auth import FarmLogin, make_login, read_login, token_file_text
 from octobrixd.web.render import KEY_MAP_DIR, key_map_entry
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,8 @@ FARM_LOGIN = SECRETS_DIR / "farm.json"
 WEB_DIR = SECRETS_DIR / "web"
 WEB_LOGIN = WEB_DIR / "login.json"
 WEB_KEYS = WEB_DIR / "keys.json"
+METRICS_TOKEN = SECRETS_DIR / "metrics-token"
+WEB_METRICS = WEB_DIR / "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,28 @@ def _ensure_farm_login(layout: Layout) -> bool:
     return changed
 
 
+def read_metrics_token(layout: Layout) -> str | None:
+    path = layout.path(METRICS_TOKEN)
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise OctobrixError(
+            f"credentials needs root: the metrics token is readable by root only ({path})",
+            hint="sudo octobrixctl credentials",
+        ) from None
+
+
+def _ensure_metrics_token(layout: Layout) -> bool:
+    token = read_metrics_token(layout)
+    changed = False
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        changed |= _write_if_changed(layout.path(METRICS_TOKEN), token + "\n")
+    return _write_if_changed(layout.path(WEB_METRICS), token_file_text(token)) or changed
+
+
 def _sync_key_maps(layout: Layout, printers: Sequence[str]) -> bool:
     changed = False
     wanted: set[PurePosixPath] = set()
@@ -124,6 +151,7 @@ def _sync_web_keys(layout: Layout, printers: Sequence[str]) -> bool:
 def sync(layout: Layout, printers: Sequence[str]) -> Synced:
     """Write what changed; report whether nginx must reload and the web service restart."""
     web_changed = _ensure_farm_login(layout)
+    web_changed |= _ensure_metrics_token(layout)
     nginx_changed = _sync_key_maps(layout, printers)
     web_changed |= _sync_web_keys(layout, printers)
     return Synced(nginx_changed=nginx_changed, web_changed=web_changed)

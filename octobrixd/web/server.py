@@ -10,6 +10,8 @@ Routes (nginx sends everything not under /NAME/ or /cam/NAME/ here):
   GET  /                 static/index.html            (farm login required)
   GET  /static/PATH      files under static/          (farm login required)
   GET  /api/farm         overview.farm(context): JSON bytes (farm login required)
+  GET  /metrics          metrics.scrape(context): Prometheus text ([frontdoor] metrics = true; the metrics
+                         token as a bearer token, or the farm login)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ LOGIN_HEADER = "X-Octobrix-Login"
 REFUSED_HEADER = "X-Octobrix-Refused"
 # A failed login waits this long before it is answered, so guessing is slow.
 FAILED_LOGIN_DELAY = 1.0
+METRICS_REFUSED = b"send the metrics token (`sudo octobrixctl credentials` shows it) as a bearer token\n"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 LOGIN_PAGE = """<!doctype html>
@@ -168,6 +171,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/logout":
             self.logout()
             return
+        if path == "/metrics":
+            self.metrics()
+            return
         if not self.logged_in():
             if path.startswith("/api/"):
                 self.send(HTTPStatus.UNAUTHORIZED, b'{"error": "log in first"}\n', "application/json")
@@ -248,6 +254,21 @@ class Handler(BaseHTTPRequestHandler):
         if content_type.startswith("text/") or content_type == "application/javascript":
             content_type += "; charset=utf-8"
         self.send(HTTPStatus.OK, target.read_bytes(), content_type)
+
+    def metrics(self) -> None:
+        if not self.context.config.frontdoor.metrics:
+            # Off unless enabled: not even a login page says it is there.
+            self.send(HTTPStatus.NOT_FOUND, b"not found\n")
+            return
+        if not (auth.bearer_ok(self.context.metrics_token_sha256, self.headers.get("Authorization"))
+                or self.logged_in()):  # fmt: skip
+            log.info("refused /metrics to %s: no metrics token, no farm login", self.address_string())
+            self.send(HTTPStatus.UNAUTHORIZED, METRICS_REFUSED, headers={"WWW-Authenticate": 'Bearer realm="octobrix"'})
+            return
+        # Imported on the first scrape: a farm without metrics never loads prometheus-client (~1 MiB).
+        from octobrixd.web import metrics  # noqa: PLC0415 - on the first scrape only
+
+        self.send(HTTPStatus.OK, metrics.scrape(self.context), metrics.CONTENT_TYPE)
 
     def api_farm(self) -> None:
         self.send(HTTPStatus.OK, overview.farm(self.context), "application/json")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 
 from octobrixd.daemon import DEFERRED_RETRY_SECONDS
 from tests.lab.harness.container import Container
-from tests.lab.harness.farm import pty_farm
+from tests.lab.harness.farm import moves_gcode, pty_farm, upload_and_print
 from tests.lab.harness.installs import api, wait_operational
 from tests.lab.harness.waiting import wait_until
 
@@ -68,22 +66,8 @@ def edit_config(box: Container, text: str) -> None:
 
 
 def press_print(box: Container, name: str) -> None:
-    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does (a multipart POST)."""
-    gcode = "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(MOVES))
-    boundary = uuid.uuid4().hex
-    body = b""
-    for field, value, filename in (("file", gcode, "long.gcode"), ("select", "true", None), ("print", "true", None)):
-        disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
-    body += f"--{boundary}--\r\n".encode()
-    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{PORTS[name]}/api/files/local",
-        data=body,
-        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 201, response.read()
+    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does."""
+    upload_and_print(box, name, PORTS[name], moves_gcode(MOVES))
 
 
 def status_json(box: Container) -> dict[str, dict[str, Any]]:

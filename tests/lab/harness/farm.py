@@ -11,7 +11,10 @@ test_print_safety.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
+import urllib.request
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -37,6 +40,29 @@ def serve_pty_printer(box: Container, name: str, *, move_seconds: float = 0.0) -
     box.write_file(
         f"/etc/systemd/system/octoprint@{name}.service.d/90-lab-pty.conf", "[Service]\nDeviceAllow=char-pts rw\n"
     )
+
+
+def moves_gcode(moves: int) -> str:
+    """A print of `moves` moves (each lasts the pty printer's move_seconds)."""
+    return "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(moves))
+
+
+def upload_and_print(box: Container, name: str, port: int, gcode: str, filename: str = "long.gcode") -> None:
+    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does (a multipart POST)."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for field, value, file in (("file", gcode, filename), ("select", "true", None), ("print", "true", None)):
+        disposition = f'form-data; name="{field}"' + (f'; filename="{file}"' if file else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
+    body += f"--{boundary}--\r\n".encode()
+    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/files/local",
+        data=body,
+        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 201, response.read()
 
 
 def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,167 @@
+"""Prometheus monitors the farm, for real: octobrix installed by install.sh in a systemd container,
+three printers that are simulated Marlins on ptys (ports 5620-5622), the front door on 8620 with
+`[frontdoor] metrics = true`, and Debian's own Prometheus running on this machine (loopback 9620)
+scraping the front door's /metrics every second with the metrics token from the farm.
+
+A print started through OctoPrint's API makes PromQL's `octobrix_printer_printing` 1 for that
+printer (and no other), cancelling it makes it 0 again; `promtool check metrics` passes on what
+the endpoint serves; without the token (or with a wrong one) the endpoint refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.harness.container import Container
+from tests.lab.harness.farm import moves_gcode, pty_farm, upload_and_print
+from tests.lab.harness.installs import api, wait_operational
+from tests.lab.harness.procs import REAPER
+from tests.lab.harness.waiting import wait_until
+
+pytestmark = pytest.mark.lab
+
+PORTS = {"alpha": 5620, "beta": 5621, "gamma": 5622}
+SERIALS = {"alpha": "PRNM001", "beta": "PRNM002", "gamma": "PRNM003"}
+FRONT_DOOR = 8620
+PROMETHEUS = 9620
+# Each simulated move takes this long: the print lasts far longer than the test, which cancels it.
+MOVE_SECONDS = 0.2
+CONFIG = f"[frontdoor]\nport = {FRONT_DOOR}\nmetrics = true\n\n" + "".join(
+    f'[printers.{name}]\nserial = "{SERIALS[name]}"\nport = {port}\n\n' for name, port in PORTS.items()
+)
+METRICS_URL = f"http://127.0.0.1:{FRONT_DOOR}/metrics"
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("metrics", numbered=True))
+    pty = dict.fromkeys(PORTS, MOVE_SECONDS)
+    with pty_farm(workdir, CONFIG, pty, ports=[*PORTS.values(), PROMETHEUS], front_door_port=FRONT_DOOR) as box:
+        for name, port in PORTS.items():
+            wait_operational(box, name, port)
+        yield box
+
+
+@pytest.fixture(scope="module")
+def token(farm: Container) -> str:
+    return farm.read_file("/var/lib/octobrix/.secrets/metrics-token").strip()
+
+
+@pytest.fixture(scope="module")
+def prometheus(token: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus scraping the farm every second; yields its HTTP API's base URL."""
+    work = Path(tmp_path_factory.mktemp("prometheus", numbered=True))
+    (work / "token").write_text(token + "\n")
+    (work / "token").chmod(0o600)
+    (work / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: octobrix\n    scrape_timeout: 1s\n"
+        f"    authorization:\n      credentials_file: {work / 'token'}\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{FRONT_DOOR}']\n"
+    )
+    log = (work / "prometheus.log").open("wb")
+    proc = REAPER.spawn(
+        ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+         f"--web.listen-address=127.0.0.1:{PROMETHEUS}"],
+        stdout=log,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{PROMETHEUS}"
+    try:
+        wait_until("Prometheus's first good scrape of the farm", lambda: query(base, 'up{job="octobrix"}') == 1.0,
+                   timeout=120, every=1)  # fmt: skip
+        yield base
+    finally:
+        REAPER.stop(proc)
+        log.close()
+
+
+def query(base: str, promql: str) -> float | None:
+    """The instant query's one value, None when it has no sample (yet) or Prometheus is not up."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: Any = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    results = body["data"]["result"]
+    return float(results[0]["value"][1]) if len(results) == 1 else None
+
+
+def scrape(headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(METRICS_URL, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_prometheus_sees_a_print_start_and_its_cancel(farm: Container, prometheus: str) -> None:
+    printing = 'octobrix_printer_printing{printer="beta"}'
+    assert query(prometheus, printing) == 0.0
+    assert query(prometheus, 'octobrix_printer_state{printer="beta",state="operational"}') == 1.0
+    upload_and_print(farm, "beta", PORTS["beta"], moves_gcode(6000))
+    wait_until("Prometheus to see beta printing", lambda: query(prometheus, printing) == 1.0, timeout=60, every=1)
+    assert query(prometheus, "sum(octobrix_printer_printing)") == 1.0, "only beta prints"
+    progress = query(prometheus, 'octobrix_printer_progress_ratio{printer="beta"}')
+    assert progress is not None and 0.0 <= progress < 1.0
+    api(farm, PORTS["beta"], "beta", "/api/job", {"command": "cancel"})
+    wait_until("Prometheus to see beta stop", lambda: query(prometheus, printing) == 0.0, timeout=60, every=1)
+    assert query(prometheus, "sum(octobrix_printer_up)") == 3.0, "every OctoPrint answered the scrapes"
+
+
+def test_promtool_passes_what_the_endpoint_serves(farm: Container, token: str) -> None:
+    status, text = scrape({"Authorization": f"Bearer {token}"})
+    assert status == 200, text
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, check=False,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert checked.returncode == 0, f"{checked.stdout}{checked.stderr}"
+    # Every printer's state, temperatures and counters are there.
+    for name in PORTS:
+        assert f'octobrix_printer_up{{printer="{name}"}} 1.0' in text
+        assert f'octobrix_printer_temperature_celsius{{heater="bed",printer="{name}"}}' in text
+        assert f'octobrix_printer_restarts_total{{printer="{name}"}}' in text
+        assert f'octobrix_printer_device_plugged{{printer="{name}"}} 1.0' in text
+    assert "octobrix_config_valid 1.0" in text
+    assert "octobrix_last_apply_timestamp_seconds " in text
+
+
+def counters(text: str) -> dict[str, str]:
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
+            if line.startswith(("octobrix_printer_restarts_total", "octobrix_printer_plugs_total"))}  # fmt: skip
+
+
+def test_counters_survive_a_restart_of_the_web_service(farm: Container, token: str) -> None:
+    bearer = {"Authorization": f"Bearer {token}"}
+    before = counters(scrape(bearer)[1])
+    assert len(before) == 2 * len(PORTS)
+    farm.systemctl("restart", "octobrix-web.service")
+    wait_until("the web service back after its restart", lambda: scrape(bearer)[0] == 200, timeout=60, every=0.5)
+    assert counters(scrape(bearer)[1]) == before
+
+
+def test_the_endpoint_refuses_without_the_token_and_opens_to_the_farm_login(farm: Container, token: str) -> None:
+    assert scrape({})[0] == 401
+    assert scrape({"Authorization": "Bearer not-" + token})[0] == 401
+    assert scrape({"Authorization": f"Basic {token}"})[0] == 401
+    # The web service holds only the token's digest, root alone its clear text.
+    digest = farm.read_file("/var/lib/octobrix/.secrets/web/metrics.json")
+    assert token not in digest
+    mode = farm.run(["stat", "-c", "%a %U", "/var/lib/octobrix/.secrets/metrics-token"]).stdout.split()
+    assert mode == ["600", "root"]
+    # The farm login opens it too, as it opens the overview.
+    login = json.loads(farm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    form = urllib.parse.urlencode({"username": login["username"], "password": login["password"], "next": "/"})
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    opener.open(f"http://127.0.0.1:{FRONT_DOOR}/login", data=form.encode(), timeout=30).read()
+    with opener.open(METRICS_URL, timeout=30) as response:
+        assert response.status == 200 and b"octobrix_printer_up" in response.read()
