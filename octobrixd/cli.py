@@ -185,8 +185,9 @@ def cmd_credentials(args: argparse.Namespace) -> int:
         from octobrixd.web.secrets import read_metrics_token
 
         token = read_metrics_token(Layout())
+        metrics_url = farm_base(config, config.octobrix.public_host or socket.gethostname()) + "metrics"
         rows.append(
-            f"metrics token: {token}  (Prometheus: authorization credentials, for http://{host}{door}/metrics)"
+            f"metrics token: {token}  (Prometheus: authorization credentials, for {metrics_url})"
             if token is not None
             else "metrics token: not made yet — run `sudo octobrixctl apply`"
         )
