@@ -28,6 +28,7 @@ class FakeOctoPrint:
         self.states = list(states)
         self.after_connect = after_connect
         self.commands: list[dict[str, Any]] = []
+        self.api_versions: list[str | None] = []  # the X-OctoPrint-Api-Version of each command
 
     def state(self) -> str:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -53,6 +54,7 @@ def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
             self.reply(200, json.dumps({"current": {"state": fake.state()}}).encode())
 
         def do_POST(self) -> None:
+            fake.api_versions.append(self.headers.get("X-OctoPrint-Api-Version"))
             fake.post(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.reply(200, b"{}")
 
@@ -60,8 +62,9 @@ def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
         yield fake, port
 
 
-def make_daemon(tmp_path: Path, port: int, plugged: bool = True) -> tuple[Daemon, Any]:
-    config = parse_config(f'[printers.p1]\nserial = "PRN0001"\nport = {port}\nbaudrate = 250000\n', "/x.toml")
+def make_daemon(tmp_path: Path, port: int, plugged: bool = True, pin: str = "") -> tuple[Daemon, Any]:
+    text = f'[printers.p1]\nserial = "PRN0001"\nport = {port}\nbaudrate = 250000\n'
+    config = parse_config(text + (f'octoprint = "{pin}"\n' if pin else ""), "/x.toml")
     layout = Layout(tmp_path)
     load_or_create_credentials(layout, "p1")
     if plugged:
@@ -85,6 +88,34 @@ def test_an_offline_instance_is_asked_once_and_connects(octoprint: tuple[FakeOct
     assert fake.connects == [
         {"command": "connect", "port": "/dev/octobrix/p1", "autoconnect": True, "baudrate": 250000}
     ]
+
+
+@pytest.mark.parametrize(
+    ("pin", "installed"),
+    [("octoprint==2.0.0rc3", None), ("octoprint>=1.11", "2.0.0rc3")],
+    ids=["pinned-to-2.0", "2.0-installed"],
+)
+def test_octoprint_2_is_asked_in_its_own_connection_api(
+    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path, pin: str, installed: str | None
+) -> None:
+    """OctoPrint 2.0 names the connector and takes its parameters as such, under API version 2.0.0;
+    the version is the venv's when it is built, else the pin's."""
+    fake, port = octoprint
+    daemon, config = make_daemon(tmp_path, port, pin=pin)
+    if installed is not None:
+        dist_info = f"var/lib/octobrix/p1/venv/lib/python3.11/site-packages/octoprint-{installed}.dist-info"
+        (tmp_path / dist_info).mkdir(parents=True)
+    daemon.connect_printer(config, "p1")
+    parameters = {"port": "/dev/octobrix/p1", "baudrate": 250000}
+    assert fake.connects == [{"command": "connect", "connector": "serial", "parameters": parameters}]
+    assert fake.api_versions == ["2.0.0"]
+
+
+def test_octoprint_1_is_asked_without_an_api_version(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
+    fake, port = octoprint
+    daemon, config = make_daemon(tmp_path, port, pin="octoprint==1.11.8")
+    daemon.connect_printer(config, "p1")
+    assert [c.get("port") for c in fake.connects] == ["/dev/octobrix/p1"] and fake.api_versions == [None]
 
 
 def test_a_connecting_or_printing_instance_is_never_asked(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
