@@ -34,7 +34,7 @@ from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
 from octobrixd.manifest import read_manifest
-from octobrixd.octoprint_versions import installed_octoprint, seeded_generation
+from octobrixd.octoprint_versions import installed_octoprint, running_generation
 from octobrixd.paths import Layout
 from octobrixd.recovery import Pass, Recovery
 from octobrixd.render_units import octoprint_unit, streamer_unit
@@ -389,7 +389,7 @@ class Daemon:
                 log.info("printer %s: resetting its OctoPrint's connection (stuck at %r)", name, state)
                 octoprint_api.disconnect(printer.port, credentials.api_key)
             installed = installed_octoprint(self.layout, name)
-            generation = seeded_generation(installed, config.octoprint_requirement(name))
+            generation = running_generation(installed, config.octoprint_requirement(name))
             device = f"/dev/octobrix/{name}"
             octoprint_api.connect(printer.port, credentials.api_key, device, printer.baudrate, generation)
             asked += 1

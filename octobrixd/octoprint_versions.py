@@ -46,3 +46,9 @@ def seeded_generation(installed: str | None, requirement: str) -> Generation:
 def installed_octoprint(layout: Layout, name: str) -> str | None:
     """The OctoPrint version in printer NAME's venv (a directory listing); None if unreadable or unbuilt."""
     return installed_versions(current_venv(layout, name)).get("octoprint")
+
+
+def running_generation(installed: str | None, requirement: str) -> Generation:
+    """The generation of the OctoPrint that answers now: the venv's, whatever the pin says (a pin
+    changed a moment ago is not built yet); the pin's while no venv can be read."""
+    return generation_of(installed) if installed is not None else pinned_generation(requirement)

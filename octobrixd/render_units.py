@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from octobrixd.cameras import V4L2_CTL
 from octobrixd.config import Camera, Config, PixelFormat, Streamer
 from octobrixd.render_common import header, instance_user
 
 DROPIN_NAME = "50-octobrix.conf"
+# Under /etc, which the instance's ProtectSystem=strict keeps read-only for OctoPrint itself.
+PIP_CONSTRAINTS_DIR = PurePosixPath("etc/octobrix/pip-constraints")
+
+
+def pip_constraints_path(name: str) -> PurePosixPath:
+    return PIP_CONSTRAINTS_DIR / f"{name}.txt"
+
+
+def render_pip_constraints(config: Config, name: str) -> str:
+    """The pin as a pip constraint for every pip that OctoPrint runs in its venv (Plugin Manager
+    installs, Software Update's plugin updates): a plugin that needs another OctoPrint fails to
+    install, instead of pip changing the OctoPrint version behind octobrix's back."""
+    return header(config.source) + f"{config.octoprint_requirement(name)}\n"
 
 
 def octoprint_unit(name: str) -> str:
@@ -34,7 +49,13 @@ def render_octoprint_dropin(config: Config, name: str) -> str:
         # Part of the file so that a new pin counts as a change to this instance and restarts it.
         + f"# Python environment: {requirements}\n"
         + "[Service]\n"
-        + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
+        + _environment(
+            {
+                "OCTOBRIX_PORT": str(printer.port),
+                "OCTOBRIX_LISTEN": config.octobrix.listen,
+                "PIP_CONSTRAINT": f"/{pip_constraints_path(name)}",
+            }
+        )
         + f"CPUWeight={printer.cpu_weight}\nNice={printer.nice}\n"
         + (f"MemoryMax={printer.memory_limit}\n" if printer.memory_limit else "")
     )

@@ -74,6 +74,12 @@ def make_daemon(tmp_path: Path, port: int, plugged: bool = True, pin: str = "") 
     return Daemon(tmp_path / "x.toml", layout, Notifier()), config
 
 
+def fake_venv_with(root: Path, octoprint_version: str) -> None:
+    """p1's venv as far as octobrix looks to learn its OctoPrint version: the dist-info folder's name."""
+    site = root / "var/lib/octobrix/p1/venv/lib/python3.11/site-packages"
+    (site / f"octoprint-{octoprint_version}.dist-info").mkdir(parents=True)
+
+
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 8.0)
@@ -103,17 +109,25 @@ def test_octoprint_2_is_asked_in_its_own_connection_api(
     fake, port = octoprint
     daemon, config = make_daemon(tmp_path, port, pin=pin)
     if installed is not None:
-        dist_info = f"var/lib/octobrix/p1/venv/lib/python3.11/site-packages/octoprint-{installed}.dist-info"
-        (tmp_path / dist_info).mkdir(parents=True)
+        fake_venv_with(tmp_path, installed)
     daemon.connect_printer(config, "p1")
     parameters = {"port": "/dev/octobrix/p1", "baudrate": 250000}
     assert fake.connects == [{"command": "connect", "connector": "serial", "parameters": parameters}]
     assert fake.api_versions == ["2.0.0"]
 
 
-def test_octoprint_1_is_asked_without_an_api_version(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("pin", "installed"),
+    [("octoprint==1.11.8", None), ("octoprint==2.0.0rc3", "1.11.8")],
+    ids=["pinned-to-1.11", "1.11-runs-until-the-new-pin-is-built"],
+)
+def test_octoprint_1_is_asked_without_an_api_version(
+    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path, pin: str, installed: str | None
+) -> None:
     fake, port = octoprint
-    daemon, config = make_daemon(tmp_path, port, pin="octoprint==1.11.8")
+    daemon, config = make_daemon(tmp_path, port, pin=pin)
+    if installed is not None:
+        fake_venv_with(tmp_path, installed)
     daemon.connect_printer(config, "p1")
     assert [c.get("port") for c in fake.connects] == ["/dev/octobrix/p1"] and fake.api_versions == [None]
 

@@ -13,6 +13,7 @@ import pytest
 
 from octobrixd.config import Config, parse_config
 from octobrixd.octoprint_versions import Generation, pinned_generation, pinned_version, seeded_generation
+from octobrixd.render import render_all
 from octobrixd.render_octoprint import first_start_seed, merged_octoprint_config, octoprint_seed
 
 LINK = "/dev/octobrix/p1"
@@ -149,3 +150,12 @@ def test_a_range_pin_names_no_version() -> None:
     apply after the first change config.yaml again."""
     seed = octoprint_seed(config("octoprint>=1.11"), "p1", "1.11.8")
     assert "current_version" not in seed["plugins"]["softwareupdate"]["checks"]["octoprint"]
+
+
+def test_every_pip_in_an_instance_is_held_to_the_pin() -> None:
+    pinned = config("octoprint==2.0.0rc3")
+    files = {str(path): rendered.text for path, rendered in render_all(pinned).items()}
+    constraint = files["etc/octobrix/pip-constraints/p1.txt"]
+    assert [line for line in constraint.splitlines() if not line.startswith("#")] == ["octoprint==2.0.0rc3"]
+    dropin = files["etc/systemd/system/octoprint@p1.service.d/50-octobrix.conf"]
+    assert "Environment=PIP_CONSTRAINT=/etc/octobrix/pip-constraints/p1.txt\n" in dropin

@@ -1,6 +1,7 @@
 """OctoPrint 2.0 and OctoPrint's own update button, for real: one container, octobrix installed by
-its own installer from this checkout, two OctoPrints from PyPI: one pinned to 2.0.0rc3 on a simulated
-Marlin (a pty, see harness/farm.py), one on 1.11 with the virtual printer.
+its own installer from this checkout, two OctoPrints from PyPI (through the lab's wheelhouse, the
+config's `wheels`): one pinned to 2.0.0rc3 on a simulated Marlin (a pty, see harness/farm.py), one
+on 1.11 with the virtual printer, which last moves to 2.0 with its settings and uploads.
 
 - 2.0 is seeded in its own keys (printerConnection.*, plugins.serial_connector.*,
   server.pluginBlocklist), so it is Operational, a second apply has nothing to do, and a changed
@@ -11,7 +12,10 @@ Marlin (a pty, see harness/farm.py), one on 1.11 with the virtual printer.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +26,19 @@ import yaml
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
+from tests.lab.harness.wheelhouse import OCTOPRINT, OCTOPRINT_2, wheelhouse
 
 pytestmark = pytest.mark.lab
 
 FRONT_DOOR = 8610
 PORTS = {"op20": 5610, "op111": 5611}
-RC = "2.0.0rc3"
+RC = OCTOPRINT_2.removeprefix("octoprint==")
+WHEELS = "/var/cache/lab-wheels"
 CONFIG = f"""\
+[octobrix]
+octoprint = "{OCTOPRINT}"
+wheels = "{WHEELS}"
+
 [frontdoor]
 port = {FRONT_DOOR}
 
@@ -36,7 +46,7 @@ port = {FRONT_DOOR}
 serial = "PRN2000"
 port = {PORTS["op20"]}
 baudrate = 250000
-octoprint = "octoprint=={RC}"
+octoprint = "{OCTOPRINT_2}"
 
 [printers.op111]
 virtual = true
@@ -65,7 +75,10 @@ def main_pid(box: Container, name: str) -> str:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("versions", numbered=True))
-    with pty_farm(workdir, CONFIG, {"op20": 0.0}, ports=PORTS.values(), front_door_port=FRONT_DOOR) as box:
+    wheels = {WHEELS: wheelhouse()}
+    with pty_farm(
+        workdir, CONFIG, {"op20": 0.0}, ports=PORTS.values(), front_door_port=FRONT_DOOR, copy_in=wheels
+    ) as box:
         yield box
 
 
@@ -131,3 +144,69 @@ def test_octoprints_update_button_leaves_the_version_to_octobrix(farm: Container
     assert main_pid(farm, "op111") == pid, "OctoPrint did not restart"
     assert api(farm, "op111", "/api/version")["server"] == before
     assert "Nothing to do" in ctl(farm, "apply"), "the Software Update plugin keeps octobrix's keys as they are"
+
+
+def test_pip_inside_an_instance_cannot_change_its_octoprint(farm: Container) -> None:
+    """What OctoPrint's Plugin Manager and Software Update run (pip, in the instance's venv, with its
+    unit's environment) fails when it would move OctoPrint, e.g. a plugin needing a newer one."""
+    environment = farm.run(["systemctl", "show", "-P", "Environment", "octoprint@op111.service"], check=True).stdout
+    constraint = next(pair for pair in environment.split() if pair.startswith("PIP_CONSTRAINT="))
+    venv = "/var/lib/octobrix/op111/venv"
+    pip = ["runuser", "-u", "octobrix-op111", "--", "env", constraint, f"{venv}/bin/python", "-m", "pip"]
+    tried = farm.run([*pip, "install", "--no-index", "--find-links", WHEELS, OCTOPRINT_2], check=False, timeout=300)
+    assert tried.returncode != 0, tried.stdout
+    assert "constraint" in (tried.stdout + tried.stderr).lower(), tried.stdout + tried.stderr
+    assert api(farm, "op111", "/api/version")["server"] == OCTOPRINT.removeprefix("octoprint==")
+    assert farm.run(["ls", f"{venv}/lib/python3.11/site-packages"], check=True).stdout.count(
+        "octoprint-1.11.8.dist-info"
+    )
+
+
+def upload(box: Container, name: str, filename: str, content: bytes) -> None:
+    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORTS[name]}/api/files/local",
+        data=body,
+        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 201
+
+
+def test_a_printer_moved_from_1_11_to_2_0_keeps_its_settings_and_uploads(farm: Container) -> None:
+    installs.wait_operational(farm, "op111", PORTS["op111"])
+    api(farm, "op111", "/api/settings", {"appearance": {"color": "red"}, "serial": {"timeoutCommunication": 45}})
+    upload(farm, "op111", "cube.gcode", b"G28\nG1 X10 Y10\n")
+    moved = CONFIG.replace(
+        f"virtual = true\nport = {PORTS['op111']}\n",
+        f'virtual = true\nport = {PORTS["op111"]}\noctoprint = "{OCTOPRINT_2}"\n',
+    )
+    assert moved != CONFIG
+    farm.write_file("/etc/octobrix.toml", moved)
+    ctl(farm, "apply")  # or octobrixd did it already
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        installs.wait_operational(farm, "op111", PORTS["op111"])
+        if api(farm, "op111", "/api/version")["server"] == RC:
+            break
+        time.sleep(2)
+    state = installs.wait_operational(farm, "op111", PORTS["op111"])
+    assert api(farm, "op111", "/api/version")["server"] == RC and state["current"]["port"] == "VIRTUAL", state
+    files = [entry["name"] for entry in api(farm, "op111", "/api/files/local")["files"]]
+    assert "cube.gcode" in files, files
+    assert api(farm, "op111", "/api/settings")["appearance"]["color"] == "red"
+    settings = settings_file(farm, "op111")
+    # 2.0 moved the user's serial settings into its serial connector; octobrix's keys are 2.0's.
+    assert "serial" not in settings and "pluginBlacklist" not in settings["server"], settings
+    assert settings["plugins"]["serial_connector"]["timeout"]["communication"] == 45, settings["plugins"]
+    assert settings["printerConnection"]["preferred"]["parameters"]["port"] == "VIRTUAL"
+    assert "Nothing to do" in ctl(farm, "apply")
