@@ -17,7 +17,7 @@ from octobrixd.render_common import header
 
 VIRTUAL_PORT = "VIRTUAL"
 RESTART_COMMAND = (
-    '/usr/bin/python3 -c \'__import__("os").environ.get("OCTOBRIX_PORT") and __import__("os").killpg(0, 15)\''
+    "/usr/bin/python3 -c '__import__(\"os\").environ.get(\"OCTOBRIX_PORT\") and __import__(\"os\").killpg(0, 15)'"
 )
 DEFAULT_BAUDRATE = 115200
 # get_settings_version() of OctoPrint's bundled classicwebcam plugin, the same in 1.9, 1.10 and 1.11.

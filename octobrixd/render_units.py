@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from octobrixd import paths
 from octobrixd.cameras import V4L2_CTL
 from octobrixd.config import Camera, Config, PixelFormat, Streamer
 from octobrixd.render_common import header, instance_user
 
 DROPIN_NAME = "50-octobrix.conf"
-# Under /etc, which the instance's ProtectSystem=strict keeps read-only for OctoPrint itself.
-PIP_CONSTRAINTS_DIR = PurePosixPath("etc/octobrix/pip-constraints")
 
 
 def pip_constraints_path(name: str) -> PurePosixPath:
-    return PIP_CONSTRAINTS_DIR / f"{name}.txt"
+    # octoprint@.service points PIP_CONSTRAINT here. In the state directory, which apply makes the
+    # instance's own (readable whatever the umask of the apply that wrote it); the file is root's, 0644.
+    return paths.STATE_DIR / name / "pip-constraints.txt"
 
 
 def render_pip_constraints(config: Config, name: str) -> str:
@@ -49,13 +50,7 @@ def render_octoprint_dropin(config: Config, name: str) -> str:
         # Part of the file so that a new pin counts as a change to this instance and restarts it.
         + f"# Python environment: {requirements}\n"
         + "[Service]\n"
-        + _environment(
-            {
-                "OCTOBRIX_PORT": str(printer.port),
-                "OCTOBRIX_LISTEN": config.octobrix.listen,
-                "PIP_CONSTRAINT": f"/{pip_constraints_path(name)}",
-            }
-        )
+        + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
         + f"CPUWeight={printer.cpu_weight}\nNice={printer.nice}\n"
         + (f"MemoryMax={printer.memory_limit}\n" if printer.memory_limit else "")
     )

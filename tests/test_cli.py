@@ -88,12 +88,12 @@ def test_render_writes_the_tree_and_nothing_else(ctl: Ctl, tmp_path: Path) -> No
     written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert written == [
         "etc/nginx/conf.d/octobrix.conf",
-        "etc/octobrix/pip-constraints/demo.txt",
         "etc/systemd/system/octobrix-backup.timer.d/50-octobrix.conf",
         "etc/systemd/system/octoprint@demo.service.d/50-octobrix.conf",
         "etc/sysusers.d/octobrix.conf",
         "etc/udev/rules.d/99-octobrix.rules",
         "var/lib/octobrix/demo/octobrix-seed.yaml",
+        "var/lib/octobrix/demo/pip-constraints.txt",
     ]
 
 

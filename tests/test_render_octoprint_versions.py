@@ -15,6 +15,7 @@ from octobrixd.config import Config, parse_config
 from octobrixd.octoprint_versions import Generation, pinned_generation, pinned_version, seeded_generation
 from octobrixd.render import render_all
 from octobrixd.render_octoprint import first_start_seed, merged_octoprint_config, octoprint_seed
+from tests.conftest import REPO
 
 LINK = "/dev/octobrix/p1"
 
@@ -155,7 +156,7 @@ def test_a_range_pin_names_no_version() -> None:
 def test_every_pip_in_an_instance_is_held_to_the_pin() -> None:
     pinned = config("octoprint==2.0.0rc3")
     files = {str(path): rendered.text for path, rendered in render_all(pinned).items()}
-    constraint = files["etc/octobrix/pip-constraints/p1.txt"]
+    constraint = files["var/lib/octobrix/p1/pip-constraints.txt"]
     assert [line for line in constraint.splitlines() if not line.startswith("#")] == ["octoprint==2.0.0rc3"]
-    dropin = files["etc/systemd/system/octoprint@p1.service.d/50-octobrix.conf"]
-    assert "Environment=PIP_CONSTRAINT=/etc/octobrix/pip-constraints/p1.txt\n" in dropin
+    unit = (REPO / "systemd" / "octoprint@.service").read_text(encoding="utf-8")
+    assert "Environment=PIP_CONSTRAINT=/var/lib/octobrix/%i/pip-constraints.txt\n" in unit
