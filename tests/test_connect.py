@@ -96,40 +96,41 @@ def test_an_offline_instance_is_asked_once_and_connects(octoprint: tuple[FakeOct
     ]
 
 
+V1_CONNECT = {"command": "connect", "port": "/dev/octobrix/p1", "autoconnect": True, "baudrate": 250000}
+V2_CONNECT = {
+    "command": "connect",
+    "connector": "serial",
+    "parameters": {"port": "/dev/octobrix/p1", "baudrate": 250000},
+}
+
+
 @pytest.mark.parametrize(
-    ("pin", "installed"),
-    [("octoprint==2.0.0rc3", None), ("octoprint>=1.11", "2.0.0rc3")],
-    ids=["pinned-to-2.0", "2.0-installed"],
+    ("venv", "asked"),
+    [
+        (("octoprint==2.0.0rc3", None), (V2_CONNECT, "2.0.0")),
+        (("octoprint>=1.11", "2.0.0rc3"), (V2_CONNECT, "2.0.0")),
+        (("octoprint==1.11.8", None), (V1_CONNECT, None)),
+        (("octoprint==2.0.0rc3", "1.11.8"), (V1_CONNECT, None)),
+    ],
+    ids=["pinned-to-2.0", "2.0-installed", "pinned-to-1.11", "1.11-runs-until-the-new-pin-is-built"],
 )
-def test_octoprint_2_is_asked_in_its_own_connection_api(
-    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path, pin: str, installed: str | None
+def test_each_octoprint_is_asked_in_its_own_connection_api(
+    octoprint: tuple[FakeOctoPrint, int],
+    tmp_path: Path,
+    venv: tuple[str, str | None],
+    asked: tuple[dict[str, Any], str | None],
 ) -> None:
     """OctoPrint 2.0 names the connector and takes its parameters as such, under API version 2.0.0;
-    the version is the venv's when it is built, else the pin's."""
+    the version is the one in the venv (what answers now), the pin's while there is none.
+    venv: (the pin, the OctoPrint in the venv); asked: (the connect posted, its API version)."""
+    (pin, installed), (command, api_version) = venv, asked
     fake, port = octoprint
     daemon, config = make_daemon(tmp_path, port, pin=pin)
     if installed is not None:
         fake_venv_with(tmp_path, installed)
     daemon.connect_printer(config, "p1")
-    parameters = {"port": "/dev/octobrix/p1", "baudrate": 250000}
-    assert fake.connects == [{"command": "connect", "connector": "serial", "parameters": parameters}]
-    assert fake.api_versions == ["2.0.0"]
-
-
-@pytest.mark.parametrize(
-    ("pin", "installed"),
-    [("octoprint==1.11.8", None), ("octoprint==2.0.0rc3", "1.11.8")],
-    ids=["pinned-to-1.11", "1.11-runs-until-the-new-pin-is-built"],
-)
-def test_octoprint_1_is_asked_without_an_api_version(
-    octoprint: tuple[FakeOctoPrint, int], tmp_path: Path, pin: str, installed: str | None
-) -> None:
-    fake, port = octoprint
-    daemon, config = make_daemon(tmp_path, port, pin=pin)
-    if installed is not None:
-        fake_venv_with(tmp_path, installed)
-    daemon.connect_printer(config, "p1")
-    assert [c.get("port") for c in fake.connects] == ["/dev/octobrix/p1"] and fake.api_versions == [None]
+    assert fake.connects == [command]
+    assert fake.api_versions == [api_version]
 
 
 def test_a_connecting_or_printing_instance_is_never_asked(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:

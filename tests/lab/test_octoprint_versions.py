@@ -27,11 +27,13 @@ from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.wheelhouse import OCTOPRINT, OCTOPRINT_2, wheelhouse
+from tests.lab.test_plugins import PLUGIN_DIST, WHEEL_NAME, build_plugin_wheel, serving
 
 pytestmark = pytest.mark.lab
 
 FRONT_DOOR = 8610
 PORTS = {"op20": 5610, "op111": 5611}
+WHEEL_PORT = 5615  # the loopback server that hands op111's Plugin Manager a plugin
 RC = OCTOPRINT_2.removeprefix("octoprint==")
 WHEELS = "/var/cache/lab-wheels"
 CONFIG = f"""\
@@ -77,7 +79,7 @@ def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     workdir = Path(tmp_path_factory.mktemp("versions", numbered=True))
     wheels = {WHEELS: wheelhouse()}
     with pty_farm(
-        workdir, CONFIG, {"op20": 0.0}, ports=PORTS.values(), front_door_port=FRONT_DOOR, copy_in=wheels
+        workdir, CONFIG, {"op20": 0.0}, ports=[*PORTS.values(), WHEEL_PORT], front_door_port=FRONT_DOOR, copy_in=wheels
     ) as box:
         yield box
 
@@ -162,6 +164,20 @@ def test_pip_inside_an_instance_cannot_change_its_octoprint(farm: Container) -> 
     )
 
 
+def test_plugin_manager_installs_still_work_under_the_pin(farm: Container, tmp_path: Path) -> None:
+    installs.wait_operational(farm, "op111", PORTS["op111"])
+    build_plugin_wheel(tmp_path)
+    site = "/var/lib/octobrix/op111/venv/lib/python3.11/site-packages"
+    with serving(tmp_path, WHEEL_PORT) as base:
+        body = {"command": "install", "url": f"{base}/{WHEEL_NAME}"}
+        assert api(farm, "op111", "/api/plugin/pluginmanager", body) == {"in_progress": True}
+        deadline = time.monotonic() + 180
+        while "octoprint_labplug" not in farm.run(["ls", site], check=True).stdout:
+            log = "/var/lib/octobrix/op111/basedir/logs/plugin_pluginmanager_console.log"
+            assert time.monotonic() < deadline, farm.run(["tail", "-n", "30", log]).stdout
+            time.sleep(2)
+
+
 def upload(box: Container, name: str, filename: str, content: bytes) -> None:
     secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
     boundary = uuid.uuid4().hex
@@ -209,4 +225,6 @@ def test_a_printer_moved_from_1_11_to_2_0_keeps_its_settings_and_uploads(farm: C
     assert "serial" not in settings and "pluginBlacklist" not in settings["server"], settings
     assert settings["plugins"]["serial_connector"]["timeout"]["communication"] == 45, settings["plugins"]
     assert settings["printerConnection"]["preferred"]["parameters"]["port"] == "VIRTUAL"
+    carried = json.loads(farm.read_file("/var/lib/octobrix/op111/carried-plugins.json"))
+    assert [c["name"] for c in carried["carried"]] == [PLUGIN_DIST], carried
     assert "Nothing to do" in ctl(farm, "apply")
