@@ -29,11 +29,12 @@ from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, exclusive_lock, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
 from octobrixd.manifest import Manifest, printer_of, running_port
+from octobrixd.octoprint_versions import installed_octoprint
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
-from octobrixd.render_octoprint import merge_seed, octoprint_seed
+from octobrixd.render_octoprint import merged_octoprint_config
 from octobrixd.render_units import DROPIN_NAME, octoprint_unit
 from octobrixd.venv_drift import venvs_to_build
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
@@ -171,7 +172,8 @@ def _merged_octoprint_config(layout: Layout, config: Config, name: str) -> tuple
         ) from None
     if not isinstance(current, dict):
         raise OctobrixError(f"{path} does not hold settings", hint="remove it and apply again")
-    merged = merge_seed(current, octoprint_seed(config, name))
+    installed = installed_octoprint(layout, name) if layout.live else None
+    merged = merged_octoprint_config(current, config, name, installed)
     if merged == current:
         return None
     return current_text, yaml.safe_dump(merged, sort_keys=True, default_flow_style=False)

@@ -34,6 +34,7 @@ from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
 from octobrixd.manifest import read_manifest
+from octobrixd.octoprint_versions import installed_octoprint, running_generation
 from octobrixd.paths import Layout
 from octobrixd.recovery import Pass, Recovery
 from octobrixd.render_units import octoprint_unit, streamer_unit
@@ -394,7 +395,10 @@ class Daemon:
                 # Nothing can be printing in these states, so the reset disturbs nothing.
                 log.info("printer %s: resetting its OctoPrint's connection (stuck at %r)", name, state)
                 octoprint_api.disconnect(printer.port, credentials.api_key)
-            octoprint_api.connect(printer.port, credentials.api_key, f"/dev/octobrix/{name}", printer.baudrate)
+            installed = installed_octoprint(self.layout, name)
+            generation = running_generation(installed, config.octoprint_requirement(name))
+            device = f"/dev/octobrix/{name}"
+            octoprint_api.connect(printer.port, credentials.api_key, device, printer.baudrate, generation)
             asked += 1
             transitional_since = None
             log.info("printer %s: asked its OctoPrint to connect", name)

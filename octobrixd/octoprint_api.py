@@ -14,12 +14,15 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from octobrixd.octoprint_versions import Generation
+
 log = logging.getLogger(__name__)
 
 TIMEOUT = 2.0
 # Asked only before a restart: an OctoPrint slow to answer (a busy small computer) gets longer.
 BUSY_TIMEOUT = 10.0
 # OctoPrint's printer flags that mean a job is running or being wound down.
+API_VERSION_2 = "2.0.0"
 BUSY_FLAGS = ("printing", "paused", "pausing", "cancelling", "finishing", "resuming")
 
 
@@ -38,13 +41,23 @@ class JobState:
     progress: float | None
 
 
-def request(port: int, api_key: str, path: str, body: dict[str, Any] | None = None, timeout: float = TIMEOUT) -> Any:
+def request(
+    port: int,
+    api_key: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = TIMEOUT,
+    *,
+    api_version: str | None = None,
+) -> Any:
+    """api_version: the X-OctoPrint-Api-Version to ask for (OctoPrint 2.0 answers the 1.x form
+    of a changed endpoint to a request without one)."""
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"X-Api-Key": api_key, "Content-Type": "application/json"}
+    if api_version is not None:
+        headers["X-OctoPrint-Api-Version"] = api_version
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=data,
-        headers={"X-Api-Key": api_key, "Content-Type": "application/json"},
-        method="POST" if data is not None else "GET",
+        f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method="POST" if data is not None else "GET"
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
@@ -107,7 +120,16 @@ def disconnect(port: int, api_key: str) -> None:
     request(port, api_key, "/api/connection", {"command": "disconnect"})
 
 
-def connect(port: int, api_key: str, device: str, baudrate: int | None) -> None:
+def connect(port: int, api_key: str, device: str, baudrate: int | None, generation: Generation = Generation.V1) -> None:
+    """Ask OctoPrint to connect to device, in the connection API of its generation: 2.0 names the
+    connector and passes its parameters as such (its 1.x form is kept only for old clients)."""
+    if generation is Generation.V2:
+        parameters: dict[str, Any] = {"port": device}
+        if baudrate:
+            parameters["baudrate"] = baudrate
+        body = {"command": "connect", "connector": "serial", "parameters": parameters}
+        request(port, api_key, "/api/connection", body, api_version=API_VERSION_2)
+        return
     command: dict[str, Any] = {"command": "connect", "port": device, "autoconnect": True}
     if baudrate:
         command["baudrate"] = baudrate

@@ -13,7 +13,9 @@ from octobrixd.render_udev import render_udev_rules
 from octobrixd.render_units import (
     DROPIN_NAME,
     octoprint_unit,
+    pip_constraints_path,
     render_octoprint_dropin,
+    render_pip_constraints,
     render_streamer_dropin,
     render_sysusers,
     streamer_unit,
@@ -36,6 +38,7 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
         dropin = paths.UNIT_DIR / f"{octoprint_unit(name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_octoprint_dropin(config, name))
         files[seed_path(name)] = RenderedFile(render_octoprint_seed(config, name), owner=name)
+        files[pip_constraints_path(name)] = RenderedFile(render_pip_constraints(config, name))
     for name in config.cameras:
         dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))

@@ -12,6 +12,7 @@ import yaml
 
 from octobrixd.cameras import FFMPEG, snapshot_url, stream_ratio, stream_url
 from octobrixd.config import Config
+from octobrixd.octoprint_versions import Generation, pinned_version, seeded_generation
 from octobrixd.render_common import header
 
 VIRTUAL_PORT = "VIRTUAL"
@@ -21,66 +22,101 @@ RESTART_COMMAND = (
 DEFAULT_BAUDRATE = 115200
 # get_settings_version() of OctoPrint's bundled classicwebcam plugin, the same in 1.9, 1.10 and 1.11.
 CLASSICWEBCAM_SETTINGS_VERSION = 1
+# get_settings_version() of the bundled Software Update plugin (1.11: 9; 2.0: 10).
+SOFTWAREUPDATE_SETTINGS_VERSION = {Generation.V1: 9, Generation.V2: 10}
 
 
 def device_link(name: str) -> str:
     return f"/dev/octobrix/{name}"
 
 
-def octoprint_seed(config: Config, name: str) -> dict[str, Any]:
+def octoprint_seed(config: Config, name: str, installed: str | None = None) -> dict[str, Any]:
+    """octobrix's keys for printer NAME, in the dialect of the OctoPrint it runs: installed is the
+    version in its venv when known (the pin decides otherwise, or when the venv is about to be
+    rebuilt because the version there no longer meets the pin)."""
     printer = config.printers[name]
-    if printer.virtual:
-        serial: dict[str, Any] = {"port": VIRTUAL_PORT, "autoconnect": True}
-        plugins: dict[str, Any] = {"virtual_printer": {"enabled": True}}
-    else:
-        link = device_link(name)
-        serial = {
-            "port": link,
-            # OctoPrint only offers ports it finds by its own globs, so the link is added by name.
-            "additionalPorts": [link],
-            "baudrate": printer.baudrate or DEFAULT_BAUDRATE,
-            "autoconnect": True,
-        }
-        plugins = {}
+    requirement = config.octoprint_requirement(name)
+    generation = seeded_generation(installed, requirement)
+    link = None if printer.virtual else device_link(name)
+    port = VIRTUAL_PORT if link is None else link
+    baudrate = None if link is None else printer.baudrate or DEFAULT_BAUDRATE
+    plugins: dict[str, Any] = {"virtual_printer": {"enabled": True}} if link is None else {}
     plugins["discovery"] = {"publicPort": printer.port}
     # Without a camera OctoPrint would show an empty "Webcam stream not loaded" panel in its
-    # Control tab; webcamEnabled (OctoPrint 1.9-1.11: webcam.webcamEnabled) hides it.
+    # Control tab; webcamEnabled (OctoPrint 1.9-2.0: webcam.webcamEnabled) hides it.
     webcam: dict[str, Any] = {"webcamEnabled": False}
     if printer.camera is not None:
         plugins["classicwebcam"], webcam = _webcam_seed(config, printer.camera)
     # Anonymous usage tracking stays off unless the user turns it on; deciding it here also
     # answers the tracking wizard.
     plugins["tracking"] = {"enabled": False}
-    seed: dict[str, Any] = {
-        "serial": serial,
-        "server": {
-            "port": printer.port,
-            # With an admin user seeded and these answered, OctoPrint shows no setup wizard.
-            "firstRun": False,
-            "onlineCheck": {"enabled": True},
-            "pluginBlacklist": {"enabled": True},
-            # A start that crashed half-way must not leave the next start in safe mode with
-            # every plugin off: systemd restarts the instance, and it should come back whole.
-            "ignoreIncompleteStartup": True,
-            "commands": {
-                # Ends this instance's OctoPrint, and systemd (Restart=always) starts it again: the
-                # command runs in OctoPrint's process group (systemd made OctoPrint its leader), so
-                # it can restart only itself. The system menu runs it through a shell, but the
-                # backup plugin after a restore runs it with no shell (sarge): `kill $PPID` failed
-                # there, so nothing that needs a shell or another package's kill. Only the server
-                # the unit started has OCTOBRIX_PORT: OctoPrint's restore CLI, which octobrix runs
-                # in a session of its own and which runs this too, must not end itself.
-                "serverRestartCommand": RESTART_COMMAND,
-            },
+    # The pin's version, not the venv's: the plan reads the venv before a first apply builds it, and
+    # the next apply would change the file again.
+    plugins["softwareupdate"] = _software_update_seed(name, pinned_version(requirement))
+    server: dict[str, Any] = {
+        "port": printer.port,
+        # With an admin user seeded and these answered, OctoPrint shows no setup wizard.
+        "firstRun": False,
+        "onlineCheck": {"enabled": True},
+        # A start that crashed half-way must not leave the next start in safe mode with
+        # every plugin off: systemd restarts the instance, and it should come back whole.
+        "ignoreIncompleteStartup": True,
+        "commands": {
+            # Ends this instance's OctoPrint, and systemd (Restart=always) starts it again: the
+            # command runs in OctoPrint's process group (systemd made OctoPrint its leader), so
+            # it can restart only itself. The system menu runs it through a shell, but the
+            # backup plugin after a restore runs it with no shell (sarge): `kill $PPID` failed
+            # there, so nothing that needs a shell or another package's kill. Only the server
+            # the unit started has OCTOBRIX_PORT: OctoPrint's restore CLI, which octobrix runs
+            # in a session of its own and which runs this too, must not end itself.
+            "serverRestartCommand": RESTART_COMMAND,
         },
-        "appearance": {"name": name},
-        # Nothing a client sends names a user: no remote-user header, no basic auth, on the direct
-        # port or through the front door (which passes an API key of its own, set by nginx).
-        "accessControl": {"trustRemoteUser": False, "trustBasicAuthentication": False},
-        "plugins": plugins,
-        "webcam": webcam,
     }
+    # Nothing a client sends names a user: no remote-user header, no basic auth, on the direct
+    # port or through the front door (which passes an API key of its own, set by nginx).
+    access: dict[str, Any] = {"trustBasicAuthentication": False}
+    seed: dict[str, Any] = {"server": server, "appearance": {"name": name}, "accessControl": access}
+    if generation is Generation.V2:
+        # OctoPrint 2.0 moved the serial settings into its serial_connector plugin and the port a
+        # connection prefers into printerConnection; the 1.x keys would be migrated away at every
+        # start and written back by every apply.
+        seed["printerConnection"] = {
+            "autoconnect": True,
+            "preferred": {"connector": "serial", "parameters": {"port": port, "baudrate": baudrate}},
+        }
+        if link is not None:
+            # It only offers ports it finds by its own globs, so the link is added by name.
+            plugins["serial_connector"] = {"additionalPorts": [link]}
+        server["pluginBlocklist"] = {"enabled": True}
+        # 2.0 replaced trustRemoteUser by a list of proxies whose remote-user header it trusts.
+        access["trustedAuthProxies"] = []
+    else:
+        serial: dict[str, Any] = {"port": port, "autoconnect": True}
+        if link is not None:
+            serial |= {"additionalPorts": [link], "baudrate": baudrate}
+        seed["serial"] = serial
+        server["pluginBlacklist"] = {"enabled": True}
+        access["trustRemoteUser"] = False
+    seed["plugins"] = plugins
+    seed["webcam"] = webcam
     return seed
+
+
+def _software_update_seed(name: str, version: str | None) -> dict[str, Any]:
+    """OctoPrint's own Software Update never changes the OctoPrint version behind octobrix's back
+    (the pin, the venv swap and the rollback would not know of it): its check for OctoPrint always
+    reports the running version as current and is never run, even when forced, and its name in the
+    Software Update list says what to run instead. Plugin checks are left as OctoPrint has them."""
+    # always_current reports current_version (its local and newest version; without one "1.0.0")
+    # and asks no server; enabled=False makes its updater skip the check, even when forced.
+    check: dict[str, Any] = {
+        "type": "always_current",
+        "enabled": False,
+        "displayName": f"OctoPrint (version managed by octobrix: sudo octobrixctl upgrade {name})",
+    }
+    if version is not None:
+        check["current_version"] = version
+    return {"checks": {"octoprint": check}}
 
 
 def _webcam_seed(config: Config, camera: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,6 +139,44 @@ def _webcam_seed(config: Config, camera: str) -> tuple[dict[str, Any], dict[str,
 def render_octoprint_seed(config: Config, name: str) -> str:
     body = yaml.safe_dump(octoprint_seed(config, name), sort_keys=True, default_flow_style=False)
     return header(config.source) + body
+
+
+def first_start_seed(current: dict[str, Any], generation: Generation) -> dict[str, Any]:
+    """Keys set only while current lacks them: the settings versions of plugins that have never run
+    in this basedir. Without one, a plugin believes its settings predate it and "migrates" them on
+    its first start (Software Update drops the name given to its OctoPrint check); a plugin that
+    has run keeps the version it recorded, so its own migrations still run after an upgrade."""
+    plugins = current.get("plugins")
+    update = plugins.get("softwareupdate") if isinstance(plugins, dict) else None
+    if isinstance(update, dict) and "_config_version" in update:
+        return {}
+    return {"plugins": {"softwareupdate": {"_config_version": SOFTWAREUPDATE_SETTINGS_VERSION[generation]}}}
+
+
+def pending_migration_seed(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:
+    """For an OctoPrint 2.0 seed over a config.yaml that 2.0 has not migrated yet (a printer just
+    moved from 1.x): its 1.x serial section, which 2.0 moves into printerConnection and
+    serial_connector on its first start, carries octobrix's current port and baudrate, so the
+    migration cannot bring back the old ones. Nothing otherwise."""
+    serial = current.get("serial")
+    connection = seed.get("printerConnection")
+    if not isinstance(serial, dict) or not isinstance(connection, dict):
+        return {}
+    parameters = connection["preferred"]["parameters"]
+    legacy: dict[str, Any] = {"port": parameters["port"], "autoconnect": connection["autoconnect"]}
+    if parameters["baudrate"] is not None:
+        legacy["baudrate"] = parameters["baudrate"]
+    return {"serial": legacy}
+
+
+def merged_octoprint_config(
+    current: dict[str, Any], config: Config, name: str, installed: str | None
+) -> dict[str, Any]:
+    """current (the instance's config.yaml) with octobrix's keys in place, for the OctoPrint it runs."""
+    seed = octoprint_seed(config, name, installed)
+    generation = seeded_generation(installed, config.octoprint_requirement(name))
+    merged = merge_seed(current, pending_migration_seed(current, seed))
+    return merge_seed(merge_seed(merged, first_start_seed(current, generation)), seed)
 
 
 def merge_seed(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:

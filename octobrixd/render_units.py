@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
+from octobrixd import paths
 from octobrixd.cameras import V4L2_CTL
 from octobrixd.config import Camera, Config, PixelFormat, Streamer
 from octobrixd.render_common import header, instance_user
 
 DROPIN_NAME = "50-octobrix.conf"
+
+
+def pip_constraints_path(name: str) -> PurePosixPath:
+    # octoprint@.service points PIP_CONSTRAINT here. In the state directory, which apply makes the
+    # instance's own (readable whatever the umask of the apply that wrote it); the file is root's, 0644.
+    return paths.STATE_DIR / name / "pip-constraints.txt"
+
+
+def render_pip_constraints(config: Config, name: str) -> str:
+    """The pin as a pip constraint for every pip that OctoPrint runs in its venv (Plugin Manager
+    installs, Software Update's plugin updates): a plugin that needs another OctoPrint fails to
+    install, instead of pip changing the OctoPrint version behind octobrix's back."""
+    return header(config.source) + f"{config.octoprint_requirement(name)}\n"
 
 
 def octoprint_unit(name: str) -> str:

@@ -28,6 +28,7 @@ class FakeOctoPrint:
         self.states = list(states)
         self.after_connect = after_connect
         self.commands: list[dict[str, Any]] = []
+        self.api_versions: list[str | None] = []  # the X-OctoPrint-Api-Version of each command
 
     def state(self) -> str:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -53,6 +54,7 @@ def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
             self.reply(200, json.dumps({"current": {"state": fake.state()}}).encode())
 
         def do_POST(self) -> None:
+            fake.api_versions.append(self.headers.get("X-OctoPrint-Api-Version"))
             fake.post(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.reply(200, b"{}")
 
@@ -60,8 +62,9 @@ def octoprint() -> Iterator[tuple[FakeOctoPrint, int]]:
         yield fake, port
 
 
-def make_daemon(tmp_path: Path, port: int, plugged: bool = True) -> tuple[Daemon, Any]:
-    config = parse_config(f'[printers.p1]\nserial = "PRN0001"\nport = {port}\nbaudrate = 250000\n', "/x.toml")
+def make_daemon(tmp_path: Path, port: int, plugged: bool = True, pin: str = "") -> tuple[Daemon, Any]:
+    text = f'[printers.p1]\nserial = "PRN0001"\nport = {port}\nbaudrate = 250000\n'
+    config = parse_config(text + (f'octoprint = "{pin}"\n' if pin else ""), "/x.toml")
     layout = Layout(tmp_path)
     load_or_create_credentials(layout, "p1")
     if plugged:
@@ -69,6 +72,12 @@ def make_daemon(tmp_path: Path, port: int, plugged: bool = True) -> tuple[Daemon
         link.parent.mkdir(parents=True)
         link.symlink_to("/dev/null")
     return Daemon(tmp_path / "x.toml", layout, Notifier()), config
+
+
+def fake_venv_with(root: Path, octoprint_version: str) -> None:
+    """p1's venv as far as octobrix looks to learn its OctoPrint version: the dist-info folder's name."""
+    site = root / "var/lib/octobrix/p1/venv/lib/python3.11/site-packages"
+    (site / f"octoprint-{octoprint_version}.dist-info").mkdir(parents=True)
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +94,43 @@ def test_an_offline_instance_is_asked_once_and_connects(octoprint: tuple[FakeOct
     assert fake.connects == [
         {"command": "connect", "port": "/dev/octobrix/p1", "autoconnect": True, "baudrate": 250000}
     ]
+
+
+V1_CONNECT = {"command": "connect", "port": "/dev/octobrix/p1", "autoconnect": True, "baudrate": 250000}
+V2_CONNECT = {
+    "command": "connect",
+    "connector": "serial",
+    "parameters": {"port": "/dev/octobrix/p1", "baudrate": 250000},
+}
+
+
+@pytest.mark.parametrize(
+    ("venv", "asked"),
+    [
+        (("octoprint==2.0.0rc3", None), (V2_CONNECT, "2.0.0")),
+        (("octoprint>=1.11", "2.0.0rc3"), (V2_CONNECT, "2.0.0")),
+        (("octoprint==1.11.8", None), (V1_CONNECT, None)),
+        (("octoprint==2.0.0rc3", "1.11.8"), (V1_CONNECT, None)),
+    ],
+    ids=["pinned-to-2.0", "2.0-installed", "pinned-to-1.11", "1.11-runs-until-the-new-pin-is-built"],
+)
+def test_each_octoprint_is_asked_in_its_own_connection_api(
+    octoprint: tuple[FakeOctoPrint, int],
+    tmp_path: Path,
+    venv: tuple[str, str | None],
+    asked: tuple[dict[str, Any], str | None],
+) -> None:
+    """OctoPrint 2.0 names the connector and takes its parameters as such, under API version 2.0.0;
+    the version is the one in the venv (what answers now), the pin's while there is none.
+    venv: (the pin, the OctoPrint in the venv); asked: (the connect posted, its API version)."""
+    (pin, installed), (command, api_version) = venv, asked
+    fake, port = octoprint
+    daemon, config = make_daemon(tmp_path, port, pin=pin)
+    if installed is not None:
+        fake_venv_with(tmp_path, installed)
+    daemon.connect_printer(config, "p1")
+    assert fake.connects == [command]
+    assert fake.api_versions == [api_version]
 
 
 def test_a_connecting_or_printing_instance_is_never_asked(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:

@@ -81,13 +81,17 @@ def pty_farm(
     ports: Iterable[int] = (5000, 5001),
     *,
     front_door_port: int | None = FRONT_DOOR_PORT,
+    copy_in: Mapping[str, Path] | None = None,
 ) -> Iterator[Container]:
     """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
     each simulated printer's name to its move_seconds. Holds the host-wide lock on the printer ports
     and waits until the ports the test's OctoPrints may use are free; front_door_port is the one
-    config's [frontdoor] listens on (None when it is off)."""
+    config's [frontdoor] listens on (None when it is off). copy_in: guest path -> host file or folder
+    to put there before the install (the lab's wheelhouse for a config's `wheels`)."""
     with holding_printer_ports(ports, front_door_port=front_door_port), booted(workdir / "ct", boot_timeout=120) as box:
         box.write_file("/etc/octobrix.toml", config)
+        for guest, host in (copy_in or {}).items():
+            box.copy_in(host, guest)
         for name, move_seconds in pty_printers.items():
             serve_pty_printer(box, name, move_seconds=move_seconds)
         installed = install_checkout(box)

@@ -20,6 +20,9 @@ from tests.lab.harness.build import CACHE
 from tests.lab.harness.project import REPO
 
 OCTOPRINT = "octoprint==1.11.8"
+# OctoPrint 2.0 with its own dependencies, for tests of printers pinned to it (test_octoprint_versions.py).
+# Resolved on its own: its pins (flask 3.1, zeroconf 0.148...) conflict with 1.11's.
+OCTOPRINT_2 = "octoprint==2.0.0rc3"
 SEEDS = ("pip", "setuptools", "wheel")
 # The test venv is made from Debian's Python, as the guest's is: compiled wheels (netifaces) fit it.
 PYTHON = sys.executable
@@ -34,7 +37,7 @@ def _dependencies() -> list[str]:
 
 def wheelhouse() -> Path:
     """Build (once) and return the folder; octobrix's wheel in it is always the current checkout's."""
-    key = hashlib.sha256("\n".join([OCTOPRINT, *SEEDS, *_dependencies()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([OCTOPRINT, OCTOPRINT_2, *SEEDS, *_dependencies()]).encode()).hexdigest()[:16]
     folder = CACHE / f"wheels-{key}"
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / "wheels.lock").open("w") as lock:
@@ -47,6 +50,9 @@ def wheelhouse() -> Path:
                  *_dependencies()],
                 check=True,
             )  # fmt: skip
+            subprocess.run(
+                [PYTHON, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder), OCTOPRINT_2], check=True
+            )
             (folder / ".complete").touch()
         for old in folder.glob("octobrix-*.whl"):
             old.unlink()
