@@ -31,7 +31,7 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
     "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
     "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
-    "upgrade": ("octobrixd.upgrades.upgrade_cli", "move printers to a newer OctoPrint, checked, rolled back if it fails"),
+    "upgrade": ("octobrixd.upgrades.upgrade_cli", "move printers to a newer OctoPrint; checked, undone if it fails"),
     "rollback": ("octobrixd.upgrades.rollback_cli", "a printer back on the OctoPrint and settings before its upgrade"),
 }
 
