@@ -5,10 +5,12 @@ upgrades (systemd, OctoPrints, a print running) are in tests/lab/test_upgrades.p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from octobrixd import venvs
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
 from octobrixd.upgrades import health, rollback_point, versions
@@ -189,3 +191,18 @@ def test_check_lists_what_each_printer_runs_and_could_move_to(ctl: Ctl, tmp_path
 def test_rollback_of_an_unknown_printer_says_which_there_are(ctl: Ctl, tmp_path: Path) -> None:
     done = ctl("rollback", "--config", _config(tmp_path), "prusa")
     assert done.returncode == 1 and "no printer named prusa" in done.stderr and "hint:" in done.stderr
+
+
+def test_a_new_build_keeps_the_venv_that_ran_before_it_even_beside_a_newer_one(tmp_path: Path) -> None:
+    """After a rollback the running venv is older than the one rolled back from; the next upgrade must
+    keep the running one (what the next rollback goes to), not the newer leftover."""
+    layout = Layout(tmp_path)
+    folder = layout.state_dir("ender") / "venvs"
+    made = {}
+    for age, name in enumerate(("ran-before", "rolled-back-from", "new")):
+        made[name] = folder / name
+        made[name].mkdir(parents=True)
+        (made[name] / COMPLETE_MARKER).touch()
+        os.utime(made[name], (1000 + age, 1000 + age))
+    venvs._prune(layout, made["new"], made["ran-before"])
+    assert sorted(p.name for p in folder.iterdir()) == ["new", "ran-before"]
