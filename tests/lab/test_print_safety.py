@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -27,7 +25,7 @@ import pytest
 from octobrixd.daemon import DEFERRED_RETRY_SECONDS
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
-from tests.lab.harness.installs import api, wait_operational
+from tests.lab.harness.installs import api, upload_gcode, wait_operational
 from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
@@ -70,20 +68,7 @@ def edit_config(box: Container, text: str) -> None:
 def press_print(box: Container, name: str) -> None:
     """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does (a multipart POST)."""
     gcode = "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(MOVES))
-    boundary = uuid.uuid4().hex
-    body = b""
-    for field, value, filename in (("file", gcode, "long.gcode"), ("select", "true", None), ("print", "true", None)):
-        disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
-    body += f"--{boundary}--\r\n".encode()
-    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{PORTS[name]}/api/files/local",
-        data=body,
-        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 201, response.read()
+    upload_gcode(box, PORTS[name], name, "long.gcode", gcode, print_it=True)
 
 
 def status_json(box: Container) -> dict[str, dict[str, Any]]:

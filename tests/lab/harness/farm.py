@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
@@ -55,15 +55,19 @@ def pty_farm(
     ports: Iterable[int] = (5000, 5001),
     *,
     front_door_port: int | None = FRONT_DOOR_PORT,
+    before_install: Callable[[Container], None] | None = None,
 ) -> Iterator[Container]:
     """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
     each simulated printer's name to its move_seconds. Holds the host-wide lock on the printer ports
     and waits until the ports the test's OctoPrints may use are free; front_door_port is the one
-    config's [frontdoor] listens on (None when it is off)."""
+    config's [frontdoor] listens on (None when it is off); before_install prepares what the config
+    needs in the container (a wheels folder, say)."""
     with holding_printer_ports(ports, front_door_port=front_door_port), booted(workdir / "ct", boot_timeout=120) as box:
         box.write_file("/etc/octobrix.toml", config)
         for name, move_seconds in pty_printers.items():
             serve_pty_printer(box, name, move_seconds=move_seconds)
+        if before_install is not None:
+            before_install(box)
         installed = install_checkout(box)
         assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
         for name in pty_printers:

@@ -32,6 +32,25 @@ def _dependencies() -> list[str]:
     return sorted(line.split('"')[1] for line in block.splitlines() if '"' in line)
 
 
+def octoprint_release(version: str) -> Path:
+    """Another OctoPrint release's own wheel, for tests that move a printer between versions (its
+    dependencies are those of the wheelhouse's OctoPrint); downloaded once into the cache."""
+    folder = CACHE / f"octoprint-{version}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "wheels.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            subprocess.run(
+                [PYTHON, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(folder),
+                 f"octoprint=={version}"],
+                check=True,
+            )  # fmt: skip
+            (folder / ".complete").touch()
+    return next(folder.glob("octoprint-*.whl"))
+
+
 def wheelhouse() -> Path:
     """Build (once) and return the folder; octobrix's wheel in it is always the current checkout's."""
     key = hashlib.sha256("\n".join([OCTOPRINT, *SEEDS, *_dependencies()]).encode()).hexdigest()[:16]
