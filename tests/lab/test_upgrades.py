@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import shutil
 import time
 import zipfile
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.installs import api, upload_gcode, wait_operational
-from tests.lab.harness.wheelhouse import octoprint_release, wheelhouse
+from tests.lab.harness.wheelhouse import fill_wheels, wheelhouse
 
 pytestmark = pytest.mark.lab
 
@@ -64,19 +63,12 @@ SECOND_USER = "maker"
 COLOR = "red"
 
 
-def fill_wheels(box: Container) -> None:
-    folder = box.path(WHEELS)
-    folder.mkdir(parents=True, exist_ok=True)
-    for wheel in [*wheelhouse().glob("*.whl"), octoprint_release(OLD)]:
-        shutil.copy(wheel, folder / wheel.name)
-
-
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("upgrades", numbered=True))
     with pty_farm(
         workdir, CONFIG, {"alpha": 0.0, "beta": MOVE_SECONDS}, PORTS.values(),
-        front_door_port=FRONT_DOOR, before_install=fill_wheels,
+        front_door_port=FRONT_DOOR, before_install=lambda box: fill_wheels(box, WHEELS, OLD),
     ) as box:  # fmt: skip
         yield box
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from tests.lab.harness.build import CACHE
+from tests.lab.harness.container import Container
 from tests.lab.harness.project import REPO
 
 OCTOPRINT = "octoprint==1.11.8"
@@ -49,6 +50,14 @@ def octoprint_release(version: str) -> Path:
             )  # fmt: skip
             (folder / ".complete").touch()
     return next(folder.glob("octoprint-*.whl"))
+
+
+def fill_wheels(box: Container, guest_folder: str, *octoprint_versions: str) -> None:
+    """A wheels folder in the container ([octobrix] wheels): the wheelhouse, and those OctoPrint releases."""
+    folder = box.path(guest_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for wheel in [*wheelhouse().glob("*.whl"), *map(octoprint_release, octoprint_versions)]:
+        shutil.copy(wheel, folder / wheel.name)
 
 
 def wheelhouse() -> Path:
