@@ -118,12 +118,15 @@ def test_the_rollback_point_keeps_config_and_users_root_only_and_points_at_a_com
     basedir.mkdir(parents=True)
     (basedir / "config.yaml").write_text("appearance: {name: Mine}\n")
     (basedir / "users.yaml").write_text("admin: {}\nsecond: {}\n")
-    rollback_point.save(layout, _point())
+    where = rollback_point.pending(layout, "ender")
+    rollback_point.save(layout, _point(), where)
+    assert rollback_point.load(layout, "ender") is None, "a pending point is not what rollback goes to"
+    rollback_point.promote(layout, "ender")
     where = rollback_point.folder(layout, "ender")
     assert (where.stat().st_mode & 0o777, (where / "users.yaml").stat().st_mode & 0o777) == (0o700, 0o600)
     assert rollback_point.load(layout, "ender") == _point()
     (basedir / "config.yaml").write_text("appearance: {name: Changed by 1.11.8}\n")
-    rollback_point.restore_files(layout, _point(), -1, -1)
+    rollback_point.restore_files(layout, _point(), where, -1, -1)
     assert (basedir / "config.yaml").read_text() == "appearance: {name: Mine}\n"
     with pytest.raises(OctobrixError) as caught:
         rollback_point.previous_venv(layout, _point())

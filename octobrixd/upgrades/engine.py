@@ -134,7 +134,9 @@ def wait_until_idle(ctx: Context, name: str) -> None:
             time.sleep(WAIT_POLL)
 
 
-def put_back(ctx: Context, point: rollback_point.Point, operational: bool, *, check: bool = True) -> float:
+def put_back(
+    ctx: Context, point: rollback_point.Point, where: Path, operational: bool, *, check: bool = True
+) -> float:
     """The previous venv, config.yaml, users.yaml and pin, and the instance started on them; the
     caller holds apply's lock. Returns the seconds until the old OctoPrint was started."""
     started = time.monotonic()
@@ -143,7 +145,7 @@ def put_back(ctx: Context, point: rollback_point.Point, operational: bool, *, ch
     previous = rollback_point.previous_venv(ctx.layout, point)
     systemd.stop([unit], wait=True)
     rollback_point.swap_venv(ctx.layout, name, previous)
-    rollback_point.restore_files(ctx.layout, point, *_ids(name))
+    rollback_point.restore_files(ctx.layout, point, where, *_ids(name))
     set_pin(ctx, name, point.own_pin)
     config = apply_config(ctx, name)  # no build: the previous venv is the config's again
     systemd.reset_failed([unit])
@@ -184,12 +186,14 @@ def upgrade_one(ctx: Context, name: str, requirement: str, expected_version: str
             target=requirement,
             made=rollback_point.now(),
         )
-        rollback_point.save(ctx.layout, point)
+        where = rollback_point.pending(ctx.layout, name)
+        rollback_point.save(ctx.layout, point, where)
         set_pin(ctx, name, requirement)
         try:
             config = apply_config(ctx, name)
         except OctobrixError as error:
             set_pin(ctx, name, point.own_pin)
+            rollback_point.forget(where)
             raise OctobrixError(
                 f"upgrade of {name} to {requirement} failed: {error.message}; it stays on OctoPrint {was}, "
                 f"its pin {point.requirement} is back in {ctx.config_path}",
@@ -197,10 +201,12 @@ def upgrade_one(ctx: Context, name: str, requirement: str, expected_version: str
             ) from error
         now = running_version(ctx.layout, name)
         if not active:
+            rollback_point.promote(ctx.layout, name)
             ctx.say(f"{name}: OctoPrint {was} -> {now} installed; it was not running, so it was left stopped")
             return True
         judgement = wait_healthy(ctx, config, name, health.Expected(expected_version, operational))
         if judgement.verdict is health.Verdict.HEALTHY:
+            rollback_point.promote(ctx.layout, name)
             ctx.say(
                 f"{name}: OctoPrint {was} -> {now}, healthy after {time.monotonic() - started:.0f} s "
                 f"(`octobrixctl rollback {name}` goes back)"
@@ -208,13 +214,13 @@ def upgrade_one(ctx: Context, name: str, requirement: str, expected_version: str
             return True
         lines = systemd.journal_tail(octoprint_unit(name), health.LOG_LINES)
         try:
-            put_back(ctx, point, operational)
+            put_back(ctx, point, where, operational)
             rolled_back = True
         except OctobrixError as error:
             log.error("rollback of %s failed: %s", name, error)
             rolled_back = False
         if rolled_back:
-            rollback_point.forget(ctx.layout, name)
+            rollback_point.forget(where)
         raise UpgradeFailed(
             health.failed_message(
                 name,
@@ -244,6 +250,7 @@ def rollback(ctx: Context, name: str, *, check: bool = True) -> tuple[rollback_p
     with apply_lock(ctx.layout):
         config = load_config(ctx.config_path)
         operational = _unit_props(name).get("ActiveState") == "active" and _connected(ctx.layout, config, name)
-        seconds = put_back(ctx, point, operational, check=check)
-        rollback_point.forget(ctx.layout, name)
+        where = rollback_point.folder(ctx.layout, name)
+        seconds = put_back(ctx, point, where, operational, check=check)
+        rollback_point.forget(where)
     return point, seconds, time.monotonic() - started

@@ -38,17 +38,23 @@ class Point:
 
 
 def folder(layout: Layout, name: str) -> Path:
+    """The point `rollback NAME` goes back to."""
     return layout.path(POINTS_DIR / name)
+
+
+def pending(layout: Layout, name: str) -> Path:
+    """The point of the upgrade under way: it becomes folder() only once the upgrade passed its check,
+    so a failed upgrade leaves the point of the last good one as it was."""
+    return layout.path(POINTS_DIR / f"{name}.pending")
 
 
 def _basedir(layout: Layout, name: str) -> Path:
     return layout.state_dir(name) / "basedir"
 
 
-def save(layout: Layout, point: Point) -> None:
-    """Copies config.yaml and users.yaml (root only), then the point itself (last: a kill in between
-    leaves the previous point whole)."""
-    where = folder(layout, point.name)
+def save(layout: Layout, point: Point, where: Path) -> None:
+    """Copies config.yaml and users.yaml (root only) into where, then the point itself."""
+    shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True, exist_ok=True)
     where.parent.chmod(0o700)
     where.chmod(0o700)
@@ -114,9 +120,14 @@ def swap_venv(layout: Layout, name: str, target: Path) -> None:
     temporary.replace(link)
 
 
-def restore_files(layout: Layout, point: Point, uid: int, gid: int) -> None:
-    """config.yaml and users.yaml back as they were, owned by the instance."""
-    where = folder(layout, point.name)
+def promote(layout: Layout, name: str) -> None:
+    """The pending point becomes the one `rollback` goes back to."""
+    shutil.rmtree(folder(layout, name), ignore_errors=True)
+    pending(layout, name).rename(folder(layout, name))
+
+
+def restore_files(layout: Layout, point: Point, where: Path, uid: int, gid: int) -> None:
+    """config.yaml and users.yaml back from where, as they were, owned by the instance."""
     for kept in KEPT_FILES:
         source = where / kept
         if not source.exists():
@@ -130,5 +141,5 @@ def restore_files(layout: Layout, point: Point, uid: int, gid: int) -> None:
         temporary.replace(target)
 
 
-def forget(layout: Layout, name: str) -> None:
-    shutil.rmtree(folder(layout, name), ignore_errors=True)
+def forget(where: Path) -> None:
+    shutil.rmtree(where, ignore_errors=True)
