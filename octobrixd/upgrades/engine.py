@@ -5,7 +5,6 @@ the manifest stays true), checked by health.py and put back from rollback_point.
 from __future__ import annotations
 
 import logging
-import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,13 +13,13 @@ from pathlib import Path
 from octobrixd import octoprint_api, systemd
 from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
+from octobrixd.backups.engine import instance_ids
 from octobrixd.config import Config, load_config
 from octobrixd.config_edit import edit_config_file, remove_value, set_value
 from octobrixd.errors import OctobrixError
 from octobrixd.instances import read_credentials
 from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
-from octobrixd.render_common import instance_user
 from octobrixd.render_units import octoprint_unit
 from octobrixd.status import query_units
 from octobrixd.upgrades import health, rollback_point
@@ -43,17 +42,6 @@ class Context:
     force: bool = False
     say: Callable[[str], None] = print
     time_limit: float = health.TIME_LIMIT
-
-
-def _ids(name: str) -> tuple[int, int]:
-    try:
-        entry = pwd.getpwnam(instance_user(name))
-    except KeyError:
-        raise OctobrixError(
-            f"printer {name} is not set up on this computer (no user {instance_user(name)})",
-            hint="run `sudo octobrixctl apply` first",
-        ) from None
-    return entry.pw_uid, entry.pw_gid
 
 
 def running_version(layout: Layout, name: str) -> str | None:
@@ -145,7 +133,7 @@ def put_back(
     previous = rollback_point.previous_venv(ctx.layout, point)
     systemd.stop([unit], wait=True)
     rollback_point.swap_venv(ctx.layout, name, previous)
-    rollback_point.restore_files(ctx.layout, point, where, *_ids(name))
+    rollback_point.restore_files(ctx.layout, point, where, *instance_ids(name))
     set_pin(ctx, name, point.own_pin)
     config = apply_config(ctx, name)  # no build: the previous venv is the config's again
     systemd.reset_failed([unit])

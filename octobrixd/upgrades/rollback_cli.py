@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from octobrixd.cliargs import add_config_argument
+from octobrixd.cliargs import add_config_argument, printers_named
 from octobrixd.config import load_config
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
@@ -28,11 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if args.name not in config.printers:
-        known = ", ".join(sorted(config.printers)) or "none"
-        raise OctobrixError(
-            f"no printer named {args.name} in {args.config} (printers: {known})", hint="`octobrixctl status` lists them"
-        )
+    printers_named(config, args.config, [args.name], "roll back")
     if os.geteuid() != 0:
         raise OctobrixError("rollback changes a printer's OctoPrint: run it as root", hint="sudo octobrixctl rollback")
     ctx = engine.Context(args.config, Layout(), force=args.force)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from octobrixd.apply import printing_now
-from octobrixd.cliargs import add_config_argument
+from octobrixd.cliargs import add_config_argument, printers_named
 from octobrixd.config import Config, load_config
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
@@ -46,20 +46,6 @@ class Row:
     target: str | None  # None: nothing newer
 
 
-def chosen_names(args: argparse.Namespace, config: Config) -> list[str]:
-    names = list(dict.fromkeys(args.names)) or sorted(config.printers)
-    unknown = [n for n in names if n not in config.printers]
-    if unknown:
-        known = ", ".join(sorted(config.printers)) or "none"
-        raise OctobrixError(
-            f"no printer named {', '.join(unknown)} in {args.config} (printers: {known})",
-            hint="`octobrixctl status` lists them",
-        )
-    if not names:
-        raise OctobrixError(f"no printers in {args.config}: nothing to upgrade", hint="add a [printers.NAME] first")
-    return names
-
-
 def available(config: Config, layout: Layout, names: list[str]) -> tuple[list[str], str]:
     """OctoPrint's releases, and where they were read."""
     if config.octobrix.wheels is not None:
@@ -85,7 +71,7 @@ def check_text(rows: list[Row], source: str) -> str:
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     layout = Layout()
-    names = chosen_names(args, config)
+    names = printers_named(config, args.config, args.names, "upgrade")
     to = versions.check_to(args.to, names[0]) if args.to is not None else None
     if args.timeout <= 0:
         raise OctobrixError(f"--timeout {args.timeout:g}: must be more than 0 seconds", hint="--timeout 240")

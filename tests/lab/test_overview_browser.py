@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from selenium.webdriver.common.by import By
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.farm import install_checkout
-from tests.lab.harness.installs import api, holding_printer_ports, wait_operational
+from tests.lab.harness.installs import api, holding_printer_ports, upload_gcode, wait_operational
 from tests.lab.harness.project import REPO
 
 pytestmark = pytest.mark.lab
@@ -67,20 +65,7 @@ def press_print(box: Container, name: str) -> str:
     gcode = "M104 S210\nM140 S60\nG28\n" + "".join(
         f"G1 X{i % 200} Y{(i * 7) % 200} F3000\nG4 P250\n" for i in range(DWELLS)
     )
-    boundary = uuid.uuid4().hex
-    body = b""
-    for field, value, file in (("file", gcode, filename), ("select", "true", None), ("print", "true", None)):
-        disposition = f'form-data; name="{field}"' + (f'; filename="{file}"' if file else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
-    body += f"--{boundary}--\r\n".encode()
-    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{PRINTERS[name]}/api/files/local",
-        data=body,
-        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 201, response.read()
+    upload_gcode(box, PRINTERS[name], name, filename, gcode, print_it=True)
     return filename
 
 
