@@ -11,6 +11,7 @@ The first upgrade fills uv's cache with 1.11.8; the second (after a rollback) is
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import tempfile
 import time
@@ -56,7 +57,8 @@ def healthy(box: Container, version: str, started: float) -> float:
             if api(box, PORT, NAME, "/api/server")["version"] == version:
                 wait_operational(box, NAME, PORT)
                 return time.monotonic() - started
-        except OSError:
+        # Refused, reset, OctoPrint's start-up placeholder (not HTTP), not JSON yet.
+        except (OSError, http.client.HTTPException, ValueError):
             pass
         time.sleep(0.5)
     raise SystemExit(f"{NAME} never answered as OctoPrint {version}")
