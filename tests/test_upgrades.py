@@ -77,8 +77,9 @@ def test_healthy_means_it_answers_as_the_new_version_not_in_safe_mode_and_operat
 @pytest.mark.parametrize(
     ("seen", "what"),
     [
-        (Seen({**ACTIVE, "NRestarts": "1", "Result": "exit-code", "ExecMainStatus": "1"}, None, None, 5),
-         "did not start: it exited with status 1"),
+        (Seen({"ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code",
+               "ExecMainStatus": "1"}, None, None, 5), "did not start: it exited with status 1"),
+        (Seen({**ACTIVE, "NRestarts": "1"}, None, None, 5), "did not start: it ended and systemd started it again"),
         (Seen({"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "3"}, None, None, 5),
          "did not start"),
         (Seen(ACTIVE, None, None, 500), "no HTTP answer within 240 s"),

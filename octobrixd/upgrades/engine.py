@@ -180,7 +180,11 @@ def upgrade_one(ctx: Context, name: str, requirement: str, expected_version: str
         try:
             config = apply_config(ctx, name)
         except OctobrixError as error:
-            set_pin(ctx, name, point.own_pin)
+            if rollback_point.running_venv(ctx.layout, name) != running:
+                # Built and swapped, then something after it failed (systemd): the whole way back.
+                put_back(ctx, point, where, operational)
+            else:
+                set_pin(ctx, name, point.own_pin)
             rollback_point.forget(where)
             raise OctobrixError(
                 f"upgrade of {name} to {requirement} failed: {error.message}; it stays on OctoPrint {was}, "

@@ -43,8 +43,11 @@ class Judgement:
 def judge(seen: Seen, expected: Expected, time_limit: float = TIME_LIMIT) -> Judgement:
     unit = seen.unit
     restarts = unit.get("NRestarts", "0")
-    if unit.get("ActiveState") == "failed" or (restarts.isdigit() and int(restarts) > 0):
+    # Between an exit and systemd's next start (RestartSec) the last run's Result and status are there.
+    if unit.get("ActiveState") == "failed" or unit.get("SubState") == "auto-restart":
         return Judgement(Verdict.FAILED, f"its OctoPrint did not start: it {cause(unit)}")
+    if restarts.isdigit() and int(restarts) > 0:
+        return Judgement(Verdict.FAILED, "its OctoPrint did not start: it ended and systemd started it again")
     if seen.server is None:
         if seen.elapsed >= time_limit:
             return Judgement(Verdict.FAILED, f"its OctoPrint gave no HTTP answer within {time_limit:.0f} s")

@@ -36,7 +36,7 @@ WHEELS = "/srv/wheels"
 OLD, NEW, BROKEN = "1.11.7", "1.11.8", "1.11.99"
 # beta's print: long enough to outlast alpha's whole upgrade (build, restart, health check).
 MOVE_SECONDS = 0.4
-MOVES = 300
+MOVES = 175
 LAST_LINE = "M117 lab print done"
 CONFIG = f"""\
 # The lab's farm: these comments must survive every upgrade.
@@ -202,12 +202,30 @@ def broken_octoprint(source: Path, dest: Path) -> Path:
     return target
 
 
+def main_pid(box: Container, name: str) -> str:
+    return box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
+
+
+def test_an_octoprint_that_does_not_install_changes_nothing(farm: Container) -> None:
+    wait_operational(farm, "alpha", PORTS["alpha"])
+    alpha_pid = main_pid(farm, "alpha")
+    rc, out = ctl(farm, "upgrade", "alpha", "--to", "octoprint==1.11.98")  # not in the wheels folder
+    assert rc == 1, out
+    assert "upgrade of alpha to octoprint==1.11.98 failed: could not install" in out, out
+    assert f"it stays on OctoPrint {OLD}" in out and "hint:" in out, out
+    assert main_pid(farm, "alpha") == alpha_pid, "its OctoPrint was not even restarted"
+    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    rc, again = ctl(farm, "apply")
+    assert rc == 0 and "Nothing to do" in again, again
+
+
 def test_an_octoprint_that_cannot_start_is_put_back_by_itself(farm: Container) -> None:
     wait_operational(farm, "alpha", PORTS["alpha"])
-    beta_pid = farm.systemctl("show", "-p", "MainPID", "--value", "octoprint@beta.service").stdout.strip()
+    beta_pid = main_pid(farm, "beta")
     broken_octoprint(next(wheelhouse().glob(f"octoprint-{NEW}-*.whl")), farm.path(WHEELS))
     rc, out = ctl(farm, "upgrade", "alpha", "beta", "--to", f"octoprint=={BROKEN}")
     assert rc == 1, out
+    print(out)
     assert f"upgrade of alpha to octoprint=={BROKEN} failed: its OctoPrint did not start" in out, out
     assert f"alpha is back on OctoPrint {OLD}" in out and f"pin octoprint=={OLD} restored" in out, out
     assert "RuntimeError: lab: this OctoPrint cannot start" in out, "the log lines name the failure"
@@ -217,6 +235,6 @@ def test_an_octoprint_that_cannot_start_is_put_back_by_itself(farm: Container) -
     assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
     assert_users_data_kept(farm)
     assert version(farm, "beta") == NEW
-    assert farm.systemctl("show", "-p", "MainPID", "--value", "octoprint@beta.service").stdout.strip() == beta_pid
+    assert main_pid(farm, "beta") == beta_pid
     rc, again = ctl(farm, "apply")
     assert rc == 0 and "Nothing to do" in again, again
