@@ -32,6 +32,8 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
     "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
     "export": ("octobrixd.export.cli", "the file FDM Monster or OctoFarm imports, with keys of its own (needs root)"),
+    "upgrade": ("octobrixd.upgrades.upgrade_cli", "move printers to a newer OctoPrint; checked, undone if it fails"),
+    "rollback": ("octobrixd.upgrades.rollback_cli", "a printer back on the OctoPrint and settings before its upgrade"),
 }
 
 

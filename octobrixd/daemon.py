@@ -193,14 +193,16 @@ class Daemon:
 
     def reconcile(self) -> Outcome:
         try:
-            config = load_config(self.config_path)
-        except ConfigError as error:
-            for problem in error.problems:
-                log.error("%s", problem)
-            kept = "keeping the last good config" if self.config else "nothing applied"
-            return Outcome(False, f"config error, {kept}: {error.problems[0]}")
-        try:
             with apply_lock(self.layout):
+                # Read under the lock: whoever held it (`octobrixctl upgrade`, which edits the pin and
+                # may put it back) can have changed the file since the change that woke us.
+                try:
+                    config = load_config(self.config_path)
+                except ConfigError as error:
+                    for problem in error.problems:
+                        log.error("%s", problem)
+                    kept = "keeping the last good config" if self.config else "nothing applied"
+                    return Outcome(False, f"config error, {kept}: {error.problems[0]}")
                 previous = read_manifest(self.layout)
                 plan = make_plan(config, self.layout, previous)
                 deferred: tuple[str, ...] = ()

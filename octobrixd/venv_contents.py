@@ -207,7 +207,7 @@ def user_plugins(
 # --- versions (PEP 440, the subset pinned requirements use) ---
 
 
-def _version_key(version: str) -> tuple[tuple[int, ...], tuple[int, int], int, tuple[int, int]] | None:
+def version_key(version: str) -> tuple[tuple[int, ...], tuple[int, int], int, tuple[int, int]] | None:
     found = _VERSION_RE.match(version.strip().lower())
     if not found:
         return None
@@ -226,7 +226,7 @@ def _version_key(version: str) -> tuple[tuple[int, ...], tuple[int, int], int, t
 
 def satisfies(version: str, requirement: str) -> bool | None:
     """Whether version meets requirement's specifiers; None when either cannot be read."""
-    have = _version_key(version)
+    have = version_key(version)
     if have is None:
         return None
     for operator, wanted in _CLAUSE_RE.findall(requirement):
@@ -241,7 +241,7 @@ def satisfies(version: str, requirement: str) -> bool | None:
             if version.strip() != wanted:
                 return False
             continue
-        want = _version_key(wanted)
+        want = version_key(wanted)
         if want is None:
             return None
         if operator == "~=":

@@ -196,7 +196,7 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
             hint=_disk_full_hint(layout, spec) if error.errno in DISK_FULL else None,
         ) from error
     temporary.replace(link)
-    _prune(layout, target)
+    _prune(layout, target, previous)
     installed = read_venv(target).get("octoprint")
     save(carried_path(layout, spec.name), result, installed.version if installed else None)
     if result.carried:
@@ -254,12 +254,17 @@ def _clean_failed_build(layout: Layout, target: Path, temporary: Path) -> None:
         _prune_cache(layout)
 
 
-def _prune(layout: Layout, current: Path) -> None:
-    """Keep the new venv and the newest complete previous one; a build a kill left half-made goes first."""
+def _prune(layout: Layout, current: Path, previous: Path | None = None) -> None:
+    """Keep the new venv and the one that ran before it (else the newest complete other one); a build a
+    kill left half-made goes first."""
     # A build killed half-way also leaves its `.carry-*` scratch folder (wheels of carried plugins).
     others = [p for p in current.parent.iterdir() if p.name != current.name]
     complete = sorted(
-        (p for p in others if (p / COMPLETE_MARKER).exists()), key=lambda p: p.stat().st_mtime, reverse=True
+        (p for p in others if (p / COMPLETE_MARKER).exists()),
+        # The venv the instance ran until now is what `octobrixctl rollback` goes back to, even when a
+        # rollback made an older one current and a newer one lies beside it.
+        key=lambda p: (previous is not None and p.name == previous.name, p.stat().st_mtime),
+        reverse=True,
     )
     for old in [p for p in others if p not in complete] + complete[KEEP_PREVIOUS:]:
         shutil.rmtree(old, ignore_errors=True)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from octobrixd.backups import archive, bundle, engine, state
-from octobrixd.cliargs import add_config_argument
+from octobrixd.cliargs import add_config_argument, printers_named
 from octobrixd.config import Config, load_config
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
@@ -85,16 +85,7 @@ def main(args: argparse.Namespace) -> int:
         raise OctobrixError("--all and printer names do not go together", hint="name printers, or use --all")
     if args.bundle is not None:
         return _bundle(args, config)
-    names = sorted(config.printers) if args.scheduled or not args.names else list(dict.fromkeys(args.names))
-    unknown = [n for n in names if n not in config.printers]
-    if unknown:
-        known = ", ".join(sorted(config.printers)) or "none"
-        raise OctobrixError(
-            f"no printer named {', '.join(unknown)} in {args.config} (printers: {known})",
-            hint="`octobrixctl status` lists them",
-        )
-    if not names:
-        raise OctobrixError(f"no printers in {args.config}: nothing to back up", hint="add a [printers.NAME] first")
+    names = printers_named(config, args.config, [] if args.scheduled else args.names, "back up")
     if args.keep is not None and args.keep < 1:
         raise OctobrixError(f"--keep {args.keep}: keep at least 1", hint="--keep 7 keeps the newest seven")
     if args.to is not None:

@@ -63,7 +63,7 @@ def backup_lock(layout: Layout) -> Iterator[None]:
         yield
 
 
-def _ids(name: str) -> tuple[int, int]:
+def instance_ids(name: str) -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(instance_user(name))
     except KeyError:
@@ -118,7 +118,7 @@ def make_backup(
     keep: int | None = None,
     now: datetime.datetime | None = None,
 ) -> Made:
-    uid, gid = _ids(name)
+    uid, gid = instance_ids(name)
     _octoprint(layout, name)
     folder = archive.printer_folder(layout, name, target)
     try:
@@ -237,7 +237,7 @@ def restore(config: Config, layout: Layout, name: str, zip_path: Path, *, force:
     if not facts.has_users:
         raise OctobrixError(f"{zip_path} has no users.yaml: OctoPrint's restore refuses it", hint="use another backup")
     installed = check_restorable(layout, name, facts)
-    uid, gid = _ids(name)
+    uid, gid = instance_ids(name)
     if not force and printing_now(layout)(name):
         raise OctobrixError(
             f"{name} is printing: a restore would stop the print",

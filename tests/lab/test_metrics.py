@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.lab.harness.container import Container
-from tests.lab.harness.farm import moves_gcode, pty_farm, upload_and_print
-from tests.lab.harness.installs import api, wait_operational
+from tests.lab.harness.farm import moves_gcode, pty_farm
+from tests.lab.harness.installs import api, upload_gcode, wait_operational
 from tests.lab.harness.procs import REAPER
 from tests.lab.harness.waiting import wait_until
 
@@ -109,7 +109,7 @@ def test_prometheus_sees_a_print_start_and_its_cancel(farm: Container, prometheu
     printing = 'octobrix_printer_printing{printer="beta"}'
     assert query(prometheus, printing) == 0.0
     assert query(prometheus, 'octobrix_printer_state{printer="beta",state="operational"}') == 1.0
-    upload_and_print(farm, "beta", PORTS["beta"], moves_gcode(6000))
+    upload_gcode(farm, PORTS["beta"], "beta", "long.gcode", moves_gcode(6000), print_it=True)
     wait_until("Prometheus to see beta printing", lambda: query(prometheus, printing) == 1.0, timeout=60, every=1)
     assert query(prometheus, "sum(octobrix_printer_printing)") == 1.0, "only beta prints"
     progress = query(prometheus, 'octobrix_printer_progress_ratio{printer="beta"}')

@@ -26,7 +26,7 @@ import yaml
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
-from tests.lab.harness.wheelhouse import OCTOPRINT, OCTOPRINT_2, wheelhouse
+from tests.lab.harness.wheelhouse import OCTOPRINT, OCTOPRINT_2, fill_wheels
 from tests.lab.test_plugins import PLUGIN_DIST, WHEEL_NAME, build_plugin_wheel, serving
 
 pytestmark = pytest.mark.lab
@@ -77,9 +77,13 @@ def main_pid(box: Container, name: str) -> str:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("versions", numbered=True))
-    wheels = {WHEELS: wheelhouse()}
     with pty_farm(
-        workdir, CONFIG, {"op20": 0.0}, ports=[*PORTS.values(), WHEEL_PORT], front_door_port=FRONT_DOOR, copy_in=wheels
+        workdir,
+        CONFIG,
+        {"op20": 0.0},
+        ports=[*PORTS.values(), WHEEL_PORT],
+        front_door_port=FRONT_DOOR,
+        before_install=lambda box: fill_wheels(box, WHEELS),
     ) as box:
         yield box
 

@@ -24,8 +24,8 @@ from selenium.webdriver.common.by import By
 
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.farm import install_checkout, upload_and_print
-from tests.lab.harness.installs import api, holding_printer_ports, wait_operational
+from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.installs import api, holding_printer_ports, upload_gcode, wait_operational
 from tests.lab.harness.project import REPO
 
 pytestmark = pytest.mark.lab
@@ -65,7 +65,7 @@ def press_print(box: Container, name: str) -> str:
     gcode = "M104 S210\nM140 S60\nG28\n" + "".join(
         f"G1 X{i % 200} Y{(i * 7) % 200} F3000\nG4 P250\n" for i in range(DWELLS)
     )
-    upload_and_print(box, name, PRINTERS[name], gcode, filename)
+    upload_gcode(box, PRINTERS[name], name, filename, gcode, print_it=True)
     return filename
 
 

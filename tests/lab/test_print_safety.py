@@ -24,8 +24,8 @@ import pytest
 
 from octobrixd.daemon import DEFERRED_RETRY_SECONDS
 from tests.lab.harness.container import Container
-from tests.lab.harness.farm import moves_gcode, pty_farm, upload_and_print
-from tests.lab.harness.installs import api, wait_operational
+from tests.lab.harness.farm import moves_gcode, pty_farm
+from tests.lab.harness.installs import api, upload_gcode, wait_operational
 from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
@@ -66,8 +66,8 @@ def edit_config(box: Container, text: str) -> None:
 
 
 def press_print(box: Container, name: str) -> None:
-    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does."""
-    upload_and_print(box, name, PORTS[name], moves_gcode(MOVES))
+    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does (a multipart POST)."""
+    upload_gcode(box, PORTS[name], name, "long.gcode", moves_gcode(MOVES), print_it=True)
 
 
 def status_json(box: Container) -> dict[str, dict[str, Any]]:

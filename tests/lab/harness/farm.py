@@ -11,11 +11,8 @@ test_print_safety.py.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
-import urllib.request
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
@@ -47,24 +44,6 @@ def moves_gcode(moves: int) -> str:
     return "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(moves))
 
 
-def upload_and_print(box: Container, name: str, port: int, gcode: str, filename: str = "long.gcode") -> None:
-    """Upload a G-code file and print it, as OctoPrint's Upload-and-Print does (a multipart POST)."""
-    boundary = uuid.uuid4().hex
-    body = b""
-    for field, value, file in (("file", gcode, filename), ("select", "true", None), ("print", "true", None)):
-        disposition = f'form-data; name="{field}"' + (f'; filename="{file}"' if file else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
-    body += f"--{boundary}--\r\n".encode()
-    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/files/local",
-        data=body,
-        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 201, response.read()
-
-
 def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:
     """Copy this checkout into the container and run the README's install command there, as root."""
     trust_host_certificates(box)
@@ -81,19 +60,19 @@ def pty_farm(
     ports: Iterable[int] = (5000, 5001),
     *,
     front_door_port: int | None = FRONT_DOOR_PORT,
-    copy_in: Mapping[str, Path] | None = None,
+    before_install: Callable[[Container], None] | None = None,
 ) -> Iterator[Container]:
     """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
     each simulated printer's name to its move_seconds. Holds the host-wide lock on the printer ports
     and waits until the ports the test's OctoPrints may use are free; front_door_port is the one
-    config's [frontdoor] listens on (None when it is off). copy_in: guest path -> host file or folder
-    to put there before the install (the lab's wheelhouse for a config's `wheels`)."""
+    config's [frontdoor] listens on (None when it is off); before_install prepares what the config
+    needs in the container (a wheels folder, say)."""
     with holding_printer_ports(ports, front_door_port=front_door_port), booted(workdir / "ct", boot_timeout=120) as box:
         box.write_file("/etc/octobrix.toml", config)
-        for guest, host in (copy_in or {}).items():
-            box.copy_in(host, guest)
         for name, move_seconds in pty_printers.items():
             serve_pty_printer(box, name, move_seconds=move_seconds)
+        if before_install is not None:
+            before_install(box)
         installed = install_checkout(box)
         assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
         for name in pty_printers:

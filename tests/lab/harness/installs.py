@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,26 @@ def api(
     with urllib.request.urlopen(request, timeout=timeout) as response:
         text = response.read()
     return json.loads(text) if text.strip() else None
+
+
+def upload_gcode(box: Container, port: int, name: str, filename: str, gcode: str, *, print_it: bool) -> None:
+    """Upload a G-code file to name's OctoPrint, and print it (OctoPrint's Upload-and-Print) if print_it:
+    the multipart POST its web page makes."""
+    boundary = uuid.uuid4().hex
+    fields = [("file", gcode, filename)] + ([("select", "true", None), ("print", "true", None)] if print_it else [])
+    body = b""
+    for field, value, file_name in fields:
+        disposition = f'form-data; name="{field}"' + (f'; filename="{file_name}"' if file_name else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
+    body += f"--{boundary}--\r\n".encode()
+    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/files/local",
+        data=body,
+        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 201, response.read()
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -9,14 +9,17 @@ the code under test changes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.lab.harness.build import CACHE
+from tests.lab.harness.container import Container
 from tests.lab.harness.project import REPO
 
 OCTOPRINT = "octoprint==1.11.8"
@@ -35,16 +38,50 @@ def _dependencies() -> list[str]:
     return sorted(line.split('"')[1] for line in block.splitlines() if '"' in line)
 
 
+@contextlib.contextmanager
+def _cache_entry(folder: Path) -> Iterator[bool]:
+    """Hold the wheels' cache lock; True when folder is new and empty, to be filled in the block (it is
+    complete once the block ends without an error)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "wheels.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        empty = not (folder / ".complete").exists()
+        if empty:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+        yield empty
+        if empty:
+            (folder / ".complete").touch()
+
+
+def octoprint_release(version: str) -> Path:
+    """Another OctoPrint release's own wheel, for tests that move a printer between versions (its
+    dependencies are those of the wheelhouse's OctoPrint); downloaded once into the cache."""
+    folder = CACHE / f"octoprint-{version}"
+    with _cache_entry(folder) as empty:
+        if empty:
+            subprocess.run(
+                [PYTHON, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(folder),
+                 f"octoprint=={version}"],
+                check=True,
+            )  # fmt: skip
+    return next(folder.glob("octoprint-*.whl"))
+
+
+def fill_wheels(box: Container, guest_folder: str, *octoprint_versions: str) -> None:
+    """A wheels folder in the container ([octobrix] wheels): the wheelhouse, and those OctoPrint releases."""
+    folder = box.path(guest_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for wheel in [*wheelhouse().glob("*.whl"), *map(octoprint_release, octoprint_versions)]:
+        shutil.copy(wheel, folder / wheel.name)
+
+
 def wheelhouse() -> Path:
     """Build (once) and return the folder; octobrix's wheel in it is always the current checkout's."""
     key = hashlib.sha256("\n".join([OCTOPRINT, OCTOPRINT_2, *SEEDS, *_dependencies()]).encode()).hexdigest()[:16]
     folder = CACHE / f"wheels-{key}"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "wheels.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / ".complete").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
+    with _cache_entry(folder) as empty:
+        if empty:
             subprocess.run(
                 [PYTHON, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder), OCTOPRINT, *SEEDS,
                  *_dependencies()],
@@ -53,7 +90,6 @@ def wheelhouse() -> Path:
             subprocess.run(
                 [PYTHON, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder), OCTOPRINT_2], check=True
             )
-            (folder / ".complete").touch()
         for old in folder.glob("octobrix-*.whl"):
             old.unlink()
         subprocess.run(

@@ -1,0 +1,240 @@
+"""`octobrixctl upgrade` and `rollback` for real (issue #16): octobrix installed by install.sh in a
+systemd container, two printers (simulated Marlins on ptys) pinned to OctoPrint 1.11.7 and built from
+a wheels folder (the lab's wheelhouse with 1.11.8, plus 1.11.7's own wheel), so nothing here needs
+an index.
+
+One module, one container, one install: the tests run in order and build on each other. alpha gets
+a changed setting, a second user and an upload; beta prints while `upgrade alpha beta` runs: alpha
+moves at once, beta after its print. Then alpha rolls back with the wheels folder emptied (no source
+to build from), and an OctoPrint that installs but cannot start (1.11.8 repacked as 1.11.99 with a
+server module that raises) is put back by itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.harness.container import Container
+from tests.lab.harness.farm import pty_farm, simulator_log
+from tests.lab.harness.installs import api, upload_gcode, wait_operational
+from tests.lab.harness.wheelhouse import fill_wheels, wheelhouse
+
+pytestmark = pytest.mark.lab
+
+PORTS = {"alpha": 5600, "beta": 5601}
+FRONT_DOOR = 8600
+WHEELS = "/srv/wheels"
+OLD, NEW, BROKEN = "1.11.7", "1.11.8", "1.11.99"
+# beta's print: long enough to outlast alpha's whole upgrade (build, restart, health check).
+MOVE_SECONDS = 0.4
+MOVES = 175
+LAST_LINE = "M117 lab print done"
+CONFIG = f"""\
+# The lab's farm: these comments must survive every upgrade.
+[octobrix]
+wheels = "{WHEELS}"   # offline: OctoPrint comes from this folder only
+
+[frontdoor]
+port = {FRONT_DOOR}
+
+# alpha: idle during the upgrade
+[printers.alpha]
+serial = "LABALPHA01"
+port = {PORTS["alpha"]}
+baudrate = 250000
+octoprint = "octoprint=={OLD}"   # pinned on purpose
+
+[printers.beta]
+serial = "LABBETA01"
+port = {PORTS["beta"]}
+baudrate = 250000
+octoprint = "octoprint=={OLD}"
+"""
+SECOND_USER = "maker"
+COLOR = "red"
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("upgrades", numbered=True))
+    with pty_farm(
+        workdir, CONFIG, {"alpha": 0.0, "beta": MOVE_SECONDS}, PORTS.values(),
+        front_door_port=FRONT_DOOR, before_install=lambda box: fill_wheels(box, WHEELS, OLD),
+    ) as box:  # fmt: skip
+        yield box
+
+
+def ctl(box: Container, *args: str) -> tuple[int, str]:
+    done = box.run(["octobrixctl", *args], check=False, timeout=1200)
+    return done.returncode, done.stdout + done.stderr
+
+
+def octoprint(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    return api(box, PORTS[name], name, path, body)
+
+
+def version(box: Container, name: str) -> str:
+    return str(octoprint(box, name, "/api/server")["version"])
+
+
+def pin(box: Container, name: str) -> str:
+    text = box.read_file("/etc/octobrix.toml")
+    block = text.split(f"[printers.{name}]", 1)[1].split("\n[", 1)[0]
+    found = re.search(r'^octoprint = "([^"]+)"(.*)$', block, re.MULTILINE)
+    assert found, text
+    return found[1] + found[2]
+
+
+def assert_users_data_kept(box: Container) -> None:
+    assert octoprint(box, "alpha", "/api/settings")["appearance"]["color"] == COLOR
+    users = [u["name"] for u in octoprint(box, "alpha", "/api/access/users")["users"]]
+    assert SECOND_USER in users, users
+    files = [f["name"] for f in octoprint(box, "alpha", "/api/files/local")["files"]]
+    assert "kept.gcode" in files, files
+    text = box.read_file("/etc/octobrix.toml")
+    for comment in ("# The lab's farm: these comments must survive every upgrade.", "# alpha: idle during the upgrade",
+                    "# offline: OctoPrint comes from this folder only"):  # fmt: skip
+        assert comment in text, text
+
+
+def test_check_shows_what_each_runs_and_the_newer_release(farm: Container) -> None:
+    for name, port in PORTS.items():
+        wait_operational(farm, name, port)
+    before = farm.read_file("/etc/octobrix.toml")
+    rc, out = ctl(farm, "upgrade", "--check")
+    assert rc == 0, out
+    for name in PORTS:
+        assert (
+            f"{name}: runs OctoPrint {OLD} (octoprint=={OLD}); can move to octoprint=={NEW} "
+            f"(from the wheels folder {WHEELS}): `sudo octobrixctl upgrade {name}`"
+        ) in out, out
+    assert farm.read_file("/etc/octobrix.toml") == before
+    assert version(farm, "alpha") == OLD and version(farm, "beta") == OLD
+
+
+def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(farm: Container) -> None:
+    octoprint(farm, "alpha", "/api/settings", {"appearance": {"color": COLOR}})
+    octoprint(farm, "alpha", "/api/access/users", {"name": SECOND_USER, "password": "lab-maker-1", "active": True})
+    upload_gcode(farm, PORTS["alpha"], "alpha", "kept.gcode", "G28\n", print_it=False)
+    gcode = "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(MOVES)) + LAST_LINE + "\n"
+    upload_gcode(farm, PORTS["beta"], "beta", "long.gcode", gcode, print_it=True)
+    deadline = time.monotonic() + 60
+    while octoprint(farm, "beta", "/api/job")["state"] != "Printing":
+        assert time.monotonic() < deadline, octoprint(farm, "beta", "/api/job")
+        time.sleep(1)
+
+    started = time.monotonic()
+    rc, out = ctl(farm, "upgrade", "alpha", "beta")
+    took = time.monotonic() - started
+    assert rc == 0, out
+    lines = out.splitlines()
+    alpha_done = next(i for i, line in enumerate(lines) if line.startswith(f"alpha: OctoPrint {OLD} -> {NEW}, healthy"))
+    beta_waits = next(i for i, line in enumerate(lines) if line.startswith("beta is printing: waiting"))
+    beta_done = next(i for i, line in enumerate(lines) if line.startswith(f"beta: OctoPrint {OLD} -> {NEW}, healthy"))
+    assert alpha_done < beta_waits < beta_done, out
+    # /run is the container's own tmpfs: read it from inside.
+    received = farm.run(["cat", simulator_log("beta")]).stdout
+    assert LAST_LINE in received, "beta's print ran to its end before beta moved"
+    print(f"upgrade of alpha and beta (beta after a {MOVES * MOVE_SECONDS:.0f} s print): {took:.0f} s\n{out}")
+
+    for name, port in PORTS.items():
+        wait_operational(farm, name, port)
+        assert version(farm, name) == NEW
+        assert pin(farm, name).startswith(f"octoprint=={NEW}")
+    assert pin(farm, "alpha") == f'octoprint=={NEW}   # pinned on purpose', "the pin's own comment stays"
+    assert_users_data_kept(farm)
+    rc, again = ctl(farm, "apply")
+    assert rc == 0 and "Nothing to do" in again, again
+
+
+def test_rollback_needs_no_network_and_takes_seconds(farm: Container) -> None:
+    away = farm.path("/srv/wheels-away")
+    farm.path(WHEELS).rename(away)
+    farm.path(WHEELS).mkdir()  # nothing to install from: any build would fail
+    try:
+        started = time.monotonic()
+        rc, out = ctl(farm, "rollback", "alpha", "--no-wait")
+        took = time.monotonic() - started
+    finally:
+        farm.path(WHEELS).rmdir()
+        away.rename(farm.path(WHEELS))
+    assert rc == 0, out
+    assert f"alpha: back on OctoPrint {OLD} (octoprint=={OLD})" in out, out
+    assert took <= 10.0, f"rollback took {took:.1f} s"
+    wait_operational(farm, "alpha", PORTS["alpha"])
+    operational = time.monotonic() - started
+    print(f"rollback of alpha: {took:.1f} s until the old OctoPrint started, Operational after {operational:.0f} s")
+    assert version(farm, "alpha") == OLD
+    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    assert_users_data_kept(farm)
+    rc, again = ctl(farm, "rollback", "alpha")
+    assert rc == 1 and "alpha has nothing to roll back to" in again and "hint:" in again, again
+
+
+def broken_octoprint(source: Path, dest: Path) -> Path:
+    """OctoPrint NEW's wheel repacked as BROKEN: it installs and imports, but its server module raises."""
+    target = dest / f"octoprint-{BROKEN}-py3-none-any.whl"
+    old_info, new_info = f"octoprint-{NEW}.dist-info", f"octoprint-{BROKEN}.dist-info"
+    rows = []
+    with zipfile.ZipFile(source) as wheel, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+        for item in wheel.infolist():
+            if item.filename == f"{old_info}/RECORD":
+                continue
+            data = wheel.read(item)
+            name = item.filename.replace(old_info, new_info)
+            if name == f"{new_info}/METADATA":
+                data = data.replace(f"\nVersion: {NEW}\n".encode(), f"\nVersion: {BROKEN}\n".encode())
+            if name == "octoprint/server/__init__.py":
+                data = b'raise RuntimeError("lab: this OctoPrint cannot start")\n' + data
+            out.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            rows.append(f"{name},sha256={digest},{len(data)}")
+        out.writestr(f"{new_info}/RECORD", "\n".join([*rows, f"{new_info}/RECORD,,"]) + "\n")
+    return target
+
+
+def main_pid(box: Container, name: str) -> str:
+    return box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
+
+
+def test_an_octoprint_that_does_not_install_changes_nothing(farm: Container) -> None:
+    wait_operational(farm, "alpha", PORTS["alpha"])
+    alpha_pid = main_pid(farm, "alpha")
+    rc, out = ctl(farm, "upgrade", "alpha", "--to", "octoprint==1.11.98")  # not in the wheels folder
+    assert rc == 1, out
+    assert "upgrade of alpha to octoprint==1.11.98 failed: could not install" in out, out
+    assert f"it stays on OctoPrint {OLD}" in out and "hint:" in out, out
+    assert main_pid(farm, "alpha") == alpha_pid, "its OctoPrint was not even restarted"
+    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    rc, again = ctl(farm, "apply")
+    assert rc == 0 and "Nothing to do" in again, again
+
+
+def test_an_octoprint_that_cannot_start_is_put_back_by_itself(farm: Container) -> None:
+    wait_operational(farm, "alpha", PORTS["alpha"])
+    beta_pid = main_pid(farm, "beta")
+    broken_octoprint(next(wheelhouse().glob(f"octoprint-{NEW}-*.whl")), farm.path(WHEELS))
+    rc, out = ctl(farm, "upgrade", "alpha", "beta", "--to", f"octoprint=={BROKEN}")
+    assert rc == 1, out
+    print(out)
+    assert f"upgrade of alpha to octoprint=={BROKEN} failed: its OctoPrint did not start" in out, out
+    assert f"alpha is back on OctoPrint {OLD}" in out and f"pin octoprint=={OLD} restored" in out, out
+    assert "RuntimeError: lab: this OctoPrint cannot start" in out, "the log lines name the failure"
+    assert "stopped after alpha failed: not upgraded: beta" in out, out
+    wait_operational(farm, "alpha", PORTS["alpha"])
+    assert version(farm, "alpha") == OLD
+    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    assert_users_data_kept(farm)
+    assert version(farm, "beta") == NEW
+    assert main_pid(farm, "beta") == beta_pid
+    rc, again = ctl(farm, "apply")
+    assert rc == 0 and "Nothing to do" in again, again
