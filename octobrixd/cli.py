@@ -31,6 +31,7 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
     "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
     "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
+    "import": ("octobrixd.importers.import_cli", "move printers in from octoprint_deploy, KIAUH or a plain OctoPrint"),
 }
 
 
