@@ -4,6 +4,7 @@ it writes and copies). The real thing, with real OctoPrints and systemd: tests/l
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -18,6 +19,8 @@ from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.octoprint_deploy import parse_list, parse_rules
 from octobrixd.importers.plan import ImportPlan, make_import_plan, octobrix_name
 from octobrixd.paths import Layout
+from octobrixd.venv_contents import read_venv
+from octobrixd.venvs import VenvSpec, provision
 from tests import import_trees as trees
 
 TWO = {"ender": (5650, "serial:PRN0001"), "prusa": (5651, "usb:1-1.2")}
@@ -246,3 +249,36 @@ def test_import_under_root_writes_entries_copies_basedirs_and_a_second_does_noth
         "Nothing left to import from octoprint_deploy (already moved in: camera cam_ender (now cam-ender), "
         "ender (now printer ender), prusa (now printer prusa))."
     )
+
+
+def test_a_new_instance_carries_the_old_venvs_plugin_manager_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """venvs.provision with uv stood in for: an imported printer has no venv of its own yet, so the
+    plugins come from the old (octoprint_deploy's shared) venv named by the plan's carry_from."""
+    old_venv = tmp_path / "home/pi/OctoPrint"
+    trees.fake_venv(old_venv, "1.11.8", {"OctoPrint-Dashboard": "1.19.0"})
+    site = "lib/python3.11/site-packages"
+
+    def fake_uv(args: list[str], _layout: Layout) -> None:
+        if args[0] == "venv":
+            (Path(args[-1]) / site).mkdir(parents=True, exist_ok=True)
+            return
+        venv = Path(args[args.index("--python") + 1]).parent.parent
+        for requirement in args[args.index("--python") + 2 :]:
+            name, _, version = requirement.partition("==")
+            info = venv / site / f"{name}-{version}.dist-info"
+            trees.write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n")
+            trees.write(info / "INSTALLER", "uv\n")
+
+    monkeypatch.setattr("octobrixd.venvs._uv", fake_uv)
+    monkeypatch.setattr("octobrixd.venvs.run", lambda *_a, **_k: None)
+    layout = Layout(tmp_path)
+    spec = VenvSpec("ender", ("octoprint==1.11.8",), carry_from=old_venv)
+    target = provision(layout, spec, os.getuid(), os.getgid())
+    assert {d.name: d.version for d in read_venv(target).values()} == {
+        "octoprint": "1.11.8",
+        "OctoPrint-Dashboard": "1.19.0",
+    }
+    state = json.loads((layout.state_dir("ender") / "carried-plugins.json").read_text())
+    assert [(c["name"], c["version"]) for c in state["carried"]] == [("OctoPrint-Dashboard", "1.19.0")]
