@@ -185,3 +185,18 @@ def unbound_reason(basedir: Path) -> str:
     if port.endswith("klippy.serial"):
         return f"its OctoPrint talks to Klipper through {port}, not to a USB board"
     return f"its OctoPrint used {port}, which does not say which board it is"
+
+
+def by_serial_port(
+    name: str, unit: str, basedir: Path, facts: UnitFacts, *, venv: Path | None, user: str
+) -> OldPrinter:
+    """An OctoPrint known by its unit and basedir only (KIAUH's, a plain one): no udev rule of its own."""
+    return OldPrinter(
+        name=name,
+        unit=unit,
+        basedir=basedir,
+        port=facts.port,
+        venv=venv,
+        user=facts.user or user,
+        unbound=unbound_reason(basedir),
+    )

@@ -8,13 +8,12 @@ from __future__ import annotations
 from octobrixd.importers.found import (
     UNIT_DIR,
     Found,
-    OldPrinter,
     Source,
+    by_serial_port,
     homes,
     inside,
     parse_unit,
     read_text,
-    unbound_reason,
     venv_of,
 )
 from octobrixd.paths import Layout
@@ -46,15 +45,5 @@ def discover(layout: Layout) -> Found:
                 notes.append(f"/{UNIT_DIR / unit} runs another basedir ({facts.basedir}); {basedir} left out")
                 continue
             venv = venv_of(facts.program, layout) or home / f"{VENV_PREFIX}{suffix}"
-            printers.append(
-                OldPrinter(
-                    name=suffix,
-                    unit=unit,
-                    basedir=basedir,
-                    port=facts.port,
-                    venv=venv,
-                    user=facts.user or user,
-                    unbound=unbound_reason(basedir),
-                )
-            )
+            printers.append(by_serial_port(suffix, unit, basedir, facts, venv=venv, user=user))
     return Found(Source.KIAUH, tuple(printers), (), tuple(notes))

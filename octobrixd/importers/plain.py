@@ -6,13 +6,12 @@ from __future__ import annotations
 from octobrixd.importers.found import (
     UNIT_DIR,
     Found,
-    OldPrinter,
     Source,
+    by_serial_port,
     homes,
     inside,
     parse_unit,
     read_text,
-    unbound_reason,
     venv_of,
 )
 from octobrixd.paths import Layout
@@ -46,15 +45,5 @@ def discover(layout: Layout) -> Found:
         venv = venv_of(facts.program, layout)
         if venv is None:
             venv = next((home / g for g in VENV_GUESSES if (home / g / "bin" / "octoprint").exists()), None)
-        printers.append(
-            OldPrinter(
-                name=NAME,
-                unit=UNIT,
-                basedir=basedir,
-                port=facts.port,
-                venv=venv,
-                user=facts.user or user,
-                unbound=unbound_reason(basedir),
-            )
-        )
+        printers.append(by_serial_port(NAME, UNIT, basedir, facts, venv=venv, user=user))
     return Found(Source.OCTOPRINT, tuple(printers), (), tuple(notes))
