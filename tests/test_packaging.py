@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,12 @@ def test_package_depends_on_a_python_its_wheels_fit() -> None:
     assert 'PYTHONS="3.11 3.12 3.13"' in build
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.11"' in pyproject
+
+
+def test_every_subpackage_of_octobrixd_is_installed() -> None:
+    """pyproject.toml lists its packages by hand: a new sub-package left out installs without its
+    modules, and every command that imports it fails on the user's computer (found by the lab's
+    import test: `octobrixctl import` died with ModuleNotFoundError after install.sh)."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(REPO).parts) for init in (REPO / "octobrixd").rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
