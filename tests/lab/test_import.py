@@ -33,10 +33,12 @@ OLD = {
     "prusa": (5651, 'KERNELS=="1-1.2",SUBSYSTEM=="tty",SYMLINK+="octo_prusa"', "blue"),
 }
 CAMERA_PORT = 5652
+PLAIN, PLAIN_PORT = "octoprint", 5653
 OLD_KEY = "OLDKEY{}"
 OLD_FILES = ["/home/pi", "/etc/octoprint_deploy", "/etc/octoprint_instances", "/etc/octoprint_cameras",
              "/etc/cam_ender.env", "/etc/udev/rules.d/99-octoprint.rules", "/etc/systemd/system/ender.service",
-             "/etc/systemd/system/prusa.service", "/etc/systemd/system/cam_ender.service"]  # fmt: skip
+             "/etc/systemd/system/prusa.service", "/etc/systemd/system/cam_ender.service",
+             "/etc/systemd/system/octoprint.service"]  # fmt: skip
 EXEC = "/home/pi/OctoPrint/bin/octoprint"
 # What the old OctoPrints themselves write while they run and as they stop: not the import's doing.
 OWN_LOGS = re.compile(r"^/home/pi/\.[a-z]+/logs/")
@@ -100,11 +102,27 @@ def build_octoprint_deploy_farm(box: Container) -> None:
                    "EnvironmentFile=/etc/cam_ender.env\nUser=pi\nExecStart=/home/pi/ustreamer/ustreamer -d ${DEVICE} "
                    "-s 0.0.0.0 -m MJPEG -r ${RES} -f ${FRAMERATE} -p ${PORT}\n\n[Install]\n"
                    "WantedBy=multi-user.target\n")  # fmt: skip
+    build_plain_octoprint(box)
     box.systemctl("daemon-reload")
-    box.systemctl("enable", "--now", "ender.service", "prusa.service")
+    box.systemctl("enable", "--now", "ender.service", "prusa.service", "octoprint.service")
     box.systemctl("enable", "cam_ender.service")  # no camera here: enabled, not started
-    for name, (port, _match, _colour) in OLD.items():
+    for name, port in [*((n, p) for n, (p, _r, _c) in OLD.items()), (PLAIN, PLAIN_PORT)]:
         wait_until(f"old {name} answering", functools.partial(_answers, port, name), timeout=180)
+
+
+def build_plain_octoprint(box: Container) -> None:
+    """A plain OctoPrint beside them: ~pi/.octoprint and octoprint.service, as OctoPi has them."""
+    base = "/home/pi/.octoprint"
+    as_pi(box, "mkdir", base)
+    as_pi(box, EXEC, "--basedir", base, "config", "set", "appearance.color", "green")
+    as_pi(box, EXEC, "--basedir", base, "config", "set", "serial.port", "/dev/ttyUSB0")
+    as_pi(box, EXEC, "--basedir", base, "user", "add", "pi", "--admin", stdin="pi-secret\npi-secret\n")
+    as_pi(box, "mkdir", "-p", f"{base}/data/appkeys", f"{base}/uploads")
+    as_pi(box, "sh", "-c", f"printf 'pi:\\n- api_key: {OLD_KEY.format(PLAIN)}\\n  app_id: slicer\\n' "
+          f"> {base}/data/appkeys/keys.yaml && printf 'G28\\n' > {base}/uploads/benchy.gcode")  # fmt: skip
+    box.write_file("/etc/systemd/system/octoprint.service", "[Unit]\nDescription=OctoPrint\n\n[Service]\nUser=pi\n"
+                   f"ExecStart={EXEC} serve --host=0.0.0.0 --port={PLAIN_PORT}\n\n[Install]\n"
+                   "WantedBy=multi-user.target\n")  # fmt: skip
 
 
 def _answers(port: int, name: str) -> bool:
@@ -205,3 +223,20 @@ def test_a_second_import_has_nothing_left_and_changes_nothing(farm: Container, i
         "ender (now printer ender), prusa (now printer prusa))."
     )
     assert farm.read_file("/etc/octobrix.toml") == config
+
+
+def test_a_plain_octoprint_moves_in_too_as_a_virtual_printer_with_what_to_set(farm: Container, imported: Any) -> None:
+    moved = farm.run(["octobrixctl", "import", "--from", "octoprint"], timeout=900, check=False)
+    assert moved.returncode == 0, f"{moved.stdout}\n{moved.stderr}"
+    assert (
+        "note: printer octoprint: its OctoPrint used /dev/ttyUSB0, which does not say which board it is; "
+        in moved.stdout
+    )
+    body = tomllib.loads(farm.read_file("/etc/octobrix.toml"))
+    assert body["printers"][PLAIN] == {"virtual": True, "port": PLAIN_PORT}
+    files = [entry["name"] for entry in installs.api(farm, PLAIN_PORT, PLAIN, "/api/files/local")["files"]]
+    users = [user["name"] for user in installs.api(farm, PLAIN_PORT, PLAIN, "/api/access/users")["users"]]
+    colour = installs.api(farm, PLAIN_PORT, PLAIN, "/api/settings")["appearance"]["color"]
+    assert ("benchy.gcode" in files, "pi" in users, colour) == (True, True, "green"), (files, users, colour)
+    assert farm.systemctl("is-enabled", "octoprint.service", check=False).stdout.strip() == "disabled"
+    assert sorted(body["printers"]) == ["ender", PLAIN, "prusa"], "the octoprint_deploy printers stay as they were"
