@@ -15,7 +15,7 @@ import os
 import pwd
 import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -24,11 +24,12 @@ from typing import Any
 import yaml
 
 from octobrixd import octoprint_api, paths, systemd, udev
+from octobrixd.applied import remember_applied
 from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, exclusive_lock, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
-from octobrixd.manifest import Manifest, printer_of, running_port
+from octobrixd.manifest import Manifest, printer_of, read_manifest, running_port
 from octobrixd.octoprint_versions import installed_octoprint
 from octobrixd.paths import Layout
 from octobrixd.proc import run
@@ -179,9 +180,17 @@ def _merged_octoprint_config(layout: Layout, config: Config, name: str) -> tuple
     return current_text, yaml.safe_dump(merged, sort_keys=True, default_flow_style=False)
 
 
-def make_plan(config: Config, layout: Layout, previous: Manifest, *, failed: Sequence[str] = ()) -> Plan:
+def make_plan(
+    config: Config,
+    layout: Layout,
+    previous: Manifest,
+    *,
+    failed: Sequence[str] = (),
+    carry_from: Mapping[str, Path] | None = None,
+) -> Plan:
     """failed: the units systemd has as failed; those of printers the config runs are started again
-    (octobrixd passes none: it starts them itself, with a back-off)."""
+    (octobrixd passes none: it starts them itself, with a back-off). carry_from: printers whose new
+    venv takes the Plugin Manager plugins of another OctoPrint's venv (`import`)."""
     desired = render_all(config)
     changes: list[FileChange] = []
 
@@ -217,7 +226,9 @@ def make_plan(config: Config, layout: Layout, previous: Manifest, *, failed: Seq
     provision: tuple[VenvSpec, ...] = ()
     seed: tuple[str, ...] = ()
     if layout.live:
-        provision = venvs_to_build(layout, config)
+        provision = tuple(
+            replace(spec, carry_from=(carry_from or {}).get(spec.name)) for spec in venvs_to_build(layout, config)
+        )
         seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
 
     # A venv changed behind octobrix's back is rebuilt as the config has it; its OctoPrint restarts
@@ -489,3 +500,14 @@ def apply_plan(
     for rel in set(previous.files) - set(final.files):
         prune_empty_dir(layout.path(rel).parent)
     return ApplyResult(deferred=deferred)
+
+
+def apply_now(
+    config: Config, layout: Layout, *, force: bool = False, carry_from: Mapping[str, Path] | None = None
+) -> ApplyResult:
+    """One whole apply of config, under the apply lock, as `octobrixctl apply` makes it."""
+    with apply_lock(layout):
+        previous = read_manifest(layout)
+        result = apply_plan(make_plan(config, layout, previous, carry_from=carry_from), layout, previous, force=force)
+        remember_applied(layout, config)
+    return result

@@ -34,6 +34,7 @@ MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("octobrixd.export.cli", "the file FDM Monster or OctoFarm imports, with keys of its own (needs root)"),
     "upgrade": ("octobrixd.upgrades.upgrade_cli", "move printers to a newer OctoPrint; checked, undone if it fails"),
     "rollback": ("octobrixd.upgrades.rollback_cli", "a printer back on the OctoPrint and settings before its upgrade"),
+    "import": ("octobrixd.importers.import_cli", "move printers in from octoprint_deploy, KIAUH or a plain OctoPrint"),
 }
 
 

@@ -51,6 +51,20 @@ def disable_and_stop(units: Sequence[str]) -> None:
         _systemctl(["disable", "--now"], units)
 
 
+def active(units: Sequence[str]) -> list[str]:
+    """Those of units that run now (active, activating or reloading)."""
+    if not units:
+        return []
+    result = run(["systemctl", "is-active", *units], check=False)
+    states = result.stdout.split()
+    return [unit for unit, state in zip(units, states, strict=False) if state in ("active", "activating", "reloading")]
+
+
+def disable(units: Sequence[str]) -> None:
+    if units:
+        _systemctl(["disable"], units)
+
+
 def start(units: Sequence[str], *, wait: bool = False) -> None:
     # --no-block unless asked to wait: the daemon's main loop must not wait on a unit's start-up.
     if units:

@@ -45,6 +45,9 @@ class VenvSpec:
     # Why it is built, for --dry-run; drift: only the venv's contents changed, not the config.
     reason: str = field(default="", compare=False)
     drift: bool = field(default=False, compare=False)
+    # Another OctoPrint's venv whose Plugin Manager plugins come along (`import`): used while the
+    # instance has no venv of its own yet.
+    carry_from: Path | None = field(default=None, compare=False)
 
     @property
     def digest(self) -> str:
@@ -171,7 +174,7 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
     link = venv_link(layout, spec.name)
     temporary = link.with_name(".venv.new")
     # What the user added through OctoPrint's Plugin Manager goes into the new venv too.
-    previous = _current_complete(layout, spec.name)
+    previous = _current_complete(layout, spec.name) or spec.carry_from
     remembered = [entry["name"] for entry in read_carried(layout, spec.name)]
     plugins = user_plugins(read_venv(previous), spec.requirements, remembered) if previous else []
     try:

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from octobrixd import __version__
-from octobrixd.apply import apply_lock, apply_plan, make_plan
+from octobrixd.apply import apply_now
 from octobrixd.backups import archive, engine
 from octobrixd.config import Config, parse_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import fsync_dir, write_atomic
 from octobrixd.instances import SECRETS_DIR, credentials_path
-from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 
 MANIFEST = "octobrix-bundle.json"
@@ -140,9 +139,7 @@ def restore_bundle(
                 write_atomic(layout.path(credentials_path(name)), secret, mode=0o600)
         write_atomic(config_path, bundle.config_text, mode=0o644)
         say(f"wrote {config_path} from the bundle of {bundle.created}; applying it (this installs every OctoPrint)")
-        with apply_lock(layout):
-            previous = read_manifest(layout)
-            apply_plan(make_plan(config, layout, previous), layout, previous, force=force)
+        apply_now(config, layout, force=force)
         for name in bundle.printers:
             folder = archive.printer_folder(layout, name)
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -195,7 +195,7 @@ def _users(basedir: Path) -> dict[str, object]:
     return users if isinstance(users, dict) else {}
 
 
-def _reapply_octobrix_keys(
+def reapply_octobrix_keys(
     config: Config, layout: Layout, name: str, ids: tuple[int, int], *, credentials: Credentials | None, same_farm: bool
 ) -> None:
     """What octobrix owns in the basedir, back on top of the restored one."""
@@ -277,6 +277,6 @@ def restore(config: Config, layout: Layout, name: str, zip_path: Path, *, force:
         )
     # OctoPrint's restore moves an unpacked folder in place: make it as private as apply makes it.
     basedir.chmod(0o700)
-    _reapply_octobrix_keys(config, layout, name, (uid, gid), credentials=credentials, same_farm=same_farm)
+    reapply_octobrix_keys(config, layout, name, (uid, gid), credentials=credentials, same_farm=same_farm)
     systemd.start([unit], wait=True)
     return installed

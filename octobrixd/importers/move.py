@@ -1,0 +1,207 @@
+"""Carrying out an import plan: the side effects, in an order that keeps a way back at every step.
+
+The old OctoPrints must give up their ports (kept where free) before the new ones can take them, so
+they are stopped first, after asking each one whether it prints. Then the config gets its entries
+(config_edit), apply builds each new instance (its OctoPrint pinned to the old version, the old
+venv's Plugin Manager plugins carried) and each basedir is copied in, with octobrix's own keys put
+back on top as a restore does. Only when every new OctoPrint answers are the old units disabled;
+if anything fails before, the entries are taken out again and the old units started again. The old
+files are only ever read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import pwd
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from octobrixd import octoprint_api, systemd
+from octobrixd.apply import _merged_octoprint_config, apply_now, config_yaml_path
+from octobrixd.backups.engine import reapply_octobrix_keys
+from octobrixd.config import Config
+from octobrixd.config_edit import edit_config_file, remove_entry
+from octobrixd.errors import OctobrixError
+from octobrixd.fsutil import write_atomic
+from octobrixd.importers.copy import Survey, copy_basedir
+from octobrixd.importers.found import UNIT_DIR
+from octobrixd.importers.plan import ImportPlan, PrinterMove, state_after, state_path
+from octobrixd.instances import read_credentials
+from octobrixd.paths import Layout
+from octobrixd.render_common import instance_user
+from octobrixd.render_units import octoprint_unit
+
+log = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT = 300.0
+STAGING = ".import-basedir"
+ASIDE = ".basedir-before-import"
+
+
+def old_api_key(basedir: Path) -> str | None:
+    """Any API key the old OctoPrint accepts: an application key of its users, or its global key."""
+    for relative, pick in (("data/appkeys/keys.yaml", _app_key), ("config.yaml", _global_key)):
+        try:
+            body = yaml.safe_load((basedir / relative).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        key = pick(body)
+        if key:
+            return key
+    return None
+
+
+def _app_key(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    for keys in body.values():
+        for entry in keys if isinstance(keys, list) else ():
+            if isinstance(entry, dict) and isinstance(entry.get("api_key"), str):
+                return str(entry["api_key"])
+    return None
+
+
+def _global_key(body: Any) -> str | None:
+    api = body.get("api") if isinstance(body, dict) else None
+    key = api.get("key") if isinstance(api, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def check_idle(plan: ImportPlan, running: list[str]) -> None:
+    """Refuse while an old OctoPrint prints, or when it cannot be asked."""
+    for move in plan.printers:
+        if move.old.unit not in running:
+            continue
+        key = old_api_key(move.old.basedir)
+        if key is None or move.old.port is None:
+            raise OctobrixError(
+                f"{move.old.unit} runs and octobrix cannot ask it whether it prints (no API key in {move.old.basedir})",
+                hint=f"once its printer is idle, `sudo systemctl stop {move.old.unit}` and import again",
+            )
+        if octoprint_api.is_busy(move.old.port, key):
+            raise OctobrixError(
+                f"{move.old.name} is printing (or does not say it is not): moving it now would end the print",
+                hint="import again when the print is over",
+            )
+
+
+def _ids(layout: Layout, name: str) -> tuple[int, int]:
+    if not layout.live:
+        return -1, -1
+    entry = pwd.getpwnam(instance_user(name))
+    return entry.pw_uid, entry.pw_gid
+
+
+def move_basedir(config: Config, layout: Layout, move: PrinterMove) -> Survey:
+    """The old basedir into the (stopped) new instance; octobrix's keys back on top."""
+    state = layout.state_dir(move.name)
+    uid, gid = _ids(layout, move.name)
+    staging, aside, basedir = state / STAGING, state / ASIDE, state / "basedir"
+    for leftover in (staging, aside):
+        shutil.rmtree(leftover, ignore_errors=True)
+    copied = copy_basedir(move.old.basedir, staging, uid, gid)
+    if basedir.exists():
+        basedir.rename(aside)
+    staging.rename(basedir)
+    if layout.live:
+        reapply_octobrix_keys(
+            config, layout, move.name, (uid, gid), credentials=read_credentials(layout, move.name), same_farm=False
+        )
+    else:
+        merged = _merged_octoprint_config(layout, config, move.name)
+        if merged is not None:
+            write_atomic(layout.path(config_yaml_path(move.name)), merged[1], mode=0o600)
+    # The fresh basedir apply made a minute ago: octobrix's seed, nothing of the user's.
+    shutil.rmtree(aside, ignore_errors=True)
+    return copied
+
+
+def wait_answering(layout: Layout, name: str, port: int, timeout: float = ANSWER_TIMEOUT) -> None:
+    credentials = read_credentials(layout, name)
+    if credentials is None:
+        raise OctobrixError(f"printer {name} has no login yet", hint="run `sudo octobrixctl apply`")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            octoprint_api.request(port, credentials.api_key, "/api/version")
+            return
+        except octoprint_api.ApiError as error:
+            if time.monotonic() > deadline:
+                raise OctobrixError(
+                    f"the new OctoPrint of {name} does not answer on port {port} ({error})",
+                    hint=f"see `journalctl -u {octoprint_unit(name)}`",
+                ) from None
+        time.sleep(1.0)
+
+
+def going_back(plan: ImportPlan, config_path: Path) -> str:
+    new = " ".join(octoprint_unit(m.name) for m in plan.printers)
+    old = " ".join(plan.old_units())
+    entries = ", ".join(f"[printers.{m.name}]" for m in plan.printers)
+    return (
+        f"to go back: `sudo systemctl disable --now {new}`, `sudo systemctl enable --now {old}`, "
+        f"and remove {entries} from {config_path} (the old files are as they were)"
+    )
+
+
+def run_import(plan: ImportPlan, config_path: Path, layout: Layout, say: Callable[[str], None]) -> Config:
+    existing = [u for u in plan.old_units() if layout.path(UNIT_DIR / u).exists()]
+    running = systemd.active(existing) if layout.live else []
+    check_idle(plan, running)
+    if running:
+        say(f"stopping {' '.join(running)} (they give their ports to the new instances)")
+        systemd.stop(running, wait=True)
+    edited = False
+    try:
+        config = edit_config_file(config_path, *plan.edits())
+        edited = True
+        say(f"added {len(plan.printers)} printers and {len(plan.cameras)} cameras to {config_path}; applying it")
+        carry_from = {m.name: m.old.venv for m in plan.printers if m.old.venv is not None}
+        apply_now(config, layout, carry_from=carry_from)
+        for move in plan.printers:
+            unit = octoprint_unit(move.name)
+            if layout.live:
+                systemd.stop([unit], wait=True)
+            copied = move_basedir(config, layout, move)
+            say(f"{move.name}: copied {copied.text()} from {move.old.basedir}")
+            for skipped in copied.skipped:
+                say(f"{move.name}: left out {skipped}")
+            if layout.live:
+                systemd.start([unit], wait=True)
+        if layout.live:
+            for move in plan.printers:
+                wait_answering(layout, move.name, config.printers[move.name].port)
+                say(f"{move.name}: its OctoPrint answers on port {config.printers[move.name].port}")
+    except BaseException:
+        _undo(plan, config_path, layout, running=running, edited=edited, say=say)
+        raise
+    if layout.live and existing:
+        systemd.disable(existing)
+        say(f"disabled {' '.join(existing)}; their files are untouched")
+    when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    write_atomic(state_path(layout), json.dumps(state_after(layout, plan, when), indent=2) + "\n", mode=0o644)
+    return config
+
+
+def _undo(
+    plan: ImportPlan, config_path: Path, layout: Layout, *, running: list[str], edited: bool, say: Callable[[str], None]
+) -> None:
+    try:
+        if edited:
+            edits = [lambda text, m=m: remove_entry(text, "printers", m.name) for m in plan.printers]
+            edits += [lambda text, m=m: remove_entry(text, "cameras", m.name) for m in plan.cameras]
+            apply_now(edit_config_file(config_path, *edits), layout)
+            say(f"took the new entries out of {config_path} again")
+        if running:
+            systemd.start(running, wait=True)
+            say(f"started {' '.join(running)} again: the old farm runs as before")
+    except (OctobrixError, OSError) as error:
+        log.error("could not undo the import: %s", error)
+        say(f"could not undo all of the import ({error}); {going_back(plan, config_path)}")

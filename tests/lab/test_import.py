@@ -1,0 +1,242 @@
+"""`octobrixctl import` for real: an octoprint_deploy farm built in a systemd container the way its
+scripts build it (prepare.sh's shared venv ~pi/OctoPrint with a real OctoPrint, instance.sh's
+basedirs, units, instances file and udev rules, cameras.sh's camera files), with both old OctoPrints
+running; then octobrix installed beside it and the farm imported. Ports 5650-5659, front door 8650.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import re
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.harness import installs
+from tests.lab.harness.container import Container, booted
+from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.waiting import wait_until
+from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
+
+pytestmark = pytest.mark.lab
+
+FRONT_DOOR = 8650
+# name: (port, its udev rule as instance.sh writes it, a setting the user changed)
+OLD = {
+    "ender": (5650, 'SUBSYSTEM=="tty", ATTRS{serial}=="PRN0001", SYMLINK+="octo_ender"', "red"),
+    "prusa": (5651, 'KERNELS=="1-1.2",SUBSYSTEM=="tty",SYMLINK+="octo_prusa"', "blue"),
+}
+CAMERA_PORT = 5652
+PLAIN, PLAIN_PORT = "octoprint", 5653
+OLD_KEY = "OLDKEY{}"
+OLD_FILES = ["/home/pi", "/etc/octoprint_deploy", "/etc/octoprint_instances", "/etc/octoprint_cameras",
+             "/etc/cam_ender.env", "/etc/udev/rules.d/99-octoprint.rules", "/etc/systemd/system/ender.service",
+             "/etc/systemd/system/prusa.service", "/etc/systemd/system/cam_ender.service",
+             "/etc/systemd/system/octoprint.service"]  # fmt: skip
+EXEC = "/home/pi/OctoPrint/bin/octoprint"
+# What the old OctoPrints themselves write while they run and as they stop: not the import's doing.
+OWN_LOGS = re.compile(r"^/home/pi/\.[a-z]+/logs/")
+
+
+def as_pi(box: Container, *argv: str, stdin: str | None = None) -> None:
+    result = box.run(["runuser", "-u", "pi", "--", *argv], input=stdin, timeout=600, check=False)
+    assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
+
+
+def unit(name: str, port: int) -> str:
+    # octoprint_generic.service as instance.sh fills it in.
+    return (
+        "[Unit]\nDescription=The snappy web interface for your 3D printer\nAfter=network-online.target\n"
+        "Wants=network-online.target\n\n[Service]\n"
+        f'Environment="PORT={port}"\nEnvironment="BASEDIR=/home/pi/.{name}"\n'
+        f'Environment="CONFIGFILE=/home/pi/.{name}/config.yaml"\nUser=pi\n'
+        f"ExecStart={EXEC} serve --config=${{CONFIGFILE}} --basedir=${{BASEDIR}} --port=${{PORT}}\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def old_api(port: int, name: str, path: str) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"X-Api-Key": OLD_KEY.format(name)})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def build_octoprint_deploy_farm(box: Container) -> None:
+    box.copy_in(wheelhouse(), "/opt/wheels")
+    box.run(["useradd", "-m", "-s", "/bin/bash", "pi"], check=True)
+    as_pi(box, "python3", "-m", "venv", "/home/pi/OctoPrint")
+    as_pi(
+        box, "/home/pi/OctoPrint/bin/pip", "install", "--quiet", "--no-index", "--find-links", "/opt/wheels", OCTOPRINT
+    )
+    box.write_file("/etc/octoprint_deploy", f"octoexec: {EXEC}\noctopip: /home/pi/OctoPrint/bin/pip\nhaproxy: true\n"
+                   "streamer: ustreamer\n")  # fmt: skip
+    instances = rules = ""
+    for name, (port, rule, colour) in OLD.items():
+        base = f"/home/pi/.{name}"
+        as_pi(box, "mkdir", base)
+        as_pi(box, EXEC, "--basedir", base, "config", "set", "appearance.name", name)
+        as_pi(box, EXEC, "--basedir", base, "config", "set", "appearance.color", colour)
+        as_pi(box, EXEC, "--basedir", base, "config", "set", "serial.port", f"/dev/octo_{name}")
+        as_pi(box, EXEC, "--basedir", base, "user", "add", "maker", "--admin", stdin="old-secret\nold-secret\n")
+        # What OctoPrint's Application Keys page saves, so the test and import can ask the old one.
+        as_pi(box, "mkdir", "-p", f"{base}/data/appkeys", f"{base}/uploads", f"{base}/timelapse")
+        as_pi(box, "sh", "-c", f"printf 'maker:\\n- api_key: {OLD_KEY.format(name)}\\n  app_id: slicer\\n' "
+              f"> {base}/data/appkeys/keys.yaml && printf 'G28\\n; {name}\\n' > {base}/uploads/{name}.gcode "
+              f"&& head -c 4096 /dev/zero > {base}/timelapse/{name}_1.mp4")  # fmt: skip
+        box.write_file(f"/etc/systemd/system/{name}.service", unit(name, port))
+        instances += f"instance:{name} port:{port} udev:true\n"
+        rules += rule + "\n"
+    rules += 'SUBSYSTEM=="video4linux", ATTRS{serial}=="CAM0001", ATTR{index}=="0", SYMLINK+="cam_ender"\n'
+    box.write_file("/etc/octoprint_instances", instances)
+    box.write_file("/etc/udev/rules.d/99-octoprint.rules", rules)
+    box.write_file("/etc/octoprint_cameras", f"camera:cam_ender port:{CAMERA_PORT} udev:true\n")
+    box.write_file("/etc/cam_ender.env", f"DEVICE=/dev/cam_ender\nRES=640x480\nFRAMERATE=10\nPORT={CAMERA_PORT}\n"
+                   "WIDTH=640\nHEIGHT=480\n")  # fmt: skip
+    box.write_file("/etc/systemd/system/cam_ender.service", "[Unit]\nDescription=the ustreamer daemon\n\n[Service]\n"
+                   "EnvironmentFile=/etc/cam_ender.env\nUser=pi\nExecStart=/home/pi/ustreamer/ustreamer -d ${DEVICE} "
+                   "-s 0.0.0.0 -m MJPEG -r ${RES} -f ${FRAMERATE} -p ${PORT}\n\n[Install]\n"
+                   "WantedBy=multi-user.target\n")  # fmt: skip
+    build_plain_octoprint(box)
+    box.systemctl("daemon-reload")
+    box.systemctl("enable", "--now", "ender.service", "prusa.service", "octoprint.service")
+    box.systemctl("enable", "cam_ender.service")  # no camera here: enabled, not started
+    for name, port in [*((n, p) for n, (p, _r, _c) in OLD.items()), (PLAIN, PLAIN_PORT)]:
+        wait_until(f"old {name} answering", functools.partial(_answers, port, name), timeout=180)
+
+
+def build_plain_octoprint(box: Container) -> None:
+    """A plain OctoPrint beside them: ~pi/.octoprint and octoprint.service, as OctoPi has them."""
+    base = "/home/pi/.octoprint"
+    as_pi(box, "mkdir", base)
+    as_pi(box, EXEC, "--basedir", base, "config", "set", "appearance.color", "green")
+    as_pi(box, EXEC, "--basedir", base, "config", "set", "serial.port", "/dev/ttyUSB0")
+    as_pi(box, EXEC, "--basedir", base, "user", "add", "pi", "--admin", stdin="pi-secret\npi-secret\n")
+    as_pi(box, "mkdir", "-p", f"{base}/data/appkeys", f"{base}/uploads")
+    as_pi(box, "sh", "-c", f"printf 'pi:\\n- api_key: {OLD_KEY.format(PLAIN)}\\n  app_id: slicer\\n' "
+          f"> {base}/data/appkeys/keys.yaml && printf 'G28\\n' > {base}/uploads/benchy.gcode")  # fmt: skip
+    box.write_file("/etc/systemd/system/octoprint.service", "[Unit]\nDescription=OctoPrint\n\n[Service]\nUser=pi\n"
+                   f"ExecStart={EXEC} serve --host=0.0.0.0 --port={PLAIN_PORT}\n\n[Install]\n"
+                   "WantedBy=multi-user.target\n")  # fmt: skip
+
+
+def _answers(port: int, name: str) -> bool:
+    try:
+        return bool(old_api(port, name, "/api/version"))
+    # Refused, reset, OctoPrint's start-up placeholder (not HTTP), not JSON yet.
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    workdir = Path(tmp_path_factory.mktemp("import", numbered=True))
+    with (
+        installs.holding_printer_ports(range(5650, 5660), front_door_port=FRONT_DOOR),
+        booted(workdir / "ct", boot_timeout=120) as box,
+    ):
+        build_octoprint_deploy_farm(box)
+        box.write_file("/etc/octobrix.toml", f"# the farm\n[frontdoor]\nport = {FRONT_DOOR}\n")
+        installed = install_checkout(box)
+        assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"
+        yield box
+
+
+@pytest.fixture(scope="module")
+def before(farm: Container) -> dict[str, Any]:
+    dry = farm.run(["octobrixctl", "import", "--dry-run"], timeout=300, check=False)
+    return {
+        "dry": dry,
+        "config": farm.read_file("/etc/octobrix.toml"),
+        "old_files": installs.file_states(farm, OLD_FILES, skip=OWN_LOGS),
+        "active": [farm.is_active(f"{name}.service") for name in OLD],  # "active" each
+    }
+
+
+@pytest.fixture(scope="module")
+def imported(farm: Container, before: dict[str, Any]) -> Any:
+    result = farm.run(["octobrixctl", "import"], timeout=1200, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{farm.journal(None, 80)}"
+    return result
+
+
+def test_the_dry_run_shows_the_whole_move_and_changes_nothing(farm: Container, before: dict[str, Any]) -> None:
+    dry = before["dry"]
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Would import from octoprint_deploy (dry run: nothing is changed):" in dry.stdout
+    assert "printer ender: from ender (ender.service, port 5650, serial PRN0001)" in dry.stdout
+    assert "printer prusa: from prusa (prusa.service, port 5651, USB port 1-1.2)" in dry.stdout
+    assert f"  OctoPrint {OCTOPRINT.split('==')[1]} from /home/pi/OctoPrint" in dry.stdout
+    assert "camera cam-ender: from cam_ender (cam_ender.service, port 5652); disable cam_ender.service" in dry.stdout
+    assert "note: octoprint_deploy's camera cam_ender becomes camera cam-ender" in dry.stdout
+    assert before["active"] == ["active", "active"], "the dry run stopped an old OctoPrint"
+    assert farm.read_file("/etc/octobrix.toml") == before["config"]
+
+
+def test_both_printers_run_under_octobrix_with_their_uploads_users_and_settings(farm: Container, imported: Any) -> None:
+    for name, (port, _match, colour) in OLD.items():
+        assert farm.is_active(f"octoprint@{name}.service") == "active", farm.journal(f"octoprint@{name}", 40)
+        files = [entry["name"] for entry in installs.api(farm, port, name, "/api/files/local")["files"]]
+        assert f"{name}.gcode" in files, files
+        users = [user["name"] for user in installs.api(farm, port, name, "/api/access/users")["users"]]
+        assert "maker" in users and "admin" in users, users
+        settings = installs.api(farm, port, name, "/api/settings")
+        assert (settings["appearance"]["name"], settings["appearance"]["color"]) == (name, colour)
+        timelapses = installs.api(farm, port, name, "/api/timelapse")["files"]
+        assert [t["name"] for t in timelapses] == [f"{name}_1.mp4"], timelapses
+    assert "Imported from octoprint_deploy: printers ender, prusa; 1 cameras." in imported.stdout
+
+
+def test_they_are_bound_by_the_same_serial_and_usb_port(farm: Container, imported: Any) -> None:
+    body = tomllib.loads(farm.read_file("/etc/octobrix.toml"))
+    assert body["printers"]["ender"] == {"serial": "PRN0001", "port": 5650, "camera": "cam-ender"}
+    assert body["printers"]["prusa"] == {"usb_port": "1-1.2", "port": 5651}
+    assert body["cameras"]["cam-ender"] == {"serial": "CAM0001", "port": 5652, "resolution": "640x480", "fps": 10}
+    assert farm.read_file("/etc/octobrix.toml").startswith("# the farm\n")
+    rules = farm.read_file("/etc/udev/rules.d/99-octobrix.rules")
+    assert 'ATTRS{serial}=="PRN0001"' in rules and 'KERNELS=="1-1.2:*"' in rules and 'ATTRS{serial}=="CAM0001"' in rules
+
+
+def test_the_old_units_are_disabled_and_the_old_files_untouched(
+    farm: Container, before: dict[str, Any], imported: Any
+) -> None:
+    for old_unit in ("ender.service", "prusa.service", "cam_ender.service"):
+        assert farm.systemctl("is-enabled", old_unit, check=False).stdout.strip() == "disabled", old_unit
+    assert [farm.is_active("ender.service"), farm.is_active("prusa.service")] == ["inactive", "inactive"]
+    assert installs.file_states(farm, OLD_FILES, skip=OWN_LOGS) == before["old_files"]
+    assert (
+        "to go back: `sudo systemctl disable --now octoprint@ender.service octoprint@prusa.service`" in imported.stdout
+    )
+
+
+def test_a_second_import_has_nothing_left_and_changes_nothing(farm: Container, imported: Any) -> None:
+    config = farm.read_file("/etc/octobrix.toml")
+    again = farm.run(["octobrixctl", "import"], timeout=300, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.strip().splitlines()[-1] == (
+        "Nothing left to import from octoprint_deploy (already moved in: camera cam_ender (now cam-ender), "
+        "ender (now printer ender), prusa (now printer prusa))."
+    )
+    assert farm.read_file("/etc/octobrix.toml") == config
+
+
+def test_a_plain_octoprint_moves_in_too_as_a_virtual_printer_with_what_to_set(farm: Container, imported: Any) -> None:
+    moved = farm.run(["octobrixctl", "import", "--from", "octoprint"], timeout=900, check=False)
+    assert moved.returncode == 0, f"{moved.stdout}\n{moved.stderr}"
+    assert (
+        "note: printer octoprint: its OctoPrint used /dev/ttyUSB0, which does not say which board it is; "
+        in moved.stdout
+    )
+    body = tomllib.loads(farm.read_file("/etc/octobrix.toml"))
+    assert body["printers"][PLAIN] == {"virtual": True, "port": PLAIN_PORT}
+    files = [entry["name"] for entry in installs.api(farm, PLAIN_PORT, PLAIN, "/api/files/local")["files"]]
+    users = [user["name"] for user in installs.api(farm, PLAIN_PORT, PLAIN, "/api/access/users")["users"]]
+    colour = installs.api(farm, PLAIN_PORT, PLAIN, "/api/settings")["appearance"]["color"]
+    assert ("benchy.gcode" in files, "pi" in users, colour) == (True, True, "green"), (files, users, colour)
+    assert farm.systemctl("is-enabled", "octoprint.service", check=False).stdout.strip() == "disabled"
+    assert sorted(body["printers"]) == ["ender", PLAIN, "prusa"], "the octoprint_deploy printers stay as they were"
