@@ -279,10 +279,17 @@ def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _state_dirs(layout: Layout, name: str) -> tuple[Path, ...]:
+    # basedir/plugins holds octobrix's online-check plugin, and OctoPrint's Plugin Manager installs
+    # single-file plugins there: made for the plugin before OctoPrint's first start, it is the instance's.
+    basedir = layout.state_dir(name) / "basedir"
+    return (layout.state_dir(name), basedir, basedir / "plugins")
+
+
 def _state_dir_ready(layout: Layout, name: str) -> bool:
     """The instance's state dir and basedir exist, private, and (live) its user's: a killed apply may
     have left them made but not yet handed over."""
-    for directory in (layout.state_dir(name), layout.state_dir(name) / "basedir"):
+    for directory in _state_dirs(layout, name):
         try:
             info = directory.stat()
         except FileNotFoundError:
@@ -300,7 +307,7 @@ def _state_dir_ready(layout: Layout, name: str) -> bool:
 
 def _ensure_state_dir(layout: Layout, name: str) -> None:
     uid, gid = _ids(layout, name)
-    for directory in (layout.state_dir(name), layout.state_dir(name) / "basedir"):
+    for directory in _state_dirs(layout, name):
         directory.mkdir(parents=True, exist_ok=True)
         # Another instance must not read this one's settings, API keys or uploads.
         directory.chmod(0o700)

@@ -8,7 +8,7 @@ from octobrixd import paths
 from octobrixd.backups.schedule import timer_files
 from octobrixd.config import Config
 from octobrixd.render_common import RenderedFile, header
-from octobrixd.render_octoprint import render_octoprint_seed
+from octobrixd.render_octoprint import ONLINE_CHECK_PLUGIN_NAME, render_octoprint_seed, render_online_check_plugin
 from octobrixd.render_udev import render_udev_rules
 from octobrixd.render_units import (
     DROPIN_NAME,
@@ -27,6 +27,10 @@ def seed_path(name: str) -> PurePosixPath:
     return paths.STATE_DIR / name / SEED_NAME
 
 
+def online_check_plugin_path(name: str) -> PurePosixPath:
+    return paths.STATE_DIR / name / "basedir" / "plugins" / ONLINE_CHECK_PLUGIN_NAME
+
+
 def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
     files: dict[PurePosixPath, RenderedFile] = {
         paths.UDEV_RULES: RenderedFile(render_udev_rules(config)),
@@ -36,6 +40,7 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
         dropin = paths.UNIT_DIR / f"{octoprint_unit(name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_octoprint_dropin(config, name))
         files[seed_path(name)] = RenderedFile(render_octoprint_seed(config, name), owner=name)
+        files[online_check_plugin_path(name)] = RenderedFile(render_online_check_plugin(config), owner=name)
     for name in config.cameras:
         dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))
