@@ -28,13 +28,13 @@ from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, exclusive_lock, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
-from octobrixd.manifest import Manifest, printer_of, running_port
+from octobrixd.manifest import Manifest, octoprint_unit, printer_of, running_port
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merge_seed, octoprint_seed
-from octobrixd.render_units import DROPIN_NAME, octoprint_unit
+from octobrixd.render_units import DROPIN_NAME
 from octobrixd.venv_drift import venvs_to_build
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
 from octobrixd.web import apply as frontdoor

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from octobrixd import paths
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.fsutil import write_atomic
@@ -124,6 +122,9 @@ def load_or_create_credentials(layout: Layout, name: str) -> Credentials:
 
 
 def _load_yaml(path: Path) -> Any:
+    # Imported here: `octobrixctl status` reads the credentials (JSON) only, and starts faster without it.
+    import yaml
+
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -188,6 +189,8 @@ def _ensure_app_key(layout: Layout, name: str, user: str, api_key: str, *, ids: 
     for directory in (keys_file.parent.parent, keys_file.parent):
         directory.mkdir(exist_ok=True)
         os.chown(directory, uid, gid)
+    import yaml
+
     write_atomic(keys_file, yaml.safe_dump(updated, sort_keys=True), mode=0o600, uid=uid, gid=gid)
 
 

@@ -7,17 +7,11 @@ from pathlib import PurePosixPath
 from octobrixd import paths
 from octobrixd.backups.schedule import timer_files
 from octobrixd.config import Config
+from octobrixd.manifest import octoprint_unit, streamer_unit
 from octobrixd.render_common import RenderedFile, header
 from octobrixd.render_octoprint import ONLINE_CHECK_PLUGIN_NAME, render_octoprint_seed, render_online_check_plugin
 from octobrixd.render_udev import render_udev_rules
-from octobrixd.render_units import (
-    DROPIN_NAME,
-    octoprint_unit,
-    render_octoprint_dropin,
-    render_streamer_dropin,
-    render_sysusers,
-    streamer_unit,
-)
+from octobrixd.render_units import DROPIN_NAME, render_octoprint_dropin, render_streamer_dropin, render_sysusers
 from octobrixd.web.render import NGINX_SITE, render_frontdoor
 
 SEED_NAME = "octobrix-seed.yaml"

@@ -16,25 +16,24 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from octobrixd import recovery
-from octobrixd.applied import last_applied
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
-from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, ConfigError, OctobrixError
+from octobrixd.farm_view import FarmView, load_view
 from octobrixd.instances import CredentialsNeedRootError, read_credentials
-from octobrixd.manifest import printer_of, read_manifest, running_port
+from octobrixd.manifest import octoprint_unit, printer_of, read_manifest, running_port, streamer_unit
 from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
-from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.systemd import journal_tail
 from octobrixd.venv_contents import InstalledPlugin
 from octobrixd.venv_contents import report as venv_report
+
+if TYPE_CHECKING:
+    from octobrixd.config import Config
 
 JSON_VERSION = 1
 # The farm is listed, from the last config that applied, but the config file has mistakes.
@@ -154,6 +153,8 @@ def cgroup_memory(control_group: str, cgroup_root: Path = CGROUP_ROOT) -> int | 
         pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
     except (OSError, ValueError):
         return None
+    import psutil  # only for this rare case: status starts faster without it
+
     total = 0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
@@ -197,7 +198,7 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
     return fetch
 
 
-def _venv_fields(layout: Layout, config: Config, name: str, plugins: bool) -> dict[str, Any]:
+def _venv_fields(layout: Layout, config: Config | FarmView, name: str, plugins: bool) -> dict[str, Any]:
     if name not in config.printers:
         return {}
     venv = venv_report(layout, config, name, plugins=plugins)
@@ -217,14 +218,14 @@ def drift_notes(printers: Sequence[PrinterStatus]) -> list[str]:
     ]
 
 
-def removed_printers(config: Config, deferred: Sequence[str]) -> list[str]:
+def removed_printers(config: Config | FarmView, deferred: Sequence[str]) -> list[str]:
     """Printers taken out of the config while they printed: their OctoPrint runs on until the print
     ends, and status lists them ("removed", stop pending) so that they are not invisible meanwhile."""
     return [n for u in deferred if (n := printer_of(u)) is not None and n not in config.printers]
 
 
 def collect(
-    config: Config,
+    config: Config | FarmView,
     layout: Layout,
     props: UnitProps,
     fetchers: Mapping[str, PrinterStateFetcher],
@@ -430,12 +431,20 @@ def to_json(
     return json.dumps(body, indent=2)
 
 
-def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config, list[str], str | None]:
+def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config | FarmView, list[str], str | None]:
     """The config the farm runs on, the config file's errors (none when it is valid) and what to do.
 
     A config with mistakes changes nothing, so while it has them the farm runs on the last
-    config that applied: that is what status lists, with the mistakes on top.
+    config that applied: that is what status lists, with the mistakes on top. A config file
+    unchanged since it last applied is not validated again: its view says the same, faster.
     """
+    view = load_view(layout, args.config, socket.gethostname())
+    if view is not None:
+        return view, [], None
+    # Validation needs pydantic, and its import is most of status's time: only when it is needed.
+    from octobrixd.applied import last_applied
+    from octobrixd.config import load_config
+
     try:
         return load_config(args.config), [], None
     except ConfigError as error:
