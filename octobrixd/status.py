@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from octobrixd import recovery
+from octobrixd import paths, recovery
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
 from octobrixd.errors import CommandError, ConfigError, OctobrixError
@@ -60,6 +60,7 @@ SHOW_PROPERTIES = (
 )
 # systemd prints this for "no value" in numeric properties.
 UNSET = "18446744073709551615"
+HTTP_PORT = 80
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 UnitProps = Mapping[str, Mapping[str, str]]
@@ -224,6 +225,21 @@ def removed_printers(config: Config | FarmView, deferred: Sequence[str]) -> list
     return [n for u in deferred if (n := printer_of(u)) is not None and n not in config.printers]
 
 
+def _frontdoor_netloc(config: Config | FarmView, layout: Layout, host: str) -> str | None:
+    """HOST or HOST:PORT of the front door, if it is on; None if it is off or not applied yet."""
+    if not config.frontdoor.enabled or not layout.path(paths.NGINX_SITE).exists():
+        return None
+    return host if config.frontdoor.port == HTTP_PORT else f"{host}:{config.frontdoor.port}"
+
+
+def _printer_url(door: str | None, host: str, name: str, port: int, *, direct: bool) -> str:
+    # A printer removed, or whose port change waits for its print, is not (yet) where the front
+    # door sends /NAME/: its own port is.
+    if door is not None and not direct:
+        return f"http://{door}/{name}/"
+    return f"http://{host}:{port}/" if port else "-"
+
+
 def collect(
     config: Config | FarmView,
     layout: Layout,
@@ -255,6 +271,9 @@ def collect(
             fix=recovery.what_to_do(unit),
         )
 
+    # The front door serves the printers and cameras of the config that applied: its site is there.
+    door = _frontdoor_netloc(config, layout, host)
+
     def one_printer(name: str) -> PrinterStatus:
         printer = config.printers.get(name)
         unit = octoprint_unit(name)
@@ -276,7 +295,7 @@ def collect(
             name=name,
             device=device,
             device_path=None if printer is None or printer.virtual else f"/dev/octobrix/{name}",
-            url=f"http://{host}:{port}/" if port else "-",
+            url=_printer_url(door, host, name, port, direct=printer is None or unit in deferred),
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
@@ -299,7 +318,7 @@ def collect(
                 name=name,
                 device="plugged" if link.exists() else "unplugged",
                 device_path=f"/dev/octobrix/{name}",
-                url=f"http://{host}:{config.cameras[name].port}/stream",
+                url=f"http://{door}/cam/{name}/stream" if door else f"http://{host}:{config.cameras[name].port}/stream",
             )
         )
     return printer_rows, camera_rows

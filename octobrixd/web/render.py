@@ -20,7 +20,7 @@ from octobrixd import cameras, paths
 from octobrixd.config import Config
 from octobrixd.render_common import header
 
-NGINX_SITE = PurePosixPath("etc/nginx/conf.d/octobrix.conf")
+NGINX_SITE = paths.NGINX_SITE
 # One file per printer: `farm "KEY";`, the map entry that gives a farm-logged-in request that
 # instance's key. Root-only, written by apply next to the other secrets (instances.py).
 KEY_MAP_DIR = paths.STATE_DIR / ".secrets" / "frontdoor"
