@@ -1,9 +1,10 @@
 """OctoPrint starts without waiting for its online check, and octobrix's plugin turns the check on after.
 
 The plugin runs inside OctoPrint, which this test venv does not have: `octoprint.plugin` is a
-stand-in module with the two base classes, and the settings and checker are recorders. That the
+stand-in module with the three base classes, and the settings and checker are recorders. That the
 real OctoPrint loads it and checks after start-up is asserted by benchmarks/instance_start.py
-(OctoPrint's log says the check found the farm offline).
+(OctoPrint's log says the check found the farm offline); it was also tried by hand against
+OctoPrint 1.11.8, which gives self._settings only to a SettingsPlugin.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def plugin(monkeypatch: pytest.MonkeyPatch) -> Any:
     stand_in = types.ModuleType("octoprint.plugin")
     stand_in.StartupPlugin = type("StartupPlugin", (), {})  # type: ignore[attr-defined]
     stand_in.ShutdownPlugin = type("ShutdownPlugin", (), {})  # type: ignore[attr-defined]
+    stand_in.SettingsPlugin = type("SettingsPlugin", (), {})  # type: ignore[attr-defined]
     package = types.ModuleType("octoprint")
     package.plugin = stand_in  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "octoprint", package)

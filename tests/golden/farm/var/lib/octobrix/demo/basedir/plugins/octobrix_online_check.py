@@ -10,7 +10,10 @@ __plugin_pythoncompat__ = ">=3.7,<4"
 ENABLED = ["server", "onlineCheck", "enabled"]
 
 
-class OnlineCheckAfterStartup(octoprint.plugin.StartupPlugin, octoprint.plugin.ShutdownPlugin):
+class OnlineCheckAfterStartup(
+    octoprint.plugin.StartupPlugin, octoprint.plugin.ShutdownPlugin, octoprint.plugin.SettingsPlugin
+):
+    # SettingsPlugin: OctoPrint gives only those a self._settings.
     def get_sorting_key(self, context=None):
         # Before other plugins' after-startup work, which asks whether OctoPrint is online.
         return -1000
