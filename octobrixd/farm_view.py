@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,13 @@ def _key(text: bytes, source: str, host_name: str) -> str:
 def save_view(layout: Layout, config: Config, text: str, host_name: str, mode: int) -> None:
     """Keep the facts of config, which validated from text (the config file's), for status."""
     body = {"key": _key(text.encode(), config.source, host_name), "view": asdict(view_of(config))}
-    write_atomic(layout.path(VIEW_FILE), json.dumps(body, sort_keys=True) + "\n", mode=mode)
+    wanted, path = json.dumps(body, sort_keys=True) + "\n", layout.path(VIEW_FILE)
+    try:
+        if stat.S_IMODE(path.stat().st_mode) == mode and path.read_text(encoding="utf-8") == wanted:
+            return  # an apply that changes nothing rewrites nothing
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, wanted, mode=mode)
 
 
 def _trusted(info: os.stat_result) -> bool:
