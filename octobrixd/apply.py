@@ -326,6 +326,14 @@ def _main_pid(unit: str) -> int:
     return int(value) if value.isdigit() else 0
 
 
+def _serving_port(layout: Layout, name: str) -> int | None:
+    """The port the instance's OctoPrint runs on; None while it is stopped (or under --root)."""
+    pid = _main_pid(octoprint_unit(name)) if layout.live else 0
+    if not pid:
+        return None
+    return running_port(layout, pid) or _dropin_port(layout, name)
+
+
 def printing_now(layout: Layout) -> Callable[[str], bool]:
     """Whether printer NAME is printing, asked of the OctoPrint that runs, on the port it runs on."""
 
@@ -426,7 +434,7 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
             log.info("wrote %s", target)
 
     for name in plan.seed:
-        seed_basedir(layout, name, *_ids(layout, name))
+        seed_basedir(layout, name, *_ids(layout, name), serving_port=_serving_port(layout, name))
 
 
 @dataclass(frozen=True)
