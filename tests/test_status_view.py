@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from octobrixd import farm_view, status
-from octobrixd.applied import remember_applied
-from octobrixd.config import load_config
 from octobrixd.paths import Layout
 from tests.conftest import REPO
 from tests.test_status_farm import GOOD, args, farm
@@ -80,12 +78,9 @@ def test_the_view_is_not_taken_for_another_host_or_file(farm: tuple[Layout, Path
 
 
 def test_as_root_a_config_others_may_change_is_always_validated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    farm: tuple[Layout, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    layout = Layout(tmp_path / "root")
-    config_path = tmp_path / "octobrix.toml"
-    config_path.write_text(GOOD, encoding="utf-8")
-    assert remember_applied(layout, load_config(config_path))
+    layout, config_path = farm
     host = socket.gethostname()
     assert farm_view.load_view(layout, config_path, host) is not None
     config_path.chmod(0o666)
