@@ -480,6 +480,28 @@ def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config | Farm
         return applied.config, error.problems, hint
 
 
+def asked_early(
+    fetchers: Mapping[str, PrinterStateFetcher], ports: Mapping[str, int], pool: ThreadPoolExecutor
+) -> dict[str, PrinterStateFetcher]:
+    """fetchers, each already asking its printer's OctoPrint on the config's port in pool; collect
+    uses an answer only for a unit systemd says is active, and asks anew on another port (a port
+    change held back for a print)."""
+    started = {
+        name: (port, pool.submit(fetchers[name], name, port)) for name, port in ports.items() if name in fetchers
+    }
+
+    def answer(name: str, fetch: PrinterStateFetcher) -> PrinterStateFetcher:
+        def fetch_early(_name: str, port: int) -> tuple[str | None, float | None]:
+            asked_port, future = started.get(name, (None, None))
+            if future is not None and asked_port == port:
+                return future.result()
+            return fetch(name, port)
+
+        return fetch_early
+
+    return {name: answer(name, fetch) for name, fetch in fetchers.items()}
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
@@ -520,14 +542,18 @@ def main(args: argparse.Namespace, layout: Layout | None = None) -> int:
     notes = [NEEDS_ROOT_NOTE] if need_root else []
     deadline = time.monotonic() + max(0.0, args.wait)
     retries = recovery.read_schedule(layout)
+    wanted = [n for n in config.printers if not args.names or n in args.names]
     while True:
-        props = query_units(units)
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(wanted)))) as pool:
+            # The OctoPrints are asked while systemd is: together they were most of status's work.
+            early = asked_early(fetchers, {n: config.printers[n].port for n in wanted}, pool)
+            props = query_units(units)
         deferred = read_manifest(layout).deferred
         printers, cameras = collect(
             config,
             layout,
             props,
-            fetchers,
+            early,
             config.octobrix.public_host or socket.gethostname(),
             names=args.names,
             deferred=deferred,
