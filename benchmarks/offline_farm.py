@@ -14,21 +14,28 @@ from tests.lab.harness.container import Container, booted
 from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.wheelhouse import wheelhouse
 
-# install.sh asks apt for ustreamer, which the container's rootfs lacks and cannot download without
-# a network: the debs the lab's VM image build fetched are installed first.
-USTREAMER_DEBS = (
+# install.sh asks apt for ustreamer, v4l-utils and nginx (the front door), which the container's
+# rootfs lacks and cannot download without a network: the debs the lab's VM image build fetched are
+# installed first.
+PREINSTALLED_DEBS = (
     "libevent-2.1-7_*.deb",
     "libevent-core-2.1-7_*.deb",
     "libevent-pthreads-2.1-7_*.deb",
     "libjpeg62-turbo_*.deb",
     "ustreamer_*.deb",
+    "libv4lconvert0_*.deb",
+    "libv4l-0_*.deb",
+    "libv4l2rds0_*.deb",
+    "v4l-utils_*.deb",
+    "nginx-common_*.deb",
+    "nginx_*.deb",
 )
 # The container's /tmp is a tmpfs mounted over what copy_in writes.
 DEB_DIR = "/root/lab-debs"
 
 
-def preinstall_ustreamer(box: Container) -> None:
-    debs = [next((CACHE / "apt-archives").glob(pattern)) for pattern in USTREAMER_DEBS]
+def preinstall_debs(box: Container) -> None:
+    debs = [next((CACHE / "apt-archives").glob(pattern)) for pattern in PREINSTALLED_DEBS]
     for deb in debs:
         box.copy_in(deb, f"{DEB_DIR}/{deb.name}")
     box.run(["dpkg", "-i", *(f"{DEB_DIR}/{deb.name}" for deb in debs)], timeout=300)
@@ -46,6 +53,6 @@ def offline_farm(config: str) -> Iterator[Container]:
         work = Path(scratch)
         with booted(work / "ct", boot_timeout=120, private_network=True) as box:
             box.write_file("/etc/octobrix.toml", config)
-            preinstall_ustreamer(box)
+            preinstall_debs(box)
             install_offline(box, work, wheelhouse(), timeout=1800)
             yield box

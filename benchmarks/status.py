@@ -11,7 +11,10 @@ Measured in the same run, each a median of RUNS, all with octobrix's own Python:
 - start-up:  importing what `octobrixctl status` imports (octobrixd.cli and octobrixd.status);
 - eager:     the baseline: importing what octobrixctl imported at every start before commands were
              loaded lazily (apply, discover, doctor, kmod, status, the renderers);
-- status:    `octobrixctl status`; its work is status minus start-up;
+- status:    `octobrixctl status`; its work is status minus start-up. /etc/octobrix.toml is unchanged
+             since it applied, so status reads the applied farm's view and validates nothing;
+- validating: the baseline: `octobrixctl status --config` a root-owned copy of that file, which
+             status has no view of: it validates it (pydantic) as it did on every run before views;
 - per-unit:  the obvious way to ask systemd, one `systemctl show` per unit;
 - systemd:   one `systemctl show` of every unit, as status asks;
 - octoprint: every OctoPrint's /api/job asked in parallel by a bare script, as status asks them:
@@ -28,6 +31,8 @@ from benchmarks.offline_farm import offline_farm, virtual_printers
 from tests.lab.harness.container import Container
 
 RUNS = 9
+# A copy of the farm's config, which status has no applied view of.
+COPY = "/root/octobrix-copy.toml"
 TARGET_SECONDS = 0.3
 PYTHON = "/opt/octobrix/bin/python3"
 EAGER = (
@@ -81,6 +86,8 @@ def measure(printers: int) -> dict[str, float]:
             "eager": median_seconds(box, [PYTHON, "-c", EAGER]),
             "status": median_seconds(box, ["octobrixctl", "status"]),
         }
+        box.run(["cp", "-p", "/etc/octobrix.toml", COPY])
+        figures["validating"] = median_seconds(box, ["octobrixctl", "status", "--config", COPY])
         units = " ".join(f"octoprint@p{i:02d}.service" for i in range(printers))
         script = f"for unit in {units}; do systemctl show $unit >/dev/null; done"
         figures["per-unit"] = median_seconds(box, ["sh", "-c", script])
@@ -98,6 +105,10 @@ def main() -> None:
     print(f"octobrixctl status, {args.printers} running printers (median of {RUNS}, same container):")
     verdict = "met" if f["status"] <= TARGET_SECONDS else "MISSED"
     print(f"  status            {f['status']:5.3f} s  (target <= {TARGET_SECONDS} s: {verdict})")
+    print(
+        f"  validating        {f['validating']:5.3f} s  (before: the config validated at every run; "
+        f"{f['validating'] / f['status']:4.1f}x status)"
+    )
     print(f"  python -c pass    {f['floor']:5.3f} s  (the floor)")
     print(f"  start-up          {f['start-up']:5.3f} s  ({f['start-up'] - f['floor']:5.3f} s above the floor)")
     print(f"  work              {work:5.3f} s  (status minus start-up)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from octobrixd import paths
 from octobrixd.config import Config, parse_config, with_machine_defaults
 from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.farm_view import save_view
 from octobrixd.fsutil import leftover_temps, write_atomic
 from octobrixd.paths import Layout
 
@@ -65,6 +66,7 @@ def remember_applied(layout: Layout, config: Config) -> bool:
         # An apply that changes nothing rewrites nothing, this copy included.
         if not _same(copy, wanted, mode):
             write_atomic(copy, wanted, mode=mode)
+        _keep_view(layout, config, text, mode)
     except ConfigError:
         log.info("%s changed while it was applied; keeping the previous copy", source)
         return False
@@ -75,6 +77,15 @@ def remember_applied(layout: Layout, config: Config) -> bool:
         log.warning("could not keep a copy of the applied config in %s: %s", applied_path(layout), error)
         return False
     return True
+
+
+def _keep_view(layout: Layout, config: Config, text: str, mode: int) -> None:
+    # Keyed by the text it came from, a view is never taken for another config: one that could not
+    # be written only makes status validate the config itself, as it did before views.
+    try:
+        save_view(layout, config, text, socket.gethostname(), mode)
+    except (OctobrixError, OSError) as error:
+        log.warning("could not keep the farm's view for status: %s", error)
 
 
 def _same(path: Path, text: str, mode: int) -> bool:

@@ -29,14 +29,14 @@ from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, exclusive_lock, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
-from octobrixd.manifest import Manifest, printer_of, read_manifest, running_port
+from octobrixd.manifest import Manifest, octoprint_unit, printer_of, read_manifest, running_port
 from octobrixd.octoprint_versions import installed_octoprint
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render import render_all
 from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merged_octoprint_config
-from octobrixd.render_units import DROPIN_NAME, octoprint_unit
+from octobrixd.render_units import DROPIN_NAME
 from octobrixd.venv_drift import venvs_to_build
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
 from octobrixd.web import apply as frontdoor
@@ -292,10 +292,17 @@ def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _state_dirs(layout: Layout, name: str) -> tuple[Path, ...]:
+    # basedir/plugins holds octobrix's online-check plugin, and OctoPrint's Plugin Manager installs
+    # single-file plugins there: made for the plugin before OctoPrint's first start, it is the instance's.
+    basedir = layout.state_dir(name) / "basedir"
+    return (layout.state_dir(name), basedir, basedir / "plugins")
+
+
 def _state_dir_ready(layout: Layout, name: str) -> bool:
     """The instance's state dir and basedir exist, private, and (live) its user's: a killed apply may
     have left them made but not yet handed over."""
-    for directory in (layout.state_dir(name), layout.state_dir(name) / "basedir"):
+    for directory in _state_dirs(layout, name):
         try:
             info = directory.stat()
         except FileNotFoundError:
@@ -313,7 +320,7 @@ def _state_dir_ready(layout: Layout, name: str) -> bool:
 
 def _ensure_state_dir(layout: Layout, name: str) -> None:
     uid, gid = _ids(layout, name)
-    for directory in (layout.state_dir(name), layout.state_dir(name) / "basedir"):
+    for directory in _state_dirs(layout, name):
         directory.mkdir(parents=True, exist_ok=True)
         # Another instance must not read this one's settings, API keys or uploads.
         directory.chmod(0o700)
@@ -330,6 +337,14 @@ def _dropin_port(layout: Layout, name: str) -> int | None:
 def _main_pid(unit: str) -> int:
     value = run(["systemctl", "show", "--property=MainPID", "--value", unit]).stdout.strip()
     return int(value) if value.isdigit() else 0
+
+
+def _serving_port(layout: Layout, name: str) -> int | None:
+    """The port the instance's OctoPrint runs on; None while it is stopped (or under --root)."""
+    pid = _main_pid(octoprint_unit(name)) if layout.live else 0
+    if not pid:
+        return None
+    return running_port(layout, pid) or _dropin_port(layout, name)
 
 
 def printing_now(layout: Layout) -> Callable[[str], bool]:
@@ -432,7 +447,7 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
             log.info("wrote %s", target)
 
     for name in plan.seed:
-        seed_basedir(layout, name, *_ids(layout, name))
+        seed_basedir(layout, name, *_ids(layout, name), serving_port=_serving_port(layout, name))
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,9 @@ from pathlib import PurePosixPath
 
 from octobrixd.config import Config, Streamer
 from octobrixd.paths import Layout
+from octobrixd.urls import PATHS, frontdoor_prefix, url_host
 
 # Where each streamer serves what (ustreamer's HTTP API; mjpg-streamer's output_http actions).
-PATHS = {
-    Streamer.USTREAMER: ("/stream", "/snapshot"),
-    Streamer.MJPG_STREAMER: ("/?action=stream", "/?action=snapshot"),
-}
 # The programs the unit templates start: Debian's ustreamer package, and mjpg-streamer's own
 # `make install` (no distribution packages it).
 PROGRAMS = {
@@ -32,13 +29,6 @@ PROGRAMS = {
 V4L2_CTL = PurePosixPath("usr/bin/v4l2-ctl")
 FFMPEG = "/usr/bin/ffmpeg"
 JPEG_START = b"\xff\xd8"
-
-
-def url_host(host: str) -> str:
-    try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
-    except ValueError:
-        return host
 
 
 def local_host(listen: str) -> str:
@@ -55,11 +45,6 @@ def public_host(config: Config) -> str:
     # load_config fills public_host in from the machine's name; a config parsed from text alone
     # (tests, golden files) has none, and renders a placeholder that is at least well-formed.
     return url_host(config.octobrix.public_host or "localhost")
-
-
-def frontdoor_prefix(name: str) -> str:
-    """Where the front door serves camera NAME's stream and snapshot."""
-    return f"/cam/{name}/"
 
 
 def stream_url(config: Config, name: str) -> str:

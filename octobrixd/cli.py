@@ -159,8 +159,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def failed_instances(config: Config) -> dict[str, dict[str, str]]:
     """The configured printers' units that systemd has as failed, with their properties."""
+    from octobrixd.manifest import octoprint_unit
     from octobrixd.recovery import failed_units
-    from octobrixd.render_units import octoprint_unit
     from octobrixd.status import query_units
 
     units = [octoprint_unit(name) for name in config.printers]

@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from octobrixd.backups.schedule import DEFAULT_KEEP, DEFAULT_SCHEDULE, check_schedule
 from octobrixd.errors import ConfigError
+from octobrixd.requirements import PLUGIN_URL_RE, REQUIREMENT_RE
 from octobrixd.tomlpos import KeyLocator
 
 DEFAULT_OCTOPRINT = "octoprint==1.11.8"
@@ -39,17 +40,6 @@ SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,126}\Z")
 # The KERNELS value of a USB device: bus-port[.port...], at most 7 tiers of hubs.
 USB_PORT_RE = re.compile(r"^[1-9][0-9]{0,2}-[1-9][0-9]?(?:\.[1-9][0-9]?){0,6}\Z")
 
-# A pip requirement limited to a project name, extras and version specifiers: no URLs, no
-# paths and nothing starting with '-', so it can never smuggle an option into pip's command line.
-_VERSION_CLAUSE = r"(?:===|==|~=|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
-REQUIREMENT_RE = re.compile(
-    r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
-    r"(?:\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
-    rf"(?:\s*{_VERSION_CLAUSE}(?:\s*,\s*{_VERSION_CLAUSE})*)?\Z"
-)
-
-# Most OctoPrint plugins are published as archives, not on PyPI: an https URL, bare or "Name @ URL".
-PLUGIN_URL_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*\s*@\s*)?https://[A-Za-z0-9][^\s\"'\\]*\Z")
 
 RESOLUTION_RE = re.compile(r"^(?P<width>[1-9][0-9]{1,4})x(?P<height>[1-9][0-9]{1,4})\Z")
 

@@ -33,11 +33,10 @@ from octobrixd.devices import read_device, suggest_entries
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
-from octobrixd.manifest import read_manifest
+from octobrixd.manifest import octoprint_unit, read_manifest, streamer_unit
 from octobrixd.octoprint_versions import installed_octoprint, running_generation
 from octobrixd.paths import Layout
 from octobrixd.recovery import Pass, Recovery
-from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.status import collect, fetch_printer_state, query_units
 
 log = logging.getLogger("octobrixd")

@@ -131,9 +131,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def render_table(
-    inventory: Inventory, config: Config | None, config_path: Path, advice: Advice | None = None
-) -> str:
+def render_table(inventory: Inventory, config: Config | None, config_path: Path, advice: Advice | None = None) -> str:
     lines: list[str] = []
     printer_rows = [
         [

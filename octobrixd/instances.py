@@ -15,9 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-from octobrixd import paths
+from octobrixd import octoprint_api, paths
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.fsutil import write_atomic
 from octobrixd.paths import Layout
@@ -81,12 +79,16 @@ def _load_or_create_web_key(layout: Layout, name: str) -> WebKey:
     if existing is not None:
         return existing
     created = WebKey(secrets.token_urlsafe(18), secrets.token_hex(16).upper())
+    _save_web_key(layout, name, created)
+    return created
+
+
+def _save_web_key(layout: Layout, name: str, web_key: WebKey) -> None:
     path = layout.path(web_key_path(name))
     for directory in (path.parent.parent, path.parent):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
-    write_atomic(path, json.dumps(asdict(created)) + "\n", mode=0o600)
-    return created
+    write_atomic(path, json.dumps(asdict(web_key)) + "\n", mode=0o600)
 
 
 def read_credentials(layout: Layout, name: str) -> Credentials | None:
@@ -124,6 +126,9 @@ def load_or_create_credentials(layout: Layout, name: str) -> Credentials:
 
 
 def _load_yaml(path: Path) -> Any:
+    # Imported here: `octobrixctl status` reads the credentials (JSON) only, and starts faster without it.
+    import yaml
+
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -188,6 +193,8 @@ def _ensure_app_key(layout: Layout, name: str, user: str, api_key: str, *, ids: 
     for directory in (keys_file.parent.parent, keys_file.parent):
         directory.mkdir(exist_ok=True)
         os.chown(directory, uid, gid)
+    import yaml
+
     write_atomic(keys_file, yaml.safe_dump(updated, sort_keys=True), mode=0o600, uid=uid, gid=gid)
 
 
@@ -205,22 +212,41 @@ def needs_seeding(layout: Layout, name: str) -> bool:
     keys = _load_yaml(basedir / "data" / "appkeys" / "keys.yaml")
     if not _has_key(keys, credentials.username, credentials.api_key) or not _load_yaml(basedir / "users.yaml"):
         return True
-    # The overview's read-only user is made with the admin, on a basedir no OctoPrint has run on yet
-    # (a running OctoPrint would not know of it, and would write its own users over it).
+    # An instance set up before the front door has no read-only user for its overview yet.
     web_key = read_web_key(layout, name)
-    return web_key is not None and not _has_key(keys, WEB_USER, web_key.api_key)
+    return web_key is None or not _has_key(keys, WEB_USER, web_key.api_key)
 
 
-def seed_basedir(layout: Layout, name: str, uid: int, gid: int) -> Credentials:
+def seed_basedir(layout: Layout, name: str, uid: int, gid: int, *, serving_port: int | None = None) -> Credentials:
     """Give the instance its admin user and octobrixd's API key, once; later calls change nothing.
 
-    A fresh basedir also gets the read-only user the front door's overview asks as.
+    It also gets the read-only user the front door's overview asks as: in its files while its
+    OctoPrint is stopped (serving_port None); from a running OctoPrint, through its API, which
+    saves the user itself (it would write its own users over a file changed under it), so a
+    printing instance is never restarted for it.
     """
     credentials = load_or_create_credentials(layout, name)
     fresh = _ensure_admin(layout, name, credentials, uid, gid)
     _ensure_app_key(layout, name, credentials.username, credentials.api_key, ids=(uid, gid))
-    if fresh or read_web_key(layout, name) is not None:
+    if fresh or serving_port is None or read_web_key(layout, name) is not None:
         web_key = _load_or_create_web_key(layout, name)
         _ensure_web_user(layout, name, web_key, uid, gid)
         _ensure_app_key(layout, name, WEB_USER, web_key.api_key, ids=(uid, gid))
+    else:
+        _add_web_user_live(layout, name, credentials, serving_port)
     return credentials
+
+
+def _add_web_user_live(layout: Layout, name: str, credentials: Credentials, port: int) -> None:
+    password = secrets.token_urlsafe(18)
+    try:
+        octoprint_api.add_user(port, credentials.api_key, WEB_USER, password, WEB_PERMISSIONS)
+        api_key = octoprint_api.generate_app_key(port, credentials.api_key, WEB_USER, APP_ID)
+    except octoprint_api.ApiError as error:
+        # Not a reason to fail the apply: the overview's card says it cannot ask, until next time.
+        log.warning(
+            "could not make the overview's read-only user of %s yet (%s); the next apply tries again", name, error
+        )
+        return
+    _save_web_key(layout, name, WebKey(password, api_key))
+    log.info("made the overview's read-only user %s of %s", WEB_USER, name)

@@ -9,10 +9,15 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from octobrixd import paths
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
+
+if TYPE_CHECKING:
+    from octobrixd.config import Config
+    from octobrixd.farm_view import FarmView
 
 MANIFEST_VERSION = 1
 
@@ -54,6 +59,14 @@ def read_manifest(layout: Layout) -> Manifest:
         units=dict(body.get("units", {})),
         deferred=tuple(body.get("deferred", ())),
     )
+
+
+def octoprint_unit(name: str) -> str:
+    return f"octoprint@{name}.service"
+
+
+def streamer_unit(config: Config | FarmView, name: str) -> str:
+    return f"{config.streamer_of(name)}@{name}.service"
 
 
 def printer_of(unit: str) -> str | None:

@@ -46,18 +46,22 @@ def request(
     api_key: str,
     path: str,
     body: dict[str, Any] | None = None,
-    timeout: float = TIMEOUT,
     *,
+    timeout: float = TIMEOUT,
     api_version: str | None = None,
+    method: str | None = None,
 ) -> Any:
     """api_version: the X-OctoPrint-Api-Version to ask for (OctoPrint 2.0 answers the 1.x form
-    of a changed endpoint to a request without one)."""
+    of a changed endpoint to a request without one); method: when not POST with a body, GET without."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"X-Api-Key": api_key, "Content-Type": "application/json"}
     if api_version is not None:
         headers["X-OctoPrint-Api-Version"] = api_version
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method="POST" if data is not None else "GET"
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers=headers,
+        method=method or ("POST" if data is not None else "GET"),
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
@@ -134,3 +138,35 @@ def connect(port: int, api_key: str, device: str, baudrate: int | None, generati
     if baudrate:
         command["baudrate"] = baudrate
     request(port, api_key, "/api/connection", command)
+
+
+def add_user(port: int, api_key: str, user: str, password: str, permissions: tuple[str, ...]) -> None:
+    """Make a user in a running OctoPrint, which saves it itself: no group, only these permissions.
+
+    A user of that name that is there already (made by an apply that did not get to keep its key)
+    gets this password.
+    """
+    # Without "groups", OctoPrint puts a new user in its default groups, with all their rights.
+    body = {"name": user, "password": password, "active": True, "groups": [], "permissions": list(permissions)}
+    try:
+        request(port, api_key, "/api/access/users", body, timeout=BUSY_TIMEOUT)
+    except ApiError as error:
+        if not str(error).startswith("HTTP 409"):
+            raise
+        request(
+            port,
+            api_key,
+            f"/api/access/users/{user}/password",
+            {"password": password},
+            timeout=BUSY_TIMEOUT,
+            method="PUT",
+        )
+
+
+def generate_app_key(port: int, api_key: str, user: str, app: str) -> str:
+    """A new application key of user for app, made by the running OctoPrint (its appkeys plugin)."""
+    body = request(port, api_key, "/api/plugin/appkeys", {"command": "generate", "app": app, "user": user})
+    key = body.get("api_key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or not key:
+        raise ApiError("no key in the answer of /api/plugin/appkeys")
+    return key

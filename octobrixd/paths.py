@@ -19,6 +19,8 @@ MODPROBE_FILE = PurePosixPath("etc/modprobe.d/octobrix-uvcvideo.conf")
 STATE_DIR = PurePosixPath("var/lib/octobrix")
 MANIFEST = PurePosixPath("var/lib/octobrix/.manifest.json")
 DEVICE_LINK_DIR = PurePosixPath("dev/octobrix")
+# The front door's nginx site: there while the front door is on and applied.
+NGINX_SITE = PurePosixPath("etc/nginx/conf.d/octobrix.conf")
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,17 @@ from pathlib import PurePosixPath
 from octobrixd import paths
 from octobrixd.backups.schedule import timer_files
 from octobrixd.config import Config
+from octobrixd.manifest import octoprint_unit, streamer_unit
 from octobrixd.render_common import RenderedFile, header
-from octobrixd.render_octoprint import render_octoprint_seed
+from octobrixd.render_octoprint import ONLINE_CHECK_PLUGIN_NAME, render_octoprint_seed, render_online_check_plugin
 from octobrixd.render_udev import render_udev_rules
 from octobrixd.render_units import (
     DROPIN_NAME,
-    octoprint_unit,
     pip_constraints_path,
     render_octoprint_dropin,
     render_pip_constraints,
     render_streamer_dropin,
     render_sysusers,
-    streamer_unit,
 )
 from octobrixd.web.render import NGINX_SITE, render_frontdoor
 
@@ -27,6 +26,10 @@ SEED_NAME = "octobrix-seed.yaml"
 
 def seed_path(name: str) -> PurePosixPath:
     return paths.STATE_DIR / name / SEED_NAME
+
+
+def online_check_plugin_path(name: str) -> PurePosixPath:
+    return paths.STATE_DIR / name / "basedir" / "plugins" / ONLINE_CHECK_PLUGIN_NAME
 
 
 def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
@@ -39,6 +42,7 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
         files[dropin] = RenderedFile(render_octoprint_dropin(config, name))
         files[seed_path(name)] = RenderedFile(render_octoprint_seed(config, name), owner=name)
         files[pip_constraints_path(name)] = RenderedFile(render_pip_constraints(config, name))
+        files[online_check_plugin_path(name)] = RenderedFile(render_online_check_plugin(config), owner=name)
     for name in config.cameras:
         dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
         files[dropin] = RenderedFile(render_streamer_dropin(config, name))

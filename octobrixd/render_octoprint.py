@@ -17,7 +17,7 @@ from octobrixd.render_common import header
 
 VIRTUAL_PORT = "VIRTUAL"
 RESTART_COMMAND = (
-    "/usr/bin/python3 -c '__import__(\"os\").environ.get(\"OCTOBRIX_PORT\") and __import__(\"os\").killpg(0, 15)'"
+    '/usr/bin/python3 -c \'__import__("os").environ.get("OCTOBRIX_PORT") and __import__("os").killpg(0, 15)\''
 )
 DEFAULT_BAUDRATE = 115200
 # get_settings_version() of OctoPrint's bundled classicwebcam plugin, the same in 1.9, 1.10 and 1.11.
@@ -57,7 +57,11 @@ def octoprint_seed(config: Config, name: str, installed: str | None = None) -> d
         "port": printer.port,
         # With an admin user seeded and these answered, OctoPrint shows no setup wizard.
         "firstRun": False,
-        "onlineCheck": {"enabled": True},
+        # OctoPrint checks that it is online before it starts its server: on a farm without
+        # internet that takes ~6 s (two checks of three tries a second apart). It starts with
+        # the check off, and octobrix's plugin (ONLINE_CHECK_PLUGIN) turns it on once the server
+        # answers: the check runs as before, only in the background.
+        "onlineCheck": {"enabled": False},
         # A start that crashed half-way must not leave the next start in safe mode with
         # every plugin off: systemd restarts the instance, and it should come back whole.
         "ignoreIncompleteStartup": True,
@@ -134,6 +138,48 @@ def _webcam_seed(config: Config, camera: str) -> tuple[dict[str, Any], dict[str,
     }
     # Timelapses are rendered by ffmpeg, which OctoPrint only uses once it knows where it is.
     return classic, {"webcamEnabled": True, "ffmpeg": FFMPEG}
+
+
+ONLINE_CHECK_PLUGIN_NAME = "octobrix_online_check.py"
+# A single-file OctoPrint plugin (basedir/plugins/, loaded by OctoPrint 1.9 to 2.0). It runs first
+# after start-up, and turns the online check on, in memory: the settings page shows it on, and a
+# settings save keeps it on (OctoPrint sets its checker from the settings on every save). The
+# settings are put back to off at shutdown, so the next start does not wait either.
+ONLINE_CHECK_PLUGIN = """\
+import octoprint.plugin
+
+__plugin_name__ = "octobrix online check"
+__plugin_description__ = "Starts OctoPrint's online check once OctoPrint answers, not before (octobrix)"
+__plugin_author__ = "octobrix"
+__plugin_pythoncompat__ = ">=3.7,<4"
+
+ENABLED = ["server", "onlineCheck", "enabled"]
+
+
+class OnlineCheckAfterStartup(
+    octoprint.plugin.StartupPlugin, octoprint.plugin.ShutdownPlugin, octoprint.plugin.SettingsPlugin
+):
+    # SettingsPlugin: OctoPrint gives only those a self._settings.
+    def get_sorting_key(self, context=None):
+        # Before other plugins' after-startup work, which asks whether OctoPrint is online.
+        return -1000
+
+    def on_after_startup(self):
+        self._settings.global_set_boolean(ENABLED, True)
+        # Checks in the background now, and every server.onlineCheck.interval after.
+        self._connectivity_checker.enabled = True
+
+    def on_shutdown(self):
+        self._settings.global_set_boolean(ENABLED, False)
+        self._settings.save()
+
+
+__plugin_implementation__ = OnlineCheckAfterStartup()
+"""
+
+
+def render_online_check_plugin(config: Config) -> str:
+    return header(config.source) + ONLINE_CHECK_PLUGIN
 
 
 def render_octoprint_seed(config: Config, name: str) -> str:

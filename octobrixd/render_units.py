@@ -25,14 +25,6 @@ def render_pip_constraints(config: Config, name: str) -> str:
     return header(config.source) + f"{config.octoprint_requirement(name)}\n"
 
 
-def octoprint_unit(name: str) -> str:
-    return f"octoprint@{name}.service"
-
-
-def streamer_unit(config: Config, name: str) -> str:
-    return f"{config.streamer_of(name)}@{name}.service"
-
-
 def _environment(pairs: dict[str, str]) -> str:
     # Values are validated ints, IP literals, names and fixed flags: no quotes or backslashes. A
     # value with a space is quoted whole, or systemd would read it as two assignments.

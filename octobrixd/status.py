@@ -16,26 +16,25 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from octobrixd import recovery
-from octobrixd.applied import last_applied
+from octobrixd import paths, recovery
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
-from octobrixd.config import Config, load_config
 from octobrixd.errors import CommandError, ConfigError, OctobrixError
+from octobrixd.farm_view import FarmView, load_view
 from octobrixd.instances import CredentialsNeedRootError, read_credentials
-from octobrixd.manifest import printer_of, read_manifest, running_port
+from octobrixd.manifest import octoprint_unit, printer_of, read_manifest, running_port, streamer_unit
 from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
-from octobrixd.render_units import octoprint_unit, streamer_unit
 from octobrixd.systemd import journal_tail
 from octobrixd.urls import camera_url, printer_url
 from octobrixd.venv_contents import InstalledPlugin
 from octobrixd.venv_contents import report as venv_report
+
+if TYPE_CHECKING:
+    from octobrixd.config import Config
 
 JSON_VERSION = 1
 # The farm is listed, from the last config that applied, but the config file has mistakes.
@@ -155,6 +154,8 @@ def cgroup_memory(control_group: str, cgroup_root: Path = CGROUP_ROOT) -> int | 
         pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
     except (OSError, ValueError):
         return None
+    import psutil  # only for this rare case: status starts faster without it
+
     total = 0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
@@ -198,7 +199,7 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
     return fetch
 
 
-def _venv_fields(layout: Layout, config: Config, name: str, plugins: bool) -> dict[str, Any]:
+def _venv_fields(layout: Layout, config: Config | FarmView, name: str, plugins: bool) -> dict[str, Any]:
     if name not in config.printers:
         return {}
     venv = venv_report(layout, config, name, plugins=plugins)
@@ -218,14 +219,19 @@ def drift_notes(printers: Sequence[PrinterStatus]) -> list[str]:
     ]
 
 
-def removed_printers(config: Config, deferred: Sequence[str]) -> list[str]:
+def removed_printers(config: Config | FarmView, deferred: Sequence[str]) -> list[str]:
     """Printers taken out of the config while they printed: their OctoPrint runs on until the print
     ends, and status lists them ("removed", stop pending) so that they are not invisible meanwhile."""
     return [n for u in deferred if (n := printer_of(u)) is not None and n not in config.printers]
 
 
+def _frontdoor_serves(config: Config | FarmView, layout: Layout) -> bool:
+    """The front door is on and applied: its nginx site is there (status may run before apply)."""
+    return config.frontdoor.enabled and layout.path(paths.NGINX_SITE).exists()
+
+
 def collect(
-    config: Config,
+    config: Config | FarmView,
     layout: Layout,
     props: UnitProps,
     fetchers: Mapping[str, PrinterStateFetcher],
@@ -255,6 +261,9 @@ def collect(
             fix=recovery.what_to_do(unit),
         )
 
+    # The front door serves the printers and cameras of the config that applied: its site is there.
+    door = _frontdoor_serves(config, layout)
+
     def one_printer(name: str) -> PrinterStatus:
         printer = config.printers.get(name)
         unit = octoprint_unit(name)
@@ -277,7 +286,7 @@ def collect(
             device=device,
             device_path=None if printer is None or printer.virtual else f"/dev/octobrix/{name}",
             # Held back on the port it started with, or removed: the front door no longer leads there.
-            url=printer_url(config, name, host, port, through_door=unit not in deferred) if port else "-",
+            url=printer_url(config, name, host, port, through_door=door and unit not in deferred) if port else "-",
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
@@ -300,7 +309,7 @@ def collect(
                 name=name,
                 device="plugged" if link.exists() else "unplugged",
                 device_path=f"/dev/octobrix/{name}",
-                url=camera_url(config, name, host),
+                url=camera_url(config, name, host, through_door=door),
             )
         )
     return printer_rows, camera_rows
@@ -432,12 +441,20 @@ def to_json(
     return json.dumps(body, indent=2)
 
 
-def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config, list[str], str | None]:
+def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config | FarmView, list[str], str | None]:
     """The config the farm runs on, the config file's errors (none when it is valid) and what to do.
 
     A config with mistakes changes nothing, so while it has them the farm runs on the last
-    config that applied: that is what status lists, with the mistakes on top.
+    config that applied: that is what status lists, with the mistakes on top. A config file
+    unchanged since it last applied is not validated again: its view says the same, faster.
     """
+    view = load_view(layout, args.config, socket.gethostname())
+    if view is not None:
+        return view, [], None
+    # Validation needs pydantic, and its import is most of status's time: only when it is needed.
+    from octobrixd.applied import last_applied
+    from octobrixd.config import load_config
+
     try:
         return load_config(args.config), [], None
     except ConfigError as error:
@@ -452,6 +469,28 @@ def farm_config(args: argparse.Namespace, layout: Layout) -> tuple[Config, list[
             f"({saved}, kept in {applied.path}), listed below"
         )
         return applied.config, error.problems, hint
+
+
+def asked_early(
+    fetchers: Mapping[str, PrinterStateFetcher], ports: Mapping[str, int], pool: ThreadPoolExecutor
+) -> dict[str, PrinterStateFetcher]:
+    """fetchers, each already asking its printer's OctoPrint on the config's port in pool; collect
+    uses an answer only for a unit systemd says is active, and asks anew on another port (a port
+    change held back for a print)."""
+    started = {
+        name: (port, pool.submit(fetchers[name], name, port)) for name, port in ports.items() if name in fetchers
+    }
+
+    def answer(name: str, fetch: PrinterStateFetcher) -> PrinterStateFetcher:
+        def fetch_early(_name: str, port: int) -> tuple[str | None, float | None]:
+            asked_port, future = started.get(name, (None, None))
+            if future is not None and asked_port == port:
+                return future.result()
+            return fetch(name, port)
+
+        return fetch_early
+
+    return {name: answer(name, fetch) for name, fetch in fetchers.items()}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -494,14 +533,18 @@ def main(args: argparse.Namespace, layout: Layout | None = None) -> int:
     notes = [NEEDS_ROOT_NOTE] if need_root else []
     deadline = time.monotonic() + max(0.0, args.wait)
     retries = recovery.read_schedule(layout)
+    wanted = [n for n in config.printers if not args.names or n in args.names]
     while True:
-        props = query_units(units)
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(wanted)))) as pool:
+            # The OctoPrints are asked while systemd is: together they were most of status's work.
+            early = asked_early(fetchers, {n: config.printers[n].port for n in wanted}, pool)
+            props = query_units(units)
         deferred = read_manifest(layout).deferred
         printers, cameras = collect(
             config,
             layout,
             props,
-            fetchers,
+            early,
             config.octobrix.public_host or socket.gethostname(),
             names=args.names,
             deferred=deferred,

@@ -62,8 +62,7 @@ def load_serial_drivers(proc_devices: Path = Path("/proc/devices")) -> None:
     result = run(["modprobe", "-a", *missing], check=False)
     if result.returncode != 0:
         log.warning(
-            "could not load %s (%s): printers plugged in later may be refused to their OctoPrint until "
-            "a reboot",
+            "could not load %s (%s): printers plugged in later may be refused to their OctoPrint until a reboot",
             " ".join(missing),
             result.stderr.strip() or f"exit {result.returncode}",
         )

@@ -1,23 +1,48 @@
-"""The addresses other computers reach the farm by, as status prints them and export hands them out.
+"""The addresses of the farm: where each stream's program serves it, and the URLs other computers
+reach the farm by, as status prints them and export hands them out.
 
 With the front door on, that is the front door (`http://HOST[:PORT]/NAME/`): one port, the farm
 login, and it works through a firewall that lets only that port in. Without it, each OctoPrint's
-and each stream's own port on the configured `public_host`.
+and each stream's own port on the configured `public_host`. Imports nothing heavy: status uses it
+on its fast path, with the applied config's plain view instead of the validated models.
 """
 
 from __future__ import annotations
 
-from octobrixd.cameras import PATHS, stream_url, url_host
-from octobrixd.config import Config
+import ipaddress
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from octobrixd.config import Config
+    from octobrixd.farm_view import FarmView
+
+HTTP_PORT = 80
+# Each streamer program's stream and snapshot paths (keys: the config's Streamer values).
+PATHS = {
+    "ustreamer": ("/stream", "/snapshot"),
+    "mjpg-streamer": ("/?action=stream", "/?action=snapshot"),
+}
 
 
-def farm_base(config: Config, host: str) -> str:
+def url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+def frontdoor_prefix(name: str) -> str:
+    """Where the front door serves camera NAME's stream and snapshot."""
+    return f"/cam/{name}/"
+
+
+def farm_base(config: Config | FarmView, host: str) -> str:
     """The front door's root URL (its port left out when it is HTTP's own)."""
-    door = "" if config.frontdoor.port == 80 else f":{config.frontdoor.port}"
+    door = "" if config.frontdoor.port == HTTP_PORT else f":{config.frontdoor.port}"
     return f"http://{url_host(host)}{door}/"
 
 
-def printer_url(config: Config, name: str, host: str, port: int, *, through_door: bool = True) -> str:
+def printer_url(config: Config | FarmView, name: str, host: str, port: int, *, through_door: bool = True) -> str:
     """Printer NAME's OctoPrint. through_door=False for an instance the front door does not lead to
     (yet, or any more): removed from the config, or still on the port it started with."""
     if config.frontdoor.enabled and through_door and name in config.printers:
@@ -25,10 +50,9 @@ def printer_url(config: Config, name: str, host: str, port: int, *, through_door
     return f"http://{url_host(host)}:{port}/"
 
 
-def camera_url(config: Config, name: str, host: str, *, through_door: bool = True) -> str:
+def camera_url(config: Config | FarmView, name: str, host: str, *, through_door: bool = True) -> str:
     """Camera NAME's live stream."""
+    stream, _ = PATHS[str(config.streamer_of(name))]
     if config.frontdoor.enabled and through_door:
-        # stream_url's path on the front door, with the host that status and export name.
-        return farm_base(config, host) + stream_url(config, name).removeprefix("/")
-    stream, _ = PATHS[config.streamer_of(name)]
+        return farm_base(config, host) + frontdoor_prefix(name).removeprefix("/") + stream.removeprefix("/")
     return f"http://{url_host(host)}:{config.cameras[name].port}{stream}"

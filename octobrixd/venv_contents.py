@@ -17,9 +17,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from octobrixd.config import PLUGIN_URL_RE, REQUIREMENT_RE, Config
 from octobrixd.paths import Layout
+from octobrixd.requirements import PLUGIN_URL_RE, REQUIREMENT_RE
+
+if TYPE_CHECKING:
+    from octobrixd.config import Config
+    from octobrixd.farm_view import FarmView
 
 # What `uv venv --seed` puts in every venv; never the user's plugins.
 SEED = frozenset({"pip", "setuptools", "wheel"})
@@ -349,7 +354,7 @@ def drift_of(versions: Mapping[str, str], requirements: Sequence[str]) -> str | 
     return "; ".join(problems) or None
 
 
-def report(layout: Layout, config: Config, name: str, *, plugins: bool = True) -> VenvReport:
+def report(layout: Layout, config: Config | FarmView, name: str, *, plugins: bool = True) -> VenvReport:
     """What printer NAME's venv holds against the config; plugins=False skips listing its plugins (which
     reads every distribution's metadata, ~8 ms for OctoPrint's ~75) when only the version matters."""
     requirements = (config.octoprint_requirement(name), *config.printers[name].plugins)

@@ -92,6 +92,7 @@ def test_render_writes_the_tree_and_nothing_else(ctl: Ctl, tmp_path: Path) -> No
         "etc/systemd/system/octoprint@demo.service.d/50-octobrix.conf",
         "etc/sysusers.d/octobrix.conf",
         "etc/udev/rules.d/99-octobrix.rules",
+        "var/lib/octobrix/demo/basedir/plugins/octobrix_online_check.py",
         "var/lib/octobrix/demo/octobrix-seed.yaml",
         "var/lib/octobrix/demo/pip-constraints.txt",
     ]

@@ -10,12 +10,15 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from octobrixd import paths
-from octobrixd.config import Config
 from octobrixd.fsutil import write_atomic
 from octobrixd.paths import Layout
+
+if TYPE_CHECKING:
+    from octobrixd.config import Config
+    from octobrixd.farm_view import FarmView
 
 STATE_FILE = paths.STATE_DIR / ".backups.json"
 
@@ -58,7 +61,7 @@ def now_text() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def failures(layout: Layout, config: Config) -> list[LastBackup]:
+def failures(layout: Layout, config: Config | FarmView) -> list[LastBackup]:
     """The configured printers whose last backup failed."""
     state = read_state(layout)
     return [row for name, row in sorted(state.items()) if name in config.printers and not row.ok]
@@ -79,7 +82,7 @@ def health(layout: Layout, config: Config | None) -> list[tuple[bool, str, str |
     return [(True, f"last backups all succeeded (latest {latest})", None)]
 
 
-def status_lines(layout: Layout, config: Config, names: list[str]) -> list[str]:
+def status_lines(layout: Layout, config: Config | FarmView, names: list[str]) -> list[str]:
     return [
         f"backup of {row.name} failed at {row.when}: {row.error} (`sudo octobrixctl backup {row.name}` retries)"
         for row in failures(layout, config)

@@ -17,8 +17,8 @@ from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.found import Found, Source
 from octobrixd.importers.move import going_back, run_import
 from octobrixd.importers.plan import ImportPlan, make_import_plan
+from octobrixd.manifest import octoprint_unit
 from octobrixd.paths import Layout
-from octobrixd.render_units import octoprint_unit
 
 READERS: dict[Source, ModuleType] = {
     Source.OCTOPRINT_DEPLOY: octoprint_deploy,

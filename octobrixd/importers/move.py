@@ -34,9 +34,9 @@ from octobrixd.importers.copy import Survey, copy_basedir
 from octobrixd.importers.found import UNIT_DIR
 from octobrixd.importers.plan import ImportPlan, PrinterMove, state_after, state_path
 from octobrixd.instances import read_credentials
+from octobrixd.manifest import octoprint_unit
 from octobrixd.paths import Layout
 from octobrixd.render_common import instance_user
-from octobrixd.render_units import octoprint_unit
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from octobrixd.config import REQUIREMENT_RE
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.proc import run
+from octobrixd.requirements import REQUIREMENT_RE
 from octobrixd.venv_contents import canonical, satisfies, version_key
 
 log = logging.getLogger(__name__)

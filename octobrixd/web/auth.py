@@ -31,9 +31,12 @@ class FarmLogin:
     cookie_secret: str
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"username": self.username, "password_hash": self.password_hash, "cookie_secret": self.cookie_secret}
-        ) + "\n"
+        return (
+            json.dumps(
+                {"username": self.username, "password_hash": self.password_hash, "cookie_secret": self.cookie_secret}
+            )
+            + "\n"
+        )
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:

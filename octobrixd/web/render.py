@@ -19,8 +19,9 @@ from pathlib import PurePosixPath
 from octobrixd import cameras, paths
 from octobrixd.config import Config
 from octobrixd.render_common import header
+from octobrixd.urls import frontdoor_prefix
 
-NGINX_SITE = PurePosixPath("etc/nginx/conf.d/octobrix.conf")
+NGINX_SITE = paths.NGINX_SITE
 # One file per printer: `farm "KEY";`, the map entry that gives a farm-logged-in request that
 # instance's key. Root-only, written by apply next to the other secrets (instances.py).
 KEY_MAP_DIR = paths.STATE_DIR / ".secrets" / "frontdoor"
@@ -97,7 +98,7 @@ def _printer_location(config: Config, name: str, upstream_host: str) -> str:
 
 
 def _camera_location(config: Config, name: str, upstream_host: str) -> str:
-    prefix = cameras.frontdoor_prefix(name)
+    prefix = frontdoor_prefix(name)
     return (
         f"    location {prefix} {{\n"
         + _guarded()
@@ -132,12 +133,10 @@ def render_frontdoor(config: Config) -> str:
         header(config.source)
         + "# The farm at one address: every printer's OctoPrint at /NAME/, cameras at /cam/NAME/, the farm\n"
         "# login and overview at /, served by octobrix-web.service. Secrets live in the included files.\n\n"
-        "map $http_upgrade $octobrix_connection {\n    default upgrade;\n    \"\" \"\";\n}\n"
+        'map $http_upgrade $octobrix_connection {\n    default upgrade;\n    "" "";\n}\n'
         + _key_maps(config)
         + f"upstream octobrix_web {{\n    server unix:{WEB_SOCKET};\n}}\n\n"
-        "server {\n"
-        + _listen_lines(config)
-        + "    server_name _;\n"
+        "server {\n" + _listen_lines(config) + "    server_name _;\n"
         "    # The farm login's check: the client's cookie and headers go along, the body does not.\n"
         f"    location = {AUTH_PATH} {{\n"
         "        internal;\n"
@@ -147,22 +146,16 @@ def render_frontdoor(config: Config) -> str:
         "        client_max_body_size 0;\n"
         '        proxy_set_header Content-Length "";\n'
         "        proxy_set_header X-Original-URI $request_uri;\n"
-        "        proxy_set_header X-Original-Method $request_method;\n"
-        + web_headers
-        + "    }\n"
+        "        proxy_set_header X-Original-Method $request_method;\n" + web_headers + "    }\n"
         "    # Not logged in: the web service sends a browser to the login page, an API client a 401.\n"
         "    location @octobrix_refused {\n"
         "        proxy_pass http://octobrix_web;\n"
         "        proxy_set_header X-Octobrix-Refused 1;\n"
         "        proxy_pass_request_body off;\n"
         '        proxy_set_header Content-Length "";\n'
-        "        client_max_body_size 0;\n"
-        + web_headers
-        + "    }\n"
+        "        client_max_body_size 0;\n" + web_headers + "    }\n"
         "    location / {\n"
-        "        proxy_pass http://octobrix_web;\n"
-        + web_headers
-        + '        proxy_set_header X-Octobrix-Refused "";\n'
+        "        proxy_pass http://octobrix_web;\n" + web_headers + '        proxy_set_header X-Octobrix-Refused "";\n'
         "        client_max_body_size 1m;\n"
         "    }\n"
         + "".join(_printer_location(config, name, upstream_host) for name in sorted(config.printers))

@@ -65,7 +65,7 @@ def read_farm_credentials(layout: Layout) -> FarmCredentials | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OctobrixError(
             f"cannot read the farm login from {path}: {exc}",
-            hint="fix the file by hand ({\"username\": ..., \"password\": ...}) and run `sudo octobrixctl apply`",
+            hint='fix the file by hand ({"username": ..., "password": ...}) and run `sudo octobrixctl apply`',
         ) from None
 
 
@@ -87,8 +87,9 @@ def _ensure_farm_login(layout: Layout) -> bool:
     changed = False
     if farm is None:
         farm = FarmCredentials(FARM_USER, secrets.token_urlsafe(12))
-        changed |= _write_if_changed(layout.path(FARM_LOGIN), json.dumps({"username": farm.username,
-                                                                          "password": farm.password}) + "\n")
+        changed |= _write_if_changed(
+            layout.path(FARM_LOGIN), json.dumps({"username": farm.username, "password": farm.password}) + "\n"
+        )
     web_login_path = layout.path(WEB_LOGIN)
     current: FarmLogin | None = None
     if web_login_path.exists():

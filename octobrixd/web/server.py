@@ -117,8 +117,13 @@ class Handler(BaseHTTPRequestHandler):
     def logged_in(self) -> bool:
         return auth.valid_cookie(self.context.login, self._cookie())
 
-    def send(self, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -153,8 +158,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.command in ("GET", "HEAD") and "text/html" in self.headers.get("Accept", ""):
             self.to_login()
             return
-        self.send(HTTPStatus.UNAUTHORIZED, b'{"error": "log in to the farm, or send this printer\'s API key"}\n',
-                  "application/json")
+        self.send(
+            HTTPStatus.UNAUTHORIZED,
+            b'{"error": "log in to the farm, or send this printer\'s API key"}\n',
+            "application/json",
+        )
 
     def do_GET(self) -> None:
         if self.headers.get(REFUSED_HEADER):
