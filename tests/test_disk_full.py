@@ -20,6 +20,7 @@ import pytest
 
 from octobrixd.applied import APPLIED_CONFIG
 from octobrixd.errors import OctobrixError
+from octobrixd.farm_view import VIEW_FILE
 from octobrixd.paths import Layout
 from octobrixd.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
 from tests.conftest import REPO
@@ -79,9 +80,10 @@ def small_disk(mount_disk: Callable[[str], Path]) -> Path:
 
 def pages_to_write(before: Tree, after: Tree) -> int:
     """Space apply needs going from before to after: each changed file, and the manifest twice."""
-    # Not the copy of the applied config: it is written once the apply succeeded, outside its
-    # all-or-nothing set (octobrixd.applied).
-    changed = [v for p, v in after.files.items() if before.files.get(p) != v and p != str(APPLIED_CONFIG)]
+    # Not the copy of the applied config nor status's view of it: they are written once the apply
+    # succeeded, outside its all-or-nothing set (octobrixd.applied).
+    after_success = {str(APPLIED_CONFIG), str(VIEW_FILE)}
+    changed = [v for p, v in after.files.items() if before.files.get(p) != v and p not in after_success]
     manifest = after.files["var/lib/octobrix/.manifest.json"]
     return sum(math.ceil(len(v[0]) / PAGE) for v in [*changed, manifest]) * PAGE
 
