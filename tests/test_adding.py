@@ -4,11 +4,13 @@ service passing a request on."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,9 @@ from octobrixd.config import load_config, parse_config
 from octobrixd.devices import Device, DeviceKind, complete
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
+from octobrixd.web import auth
+from octobrixd.web.context import WebContext
+from octobrixd.web.server import FarmServer, unix_listener
 from tests.factories import camera, printer
 
 STARTER = Path(__file__).parents[1] / "packaging" / "octobrix.toml"
@@ -234,3 +239,76 @@ def test_asking_with_no_octobrixd_says_what_to_check(tmp_path: Path) -> None:
     with pytest.raises(OctobrixError, match="cannot reach octobrixd") as error:
         channel.ask(tmp_path / "none.sock", {"op": "add"})
     assert error.value.hint and "systemctl status octobrixd" in error.value.hint
+
+
+def test_a_hostile_name_from_the_terminal_is_refused_the_same_way(tmp_path: Path) -> None:
+    path = starter_copy(tmp_path)
+    devices = scanned(printer("/dev/ttyUSB0", "1-1", "PRN0001"), tmp_path=tmp_path)
+    found = build_found(devices, load_config(path))
+    reply = refusal(path, AddRequest(found[0].id, 'x"]\n[printers.evil'), found=found, devices=devices)
+    assert "is not a valid name" in str(reply["error"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The web service passes requests on
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=10)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(self.unix_path))
+
+
+def web_request(web: Path, method: str, path: str, cookie: str, body: object = None, **headers: str) -> tuple[int, Any]:
+    conn = UnixHTTPConnection(web)
+    data = None if body is None else json.dumps(body).encode()
+    sent = {"Cookie": cookie, "Content-Type": "application/json", **headers}
+    conn.request(method, path, body=data, headers=sent)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"null")
+
+
+def test_the_web_service_shows_the_found_list_and_passes_only_the_narrow_request_on(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    publish(layout, build_found(scanned(printer("/dev/ttyUSB0", "1-1", "S1"), tmp_path=tmp_path), None))
+    login = auth.make_login("farm", "pw")
+    web_socket = tmp_path / "web.sock"
+    server = FarmServer(
+        WebContext(config=parse_config(STARTER.read_text()), login=login, layout=layout), unix_listener(web_socket)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    listener = channel.listen(channel.socket_path(tmp_path), os.getgid())
+    got: list[bytes] = []
+
+    def handle(data: bytes) -> dict[str, object]:
+        got.append(data)
+        return {"ok": False, "error": "no", "hint": "h"}
+
+    def octobrixd() -> None:
+        conn, _ = listener.accept()
+        channel.serve(conn, os.getuid(), handle)
+
+    thread = threading.Thread(target=octobrixd)
+    thread.start()
+    try:
+        cookie = f"{auth.COOKIE}={auth.issue_cookie(login)}"
+        status, body = web_request(web_socket, "GET", "/api/found", cookie)
+        assert status == 200 and body["found"][0]["serial"] == "S1"
+        assert web_request(web_socket, "GET", "/api/found", "")[0] == 401
+        assert web_request(web_socket, "POST", "/api/add", "", {"device": "x", "name": "y"})[0] == 401
+        other_site = {"Origin": "http://evil.example", "Host": "farm"}
+        assert web_request(web_socket, "POST", "/api/add", cookie, {"name": "y"}, **other_site)[0] == 403
+        item = body["found"][0]
+        posted = {"device": item["id"], "name": "ender", "serial": "FORGED", "virtual": True}
+        status, answer_body = web_request(web_socket, "POST", "/api/add", cookie, posted)
+        thread.join(5)
+        assert status == 409 and answer_body == {"ok": False, "error": "no", "hint": "h"}
+        assert json.loads(got[0]) == {"op": "add", "device": item["id"], "name": "ender"}
+    finally:
+        server.shutdown()
+        server.server_close()
+        listener.close()

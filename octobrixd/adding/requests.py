@@ -123,6 +123,8 @@ def plan_add(
     request: AddRequest, found: Sequence[Found], devices: Iterable[Device], config: Config
 ) -> tuple[str, list[config_edit.Edit]]:
     """The entry's key path and the edits that add it; refused with why and what to do."""
+    # Checked here too: `octobrixctl add` builds its request without parse_request.
+    _name(request.name, "name")
     item = next((f for f in found if f.id == request.device), None)
     if item is None:
         bound = next((d for d in devices if device_id(d) == request.device and d.bound_to), None)
