@@ -446,7 +446,7 @@ class MainLoop:
         if self.monitor is not None:
             # The found list needs udev, as hotplug does.
             busy = printing_now(daemon.layout) if daemon.layout.live else (lambda _name: False)
-            adding = AddService(daemon.config_path, daemon.layout, self.monitor.context, busy, self._ask_apply)
+            adding = AddService(daemon.config_path, daemon.layout, busy, self._ask_apply)
             self.adding = adding
             self.finder = BackgroundJob("found", lambda: adding.rescan(daemon.config))
             self.selector.register(self.finder.wake_reader, selectors.EVENT_READ, self._on_found)

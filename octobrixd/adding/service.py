@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyudev
+
 from octobrixd import v4l2
 from octobrixd.adding import channel
 from octobrixd.adding.found import Found, build_found, publish
@@ -29,13 +31,13 @@ class AddService:
         self,
         config_path: Path,
         layout: Layout,
-        context: Any,
         busy: Callable[[str], bool],
         applied: Callable[[], None],
     ) -> None:
         self.config_path = config_path
         self.layout = layout
-        self.context = context
+        # Its own: libudev objects must not be shared with the hotplug monitor's thread.
+        self.context = pyudev.Context()
         self.busy = busy
         # Called (from a worker thread) after a request changed the config.
         self.applied = applied
