@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from octobrixd import systemd, v4l2
 from octobrixd.adding.found import Found, build_found, device_id
 from octobrixd.adding.requests import AddRequest, perform
+from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import load_config
 from octobrixd.devices import Device, DeviceKind, scan
 from octobrixd.discover import wait_for_device
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.paths import Layout
 
 DAEMON_UNIT = "octobrixd.service"
 
@@ -33,10 +33,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up waiting for a plug after this long (default: never)"
     )
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"the config to add to (default {DEFAULT_CONFIG})"
-    )
-    parser.add_argument("--root", type=Path, default=Path("/"), help="read /proc under this directory (for tests)")
+    add_config_argument(parser)
+    add_root_argument(parser)
 
 
 def describe(item: Found) -> str:

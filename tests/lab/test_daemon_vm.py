@@ -88,12 +88,17 @@ def guest_logs_on_failure(request: pytest.FixtureRequest, farm_vm: Vm) -> Iterat
         print("--- octoprint.log (printer1) ---\n" + log.stdout)
 
 
-@pytest.fixture(scope="module")
-def printer1(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+def cable_out(vm: Vm, serial: str) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+    """A board with this serial number, its cable not plugged in yet; gone from the VM afterwards."""
     sim = MarlinSim()
-    adapter = farm_vm.plug_usb_serial("PRN0001", sim, connect=False)
+    adapter = vm.plug_usb_serial(serial, sim, connect=False)
     yield adapter, sim
     adapter.remove()
+
+
+@pytest.fixture(scope="module")
+def printer1(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+    yield from cable_out(farm_vm, "PRN0001")
 
 
 def test_plugged_printer_becomes_operational_by_itself(
@@ -285,10 +290,7 @@ def farm_page(farm_vm: Vm) -> FarmPage:
 
 @pytest.fixture(scope="module")
 def ender(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
-    sim = MarlinSim()
-    adapter = farm_vm.plug_usb_serial("PRN0100", sim, connect=False)
-    yield adapter, sim
-    adapter.remove()
+    yield from cable_out(farm_vm, "PRN0100")
 
 
 def test_a_plugged_board_is_found_and_added_from_the_page_untouched_until_octoprint(
