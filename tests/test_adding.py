@@ -17,6 +17,7 @@ import pytest
 from octobrixd.adding import channel
 from octobrixd.adding.found import FOUND_FILE, build_found, device_id, publish
 from octobrixd.adding.requests import AddRequest, RemoveRequest, answer, parse_request, perform
+from octobrixd.adding.service import AddService
 from octobrixd.config import load_config, parse_config
 from octobrixd.devices import Device, DeviceKind, complete
 from octobrixd.errors import OctobrixError
@@ -312,3 +313,17 @@ def test_the_web_service_shows_the_found_list_and_passes_only_the_narrow_request
         server.shutdown()
         server.server_close()
         listener.close()
+
+
+def test_octobrixd_answers_from_its_own_found_list_and_asks_for_an_apply_only_after_a_write(tmp_path: Path) -> None:
+    path = starter_copy(tmp_path)
+    applied: list[bool] = []
+    service = AddService(path, Layout(tmp_path), lambda _name: False, lambda: applied.append(True))
+    devices = scanned(printer("/dev/ttyUSB0", "1-1", "PRN0001"), tmp_path=tmp_path)
+    service.devices, service.found = devices, build_found(devices, load_config(path))
+    request = {"op": "add", "device": service.found[0].id, "name": "ender"}
+    refused = service.handle(json.dumps({**request, "name": "demo"}).encode())
+    assert refused["ok"] is False and applied == []
+    added = service.handle(json.dumps(request).encode())
+    assert added["ok"] is True and applied == [True]
+    assert load_config(path).printers["ender"].serial == "PRN0001"
