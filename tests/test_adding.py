@@ -327,3 +327,6 @@ def test_octobrixd_answers_from_its_own_found_list_and_asks_for_an_apply_only_af
     added = service.handle(json.dumps(request).encode())
     assert added["ok"] is True and applied == [True]
     assert load_config(path).printers["ender"].serial == "PRN0001"
+    published = json.loads((tmp_path / FOUND_FILE).read_text())
+    assert (published["found"], published["setting_up"]) == ([], {"ender": "printer"}), "being set up, not found"
+    assert service.handle(json.dumps(request).encode())["ok"] is False, "the same device cannot be added twice"

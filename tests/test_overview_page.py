@@ -56,6 +56,7 @@ class FrontDoor:
     # The found list it serves, the add/remove requests the page posted, and octobrixd's answer to them.
     found: list[dict[str, Any]] = field(default_factory=list)
     posted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    setting_up: dict[str, str] = field(default_factory=dict)
     answer: dict[str, Any] = field(default_factory=lambda: {"ok": True, "message": "added"})
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,7 +77,7 @@ def front_door_handler(door: FrontDoor) -> type[QuietHandler]:
                     door.farm_requests += 1
                 self.reply(200, door.overview.answer())
             elif path == "/api/found":
-                self.reply(200, json.dumps({"found": door.found}).encode())
+                self.reply(200, json.dumps({"found": door.found, "setting_up": door.setting_up}).encode())
             elif path == "/cam/vcam/snapshot":
                 with door.lock:
                     door.snapshots += 1
@@ -260,11 +261,14 @@ def test_a_found_board_is_added_with_only_its_name_and_a_card_removed_after_aski
     name = browser.one(f"{first} .name")
     assert name.get_attribute("value") == state.found[0]["proposed_name"]
     name.clear()
-    name.send_keys("ender")
+    name.send_keys("prusa")
     browser.one(f"{first} button").click()
     browser.wait_for("the add request", lambda: state.posted, timeout=10)
-    assert state.posted == [("/api/add", {"device": state.found[0]["id"], "name": "ender"})]
-    browser.wait_for("setting up", lambda: "Setting up ender" in browser.text("#found-result"), timeout=10)
+    assert state.posted == [("/api/add", {"device": state.found[0]["id"], "name": "prusa"})]
+    browser.wait_for("setting up", lambda: "Setting up prusa" in browser.text("#found-result"), timeout=10)
+    state.setting_up = {"prusa": "printer", "mini": "printer"}
+    browser.wait_for("its setting-up entry", lambda: "prusa: setting up" in browser.text("#found-list"), timeout=10)
+    assert "mini: setting up" not in browser.text("#found-list"), "one with a card already is not listed"
 
     state.answer = {"ok": False, "error": "printers.mini: mini is printing, so it is not taken out", "hint": "wait"}
     browser.script("window.confirm = () => true")

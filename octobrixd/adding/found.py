@@ -149,17 +149,19 @@ def build_found(devices: Iterable[Device], config: Config | None) -> tuple[Found
     return tuple(found)
 
 
-def found_json(found: Iterable[Found], *, now: float | None = None) -> str:
+def found_json(found: Iterable[Found], setting_up: Mapping[str, str] | None = None, *, now: float | None = None) -> str:
     body = {
         "version": JSON_VERSION,
         "updated": time.time() if now is None else now,
         "found": [item.to_json() for item in found],
+        # Added, their apply not done yet: name -> "printer" or "camera".
+        "setting_up": dict(setting_up or {}),
     }
     return json.dumps(body, indent=1) + "\n"
 
 
-def publish(layout: Layout, found: Iterable[Found]) -> None:
+def publish(layout: Layout, found: Iterable[Found], setting_up: Mapping[str, str] | None = None) -> None:
     """World-readable on purpose: it says only what `octobrixctl discover` tells any user."""
     path = layout.path(FOUND_FILE)
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    write_atomic(path, found_json(found), mode=0o644)
+    write_atomic(path, found_json(found, setting_up), mode=0o644)

@@ -17,9 +17,10 @@ import pyudev
 from octobrixd import v4l2
 from octobrixd.adding import channel
 from octobrixd.adding.found import Found, build_found, publish
-from octobrixd.adding.requests import answer, parse_request, perform
+from octobrixd.adding.requests import AddRequest, answer, parse_request, perform
 from octobrixd.config import Config
 from octobrixd.devices import Device, scan
+from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
 from octobrixd.render_units import WEB_SERVICE_USER
 
@@ -44,6 +45,8 @@ class AddService:
         self.lock = threading.Lock()
         self.devices: tuple[Device, ...] = ()
         self.found: tuple[Found, ...] = ()
+        # Names just added (name -> kind) whose apply has not finished yet.
+        self.setting_up: dict[str, str] = {}
 
     def rescan(self, config: Config | None) -> int:
         """What is plugged in now against the config in force; published for the web service."""
@@ -51,17 +54,30 @@ class AddService:
         found = build_found(inventory.devices, config)
         with self.lock:
             self.devices, self.found = inventory.devices, found
-        publish(self.layout, found)
+            if config is not None:
+                # In force now: its card says how it is doing from here on.
+                names = set(config.printers) | set(config.cameras)
+                self.setting_up = {n: k for n, k in self.setting_up.items() if n not in names}
+            publish(self.layout, found, self.setting_up)
         return len(found)
 
     def handle(self, data: bytes) -> dict[str, Any]:
+        try:
+            request = parse_request(data)
+        except OctobrixError as error:
+            log.info("add interface refused a request: %s", error)
+            return {"ok": False, "error": str(error), "hint": error.hint}
         # One request at a time: two adds racing for one name or port would both pass their checks.
         with self.lock:
             reply = answer(
-                lambda: perform(
-                    parse_request(data), self.config_path, found=self.found, devices=self.devices, busy=self.busy
-                )
+                lambda: perform(request, self.config_path, found=self.found, devices=self.devices, busy=self.busy)
             )
+            if reply["ok"] and isinstance(request, AddRequest):
+                # Until the apply is done the page shows it as being set up, no longer as found.
+                added = next(f for f in self.found if f.id == request.device)
+                self.setting_up[request.name] = str(added.kind)
+                self.found = tuple(f for f in self.found if f.id != request.device)
+                publish(self.layout, self.found, self.setting_up)
         if reply["ok"]:
             self.applied()
         else:

@@ -275,18 +275,29 @@ function newFoundItem(item) {
   return root;
 }
 
+function settingUpItem([name, kind]) {
+  const item = document.createElement("li");
+  item.className = "found-item setting-up";
+  item.dataset.name = name;
+  item.textContent = `${name}: setting up (writing its entry, preparing its ${kind === "camera" ? "stream" : "OctoPrint"})…`;
+  return item;
+}
+
 async function refreshFound() {
   const response = await fetch("api/found", { credentials: "same-origin", cache: "no-store" });
   if (!response.ok) return;
-  const found = (await response.json()).found || [];
+  const body = await response.json();
+  const found = body.found || [];
+  // Added, not applied yet: no card until octobrixd has set it up.
+  const settingUp = Object.entries(body.setting_up || {}).filter(([name]) => !cards.has(name));
   const list = document.getElementById("found-list");
-  const json = JSON.stringify(found);
+  const json = JSON.stringify([found, settingUp]);
   // Rebuilt only when the list changes, so a name being typed is not lost.
   if (json !== list.lastJson) {
     list.lastJson = json;
-    list.replaceChildren(...found.map(newFoundItem));
+    list.replaceChildren(...settingUp.map(settingUpItem), ...found.map(newFoundItem));
   }
-  show(document.getElementById("found"), found.length > 0);
+  show(document.getElementById("found"), found.length + settingUp.length > 0);
 }
 
 async function removePrinter(name) {
