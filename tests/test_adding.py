@@ -330,3 +330,14 @@ def test_octobrixd_answers_from_its_own_found_list_and_asks_for_an_apply_only_af
     published = json.loads((tmp_path / FOUND_FILE).read_text())
     assert (published["found"], published["setting_up"]) == ([], {"ender": "printer"}), "being set up, not found"
     assert service.handle(json.dumps(request).encode())["ok"] is False, "the same device cannot be added twice"
+
+
+def test_a_dry_run_shows_the_entry_and_writes_nothing(tmp_path: Path) -> None:
+    path = starter_copy(tmp_path)
+    before = path.read_bytes()
+    devices = scanned(printer("/dev/ttyUSB0", "1-1", None), tmp_path=tmp_path)
+    found = build_found(devices, load_config(path))
+    shown = perform(AddRequest(found[0].id, "ender"), path, found=found, devices=devices, dry_run=True)
+    assert '+[printers.ender]\n+usb_port = "1-1"\n+port = 5001' in shown
+    assert "follows the cable" in shown, "the entry says it is bound by port, and what that means"
+    assert path.read_bytes() == before

@@ -33,6 +33,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up waiting for a plug after this long (default: never)"
     )
+    parser.add_argument("--dry-run", action="store_true", help="print the entry it would write, change nothing")
     add_config_argument(parser)
     add_root_argument(parser)
 
@@ -99,7 +100,10 @@ def main(args: argparse.Namespace) -> int:
         print(describe(item))
     name = args.name or (_ask_name(item) if item is not None else "")
     request = AddRequest(chosen, name, args.port, args.printer)
-    print(perform(request, args.config, found=found, devices=inventory.devices))
+    said = perform(request, args.config, found=found, devices=inventory.devices, dry_run=args.dry_run)
+    print(said)
+    if args.dry_run:
+        return 0
     if layout.live:
         systemd.try_reload([DAEMON_UNIT])
     print(f"Follow it with `octobrixctl status {name}`; the farm page shows its card.")

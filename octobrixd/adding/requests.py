@@ -8,6 +8,7 @@ that reads and writes /etc/octobrix.toml through config_edit.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -200,6 +201,17 @@ def plan_remove(
 # The thin layer
 
 
+def _preview(config_path: Path, edits: Sequence[config_edit.Edit]) -> str:
+    """The lines the edits would add and take out, checked like the real edit; nothing written."""
+    text = config_path.read_text(encoding="utf-8")
+    new_text = text
+    for edit in edits:
+        new_text = edit(new_text)
+    config_edit.checked(new_text, str(config_path))
+    diff = difflib.unified_diff(text.splitlines(), new_text.splitlines(), str(config_path), "(after)", lineterm="", n=1)
+    return "\n".join(diff)
+
+
 def perform(
     request: Request,
     config_path: Path,
@@ -207,21 +219,25 @@ def perform(
     found: Sequence[Found] = (),
     devices: Iterable[Device] = (),
     busy: Callable[[str], bool] = lambda _name: False,
+    dry_run: bool = False,
 ) -> str:
-    """Check the request against the config as it is on disk now, then write it; one line on success."""
+    """Check the request against the config as it is on disk now, then write it; one line on success
+    (with dry_run: the change it would make, written nowhere)."""
     config = load_config(config_path)
     if isinstance(request, AddRequest):
         key, edits = plan_add(request, found, devices, config)
     else:
         key, edits = plan_remove(request, config, busy)
     try:
+        if dry_run:
+            return _preview(config_path, edits)
         config_edit.edit_config_file(config_path, *edits)
     except ConfigError as error:
         raise refused(error.problems[0], hint=error.hint or "`octobrixctl check` explains") from None
-    verb = "added" if isinstance(request, AddRequest) else "took out"
-    log.info("%s [%s] in %s", verb, key, config_path)
     if isinstance(request, AddRequest):
+        log.info("added [%s] to %s", key, config_path)
         return f"added [{key}] to {config_path}; octobrixd is setting it up"
+    log.info("took [%s] out of %s", key, config_path)
     return f"took [{key}] out of {config_path}; its data under /var/lib/octobrix is kept"
 
 
