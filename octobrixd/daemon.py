@@ -440,6 +440,7 @@ class MainLoop:
         if self.monitor is not None:
             self.selector.register(self.monitor, selectors.EVENT_READ, self._on_devices)
         self.adding: AddService | None = None
+        self.add_offered = False
         self.finder: BackgroundJob[int] | None = None
         self.apply_reader, self._apply_writer = socket.socketpair()
         self.selector.register(self.apply_reader, selectors.EVENT_READ, self._on_apply_asked)
@@ -499,6 +500,8 @@ class MainLoop:
             if self.monitor is not None:
                 for event in self.monitor.present():
                     self.daemon.on_device(event)
+        if not self.add_offered:
+            # After an apply: it made the web service's user the socket's group is.
             self._offer_add_interface()
         if self.finder is not None:
             # Bindings change with the config: a device just added is no longer "found".
@@ -547,6 +550,7 @@ class MainLoop:
         if opened is None:
             return
         listener, allowed_uid = opened
+        self.add_offered = True
         self.selector.register(listener, selectors.EVENT_READ, lambda: self._on_add_request(listener, allowed_uid))
 
     def _on_add_request(self, listener: socket.socket, allowed_uid: int) -> None:
