@@ -70,7 +70,8 @@ def farm_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[Vm]:
     try:
         vm.start()
         vm.write_file("/etc/octobrix.toml", CONFIG)
-        install_offline(vm, workdir, wheelhouse(), timeout=SLOW)
+        # On a loaded two-core machine the emulated install alone took longer than SLOW.
+        install_offline(vm, workdir, wheelhouse(), timeout=2 * SLOW)
         yield vm
     finally:
         vm.stop()
