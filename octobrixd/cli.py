@@ -27,6 +27,7 @@ log = logging.getLogger("octobrixctl")
 MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("octobrixd.status", "one line per printer and camera: service, resources, printer state, URL"),
     "discover": ("octobrixd.discover", "list plugged-in printer boards and cameras, with config entries for them"),
+    "add": ("octobrixd.adding.cli", "add the printer board or camera plugged in next (or --device) to the farm"),
     "kmod": ("octobrixd.kmod", "the patched uvcvideo driver for several cameras per USB bus: status, install"),
     "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
     "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),

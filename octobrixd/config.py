@@ -230,10 +230,10 @@ def _check_baudrate(value: int) -> int:
 
 
 def _check_camera_ref(value: str) -> str:
-    return _check_name(value)
+    return check_name(value)
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
     if not NAME_RE.match(value) or len(value) > NAME_MAX:
         raise ValueError(
             f"{value!r} is not a valid name: use lowercase letters, digits and dashes "
@@ -576,7 +576,7 @@ def parse_config(text: str, source: str = "/etc/octobrix.toml") -> Config:
             entries: dict[str, _Model] = {}
             for name, entry_raw in value.items():
                 try:
-                    _check_name(name)
+                    check_name(name)
                     name_ok = True
                 except ValueError as exc:
                     problems.add((key, name), str(exc))

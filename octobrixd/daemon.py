@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd import octoprint_api, plug_counts, systemd
+from octobrixd.adding.service import AddService
 from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.cliargs import add_config_argument, add_root_argument
@@ -450,6 +451,18 @@ class MainLoop:
         daemon.refresh_status = self._wake_for_status
         if self.monitor is not None:
             self.selector.register(self.monitor, selectors.EVENT_READ, self._on_devices)
+        self.adding: AddService | None = None
+        self.add_offered = False
+        self.finder: BackgroundJob[int] | None = None
+        self.apply_reader, self._apply_writer = socket.socketpair()
+        self.selector.register(self.apply_reader, selectors.EVENT_READ, self._on_apply_asked)
+        if self.monitor is not None:
+            # The found list needs udev, as hotplug does.
+            busy = printing_now(daemon.layout) if daemon.layout.live else (lambda _name: False)
+            adding = AddService(daemon.config_path, daemon.layout, busy, self._ask_apply)
+            self.adding = adding
+            self.finder = BackgroundJob("found", lambda: adding.rescan(daemon.config))
+            self.selector.register(self.finder.wake_reader, selectors.EVENT_READ, self._on_found)
         self.started = False
         self.stopping = False
         self.watchdog = watchdog_interval()
@@ -499,6 +512,12 @@ class MainLoop:
             if self.monitor is not None:
                 for event in self.monitor.present():
                     self.daemon.on_device(event)
+        if not self.add_offered:
+            # After an apply: it made the web service's user the socket's group is.
+            self._offer_add_interface()
+        if self.finder is not None:
+            # Bindings change with the config: a device just added is no longer "found".
+            self.finder.request()
         # An instance may have failed while no daemon ran, or before this config.
         self.recoverer.request()
         self.status.request()
@@ -535,6 +554,41 @@ class MainLoop:
                 self.daemon.count_plug(event)
                 self.daemon.on_device(event)
         self.status.request()
+        if self.finder is not None:
+            self.finder.request()
+
+    # --- the add interface (octobrixd/adding) ---
+
+    def _offer_add_interface(self) -> None:
+        opened = self.adding.open_listener() if self.adding is not None else None
+        if opened is None:
+            return
+        listener, allowed_uid = opened
+        self.add_offered = True
+        self.selector.register(listener, selectors.EVENT_READ, lambda: self._on_add_request(listener, allowed_uid))
+
+    def _on_add_request(self, listener: socket.socket, allowed_uid: int) -> None:
+        conn, _ = listener.accept()
+        if self.adding is not None:
+            self.adding.serve(conn, allowed_uid)
+
+    def _on_found(self) -> None:
+        if self.finder is None:
+            return
+        try:
+            count = self.finder.collect()
+        except JobFailed:
+            return  # logged with its traceback; the next plug or apply looks again
+        if count:
+            log.info("found %d device(s) that no entry binds", count)
+
+    def _ask_apply(self) -> None:
+        # From the add interface's thread: only a byte crosses over.
+        self._apply_writer.send(b"a")
+
+    def _on_apply_asked(self) -> None:
+        self.apply_reader.recv(64)
+        self.reconciler.request()
 
     def _on_signal(self) -> None:
         for received in self.signal_reader.recv(64):

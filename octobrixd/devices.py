@@ -476,7 +476,7 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
-class _Allocator:
+class Allocator:
     """Hands out instance names and ports that the config (and earlier suggestions) do not use."""
 
     def __init__(self, config: Config | None) -> None:
@@ -501,7 +501,7 @@ class _Allocator:
         return port
 
 
-def suggest_entry(device: Device, allocator: _Allocator) -> str:
+def suggest_entry(device: Device, allocator: Allocator) -> str:
     """The TOML table that would bind one device, with comments saying what it is and why."""
     match = suggest_match(device)
     where = f"USB port {device.usb.port}"
@@ -557,7 +557,7 @@ def _interface_of(sys_path: str) -> tuple[int, ...]:
     return (int(found[1]), int(found[2])) if found else ()
 
 
-def _first_ports(devices: list[Device]) -> tuple[list[Device], list[tuple[Device, Device]]]:
+def first_ports(devices: list[Device]) -> tuple[list[Device], list[tuple[Device, Device]]]:
     """The devices to suggest entries for, and the (second port, first port) of boards with several."""
     first: dict[str, Device] = {}
     for device in (d for d in devices if d.kind is DeviceKind.PRINTER):
@@ -574,14 +574,14 @@ def suggest_entries(devices: Iterable[Device], config: Config | None, *, target:
     config file the user should paste into.
     """
     devices = list(devices)
-    allocator = _Allocator(config)
+    allocator = Allocator(config)
     source = target or (config.source if config is not None else str(DEFAULT_CONFIG))
     parts: list[str] = []
     for device in devices:
         if device.bound_to:
             names = ", ".join(f"{device.kind.section}.{name}" for name in device.bound_to)
             parts.append(f"# {device.node} ({_comment(device.usb.label)}) is already bound by {names}.\n")
-    unbound, second_ports = _first_ports([d for d in devices if not d.bound_to])
+    unbound, second_ports = first_ports([d for d in devices if not d.bound_to])
     for device, first in second_ports:
         # One board, one entry: the udev rule links its first serial port only.
         parts.append(

@@ -107,3 +107,9 @@ def reload_or_start(units: Sequence[str]) -> None:
     # A running nginx re-reads its config and keeps every open connection; a stopped one starts.
     if units:
         _systemctl(["reload-or-restart"], units)
+
+
+def try_reload(units: Sequence[str]) -> None:
+    # A running octobrixd re-reads the config (SIGHUP); a stopped one stays stopped.
+    if units:
+        _systemctl(["try-reload-or-restart"], units)

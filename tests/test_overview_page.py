@@ -6,6 +6,7 @@ farm (install.sh, nginx, the web service, real OctoPrints) is in tests/lab/test_
 
 from __future__ import annotations
 
+import json
 import struct
 import tempfile
 import threading
@@ -14,12 +15,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from octobrixd.adding.found import build_found
 from octobrixd.config import parse_config
+from octobrixd.devices import complete
 from octobrixd.paths import Layout
 from octobrixd.web.overview import FarmOverview
+from tests.factories import printer
 from tests.httpstub import QuietHandler, serving
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
@@ -48,6 +53,11 @@ class FrontDoor:
     snapshots: int = 0
     streams_open: int = 0
     streams_total: int = 0
+    # The found list it serves, the add/remove requests the page posted, and octobrixd's answer to them.
+    found: list[dict[str, Any]] = field(default_factory=list)
+    posted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    setting_up: dict[str, str] = field(default_factory=dict)
+    answer: dict[str, Any] = field(default_factory=lambda: {"ok": True, "message": "added"})
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -66,6 +76,8 @@ def front_door_handler(door: FrontDoor) -> type[QuietHandler]:
                 with door.lock:
                     door.farm_requests += 1
                 self.reply(200, door.overview.answer())
+            elif path == "/api/found":
+                self.reply(200, json.dumps({"found": door.found, "setting_up": door.setting_up}).encode())
             elif path == "/cam/vcam/snapshot":
                 with door.lock:
                     door.snapshots += 1
@@ -74,6 +86,12 @@ def front_door_handler(door: FrontDoor) -> type[QuietHandler]:
                 self.stream()
             else:
                 self.reply(404, b"not here", "text/plain")
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            with door.lock:
+                door.posted.append((self.path, body))
+            self.reply(200 if door.answer["ok"] else 409, json.dumps(door.answer).encode())
 
         def stream(self) -> None:
             with door.lock:
@@ -221,3 +239,44 @@ def test_readable_on_a_phone(door: tuple[FrontDoor, Browser, str]) -> None:
         "return [...document.querySelectorAll('.name, .badge')].map(e => parseFloat(getComputedStyle(e).fontSize))"
     )
     assert min(sizes) >= 16, sizes
+
+
+def test_a_found_board_is_added_with_only_its_name_and_a_card_removed_after_asking(
+    door: tuple[FrontDoor, Browser, str], tmp_path: Path
+) -> None:
+    state, browser, base = door
+    (tmp_path / "proc").mkdir()
+    twins = complete(
+        [printer("/dev/ttyUSB0", "1-1", "SAME"), printer("/dev/ttyUSB1", "1-2", "SAME")],
+        config=None, layout=Layout(tmp_path), query_formats=None,
+    ).devices  # fmt: skip
+    state.found = [item.to_json() for item in build_found(twins, None)]
+    browser.get(f"{base}/")
+    browser.wait_for("the found boards", lambda: len(browser.script(
+        "return [...document.querySelectorAll('.found-item')]")) == 2, timeout=20)  # fmt: skip
+    first = f'.found-item[data-id="{state.found[0]["id"]}"]'
+    assert "USB port 1-1" in browser.text(f"{first} .facts") and "serial SAME" in browser.text(f"{first} .facts")
+    assert "Bound by USB port" in browser.text(f"{first} .port-note")
+    assert "follows the cable" in browser.text(f"{first} .port-note")
+    name = browser.one(f"{first} .name")
+    assert name.get_attribute("value") == state.found[0]["proposed_name"]
+    name.clear()
+    name.send_keys("prusa")
+    browser.one(f"{first} button").click()
+    browser.wait_for("the add request", lambda: state.posted, timeout=10)
+    assert state.posted == [("/api/add", {"device": state.found[0]["id"], "name": "prusa"})]
+    browser.wait_for("setting up", lambda: "Setting up prusa" in browser.text("#found-result"), timeout=10)
+    state.setting_up = {"prusa": "printer", "mini": "printer"}
+    browser.wait_for("its setting-up entry", lambda: "prusa: setting up" in browser.text("#found-list"), timeout=10)
+    assert "mini: setting up" not in browser.text("#found-list"), "one with a card already is not listed"
+
+    state.answer = {"ok": False, "error": "printers.mini: mini is printing, so it is not taken out", "hint": "wait"}
+    browser.script("window.confirm = () => true")
+    browser.one('.card[data-name="mini"] .remove').click()
+    browser.wait_for("the refusal", lambda: "mini is printing" in browser.text("#problem"), timeout=10)
+    assert state.posted[-1] == ("/api/remove", {"kind": "printer", "name": "mini"})
+    browser.script("window.confirm = () => false")
+    browser.one('.card[data-name="voron-2"] .remove').click()
+    time.sleep(0.5)
+    assert state.posted[-1][1]["name"] == "mini", "nothing is removed without a yes"
+    assert browser.console_errors() == [] or all("409" in e for e in browser.console_errors())

@@ -12,11 +12,14 @@ Routes (nginx sends everything not under /NAME/ or /cam/NAME/ here):
   GET  /api/farm         overview.farm(context): JSON bytes (farm login required)
   GET  /metrics          metrics.scrape(context): Prometheus text ([frontdoor] metrics = true; the metrics
                          token as a bearer token, or the farm login)
+  GET  /api/found        the devices octobrixd found that no entry binds (farm login required)
+  POST /api/add, /api/remove   passed on to octobrixd's add interface (farm login, same origin)
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import mimetypes
 import socket
@@ -28,6 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from octobrixd.adding import channel
+from octobrixd.adding.found import FOUND_FILE
+from octobrixd.errors import OctobrixError
 from octobrixd.web import auth, overview
 from octobrixd.web.context import WebContext
 
@@ -42,6 +48,8 @@ REFUSED_HEADER = "X-Octobrix-Refused"
 FAILED_LOGIN_DELAY = 1.0
 METRICS_REFUSED = b"send the metrics token (`sudo octobrixctl credentials` shows it) as a bearer token\n"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What the page may send octobrixd: nothing else of a posted body is passed on.
+EDIT_FIELDS = {"/api/add": ("add", ("device", "name", "port", "printer")), "/api/remove": ("remove", ("kind", "name"))}
 
 LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -197,6 +205,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/farm":
             self.api_farm()
             return
+        if path == "/api/found":
+            self.api_found()
+            return
         self.send(HTTPStatus.NOT_FOUND, b"not found\n")
 
     def do_POST(self) -> None:
@@ -209,6 +220,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == "/logout":
             self.logout()
+            return
+        if path in EDIT_FIELDS:
+            self.api_edit(path)
             return
         self.send(HTTPStatus.NOT_FOUND, b"not found\n")
 
@@ -280,6 +294,42 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_farm(self) -> None:
         self.send(HTTPStatus.OK, overview.farm(self.context), "application/json")
+
+    def send_json(self, status: int, body: dict[str, Any]) -> None:
+        self.send(status, json.dumps(body).encode() + b"\n", "application/json")
+
+    def api_found(self) -> None:
+        try:
+            body = self.context.layout.path(FOUND_FILE).read_bytes()
+        except FileNotFoundError:
+            self.send_json(HTTPStatus.OK, {"found": [], "note": "octobrixd has not looked for devices yet"})
+            return
+        self.send(HTTPStatus.OK, body, "application/json")
+
+    def api_edit(self, path: str) -> None:
+        """Add or remove: the web service only passes the narrow request on; octobrixd checks and writes."""
+        if not self.logged_in():
+            self.send_json(HTTPStatus.UNAUTHORIZED, {"ok": False, "error": "log in first"})
+            return
+        if not same_origin(self.headers):
+            self.send_json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "only the farm's own page may change it"})
+            return
+        op, fields = EDIT_FIELDS[path]
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            posted = json.loads(self.rfile.read(length)) if 0 < length <= 4096 else None
+        except ValueError:
+            posted = None
+        if not isinstance(posted, dict):
+            self.send_json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "send one small JSON object"})
+            return
+        request = {"op": op, **{key: posted[key] for key in fields if posted.get(key) is not None}}
+        try:
+            answer = channel.ask(channel.socket_path(self.context.layout.root), request)
+        except OctobrixError as error:
+            self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": str(error), "hint": error.hint})
+            return
+        self.send_json(HTTPStatus.OK if answer.get("ok") else HTTPStatus.CONFLICT, answer)
 
 
 class FarmServer(ThreadingHTTPServer):

@@ -70,7 +70,8 @@ def farm_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[Vm]:
     try:
         vm.start()
         vm.write_file("/etc/octobrix.toml", CONFIG)
-        install_offline(vm, workdir, wheelhouse(), timeout=SLOW)
+        # On a loaded two-core machine the emulated install alone took longer than SLOW.
+        install_offline(vm, workdir, wheelhouse(), timeout=2 * SLOW)
         yield vm
     finally:
         vm.stop()
@@ -88,12 +89,17 @@ def guest_logs_on_failure(request: pytest.FixtureRequest, farm_vm: Vm) -> Iterat
         print("--- octoprint.log (printer1) ---\n" + log.stdout)
 
 
-@pytest.fixture(scope="module")
-def printer1(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+def cable_out(vm: Vm, serial: str) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+    """A board with this serial number, its cable not plugged in yet; gone from the VM afterwards."""
     sim = MarlinSim()
-    adapter = farm_vm.plug_usb_serial("PRN0001", sim, connect=False)
+    adapter = vm.plug_usb_serial(serial, sim, connect=False)
     yield adapter, sim
     adapter.remove()
+
+
+@pytest.fixture(scope="module")
+def printer1(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+    yield from cable_out(farm_vm, "PRN0001")
 
 
 def test_plugged_printer_becomes_operational_by_itself(
@@ -233,3 +239,160 @@ def test_killed_daemon_comes_back_and_instances_keep_running(farm_vm: Vm) -> Non
         timeout=SLOW,
     )
     assert main_pid(farm_vm, "octoprint@printer1.service") == instance_pid
+
+
+# ---------------------------------------------------------------------------------------------
+# Plug it in, click Add (octobrixd/adding): the web service's API with the farm login, as the
+# overview page uses it, and `octobrixctl add` in the terminal.
+
+STARTER = (Path(__file__).parents[2] / "packaging" / "octobrix.toml").read_text(encoding="utf-8")
+DEMO_ENTRY = "[printers.demo]\nvirtual = true\nport = 5000\n"
+# The starter file with every comment, without the demo (no OctoPrint but the added ones runs under
+# emulation), and the offline wheels.
+ADD_CONFIG = STARTER.replace(DEMO_ENTRY, "").replace("[octobrix]\n", f'[octobrix]\nwheels = "{WHEELS_IN_GUEST}"\n', 1)
+ADD_SOCKET = "/run/octobrix/add.sock"
+
+
+def comment_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.lstrip().startswith("#")]
+
+
+class FarmPage:
+    """The overview's API in the guest, logged in with the farm login as a browser is (curl's jar)."""
+
+    def __init__(self, vm: Vm) -> None:
+        self.vm = vm
+        line = next(ln for ln in vm.run(["octobrixctl", "credentials"]).stdout.splitlines() if "farm login" in ln)
+        user, password = line.split("  user ", 1)[1].split("  password ", 1)
+        vm.run(["curl", "-sS", "-o", "/dev/null", "-c", "/root/farm.jar", "--data-urlencode", f"username={user}",
+                "--data-urlencode", f"password={password.strip()}", "http://127.0.0.1/login"])  # fmt: skip
+
+    def get(self, path: str) -> Any:
+        return json.loads(self.vm.run(["curl", "-sS", "-b", "/root/farm.jar", f"http://127.0.0.1{path}"]).stdout)
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        out = self.vm.run(["curl", "-sS", "-b", "/root/farm.jar", "-H", "Content-Type: application/json",
+                           "-w", "\n%{http_code}", "--data-binary", json.dumps(body),
+                           f"http://127.0.0.1{path}"], timeout=120).stdout  # fmt: skip
+        text, _, code = out.rpartition("\n")
+        return int(code), json.loads(text)
+
+    def found(self, serial: str) -> list[dict[str, Any]]:
+        return [f for f in self.get("/api/found")["found"] if f["serial"] == serial]
+
+
+@pytest.fixture(scope="module")
+def farm_page(farm_vm: Vm) -> FarmPage:
+    farm_vm.write_file("/etc/octobrix.toml", ADD_CONFIG)
+    units = ("octoprint@printer1.service", "octoprint@printer2.service")
+    wait_until("the starter-based config applied", lambda: all(main_pid(farm_vm, unit) == 0 for unit in units))
+    return FarmPage(farm_vm)
+
+
+@pytest.fixture(scope="module")
+def ender(farm_vm: Vm) -> Iterator[tuple[UsbSerialAdapter, MarlinSim]]:
+    yield from cable_out(farm_vm, "PRN0100")
+
+
+def test_a_plugged_board_is_found_and_added_from_the_page_untouched_until_octoprint(
+    farm_vm: Vm, farm_page: FarmPage, ender: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    adapter, sim = ender
+    plugged_at = time.monotonic()
+    adapter.plug()
+    (item,) = wait_until("the board to be listed as found", lambda: farm_page.found("PRN0100"), timeout=60, every=0.5)
+    found_seconds = time.monotonic() - plugged_at
+    assert (item["kind"], item["bound_by"], item["match"], item["driver"]) == (
+        "printer",
+        "serial",
+        "PRN0100",
+        "ftdi_sio",
+    )
+    assert 5001 <= item["proposed_port"] < 5010, item
+    assert sim.received == b"", "finding it sent nothing to the printer"
+
+    code, answer = farm_page.post("/api/add", {"device": item["id"], "name": "ender"})
+    assert (code, answer["ok"]) == (200, True), answer
+    assert sim.received == b"", "adding it sent nothing to the printer"
+    wait_until(
+        "ender Operational",
+        lambda: "ender" in status(farm_vm) and printer_state(farm_vm, "ender") == "Operational",
+        timeout=SLOW,
+    )
+    operational_seconds = time.monotonic() - plugged_at
+    print(f"\nVM (TCG): plug -> found {found_seconds:.1f} s, plug -> added and Operational {operational_seconds:.1f} s")
+    # The first bytes the printer ever got are OctoPrint's handshake.
+    assert "M110" in sim.lines[0] or "M115" in sim.lines[0], sim.lines[:3]
+    text = farm_vm.read_file("/etc/octobrix.toml").decode()
+    assert comment_lines(STARTER) == [ln for ln in comment_lines(text) if ln in comment_lines(STARTER)]
+    assert set(comment_lines(STARTER)) <= set(comment_lines(text)), "every comment of the starter file kept"
+    assert f'[printers.ender]\nserial = "PRN0100"\nport = {item["proposed_port"]}\n' in text
+    assert farm_page.found("PRN0100") == [], "an added board is no longer found"
+    cards = {card["name"]: card for card in farm_page.get("/api/farm")["printers"]}
+    assert cards["ender"]["state"] == "operational"
+
+
+def test_forged_unseen_and_hostile_requests_are_refused_and_write_nothing(farm_vm: Vm, farm_page: FarmPage) -> None:
+    before = farm_vm.read_file("/etc/octobrix.toml")
+    forged = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+        ' s.sendall(b\'{"op": "remove", "kind": "printer", "name": "printer1"}\\n\');'
+        " print(s.makefile().readline())"
+    )
+    reply = json.loads(farm_vm.run(["python3", "-c", forged, ADD_SOCKET]).stdout)
+    assert reply["ok"] is False and "refused" in reply["error"] and "uid 0" in reply["error"], reply
+    mode = farm_vm.run(["stat", "-c", "%U:%G %a", ADD_SOCKET]).stdout.split()
+    assert mode == ["root:octobrix_web", "660"]
+    code, unseen = farm_page.post("/api/add", {"device": "0123456789abcdef", "name": "ghost"})
+    assert code == 409 and "has not seen that device" in unseen["error"] and unseen["hint"], unseen
+    code, hostile = farm_page.post("/api/add", {"device": "0123456789abcdef", "name": 'x"]\n[printers.evil'})
+    assert code == 409 and "is not a valid name" in hostile["error"], hostile
+    code, taken = farm_page.post("/api/remove", {"kind": "printer", "name": "nope"})
+    assert code == 409 and "no such entry" in taken["error"], taken
+    assert farm_vm.read_file("/etc/octobrix.toml") == before
+
+
+def test_two_boards_with_one_serial_are_both_proposed_by_usb_port(farm_vm: Vm, farm_page: FarmPage) -> None:
+    twins = [farm_vm.plug_usb_serial("DUP0001", MarlinSim(), port=port) for port in ("3", "4")]
+    try:
+        both = wait_until(
+            "both twins found", lambda: len(farm_page.found("DUP0001")) == 2 and farm_page.found("DUP0001")
+        )
+        assert sorted(f["match"] for f in both) == sorted(str(twin.guest_port) for twin in twins)
+        for item in both:
+            assert item["bound_by"] == "usb_port", item
+            assert "also reported by" in item["why_port"] and "follows the cable" in item["port_note"], item
+        assert len({f["proposed_name"] for f in both}) == 2 and len({f["proposed_port"] for f in both}) == 2
+        assert all(twin.sim.received == b"" for twin in twins)
+    finally:
+        for twin in twins:
+            twin.remove()
+
+
+def test_remove_from_the_page_keeps_the_data_then_octobrixctl_add_with_a_plug_brings_it_back(
+    farm_vm: Vm, farm_page: FarmPage, ender: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    adapter, _sim = ender
+    code, removed = farm_page.post("/api/remove", {"kind": "printer", "name": "ender"})
+    assert (code, removed["ok"]) == (200, True), removed
+    wait_until("ender's OctoPrint stopped", lambda: main_pid(farm_vm, "octoprint@ender.service") == 0)
+    assert exists(farm_vm, "/var/lib/octobrix/ender/basedir/config.yaml"), "its data is kept"
+    adapter.pull()
+    farm_vm.sh(
+        "rm -f /tmp/add.*; : > /tmp/add.out;"
+        " (octobrixctl add --name ender --timeout 600 > /tmp/add.out 2>&1; echo $? > /tmp/add.rc) >/dev/null 2>&1 &"
+    )
+    wait_until(
+        "add to say plug in", lambda: b"Plug in the printer board" in farm_vm.read_file("/tmp/add.out"), timeout=300
+    )
+    adapter.plug()
+    wait_until("add to finish", lambda: exists(farm_vm, "/tmp/add.rc"), timeout=300)
+    out = farm_vm.read_file("/tmp/add.out").decode()
+    assert farm_vm.read_file("/tmp/add.rc").decode().strip() == "0", out
+    assert "added [printers.ender]" in out and "PRN0100" in out, out
+    wait_until(
+        "ender Operational again",
+        lambda: "ender" in status(farm_vm) and printer_state(farm_vm, "ender") == "Operational",
+        timeout=SLOW,
+    )
+    assert '[printers.ender]\nserial = "PRN0100"\n' in farm_vm.read_file("/etc/octobrix.toml").decode()

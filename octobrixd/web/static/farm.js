@@ -10,6 +10,7 @@ const cards = new Map(); // printer name -> {root, el: {...}, camera: {...} | nu
 let farmTimer = null;
 let snapshotTimer = null;
 let lastGood = null;
+let printerNames = [];
 
 function $(root, selector) {
   return root.querySelector(selector);
@@ -46,11 +47,12 @@ function newCard(printer) {
     camera: $(root, ".camera"), snapshot: $(root, ".snapshot"), nopicture: $(root, ".nopicture"),
     camname: $(root, ".camname"), live: $(root, ".live"),
     job: $(root, ".job"), file: $(root, ".file"), bar: $(root, ".bar"), percent: $(root, ".percent"),
-    left: $(root, ".left"), temps: $(root, ".temps"), pending: $(root, ".pending"),
+    left: $(root, ".left"), temps: $(root, ".temps"), pending: $(root, ".pending"), remove: $(root, ".remove"),
   };
   root.dataset.name = printer.name;
   const card = { root, el, camera: null, lastJson: "" };
   el.live.addEventListener("click", () => toggleLive(card));
+  el.remove.addEventListener("click", () => removePrinter(printer.name));
   el.snapshot.addEventListener("error", () => pictureMissing(card));
   el.snapshot.addEventListener("load", () => pictureShown(card));
   return card;
@@ -211,11 +213,100 @@ async function refreshFarm() {
     if (!response.ok) throw new Error(`the farm computer answered ${response.status}`);
     const farm = await response.json();
     lastGood = new Date();
+    printerNames = farm.printers.map((printer) => printer.name);
     render(farm);
+    await refreshFound();
   } catch (error) {
     const since = lastGood ? ` Showing what it said at ${lastGood.toLocaleTimeString()}.` : "";
     problem(`Cannot reach the farm computer (${error.message}).${since}`);
   }
+}
+
+// --- Found devices: Add asks octobrixd (through the web service) to write the entry --------------
+
+async function postEdit(path, body) {
+  const response = await fetch(path, {
+    method: "POST", credentials: "same-origin", cache: "no-store",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({ ok: false, error: `the farm computer answered ${response.status}` }));
+  return answer.ok ? answer.message : `${answer.error}${answer.hint ? ` (${answer.hint})` : ""}`;
+}
+
+function foundResult(text) {
+  const node = document.getElementById("found-result");
+  setText(node, text || "");
+  show(node, Boolean(text));
+}
+
+function foundFacts(item) {
+  const maker = [item.vendor, item.product].filter(Boolean).join(" ") || item.label;
+  return `${maker} (${item.vid_pid}), driver ${item.driver || "none"}, USB port ${item.usb_port}, `
+    + `serial ${item.serial || "none"}, now ${item.node}`;
+}
+
+function newFoundItem(item) {
+  const root = document.getElementById("found-item").content.firstElementChild.cloneNode(true);
+  root.dataset.id = item.id;
+  const camera = item.kind === "camera";
+  setText($(root, ".what"), `${camera ? "Camera" : "Printer board"}: ${item.label}`);
+  setText($(root, ".facts"), foundFacts(item));
+  const note = item.cannot_bind || (item.port_note && `Bound by USB port, because ${item.why_port}: ${item.port_note}.`);
+  setText($(root, ".port-note"), note || "");
+  show($(root, ".port-note"), Boolean(note));
+  const name = $(root, ".name");
+  name.value = item.proposed_name;
+  setText($(root, ".port"), `port ${item.proposed_port}`);
+  const select = $(root, ".printer");
+  if (camera) {
+    select.replaceChildren(new Option("no printer", ""), ...printerNames.map((n) => new Option(n, n)));
+    show($(root, ".shown-by"), true);
+  }
+  const form = $(root, ".add");
+  $(root, "button").disabled = Boolean(item.cannot_bind);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { device: item.id, name: name.value };
+    if (camera && select.value) body.printer = select.value;
+    foundResult(`Adding ${name.value}…`);
+    const said = await postEdit("api/add", body);
+    foundResult(said.startsWith("added") ? `Setting up ${name.value}: its card appears above. ${said}` : said);
+  });
+  return root;
+}
+
+function settingUpItem([name, kind]) {
+  const item = document.createElement("li");
+  item.className = "found-item setting-up";
+  item.dataset.name = name;
+  item.textContent = `${name}: setting up (writing its entry, preparing its ${kind === "camera" ? "stream" : "OctoPrint"})…`;
+  return item;
+}
+
+async function refreshFound() {
+  const response = await fetch("api/found", { credentials: "same-origin", cache: "no-store" });
+  if (!response.ok) return;
+  const body = await response.json();
+  const found = body.found || [];
+  // Added, not applied yet: no card until octobrixd has set it up.
+  const settingUp = Object.entries(body.setting_up || {}).filter(([name]) => !cards.has(name));
+  const list = document.getElementById("found-list");
+  const json = JSON.stringify([found, settingUp]);
+  // Rebuilt only when the list changes, so a name being typed is not lost.
+  if (json !== list.lastJson) {
+    list.lastJson = json;
+    list.replaceChildren(...settingUp.map(settingUpItem), ...found.map(newFoundItem));
+  }
+  show(document.getElementById("found"), found.length + settingUp.length > 0);
+}
+
+async function removePrinter(name) {
+  const question = `Take ${name} out of the farm? Its OctoPrint stops; its settings, uploads and users are kept `
+    + "(adding it again brings them back). A printer that is printing is not taken out.";
+  if (!window.confirm(question)) return;
+  const said = await postEdit("api/remove", { kind: "printer", name });
+  problem(said.startsWith("took") ? null : said);
+  refreshFarm();
 }
 
 function refreshSnapshots() {

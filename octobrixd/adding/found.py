@@ -1,0 +1,167 @@
+"""The "found" list: printer boards and cameras plugged in now that no config entry binds, each with
+the entry octobrix proposes for it. octobrixd builds it from its own scan (sysfs and udev only, no
+serial port is ever opened) and publishes it, world-readable and without secrets, for the web
+service; an add request names a device by the id given here, never by what it says it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from octobrixd.config import USB_PORT_RE, Config
+from octobrixd.devices import (
+    CAMERA_PORT_START,
+    PRINTER_PORT_START,
+    Allocator,
+    Device,
+    DeviceKind,
+    MatchKey,
+    first_ports,
+    suggest_match,
+    suggest_mode,
+)
+from octobrixd.fsutil import write_atomic
+from octobrixd.paths import Layout
+
+RUN_DIR = PurePosixPath("run/octobrix")
+FOUND_FILE = RUN_DIR / "found.json"
+JSON_VERSION = 1
+
+
+def device_id(device: Device) -> str:
+    """Stable while the device stays in its port; says nothing an outsider could forge into a match."""
+    text = f"{device.kind}|{device.sys_path}|{device.usb.serial or ''}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Found:
+    id: str
+    kind: DeviceKind
+    node: str
+    label: str
+    vendor: str | None
+    product: str | None
+    vid_pid: str
+    serial: str | None
+    usb_port: str
+    driver: str | None
+    match_key: MatchKey
+    match_value: str
+    # For a board bound by its USB port: why its serial number cannot be used, and what that means.
+    why_port: str | None
+    port_note: str | None
+    proposed_name: str
+    proposed_port: int
+    # Cameras: the mode octobrix would stream.
+    camera_mode: Mapping[str, Any] | None = None
+    # Set when no entry can bind it at all (a port path deeper than octobrix accepts).
+    cannot_bind: str | None = None
+
+    def entry(self, port: int) -> dict[str, Any]:
+        """The values of the config entry that binds this device on the given port."""
+        values: dict[str, Any] = {str(self.match_key): self.match_value}
+        if self.camera_mode is not None:
+            values.update(self.camera_mode)
+        values["port"] = port
+        return values
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "node": self.node,
+            "label": self.label,
+            "vendor": self.vendor,
+            "product": self.product,
+            "vid_pid": self.vid_pid,
+            "serial": self.serial,
+            "usb_port": self.usb_port,
+            "driver": self.driver,
+            "bound_by": str(self.match_key),
+            "match": self.match_value,
+            "why_port": self.why_port,
+            "port_note": self.port_note,
+            "proposed_name": self.proposed_name,
+            "proposed_port": self.proposed_port,
+            "camera_mode": dict(self.camera_mode) if self.camera_mode is not None else None,
+            "cannot_bind": self.cannot_bind,
+        }
+
+
+def _port_note(device: Device) -> str:
+    thing = "board" if device.kind is DeviceKind.PRINTER else "camera"
+    return (
+        f"bound by USB port {device.usb.port}: the name follows the cable, not the {thing}; "
+        f"whatever is plugged into that port gets it, so keep this {thing} there"
+    )
+
+
+def build_found(devices: Iterable[Device], config: Config | None) -> tuple[Found, ...]:
+    """The unbound devices of one scan, each with a proposed name and the next free port.
+
+    devices must come from one scan: serial uniqueness was judged among them. A board's second
+    serial port is not listed (the udev rule links its first one, the printer's)."""
+    allocator = Allocator(config)
+    unbound, _seconds = first_ports([d for d in devices if not d.bound_to])
+    found = []
+    for device in unbound:
+        match = suggest_match(device)
+        by_port = match.key is MatchKey.USB_PORT
+        cannot_bind = None
+        if by_port and not USB_PORT_RE.match(device.usb.port):
+            cannot_bind = f"{match.why_port}, and its port path {device.usb.port!r} is deeper than octobrix accepts"
+        mode = None
+        if device.kind is DeviceKind.PRINTER:
+            name, port = allocator.name("printer"), allocator.port(PRINTER_PORT_START)
+        else:
+            name, port = allocator.name("cam"), allocator.port(CAMERA_PORT_START)
+            camera = suggest_mode(device.video)
+            mode = {"resolution": camera.resolution, "fps": camera.fps, "format": camera.format}
+        found.append(
+            Found(
+                id=device_id(device),
+                kind=device.kind,
+                node=device.node,
+                label=device.usb.label,
+                vendor=device.usb.manufacturer,
+                product=device.usb.product,
+                vid_pid=device.usb.vid_pid,
+                serial=device.usb.serial,
+                usb_port=device.usb.port,
+                driver=device.driver,
+                match_key=match.key,
+                match_value=match.value,
+                why_port=match.why_port,
+                port_note=_port_note(device) if by_port else None,
+                proposed_name=name,
+                proposed_port=port,
+                camera_mode=mode,
+                cannot_bind=cannot_bind,
+            )
+        )
+    return tuple(found)
+
+
+def found_json(found: Iterable[Found], setting_up: Mapping[str, str] | None = None, *, now: float | None = None) -> str:
+    body = {
+        "version": JSON_VERSION,
+        "updated": time.time() if now is None else now,
+        "found": [item.to_json() for item in found],
+        # Added, their apply not done yet: name -> "printer" or "camera".
+        "setting_up": dict(setting_up or {}),
+    }
+    return json.dumps(body, indent=1) + "\n"
+
+
+def publish(layout: Layout, found: Iterable[Found], setting_up: Mapping[str, str] | None = None) -> None:
+    """World-readable on purpose: it says only what `octobrixctl discover` tells any user."""
+    path = layout.path(FOUND_FILE)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    write_atomic(path, found_json(found, setting_up), mode=0o644)
