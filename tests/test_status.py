@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from octobrixd import paths
 from octobrixd.config import parse_config
 from octobrixd.paths import Layout
 from octobrixd.recovery import Retry
@@ -54,7 +55,15 @@ def test_rows_from_systemd_properties(tmp_path: Path) -> None:
     assert printers[1].device == "plugged"
 
 
+def front_door_applied(root: Path) -> None:
+    """The front door's nginx site, as apply leaves it: status leads through it only once it is there."""
+    site = root / paths.NGINX_SITE
+    site.parent.mkdir(parents=True, exist_ok=True)
+    site.write_text("# octobrix\n")
+
+
 def test_table_shows_what_matters_at_a_glance(tmp_path: Path) -> None:
+    front_door_applied(tmp_path)
     printers, cameras = collect(
         CONFIG, Layout(tmp_path), PROPS, {"demo": fetch, "prusa": fetch}, "farm", now_monotonic_usec=NOW
     )
@@ -132,6 +141,7 @@ def test_a_held_back_port_change_shows_where_the_printing_octoprint_still_is(tmp
     cmdline.write_bytes(b"/var/lib/octobrix/demo/venv/bin/python3\0/var/lib/octobrix/demo/venv/bin/octoprint\0serve\0"
                         b"--basedir\0/var/lib/octobrix/demo/basedir\0--host\0::\0--port\x005000\0")  # fmt: skip
     layout = Layout(tmp_path)
+    front_door_applied(tmp_path)
     (demo,), _ = collect(moved, layout, PROPS, {"demo": fetch}, "farm", deferred=["octoprint@demo.service"])
     assert (demo.url, demo.printer_state, demo.restart_pending) == ("http://farm:5000/", "Printing", True)
     # Once restarted it is where the config says, and the front door leads there again.
