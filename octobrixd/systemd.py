@@ -51,6 +51,13 @@ def disable_and_stop(units: Sequence[str]) -> None:
         _systemctl(["disable", "--now"], units)
 
 
+def is_active(unit: str) -> bool:
+    try:
+        return run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
+    except OctobrixError:
+        return False
+
+
 def start(units: Sequence[str], *, wait: bool = False) -> None:
     # --no-block unless asked to wait: the daemon's main loop must not wait on a unit's start-up.
     if units:
