@@ -5,10 +5,12 @@
 Runs octobrixd's real check (camera_health.Watch.check, what the daemon runs every 30 s) against
 four loopback HTTP stand-ins answering like ustreamer's /state (tests/httpstub.py: a ustreamer needs
 a camera and a fixed port), with the four /dev/octobrix links in a scratch root. Baseline, measured
-in the same run: the same four questions asked with urllib (cameras.ustreamer_state, what status
-uses), the obvious way to write it. CPU is the asking thread's own (the stand-ins run on other
-threads of this process). Target: at most 0.01 s CPU per camera per idle minute.
-tests/lab/test_camera_health_vm.py prints the same figure measured inside the lab VM (TCG).
+in the same run: the same four questions asked with urllib, the obvious way to write it (what
+cameras.ustreamer_state did before it shared the check's bare-socket request). CPU is the asking
+thread's own (the stand-ins run on other threads of this process). Target: at most 0.01 s CPU per
+camera per idle minute.
+tests/lab/test_cameras_vm.py runs this benchmark inside the lab VM (TCG) and prints octobrixd's own
+figure from its looks at the real ustreamer there.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ import argparse
 import json
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
 from octobrixd.camera_health import CHECK_SECONDS, Watch
-from octobrixd.cameras import ustreamer_state
 from octobrixd.config import parse_config
 from octobrixd.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 CAMERAS = 4
 STATE = json.dumps({"ok": True, "result": {"source": {"online": True, "captured_fps": 15}}}).encode()
+
+
+def urllib_online(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=5) as response:
+        return bool(json.loads(response.read(1 << 20))["result"]["source"]["online"])
 
 
 class State(QuietHandler):
@@ -60,7 +67,7 @@ def main() -> int:
         started = time.thread_time()
         for _ in range(args.looks):
             for port in ports:
-                ustreamer_state(port)
+                urllib_online(port)
         baseline = (time.thread_time() - started) / (args.looks * CAMERAS)
 
     per_minute = ours * 60 / CHECK_SECONDS

@@ -3,8 +3,8 @@
 octoprint_deploy's users report "No live video" that only a re-plug fixes, and cameras on a busy
 hub that stop: the streamer process stays up, serving ustreamer's NO SIGNAL picture or
 mjpg-streamer's last frame, so systemd sees nothing wrong. octobrixd looks, on a timer that runs
-only while a configured camera is plugged in, and escalates one step per look that still finds no
-frames:
+only while cameras are configured (a look passes over those not plugged in), and escalates one
+step per look that still finds no frames:
 
 1. two looks in a row without frames: restart the camera's streamer;
 2. still none: re-attach the camera at USB level (its sysfs `authorized` 0, then 1), which makes
@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from octobrixd import systemd
-from octobrixd.cameras import local_host
+from octobrixd.cameras import local_host, loopback_get, ustreamer_state
 from octobrixd.config import Config, Streamer
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import write_atomic
@@ -47,6 +46,7 @@ MISSES = 2  # looks without frames (not forgiven by a single look with frames) b
 # looks in a row with frames to count as recovered
 SAVE_EVERY = 10
 HEALTH_FILE = PurePosixPath("run/octobrix/camera-health.json")
+LOOK_TIMEOUT = 3.0  # seconds a streamer may take to answer a look
 REATTACH_PAUSE = 1.0  # seconds de-authorised: long enough for the kernel to unbind every driver
 FROZEN_HINT = (
     "re-plug the camera, or plug it into another USB port (a powered hub for several cameras); lower its "
@@ -76,7 +76,7 @@ class _Camera:
 class CameraHealth:
     """One camera's line in the health file, as status reads it."""
 
-    state: str
+    state: Health
     since: float
     note: str
     heals: int
@@ -91,45 +91,18 @@ def check_interval() -> float:
         return CHECK_SECONDS
 
 
-def _http_get(port: int, host: str, path: str, timeout: float = 3.0, limit: int = 8 << 20) -> bytes | None:
-    """The body of GET path on loopback, or None when the streamer does not answer. A bare socket:
-    urllib costs several times the CPU, and this runs for every camera on every look."""
-    try:
-        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as conn:
-            conn.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode("ascii"))
-            chunks = []
-            size = 0
-            while size < limit:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-                size += len(data)
-    except OSError:
-        return None
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return body if head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) else None
-
-
 def ustreamer_delivers(port: int, host: str) -> bool | None:
-    """ustreamer's /state: True while its camera delivers frames, False when it does not (ustreamer
-    says "offline" once the device timed out and it serves NO SIGNAL), None when it does not answer.
-    captured_fps is not used: with --slowdown an unwatched stream captures about 1 fps, so it reads
-    0 in some seconds."""
-    body = _http_get(port, host, "/state")
-    if body is None:
-        return None
-    try:
-        source = json.loads(body)["result"]["source"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return bool(source.get("online"))
+    """True while ustreamer's camera delivers frames, False when it does not (ustreamer says "offline"
+    once the device timed out and it serves NO SIGNAL), None when it does not answer. captured_fps is
+    not used: with --slowdown an unwatched stream captures about 1 fps, so it reads 0 in some seconds."""
+    state = ustreamer_state(port, host, timeout=LOOK_TIMEOUT)
+    return None if state is None else state.online
 
 
 def snapshot_digest(port: int, host: str) -> str | None:
     """mjpg-streamer repeats its last frame when the camera stops: a snapshot equal to the previous
     one means no new frame came in between (a real sensor's noise changes every frame)."""
-    body = _http_get(port, host, "/?action=snapshot")
+    body = loopback_get(port, host, "/?action=snapshot", timeout=LOOK_TIMEOUT)
     return hashlib.blake2b(body, digest_size=16).hexdigest() if body else None
 
 
@@ -165,8 +138,11 @@ def read_health(layout: Layout) -> dict[str, CameraHealth]:
     """What octobrixd last wrote; empty when it has not looked (or is not running)."""
     try:
         data = json.loads(layout.path(HEALTH_FILE).read_text(encoding="utf-8"))
-        return {name: CameraHealth(**entry) for name, entry in data.get("cameras", {}).items()}
-    except (OSError, ValueError, TypeError):
+        return {
+            name: CameraHealth(Health(entry["state"]), float(entry["since"]), str(entry["note"]), int(entry["heals"]))
+            for name, entry in data.get("cameras", {}).items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
 
@@ -211,7 +187,7 @@ class Watch:
         self.cpu_seconds += time.thread_time() - started
         return changed
 
-    def _set(self, name: str, entry: _Camera, state: Health, note: str) -> bool:
+    def _set(self, entry: _Camera, state: Health, note: str) -> bool:
         entry.state, entry.note, entry.since = state, note, time.time()
         return True
 
@@ -226,7 +202,7 @@ class Watch:
             if entry.state is Health.OK:
                 return False
             log.info("camera %s: delivers frames again (%s before)", name, entry.state.value)
-            return self._set(name, entry, Health.OK, f"recovered after: {entry.note}")
+            return self._set(entry, Health.OK, f"recovered after: {entry.note}")
         entry.hits = 0
         entry.misses += 1
         if entry.misses < MISSES or entry.state is Health.FROZEN:
@@ -238,7 +214,7 @@ class Watch:
             log.warning("camera %s: %s runs but delivers no frames; restarting it", name, unit)
             entry.heals += 1
             self._try(name, lambda: self.restart(unit))
-            return self._set(name, entry, Health.RESTARTED, f"no frames: {unit} restarted")
+            return self._set(entry, Health.RESTARTED, f"no frames: {unit} restarted")
         usb = usb_device_of(self.layout, name) if entry.state is Health.RESTARTED else None
         if usb is not None:
             log.warning(
@@ -249,16 +225,14 @@ class Watch:
             )
             entry.heals += 1
             self._try(name, lambda: self.reattach(usb))
-            return self._set(
-                name, entry, Health.REATTACHED, f"no frames after a restart: re-attached at USB {usb.name}"
-            )
+            return self._set(entry, Health.REATTACHED, f"no frames after a restart: re-attached at USB {usb.name}")
         tried = "restarting its streamer"
         if entry.state is Health.REATTACHED:
             tried += " and re-attaching it at USB level"
         else:
             tried += " (not on USB: no re-attach)"
         log.error("camera %s: frozen: no frames after %s; try: %s", name, tried, FROZEN_HINT)
-        return self._set(name, entry, Health.FROZEN, f"no frames after {tried}")
+        return self._set(entry, Health.FROZEN, f"no frames after {tried}")
 
     def _try(self, name: str, action: Callable[[], None]) -> None:
         try:
@@ -276,7 +250,7 @@ class Watch:
     def save(self) -> None:
         body = {
             "cameras": {
-                name: asdict(CameraHealth(entry.state.value, entry.since, entry.note, entry.heals))
+                name: asdict(CameraHealth(entry.state, entry.since, entry.note, entry.heals))
                 for name, entry in sorted(self.cameras.items())
             },
             "cpu_seconds": round(self.cpu_seconds, 6),
@@ -300,12 +274,12 @@ def summary_suffix(watch: Watch) -> str:
     return "".join(f", {part}" for part in parts)
 
 
-def stream_of(health: dict[str, CameraHealth], name: str, unit_state: str) -> tuple[str | None, str | None]:
+def stream_of(health: dict[str, CameraHealth], name: str, unit_state: str) -> tuple[Health | None, str | None]:
     """status' view: (None, None) for a healthy or stopped stream; else its state and what to know."""
     entry = health.get(name)
-    if entry is None or unit_state != "active" or entry.state == Health.OK:
+    if entry is None or unit_state != "active" or entry.state is Health.OK:
         return None, None
     when = time.strftime("%H:%M:%S", time.localtime(entry.since))
-    if entry.state == Health.FROZEN:
+    if entry.state is Health.FROZEN:
         return entry.state, f"{entry.note} (since {when}); try: {FROZEN_HINT}"
     return entry.state, f"{entry.note} (at {when}), waiting for frames"

@@ -113,7 +113,7 @@ class CameraStatus(UnitStatus):
     device: str
     device_path: str
     url: str
-    stream: str | None = None  # camera_health: "streamer restarted", "re-attached", "frozen"; None when fine
+    stream: camera_health.Health | None = None  # "streamer restarted", "re-attached", "frozen"; None: fine
     stream_note: str | None = None
 
 
