@@ -512,7 +512,15 @@ class MainLoop:
         return self.daemon.health.check(config) if config is not None else False
 
     def _on_cameras_checked(self) -> None:
-        if self.health_job.collect():
+        what = "camera health check"
+        try:
+            changed = self.health_job.collect()
+            changed |= self.daemon.call_errors.pop(what, None) is not None
+        except JobFailed as failed:
+            # Logged with its traceback; shown in STATUS= until a look succeeds, and the looks go on.
+            self.daemon.call_errors[what] = f"{failed} (see journalctl -u octobrixd)"
+            changed = True
+        if changed:
             self.status.request()
         self._arm_camera_check()
 
