@@ -156,7 +156,8 @@ class Watch:
     reattach: Callable[[Path], None] = reattach
     cameras: dict[str, _Camera] = field(default_factory=dict)
     cpu_seconds: float = 0.0  # the looks' own CPU time, for the benchmark figure
-    probes: int = 0
+    probes: int = 0  # cameras asked, over all looks
+    looks: int = 0  # calls of check()
 
     def check(self, config: Config) -> bool:
         """Look at every plugged-in configured camera once; True when any camera's state changed."""
@@ -181,8 +182,10 @@ class Watch:
                 delivers = None if digest is None else digest != entry.digest
                 entry.digest = digest
             changed |= self._observe(name, entry, delivers, streamer_unit(config, name))
-        # On a change, and every SAVE_EVERY looks so that status and the CPU figures stay fresh.
-        if changed or self.probes % SAVE_EVERY == 1:
+        # On a change, and every SAVE_EVERY looks so that status and the CPU figures stay fresh (counted
+        # in looks, not cameras asked: with four cameras that count is never 1 modulo 10).
+        self.looks += 1
+        if changed or self.looks % SAVE_EVERY == 1:
             self.save()
         self.cpu_seconds += time.thread_time() - started
         return changed

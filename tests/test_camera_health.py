@@ -1,6 +1,6 @@
 """The camera health check's escalation, against a loopback HTTP stand-in for ustreamer's /state
 (tests/httpstub.py: ustreamer and a camera run only in the lab VM, where
-tests/lab/test_camera_health_vm.py proves the same with the real ones), a scratch root holding the
+tests/lab/test_cameras_vm.py proves the same with the real ones), a scratch root holding the
 /dev/octobrix links and a recorded sysfs, and recorded systemctl and sysfs actions."""
 
 from __future__ import annotations
@@ -170,3 +170,20 @@ def test_reattach_writes_authorized_zero_then_one(tmp_path: Path) -> None:
         camera_health.reattach(found, pause=0)
     assert written == ["authorized=0", "authorized=1"]
     assert (usb / "authorized").read_text() == "1\n"
+
+
+def test_the_health_file_stays_fresh_with_an_even_number_of_cameras(tmp_path: Path) -> None:
+    with serving(StateHandler) as first, serving(StateHandler) as second:
+        Streamer.online = True
+        (tmp_path / "dev/octobrix").mkdir(parents=True)
+        text = ""
+        for n, port in enumerate((first, second)):
+            (tmp_path / f"dev/video{n}").touch()
+            (tmp_path / f"dev/octobrix/cam{n}").symlink_to(tmp_path / f"dev/video{n}")
+            text += f'[cameras.cam{n}]\nserial = "SN{n}"\nport = {port}\n'
+        config = parse_config(text, "/etc/octobrix.toml")
+        health = watch(tmp_path, [])
+        for _ in range(camera_health.SAVE_EVERY + 1):
+            health.check(config)
+    saved = json.loads((tmp_path / camera_health.HEALTH_FILE).read_text())
+    assert saved["probes"] == 2 * (camera_health.SAVE_EVERY + 1), "the CPU figures and status are kept fresh"
