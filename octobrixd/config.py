@@ -24,6 +24,7 @@ from pydantic_core import ErrorDetails
 from octobrixd.backups.schedule import DEFAULT_KEEP, DEFAULT_SCHEDULE, check_schedule
 from octobrixd.errors import ConfigError
 from octobrixd.requirements import PLUGIN_URL_RE, REQUIREMENT_RE
+from octobrixd.streamers import Streamer
 from octobrixd.tomlpos import KeyLocator
 
 DEFAULT_OCTOPRINT = "octoprint==1.11.8"
@@ -62,11 +63,6 @@ CONTROL_MIN, CONTROL_MAX = -(2**31), 2**31 - 1
 # A DNS name (RFC 1123 labels) for public_host; IP addresses are checked with ipaddress.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
-
-
-class Streamer(StrEnum):
-    USTREAMER = "ustreamer"
-    MJPG_STREAMER = "mjpg-streamer"
 
 
 class PixelFormat(StrEnum):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from octobrixd import octoprint_api, plug_counts, systemd
+from octobrixd import camera_health, octoprint_api, plug_counts, systemd
 from octobrixd.adding.service import AddService
 from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
@@ -167,6 +167,7 @@ class Daemon:
         # STATUS= until that call next succeeds.
         self.call_errors: dict[str, str] = {}
         self.recovery = Recovery(layout, query=query_units, busy=printing_now(layout)) if layout.live else None
+        self.health = camera_health.Watch(layout)
 
     def submit(self, pool: ThreadPoolExecutor, what: str, fn: Callable[..., None], *args: Any) -> None:
         """Run fn on pool; whatever it raises is logged with its traceback and shown in STATUS=."""
@@ -273,6 +274,7 @@ class Daemon:
         text += f"; {_plural(len(cameras), 'camera')}"
         if cameras:
             text += f": {streaming} streaming"
+        text += camera_health.summary_suffix(self.health)
         return "; ".join([text, *problems])
 
     # --- hotplug ---
@@ -469,13 +471,18 @@ class MainLoop:
         self.next_ping = time.monotonic()
         self.retry_at: float | None = None
         self.recover_at: float | None = None
+        # Camera health: a timer only while cameras are configured (camera_health.py).
+        self.health_job: BackgroundJob[bool] = BackgroundJob("camera-health", self._check_cameras)
+        self.selector.register(self.health_job.wake_reader, selectors.EVENT_READ, self._on_cameras_checked)
+        self.health_every = camera_health.check_interval() if daemon.layout.live else 0.0
+        self.health_at: float | None = None
 
     def run(self) -> int:
         self.daemon.notifier.send(STATUS="applying the config")
         self.reconciler.request()
         while not self.stopping:
             self._timers()
-            timers = (self.next_ping if self.watchdog else None, self.retry_at, self.recover_at)
+            timers = (self.next_ping if self.watchdog else None, self.retry_at, self.recover_at, self.health_at)
             deadlines = [t for t in timers if t is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             for key, _events in self.selector.select(timeout):
@@ -493,6 +500,9 @@ class MainLoop:
         if self.recover_at is not None and now >= self.recover_at:
             self.recover_at = None
             self.recoverer.request()
+        if self.health_at is not None and now >= self.health_at:
+            self.health_at = None
+            self.health_job.request()
 
     def _on_reconciled(self) -> None:
         try:
@@ -521,6 +531,29 @@ class MainLoop:
         # An instance may have failed while no daemon ran, or before this config.
         self.recoverer.request()
         self.status.request()
+        self._arm_camera_check()
+
+    def _arm_camera_check(self) -> None:
+        config = self.daemon.config
+        if config is not None and config.cameras and self.health_every > 0 and self.health_at is None:
+            self.health_at = time.monotonic() + self.health_every
+
+    def _check_cameras(self) -> bool:
+        config = self.daemon.config
+        return self.daemon.health.check(config) if config is not None else False
+
+    def _on_cameras_checked(self) -> None:
+        what = "camera health check"
+        try:
+            changed = self.health_job.collect()
+            changed |= self.daemon.call_errors.pop(what, None) is not None
+        except JobFailed as failed:
+            # Logged with its traceback; shown in STATUS= until a look succeeds, and the looks go on.
+            self.daemon.call_errors[what] = f"{failed} (see journalctl -u octobrixd)"
+            changed = True
+        if changed:
+            self.status.request()
+        self._arm_camera_check()
 
     def _on_recovered(self) -> None:
         try:

@@ -18,10 +18,11 @@ from octobrixd import cameras, paths, recovery, systemd
 from octobrixd.backups import state as backup_state
 from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import Snapshot, StreamerState
-from octobrixd.config import Camera, Config, Printer, Streamer, load_config
+from octobrixd.config import Camera, Config, Printer, load_config
 from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
 from octobrixd.errors import ConfigError
 from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.streamers import Streamer
 from octobrixd.venv_drift import venv_results
 
 

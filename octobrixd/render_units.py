@@ -6,8 +6,9 @@ from pathlib import PurePosixPath
 
 from octobrixd import paths
 from octobrixd.cameras import V4L2_CTL
-from octobrixd.config import Camera, Config, PixelFormat, Streamer
+from octobrixd.config import Camera, Config, PixelFormat
 from octobrixd.render_common import header, instance_user
+from octobrixd.streamers import Streamer
 
 DROPIN_NAME = "50-octobrix.conf"
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from octobrixd import paths, recovery
+from octobrixd import camera_health, paths, recovery
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
 from octobrixd.errors import CommandError, ConfigError, OctobrixError
@@ -113,6 +113,8 @@ class CameraStatus(UnitStatus):
     device: str
     device_path: str
     url: str
+    stream: camera_health.Health | None = None  # "streamer restarted", "re-attached", "frozen"; None: fine
+    stream_note: str | None = None
 
 
 def query_units(units: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -299,10 +301,12 @@ def collect(
         printer_rows = list(pool.map(one_printer, printers))
 
     camera_rows = []
+    health = camera_health.read_health(layout)
     for name in cameras:
         unit = streamer_unit(config, name)
         base = unit_status(unit, props.get(unit, {}), now)
         link = layout.device_link(name)
+        stream, stream_note = camera_health.stream_of(health, name, base.state)
         camera_rows.append(
             CameraStatus(
                 **asdict(base),
@@ -310,6 +314,8 @@ def collect(
                 device="plugged" if link.exists() else "unplugged",
                 device_path=f"/dev/octobrix/{name}",
                 url=camera_url(config, name, host, through_door=door),
+                stream=stream,
+                stream_note=stream_note,
             )
         )
     return printer_rows, camera_rows
@@ -385,10 +391,11 @@ def _table(printers: Sequence[PrinterStatus], cameras: Sequence[CameraStatus]) -
         rows = [["CAMERA", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "URL"]]
         for c in cameras:
             rows.append([
-                c.name, _service(c), _duration(c.uptime_seconds), str(c.pid or "-"),
+                c.name, c.stream or _service(c), _duration(c.uptime_seconds), str(c.pid or "-"),
                 "-" if c.cpu_percent is None else f"{c.cpu_percent}%", _memory(c.memory_bytes), c.device, c.url,
             ])  # fmt: skip
         table += ("\n" if table else "") + _align(rows)
+        table += "".join(f"\n{c.name}: {c.stream}: {c.stream_note}" for c in cameras if c.stream)
     for p in printers:
         if p.failure is not None:
             table += "\n\n" + format_failure(p.name, p.unit, p.failure)

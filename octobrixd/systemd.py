@@ -65,6 +65,13 @@ def disable(units: Sequence[str]) -> None:
         _systemctl(["disable"], units)
 
 
+def is_active(unit: str) -> bool:
+    try:
+        return run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
+    except OctobrixError:
+        return False
+
+
 def start(units: Sequence[str], *, wait: bool = False) -> None:
     # --no-block unless asked to wait: the daemon's main loop must not wait on a unit's start-up.
     if units:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import DEFAULT_OCTOPRINT, PixelFormat, Streamer, load_config, parse_config
+from octobrixd.config import DEFAULT_OCTOPRINT, PixelFormat, load_config, parse_config
 from octobrixd.errors import ConfigError
+from octobrixd.streamers import Streamer
 
 SRC = "/etc/octobrix.toml"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.daemon import Daemon, Notifier
+from octobrixd.config import parse_config
+from octobrixd.daemon import Daemon, MainLoop, Notifier
 from octobrixd.paths import Layout
 from tests.conftest import REPO
 
@@ -162,3 +163,36 @@ def test_an_exception_in_a_connect_call_is_logged_with_its_traceback_and_shown_i
     assert woken.wait(10)
     assert daemon.summary() == "no valid config yet"
     daemon.api_calls.shutdown(wait=True)
+
+
+def test_a_camera_health_check_that_raises_is_shown_in_status_and_the_looks_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = Daemon(tmp_path / "octobrix.toml", Layout(tmp_path / "root"), Notifier())
+    daemon.config = parse_config('[cameras.cam1]\nserial = "SN1"\nport = 8081\n', "/etc/octobrix.toml")
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
+                                                                   signal.SIGUSR1)}  # fmt: skip
+    try:
+        loop = MainLoop(daemon)
+        loop.health_every = 30.0  # a scratch root is not live: the daemon would not look at all
+
+        def broken(_config: object) -> bool:
+            raise PermissionError(13, "Permission denied", "/run/octobrix/camera-health.json")
+
+        monkeypatch.setattr(daemon.health, "check", broken)
+        loop.health_job.request()
+        loop.health_job.thread.join(10)  # type: ignore[union-attr]
+        loop._on_cameras_checked()  # a JobFailed out of here would end the main loop
+        assert "camera-health failed: PermissionError: [Errno 13] Permission denied" in daemon.summary()
+        assert loop.health_at is not None, "the next look is still due"
+
+        monkeypatch.setattr(daemon.health, "check", lambda _config: False)
+        loop.health_at = None
+        loop.health_job.request()
+        loop.health_job.thread.join(10)  # type: ignore[union-attr]
+        loop._on_cameras_checked()
+        assert "camera-health" not in daemon.summary(), "a look that works clears it"
+    finally:
+        signal.set_wakeup_fd(-1)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -21,12 +21,13 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from octobrixd.cameras import StreamerState, local_host, ustreamer_state
-from octobrixd.config import Config, Streamer
+from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.manifest import octoprint_unit, read_manifest, streamer_unit
 from octobrixd.octoprint_api import ApiError, request
 from octobrixd.paths import Layout
 from octobrixd.status import CameraStatus, PrinterStatus, UnitProps, collect, query_units, removed_printers
+from octobrixd.streamers import Streamer
 
 log = logging.getLogger(__name__)
 
