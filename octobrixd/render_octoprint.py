@@ -219,10 +219,33 @@ def merged_octoprint_config(
     current: dict[str, Any], config: Config, name: str, installed: str | None
 ) -> dict[str, Any]:
     """current (the instance's config.yaml) with octobrix's keys in place, for the OctoPrint it runs."""
-    seed = octoprint_seed(config, name, installed)
+    seed = _without_set_once(current, octoprint_seed(config, name, installed))
     generation = seeded_generation(installed, config.octoprint_requirement(name))
     merged = merge_seed(current, pending_migration_seed(current, seed))
     return merge_seed(merge_seed(merged, first_start_seed(current, generation)), seed)
+
+
+# Keys octobrix sets only where config.yaml lacks them. Its online-check plugin turns the check on
+# while OctoPrint runs (a settings save then writes it on) and back off at a clean stop: octobrix
+# owning it would make the next apply rewrite config.yaml after every settings save.
+SET_ONCE = (("server", "onlineCheck", "enabled"),)
+
+
+def _without_set_once(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:
+    trimmed = seed
+    for *tables, key in SET_ONCE:
+        have: Any = current
+        for table in tables:
+            have = have.get(table) if isinstance(have, dict) else None
+        if not (isinstance(have, dict) and key in have):
+            continue
+        trimmed = dict(trimmed)  # the seed itself is not changed: the tables on the path are copied
+        node = trimmed
+        for table in tables:
+            node[table] = dict(node[table])
+            node = node[table]
+        node.pop(key, None)
+    return trimmed
 
 
 def merge_seed(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 
 from octobrixd.config import parse_config
 from octobrixd.render import online_check_plugin_path, render_all
-from octobrixd.render_octoprint import octoprint_seed, render_online_check_plugin
+from octobrixd.render_octoprint import merged_octoprint_config, octoprint_seed, render_online_check_plugin
 from tests.conftest import STARTER_CONFIG
 
 
@@ -86,3 +86,17 @@ def test_the_next_start_does_not_wait_either(plugin: Any) -> None:
 def test_it_runs_before_other_plugins_after_start_up(plugin: Any) -> None:
     # OctoPrint sorts ascending, and a plugin without a key at its default order (1000).
     assert plugin.get_sorting_key("StartupPlugin.on_after_startup") < 0
+
+
+def test_a_settings_save_while_it_runs_is_no_change_for_apply() -> None:
+    # The plugin shows the check on, so OctoPrint's settings save writes `enabled: true` while it
+    # runs; apply must not take that for drift (it would rewrite config.yaml after every save).
+    config = parse_config(STARTER_CONFIG.read_text(encoding="utf-8"), "/etc/octobrix.toml")
+    name = next(iter(config.printers))
+    fresh = merged_octoprint_config({}, config, name, None)
+    assert fresh["server"]["onlineCheck"] == {"enabled": False}, "a new basedir starts with the check off"
+    running = fresh | {"server": {**fresh["server"], "onlineCheck": {"enabled": True}}}
+    saved = merged_octoprint_config(running, config, name, None)
+    assert saved["server"]["onlineCheck"] == {"enabled": True}
+    assert merged_octoprint_config(saved, config, name, None) == saved
+    assert octoprint_seed(config, name)["server"]["onlineCheck"] == {"enabled": False}, "the seed is not changed"
