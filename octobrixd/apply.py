@@ -160,7 +160,7 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _merged_octoprint_config(layout: Layout, config: Config, name: str) -> tuple[str, str] | None:
+def current_and_merged_config_yaml(layout: Layout, config: Config, name: str) -> tuple[str, str] | None:
     """(current text, merged text) of the instance's config.yaml, or None if nothing changes."""
     path = layout.path(config_yaml_path(name))
     current_text = _read_text(path) or ""
@@ -207,7 +207,7 @@ def make_plan(
             changes.append(FileChange(rel, ChangeKind.REMOVE, old, ""))
 
     for name in sorted(config.printers):
-        merged = _merged_octoprint_config(layout, config, name)
+        merged = current_and_merged_config_yaml(layout, config, name)
         if merged is not None:
             old_text, new_text = merged
             kind = ChangeKind.UPDATE if old_text else ChangeKind.CREATE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,13 @@ def remove_entry(text: str, section: str, name: str) -> str:
     return tomlkit.dumps(document)
 
 
+def edited(text: str, edits: Iterable[Edit]) -> str:
+    """The text after each edit in turn (pure: nothing is read or written)."""
+    for edit in edits:
+        text = edit(text)
+    return text
+
+
 def checked(text: str, source: str) -> Config:
     """The config the edited text describes; raises ConfigError (naming the key path) when it is wrong."""
     return with_machine_defaults(parse_config(text, source), "localhost")
@@ -120,9 +127,7 @@ def edit_config_file(path: Path, *edits: Edit) -> Config:
     (owner and mode kept). Nothing is written when an edit or the validation fails."""
     load_config(path)  # refuse to build on a file that is already broken or writable by others
     text = path.read_text(encoding="utf-8")
-    new_text = text
-    for edit in edits:
-        new_text = edit(new_text)
+    new_text = edited(text, edits)
     info = path.stat()
     temp = fsutil.stage(path, new_text, mode=info.st_mode & 0o7777)
     try:

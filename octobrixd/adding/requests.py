@@ -204,9 +204,7 @@ def plan_remove(
 def _preview(config_path: Path, edits: Sequence[config_edit.Edit]) -> str:
     """The lines the edits would add and take out, checked like the real edit; nothing written."""
     text = config_path.read_text(encoding="utf-8")
-    new_text = text
-    for edit in edits:
-        new_text = edit(new_text)
+    new_text = config_edit.edited(text, edits)
     config_edit.checked(new_text, str(config_path))
     diff = difflib.unified_diff(text.splitlines(), new_text.splitlines(), str(config_path), "(after)", lineterm="", n=1)
     return "\n".join(diff)

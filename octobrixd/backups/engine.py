@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from octobrixd import systemd
-from octobrixd.apply import _merged_octoprint_config, config_yaml_path, printing_now
+from octobrixd.apply import config_yaml_path, current_and_merged_config_yaml, printing_now
 from octobrixd.backups import archive
 from octobrixd.config import Config
 from octobrixd.errors import CommandError, OctobrixError
@@ -201,7 +201,7 @@ def reapply_octobrix_keys(
     """What octobrix owns in the basedir, back on top of the restored one."""
     uid, gid = ids
     basedir = layout.state_dir(name) / "basedir"
-    merged = _merged_octoprint_config(layout, config, name)
+    merged = current_and_merged_config_yaml(layout, config, name)
     if merged is not None:
         write_atomic(layout.path(config_yaml_path(name)), merged[1], mode=0o600, uid=uid, gid=gid)
     if credentials is not None and credentials.username in _users(basedir) and not same_farm:

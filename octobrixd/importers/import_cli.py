@@ -11,7 +11,7 @@ from types import ModuleType
 
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import load_config
-from octobrixd.config_edit import checked
+from octobrixd.config_edit import checked, edited
 from octobrixd.errors import OctobrixError
 from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.found import Found, Source
@@ -106,9 +106,7 @@ def main(args: argparse.Namespace) -> int:
         say(f"Nothing left to import from {source}{already}.")
         return 0
     text = args.config.read_text(encoding="utf-8")
-    new_text = text
-    for edit in plan.edits():
-        new_text = edit(new_text)
+    new_text = edited(text, plan.edits())
     checked(new_text, str(args.config))  # a plan whose config would not load fails here, dry run or not
     if args.dry_run:
         say(f"Would import from {source} (dry run: nothing is changed):")

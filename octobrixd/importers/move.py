@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from octobrixd import octoprint_api, systemd
-from octobrixd.apply import _merged_octoprint_config, apply_now, config_yaml_path
+from octobrixd.apply import apply_now, config_yaml_path, current_and_merged_config_yaml
 from octobrixd.backups.engine import reapply_octobrix_keys
 from octobrixd.config import Config
 from octobrixd.config_edit import edit_config_file, remove_entry
@@ -115,7 +115,7 @@ def move_basedir(config: Config, layout: Layout, move: PrinterMove) -> Survey:
             config, layout, move.name, (uid, gid), credentials=read_credentials(layout, move.name), same_farm=False
         )
     else:
-        merged = _merged_octoprint_config(layout, config, move.name)
+        merged = current_and_merged_config_yaml(layout, config, move.name)
         if merged is not None:
             write_atomic(layout.path(config_yaml_path(move.name)), merged[1], mode=0o600)
     # The fresh basedir apply made a minute ago: octobrix's seed, nothing of the user's.
