@@ -24,6 +24,7 @@ Measured in the same run, each a median of RUNS, all with octobrix's own Python:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -56,6 +57,24 @@ with ThreadPoolExecutor(len(paths)) as pool:
 """
 
 
+# CPU seconds of one `octobrixctl status` (its own and its children's, systemctl included), median of
+# RUNS, measured inside the container: unlike wall time it hardly moves with the machine's load.
+CPU_OF_STATUS = f"""
+import resource, statistics, subprocess
+samples = []
+for _ in range({RUNS}):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["octobrixctl", "status"], stdout=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    samples.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+print(statistics.median(samples))
+"""
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
 def median_seconds(box: Container, argv: list[str]) -> float:
     samples = []
     for _ in range(RUNS):
@@ -81,6 +100,7 @@ def measure(printers: int) -> dict[str, float]:
         wait_operational(box, printers)
         # nsenter's own cost is in every figure alike: the floor shows it.
         figures = {
+            "load before": load_average(),
             "floor": median_seconds(box, [PYTHON, "-c", "pass"]),
             "start-up": median_seconds(box, [PYTHON, "-c", "import octobrixd.cli, octobrixd.status"]),
             "eager": median_seconds(box, [PYTHON, "-c", EAGER]),
@@ -93,6 +113,8 @@ def measure(printers: int) -> dict[str, float]:
         figures["per-unit"] = median_seconds(box, ["sh", "-c", script])
         figures["systemd"] = median_seconds(box, ["sh", "-c", f"systemctl show {units} >/dev/null"])
         figures["octoprint"] = median_seconds(box, ["/usr/bin/python3", "-c", ASK_ALL])
+        figures["cpu"] = float(box.run([PYTHON, "-c", CPU_OF_STATUS]).stdout)
+        figures["load after"] = load_average()
         return figures
 
 
@@ -109,6 +131,7 @@ def main() -> None:
         f"  validating        {f['validating']:5.3f} s  (before: the config validated at every run; "
         f"{f['validating'] / f['status']:4.1f}x status)"
     )
+    print(f"  its CPU time      {f['cpu']:5.3f} s  (status and its systemctl, user + system; load-independent)")
     print(f"  python -c pass    {f['floor']:5.3f} s  (the floor)")
     print(f"  start-up          {f['start-up']:5.3f} s  ({f['start-up'] - f['floor']:5.3f} s above the floor)")
     print(f"  work              {work:5.3f} s  (status minus start-up)")
@@ -122,6 +145,10 @@ def main() -> None:
         f"  systemctl show x{args.printers} {f['per-unit']:5.3f} s  (one call per unit, the obvious way; "
         f"ratio to status's one call {f['per-unit'] / f['systemd']:4.1f})"
     )
+    cores = os.cpu_count() or 1
+    print(f"  load average      {f['load before']:.1f} before, {f['load after']:.1f} after, on {cores} cores")
+    if max(f["load before"], f["load after"]) > cores:
+        print("  (a busy machine: wall times are not comparable with the target; the CPU time is)")
 
 
 if __name__ == "__main__":
