@@ -169,10 +169,16 @@ def current_and_merged_config_yaml(layout: Layout, config: Config, name: str) ->
     except yaml.YAMLError as exc:
         raise OctobrixError(
             f"{path} is not valid YAML ({exc}); octobrix will not overwrite it",
-            hint="fix or remove that file (OctoPrint rewrites it), then apply again",
+            hint=(
+                f"it holds {name}'s settings: fix the line named above and apply again, or bring a backup "
+                f"back with `octobrixctl restore {name} FILE` (`ls /var/backups/octobrix/{name}/`)"
+            ),
         ) from None
     if not isinstance(current, dict):
-        raise OctobrixError(f"{path} does not hold settings", hint="remove it and apply again")
+        raise OctobrixError(
+            f"{path} does not hold settings (OctoPrint's config.yaml is a mapping of keys)",
+            hint=f"fix it, or bring a backup back with `octobrixctl restore {name} FILE`, then apply again",
+        )
     installed = installed_octoprint(layout, name) if layout.live else None
     merged = merged_octoprint_config(current, config, name, installed)
     if merged == current:

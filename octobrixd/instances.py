@@ -134,7 +134,10 @@ def _load_yaml(path: Path) -> Any:
     except FileNotFoundError:
         return {}
     except yaml.YAMLError as exc:
-        raise OctobrixError(f"{path} is not valid YAML: {exc}", hint="fix or remove it, then apply again") from None
+        raise OctobrixError(
+            f"{path} is not valid YAML: {exc}",
+            hint="fix the line named above (it is OctoPrint's data), then apply again",
+        ) from None
 
 
 def _add_user(layout: Layout, name: str, user: str, password: str, flags: list[str], *, ids: tuple[int, int]) -> None:

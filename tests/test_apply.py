@@ -6,10 +6,12 @@ import stat
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+import pytest
 import yaml
 
 from octobrixd.apply import apply_plan, make_plan
 from octobrixd.config import parse_config
+from octobrixd.errors import OctobrixError
 from octobrixd.manifest import read_manifest
 from octobrixd.paths import Layout
 from tests.conftest import Ctl
@@ -230,3 +232,17 @@ def test_a_failed_instance_is_not_nothing_to_do(tmp_path: Path) -> None:
         "systemctl reset-failed octoprint@printer2.service",
         "systemctl start octoprint@printer2.service",
     ]
+
+
+def test_a_broken_config_yaml_is_kept_and_the_hint_never_says_delete_it(tmp_path: Path) -> None:
+    apply_text(TWO_PRINTERS, tmp_path)
+    config_yaml = tmp_path / "var/lib/octobrix/printer1/basedir/config.yaml"
+    broken = config_yaml.read_text() + "webcam: [unclosed\n"
+    config_yaml.write_text(broken)
+
+    with pytest.raises(OctobrixError) as caught:
+        apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
+    said = f"{caught.value} {caught.value.hint}"
+    assert "is not valid YAML" in said and "octobrixctl restore printer1" in said
+    assert "remove" not in said and "delete" not in said, said
+    assert config_yaml.read_text() == broken, "the user's settings file was changed"
