@@ -34,7 +34,8 @@ from octobrixd.devices import read_device, suggest_entries
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
-from octobrixd.manifest import octoprint_unit, read_manifest, streamer_unit
+from octobrixd.manifest import read_manifest
+from octobrixd.names import DeviceKind, device_link, kind_of_subsystem, octoprint_unit, streamer_unit
 from octobrixd.octoprint_versions import installed_octoprint, running_generation
 from octobrixd.paths import Layout
 from octobrixd.recovery import Pass, Recovery
@@ -297,14 +298,14 @@ class Daemon:
         config = self.config
         if config is None or event.action not in (Action.ADD, Action.REMOVE):
             return
-        if event.kind == "printer" and event.name in config.printers:
+        if event.kind is DeviceKind.PRINTER and event.name in config.printers:
             if event.action is Action.ADD:
                 log.info("printer %s plugged in (%s)", event.name, event.devnode)
                 what = f"connecting printer {event.name}"
                 self.submit(self.api_calls, what, self.connect_printer, config, event.name)
             else:
                 log.info("printer %s unplugged", event.name)
-        elif event.kind == "camera" and event.name in config.cameras:
+        elif event.kind is DeviceKind.CAMERA and event.name in config.cameras:
             unit = streamer_unit(config, event.name)
             plugged = event.action is Action.ADD
             log.info("camera %s %s (%s)", event.name, "plugged in" if plugged else "unplugged", event.devnode)
@@ -313,7 +314,7 @@ class Daemon:
         elif event.action is Action.ADD and event.suggestion:
             log.info(
                 "unknown %s plugged in at %s; to use it add to %s: %s",
-                "camera" if event.subsystem == "video4linux" else "printer",
+                kind_of_subsystem(event.subsystem),
                 event.devnode,
                 self.config_path,
                 event.suggestion,
@@ -401,8 +402,7 @@ class Daemon:
                 octoprint_api.disconnect(printer.port, credentials.api_key)
             installed = installed_octoprint(self.layout, name)
             generation = running_generation(installed, config.octoprint_requirement(name))
-            device = f"/dev/octobrix/{name}"
-            octoprint_api.connect(printer.port, credentials.api_key, device, printer.baudrate, generation)
+            octoprint_api.connect(printer.port, credentials.api_key, device_link(name), printer.baudrate, generation)
             asked += 1
             transitional_since = None
             log.info("printer %s: asked its OctoPrint to connect", name)

@@ -20,7 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from octobrixd import names
 from octobrixd.config import SERIAL_RE, USB_PORT_RE, Camera, Config, Printer
+from octobrixd.names import SUBSYSTEMS, Subsystem
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.serials import placeholder_reason
 from octobrixd.v4l2 import FormatQuery, FormatQueryError, FrameSize, VideoFormat
@@ -29,14 +31,8 @@ from octobrixd.v4l2 import FormatQuery, FormatQueryError, FrameSize, VideoFormat
 PRINTER_KERNELS = ("ttyACM[0-9]*", "ttyUSB[0-9]*")
 
 
-class DeviceKind(StrEnum):
-    PRINTER = "printer"
-    CAMERA = "camera"
-
-    @property
-    def section(self) -> str:
-        """The config section whose entries bind this kind of device."""
-        return "printers" if self is DeviceKind.PRINTER else "cameras"
+# Spelled in names.py; importable from here with the records that carry it.
+DeviceKind = names.DeviceKind
 
 
 class MatchKey(StrEnum):
@@ -241,11 +237,11 @@ def _read(device: Any, kind: DeviceKind) -> Device | None:
 def read_device(device: Any) -> Device | None:
     """One pyudev device as a printer port or camera, or None if it is neither."""
     subsystem = device.subsystem
-    if subsystem == "tty":
+    if subsystem == Subsystem.TTY:
         name = str(device.sys_name)
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in PRINTER_KERNELS):
             return _read(device, DeviceKind.PRINTER)
-    elif subsystem == "video4linux" and _is_capture_node(device):
+    elif subsystem == Subsystem.VIDEO and _is_capture_node(device):
         return _read(device, DeviceKind.CAMERA)
     return None
 
@@ -403,7 +399,7 @@ def scan(
 ) -> Inventory:
     """Every attached USB printer port and camera capture node. context: a pyudev.Context."""
     found: list[Device] = []
-    for subsystem in ("tty", "video4linux"):
+    for subsystem in SUBSYSTEMS:
         for udev_device in context.list_devices(subsystem=subsystem):
             device = read_device(udev_device)
             if device is not None:
