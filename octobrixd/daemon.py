@@ -30,7 +30,7 @@ from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
-from octobrixd.devices import read_device, suggest_entries
+from octobrixd.devices import one_line_entry, read_device
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.instances import read_credentials
@@ -284,8 +284,7 @@ class Daemon:
         found = read_device(device)
         if found is None:
             return None
-        entry = suggest_entries([found], self.config, target=str(self.config_path))
-        return " ".join(line for line in entry.splitlines() if line and not line.startswith("#"))
+        return one_line_entry(found, self.config)
 
     def count_plug(self, event: DeviceEvent) -> None:
         config = self.config

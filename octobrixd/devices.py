@@ -497,7 +497,23 @@ class Allocator:
         return port
 
 
-def suggest_entry(device: Device, allocator: Allocator) -> str:
+@dataclass(frozen=True)
+class SuggestedEntry:
+    comments: tuple[str, ...]  # what the device is and why it is bound so, as TOML comments
+    table: tuple[str, ...]  # the TOML table's lines; none when the device cannot be bound
+
+    @property
+    def text(self) -> str:
+        return "\n".join((*self.comments, *self.table)) + "\n"
+
+
+def one_line_entry(device: Device, config: Config | None) -> str:
+    """The table that would bind one just-plugged device, on one line for the journal; "" when it is
+    bound already or cannot be bound."""
+    return "" if device.bound_to else " ".join(suggest_entry(device, Allocator(config)).table)
+
+
+def suggest_entry(device: Device, allocator: Allocator) -> SuggestedEntry:
     """The TOML table that would bind one device, with comments saying what it is and why."""
     match = suggest_match(device)
     where = f"USB port {device.usb.port}"
@@ -511,7 +527,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
                 f"# Cannot be bound: {_comment(match.why_port or '')}, and its port path "
                 f"{device.usb.port!r} is deeper than octobrix accepts."
             )
-            return "\n".join(lines) + "\n"
+            return SuggestedEntry(tuple(lines), ())
         lines += [
             f"# Bound by USB port because {_comment(match.why_port or '')}.",
             "# A port binding follows the cable, not the board: this name belongs to whatever is",
@@ -521,7 +537,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
         ]
     if device.kind is DeviceKind.PRINTER:
         name = allocator.name("printer")
-        lines += [
+        table = [
             f"[printers.{name}]",
             f"{match.key} = {_quoted(match.value)}",
             f"port = {allocator.port(PRINTER_PORT_START)}",
@@ -536,7 +552,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
                 f"# `v4l2-ctl --list-formats-ext -d {device.node}`. The query said:",
                 f"# {_comment(why or 'nothing')}",
             ]
-        lines += [
+        table = [
             f"[cameras.{name}]",
             f"{match.key} = {_quoted(match.value)}",
             f"resolution = {_quoted(mode.resolution)}",
@@ -544,7 +560,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
             f"format = {_quoted(mode.format)}",
             f"port = {allocator.port(CAMERA_PORT_START)}",
         ]
-    return "\n".join(lines) + "\n"
+    return SuggestedEntry(tuple(lines), tuple(table))
 
 
 def _interface_of(sys_path: str) -> tuple[int, ...]:
@@ -589,5 +605,5 @@ def suggest_entries(devices: Iterable[Device], config: Config | None, *, target:
         parts.append(f"# Every attached printer board and camera is already in {source}.\n")
     else:
         parts.insert(0, f"# Add these to {source}, then run `sudo octobrixctl apply`.\n")
-        parts += [suggest_entry(device, allocator) for device in unbound]
+        parts += [suggest_entry(device, allocator).text for device in unbound]
     return "\n".join(parts)

@@ -465,10 +465,9 @@ def check_bandwidth(ctx: DoctorContext) -> list[CheckResult]:
         return []
     advice = advise_system(ctx.config, ctx.layout, ctx.inventory)
     results = []
-    for text in advice.warnings():
-        problem, _, helps = text.removeprefix("USB bandwidth: ").partition(". What helps: ")
-        fix = helps or "see `octobrixctl discover` for where each camera is and what it reserves"
-        results.append(CheckResult("USB bandwidth", False, problem, fix))
+    for warning in advice.findings():
+        fix = warning.fix or "see `octobrixctl discover` for where each camera is and what it reserves"
+        results.append(CheckResult("USB bandwidth", False, warning.problem, fix))
     if not results:
         judged = sum(len(d.cameras) for d in advice.domains)
         if judged:

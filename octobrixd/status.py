@@ -196,7 +196,7 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
         try:
             job = job_state(port, api_key)
         except ApiError as error:
-            return str(error).split(" (")[0], None
+            return error.summary, None
         return job.state, job.progress
 
     return fetch
