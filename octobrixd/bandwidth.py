@@ -296,41 +296,20 @@ def load_of(name: str, camera: Camera, placement: Placement, cap: int, uncompres
     if speed is Speed.SUPER:
         return CameraLoad(name, placement, mode, camera.format, need, ss_bus_time_us(need), need, False, need)
     own = placement.alt_payloads
+
+    def high_speed(reserved: int, capped: bool, request: int, fixed: bool) -> CameraLoad:
+        time_us, known = isoc_bus_time_us(reserved), bool(own)
+        return CameraLoad(name, placement, mode, camera.format, reserved, time_us, need, capped, request, fixed, known)
+
     if camera.format is PixelFormat.MJPEG:
         capped = 0 < cap < STOCK_MJPEG_PAYLOAD
         request = cap if capped else STOCK_MJPEG_PAYLOAD
         # Without the camera's own settings the cap itself is the estimate (kmod/README.md's table).
-        reserved = alt_setting_for(request, own) if own else request
-        return CameraLoad(
-            name,
-            placement,
-            mode,
-            camera.format,
-            reserved,
-            isoc_bus_time_us(reserved),
-            need,
-            capped,
-            request,
-            False,
-            bool(own),
-        )
+        return high_speed(alt_setting_for(request, own) if own else request, capped, request, False)
     alts = own or TYPICAL_ALT_PAYLOADS
     # Stock: the camera's own request, which cheap cameras make their largest setting for any mode.
     request = fix_bandwidth_payload(camera.width, camera.height, camera.fps) if uncompressed_fix else max(alts)
-    reserved = alt_setting_for(request, alts)
-    return CameraLoad(
-        name,
-        placement,
-        mode,
-        camera.format,
-        reserved,
-        isoc_bus_time_us(reserved),
-        need,
-        False,
-        request,
-        uncompressed_fix,
-        bool(own),
-    )
+    return high_speed(alt_setting_for(request, alts), False, request, uncompressed_fix)
 
 
 def domain_of(placement: Placement) -> tuple[str, Speed]:

@@ -91,23 +91,18 @@ def test_an_octoprint_that_does_not_answer_is_not_busy_and_status_says_not_answe
     assert fetch_printer_state("key")("p1", port) == ("not answering", None)
 
 
-def test_an_octoprint_without_a_printer_answers_409_and_is_not_busy() -> None:
-    class Conflict(QuietHandler):
-        def do_GET(self) -> None:
-            self.reply(409, b'{"error": "Printer is not operational"}')
+@pytest.mark.parametrize(("code", "busy"), [(409, False), (500, True)])
+def test_an_http_error_is_read_by_its_status_code(code: int, busy: bool) -> None:
+    """409: OctoPrint has no printer connected, so nothing prints; another error may hide a print."""
 
-    with serving(Conflict) as port:
+    class Answer(QuietHandler):
+        def do_GET(self) -> None:
+            self.reply(code, b'{"error": "Printer is not operational"}')
+
+    with serving(Answer) as port:
         with pytest.raises(octoprint_api.ApiError) as raised:
             octoprint_api.request(port, "key", "/api/job")
-        assert str(raised.value) == "HTTP 409 from /api/job" == raised.value.summary and raised.value.conflict
-        assert octoprint_api.is_busy(port, "key") is False
-        assert fetch_printer_state("key")("p1", port) == ("HTTP 409 from /api/job", None)
-
-
-def test_an_octoprint_that_answers_500_may_be_busy() -> None:
-    class Broken(QuietHandler):
-        def do_GET(self) -> None:
-            self.reply(500, b"{}")
-
-    with serving(Broken) as port:
-        assert octoprint_api.is_busy(port, "key") is True
+        assert str(raised.value) == f"HTTP {code} from /api/job" == raised.value.summary
+        assert raised.value.conflict is (code == 409)
+        assert octoprint_api.is_busy(port, "key") is busy
+        assert fetch_printer_state("key")("p1", port) == (f"HTTP {code} from /api/job", None)
