@@ -6,10 +6,11 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from octobrixd import names
+from octobrixd import hotplug, names
 from octobrixd.config import parse_config
 from octobrixd.devices import DeviceKind
 from octobrixd.render_udev import render_udev_rules
@@ -93,3 +94,15 @@ def test_the_rules_set_the_marks_that_hotplug_reads() -> None:
     for name, kind in (("mk3", DeviceKind.PRINTER), ("cam", DeviceKind.CAMERA)):
         assert f'ENV{{{names.NAME_PROPERTY}}}="{name}", ENV{{{names.KIND_PROPERTY}}}="{kind}"' in rules
         assert f'SYMLINK+="{names.udev_symlink(name)}"' in rules
+
+
+@pytest.mark.parametrize(
+    ("marked", "kind"), [("printer", DeviceKind.PRINTER), ("camera", DeviceKind.CAMERA), ("hub", None), (None, None)]
+)
+def test_hotplug_reads_the_kind_the_rules_marked(marked: str | None, kind: DeviceKind | None) -> None:
+    # A stand-in for pyudev's device (only its properties are read); the lab VM's hotplug tests
+    # plug real devices under the real rules.
+    properties = {"ID_BUS": "usb"} | ({names.NAME_PROPERTY: "mk3", names.KIND_PROPERTY: marked} if marked else {})
+    device = SimpleNamespace(properties=properties, subsystem="tty", device_node="/dev/ttyACM0")
+    event = hotplug.record(device, "add")
+    assert event.name == ("mk3" if marked else None) and event.kind is kind
