@@ -28,10 +28,6 @@ class Subsystem(StrEnum):
     TTY = "tty"
     VIDEO = "video4linux"
 
-    @property
-    def kind(self) -> DeviceKind:
-        return DeviceKind.PRINTER if self is Subsystem.TTY else DeviceKind.CAMERA
-
 
 # Only these: replaying or watching every device on the machine is slow and wakes unrelated rules.
 SUBSYSTEMS = tuple(Subsystem)
