@@ -200,6 +200,7 @@ class Cap:
     source: str
     note: str | None = None  # e.g. a configured cap that the loaded driver ignores
     uncompressed_fix: bool = False
+    note_is_fix: bool = False  # the note is about uncompressed_bandwidth_fix (it matters to YUYV cameras)
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ class Advice:
             d.speed is Speed.HIGH and c.format is PixelFormat.MJPEG for d in self.domains for c in d.cameras
         )
         yuyv_usb2 = any(d.speed is Speed.HIGH and c.format is PixelFormat.YUYV for d in self.domains for c in d.cameras)
-        if self.cap.note and (mjpeg_usb2 or (yuyv_usb2 and FIX_PARAM in self.cap.note)):
+        if self.cap.note and (mjpeg_usb2 or (yuyv_usb2 and self.cap.note_is_fix)):
             out.append(BandwidthWarning(self.cap.note))
         return out
 
@@ -501,7 +502,7 @@ def effective_cap(config: Config, layout: Layout) -> Cap:
                 f"[uvcvideo] {what} is configured, but the loaded uvcvideo is the "
                 "stock driver, which ignores it: `sudo octobrixctl kmod install` (octobrixctl kmod status explains)"
             )
-        return Cap(0, "the loaded stock uvcvideo", note)
+        return Cap(0, "the loaded stock uvcvideo", note, note_is_fix=note is not None and not configured)
     fix = bool(fix_configured)
     if configured is not None:
         return Cap(

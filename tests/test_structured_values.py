@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from octobrixd import octoprint_api
-from octobrixd.bandwidth import Cap, Placement, advise
+from octobrixd.bandwidth import Cap, Placement, advise, effective_cap
 from octobrixd.config import parse_config
 from octobrixd.devices import Device, complete, one_line_entry, suggest_entries
+from octobrixd.kmod_status import FIX_PARAM
 from octobrixd.paths import Layout
 from octobrixd.status import fetch_printer_state
 from tests.factories import camera, printer
 from tests.httpstub import QuietHandler, serving
+from tests.test_bandwidth import fake_module
 
 EXISTING = '[printers.printer1]\nserial = "OLD"\nport = 5001\n'
 
@@ -106,3 +108,13 @@ def test_an_http_error_is_read_by_its_status_code(code: int, busy: bool) -> None
         assert raised.value.conflict is (code == 409)
         assert octoprint_api.is_busy(port, "key") is busy
         assert fetch_printer_state("key")("p1", port) == (f"HTTP {code} from /api/job", None)
+
+
+def test_the_note_on_an_ignored_uvcvideo_setting_says_which_as_a_field(tmp_path: Path) -> None:
+    fake_module(tmp_path, param=None)  # the stock uvcvideo is the one loaded
+    layout = Layout(tmp_path)
+    fix = effective_cap(parse_config("[uvcvideo]\nuncompressed_bandwidth_fix = true\n", "/x"), layout)
+    payload = effective_cap(parse_config("[uvcvideo]\nmax_compressed_payload = 1024\n", "/x"), layout)
+    # The advisor used to look for the setting's name in the note.
+    assert fix.note is not None and FIX_PARAM in fix.note and fix.note_is_fix
+    assert payload.note is not None and FIX_PARAM not in payload.note and not payload.note_is_fix
