@@ -29,14 +29,13 @@ from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import DiskFullError, commit, exclusive_lock, leftover_temps, prune_empty_dir, remove_file, stage
 from octobrixd.instances import needs_seeding, read_credentials, seed_basedir
-from octobrixd.manifest import Manifest, octoprint_unit, printer_of, read_manifest, running_port
+from octobrixd.manifest import Manifest, read_manifest, running_port
+from octobrixd.names import SUBSYSTEMS, dropin, instance_user, octoprint_unit, printer_of
 from octobrixd.octoprint_versions import installed_octoprint
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.render import render_all
-from octobrixd.render_common import instance_user
 from octobrixd.render_octoprint import merged_octoprint_config
-from octobrixd.render_units import DROPIN_NAME
 from octobrixd.venv_drift import venvs_to_build
 from octobrixd.venvs import VenvSpec, check_build_prerequisites, provision
 from octobrixd.web import apply as frontdoor
@@ -115,8 +114,7 @@ class Plan:
         if self.reload_udev:
             out.append("udevadm control --reload")
             out.append(
-                "udevadm trigger --action=change --settle "
-                + " ".join(f"--subsystem-match={s}" for s in udev.SUBSYSTEMS)
+                "udevadm trigger --action=change --settle " + " ".join(f"--subsystem-match={s}" for s in SUBSYSTEMS)
             )
         if self.stop:
             out.append("systemctl disable --now " + " ".join(self.stop))
@@ -335,8 +333,8 @@ def _ensure_state_dir(layout: Layout, name: str) -> None:
 
 
 def _dropin_port(layout: Layout, name: str) -> int | None:
-    dropin = layout.path(paths.UNIT_DIR / f"{octoprint_unit(name)}.d" / DROPIN_NAME)
-    found = re.search(r"^Environment=OCTOBRIX_PORT=(\d+)$", _read_text(dropin) or "", re.MULTILINE)
+    text = _read_text(layout.path(paths.UNIT_DIR / dropin(octoprint_unit(name))))
+    found = re.search(r"^Environment=OCTOBRIX_PORT=(\d+)$", text or "", re.MULTILINE)
     return int(found[1]) if found else None
 
 

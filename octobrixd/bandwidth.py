@@ -147,6 +147,7 @@ class CameraLoad:
     name: str
     placement: Placement
     mode: str  # "MJPEG 1280x720@15"
+    format: PixelFormat
     reserved_bytes: int  # per microframe (per frame at full speed)
     bus_time_us: float
     need_bytes: int  # what the stream needs per interval in a busy scene
@@ -199,6 +200,24 @@ class Cap:
     source: str
     note: str | None = None  # e.g. a configured cap that the loaded driver ignores
     uncompressed_fix: bool = False
+    note_is_fix: bool = False  # the note is about uncompressed_bandwidth_fix (it matters to YUYV cameras)
+
+
+@dataclass(frozen=True)
+class BandwidthWarning:
+    """One thing the advisor warns about; str() is the line discover and apply print."""
+
+    problem: str
+    helps: tuple[str, ...] = ()  # what makes it fit, in the order worth trying
+    remark: str = ""  # said after the helps
+    subject: str = ""  # "USB bandwidth: " for a shared budget, before the problem
+
+    @property
+    def fix(self) -> str | None:
+        return "; ".join(self.helps) + "." + self.remark if self.helps else None
+
+    def __str__(self) -> str:
+        return self.subject + self.problem + (f". What helps: {self.fix}" if self.fix else "")
 
 
 @dataclass(frozen=True)
@@ -213,12 +232,17 @@ class Advice:
         return tuple(d for d in self.domains if d.over)
 
     def warnings(self) -> list[str]:
+        return [str(warning) for warning in self.findings()]
+
+    def findings(self) -> list[BandwidthWarning]:
         out = [describe_over(domain, self.cap) for domain in self.over]
-        out += list(self.problems)
-        mjpeg_usb2 = any(d.speed is Speed.HIGH and c.mode.startswith("MJPEG") for d in self.domains for c in d.cameras)
-        yuyv_usb2 = any(d.speed is Speed.HIGH and c.mode.startswith("YUYV") for d in self.domains for c in d.cameras)
-        if self.cap.note and (mjpeg_usb2 or (yuyv_usb2 and FIX_PARAM in self.cap.note)):
-            out.append(self.cap.note)
+        out += [BandwidthWarning(problem) for problem in self.problems]
+        mjpeg_usb2 = any(
+            d.speed is Speed.HIGH and c.format is PixelFormat.MJPEG for d in self.domains for c in d.cameras
+        )
+        yuyv_usb2 = any(d.speed is Speed.HIGH and c.format is PixelFormat.YUYV for d in self.domains for c in d.cameras)
+        if self.cap.note and (mjpeg_usb2 or (yuyv_usb2 and self.cap.note_is_fix)):
+            out.append(BandwidthWarning(self.cap.note))
         return out
 
 
@@ -266,26 +290,27 @@ def load_of(name: str, camera: Camera, placement: Placement, cap: int, uncompres
     if speed is Speed.FULL:
         need = math.ceil(per_second * FS_FRAME_US / 1e6) + UVC_HEADER
         reserved = FS_MAX_PAYLOAD if camera.format is PixelFormat.MJPEG else min(need, FS_MAX_PAYLOAD)
-        return CameraLoad(name, placement, mode, reserved, fs_isoc_bus_time_us(reserved), need, False, reserved)
+        return CameraLoad(
+            name, placement, mode, camera.format, reserved, fs_isoc_bus_time_us(reserved), need, False, reserved
+        )
     need = math.ceil(per_second * HS_MICROFRAME_US / 1e6) + UVC_HEADER
     if speed is Speed.SUPER:
-        return CameraLoad(name, placement, mode, need, ss_bus_time_us(need), need, False, need)
+        return CameraLoad(name, placement, mode, camera.format, need, ss_bus_time_us(need), need, False, need)
     own = placement.alt_payloads
+
+    def high_speed(reserved: int, capped: bool, request: int, fixed: bool) -> CameraLoad:
+        time_us, known = isoc_bus_time_us(reserved), bool(own)
+        return CameraLoad(name, placement, mode, camera.format, reserved, time_us, need, capped, request, fixed, known)
+
     if camera.format is PixelFormat.MJPEG:
         capped = 0 < cap < STOCK_MJPEG_PAYLOAD
         request = cap if capped else STOCK_MJPEG_PAYLOAD
         # Without the camera's own settings the cap itself is the estimate (kmod/README.md's table).
-        reserved = alt_setting_for(request, own) if own else request
-        return CameraLoad(
-            name, placement, mode, reserved, isoc_bus_time_us(reserved), need, capped, request, False, bool(own)
-        )
+        return high_speed(alt_setting_for(request, own) if own else request, capped, request, False)
     alts = own or TYPICAL_ALT_PAYLOADS
     # Stock: the camera's own request, which cheap cameras make their largest setting for any mode.
     request = fix_bandwidth_payload(camera.width, camera.height, camera.fps) if uncompressed_fix else max(alts)
-    reserved = alt_setting_for(request, alts)
-    return CameraLoad(
-        name, placement, mode, reserved, isoc_bus_time_us(reserved), need, False, request, uncompressed_fix, bool(own)
-    )
+    return high_speed(alt_setting_for(request, alts), False, request, uncompressed_fix)
 
 
 def domain_of(placement: Placement) -> tuple[str, Speed]:
@@ -346,7 +371,7 @@ def suggested_cap(domain: Domain) -> int | None:
     for payload in SUGGESTED_CAPS:
         times: list[float] = []
         for camera in domain.cameras:
-            if camera.mode.startswith("MJPEG"):
+            if camera.format is PixelFormat.MJPEG:
                 if camera.need_bytes > payload:
                     break
                 times.append(isoc_bus_time_us(payload))
@@ -379,7 +404,7 @@ def _relaxed(
 
 def yuyv_helps(domain: Domain, cap: Cap) -> list[str]:
     """What makes the YUYV cameras of a USB 2 domain fit, with the numbers."""
-    yuyv = [c for c in domain.cameras if c.mode.startswith("YUYV")]
+    yuyv = [c for c in domain.cameras if c.format is PixelFormat.YUYV]
     source = "their descriptors" if all(c.alts_known for c in yuyv) else "a typical cheap camera's settings"
     helps = []
     if not cap.uncompressed_fix:
@@ -413,17 +438,17 @@ def yuyv_helps(domain: Domain, cap: Cap) -> list[str]:
     return helps
 
 
-def describe_over(domain: Domain, cap: Cap) -> str:
+def describe_over(domain: Domain, cap: Cap) -> BandwidthWarning:
     names = ", ".join(c.name for c in domain.cameras)
     interval = "microframe" if domain.interval_us == HS_MICROFRAME_US else "frame"
     fits = domain.fitting
-    text = (
-        f"USB bandwidth: {names} on {domain.label} ({domain.speed.value}) would reserve "
+    problem = (
+        f"{names} on {domain.label} ({domain.speed.value}) would reserve "
         f"{domain.used_us:.0f} µs of the {domain.budget_us:g} µs each {interval} has for cameras: "
         f"only {fits} of them can stream at once; the next to start fails with 'No space left on device'"
     )
     helps: list[str] = []
-    mjpeg_high = domain.speed is Speed.HIGH and any(c.mode.startswith("MJPEG") for c in domain.cameras)
+    mjpeg_high = domain.speed is Speed.HIGH and any(c.format is PixelFormat.MJPEG for c in domain.cameras)
     if mjpeg_high:
         payload = suggested_cap(domain)
         if cap.payload == 0 and payload is not None:
@@ -436,18 +461,18 @@ def describe_over(domain: Domain, cap: Cap) -> str:
             helps.append(f"a lower cap: [uvcvideo] max_compressed_payload = {payload}")
         elif cap.payload == 0:
             helps.append("the patched uvcvideo (`sudo octobrixctl kmod install`, [uvcvideo] max_compressed_payload)")
-    if domain.speed is Speed.HIGH and any(c.mode.startswith("YUYV") for c in domain.cameras):
+    if domain.speed is Speed.HIGH and any(c.format is PixelFormat.YUYV for c in domain.cameras):
         helps += yuyv_helps(domain, cap)
-    elif any(c.mode.startswith("YUYV") for c in domain.cameras):
+    elif any(c.format is PixelFormat.YUYV for c in domain.cameras):
         helps.append('lower fps or resolution for the YUYV cameras, or format = "mjpeg" with the uvcvideo cap')
     helps.append(
         "plug some of these cameras into another root port or USB controller, not the same hub "
         "(`octobrixctl discover` shows where each one is)"
     )
-    text += ". What helps: " + "; ".join(helps) + "."
-    if mjpeg_high and not any(c.mode.startswith("YUYV") for c in domain.cameras):
-        text += " Lower fps or resolution does not: an MJPEG camera reserves the same for every mode."
-    return text
+    remark = ""
+    if mjpeg_high and not any(c.format is PixelFormat.YUYV for c in domain.cameras):
+        remark = " Lower fps or resolution does not: an MJPEG camera reserves the same for every mode."
+    return BandwidthWarning(problem, tuple(helps), remark, subject="USB bandwidth: ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,7 +502,7 @@ def effective_cap(config: Config, layout: Layout) -> Cap:
                 f"[uvcvideo] {what} is configured, but the loaded uvcvideo is the "
                 "stock driver, which ignores it: `sudo octobrixctl kmod install` (octobrixctl kmod status explains)"
             )
-        return Cap(0, "the loaded stock uvcvideo", note)
+        return Cap(0, "the loaded stock uvcvideo", note, note_is_fix=note is not None and not configured)
     fix = bool(fix_configured)
     if configured is not None:
         return Cap(

@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from octobrixd.backups.schedule import DEFAULT_KEEP, DEFAULT_SCHEDULE, check_schedule
 from octobrixd.errors import ConfigError
+from octobrixd.names import device_link
 from octobrixd.requirements import PLUGIN_URL_RE, REQUIREMENT_RE
 from octobrixd.streamers import Streamer
 from octobrixd.tomlpos import KeyLocator
@@ -182,7 +183,7 @@ def _check_controls(value: dict[str, int]) -> dict[str, int]:
     if bad:
         raise ValueError(
             f"{', '.join(map(repr, bad))}: not a V4L2 control name; use the lowercase names "
-            "`v4l2-ctl --list-ctrls -d /dev/octobrix/NAME` prints, like focus_absolute"
+            f"`v4l2-ctl --list-ctrls -d {device_link('NAME')}` prints, like focus_absolute"
         )
     out_of_range = [name for name, number in value.items() if not CONTROL_MIN <= number <= CONTROL_MAX]
     if out_of_range:
@@ -500,7 +501,7 @@ def _cross_check(entries: list[_Entry], frontdoor: FrontDoor, problems: _Problem
     for name in sorted(printers & cameras):
         problems.add(
             ("cameras", name),
-            f"the name {name!r} is also a printer; both would be /dev/octobrix/{name} — rename one",
+            f"the name {name!r} is also a printer; both would be {device_link(name)} — rename one",
         )
 
     for name in sorted(printers & FRONTDOOR_RESERVED if frontdoor.enabled else ()):

@@ -24,33 +24,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from octobrixd import camera_health, octoprint_api, plug_counts, systemd
+from octobrixd import camera_health, plug_counts, systemd
 from octobrixd.adding.service import AddService
 from octobrixd.applied import remember_applied
 from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
-from octobrixd.devices import read_device, suggest_entries
+from octobrixd.connect import Connections
+from octobrixd.devices import one_line_entry, read_device
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
-from octobrixd.instances import read_credentials
-from octobrixd.manifest import octoprint_unit, read_manifest, streamer_unit
-from octobrixd.octoprint_versions import installed_octoprint, running_generation
+from octobrixd.manifest import read_manifest
+from octobrixd.names import DeviceKind, kind_of_subsystem, octoprint_unit, streamer_unit
 from octobrixd.paths import Layout
 from octobrixd.recovery import Pass, Recovery
-from octobrixd.status import collect, fetch_printer_state, query_units
+from octobrixd.status import query_units
+from octobrixd.status_line import farm_summary
 
 log = logging.getLogger("octobrixd")
 
 # While a restart waits for a print to end, look again this often.
 DEFERRED_RETRY_SECONDS = 60.0
-# How long a just-plugged printer's OctoPrint may take to answer before we give up connecting it.
-CONNECT_PATIENCE_SECONDS = 180.0
-CONNECT_ATTEMPTS = 5
-TRANSITIONAL_STATES = ("Opening", "Connecting", "Detecting")
-STUCK_SECONDS = 30.0
-SETTLE_SECONDS = 15.0
-BUSY_STATES = ("Printing", "Pausing", "Paused", "Resuming", "Cancelling", "Finishing", "Sending", "Starting")
 
 T = TypeVar("T")
 
@@ -144,10 +138,6 @@ class BackgroundJob(Generic[T]):
         return result
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 class Daemon:
     def __init__(self, config_path: Path, layout: Layout, notifier: Notifier) -> None:
         self.config_path = config_path
@@ -160,9 +150,8 @@ class Daemon:
         self.streamer_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer")
         # Set by the main loop: wakes it to refresh STATUS= from another thread.
         self.refresh_status: Callable[[], None] = lambda: None
-        self.connecting_lock = threading.Lock()
-        self.connecting: set[str] = set()
-        self.connect_again: set[str] = set()
+        # Looked up at each call: the main loop sets refresh_status after this.
+        self.connections = Connections(layout, done=lambda: self.refresh_status())  # noqa: PLW0108
         # The last error of each kind of call to a worker pool ("connecting printer bench"), shown in
         # STATUS= until that call next succeeds.
         self.call_errors: dict[str, str] = {}
@@ -240,41 +229,7 @@ class Daemon:
         problems = [p for p in (self.problem, *list(self.call_errors.values())) if p]
         if config is None:
             return "; ".join(problems) or "no valid config yet"
-        units = [octoprint_unit(n) for n in config.printers] + [streamer_unit(config, n) for n in config.cameras]
-        try:
-            props = query_units(units) if self.layout.live else {}
-        except OctobrixError:
-            props = {}
-        fetchers = {}
-        for name in config.printers:
-            credentials = read_credentials(self.layout, name)
-            fetchers[name] = fetch_printer_state(credentials.api_key if credentials else None)
-        printers, cameras = collect(config, self.layout, props, fetchers, "localhost")
-        counts: dict[str, int] = {}
-        for row in printers:
-            if row.device == "unplugged":
-                kind = "unplugged"
-            elif row.state == "unknown":
-                kind = "state unknown"
-            elif row.state == "failed":
-                kind = "failed"
-            elif row.state != "active":
-                kind = "not running"
-            elif (row.printer_state or "").startswith(BUSY_STATES):
-                kind = "printing"
-            elif row.printer_state == "Operational":
-                kind = "operational"
-            else:
-                kind = "not connected"
-            counts[kind] = counts.get(kind, 0) + 1
-        streaming = sum(1 for row in cameras if row.state == "active")
-        text = _plural(len(printers), "printer")
-        if counts:
-            text += ": " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-        text += f"; {_plural(len(cameras), 'camera')}"
-        if cameras:
-            text += f": {streaming} streaming"
-        text += camera_health.summary_suffix(self.health)
+        text = farm_summary(config, self.layout) + camera_health.summary_suffix(self.health)
         return "; ".join([text, *problems])
 
     # --- hotplug ---
@@ -283,8 +238,7 @@ class Daemon:
         found = read_device(device)
         if found is None:
             return None
-        entry = suggest_entries([found], self.config, target=str(self.config_path))
-        return " ".join(line for line in entry.splitlines() if line and not line.startswith("#"))
+        return one_line_entry(found, self.config)
 
     def count_plug(self, event: DeviceEvent) -> None:
         config = self.config
@@ -297,14 +251,14 @@ class Daemon:
         config = self.config
         if config is None or event.action not in (Action.ADD, Action.REMOVE):
             return
-        if event.kind == "printer" and event.name in config.printers:
+        if event.kind is DeviceKind.PRINTER and event.name in config.printers:
             if event.action is Action.ADD:
                 log.info("printer %s plugged in (%s)", event.name, event.devnode)
                 what = f"connecting printer {event.name}"
-                self.submit(self.api_calls, what, self.connect_printer, config, event.name)
+                self.submit(self.api_calls, what, self.connections.connect, config, event.name)
             else:
                 log.info("printer %s unplugged", event.name)
-        elif event.kind == "camera" and event.name in config.cameras:
+        elif event.kind is DeviceKind.CAMERA and event.name in config.cameras:
             unit = streamer_unit(config, event.name)
             plugged = event.action is Action.ADD
             log.info("camera %s %s (%s)", event.name, "plugged in" if plugged else "unplugged", event.devnode)
@@ -313,7 +267,7 @@ class Daemon:
         elif event.action is Action.ADD and event.suggestion:
             log.info(
                 "unknown %s plugged in at %s; to use it add to %s: %s",
-                "camera" if event.subsystem == "video4linux" else "printer",
+                kind_of_subsystem(event.subsystem),
                 event.devnode,
                 self.config_path,
                 event.suggestion,
@@ -327,87 +281,6 @@ class Daemon:
         except OctobrixError as error:
             log.error("%s: %s", unit, error)
         self.refresh_status()
-
-    def connect_printer(self, config: Config, name: str) -> None:
-        """See the instance's OctoPrint through to a connection with its just-plugged printer.
-
-        One run per printer at a time: a plug during a run makes the run look again at its end.
-        It never disconnects anything: it only asks to connect when OctoPrint is not connected
-        (offline, closed, or after an error) and the printer's link exists, at most a few times.
-        """
-        with self.connecting_lock:
-            if name in self.connecting:
-                self.connect_again.add(name)
-                return
-            self.connecting.add(name)
-        try:
-            self._see_connection_through(config, name)
-        finally:
-            with self.connecting_lock:
-                self.connecting.discard(name)
-                again = name in self.connect_again
-                self.connect_again.discard(name)
-            self.refresh_status()
-        if again:
-            self.connect_printer(config, name)
-
-    def _see_connection_through(self, config: Config, name: str) -> None:
-        credentials = read_credentials(self.layout, name)
-        if credentials is None:
-            log.info("printer %s: its OctoPrint is not set up yet, not connecting", name)
-            return
-        printer = config.printers[name]
-        deadline = time.monotonic() + CONNECT_PATIENCE_SECONDS
-        asked = 0
-        state = ""
-        transitional_since: float | None = None
-        settled_since: float | None = None
-        while time.monotonic() < deadline:
-            try:
-                state = octoprint_api.connection_state(printer.port, credentials.api_key)
-            except octoprint_api.ApiError:
-                time.sleep(2)  # OctoPrint is (re)starting
-                continue
-            if state.startswith(TRANSITIONAL_STATES):
-                transitional_since = transitional_since or time.monotonic()
-                # OctoPrint stays "Opening serial connection" for good when the port vanished while
-                # it opened it, and ignores a connect until told to disconnect.
-                stuck = time.monotonic() - transitional_since > STUCK_SECONDS
-            else:
-                transitional_since = None
-                stuck = False
-            if not (octoprint_api.is_disconnected(state) or stuck):
-                # Connected, or on its way. A connection is believed only once it has held for a
-                # while: OctoPrint notices a pulled cable late, and a quick re-plug can come first.
-                if transitional_since is None:
-                    settled_since = settled_since or time.monotonic()
-                    if time.monotonic() - settled_since >= SETTLE_SECONDS:
-                        log.info("printer %s: %s", name, state)
-                        return
-                else:
-                    settled_since = None
-                time.sleep(1)
-                continue
-            settled_since = None
-            if not self.layout.device_link(name).exists():
-                log.info("printer %s: unplugged again before it connected", name)
-                return
-            if asked >= CONNECT_ATTEMPTS:
-                log.warning("printer %s: OctoPrint could not connect (%s); see its Terminal tab", name, state)
-                return
-            if stuck or octoprint_api.needs_reset(state):
-                # Nothing can be printing in these states, so the reset disturbs nothing.
-                log.info("printer %s: resetting its OctoPrint's connection (stuck at %r)", name, state)
-                octoprint_api.disconnect(printer.port, credentials.api_key)
-            installed = installed_octoprint(self.layout, name)
-            generation = running_generation(installed, config.octoprint_requirement(name))
-            device = f"/dev/octobrix/{name}"
-            octoprint_api.connect(printer.port, credentials.api_key, device, printer.baudrate, generation)
-            asked += 1
-            transitional_since = None
-            log.info("printer %s: asked its OctoPrint to connect", name)
-            time.sleep(1)
-        log.warning("printer %s: no connection after %.0f s (last state: %s)", name, CONNECT_PATIENCE_SECONDS, state)
 
 
 def watchdog_interval() -> float | None:

@@ -20,7 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from octobrixd import names
 from octobrixd.config import SERIAL_RE, USB_PORT_RE, Camera, Config, Printer
+from octobrixd.names import SUBSYSTEMS, Subsystem
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.serials import placeholder_reason
 from octobrixd.v4l2 import FormatQuery, FormatQueryError, FrameSize, VideoFormat
@@ -29,14 +31,8 @@ from octobrixd.v4l2 import FormatQuery, FormatQueryError, FrameSize, VideoFormat
 PRINTER_KERNELS = ("ttyACM[0-9]*", "ttyUSB[0-9]*")
 
 
-class DeviceKind(StrEnum):
-    PRINTER = "printer"
-    CAMERA = "camera"
-
-    @property
-    def section(self) -> str:
-        """The config section whose entries bind this kind of device."""
-        return "printers" if self is DeviceKind.PRINTER else "cameras"
+# Spelled in names.py; importable from here with the records that carry it.
+DeviceKind = names.DeviceKind
 
 
 class MatchKey(StrEnum):
@@ -241,11 +237,11 @@ def _read(device: Any, kind: DeviceKind) -> Device | None:
 def read_device(device: Any) -> Device | None:
     """One pyudev device as a printer port or camera, or None if it is neither."""
     subsystem = device.subsystem
-    if subsystem == "tty":
+    if subsystem == Subsystem.TTY:
         name = str(device.sys_name)
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in PRINTER_KERNELS):
             return _read(device, DeviceKind.PRINTER)
-    elif subsystem == "video4linux" and _is_capture_node(device):
+    elif subsystem == Subsystem.VIDEO and _is_capture_node(device):
         return _read(device, DeviceKind.CAMERA)
     return None
 
@@ -403,7 +399,7 @@ def scan(
 ) -> Inventory:
     """Every attached USB printer port and camera capture node. context: a pyudev.Context."""
     found: list[Device] = []
-    for subsystem in ("tty", "video4linux"):
+    for subsystem in SUBSYSTEMS:
         for udev_device in context.list_devices(subsystem=subsystem):
             device = read_device(udev_device)
             if device is not None:
@@ -501,7 +497,23 @@ class Allocator:
         return port
 
 
-def suggest_entry(device: Device, allocator: Allocator) -> str:
+@dataclass(frozen=True)
+class SuggestedEntry:
+    comments: tuple[str, ...]  # what the device is and why it is bound so, as TOML comments
+    table: tuple[str, ...]  # the TOML table's lines; none when the device cannot be bound
+
+    @property
+    def text(self) -> str:
+        return "\n".join((*self.comments, *self.table)) + "\n"
+
+
+def one_line_entry(device: Device, config: Config | None) -> str:
+    """The table that would bind one just-plugged device, on one line for the journal; "" when it is
+    bound already or cannot be bound."""
+    return "" if device.bound_to else " ".join(suggest_entry(device, Allocator(config)).table)
+
+
+def suggest_entry(device: Device, allocator: Allocator) -> SuggestedEntry:
     """The TOML table that would bind one device, with comments saying what it is and why."""
     match = suggest_match(device)
     where = f"USB port {device.usb.port}"
@@ -515,7 +527,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
                 f"# Cannot be bound: {_comment(match.why_port or '')}, and its port path "
                 f"{device.usb.port!r} is deeper than octobrix accepts."
             )
-            return "\n".join(lines) + "\n"
+            return SuggestedEntry(tuple(lines), ())
         lines += [
             f"# Bound by USB port because {_comment(match.why_port or '')}.",
             "# A port binding follows the cable, not the board: this name belongs to whatever is",
@@ -525,7 +537,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
         ]
     if device.kind is DeviceKind.PRINTER:
         name = allocator.name("printer")
-        lines += [
+        table = [
             f"[printers.{name}]",
             f"{match.key} = {_quoted(match.value)}",
             f"port = {allocator.port(PRINTER_PORT_START)}",
@@ -540,7 +552,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
                 f"# `v4l2-ctl --list-formats-ext -d {device.node}`. The query said:",
                 f"# {_comment(why or 'nothing')}",
             ]
-        lines += [
+        table = [
             f"[cameras.{name}]",
             f"{match.key} = {_quoted(match.value)}",
             f"resolution = {_quoted(mode.resolution)}",
@@ -548,7 +560,7 @@ def suggest_entry(device: Device, allocator: Allocator) -> str:
             f"format = {_quoted(mode.format)}",
             f"port = {allocator.port(CAMERA_PORT_START)}",
         ]
-    return "\n".join(lines) + "\n"
+    return SuggestedEntry(tuple(lines), tuple(table))
 
 
 def _interface_of(sys_path: str) -> tuple[int, ...]:
@@ -593,5 +605,5 @@ def suggest_entries(devices: Iterable[Device], config: Config | None, *, target:
         parts.append(f"# Every attached printer board and camera is already in {source}.\n")
     else:
         parts.insert(0, f"# Add these to {source}, then run `sudo octobrixctl apply`.\n")
-        parts += [suggest_entry(device, allocator) for device in unbound]
+        parts += [suggest_entry(device, allocator).text for device in unbound]
     return "\n".join(parts)

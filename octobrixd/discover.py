@@ -23,6 +23,7 @@ from octobrixd.devices import (
     suggest_match,
 )
 from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.names import SUBSYSTEMS
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 
 
@@ -311,8 +312,8 @@ def wait_for_device(
     import pyudev  # noqa: PLC0415 — only --wait needs the netlink monitor
 
     monitor = pyudev.Monitor.from_netlink(context)
-    monitor.filter_by("tty")
-    monitor.filter_by("video4linux")
+    for subsystem in SUBSYSTEMS:
+        monitor.filter_by(subsystem)
     monitor.start()
     on_ready()
     deadline = None if timeout is None else time.monotonic() + timeout

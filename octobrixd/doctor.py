@@ -21,6 +21,7 @@ from octobrixd.cameras import Snapshot, StreamerState
 from octobrixd.config import Camera, Config, Printer, load_config
 from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
 from octobrixd.errors import ConfigError
+from octobrixd.names import device_link, octoprint_unit, streamer_unit
 from octobrixd.paths import DEFAULT_CONFIG, Layout
 from octobrixd.streamers import Streamer
 from octobrixd.venv_drift import venv_results
@@ -190,7 +191,7 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
                     label,
                     False,
                     f"{_match_text(entry)} matches {len(matches)} attached devices ({nodes}); "
-                    f"/dev/octobrix/{name} would point at whichever udev handled last",
+                    f"{device_link(name)} would point at whichever udev handled last",
                     "bind each of these boards by usb_port instead: `octobrixctl discover --toml` prints the entries",
                 )
             )
@@ -212,7 +213,7 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
 
 
 def _check_link(ctx: DoctorContext, label: str, name: str, device: Device) -> CheckResult:
-    link = f"/dev/octobrix/{name}"
+    link = device_link(name)
     target = ctx.link_target(name)
     if target == device.node:
         return CheckResult(label, True, f"{device.node} ({device.usb.label}) is {link}")
@@ -258,16 +259,16 @@ def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: 
             label,
             False,
             f"{len(nodes)} video devices are named {device_name!r} ({', '.join(nodes)}): "
-            f"/dev/octobrix/{name} would point at whichever udev handled last",
+            f"{device_link(name)} would point at whichever udev handled last",
             "bind this camera by serial or usb_port instead (`octobrixctl discover --toml`)",
         )
     target = ctx.link_target(name)
     if target == nodes[0]:
-        return CheckResult(label, True, f"{nodes[0]} ({device_name}) is /dev/octobrix/{name}")
+        return CheckResult(label, True, f"{nodes[0]} ({device_name}) is {device_link(name)}")
     return CheckResult(
         label,
         False,
-        f"{nodes[0]} ({device_name}) is present but /dev/octobrix/{name} "
+        f"{nodes[0]} ({device_name}) is present but {device_link(name)} "
         + ("does not exist" if target is None else f"points to {target}"),
         "run `sudo octobrixctl apply` (installs the udev rules and re-triggers udev)",
     )
@@ -351,7 +352,7 @@ def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
     results = []
     for device in ctx.inventory.printers:
         for name in device.bound_to:
-            ours = f"octoprint@{name}.service"
+            ours = octoprint_unit(name)
             for holder in device.held_by:
                 if holder.unit == ours:
                     continue
@@ -383,7 +384,7 @@ def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
 
 def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[str, str] | None) -> CheckResult:
     streamer = config.streamer_of(name)
-    unit = f"{streamer}@{name}.service"
+    unit = streamer_unit(config, name)
     label = f"stream {name}"
     if not cameras.program_installed(ctx.layout, streamer):
         return CheckResult(
@@ -420,7 +421,7 @@ def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[
                 label,
                 False,
                 f"{unit} serves its 'no signal' picture: the camera delivers no frames ({shot.detail})",
-                f"check that /dev/octobrix/{name} exists and the camera's cable; `journalctl -u {unit}` says "
+                f"check that {device_link(name)} exists and the camera's cable; `journalctl -u {unit}` says "
                 "why it cannot capture",
             )
         if live is not None and (live.width, live.height) != (camera.width, camera.height):
@@ -429,7 +430,7 @@ def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[
                 False,
                 f"{unit} streams {live.width}x{live.height}, not the configured {camera.resolution}: the camera "
                 f"does not offer that size in {camera.format.value.upper()}",
-                f"pick a size `v4l2-ctl --list-formats-ext -d /dev/octobrix/{name}` lists, in cameras.{name}",
+                f"pick a size `v4l2-ctl --list-formats-ext -d {device_link(name)}` lists, in cameras.{name}",
             )
     return CheckResult(label, True, f"{unit} is running; {shot.detail}")
 
@@ -439,7 +440,7 @@ def check_streams(ctx: DoctorContext) -> list[CheckResult]:
     if ctx.config is None or not ctx.config.cameras or not ctx.services_known:
         return []
     config = ctx.config
-    units = {name: f"{config.streamer_of(name)}@{name}.service" for name in sorted(config.cameras)}
+    units = {name: streamer_unit(config, name) for name in sorted(config.cameras)}
     states = ctx.unit_states(list(units.values()))
     return [_check_stream(ctx, config, name, states.get(unit)) for name, unit in units.items()]
 
@@ -449,7 +450,7 @@ def check_instances(ctx: DoctorContext) -> list[CheckResult]:
     Silent while every instance runs or starts."""
     if ctx.config is None or not ctx.config.printers or not ctx.services_known:
         return []
-    units = {f"octoprint@{name}.service": name for name in sorted(ctx.config.printers)}
+    units = {octoprint_unit(name): name for name in sorted(ctx.config.printers)}
     results = []
     for unit, props in recovery.failed_units(ctx.unit_states, list(units)).items():
         lines = ctx.journal(unit, recovery.LOG_LINES)
@@ -464,10 +465,9 @@ def check_bandwidth(ctx: DoctorContext) -> list[CheckResult]:
         return []
     advice = advise_system(ctx.config, ctx.layout, ctx.inventory)
     results = []
-    for text in advice.warnings():
-        problem, _, helps = text.removeprefix("USB bandwidth: ").partition(". What helps: ")
-        fix = helps or "see `octobrixctl discover` for where each camera is and what it reserves"
-        results.append(CheckResult("USB bandwidth", False, problem, fix))
+    for warning in advice.findings():
+        fix = warning.fix or "see `octobrixctl discover` for where each camera is and what it reserves"
+        results.append(CheckResult("USB bandwidth", False, warning.problem, fix))
     if not results:
         judged = sum(len(d.cameras) for d in advice.domains)
         if judged:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pyudev
 
-log = logging.getLogger(__name__)
+from octobrixd.names import KIND_PROPERTY, NAME_PROPERTY, SUBSYSTEMS, DeviceKind
 
-SUBSYSTEMS = ("tty", "video4linux")
+log = logging.getLogger(__name__)
 
 
 class Action(StrEnum):
@@ -33,7 +33,7 @@ class DeviceEvent:
     subsystem: str
     devnode: str | None
     name: str | None
-    kind: str | None
+    kind: DeviceKind | None  # from the rules' marks: None for a device no entry binds
     usb: bool
     # For a device no config entry binds: the entry that would (one line), else None.
     suggestion: str | None = None
@@ -44,7 +44,7 @@ Suggest = Callable[[Any], str | None]
 
 def record(device: Any, action: str | None, suggest: Suggest | None = None) -> DeviceEvent:
     properties = device.properties
-    name = properties.get("OCTOBRIX_NAME")
+    name = properties.get(NAME_PROPERTY)
     usb = properties.get("ID_BUS") == "usb" or "usb" in (properties.get("ID_PATH") or "")
     try:
         kind_of_action = Action(action or "")
@@ -62,10 +62,17 @@ def record(device: Any, action: str | None, suggest: Suggest | None = None) -> D
         subsystem=str(device.subsystem),
         devnode=device.device_node,
         name=name,
-        kind=properties.get("OCTOBRIX_KIND"),
+        kind=_kind(properties.get(KIND_PROPERTY)),
         usb=usb,
         suggestion=suggestion,
     )
+
+
+def _kind(marked: str | None) -> DeviceKind | None:
+    try:
+        return DeviceKind(marked or "")
+    except ValueError:
+        return None
 
 
 class HotplugMonitor:
@@ -93,5 +100,5 @@ class HotplugMonitor:
         """Configured devices already plugged in at start, as if they had just been added."""
         for subsystem in SUBSYSTEMS:
             for device in self.context.list_devices(subsystem=subsystem):
-                if device.properties.get("OCTOBRIX_NAME"):
+                if device.properties.get(NAME_PROPERTY):
                     yield record(device, "add")

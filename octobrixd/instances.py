@@ -18,9 +18,9 @@ from typing import Any
 from octobrixd import octoprint_api, paths
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.fsutil import write_atomic
+from octobrixd.names import instance_user, octoprint_instance
 from octobrixd.paths import Layout
 from octobrixd.proc import run
-from octobrixd.render_common import instance_user
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def read_web_key(layout: Layout, name: str) -> WebKey | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OctobrixError(
             f"cannot read the overview's key for {name}: {exc}",
-            hint=f"fix {layout.path(web_key_path(name))} by hand, or stop octoprint@{name} and apply again",
+            hint=f"fix {layout.path(web_key_path(name))} by hand, or stop {octoprint_instance(name)} and apply again",
         ) from None
 
 

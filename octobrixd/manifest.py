@@ -9,15 +9,16 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from octobrixd import paths
+from octobrixd import names, paths
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
 
-if TYPE_CHECKING:
-    from octobrixd.config import Config
-    from octobrixd.farm_view import FarmView
+# The units' names are spelled in names.py; they stay importable from here for the modules that
+# read them with the manifest.
+octoprint_unit = names.octoprint_unit
+streamer_unit = names.streamer_unit
+printer_of = names.printer_of
 
 MANIFEST_VERSION = 1
 
@@ -59,19 +60,6 @@ def read_manifest(layout: Layout) -> Manifest:
         units=dict(body.get("units", {})),
         deferred=tuple(body.get("deferred", ())),
     )
-
-
-def octoprint_unit(name: str) -> str:
-    return f"octoprint@{name}.service"
-
-
-def streamer_unit(config: Config | FarmView, name: str) -> str:
-    return f"{config.streamer_of(name)}@{name}.service"
-
-
-def printer_of(unit: str) -> str | None:
-    prefix, _, rest = unit.partition("@")
-    return rest.removesuffix(".service") if prefix == "octoprint" and rest else None
 
 
 def running_port(layout: Layout, pid: int | None) -> int | None:

@@ -12,6 +12,8 @@ import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from enum import StrEnum
+from http import HTTPStatus
 from typing import Any
 
 from octobrixd.octoprint_versions import Generation
@@ -26,13 +28,39 @@ API_VERSION_2 = "2.0.0"
 BUSY_FLAGS = ("printing", "paused", "pausing", "cancelling", "finishing", "resuming")
 
 
+class Failure(StrEnum):
+    """What went wrong, for the callers that act on it (not by reading the message)."""
+
+    HTTP = "http"  # it answered with an HTTP error: status says which
+    STARTING = "starting"  # its placeholder server answered while the real one starts
+    NOT_ANSWERING = "not answering"  # nothing listens, or no answer in time (timed_out)
+    BAD_ANSWER = "bad answer"  # an answer that is not what the API promises
+
+
 class ApiError(Exception):
     """OctoPrint did not answer, or answered with an error; str() says which. timed_out: it took
-    the connection but gave no answer in time, so it is running, maybe busy."""
+    the connection but gave no answer in time, so it is running, maybe busy. summary: str()
+    without the low-level detail in parentheses ("not answering")."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        summary: str,
+        *,
+        failure: Failure = Failure.BAD_ANSWER,
+        status: int | None = None,
+        detail: str | None = None,
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(summary if detail is None else f"{summary} ({detail})")
+        self.summary = summary
+        self.failure = failure
+        self.status = status
         self.timed_out = timed_out
+
+    @property
+    def conflict(self) -> bool:
+        """HTTP 409: OctoPrint refuses in its current state (no printer connected, a user that exists)."""
+        return self.status == HTTPStatus.CONFLICT
 
 
 @dataclass(frozen=True)
@@ -67,13 +95,13 @@ def request(
         with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
             text = response.read()
     except urllib.error.HTTPError as error:
-        raise ApiError(f"HTTP {error.code} from {path}") from None
+        raise ApiError(f"HTTP {error.code} from {path}", failure=Failure.HTTP, status=error.code) from None
     except http.client.HTTPException:
         # OctoPrint's own placeholder server answers (badly) while the real one starts.
-        raise ApiError("starting") from None
+        raise ApiError("starting", failure=Failure.STARTING) from None
     except (urllib.error.URLError, OSError) as error:
         timed_out = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
-        raise ApiError(f"not answering ({error})", timed_out=timed_out) from None
+        raise ApiError("not answering", failure=Failure.NOT_ANSWERING, detail=str(error), timed_out=timed_out) from None
     try:
         return json.loads(text) if text.strip() else None
     except ValueError:
@@ -98,7 +126,7 @@ def is_busy(port: int, api_key: str) -> bool:
             return True
         # 409: not connected to a printer, so nothing to interrupt. Not answering: the instance
         # is down or starting, so a restart cannot interrupt anything it does.
-        return not (str(error).startswith("HTTP 409") or str(error).startswith(("not answering", "starting")))
+        return not (error.conflict or error.failure in (Failure.NOT_ANSWERING, Failure.STARTING))
     flags = ((body or {}).get("state") or {}).get("flags") or {}
     return any(bool(flags.get(flag)) for flag in BUSY_FLAGS)
 
@@ -151,7 +179,7 @@ def add_user(port: int, api_key: str, user: str, password: str, permissions: tup
     try:
         request(port, api_key, "/api/access/users", body, timeout=BUSY_TIMEOUT)
     except ApiError as error:
-        if not str(error).startswith("HTTP 409"):
+        if not error.conflict:
             raise
         request(
             port,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from octobrixd.names import LINK_DIR
+
 DEFAULT_CONFIG = Path("/etc/octobrix.toml")
 
 # Relative to the root; PurePosixPath so renderers stay pure and comparable in tests.
@@ -18,7 +20,7 @@ SYSUSERS_FILE = PurePosixPath("etc/sysusers.d/octobrix.conf")
 MODPROBE_FILE = PurePosixPath("etc/modprobe.d/octobrix-uvcvideo.conf")
 STATE_DIR = PurePosixPath("var/lib/octobrix")
 MANIFEST = PurePosixPath("var/lib/octobrix/.manifest.json")
-DEVICE_LINK_DIR = PurePosixPath("dev/octobrix")
+DEVICE_LINK_DIR = PurePosixPath(LINK_DIR).relative_to("/")
 # The front door's nginx site: there while the front door is on and applied.
 NGINX_SITE = PurePosixPath("etc/nginx/conf.d/octobrix.conf")
 

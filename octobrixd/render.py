@@ -7,12 +7,11 @@ from pathlib import PurePosixPath
 from octobrixd import paths
 from octobrixd.backups.schedule import timer_files
 from octobrixd.config import Config
-from octobrixd.manifest import octoprint_unit, streamer_unit
+from octobrixd.names import dropin, octoprint_unit, streamer_unit
 from octobrixd.render_common import RenderedFile, header
 from octobrixd.render_octoprint import ONLINE_CHECK_PLUGIN_NAME, render_octoprint_seed, render_online_check_plugin
 from octobrixd.render_udev import render_udev_rules
 from octobrixd.render_units import (
-    DROPIN_NAME,
     pip_constraints_path,
     render_octoprint_dropin,
     render_pip_constraints,
@@ -38,14 +37,12 @@ def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:
         paths.SYSUSERS_FILE: RenderedFile(render_sysusers(config)),
     }
     for name in config.printers:
-        dropin = paths.UNIT_DIR / f"{octoprint_unit(name)}.d" / DROPIN_NAME
-        files[dropin] = RenderedFile(render_octoprint_dropin(config, name))
+        files[paths.UNIT_DIR / dropin(octoprint_unit(name))] = RenderedFile(render_octoprint_dropin(config, name))
         files[seed_path(name)] = RenderedFile(render_octoprint_seed(config, name), owner=name)
         files[pip_constraints_path(name)] = RenderedFile(render_pip_constraints(config, name))
         files[online_check_plugin_path(name)] = RenderedFile(render_online_check_plugin(config), owner=name)
     for name in config.cameras:
-        dropin = paths.UNIT_DIR / f"{streamer_unit(config, name)}.d" / DROPIN_NAME
-        files[dropin] = RenderedFile(render_streamer_dropin(config, name))
+        files[paths.UNIT_DIR / dropin(streamer_unit(config, name))] = RenderedFile(render_streamer_dropin(config, name))
     if config.frontdoor.enabled:
         files[NGINX_SITE] = RenderedFile(render_frontdoor(config))
     options = render_uvcvideo_options(config)

@@ -12,6 +12,7 @@ import yaml
 
 from octobrixd.cameras import FFMPEG, snapshot_url, stream_ratio, stream_url
 from octobrixd.config import Config
+from octobrixd.names import device_link
 from octobrixd.octoprint_versions import Generation, pinned_version, seeded_generation
 from octobrixd.render_common import header
 
@@ -24,10 +25,6 @@ DEFAULT_BAUDRATE = 115200
 CLASSICWEBCAM_SETTINGS_VERSION = 1
 # get_settings_version() of the bundled Software Update plugin (1.11: 9; 2.0: 10).
 SOFTWAREUPDATE_SETTINGS_VERSION = {Generation.V1: 9, Generation.V2: 10}
-
-
-def device_link(name: str) -> str:
-    return f"/dev/octobrix/{name}"
 
 
 def octoprint_seed(config: Config, name: str, installed: str | None = None) -> dict[str, Any]:

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from octobrixd.config import Camera, Config, Printer
-from octobrixd.render_common import header, instance_user
+from octobrixd.names import (
+    KIND_PROPERTY,
+    MODEM_IGNORE_PROPERTY,
+    NAME_PROPERTY,
+    DeviceKind,
+    Subsystem,
+    instance_user,
+    udev_symlink,
+)
+from octobrixd.render_common import header
 
-PRINTER_NODES = 'SUBSYSTEM=="tty", KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*"'
+PRINTER_NODES = f'SUBSYSTEM=="{Subsystem.TTY}", KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*"'
 # index 0 is the capture node; UVC cameras also expose a metadata node that cannot stream.
-CAMERA_NODES = 'SUBSYSTEM=="video4linux", KERNEL=="video[0-9]*", ATTR{index}=="0"'
+CAMERA_NODES = f'SUBSYSTEM=="{Subsystem.VIDEO}", KERNEL=="video[0-9]*", ATTR{{index}}=="0"'
+
+
+def _marks(name: str, kind: DeviceKind) -> str:
+    """The properties hotplug reads back: which entry a device is."""
+    return f'ENV{{{NAME_PROPERTY}}}="{name}", ENV{{{KIND_PROPERTY}}}="{kind}"'
 
 
 def _match(entry: Printer | Camera) -> tuple[str, str]:
@@ -35,9 +49,9 @@ OTHER_INTERFACE_PRIORITY = 'OPTIONS+="link_priority=-10"'
 def _printer_rule(name: str, printer: Printer) -> str:
     match, described = _match(printer)
     actions = (
-        f'SYMLINK+="octobrix/{name}", OWNER="{instance_user(name)}", GROUP="dialout", MODE="0660", '
+        f'SYMLINK+="{udev_symlink(name)}", OWNER="{instance_user(name)}", GROUP="dialout", MODE="0660", '
         # ModemManager probes new serial ports with AT commands, which confuses printer firmware.
-        f'ENV{{ID_MM_DEVICE_IGNORE}}="1", ENV{{OCTOBRIX_NAME}}="{name}", ENV{{OCTOBRIX_KIND}}="printer"'
+        f'ENV{{{MODEM_IGNORE_PROPERTY}}}="1", {_marks(name, DeviceKind.PRINTER)}'
     )
     return (
         f"# printer {name}: {described}; of several serial ports on the board, the first\n"
@@ -50,9 +64,9 @@ def _camera_rule(name: str, camera: Camera) -> str:
     match, described = _match(camera)
     return (
         f"# camera {name}: {described}\n"
-        f'{CAMERA_NODES}, {match}, SYMLINK+="octobrix/{name}", '
+        f'{CAMERA_NODES}, {match}, SYMLINK+="{udev_symlink(name)}", '
         f'OWNER="{instance_user(name)}", GROUP="video", MODE="0660", '
-        f'ENV{{OCTOBRIX_NAME}}="{name}", ENV{{OCTOBRIX_KIND}}="camera"\n'
+        f"{_marks(name, DeviceKind.CAMERA)}\n"
     )
 
 

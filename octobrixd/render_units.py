@@ -7,10 +7,9 @@ from pathlib import PurePosixPath
 from octobrixd import paths
 from octobrixd.cameras import V4L2_CTL
 from octobrixd.config import Camera, Config, PixelFormat
-from octobrixd.render_common import header, instance_user
+from octobrixd.names import device_link, instance_user
+from octobrixd.render_common import header
 from octobrixd.streamers import Streamer
-
-DROPIN_NAME = "50-octobrix.conf"
 
 
 def pip_constraints_path(name: str) -> PurePosixPath:
@@ -85,7 +84,7 @@ def _controls(camera: Camera) -> str:
     and a control this camera lacks is reported in the journal without stopping the stream.
     """
     return "".join(
-        f"ExecStartPre=-/{V4L2_CTL} --device=/dev/octobrix/%i --set-ctrl={control}={value}\n"
+        f"ExecStartPre=-/{V4L2_CTL} --device={device_link('%i')} --set-ctrl={control}={value}\n"
         for control, value in camera.controls.items()
     )
 

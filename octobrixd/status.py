@@ -24,7 +24,8 @@ from octobrixd.cliargs import add_config_argument
 from octobrixd.errors import CommandError, ConfigError, OctobrixError
 from octobrixd.farm_view import FarmView, load_view
 from octobrixd.instances import CredentialsNeedRootError, read_credentials
-from octobrixd.manifest import octoprint_unit, printer_of, read_manifest, running_port, streamer_unit
+from octobrixd.manifest import read_manifest, running_port
+from octobrixd.names import device_link, octoprint_unit, printer_of, streamer_unit
 from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
@@ -195,7 +196,7 @@ def fetch_printer_state(api_key: str | None) -> PrinterStateFetcher:
         try:
             job = job_state(port, api_key)
         except ApiError as error:
-            return str(error).split(" (")[0], None
+            return error.summary, None
         return job.state, job.progress
 
     return fetch
@@ -286,7 +287,7 @@ def collect(
             **asdict(base),
             name=name,
             device=device,
-            device_path=None if printer is None or printer.virtual else f"/dev/octobrix/{name}",
+            device_path=None if printer is None or printer.virtual else device_link(name),
             # Held back on the port it started with, or removed: the front door no longer leads there.
             url=printer_url(config, name, host, port, through_door=door and unit not in deferred) if port else "-",
             printer_state=state,
@@ -312,7 +313,7 @@ def collect(
                 **asdict(base),
                 name=name,
                 device="plugged" if link.exists() else "unplugged",
-                device_path=f"/dev/octobrix/{name}",
+                device_path=device_link(name),
                 url=camera_url(config, name, host, through_door=door),
                 stream=stream,
                 stream_note=stream_note,

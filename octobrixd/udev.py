@@ -7,16 +7,13 @@ import os
 from pathlib import Path
 
 from octobrixd.errors import CommandError, OctobrixError
+from octobrixd.names import SUBSYSTEMS
 from octobrixd.proc import run
 
 log = logging.getLogger(__name__)
 
 # udevd's control socket: absent where udev does not run (containers, chroots).
 CONTROL_SOCKET = Path("/run/udev/control")
-
-# Only the subsystems octobrix writes rules for: replaying every device on the machine is slow
-# and wakes up unrelated rules.
-SUBSYSTEMS = ("tty", "video4linux")
 
 
 class UdevError(OctobrixError):

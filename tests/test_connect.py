@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from octobrixd import daemon as daemon_module
+from octobrixd import connect as connect_module
 from octobrixd.config import parse_config
 from octobrixd.daemon import Daemon, Notifier
 from octobrixd.instances import load_or_create_credentials
@@ -82,15 +82,15 @@ def fake_venv_with(root: Path, octoprint_version: str) -> None:
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 8.0)
-    monkeypatch.setattr(daemon_module, "SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(connect_module, "CONNECT_PATIENCE_SECONDS", 8.0)
+    monkeypatch.setattr(connect_module, "SETTLE_SECONDS", 0.3)
     monkeypatch.setattr("time.sleep", lambda _s: None)
 
 
 def test_an_offline_instance_is_asked_once_and_connects(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
     fake, port = octoprint
     daemon, config = make_daemon(tmp_path, port)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert fake.connects == [
         {"command": "connect", "port": "/dev/octobrix/p1", "autoconnect": True, "baudrate": 250000}
     ]
@@ -128,7 +128,7 @@ def test_each_octoprint_is_asked_in_its_own_connection_api(
     daemon, config = make_daemon(tmp_path, port, pin=pin)
     if installed is not None:
         fake_venv_with(tmp_path, installed)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert fake.connects == [command]
     assert fake.api_versions == [api_version]
 
@@ -137,7 +137,7 @@ def test_a_connecting_or_printing_instance_is_never_asked(octoprint: tuple[FakeO
     fake, port = octoprint
     fake.states = ["Opening serial connection", "Connecting", "Printing"]
     daemon, config = make_daemon(tmp_path, port)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert fake.connects == []
 
 
@@ -148,14 +148,14 @@ def test_an_error_after_a_quick_replug_is_retried_then_given_up(
     fake.states = ["Offline after error"]
     fake.after_connect = ["Opening serial connection", "Error: port busy"]
     daemon, config = make_daemon(tmp_path, port)
-    daemon.connect_printer(config, "p1")
-    assert len(fake.connects) == daemon_module.CONNECT_ATTEMPTS
+    daemon.connections.connect(config, "p1")
+    assert len(fake.connects) == connect_module.CONNECT_ATTEMPTS
 
 
 def test_an_unplugged_printer_is_not_asked_for(octoprint: tuple[FakeOctoPrint, int], tmp_path: Path) -> None:
     fake, port = octoprint
     daemon, config = make_daemon(tmp_path, port, plugged=False)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert fake.connects == []
 
 
@@ -166,9 +166,9 @@ def test_an_instance_stuck_opening_a_vanished_port_is_reset_then_connected(
     fake.states = ["Opening serial connection"]
     clock = iter(range(0, 10_000, 5))
     monkeypatch.setattr("time.monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(daemon_module, "CONNECT_PATIENCE_SECONDS", 500.0)
+    monkeypatch.setattr(connect_module, "CONNECT_PATIENCE_SECONDS", 500.0)
     daemon, config = make_daemon(tmp_path, port)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert [c["command"] for c in fake.commands] == ["disconnect", "connect"]
     assert fake.state() == "Operational"
 
@@ -177,7 +177,7 @@ def test_an_instance_in_error_is_reset_before_it_is_asked(octoprint: tuple[FakeO
     fake, port = octoprint
     fake.states = ["Error: Connection error, see Terminal tab"]
     daemon, config = make_daemon(tmp_path, port)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert [c["command"] for c in fake.commands] == ["disconnect", "connect"]
     assert fake.state() == "Operational"
 
@@ -189,5 +189,5 @@ def test_a_connection_that_drops_right_after_a_replug_is_asked_again(
     # OctoPrint still says Operational from before the cable was pulled, then notices.
     fake.states = ["Operational", "Offline after error"]
     daemon, config = make_daemon(tmp_path, port)
-    daemon.connect_printer(config, "p1")
+    daemon.connections.connect(config, "p1")
     assert len(fake.connects) == 1

@@ -23,6 +23,7 @@ from octobrixd.backups.state import LastBackup
 from octobrixd.config import Config, parse_config
 from octobrixd.daemon import Daemon, Notifier
 from octobrixd.hotplug import Action, DeviceEvent
+from octobrixd.names import DeviceKind
 from octobrixd.paths import Layout
 from octobrixd.plug_counts import PlugCount
 from octobrixd.web import auth, secrets
@@ -173,11 +174,12 @@ def test_octobrixd_counts_the_plugs_of_configured_devices_only(tmp_path: Path) -
     daemon.config = config_for({"voron": 5001}, 8081)
 
     def event(action: Action, name: str | None) -> DeviceEvent:
-        return DeviceEvent(action, "tty", "/dev/ttyUSB0", name, "printer", usb=True)
+        return DeviceEvent(action, "tty", "/dev/ttyUSB0", name, DeviceKind.PRINTER, usb=True)
 
     for seen in (event(Action.ADD, "voron"), event(Action.REMOVE, "voron"), event(Action.ADD, "voron"),
                  event(Action.CHANGE, "voron"), event(Action.ADD, "stranger"), event(Action.ADD, None),
-                 DeviceEvent(Action.REMOVE, "video4linux", "/dev/video0", "cam", "camera", usb=True)):  # fmt: skip
+                 DeviceEvent(Action.REMOVE, "video4linux", "/dev/video0", "cam", DeviceKind.CAMERA,
+                             usb=True)):  # fmt: skip
         daemon.count_plug(seen)
     daemon.api_calls.shutdown(wait=True)
     assert plug_counts.read_counts(layout) == {"voron": PlugCount(2, 1), "cam": PlugCount(0, 1)}

@@ -6,10 +6,11 @@ import re
 from pathlib import PurePosixPath
 
 from octobrixd import paths
+from octobrixd.names import dropin
 
 TIMER = "octobrix-backup.timer"
 SERVICE = "octobrix-backup.service"
-DROPIN = paths.UNIT_DIR / f"{TIMER}.d" / "50-octobrix.conf"
+DROPIN = paths.UNIT_DIR / dropin(TIMER)
 OFF = "off"
 DEFAULT_SCHEDULE = "daily"
 DEFAULT_KEEP = 7

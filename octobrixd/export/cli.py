@@ -14,6 +14,7 @@ from octobrixd.export.keys import revoke_tool_key, tool_key
 from octobrixd.export.render import APP_IDS, ExportedPrinter, Tool, render
 from octobrixd.fsutil import write_atomic
 from octobrixd.instances import Credentials, CredentialsNeedRootError, read_credentials
+from octobrixd.names import octoprint_instance
 from octobrixd.octoprint_api import ApiError
 from octobrixd.paths import Layout
 from octobrixd.urls import camera_url, printer_url
@@ -56,7 +57,7 @@ def _admin_credentials(layout: Layout, name: str, command: str) -> Credentials:
 def _unreachable(name: str, error: ApiError) -> OctobrixError:
     return OctobrixError(
         f"cannot ask {name}'s OctoPrint for a key: {error}",
-        hint=f"see `octobrixctl status {name}`; `sudo systemctl start octoprint@{name}` starts it",
+        hint=f"see `octobrixctl status {name}`; `sudo systemctl start {octoprint_instance(name)}` starts it",
     )
 
 
