@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from octobrixd import __version__
 from octobrixd.cliargs import add_config_argument, add_root_argument
@@ -22,21 +20,78 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("octobrixctl")
 
-# Subcommands that live in their own modules: (module, one-line help). Each module has
-# configure_parser(parser) and main(args) -> exit status.
-MODULE_COMMANDS: dict[str, tuple[str, str]] = {
-    "status": ("octobrixd.status", "one line per printer and camera: service, resources, printer state, URL"),
-    "discover": ("octobrixd.discover", "list plugged-in printer boards and cameras, with config entries for them"),
-    "add": ("octobrixd.adding.cli", "add the printer board or camera plugged in next (or --device) to the farm"),
-    "kmod": ("octobrixd.kmod", "the patched uvcvideo driver for several cameras per USB bus: status, install"),
-    "doctor": ("octobrixd.doctor", "check the config, devices, udev rules and common troublemakers; say what to do"),
-    "backup": ("octobrixd.backups.backup_cli", "OctoPrint's own backup of each printer, into /var/backups/octobrix"),
-    "restore": ("octobrixd.backups.restore_cli", "a printer's settings, users, uploads and plugins back from a backup"),
-    "export": ("octobrixd.export.cli", "the file FDM Monster or OctoFarm imports, with keys of its own (needs root)"),
-    "upgrade": ("octobrixd.upgrades.upgrade_cli", "move printers to a newer OctoPrint; checked, undone if it fails"),
-    "rollback": ("octobrixd.upgrades.rollback_cli", "a printer back on the OctoPrint and settings before its upgrade"),
-    "import": ("octobrixd.importers.import_cli", "move printers in from octoprint_deploy, KIAUH or a plain OctoPrint"),
+# Subcommands that live in their own modules (_subcommand imports them), with their one-line help.
+MODULE_COMMANDS: dict[str, str] = {
+    "status": "one line per printer and camera: service, resources, printer state, URL",
+    "discover": "list plugged-in printer boards and cameras, with config entries for them",
+    "add": "add the printer board or camera plugged in next (or --device) to the farm",
+    "kmod": "the patched uvcvideo driver for several cameras per USB bus: status, install",
+    "doctor": "check the config, devices, udev rules and common troublemakers; say what to do",
+    "backup": "OctoPrint's own backup of each printer, into /var/backups/octobrix",
+    "restore": "a printer's settings, users, uploads and plugins back from a backup",
+    "export": "the file FDM Monster or OctoFarm imports, with keys of its own (needs root)",
+    "upgrade": "move printers to a newer OctoPrint; checked, undone if it fails",
+    "rollback": "a printer back on the OctoPrint and settings before its upgrade",
+    "import": "move printers in from octoprint_deploy, KIAUH or a plain OctoPrint",
 }
+
+
+class Subcommand(Protocol):
+    """What each module of MODULE_COMMANDS has."""
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def main(self, args: argparse.Namespace) -> int: ...
+
+
+def _subcommand(name: str) -> Subcommand:
+    """The module of subcommand NAME, imported only when it is asked for."""
+    match name:
+        case "status":
+            from octobrixd import status
+
+            return status
+        case "discover":
+            from octobrixd import discover
+
+            return discover
+        case "add":
+            from octobrixd.adding import cli as adding_cli
+
+            return adding_cli
+        case "kmod":
+            from octobrixd import kmod
+
+            return kmod
+        case "doctor":
+            from octobrixd import doctor
+
+            return doctor
+        case "backup":
+            from octobrixd.backups import backup_cli
+
+            return backup_cli
+        case "restore":
+            from octobrixd.backups import restore_cli
+
+            return restore_cli
+        case "export":
+            from octobrixd.export import cli as export_cli
+
+            return export_cli
+        case "upgrade":
+            from octobrixd.upgrades import upgrade_cli
+
+            return upgrade_cli
+        case "rollback":
+            from octobrixd.upgrades import rollback_cli
+
+            return rollback_cli
+        case "import":
+            from octobrixd.importers import import_cli
+
+            return import_cli
+    raise KeyError(f"no subcommand module for {name!r}")
 
 
 def _plural(count: int, word: str) -> str:
@@ -171,15 +226,16 @@ def failed_instances(config: Config) -> dict[str, dict[str, str]]:
 def cmd_credentials(args: argparse.Namespace) -> int:
     from octobrixd.config import load_config
     from octobrixd.instances import CredentialsNeedRootError, read_credentials
-    from octobrixd.urls import farm_base
+    from octobrixd.urls import farm_base, public_host_of
     from octobrixd.web.secrets import read_farm_credentials
 
     config = load_config(args.config)
     names = args.names or sorted(config.printers)
     rows = []
+    host = public_host_of(config)
     if config.frontdoor.enabled and not args.names:
         farm = read_farm_credentials(Layout())
-        base = farm_base(config, config.octobrix.public_host or socket.gethostname())
+        base = farm_base(config, host)
         rows.append(
             f"farm login: {base}  user {farm.username}  password {farm.password}"
             if farm is not None
@@ -189,7 +245,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
         from octobrixd.web.secrets import read_metrics_token
 
         token = read_metrics_token(Layout())
-        metrics_url = farm_base(config, config.octobrix.public_host or socket.gethostname()) + "metrics"
+        metrics_url = farm_base(config, host) + "metrics"
         rows.append(
             f"metrics token: {token}  (Prometheus: authorization credentials, for {metrics_url})"
             if token is not None
@@ -208,7 +264,6 @@ def cmd_credentials(args: argparse.Namespace) -> int:
         if credentials is None:
             rows.append(f"{name}: not set up yet — run `sudo octobrixctl apply`")
             continue
-        host = config.octobrix.public_host or socket.gethostname()
         port = config.printers[name].port
         rows.append(f"{name}: http://{host}:{port}/  user {credentials.username}  password {credentials.password}")
     print("\n".join(rows))
@@ -255,19 +310,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     credentials.set_defaults(func=cmd_credentials)
 
     chosen = _command_in(argv) if argv is not None else None
-    for name, (module_name, help_text) in MODULE_COMMANDS.items():
+    for name, help_text in MODULE_COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text)
         # argparse reads only the chosen subcommand's arguments: the others need no options.
         if chosen is None or chosen == name:
-            importlib.import_module(module_name).configure_parser(sub_parser)
-        sub_parser.set_defaults(func=_module_main(module_name))
+            _subcommand(name).configure_parser(sub_parser)
+        sub_parser.set_defaults(func=_module_main(name))
     return parser
 
 
-def _module_main(module_name: str) -> Callable[[argparse.Namespace], int]:
+def _module_main(name: str) -> Callable[[argparse.Namespace], int]:
     def call(args: argparse.Namespace) -> int:
-        status: int = importlib.import_module(module_name).main(args)
-        return status
+        return _subcommand(name).main(args)
 
     return call
 

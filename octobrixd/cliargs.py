@@ -14,20 +14,18 @@ if TYPE_CHECKING:
     from octobrixd.config import Config
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
+def add_config_argument(parser: argparse.ArgumentParser, what: str = "config file") -> None:
+    """--config FILE; what says what the command does with it (in its --help)."""
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help=f"config file (default {DEFAULT_CONFIG})"
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help=f"{what} (default {DEFAULT_CONFIG})"
     )
 
 
-def add_root_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=Path("/"),
-        metavar="DIR",
-        help="act on the tree under DIR instead of the system: no systemctl, no udevadm (for tests and packaging)",
-    )
+ROOT_HELP = "act on the tree under DIR instead of the system: no systemctl, no udevadm (for tests and packaging)"
+
+
+def add_root_argument(parser: argparse.ArgumentParser, help_text: str = ROOT_HELP) -> None:
+    parser.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help=help_text)
 
 
 def printers_named(config: Config, config_path: Path, names: Sequence[str], doing: str) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from octobrixd import v4l2
 from octobrixd.bandwidth import Advice, advise_system
+from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.devices import (
     Device,
@@ -24,7 +25,7 @@ from octobrixd.devices import (
 )
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.names import SUBSYSTEMS
-from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.paths import Layout
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +44,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long (default: never)"
     )
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"the config to compare with (default {DEFAULT_CONFIG})"
-    )
-    parser.add_argument(
-        "--root", type=Path, default=Path("/"), help="read /proc under this directory instead of / (for tests)"
-    )
+    add_config_argument(parser, "the config to compare with")
+    add_root_argument(parser, "read /proc under this directory instead of / (for tests)")
 
 
 def load_optional_config(path: Path) -> tuple[Config | None, str | None]:

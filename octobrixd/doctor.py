@@ -18,11 +18,12 @@ from octobrixd import cameras, paths, recovery, systemd
 from octobrixd.backups import state as backup_state
 from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import Snapshot, StreamerState
+from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Camera, Config, Printer, load_config
 from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
 from octobrixd.errors import ConfigError
 from octobrixd.names import device_link, octoprint_unit, streamer_unit
-from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.paths import Layout
 from octobrixd.streamers import Streamer
 from octobrixd.venv_drift import venv_results
 
@@ -546,12 +547,8 @@ def render(results: list[CheckResult]) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = "Check the config, the devices, the udev rules and the usual troublemakers."
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"the config to check against (default {DEFAULT_CONFIG})"
-    )
-    parser.add_argument(
-        "--root", type=Path, default=Path("/"), help="inspect the system tree under this directory (for tests)"
-    )
+    add_config_argument(parser, "the config to check against")
+    add_root_argument(parser, "inspect the system tree under this directory (for tests)")
 
 
 def main(args: argparse.Namespace) -> int:

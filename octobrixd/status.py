@@ -30,7 +30,7 @@ from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
 from octobrixd.proc import run
 from octobrixd.systemd import journal_tail
-from octobrixd.urls import camera_url, printer_url
+from octobrixd.urls import camera_url, printer_url, public_host_of
 from octobrixd.venv_contents import InstalledPlugin
 from octobrixd.venv_contents import report as venv_report
 
@@ -553,7 +553,7 @@ def main(args: argparse.Namespace, layout: Layout | None = None) -> int:
             layout,
             props,
             early,
-            config.octobrix.public_host or socket.gethostname(),
+            public_host_of(config),
             names=args.names,
             deferred=deferred,
             plugins=args.json,  # the table does not show them; reading them costs ~8 ms a printer

@@ -31,6 +31,17 @@ def url_host(host: str) -> str:
         return host
 
 
+def public_host_of(config: Config | FarmView) -> str:
+    """The name other computers reach this one by: `[octobrix] public_host`, which load_config,
+    last_applied and the applied view have filled in from the machine's name when it is not set
+    (config.with_machine_defaults)."""
+    host = config.octobrix.public_host
+    if host is None:
+        # Only a config parsed from text alone has none: the caller skipped with_machine_defaults.
+        raise ValueError(f"public_host of {config.source} was never filled in (config.with_machine_defaults)")
+    return host
+
+
 def frontdoor_prefix(name: str) -> str:
     """Where the front door serves camera NAME's stream and snapshot."""
     return f"/cam/{name}/"

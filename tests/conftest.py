@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,10 +10,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.umock import umockdev_missing
+
 REPO = Path(__file__).resolve().parent.parent
 STARTER_CONFIG = REPO / "packaging" / "octobrix.toml"
 
 Ctl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def require_programs(*programs: str, deps: str) -> None:
+    """Fail (never skip) when a host program a test runs is missing: tests/run installs every one
+    with tests/deps/*.sh, so a missing one is a broken setup; deps names the script that installs it."""
+    missing = [program for program in programs if shutil.which(program) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: run tests/deps/{deps} as root (tests/run does)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def umockdev() -> None:
+    """umockdev and its bindings for this Python, or the test fails saying how to get them."""
+    require_programs("umockdev-wrapper", deps="devices.sh")
+    missing = umockdev_missing()
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import pytest
 
 from octobrixd.config import parse_config
 from octobrixd.render import render_all
-from tests.conftest import REPO
+from tests.conftest import REPO, require_programs
 
 PACKAGING = REPO / "packaging"
 INSTALL_SH = PACKAGING / "install.sh"
@@ -129,7 +128,7 @@ def generated_calls() -> list[Call]:
 
 
 def syntax_tree(script: Path) -> dict[str, Any]:
-    assert shutil.which("shfmt"), "shfmt is missing: run tests/deps/packaging.sh as root"
+    require_programs("shfmt", deps="packaging.sh")
     parsed = subprocess.run(
         ["shfmt", "--to-json", "-ln", "posix"], input=script.read_text(), capture_output=True, text=True, check=True
     )

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from octobrixd.config import parse_config
 from octobrixd.render_udev import render_udev_rules
+from tests.conftest import require_programs
 from tests.test_devices import fake_process
 from tests.udevmatch import links_for, load_recordings
 from tests.umock import (
@@ -292,9 +290,9 @@ def test_wait_gives_up_after_the_timeout_with_advice() -> None:
     assert "hint:" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (tests/deps/devices.sh)")
 def test_discovery_never_opens_a_serial_port(tmp_path: Path) -> None:
     """Opening a printer's port resets the board: discovery must only read sysfs, udev and /proc."""
+    require_programs("strace", deps="devices.sh")
     trace = tmp_path / "strace.log"
     prefix = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,creat", "-o", str(trace)]
     for args in (["discover"], ["discover", "--json"], ["discover", "--toml"]):

@@ -34,13 +34,20 @@ from octobrixd.web import auth, secrets
 from octobrixd.web.context import WebContext
 from octobrixd.web.render import KEY_MAP_DIR, NGINX_SITE, WEB_SOCKET, key_map_entry, render_frontdoor
 from octobrixd.web.server import FarmServer, safe_next, unix_listener
-from tests.conftest import REPO
+from tests.conftest import REPO, require_programs
 from tests.lab.harness.installs import holding_printer_ports
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 FRONT, DEMO, DASHED, UNKEYED, CAM = 5500, 5501, 5502, 5503, 5504
-needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="tests/deps/base.sh installs nginx")
+# A missing nginx fails the test, as every missing tool does (tests/deps/base.sh installs it).
+needs_nginx = pytest.mark.usefixtures("nginx_installed")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="nginx's master runs as root, as on a farm")
+
+
+@pytest.fixture
+def nginx_installed() -> None:
+    require_programs(NGINX, deps="base.sh")
+
 
 FARM = f"""
 [octobrix]

@@ -5,7 +5,6 @@ of installing agreeing on what they install and where."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require_programs
 
 PACKAGING = REPO / "packaging"
 SCRIPTS = [
@@ -31,8 +30,7 @@ def test_script_is_posix_sh_and_passes_shellcheck(script: Path) -> None:
     assert script.stat().st_mode & 0o111, f"{script} is not executable"
     parsed = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
     assert parsed.returncode == 0, parsed.stderr
-    # tests/deps/packaging.sh installs shellcheck: a missing one is a broken setup, not a skip.
-    assert shutil.which("shellcheck"), "shellcheck is missing: run tests/deps/packaging.sh as root"
+    require_programs("shellcheck", deps="packaging.sh")
     checked = subprocess.run(["shellcheck", "--shell=sh", str(script)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout
 

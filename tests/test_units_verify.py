@@ -17,7 +17,7 @@ import pytest
 from octobrixd.config import parse_config
 from octobrixd.paths import SYSUSERS_FILE
 from octobrixd.render import render_all
-from tests.conftest import REPO
+from tests.conftest import REPO, require_programs
 
 FARM = REPO / "tests" / "data" / "farm.toml"
 
@@ -65,7 +65,7 @@ def verify(
 def unit_dir(tmp_path: Path) -> Path:
     if os.geteuid() != 0:
         pytest.fail("this test needs root for a private mount namespace: run the suite as root (CI does)")
-    assert shutil.which("ustreamer"), "ustreamer is not installed: tests/deps/base.sh installs it"
+    require_programs("ustreamer", deps="base.sh")
     config = parse_config(FARM.read_text(), "/etc/octobrix.toml")
     out = tmp_path / "units"
     for rel, rendered in render_all(config).items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,9 +22,8 @@ C270 = RECORDINGS / "logitech-c270-uvc.umockdev"
 ALL = [PRUSA, CREALITY, TWO_CH340, FTDI, STM32, C270]
 
 
-def _umockdev_missing() -> str | None:
-    if shutil.which("umockdev-wrapper") is None:
-        return "umockdev-wrapper is not installed (tests/deps/devices.sh installs it)"
+def umockdev_missing() -> str | None:
+    """Why umockdev cannot run from this Python (its GObject bindings), or None."""
     probe = subprocess.run(
         [sys.executable, "-c", "import gi; gi.require_version('UMockdev', '1.0'); from gi.repository import UMockdev"],
         capture_output=True,
@@ -36,8 +34,8 @@ def _umockdev_missing() -> str | None:
     return None
 
 
-_MISSING = _umockdev_missing()
-needs_umockdev = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
+# Tests that run umockdev fail without it, as every test whose tool is missing does (conftest.umockdev).
+needs_umockdev = pytest.mark.usefixtures("umockdev")
 
 
 def bed(

@@ -13,9 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import load_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import DEFAULT_CONFIG, Layout
+from octobrixd.paths import Layout
 from octobrixd.web import auth
 from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, METRICS_CREDENTIAL, WebContext, read_keys
 from octobrixd.web.server import FarmServer, systemd_listener, tcp_listener, unix_listener
@@ -30,12 +31,12 @@ def _credential(name: str) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="octobrix-web", description="octobrix's farm login and overview service")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    add_config_argument(parser)
     parser.add_argument("--login", type=Path, help="the farm login file (default: systemd credential farm-login)")
     parser.add_argument("--keys", type=Path, help="read-only keys per printer (default: systemd credential web-keys)")
     parser.add_argument("--metrics-token", type=Path,
                         help="the metrics token's digest (default: systemd credential metrics-token)")  # fmt: skip
-    parser.add_argument("--root", type=Path, default=Path("/"), help="the system's root, as for octobrixctl")
+    add_root_argument(parser, "the system's root, as for octobrixctl")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT instead of systemd's socket")
     where.add_argument("--socket", type=Path, help="listen on this unix socket instead of systemd's socket")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 from collections.abc import Generator, Iterator
 from types import FrameType
 
 import pytest
 
+from tests.conftest import require_programs
 from tests.lab.harness.container import Container
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.procs import lab_tempdir, sweep_stale
@@ -79,12 +79,7 @@ def lab_ready() -> None:
             pytrace=False,
         )
     sweep_stale()
-    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(
-            f"lab tools missing: {', '.join(missing)}; run tests/deps/lab.sh as root (tests/run does)",
-            pytrace=False,
-        )
+    require_programs(*HOST_TOOLS, deps="lab.sh")
 
 
 # --- container -----------------------------------------------------------------------------

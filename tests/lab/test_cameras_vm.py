@@ -24,8 +24,6 @@ so /state reads online now and then, and two such looks in a row count as a reco
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +35,11 @@ from octobrixd.cameras import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint
+from tests.lab.harness.offline_vm import offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
-from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
+from tests.lab.harness.project import WHEELS_IN_GUEST
 from tests.lab.harness.vm import Vm
 from tests.lab.harness.waiting import wait_until
-from tests.lab.harness.wheelhouse import wheelhouse
 
 pytestmark = pytest.mark.lab
 
@@ -96,15 +94,7 @@ def octoprint(vm: Vm, path: str) -> tuple[int, bytes]:
 @pytest.fixture(scope="module")
 def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
     """The VM with octobrix installed, the loopback camera fed, and the camera config applied."""
-    # Unix socket paths (QMP, agent) must stay short: not under pytest's deep basetemp.
-    workdir = Path(tempfile.mkdtemp(prefix="oblab-cvm-", dir="/tmp"))
-    # Two TCG guests on two cores slow both: the shared VM boots again when next needed.
-    lab_vm.stop()
-    vm = Vm(workdir)
-    try:
-        vm.start()
-        vm.write_file("/etc/octobrix.toml", BASE)
-        install_offline(vm, workdir, wheelhouse(), timeout=SLOW)
+    with offline_farm_vm(lab_vm, BASE, kind="cvm", install_timeout=SLOW) as vm:
         vm.run(["systemctl", "disable", "--now", "octobrixd.service", "octobrix-config.path"], timeout=120)
         loopcam.load(vm)
         # MJPEG frames, as most webcams send them: ustreamer passes them through (--encoder HW).
@@ -114,13 +104,6 @@ def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
         applied = vm.run(["octobrixctl", "apply"], check=False, timeout=SLOW)
         assert applied.returncode == 0, f"apply failed:\n{applied.stdout}\n{applied.stderr}"
         yield vm, applied.stdout
-    except BaseException:
-        if vm.running:
-            print(f"--- VM journal ---\n{vm.journal(lines=150)}")
-        raise
-    finally:
-        vm.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_apply_starts_the_stream_of_a_camera_bound_by_its_name(camera_vm: tuple[Vm, str]) -> None:

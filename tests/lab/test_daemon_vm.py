@@ -10,8 +10,6 @@ OctoPrint from it too: the offline-farm path.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +19,11 @@ import pytest
 
 from tests.lab.conftest import SharedVm
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint, main_pid
+from tests.lab.harness.offline_vm import offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
-from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
+from tests.lab.harness.project import WHEELS_IN_GUEST
 from tests.lab.harness.vm import UsbSerialAdapter, Vm
 from tests.lab.harness.waiting import wait_until
-from tests.lab.harness.wheelhouse import wheelhouse
 
 pytestmark = pytest.mark.lab
 
@@ -62,20 +60,9 @@ def daemon_status_line(vm: Vm) -> str:
 
 @pytest.fixture(scope="module")
 def farm_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[Vm]:
-    # Unix socket paths (QMP, agent, USB) must stay short: not under pytest's deep basetemp.
-    workdir = Path(tempfile.mkdtemp(prefix="oblab-dvm-", dir="/tmp"))
-    # Two TCG guests on two cores slow both: the shared VM boots again when next needed.
-    lab_vm.stop()
-    vm = Vm(workdir)
-    try:
-        vm.start()
-        vm.write_file("/etc/octobrix.toml", CONFIG)
-        # On a loaded two-core machine the emulated install alone took longer than SLOW.
-        install_offline(vm, workdir, wheelhouse(), timeout=2 * SLOW)
+    # On a loaded two-core machine the emulated install alone took longer than SLOW.
+    with offline_farm_vm(lab_vm, CONFIG, kind="dvm", install_timeout=2 * SLOW) as vm:
         yield vm
-    finally:
-        vm.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

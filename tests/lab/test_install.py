@@ -23,6 +23,7 @@ from tests.lab.harness import build
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installs import (
     CHECKOUT,
+    DEMO_UNITS,
     USER,
     Timed,
     add_printer_by_editing_the_config,
@@ -36,6 +37,7 @@ from tests.lab.harness.installs import (
     pending_wizards,
     prepare_newcomer,
     readme_commands,
+    reboot_brings_everything_back,
     run_readme_install,
     status_line,
     unit_identity,
@@ -46,7 +48,6 @@ from tests.lab.harness.project import REPO
 pytestmark = pytest.mark.lab
 
 COLD_INSTALL_TARGET_SECONDS = 180.0
-UNITS = ("octobrixd.service", "octobrix-config.path", "octoprint@demo.service")
 SHIPPED_UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.suffix in (".service", ".path"))
 WATCHED = ("/etc", "/usr/local", "/usr/lib/systemd/system", "/opt/octobrix", "/var/lib/octobrix")
 # What OctoPrint writes itself while it runs (logs, its own settings, caches, the bytecode Python
@@ -140,12 +141,7 @@ def test_a_printer_added_to_the_config_starts_by_itself(farm: Farm) -> None:
 
 def test_reboot_brings_everything_back(farm: Farm) -> None:
     box = installed(farm)
-    wait_operational(box)
-    box.reboot()
-    for unit in UNITS:
-        assert box.wait_active(unit, timeout=90) == "active", box.journal(unit, 60)
-    wait_operational(box)
-    assert get(5000, "/online.txt") == (200, "online\n")
+    reboot_brings_everything_back(box)
     failed = box.systemctl("--failed", "--plain", "--no-legend").stdout
     assert "octo" not in failed, failed
 
@@ -154,7 +150,7 @@ def test_install_again_changes_nothing(farm: Farm) -> None:
     box = installed(farm)
     wait_operational(box)
     files = file_states(box, WATCHED, OCTOPRINT_OWN)
-    units = unit_identity(box, UNITS)
+    units = unit_identity(box, DEMO_UNITS)
 
     again = run_readme_install(box)
     print(f"\nREADME install command again on the same computer: {again.seconds:.1f} s")
@@ -164,7 +160,7 @@ def test_install_again_changes_nothing(farm: Farm) -> None:
     after = file_states(box, WATCHED, OCTOPRINT_OWN)
     changed = sorted(p for p in files.keys() | after.keys() if files.get(p) != after.get(p))
     assert changed == [], f"a second install changed files: {changed[:20]}"
-    assert unit_identity(box, UNITS) == units, "a second install restarted something"
+    assert unit_identity(box, DEMO_UNITS) == units, "a second install restarted something"
     assert "Operational" in status_line(box)
 
 
@@ -174,13 +170,13 @@ def test_install_after_an_update_upgrades_octobrix_and_restarts_only_the_daemon(
     # What a `git pull` with a change to octobrix does to the checkout.
     as_user(box, "echo 'UPGRADED = True' >> octobrixd/__init__.py")
     files = file_states(box, WATCHED, OCTOPRINT_OWN)
-    units = unit_identity(box, UNITS)
+    units = unit_identity(box, DEMO_UNITS)
 
     upgrade = run_readme_install(box)
     assert upgrade.result.returncode == 0, upgrade.output
     new_code = box.run(["/opt/octobrix/bin/python", "-c", "import octobrixd; print(octobrixd.UPGRADED)"], check=False)
     assert new_code.stdout.strip() == "True", new_code.stderr
-    after = unit_identity(box, UNITS)
+    after = unit_identity(box, DEMO_UNITS)
     assert after["octobrixd.service"] != units["octobrixd.service"], "octobrixd still runs the old code"
     assert after["octoprint@demo.service"] == units["octoprint@demo.service"], "the printer's OctoPrint was restarted"
     assert box.is_active("octobrixd.service") == "active"
@@ -195,7 +191,7 @@ def test_install_after_an_update_upgrades_octobrix_and_restarts_only_the_daemon(
 def test_a_failed_download_ends_with_one_line_naming_the_log(farm: Farm) -> None:
     box = installed(farm)
     wait_operational(box)
-    units = unit_identity(box, UNITS)
+    units = unit_identity(box, DEMO_UNITS)
     # A `git pull` to install, while PyPI cannot be reached (nothing listens on port 9 here).
     as_user(box, "echo '# pulled' >> octobrixd/__init__.py")
     broken = as_user(box, "sudo env PIP_INDEX_URL=http://127.0.0.1:9/simple PIP_RETRIES=0 packaging/install.sh")
@@ -205,7 +201,7 @@ def test_a_failed_download_ends_with_one_line_naming_the_log(farm: Farm) -> None
     assert "installing octobrix" in last, last
     assert "Traceback" not in broken.stdout, broken.stdout
     # The farm runs on as it was.
-    assert unit_identity(box, UNITS) == units
+    assert unit_identity(box, DEMO_UNITS) == units
     assert "Operational" in status_line(box)
 
     missing = as_user(box, "sudo packaging/install.sh --wheels /nowhere")
@@ -227,7 +223,7 @@ def test_uninstall_keeps_the_data_and_install_brings_the_same_printer_back(farm:
 
     # Units: gone from the disk and from systemd, nothing left running or enabled.
     assert [u for u in SHIPPED_UNITS if box.path(f"/usr/local/lib/systemd/system/{u}").exists()] == []
-    for unit in UNITS:
+    for unit in DEMO_UNITS:
         shown = set(box.systemctl("show", "-p", "LoadState", "-p", "ActiveState", unit).stdout.split())
         assert shown == {"LoadState=not-found", "ActiveState=inactive"}, (unit, shown)
     links = box.run(["find", "/etc/systemd/system", "-lname", "*octo*"]).stdout
@@ -263,7 +259,7 @@ def test_the_deb_takes_over_from_install_sh(farm: Farm) -> None:
     fragment = box.systemctl("show", "-p", "FragmentPath", "--value", "octobrixd.service").stdout.strip()
     # Debian 12 names /usr/lib/systemd/system by its older path /lib/systemd/system (the same folder).
     assert fragment.removeprefix("/usr") == "/lib/systemd/system/octobrixd.service"
-    for unit in UNITS:
+    for unit in DEMO_UNITS:
         assert box.systemctl("is-enabled", unit, check=False).stdout.strip() == "enabled", unit
         assert box.is_active(unit) == "active", unit
     assert unit_identity(box, ["octoprint@demo.service"]) == demo, "the printer's OctoPrint was restarted"

@@ -18,6 +18,7 @@ import pytest
 from tests.lab.harness import build
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installs import (
+    DEMO_UNITS,
     Timed,
     add_printer_by_editing_the_config,
     apt_get,
@@ -26,6 +27,7 @@ from tests.lab.harness.installs import (
     holding_printer_ports,
     install_deb,
     pending_wizards,
+    reboot_brings_everything_back,
     status_line,
     trust_host_certificates,
     unit_identity,
@@ -34,8 +36,6 @@ from tests.lab.harness.installs import (
 from tests.lab.harness.project import REPO, checkout_files
 
 pytestmark = pytest.mark.lab
-
-UNITS = ("octobrixd.service", "octobrix-config.path", "octoprint@demo.service")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def test_deb_gives_the_same_working_demo(packaged: Packaged) -> None:
     assert "Operational" in status_line(box)
     assert get(5000, "/online.txt") == (200, "online\n")
     assert pending_wizards(box) == [], "OctoPrint would greet the user with its setup wizard"
-    for unit in UNITS:
+    for unit in DEMO_UNITS:
         assert box.is_active(unit) == "active", box.journal(unit, 60)
     fragment = box.systemctl("show", "-p", "FragmentPath", "--value", "octoprint@demo.service").stdout.strip()
     # Debian 12 names /usr/lib/systemd/system by its older path /lib/systemd/system (the same folder).
@@ -95,13 +95,7 @@ def test_deb_a_printer_added_to_the_config_starts_by_itself(packaged: Packaged) 
 
 
 def test_deb_reboot_brings_everything_back(packaged: Packaged) -> None:
-    box = installed(packaged)
-    wait_operational(box)
-    box.reboot()
-    for unit in UNITS:
-        assert box.wait_active(unit, timeout=90) == "active", box.journal(unit, 60)
-    wait_operational(box)
-    assert get(5000, "/online.txt") == (200, "online\n")
+    reboot_brings_everything_back(installed(packaged))
 
 
 def test_deb_reinstall_keeps_the_users_config_and_restarts_nothing(packaged: Packaged) -> None:
@@ -139,7 +133,7 @@ def test_remove_keeps_the_data_and_purge_removes_it(packaged: Packaged) -> None:
     box = installed(packaged)
     config = box.read_file("/etc/octobrix.toml")
     apt_get(box, "remove", "octobrix")
-    for unit in UNITS:
+    for unit in DEMO_UNITS:
         shown = set(box.systemctl("show", "-p", "LoadState", "-p", "ActiveState", unit).stdout.split())
         assert shown == {"LoadState=not-found", "ActiveState=inactive"}, (unit, shown)
     assert box.run(["find", "/etc/systemd/system", "-lname", "*octo*"]).stdout == ""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_programs
+
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,9 +91,7 @@ def has_headers(root: Path, modules_dir: Path) -> bool:
 def lab_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("building in chroots needs root: run the suite as root, or deselect with -m 'not lab'")
-    for tool in ("debootstrap", "unshare", "chroot"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run tests/deps/lab.sh as root (tests/run does)")
+    require_programs("debootstrap", "unshare", "chroot", deps="lab.sh")
 
 
 @pytest.mark.parametrize("release", list(RELEASES))

@@ -35,6 +35,8 @@ USER = "maker"
 CHECKOUT = f"/home/{USER}/octobrix"
 EXTRA_CA = Path("/usr/local/share/ca-certificates")
 OPERATIONAL_TIMEOUT = 180.0
+# What the demo install runs, by the script or the package alike.
+DEMO_UNITS = ("octobrixd.service", "octobrix-config.path", "octoprint@demo.service")
 
 
 def readme_commands() -> list[str]:
@@ -228,6 +230,17 @@ def wait_operational(box: Container, name: str = "demo", port: int = 5000) -> di
             last = exc
         time.sleep(1)
     raise AssertionError(f"{name} never became Operational: {last}\n{box.journal(f'octoprint@{name}', 60)}")
+
+
+def reboot_brings_everything_back(box: Container) -> None:
+    """A farm computer's reboot: the demo's units come up by themselves (enabled, not started by
+    hand) and its OctoPrint is Operational again, serving its pages."""
+    wait_operational(box)
+    box.reboot()
+    for unit in DEMO_UNITS:
+        assert box.wait_active(unit, timeout=90) == "active", box.journal(unit, 60)
+    wait_operational(box)
+    assert get(5000, "/online.txt") == (200, "online\n")
 
 
 def pending_wizards(box: Container, name: str = "demo", port: int = 5000) -> list[str]:
