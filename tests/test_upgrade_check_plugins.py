@@ -231,3 +231,18 @@ def test_pip_without_a_wheel_to_read_is_fit_unknown_not_a_guess() -> None:
     answer = plugin_check.PipAnswer(1, "ERROR: Could not find a version that satisfies the requirement X>1.0")
     target, fits, why = plugin_check.read_fit(answer, "X")
     assert target is None and fits is None and "no wheel" in why
+
+
+def test_a_plugin_whose_metadata_would_reach_pip_as_an_option_is_never_asked_about() -> None:
+    hostile = InstalledPlugin("--index-url=http://evil.invalid/simple", "1.0", PluginSource.PLUGIN_MANAGER)
+    asked: list[InstalledPlugin] = []
+
+    def newest_of(plugin: InstalledPlugin) -> tuple[str | None, str | None]:
+        asked.append(plugin)
+        return "9.9", None
+
+    rows = plugin_check.check_printer(
+        "ender", [hostile], requirements=[], source=plugin_check.Source(None, {}), venv=Path("/nonexistent"),
+        pin=PIN, newest_of=newest_of,
+    )  # fmt: skip
+    assert asked == [] and rows[0].newest is None and "not one pip can be asked about" in (rows[0].note or "")

@@ -12,6 +12,7 @@ config does, a Plugin Manager plugin through its OctoPrint's Plugin Manager or S
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from octobrixd.upgrades import versions
 from octobrixd.venv_contents import InstalledPlugin, PluginSource, canonical, requirement_name, version_key
 
 SCHEMA_VERSION = 1
+_PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,12 @@ def newest_in(source: Source, venv: Path, plugin: InstalledPlugin) -> tuple[str 
     return found, None if found else "no final release on the package index"
 
 
+def askable(plugin: InstalledPlugin) -> bool:
+    """Name and version come from the plugin's own metadata: only a plain project name and a version
+    reach pip's command line (never something it would read as an option)."""
+    return _PROJECT_RE.fullmatch(plugin.name) is not None and version_key(plugin.version) is not None
+
+
 def config_url(plugin: InstalledPlugin, requirements: Sequence[str]) -> bool:
     """A config plugin given as an address (URL): no index or folder knows its releases."""
     if plugin.source is not PluginSource.CONFIG:
@@ -197,6 +205,8 @@ def check_printer(
             why: str | None
             if config_url(plugin, requirements):
                 newest, why = None, "installed from an address (URL) in the config: its releases are not listed"
+            elif not askable(plugin):
+                newest, why = None, "its name or version in its metadata is not one pip can be asked about"
             else:
                 newest, why = newest_of(plugin)
             if newest is None or not _newer(newest, plugin.version):
