@@ -189,9 +189,9 @@ def test_check_lists_plugin_updates_that_fit_the_pin_and_what_applies_them(farm:
 
     # Nothing changed: the config, and what each venv holds.
     assert farm.read_file("/etc/octobrix.toml") == before
-    status = json.loads(farm.run(["octobrixctl", "status", "--json"], check=True).stdout)
-    for row in status["printers"]:
-        assert [(p["name"], p["version"]) for p in row["plugins"]] == [(PLUGIN_DIST, "0.1.0")], row
+    assert plugins_of(farm) == {
+        "alpha": [(PLUGIN_DIST, "0.1.0", "config")], "beta": [(PLUGIN_DIST, "0.1.0", "plugin-manager")]
+    }, "--check installed nothing"  # fmt: skip
 
     # No wheels folder: one line and a hint, and what each printer runs still shown.
     away = farm.path("/srv/wheels-away")
@@ -206,6 +206,12 @@ def test_check_lists_plugin_updates_that_fit_the_pin_and_what_applies_them(farm:
         f"octobrixctl: cannot read the wheels folder {WHEELS}: No such file or directory",
         "hint: check [octobrix] wheels in /etc/octobrix.toml",
     ], done.stderr
+
+
+def plugins_of(box: Container) -> dict[str, list[tuple[str, str, str]]]:
+    """Each printer's plugins as `status --json` lists them: (name, version, source)."""
+    status = json.loads(box.run(["octobrixctl", "status", "--json"], check=True).stdout)
+    return {r["name"]: [(p["name"], p["version"], p["source"]) for p in r["plugins"]] for r in status["printers"]}
 
 
 def ctl_json(box: Container, *args: str) -> tuple[int, str]:
@@ -245,6 +251,10 @@ def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(far
         assert pin(farm, name).startswith(f"octoprint=={NEW}")
     assert pin(farm, "alpha") == f'octoprint=={NEW}   # pinned on purpose', "the pin's own comment stays"
     assert_users_data_kept(farm)
+    # Plugins come along in the version they had: alpha's from the config, beta's Plugin Manager one.
+    assert plugins_of(farm) == {
+        "alpha": [(PLUGIN_DIST, "0.1.0", "config")], "beta": [(PLUGIN_DIST, "0.1.0", "plugin-manager")]
+    }  # fmt: skip
     rc, again = ctl(farm, "apply")
     assert rc == 0 and "Nothing to do" in again, again
 
