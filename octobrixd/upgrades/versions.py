@@ -44,14 +44,20 @@ def newest(versions: Iterable[str], *, same_major_as: str | None = None) -> str 
     return max(candidates, key=lambda v: version_key(v) or ((), (0, 0), 0, (0, 0)), default=None)
 
 
-def versions_in_folder(filenames: Iterable[str]) -> list[str]:
-    """The OctoPrint versions a wheels folder holds, from its file names."""
-    out = []
-    for filename in filenames:
+def files_in_folder(filenames: Iterable[str]) -> dict[str, dict[str, str]]:
+    """What a wheels folder holds, from its file names: canonical project -> {version: file name}."""
+    out: dict[str, dict[str, str]] = {}
+    for filename in sorted(filenames):
         found = _DIST_FILE_RE.match(filename)
-        if found and canonical(found["name"]) == PROJECT:
-            out.append(found["version"])
-    return sorted(set(out), key=lambda v: version_key(v) or ((), (0, 0), 0, (0, 0)))
+        if found:
+            out.setdefault(canonical(found["name"]), {}).setdefault(found["version"], filename)
+    return out
+
+
+def versions_in_folder(filenames: Iterable[str], project: str = PROJECT) -> list[str]:
+    """The versions of project (OctoPrint unless told) a wheels folder holds, from its file names."""
+    found = files_in_folder(filenames).get(canonical(project), {})
+    return sorted(found, key=lambda v: version_key(v) or ((), (0, 0), 0, (0, 0)))
 
 
 def versions_in_pip_listing(text: str) -> list[str]:
@@ -105,9 +111,9 @@ def expected_version(requirement: str, available: Iterable[str]) -> str | None:
 # --- the readers ---
 
 
-def from_wheels(folder: Path) -> list[str]:
+def wheels_listing(folder: Path) -> list[str]:
     try:
-        return versions_in_folder(p.name for p in folder.iterdir())
+        return [p.name for p in folder.iterdir()]
     except OSError as error:
         raise OctobrixError(
             f"cannot read the wheels folder {folder}: {error.strerror}",
@@ -115,19 +121,37 @@ def from_wheels(folder: Path) -> list[str]:
         ) from None
 
 
-def from_index(venv: Path) -> list[str]:
-    """What the package index offers, asked with the printer's own pip (in every venv octobrix builds)."""
+def from_wheels(folder: Path) -> list[str]:
+    return versions_in_folder(wheels_listing(folder))
+
+
+def pip_of(venv: Path) -> list[str]:
+    """The printer's own pip (in every venv octobrix builds), with the system's CAs (a proxy's too)."""
     python = venv / "bin" / "python"
     if not python.exists():
         python = Path(sys.executable)
     cert = ["--cert", str(SYSTEM_CA)] if SYSTEM_CA.exists() else []
+    return [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input", *cert]
+
+
+def last_line(error: CommandError) -> str:
+    lines = [line.strip() for line in error.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else str(error)
+
+
+class NotOnIndex(OctobrixError):
+    """The index answered, and has no such project (a plugin published only as an archive)."""
+
+
+def from_index(venv: Path, project: str = PROJECT, shown: str = "OctoPrint") -> list[str]:
+    """What the package index offers of project."""
     try:
-        done = run([str(python), "-m", "pip", "--disable-pip-version-check", "--no-input", *cert,
-                    "index", "versions", PROJECT], timeout=120)  # fmt: skip
+        done = run([*pip_of(venv), "index", "versions", project], timeout=120)
     except CommandError as error:
-        lines = [line for line in error.stderr.splitlines() if line.strip()]
+        if "No matching distribution found" in error.stderr:
+            raise NotOnIndex(f"{shown} is not on the package index") from None
         raise OctobrixError(
-            f"cannot ask the package index for OctoPrint's releases: {lines[-1] if lines else error}",
+            f"cannot ask the package index for {shown}'s releases: {last_line(error)}",
             hint="check the network, or set [octobrix] wheels to a folder of wheels",
         ) from None
     return versions_in_pip_listing(done.stdout)

@@ -53,22 +53,24 @@ import octoprint.plugin
 
 class LabPlug(octoprint.plugin.SettingsPlugin):
     def get_settings_defaults(self):
-        return {"greeting": "hello"}
+        return {{"greeting": "hello"}}
 
 
 __plugin_name__ = "Lab Plug"
-__plugin_version__ = "0.1.0"
+__plugin_version__ = "{version}"
 __plugin_pythoncompat__ = ">=3,<4"
 __plugin_implementation__ = LabPlug()
 """
 
 
-def build_plugin_wheel(folder: Path) -> Path:
-    """A real OctoPrint plugin as a wheel (nothing to compile or fetch when pip installs it)."""
-    info = "OctoPrint_Labplug-0.1.0.dist-info"
+def build_plugin_wheel(folder: Path, version: str = "0.1.0", requires: tuple[str, ...] = ()) -> Path:
+    """A real OctoPrint plugin as a wheel (nothing to compile or fetch when pip installs it); other
+    versions, and what they depend on, for tests of plugin updates (test_upgrades.py)."""
+    info = f"OctoPrint_Labplug-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {PLUGIN_DIST}\nVersion: {version}\nSummary: lab plugin\n"
     files = {
-        "octoprint_labplug/__init__.py": PLUGIN_SOURCE,
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PLUGIN_DIST}\nVersion: 0.1.0\nSummary: lab plugin\n",
+        "octoprint_labplug/__init__.py": PLUGIN_SOURCE.format(version=version),
+        f"{info}/METADATA": metadata + "".join(f"Requires-Dist: {r}\n" for r in requires),
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: octobrix-lab\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{info}/entry_points.txt": f"[octoprint.plugin]\n{PLUGIN_KEY} = octoprint_labplug\n",
         f"{info}/top_level.txt": "octoprint_labplug\n",
@@ -78,7 +80,7 @@ def build_plugin_wheel(folder: Path) -> Path:
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
         record.append(f"{name},sha256={digest},{len(text.encode())}")
     record.append(f"{info}/RECORD,,")
-    path = folder / WHEEL_NAME
+    path = folder / f"OctoPrint_Labplug-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as archive:
         for name, text in files.items():
             archive.writestr(name, text)

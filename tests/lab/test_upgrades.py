@@ -8,12 +8,18 @@ a changed setting, a second user and an upload; beta prints while `upgrade alpha
 moves at once, beta after its print. Then alpha rolls back with the wheels folder emptied (no source
 to build from), and an OctoPrint that installs but cannot start (1.11.8 repacked as 1.11.99 with a
 server module that raises) is put back by itself.
+
+Plugins: alpha has the lab's tiny plugin (tests/lab/test_plugins.py builds it) from the config, beta
+gets it the way OctoPrint's Plugin Manager installs one (pip in its venv, as its user, with the pin
+as PIP_CONSTRAINT); `upgrade --check` then finds its newer releases dropped into the wheels folder:
+one that fits OctoPrint 1.11.7 and a newer one that needs OctoPrint 1.12, judged by the venvs' own pip.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 import zipfile
@@ -27,6 +33,7 @@ from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.installs import api, upload_gcode, wait_operational
 from tests.lab.harness.wheelhouse import fill_wheels, wheelhouse
+from tests.lab.test_plugins import PLUGIN_DIST, build_plugin_wheel
 
 pytestmark = pytest.mark.lab
 
@@ -52,6 +59,7 @@ serial = "LABALPHA01"
 port = {PORTS["alpha"]}
 baudrate = 250000
 octoprint = "octoprint=={OLD}"   # pinned on purpose
+plugins = ["{PLUGIN_DIST}==0.1.0"]
 
 [printers.beta]
 serial = "LABBETA01"
@@ -59,8 +67,14 @@ port = {PORTS["beta"]}
 baudrate = 250000
 octoprint = "octoprint=={OLD}"
 """
+PLUGIN_FITS, PLUGIN_NEEDS_1_12 = "0.2.0", "0.3.0"
 SECOND_USER = "maker"
 COLOR = "red"
+
+
+def prepare_wheels(box: Container) -> None:
+    fill_wheels(box, WHEELS, OLD)
+    build_plugin_wheel(box.path(WHEELS))  # alpha's config plugin, 0.1.0
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +82,7 @@ def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     workdir = Path(tmp_path_factory.mktemp("upgrades", numbered=True))
     with pty_farm(
         workdir, CONFIG, {"alpha": 0.0, "beta": MOVE_SECONDS}, PORTS.values(),
-        front_door_port=FRONT_DOOR, before_install=lambda box: fill_wheels(box, WHEELS, OLD),
+        front_door_port=FRONT_DOOR, before_install=prepare_wheels,
     ) as box:  # fmt: skip
         yield box
 
@@ -121,6 +135,91 @@ def test_check_shows_what_each_runs_and_the_newer_release(farm: Container) -> No
     assert version(farm, "alpha") == OLD and version(farm, "beta") == OLD
 
 
+def plugin_manager_install(box: Container, name: str, requirement: str) -> None:
+    """What OctoPrint's Plugin Manager does: its venv's pip, as the instance's user, under the pin."""
+    uid = box.run(["id", "-u", f"octobrix-{name}"]).stdout.strip()
+    gid = box.run(["id", "-g", f"octobrix-{name}"]).stdout.strip()
+    box.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", f"/var/lib/octobrix/{name}/venv/bin/python",
+         "-m", "pip", "--disable-pip-version-check", "install", "--quiet", "--no-index", "--find-links", WHEELS,
+         requirement],
+        env={"HOME": f"/var/lib/octobrix/{name}", "PIP_CONSTRAINT": f"/var/lib/octobrix/{name}/pip-constraints.txt"},
+        check=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_check_lists_plugin_updates_that_fit_the_pin_and_what_applies_them(farm: Container) -> None:
+    rc, out = ctl(farm, "upgrade", "--check")
+    assert rc == 0, out
+    lines = out.splitlines()
+    assert lines[1] == "  plugins: up to date", "alpha's 0.1.0 is the newest the wheels folder has"
+    assert lines[3] == "  plugins: none", "beta has none yet"
+
+    plugin_manager_install(farm, "beta", f"{PLUGIN_DIST}==0.1.0")
+    build_plugin_wheel(farm.path(WHEELS), PLUGIN_FITS, ("OctoPrint>=1.11",))
+    build_plugin_wheel(farm.path(WHEELS), PLUGIN_NEEDS_1_12, ("OctoPrint>=1.12",))
+    before = farm.read_file("/etc/octobrix.toml")
+    started = time.monotonic()
+    rc, out = ctl(farm, "upgrade", "--check")
+    took = time.monotonic() - started
+    assert rc == 0, out
+    print(f"upgrade --check with two plugin updates to judge: {took:.1f} s\n{out}")
+    lines = out.splitlines()
+    assert lines[0].startswith(f"alpha: runs OctoPrint {OLD}") and lines[2].startswith(f"beta: runs OctoPrint {OLD}")
+    alpha, beta = lines[1], lines[3]
+    fits = f"0.1.0 -> {PLUGIN_FITS}  fits octoprint=={OLD}; {PLUGIN_NEEDS_1_12} does not"
+    assert alpha.startswith(f"  {PLUGIN_DIST}  {fits}"), alpha
+    assert f'pin "{PLUGIN_DIST}=={PLUGIN_FITS}" in printers.alpha.plugins, then `sudo octobrixctl apply`' in alpha
+    wheel = f"{WHEELS}/OctoPrint_Labplug-{PLUGIN_FITS}-py3-none-any.whl"
+    assert beta.startswith(f"  {PLUGIN_DIST}  {fits}"), beta
+    assert f"in beta's OctoPrint: Plugin Manager > Get More > upload {wheel}" in beta, beta
+    # pip's own reason, from the venv's resolver under the pin:
+    assert f"octoprint-labplug {PLUGIN_NEEDS_1_12} depends on OctoPrint>=1.12" in alpha, alpha
+
+    rc, raw = ctl_json(farm, "upgrade", "--check", "--json")
+    assert rc == 0, raw
+    body = json.loads(raw)
+    assert body["version"] == 1 and body["errors"] == [] and body["source"] == f"the wheels folder {WHEELS}"
+    by_name = {p["name"]: p for p in body["printers"]}
+    assert by_name["alpha"]["octoprint_update"] == f"octoprint=={NEW}"
+    for name, source in (("alpha", "config"), ("beta", "plugin-manager")):
+        (plugin,) = by_name[name]["plugins"]
+        assert (plugin["name"], plugin["source"], plugin["version"]) == (PLUGIN_DIST, source, "0.1.0"), plugin
+        assert (plugin["newest"], plugin["update"], plugin["fits_octoprint"]) == (PLUGIN_NEEDS_1_12, PLUGIN_FITS, True)
+
+    # Nothing changed: the config, and what each venv holds.
+    assert farm.read_file("/etc/octobrix.toml") == before
+    assert plugins_of(farm) == {
+        "alpha": [(PLUGIN_DIST, "0.1.0", "config")], "beta": [(PLUGIN_DIST, "0.1.0", "plugin-manager")]
+    }, "--check installed nothing"  # fmt: skip
+
+    # No wheels folder: one line and a hint, and what each printer runs still shown.
+    away = farm.path("/srv/wheels-away")
+    farm.path(WHEELS).rename(away)
+    try:
+        done = farm.run(["octobrixctl", "upgrade", "--check"], check=False, timeout=300)
+    finally:
+        away.rename(farm.path(WHEELS))
+    assert done.returncode == 1, done
+    assert done.stdout.startswith(f"alpha: runs OctoPrint {OLD} (octoprint=={OLD}); newer releases unknown"), done
+    assert done.stderr.splitlines() == [
+        f"octobrixctl: cannot read the wheels folder {WHEELS}: No such file or directory",
+        "hint: check [octobrix] wheels in /etc/octobrix.toml",
+    ], done.stderr
+
+
+def plugins_of(box: Container) -> dict[str, list[tuple[str, str, str]]]:
+    """Each printer's plugins as `status --json` lists them: (name, version, source)."""
+    status = json.loads(box.run(["octobrixctl", "status", "--json"], check=True).stdout)
+    return {r["name"]: [(p["name"], p["version"], p["source"]) for p in r["plugins"]] for r in status["printers"]}
+
+
+def ctl_json(box: Container, *args: str) -> tuple[int, str]:
+    """stdout alone: --json prints nothing else there."""
+    done = box.run(["octobrixctl", *args], check=False, timeout=600)
+    return done.returncode, done.stdout
+
+
 def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(farm: Container) -> None:
     octoprint(farm, "alpha", "/api/settings", {"appearance": {"color": COLOR}})
     octoprint(farm, "alpha", "/api/access/users", {"name": SECOND_USER, "password": "lab-maker-1", "active": True})
@@ -152,6 +251,10 @@ def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(far
         assert pin(farm, name).startswith(f"octoprint=={NEW}")
     assert pin(farm, "alpha") == f'octoprint=={NEW}   # pinned on purpose', "the pin's own comment stays"
     assert_users_data_kept(farm)
+    # Plugins come along in the version they had: alpha's from the config, beta's Plugin Manager one.
+    assert plugins_of(farm) == {
+        "alpha": [(PLUGIN_DIST, "0.1.0", "config")], "beta": [(PLUGIN_DIST, "0.1.0", "plugin-manager")]
+    }  # fmt: skip
     rc, again = ctl(farm, "apply")
     assert rc == 0 and "Nothing to do" in again, again
 
