@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from octobrixd.config import parse_config
 
@@ -83,3 +84,12 @@ def test_a_quote_in_a_serial_is_refused_by_octobrix_with_its_key_path(tmp_path: 
 def test_what_toml_cannot_hold_fails_with_its_key_path(tables: dict[str, Any], path: str) -> None:
     with pytest.raises(TOML.AnsibleFilterError, match=re.escape(f"octobrix_config: {path}:")):
         TOML.octobrix_toml(tables)
+
+
+def test_the_example_inventory_makes_configs_octobrix_takes() -> None:
+    inventory = yaml.safe_load((ROLE.parent.parent / "inventory.example.yml").read_text())
+    hosts = inventory["farm"]["hosts"]
+    assert len(hosts) == 2
+    for name, host in hosts.items():
+        config = parse_config(TOML.octobrix_toml(host["octobrix_config"]), source=f"{name}'s /etc/octobrix.toml")
+        assert config.printers and config.frontdoor.metrics is True, name

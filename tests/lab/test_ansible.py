@@ -77,8 +77,8 @@ class Fleet:
     control: Path  # the control machine's folder: key, inventory, known_hosts, exports
     first: Run
 
-    def playbook(self) -> Run:
-        return run_playbook(self.control)
+    def playbook(self, inventory: str = "inventory.json", *extra: str) -> Run:
+        return run_playbook(self.control, inventory, *extra)
 
 
 def host_config(pc: FarmPc) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def write_inventory(control: Path, deb: Path) -> None:
     (control / "inventory.json").write_text(json.dumps(inventory, indent=2))
 
 
-def run_playbook(control: Path) -> Run:
+def run_playbook(control: Path, inventory: str = "inventory.json", *extra: str) -> Run:
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": str(control),
@@ -137,7 +137,8 @@ def run_playbook(control: Path) -> Run:
     argv = [
         str(Path(sys.executable).with_name("ansible-playbook")),
         "-i",
-        str(control / "inventory.json"),
+        str(control / inventory),
+        *extra,
         str(PLAYBOOK),
     ]
     started = time.monotonic()
@@ -198,6 +199,23 @@ def test_a_second_run_changes_nothing(fleet: Fleet) -> None:
         "an OctoPrint restarted"
     )
     assert {path.name: path.read_bytes() for path in (fleet.control / "exports").iterdir()} == exports
+
+
+def test_a_value_octobrix_refuses_stops_the_run_and_changes_nothing(fleet: Fleet) -> None:
+    """A serial number with a quote in it: valid TOML once the role has quoted it, refused by
+    `octobrixctl check` before the file is replaced, with the key path."""
+    inventory = json.loads((fleet.control / "inventory.json").read_text())
+    config = inventory["farm"]["hosts"]["farm-pc-1"]["octobrix_config"]
+    config["printers"]["bad"] = {"serial": 'AB"CD', "port": 5722}
+    (fleet.control / "inventory-bad.json").write_text(json.dumps(inventory))
+    box = fleet.boxes["farm-pc-1"]
+    units = [f"octoprint@{p}.service" for p in PCS["farm-pc-1"].printers]
+    before = (box.read_file("/etc/octobrix.toml"), unit_identity(box, units))
+    refused = fleet.playbook("inventory-bad.json", "--limit", "farm-pc-1")
+    assert refused.result.returncode != 0, refused.output()
+    assert "printers.bad.serial" in refused.result.stdout, refused.output()
+    assert refused.recap()["farm-pc-1"]["failed"] == 1, refused.output()
+    assert (box.read_file("/etc/octobrix.toml"), unit_identity(box, units)) == before
 
 
 def test_both_pcs_printers_go_into_one_fdm_monster(fleet: Fleet, fdm: FdmMonster) -> None:
