@@ -17,14 +17,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import moves_gcode, pty_farm
 from tests.lab.harness.installs import api, upload_gcode, wait_operational
-from tests.lab.harness.procs import REAPER
+from tests.lab.harness.prometheus import Scrape, query
+from tests.lab.harness.prometheus import prometheus as prometheus_scraping
 from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
@@ -60,40 +60,8 @@ def token(farm: Container) -> str:
 def prometheus(token: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prometheus scraping the farm every second; yields its HTTP API's base URL."""
     work = Path(tmp_path_factory.mktemp("prometheus", numbered=True))
-    (work / "token").write_text(token + "\n")
-    (work / "token").chmod(0o600)
-    (work / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: octobrix\n    scrape_timeout: 1s\n"
-        f"    authorization:\n      credentials_file: {work / 'token'}\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{FRONT_DOOR}']\n"
-    )
-    log = (work / "prometheus.log").open("wb")
-    proc = REAPER.spawn(
-        ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{PROMETHEUS}"],
-        stdout=log,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{PROMETHEUS}"
-    try:
-        wait_until("Prometheus's first good scrape of the farm", lambda: query(base, 'up{job="octobrix"}') == 1.0,
-                   timeout=120, every=1)  # fmt: skip
+    with prometheus_scraping(work, PROMETHEUS, {"octobrix": Scrape(f"127.0.0.1:{FRONT_DOOR}", token)}) as base:
         yield base
-    finally:
-        REAPER.stop(proc)
-        log.close()
-
-
-def query(base: str, promql: str) -> float | None:
-    """The instant query's one value, None when it has no sample (yet) or Prometheus is not up."""
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body: Any = json.loads(response.read())
-    except (OSError, ValueError):
-        return None
-    results = body["data"]["result"]
-    return float(results[0]["value"][1]) if len(results) == 1 else None
 
 
 def scrape(headers: dict[str, str]) -> tuple[int, str]:

@@ -112,13 +112,18 @@ def holding_printer_ports(
         yield
 
 
-def prepare_newcomer(box: Container) -> None:
-    """A fresh server as its owner has it: a user who may sudo, and a checkout of octobrix in their home."""
+def add_sudo_user(box: Container, *packages: str) -> None:
+    """The server's owner: a user who may sudo (the harness installs sudo, with packages)."""
     trust_host_certificates(box)
     apt_get(box, "update")
-    apt_get(box, "install", "--no-install-recommends", "sudo")
+    apt_get(box, "install", "--no-install-recommends", "sudo", *packages)
     box.run(["useradd", "--create-home", "--shell", "/bin/bash", USER])
     box.write_file(f"/etc/sudoers.d/{USER}", f"{USER} ALL=(ALL) NOPASSWD: ALL\n", mode=0o440)
+
+
+def prepare_newcomer(box: Container) -> None:
+    """A fresh server as its owner has it: a user who may sudo, and a checkout of octobrix in their home."""
+    add_sudo_user(box)
     for rel in checkout_files():
         box.copy_in(REPO / rel, f"{CHECKOUT}/{rel}")
     box.run(["chown", "-R", f"{USER}:{USER}", CHECKOUT])
