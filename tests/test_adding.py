@@ -16,7 +16,7 @@ import pytest
 
 from octobrixd.adding import channel
 from octobrixd.adding.cli import add_all
-from octobrixd.adding.found import FOUND_FILE, build_found, device_id, publish
+from octobrixd.adding.found import FOUND_FILE, Found, build_found, device_id, publish
 from octobrixd.adding.requests import AddRequest, RemoveRequest, answer, parse_request, perform
 from octobrixd.adding.service import AddService
 from octobrixd.config import load_config, parse_config
@@ -349,17 +349,21 @@ def test_a_dry_run_shows_the_entry_and_writes_nothing(tmp_path: Path) -> None:
 # `octobrixctl add --all`: everything plugged in, one question
 
 
+def plugged_beside_the_starter(tmp_path: Path, *plugged: Device) -> tuple[Path, tuple[Device, ...], tuple[Found, ...]]:
+    path = starter_copy(tmp_path)
+    devices = scanned(*plugged, tmp_path=tmp_path)
+    return path, devices, build_found(devices, load_config(path))
+
+
 def test_add_all_adds_every_found_board_and_camera_after_one_question(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = starter_copy(tmp_path)
-    devices = scanned(
+    path, devices, found = plugged_beside_the_starter(
+        tmp_path,
         printer("/dev/ttyUSB0", "1-1", "PRN0001"),
         printer("/dev/ttyUSB1", "1-2", "PRN0002"),
         camera("/dev/video0", "1-3", "CAM0001"),
-        tmp_path=tmp_path,
     )
-    found = build_found(devices, load_config(path))
     asked: list[int] = []
 
     def yes(count: int) -> bool:
@@ -385,15 +389,13 @@ def test_add_all_adds_every_found_board_and_camera_after_one_question(
 
 
 def test_add_all_answered_no_or_refused_writes_nothing(tmp_path: Path) -> None:
-    path = starter_copy(tmp_path)
-    before = path.read_bytes()
-    devices = scanned(
+    path, devices, found = plugged_beside_the_starter(
+        tmp_path,
         printer("/dev/ttyUSB0", "1-1", "PRN0001"),
         camera("/dev/video0", "1-3", "CAM0001"),
         camera("/dev/video2", "1-4", "CAM0002"),
-        tmp_path=tmp_path,
     )
-    found = build_found(devices, load_config(path))
+    before = path.read_bytes()
     assert add_all(found, devices, path, confirm=lambda _n: False) == ["nothing added"]
     with pytest.raises(OctobrixError, match="--printer demo: --all would add 2 cameras") as which:
         add_all(found, devices, path, printer="demo", confirm=lambda _n: True)
