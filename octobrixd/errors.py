@@ -36,5 +36,21 @@ class CommandError(OctobrixError):
         super().__init__(f"{argv[0]} failed (exit {returncode}): {tail}")
 
 
+class CommandTimeoutError(CommandError):
+    """An external command did not finish in its time and was killed. A CommandError, so every
+    caller that says what failed says this too: one line, not a traceback."""
+
+    def __init__(self, argv: list[str], seconds: float, stderr: str) -> None:
+        self.argv = argv
+        self.returncode = -9
+        self.stderr = stderr
+        self.seconds = seconds
+        OctobrixError.__init__(
+            self,
+            f"{argv[0]} did not finish within {seconds:g} s and was stopped",
+            hint="the computer may be very busy: run it again once it is quieter",
+        )
+
+
 class CommandNotFoundError(OctobrixError):
     """A program octobrix needs is not installed."""

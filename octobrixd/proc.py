@@ -7,7 +7,7 @@ import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from octobrixd.errors import CommandError, CommandNotFoundError
+from octobrixd.errors import CommandError, CommandNotFoundError, CommandTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ def run(
             group=as_user[1] if as_user else None,
             extra_groups=[] if as_user else None,
         )
+    except subprocess.TimeoutExpired as exc:
+        # subprocess.run has killed it; what it said so far may tell why it was slow.
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise CommandTimeoutError(args, float(exc.timeout), said) from None
     except FileNotFoundError as exc:
         raise CommandNotFoundError(
             f"{args[0]} is not installed", hint=f"install the package that provides {args[0]}"

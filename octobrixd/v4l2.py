@@ -8,11 +8,10 @@ for serial ports.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from octobrixd.errors import CommandError, CommandNotFoundError
+from octobrixd.errors import CommandError, CommandNotFoundError, CommandTimeoutError
 from octobrixd.proc import run
 
 
@@ -95,11 +94,11 @@ def query_formats(node: str) -> tuple[VideoFormat, ...]:
         result = run(["v4l2-ctl", "--list-formats-ext", "-d", node], timeout=10)
     except CommandNotFoundError:
         raise FormatQueryError("v4l2-ctl is not installed (apt install v4l-utils)") from None
+    except CommandTimeoutError:
+        raise FormatQueryError(f"v4l2-ctl did not answer for {node} within 10 s") from None
     except CommandError as exc:
         tail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else f"exit {exc.returncode}"
         raise FormatQueryError(f"v4l2-ctl could not read {node}: {tail}") from None
-    except subprocess.TimeoutExpired:
-        raise FormatQueryError(f"v4l2-ctl did not answer for {node} within 10 s") from None
     formats = parse_list_formats_ext(result.stdout)
     if not formats:
         raise FormatQueryError(f"{node} lists no capture formats")

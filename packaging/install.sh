@@ -394,4 +394,4 @@ echo
 "$BIN_DIR/octobrixctl" status --wait 120 || true
 echo
 say "installed. Open http://$(hostname)/ in a browser (the whole farm, every printer at /NAME/); \`sudo octobrixctl credentials\` shows the farm login first."
-say "add your printers to $CONFIG (\`octobrixctl discover --toml\` suggests entries); it is applied when you save it."
+say "to add printers and cameras: plug them in, then \`sudo octobrixctl add --all\` (no config to type; $CONFIG is applied whenever you save it)."

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from octobrixd.adding import channel
-from octobrixd.adding.found import FOUND_FILE, build_found, device_id, publish
+from octobrixd.adding.cli import add_all
+from octobrixd.adding.found import FOUND_FILE, Found, build_found, device_id, publish
 from octobrixd.adding.requests import AddRequest, RemoveRequest, answer, parse_request, perform
 from octobrixd.adding.service import AddService
 from octobrixd.config import load_config, parse_config
@@ -25,6 +26,7 @@ from octobrixd.paths import Layout
 from octobrixd.web import auth
 from octobrixd.web.context import WebContext
 from octobrixd.web.server import FarmServer, unix_listener
+from tests.conftest import Ctl
 from tests.factories import camera, printer
 
 STARTER = Path(__file__).parents[1] / "packaging" / "octobrix.toml"
@@ -340,4 +342,74 @@ def test_a_dry_run_shows_the_entry_and_writes_nothing(tmp_path: Path) -> None:
     shown = perform(AddRequest(found[0].id, "ender"), path, found=found, devices=devices, dry_run=True)
     assert '+[printers.ender]\n+usb_port = "1-1"\n+port = 5001' in shown
     assert "follows the cable" in shown, "the entry says it is bound by port, and what that means"
+    assert path.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# `octobrixctl add --all`: everything plugged in, one question
+
+
+def plugged_beside_the_starter(tmp_path: Path, *plugged: Device) -> tuple[Path, tuple[Device, ...], tuple[Found, ...]]:
+    path = starter_copy(tmp_path)
+    devices = scanned(*plugged, tmp_path=tmp_path)
+    return path, devices, build_found(devices, load_config(path))
+
+
+def test_add_all_adds_every_found_board_and_camera_after_one_question(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, devices, found = plugged_beside_the_starter(
+        tmp_path,
+        printer("/dev/ttyUSB0", "1-1", "PRN0001"),
+        printer("/dev/ttyUSB1", "1-2", "PRN0002"),
+        camera("/dev/video0", "1-3", "CAM0001"),
+    )
+    asked: list[int] = []
+
+    def yes(count: int) -> bool:
+        asked.append(count)
+        return True
+
+    said = add_all(found, devices, path, printer="demo", confirm=yes)
+    assert asked == [3], "one question for all three"
+    assert [line.split(" to ")[0] for line in said] == [
+        "added [printers.printer1]", "added [printers.printer2]", "added [cameras.cam1]"
+    ]  # fmt: skip
+    shown = capsys.readouterr().out
+    assert "-> [printers.printer2] on port 5002" in shown and "serial PRN0002" in shown, shown
+    text = path.read_text(encoding="utf-8")
+    assert set(comments(STARTER.read_text(encoding="utf-8"))) <= set(comments(text)), "the starter's comments kept"
+    config = load_config(path)
+    assert (config.printers["printer1"].serial, config.printers["printer1"].port) == ("PRN0001", 5001)
+    assert (config.printers["printer2"].serial, config.printers["printer2"].port) == ("PRN0002", 5002)
+    assert config.cameras["cam1"].serial == "CAM0001" and config.printers["demo"].camera == "cam1"
+    with pytest.raises(OctobrixError, match="nothing is plugged in that is not in the farm yet") as nothing:
+        add_all(build_found(scanned(*devices, config_text=text, tmp_path=tmp_path), config), devices, path)
+    assert nothing.value.hint and "octobrixctl discover" in nothing.value.hint
+
+
+def test_add_all_answered_no_or_refused_writes_nothing(tmp_path: Path) -> None:
+    path, devices, found = plugged_beside_the_starter(
+        tmp_path,
+        printer("/dev/ttyUSB0", "1-1", "PRN0001"),
+        camera("/dev/video0", "1-3", "CAM0001"),
+        camera("/dev/video2", "1-4", "CAM0002"),
+    )
+    before = path.read_bytes()
+    assert add_all(found, devices, path, confirm=lambda _n: False) == ["nothing added"]
+    with pytest.raises(OctobrixError, match="--printer demo: --all would add 2 cameras") as which:
+        add_all(found, devices, path, printer="demo", confirm=lambda _n: True)
+    assert which.value.hint and "--device NODE --printer NAME" in which.value.hint
+    shown = add_all(found, devices, path, dry_run=True, confirm=lambda _n: pytest.fail("a dry run asks nothing"))
+    assert '+[printers.printer1]\n+serial = "PRN0001"\n+port = 5001' in shown[0], shown
+    assert path.read_bytes() == before
+
+
+def test_add_all_with_a_name_says_why_not_and_changes_nothing(tmp_path: Path, ctl: Ctl) -> None:
+    path = starter_copy(tmp_path)
+    before = path.read_bytes()
+    result = ctl("add", "--all", "--name", "ender", "--config", path, "--root", tmp_path / "root")
+    assert result.returncode == 1
+    assert "--all adds every device with its proposed name and port" in result.stderr, result.stderr
+    assert "hint: add one device with its own name" in result.stderr, result.stderr
     assert path.read_bytes() == before

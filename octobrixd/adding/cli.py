@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from octobrixd import systemd, v4l2
 from octobrixd.adding.found import Found, build_found, device_id
 from octobrixd.adding.requests import AddRequest, perform
 from octobrixd.cliargs import add_config_argument, add_root_argument
-from octobrixd.config import load_config
+from octobrixd.config import Config, load_config
 from octobrixd.devices import Device, DeviceKind, scan
 from octobrixd.discover import wait_for_device
 from octobrixd.errors import OctobrixError
@@ -32,6 +34,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up waiting for a plug after this long (default: never)"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every board and camera plugged in and not in the farm yet, each with its proposed name and port"
+        " (asked once)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the entry it would write, change nothing")
     add_config_argument(parser)
@@ -68,12 +76,76 @@ def _ask_name(item: Found) -> str:
     return answer or item.proposed_name
 
 
+def _confirm_all(count: int) -> bool:
+    if not sys.stdin.isatty():
+        return True
+    answer = input(f"Add {'it' if count == 1 else f'these {count}'} to the farm? [Y/n] ").strip().lower()
+    return answer in ("", "y", "yes")
+
+
+def add_all(
+    found: Sequence[Found],
+    devices: Sequence[Device],
+    config_path: Path,
+    *,
+    printer: str | None = None,
+    confirm: Callable[[int], bool] = _confirm_all,
+    dry_run: bool = False,
+) -> list[str]:
+    """Every found device with its proposed name and port, after one question; the lines to print.
+
+    Each is one add, checked and written like any other: a refusal stops there, with the ones
+    before it added. The proposed names and ports of one found list never clash with each other."""
+    addable = [item for item in found if item.cannot_bind is None]
+    said = [f"skipped {item.node}: it cannot be bound: {item.cannot_bind}" for item in found if item.cannot_bind]
+    if not addable:
+        raise OctobrixError(
+            "nothing is plugged in that is not in the farm yet" + (f" ({said[0]})" if said else ""),
+            hint="plug the boards and cameras in first; `octobrixctl discover` lists what is plugged in",
+        )
+    cameras = [item for item in addable if item.kind is DeviceKind.CAMERA]
+    if printer is not None and len(cameras) != 1:
+        raise OctobrixError(
+            f"--printer {printer}: --all would add {len(cameras)} cameras, so which one it shows is not clear",
+            hint="add that camera by `octobrixctl add --device NODE --printer NAME`, the rest with --all",
+        )
+    for item in addable:
+        section = "printers" if item.kind is DeviceKind.PRINTER else "cameras"
+        print(f"{describe(item)}\n  -> [{section}.{item.proposed_name}] on port {item.proposed_port}")
+    if not dry_run and not confirm(len(addable)):
+        return [*said, "nothing added"]
+    for item in addable:
+        shows = printer if item.kind is DeviceKind.CAMERA else None
+        request = AddRequest(item.id, item.proposed_name, None, shows)
+        said.append(perform(request, config_path, found=found, devices=devices, dry_run=dry_run))
+    return said
+
+
+def _main_all(args: argparse.Namespace, context: object, config: Config, layout: Layout) -> int:
+    if args.name or args.port or args.device:
+        raise OctobrixError(
+            "--all adds every device with its proposed name and port: it takes no --name, --port or --device",
+            hint="add one device with its own name by `octobrixctl add --device NODE --name NAME` instead",
+        )
+    inventory = scan(context, config=config, layout=layout, query_formats=v4l2.query_formats)
+    said = add_all(build_found(inventory.devices, config), inventory.devices, args.config,
+                   printer=args.printer, dry_run=args.dry_run)  # fmt: skip
+    print("\n".join(said))
+    if not args.dry_run and said[-1] != "nothing added":
+        if layout.live:
+            systemd.try_reload([DAEMON_UNIT])
+        print("Follow them with `octobrixctl status`; the farm page shows their cards.")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     import pyudev  # noqa: PLC0415 — keeps `octobrixctl --help` working without libudev
 
     config = load_config(args.config)
     layout = Layout(args.root)
     context = pyudev.Context()
+    if args.all:
+        return _main_all(args, context, config, layout)
     if args.device is None:
 
         def ready() -> None:

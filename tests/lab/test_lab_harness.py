@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.harness.container import Container
+from tests.lab.harness.container import Container, LabError
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.procs import lab_tempdir
 from tests.lab.harness.vm import Vm
@@ -88,3 +88,17 @@ def test_usb_adapter_lifecycle(vm: Vm) -> None:
     vm.serial_write(by_id, "M105")
     sim.wait_for_command("M105")
     assert sim.connections == 2
+
+
+def test_usb_adapters_without_a_port_take_free_ones_and_a_held_port_is_refused(vm: Vm) -> None:
+    named = vm.plug_usb_serial("PORTS-A", MarlinSim(), port="1")
+    picked = [vm.plug_usb_serial(f"PORTS-{n}", MarlinSim()) for n in ("B", "C")]
+    assert [a.port for a in picked] == ["2", "3"], picked
+    for adapter in (named, *picked):
+        sysfs = f"/sys/bus/usb/devices/{adapter.guest_port}/serial"
+        vm.wait_for_path(sysfs)
+        assert vm.read_file(sysfs).decode().strip() == adapter.serial
+    with pytest.raises(LabError, match=r"USB port 2 of the VM is held by .*PORTS-B"):
+        vm.plug_usb_serial("PORTS-D", MarlinSim(), port="2")
+    picked[0].remove()
+    assert vm.plug_usb_serial("PORTS-E", MarlinSim()).port == "2", "a freed port is taken again first"

@@ -76,20 +76,29 @@ def checkout_files() -> list[str]:
     return [line for line in listed.stdout.splitlines() if (REPO / line).is_file()]
 
 
+CHECKOUT_IN_GUEST = "/root/octobrix"
+
+
+def bring_checkout_and_wheels(guest: PatientGuest, workdir: Path, wheels: Path) -> None:
+    """What the owner of an offline farm brings on a stick: this checkout (to CHECKOUT_IN_GUEST)
+    and the wheels (tests.lab.harness.wheelhouse, to WHEELS_IN_GUEST)."""
+    guest.copy_in(wheels, WHEELS_IN_GUEST)
+    staged = workdir / "checkout"
+    for rel in checkout_files():
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, staged / rel)
+    guest.copy_in(staged, CHECKOUT_IN_GUEST)
+
+
 def install_offline(guest: PatientGuest, workdir: Path, wheels: Path, *, timeout: float = 900.0) -> None:
     """Install this checkout in a guest without network, as an offline farm does: copy the wheels
     (tests.lab.harness.wheelhouse) to WHEELS_IN_GUEST and run `packaging/install.sh --wheels` there.
 
     Write /etc/octobrix.toml first (with `wheels = WHEELS_IN_GUEST` for instances to install from).
     """
-    guest.copy_in(wheels, WHEELS_IN_GUEST)
-    staged = workdir / "checkout"
-    for rel in checkout_files():
-        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, staged / rel)
-    guest.copy_in(staged, "/root/octobrix")
+    bring_checkout_and_wheels(guest, workdir, wheels)
     installed = guest.run(
-        ["/root/octobrix/packaging/install.sh", "--wheels", WHEELS_IN_GUEST], check=False, timeout=timeout
+        [f"{CHECKOUT_IN_GUEST}/packaging/install.sh", "--wheels", WHEELS_IN_GUEST], check=False, timeout=timeout
     )
     if installed.returncode != 0:
         raise AssertionError(f"install.sh failed ({installed.returncode}):\n{installed.stdout}\n{installed.stderr}")

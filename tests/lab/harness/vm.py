@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,19 @@ XHCI_BUS = "xhci.0"
 # qemu-xhci's first ports are USB 2 (a full-speed usb-serial lands there); the guest numbers the
 # controller's USB 2 root hub as bus 1, so QEMU port "2" is the guest's KERNELS=="1-2".
 GUEST_USB2_BUS = 1
+# QEMU's default of 4 root ports held a module's two boards plus a test's twins only by luck: its
+# own choice for a device without a port reuses a freed port last, so it took the port a later
+# test named ("usb port 3 not found (in use?)"). Eight ports, and the harness picks them itself.
+USB_PORTS = 8
+
+
+def free_usb_port(held: Iterable[str]) -> str:
+    """The lowest root port of the xhci controller that no added adapter holds."""
+    taken = set(held)
+    for number in range(1, USB_PORTS + 1):
+        if str(number) not in taken:
+            return str(number)
+    raise LabError(f"all {USB_PORTS} USB ports of the VM hold an adapter: remove one first")
 
 
 def accelerator() -> list[str]:
@@ -86,7 +99,7 @@ class Vm:
             "-chardev", f"socket,path={qga_sock},server=on,wait=off,id=qga0",
             "-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
             "-virtfs", f"local,path={self.share_dir},mount_tag={build.SHARE_TAG},security_model=none,id=share0",
-            "-device", "qemu-xhci,id=xhci",
+            "-device", f"qemu-xhci,id=xhci,p2={USB_PORTS},p3={USB_PORTS}",
         ]  # fmt: skip
         started = time.monotonic()
         with (self.workdir / "qemu.log").open("wb") as qemu_log:
@@ -267,9 +280,13 @@ class Vm:
         """Add an FTDI USB serial adapter with this serial number, its host side driven by sim.
 
         port is QEMU's port path on the xhci controller ("2", or "1.3" behind a hub); the guest
-        then sees it at usb_port f"{GUEST_USB2_BUS}-{port}". The adapter is attached in the guest
-        only while the simulator is connected (connect=False: added but the cable is not in yet).
+        then sees it at usb_port f"{GUEST_USB2_BUS}-{port}". Without one, the lowest port no adapter
+        holds (so `guest_port` is always known); a port another adapter holds is refused, naming it.
+        The adapter is attached in the guest only while the simulator is connected (connect=False:
+        added but the cable is not in yet).
         """
+        if port is None:
+            port = free_usb_port(a.port for a in self.adapters if a.added)
         adapter = UsbSerialAdapter(self, serial, sim if sim is not None else MarlinSim(), port, next(self._ids))
         adapter.add_device()
         if connect:
@@ -288,7 +305,7 @@ class UsbSerialAdapter:
     device with it, like a cable. remove() is device_del: the adapter is gone from the VM.
     """
 
-    def __init__(self, vm: Vm, serial: str, sim: MarlinSim, port: str | None, number: int) -> None:
+    def __init__(self, vm: Vm, serial: str, sim: MarlinSim, port: str, number: int) -> None:
         self.vm = vm
         self.serial = serial
         self.sim = sim
@@ -300,12 +317,15 @@ class UsbSerialAdapter:
         self.added = False
 
     @property
-    def guest_port(self) -> str | None:
+    def guest_port(self) -> str:
         """The guest's KERNELS value for this adapter (what `usb_port` in the config matches)."""
-        return f"{GUEST_USB2_BUS}-{self.port}" if self.port else None
+        return f"{GUEST_USB2_BUS}-{self.port}"
 
     def add_device(self) -> None:
         qmp = self._qmp()
+        holder = next((a for a in self.vm.adapters if a.added and a.port == self.port and a is not self), None)
+        if holder is not None:
+            raise LabError(f"USB port {self.port} of the VM is held by {holder!r}: remove() it first or pass no port")
         qmp.execute(
             "chardev-add",
             {
@@ -318,9 +338,7 @@ class UsbSerialAdapter:
             },
         )  # fmt: skip
         device: dict[str, Any] = {"driver": "usb-serial", "bus": XHCI_BUS, "chardev": self.chardev_id,
-                                  "serial": self.serial, "id": self.device_id}  # fmt: skip
-        if self.port:
-            device["port"] = self.port
+                                  "serial": self.serial, "id": self.device_id, "port": self.port}  # fmt: skip
         try:
             qmp.execute("device_add", device)
         except QmpError:
