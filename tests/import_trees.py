@@ -116,9 +116,10 @@ def kiauh_unit(user: str, suffix: str, port: int, venv: str) -> str:
     )
 
 
-def kiauh_config_yaml(user: str, suffix: str) -> str:
-    """The config.yaml KIAUH writes: the serial port is Klipper's pty of that instance."""
-    data = f"printer_{suffix}_data" if suffix.isdigit() else f"{suffix}_data"
+def kiauh_config_yaml(user: str, suffix: str, *, kiauh6: bool = False) -> str:
+    """The config.yaml KIAUH writes: the serial port is Klipper's pty of that instance (its data folder
+    ~/printer_N_data, the bash KIAUH's ~/NAME_data for a named one)."""
+    data = f"printer_{suffix}_data" if kiauh6 or suffix.isdigit() else f"{suffix}_data"
     klippy = f"/home/{user}/{data}/comms/klippy.serial"
     return (
         f"serial:\n    additionalPorts:\n    - {klippy}\n    disconnectOnErrors: false\n    port: {klippy}\n"
@@ -134,7 +135,7 @@ def kiauh_farm(root: Path, suffixes: Mapping[str, int], user: str = "pi", *, kia
         venv = f"/home/{user}/OctoPrint_{suffix}" + ("" if kiauh6 else "/venv")
         fake_venv(root / venv.lstrip("/"))
         basedir(home / f".octoprint_{suffix}", suffix)
-        write(home / f".octoprint_{suffix}" / "config.yaml", kiauh_config_yaml(user, suffix))
+        write(home / f".octoprint_{suffix}" / "config.yaml", kiauh_config_yaml(user, suffix, kiauh6=kiauh6))
         write(root / f"etc/systemd/system/octoprint-{suffix}.service", kiauh_unit(user, suffix, port, venv))
     write(root / "etc/sudoers.d/octoprint-shutdown", f"{user} ALL=NOPASSWD: /sbin/shutdown\n")
 
