@@ -1,6 +1,7 @@
 """Old farms as the other tools leave them on disk, built in a scratch tree (an --root), for the
 import's unit tests and benchmarks/import_farm.py. The files are what those tools' scripts write:
-octoprint_deploy's instance.sh, cameras.sh and prepare.sh; KIAUH's OctoPrint extension; OctoPi."""
+octoprint_deploy's instance.sh, cameras.sh and prepare.sh; KIAUH's scripts/octoprint.sh and
+kiauh/extensions/octoprint/ (see octobrixd/importers/kiauh.py); OctoPi."""
 
 from __future__ import annotations
 
@@ -104,17 +105,39 @@ def octoprint_deploy_farm(
         write(root / "etc/octoprint_cameras", "".join(camera_lines))
 
 
-def kiauh_farm(root: Path, suffixes: Mapping[str, int], user: str = "pi") -> None:
+def kiauh_unit(user: str, suffix: str, port: int, venv: str) -> str:
+    """octoprint-SUFFIX.service as KIAUH writes it (the bash scripts/octoprint.sh and KIAUH 6 alike)."""
+    base = f"/home/{user}/.octoprint_{suffix}"
+    return (
+        "[Unit]\nDescription=Starts OctoPrint on startup\nAfter=network-online.target\nWants=network-online.target\n\n"
+        '[Service]\nEnvironment="LC_ALL=C.UTF-8"\nEnvironment="LANG=C.UTF-8"\nType=simple\n'
+        f"User={user}\nExecStart={venv}/bin/octoprint --basedir {base} --config {base}/config.yaml "
+        f"--port={port} serve\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def kiauh_config_yaml(user: str, suffix: str, *, kiauh6: bool = False) -> str:
+    """The config.yaml KIAUH writes: the serial port is Klipper's pty of that instance (its data folder
+    ~/printer_N_data, the bash KIAUH's ~/NAME_data for a named one)."""
+    data = f"printer_{suffix}_data" if kiauh6 or suffix.isdigit() else f"{suffix}_data"
+    klippy = f"/home/{user}/{data}/comms/klippy.serial"
+    return (
+        f"serial:\n    additionalPorts:\n    - {klippy}\n    disconnectOnErrors: false\n    port: {klippy}\n"
+        f"server:\n    commands:\n        serverRestartCommand: sudo service octoprint-{suffix} restart\n"
+        "        systemRestartCommand: sudo shutdown -r now\n        systemShutdownCommand: sudo shutdown -h now\n"
+    )
+
+
+def kiauh_farm(root: Path, suffixes: Mapping[str, int], user: str = "pi", *, kiauh6: bool = False) -> None:
+    """KIAUH's OctoPrints: the bash KIAUH's venvs ~/OctoPrint_SUFFIX/venv, or KIAUH 6's ~/OctoPrint_SUFFIX."""
     home = root / "home" / user
     for suffix, port in suffixes.items():
-        fake_venv(home / f"OctoPrint_{suffix}")
+        venv = f"/home/{user}/OctoPrint_{suffix}" + ("" if kiauh6 else "/venv")
+        fake_venv(root / venv.lstrip("/"))
         basedir(home / f".octoprint_{suffix}", suffix)
-        write(home / f".octoprint_{suffix}" / "config.yaml",
-              f"serial:\n  port: /home/{user}/printer_{suffix}_data/comms/klippy.serial\n")  # fmt: skip
-        write(root / f"etc/systemd/system/octoprint_{suffix}.service",
-              f"[Service]\nType=simple\nUser={user}\nExecStart=/home/{user}/OctoPrint_{suffix}/bin/octoprint "
-              f"--basedir /home/{user}/.octoprint_{suffix} --config /home/{user}/.octoprint_{suffix}/config.yaml "
-              f"--port={port} serve\n")  # fmt: skip
+        write(home / f".octoprint_{suffix}" / "config.yaml", kiauh_config_yaml(user, suffix, kiauh6=kiauh6))
+        write(root / f"etc/systemd/system/octoprint-{suffix}.service", kiauh_unit(user, suffix, port, venv))
+    write(root / "etc/sudoers.d/octoprint-shutdown", f"{user} ALL=NOPASSWD: /sbin/shutdown\n")
 
 
 def plain_octoprint(root: Path, user: str = "pi", port: int = 5000) -> None:

@@ -170,14 +170,79 @@ def test_no_old_tool_at_all_says_so_with_a_hint(tmp_path: Path, capsys: pytest.C
 
 
 def test_kiauh_instances_are_planned_from_their_units_and_bound_to_nothing(tmp_path: Path) -> None:
+    # The bash KIAUH (2022-2025): octoprint-SUFFIX.service, one venv copy per instance in ~/OctoPrint_SUFFIX/venv.
     trees.kiauh_farm(tmp_path, {"ender": 5660, "voron": 5661})
     plan = plan_of(tmp_path, kiauh)
     assert [(m.name, dict(m.entry), m.old.unit) for m in plan.printers] == [
-        ("ender", {"virtual": True, "port": 5660}, "octoprint_ender.service"),
-        ("voron", {"virtual": True, "port": 5661}, "octoprint_voron.service"),
+        ("ender", {"virtual": True, "port": 5660}, "octoprint-ender.service"),
+        ("voron", {"virtual": True, "port": 5661}, "octoprint-voron.service"),
     ]
-    assert plan.printers[0].old.venv == tmp_path / "home/pi/OctoPrint_ender"
-    assert any("talks to Klipper through /home/pi/printer_ender_data/comms/klippy.serial" in m for m in plan.messages)
+    ender = plan.printers[0]
+    assert (ender.old.basedir, ender.old.venv, ender.old.user) == (
+        tmp_path / "home/pi/.octoprint_ender",
+        tmp_path / "home/pi/OctoPrint_ender/venv",
+        "pi",
+    )
+    assert ender.octoprint == trees.OCTOPRINT_VERSION, "the version is read from the venv its unit runs"
+    assert any("talks to Klipper through /home/pi/ender_data/comms/klippy.serial" in m for m in plan.messages)
+
+
+def test_kiauh_6_instances_with_their_venv_at_the_top_come_too(tmp_path: Path) -> None:
+    trees.kiauh_farm(tmp_path, {"1": 5660, "2": 5661}, user="biqu", kiauh6=True)
+    plan = plan_of(tmp_path, kiauh)
+    assert [(m.old.name, m.old.venv, m.octoprint) for m in plan.printers] == [
+        ("1", tmp_path / "home/biqu/OctoPrint_1", trees.OCTOPRINT_VERSION),
+        ("2", tmp_path / "home/biqu/OctoPrint_2", trees.OCTOPRINT_VERSION),
+    ]
+    assert any("talks to Klipper through /home/biqu/printer_1_data/comms/klippy.serial" in m for m in plan.messages)
+
+
+def test_kiauh_2021_basedirs_and_shared_venv_are_taken_from_the_unit(tmp_path: Path) -> None:
+    # scripts/install_octoprint.sh (2021): ~/.octoprint-N basedirs, all on ~/OctoPrint/venv.
+    trees.fake_venv(tmp_path / "home/pi/OctoPrint/venv")
+    trees.basedir(tmp_path / "home/pi/.octoprint-1", "one")
+    unit = trees.kiauh_unit("pi", "1", 5660, "/home/pi/OctoPrint/venv").replace(".octoprint_1", ".octoprint-1")
+    trees.write(tmp_path / "etc/systemd/system/octoprint-1.service", unit)
+    (move,) = plan_of(tmp_path, kiauh).printers
+    assert (move.old.basedir, move.old.venv, move.old.unit) == (
+        tmp_path / "home/pi/.octoprint-1",
+        tmp_path / "home/pi/OctoPrint/venv",
+        "octoprint-1.service",
+    )
+
+
+def test_kiauh_reads_only_its_own_unit_names_and_says_what_it_leaves_out(tmp_path: Path) -> None:
+    trees.kiauh_farm(tmp_path, {"ender": 5660})
+    units = tmp_path / "etc/systemd/system"
+    # octobrix's own template, a name KIAUH never gives, and one KIAUH's single instance has (plain's).
+    for other in ("octoprint@x.service", "octoprint-my_printer.service", "octoprint.service"):
+        trees.write(units / other, trees.kiauh_unit("pi", "x", 5662, "/home/pi/OctoPrint"))
+    trees.write(units / "octoprint-bare.service", "[Service]\nExecStart=/usr/bin/octoprint serve\n")
+    (tmp_path / "home/pi/.octoprint_linked").symlink_to(tmp_path / "home/pi/.octoprint_ender")
+    trees.write(units / "octoprint-linked.service", trees.kiauh_unit("pi", "linked", 5663, "/home/pi/OctoPrint"))
+    found = kiauh.discover(Layout(tmp_path))
+    assert [p.unit for p in found.printers] == ["octoprint-ender.service"]
+    assert found.notes == (
+        "/etc/systemd/system/octoprint-bare.service: names neither --basedir nor User=, so its basedir is unknown; "
+        "left out (hint: KIAUH writes both; set them as it does and import again)",
+        f"/etc/systemd/system/octoprint-linked.service: its basedir {tmp_path}/home/pi/.octoprint_linked is a link; "
+        "left out (links are not followed)",
+    )
+
+
+def test_a_single_kiauh_octoprint_is_the_plain_readers_with_its_venv_from_the_unit(tmp_path: Path) -> None:
+    # KIAUH's one-instance install: octoprint.service, ~/.octoprint, the bash KIAUH's ~/OctoPrint/venv.
+    trees.fake_venv(tmp_path / "home/pi/OctoPrint/venv")
+    trees.basedir(tmp_path / "home/pi/.octoprint", "octoprint")
+    unit = trees.kiauh_unit("pi", "x", 5000, "/home/pi/OctoPrint/venv").replace(".octoprint_x", ".octoprint")
+    trees.write(tmp_path / "etc/systemd/system/octoprint.service", unit)
+    assert not kiauh.present(Layout(tmp_path))
+    (move,) = plan_of(tmp_path, plain).printers
+    assert (move.old.unit, move.old.venv, move.octoprint) == (
+        "octoprint.service",
+        tmp_path / "home/pi/OctoPrint/venv",
+        trees.OCTOPRINT_VERSION,
+    )
 
 
 def test_a_plain_octoprint_is_planned_with_its_pin(tmp_path: Path) -> None:

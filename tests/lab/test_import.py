@@ -1,7 +1,9 @@
 """`octobrixctl import` for real: an octoprint_deploy farm built in a systemd container the way its
 scripts build it (prepare.sh's shared venv ~pi/OctoPrint with a real OctoPrint, instance.sh's
 basedirs, units, instances file and udev rules, cameras.sh's camera files), with both old OctoPrints
-running; then octobrix installed beside it and the farm imported. Ports 5650-5659, front door 8650.
+running; then octobrix installed beside it and the farm imported. Beside them a plain ~/.octoprint,
+imported after it, and a KIAUH farm (its two OctoPrints, each Operational on its Klipper's
+klippy.serial), whose dry run is checked. Ports 5650-5659, front door 8650.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 
 import pytest
 
+from tests import import_trees
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.farm import install_checkout, start_pty_printer
 from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
 
@@ -41,11 +44,23 @@ OLD_FILES = ["/home/pi", "/etc/octoprint_deploy", "/etc/octoprint_instances", "/
              "/etc/systemd/system/octoprint.service"]  # fmt: skip
 EXEC = "/home/pi/OctoPrint/bin/octoprint"
 # What the old OctoPrints themselves write while they run and as they stop: not the import's doing.
-OWN_LOGS = re.compile(r"^/home/pi/\.[a-z]+/logs/")
+OWN_LOGS = re.compile(r"^/home/(pi|biqu)/\.[a-z_]+/logs/")
+# KIAUH's layout as its scripts make it (octobrixd/importers/kiauh.py cites them), for the user who
+# ran KIAUH: voron installed by the bash KIAUH (venv ~/OctoPrint_voron/venv, Klipper's data in
+# ~/voron_data), trident added later by KIAUH 6 (venv ~/OctoPrint_trident, ~/printer_trident_data).
+# KIAUH gives ports from 5000 up; here the next free ones of this module's range.
+# suffix: (port, venv, Klipper's data folder, a setting the user changed)
+KIAUH_USER = "biqu"
+KIAUH = {
+    "voron": (5654, "/home/biqu/OctoPrint_voron/venv", "/home/biqu/voron_data", "orange"),
+    "trident": (5655, "/home/biqu/OctoPrint_trident", "/home/biqu/printer_trident_data", "violet"),
+}
+KIAUH_FILES = ["/home/biqu", "/etc/sudoers.d/octoprint-shutdown", *(f"/etc/systemd/system/octoprint-{s}.service"
+               for s in KIAUH)]  # fmt: skip
 
 
-def as_pi(box: Container, *argv: str, stdin: str | None = None) -> None:
-    result = box.run(["runuser", "-u", "pi", "--", *argv], input=stdin, timeout=600, check=False)
+def as_pi(box: Container, *argv: str, stdin: str | None = None, user: str = "pi") -> None:
+    result = box.run(["runuser", "-u", user, "--", *argv], input=stdin, timeout=600, check=False)
     assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
 
 
@@ -61,10 +76,15 @@ def unit(name: str, port: int) -> str:
     )
 
 
-def old_api(port: int, name: str, path: str) -> Any:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"X-Api-Key": OLD_KEY.format(name)})
+def old_api(port: int, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-Api-Key": OLD_KEY.format(name), "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+        text = response.read()
+    return json.loads(text) if text.strip() else None
 
 
 def build_octoprint_deploy_farm(box: Container) -> None:
@@ -103,11 +123,15 @@ def build_octoprint_deploy_farm(box: Container) -> None:
                    "-s 0.0.0.0 -m MJPEG -r ${RES} -f ${FRAMERATE} -p ${PORT}\n\n[Install]\n"
                    "WantedBy=multi-user.target\n")  # fmt: skip
     build_plain_octoprint(box)
+    build_kiauh_farm(box)
     box.systemctl("daemon-reload")
-    box.systemctl("enable", "--now", "ender.service", "prusa.service", "octoprint.service")
+    kiauh_units = [f"octoprint-{suffix}.service" for suffix in KIAUH]
+    box.systemctl("enable", "--now", "ender.service", "prusa.service", "octoprint.service", *kiauh_units)
     box.systemctl("enable", "cam_ender.service")  # no camera here: enabled, not started
-    for name, port in [*((n, p) for n, (p, _r, _c) in OLD.items()), (PLAIN, PLAIN_PORT)]:
+    olds = [*((n, p) for n, (p, _r, _c) in OLD.items()), (PLAIN, PLAIN_PORT), *((s, v[0]) for s, v in KIAUH.items())]
+    for name, port in olds:
         wait_until(f"old {name} answering", functools.partial(_answers, port, name), timeout=180)
+    use_kiauh_farm(box)
 
 
 def build_plain_octoprint(box: Container) -> None:
@@ -123,6 +147,54 @@ def build_plain_octoprint(box: Container) -> None:
     box.write_file("/etc/systemd/system/octoprint.service", "[Unit]\nDescription=OctoPrint\n\n[Service]\nUser=pi\n"
                    f"ExecStart={EXEC} serve --host=0.0.0.0 --port={PLAIN_PORT}\n\n[Install]\n"
                    "WantedBy=multi-user.target\n")  # fmt: skip
+
+
+def build_kiauh_farm(box: Container) -> None:
+    box.run(["useradd", "-m", "-s", "/bin/bash", KIAUH_USER], check=True)
+    box.write_file("/etc/sudoers.d/octoprint-shutdown", f"{KIAUH_USER} ALL=NOPASSWD: /sbin/shutdown\n")
+    for suffix, (port, venv, data, _colour) in KIAUH.items():
+        # The bash KIAUH pip-installs OctoPrint into one venv, copies it per instance and corrects the
+        # path in its bin/octoprint; the venv copied here is octoprint_deploy's above (the same OctoPrint
+        # from the same wheels), which saves a second install. KIAUH 6 installs into each venv anew.
+        box.run(["mkdir", "-p", str(Path(venv).parent)], check=True)
+        box.run(["cp", "-a", "/home/pi/OctoPrint", venv], check=True)
+        box.run(["sed", "-i", f"1s|/home/pi/OctoPrint/|{venv}/|", f"{venv}/bin/octoprint"], check=True)
+        base = f"/home/{KIAUH_USER}/.octoprint_{suffix}"
+        box.write_file(f"{base}/config.yaml", import_trees.kiauh_config_yaml(KIAUH_USER, suffix,
+                       kiauh6=not venv.endswith("/venv")))  # fmt: skip
+        box.write_file(f"/etc/systemd/system/octoprint-{suffix}.service",
+                       import_trees.kiauh_unit(KIAUH_USER, suffix, port, venv))  # fmt: skip
+        # What OctoPrint's Application Keys page saves, so the test and import can ask the old one.
+        box.write_file(f"{base}/data/appkeys/keys.yaml",
+                       f"{KIAUH_USER}:\n- api_key: {OLD_KEY.format(suffix)}\n  app_id: slicer\n")  # fmt: skip
+        # Klipper's data folder as KIAUH makes it; comms/klippy.serial appears when Klipper runs.
+        box.run(["mkdir", "-p", *(f"{data}/{sub}" for sub in ("config", "logs", "gcodes", "comms", "systemd"))])
+        box.run(["chown", "-R", f"{KIAUH_USER}:", f"/home/{KIAUH_USER}"], check=True)
+        exe = f"{venv}/bin/octoprint"
+        # The first-run wizard's admin, and a second user.
+        as_pi(box, exe, "--basedir", base, "user", "add", KIAUH_USER, "--admin", stdin="k-secret\nk-secret\n",
+              user=KIAUH_USER)  # fmt: skip
+        as_pi(box, exe, "--basedir", base, "user", "add", "friend", stdin="f-secret\nf-secret\n", user=KIAUH_USER)
+        # Stands in for Klipper, which cannot run without its board: a pty at klippy.serial, its user's,
+        # answering as Marlin does (Klipper's pty answers OctoPrint the same way).
+        start_pty_printer(box, f"klipper-{suffix}", f"{data}/comms/klippy.serial", user=KIAUH_USER)
+
+
+def use_kiauh_farm(box: Container) -> None:
+    """What a KIAUH user does in the running OctoPrints: connect to Klipper, change a setting, upload."""
+    for suffix, (port, _venv, data, colour) in KIAUH.items():
+        klippy = f"{data}/comms/klippy.serial"
+        old_api(port, suffix, "/api/connection", {"command": "connect", "port": klippy, "baudrate": 250000})
+        old_api(port, suffix, "/api/settings", {"appearance": {"color": colour}})
+        installs.upload_gcode(box, port, suffix, f"{suffix}.gcode", f"G28\n; {suffix}\n", print_it=False,
+                              api_key=OLD_KEY.format(suffix))  # fmt: skip
+    for suffix, (port, *_rest) in KIAUH.items():
+        wait_until(f"old {suffix} Operational on its klippy.serial",
+                   functools.partial(_state_is, port, suffix, "Operational"), timeout=120)  # fmt: skip
+
+
+def _state_is(port: int, name: str, state: str) -> bool:
+    return bool(old_api(port, name, "/api/connection")["current"]["state"] == state)
 
 
 def _answers(port: int, name: str) -> bool:
@@ -240,3 +312,34 @@ def test_a_plain_octoprint_moves_in_too_as_a_virtual_printer_with_what_to_set(fa
     assert ("benchy.gcode" in files, "pi" in users, colour) == (True, True, "green"), (files, users, colour)
     assert farm.systemctl("is-enabled", "octoprint.service", check=False).stdout.strip() == "disabled"
     assert sorted(body["printers"]) == ["ender", PLAIN, "prusa"], "the octoprint_deploy printers stay as they were"
+
+
+@pytest.fixture(scope="module")
+def kiauh_before(farm: Container) -> dict[str, Any]:
+    files = installs.file_states(farm, KIAUH_FILES, skip=OWN_LOGS)
+    config = farm.read_file("/etc/octobrix.toml")
+    dry = farm.run(["octobrixctl", "import", "--from", "kiauh", "--dry-run"], timeout=300, check=False)
+    return {
+        "files": files,
+        "config": config,
+        "dry": dry,
+        "files_after_dry": installs.file_states(farm, KIAUH_FILES, skip=OWN_LOGS),
+        "config_after_dry": farm.read_file("/etc/octobrix.toml"),
+        "active": [farm.is_active(f"octoprint-{suffix}.service") for suffix in KIAUH],
+    }
+
+
+def test_kiauh_dry_run_shows_the_plan_and_changes_nothing(farm: Container, kiauh_before: dict[str, Any]) -> None:
+    dry = kiauh_before["dry"]
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Would import from kiauh (dry run: nothing is changed):" in dry.stdout
+    for suffix, (port, venv, data, _colour) in KIAUH.items():
+        assert f"printer {suffix}: from {suffix} (octoprint-{suffix}.service, port {port}, virtual)" in dry.stdout
+        assert f"  OctoPrint {OCTOPRINT.split('==')[1]} from {venv};" in dry.stdout
+        assert (
+            f"note: printer {suffix}: its OctoPrint talks to Klipper through {data}/comms/klippy.serial, "
+            "not to a USB board; imported as a virtual printer with all its data"
+        ) in dry.stdout
+    assert kiauh_before["files_after_dry"] == kiauh_before["files"]
+    assert kiauh_before["config_after_dry"] == kiauh_before["config"]
+    assert kiauh_before["active"] == ["active", "active"], "the dry run stopped an old OctoPrint"

@@ -30,13 +30,24 @@ def simulator_log(name: str) -> str:
 def serve_pty_printer(box: Container, name: str, *, move_seconds: float = 0.0) -> None:
     """A simulated Marlin at /dev/octobrix/NAME (unit lab-printer-NAME), before octobrix is installed.
     move_seconds: how long each move takes, so that a print lasts (MarlinSim.move_seconds)."""
-    for script in ("tests/lab/pty_printer.py", "tests/lab/harness/printer_sim.py"):
-        box.copy_in(REPO / script, f"{SIM_DIR}/{Path(script).name}")
-    box.run(["systemd-run", f"--unit=lab-printer-{name}", "/usr/bin/python3", f"{SIM_DIR}/pty_printer.py",
-             f"/dev/octobrix/{name}", simulator_log(name), str(move_seconds)])  # fmt: skip
+    start_pty_printer(box, name, f"/dev/octobrix/{name}", move_seconds=move_seconds)
     box.write_file(
         f"/etc/systemd/system/octoprint@{name}.service.d/90-lab-pty.conf", "[Service]\nDeviceAllow=char-pts rw\n"
     )
+
+
+def start_pty_printer(
+    box: Container, name: str, link: str, *, user: str | None = None, move_seconds: float = 0.0
+) -> None:
+    """A simulated Marlin on a pty that LINK points at (unit lab-printer-NAME), run as user (its pty is
+    then that user's, as Klipper's klippy.serial is its user's)."""
+    for script in ("tests/lab/pty_printer.py", "tests/lab/harness/printer_sim.py"):
+        box.copy_in(REPO / script, f"{SIM_DIR}/{Path(script).name}")
+    as_user = [f"--uid={user}"] if user else []
+    if user:
+        box.run(["install", "-o", user, "-m", "644", "/dev/null", simulator_log(name)])
+    box.run(["systemd-run", f"--unit=lab-printer-{name}", *as_user, "/usr/bin/python3", f"{SIM_DIR}/pty_printer.py",
+             link, simulator_log(name), str(move_seconds)])  # fmt: skip
 
 
 def moves_gcode(moves: int) -> str:

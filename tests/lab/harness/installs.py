@@ -194,9 +194,11 @@ def api(
     return json.loads(text) if text.strip() else None
 
 
-def upload_gcode(box: Container, port: int, name: str, filename: str, gcode: str, *, print_it: bool) -> None:
+def upload_gcode(
+    box: Container, port: int, name: str, filename: str, gcode: str, *, print_it: bool, api_key: str | None = None
+) -> None:
     """Upload a G-code file to name's OctoPrint, and print it (OctoPrint's Upload-and-Print) if print_it:
-    the multipart POST its web page makes."""
+    the multipart POST its web page makes. api_key: another OctoPrint's (not octobrix's), e.g. an old one's."""
     boundary = uuid.uuid4().hex
     fields = [("file", gcode, filename)] + ([("select", "true", None), ("print", "true", None)] if print_it else [])
     body = b""
@@ -204,11 +206,11 @@ def upload_gcode(box: Container, port: int, name: str, filename: str, gcode: str
         disposition = f'form-data; name="{field}"' + (f'; filename="{file_name}"' if file_name else "")
         body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
     body += f"--{boundary}--\r\n".encode()
-    secrets = json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))
+    key = api_key or json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))["api_key"]
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/files/local",
         data=body,
-        headers={"X-Api-Key": secrets["api_key"], "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        headers={"X-Api-Key": key, "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 201, response.read()
