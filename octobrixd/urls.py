@@ -31,9 +31,12 @@ def url_host(host: str) -> str:
         return host
 
 
+CAMERAS_PREFIX = "/cam/"  # no printer may be named "cam" (config.FRONTDOOR_RESERVED)
+
+
 def frontdoor_prefix(name: str) -> str:
     """Where the front door serves camera NAME's stream and snapshot."""
-    return f"/cam/{name}/"
+    return f"{CAMERAS_PREFIX}{name}/"
 
 
 def farm_base(config: Config | FarmView, host: str) -> str:
