@@ -11,6 +11,12 @@ network, so octobrix and OctoPrint install from a folder of wheels (`install.sh 
 install so that `octobrixctl apply` alone is what starts the stream; the last test starts octobrixd
 as its systemd service and pulls the camera and plugs it back in (hotplug is the daemon's job).
 
+The front door: QEMU forwards host port 8660 (127.0.0.1 only; user networking with restrict=on,
+so the guest reaches nothing) to the guest's port 80, where octobrix's nginx is. From the host,
+as from another computer on the farm's network, the camera's stream and snapshot answer there
+with the farm login and are refused without it, and Debian's chromium (tests/lab/harness/browser.py)
+logs in, opens the printer's OctoPrint from the overview and sees the stream in its Control tab.
+
 The module's last tests are for self-healing streams (camera_health.py), sharing its VM and
 install, with octobrixd as its service looking every 8 s (OCTOBRIXD_CAMERA_CHECK_SECONDS in a lab
 drop-in; 30 s by default). QEMU emulates no UVC camera (TESTLAB.md), so the USB re-attach step is
@@ -23,10 +29,13 @@ so /state reads online now and then, and two such looks in a row count as a reco
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +45,11 @@ import pytest
 from octobrixd.cameras import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
+from tests.lab.harness.browser import TABLET, Browser
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint
+from tests.lab.harness.installs import holding_printer_ports
 from tests.lab.harness.printer_sim import MarlinSim
-from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline
+from tests.lab.harness.project import REPO, WHEELS_IN_GUEST, install_offline
 from tests.lab.harness.vm import Vm
 from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import wheelhouse
@@ -73,6 +84,10 @@ timeout = 3000
 UNIT = "ustreamer@cam1.service"
 DAEMON = "octobrixd.service"
 SNAPSHOT = "http://127.0.0.1:8081/snapshot"
+# The host's port to the guest's front door (port 80 in the guest, where nothing else listens).
+HOST_DOOR = 8660
+DOOR = f"http://127.0.0.1:{HOST_DOOR}"
+SCREENSHOTS = REPO / "test-output" / "cameras-vm"
 
 
 def fetch(vm: Vm, url: str, *headers: str) -> tuple[int, bytes]:
@@ -100,8 +115,10 @@ def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="oblab-cvm-", dir="/tmp"))
     # Two TCG guests on two cores slow both: the shared VM boots again when next needed.
     lab_vm.stop()
-    vm = Vm(workdir)
+    vm = Vm(workdir, forward={HOST_DOOR: 80})
+    holding = contextlib.ExitStack()
     try:
+        holding.enter_context(holding_printer_ports([HOST_DOOR], front_door_port=None))
         vm.start()
         vm.write_file("/etc/octobrix.toml", BASE)
         install_offline(vm, workdir, wheelhouse(), timeout=SLOW)
@@ -120,6 +137,7 @@ def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
         raise
     finally:
         vm.stop()
+        holding.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -199,6 +217,109 @@ def test_octoprint_shows_the_camera_and_fetches_its_snapshots(camera_vm: tuple[V
     assert settings["plugins"]["classicwebcam"]["stream"] == "/cam/cam1/stream"
     # OctoPrint's own snapshot endpoint, which timelapses use, goes through its sandbox to ustreamer.
     camera_frame(vm, "http://127.0.0.1:5000/downloads/camera/current", f"X-Api-Key: {api_key(vm)}")
+
+
+def door(path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> http.client.HTTPResponse:
+    """A request to the farm's front door from the host, as from another computer; the body unread."""
+    conn = http.client.HTTPConnection("127.0.0.1", HOST_DOOR, timeout=60)
+    conn.request("POST" if body is not None else "GET", path, body=body, headers=headers or {})
+    return conn.getresponse()
+
+
+def farm_login(vm: Vm) -> tuple[str, str]:
+    secret = json.loads(vm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    return str(secret["username"]), str(secret["password"])
+
+
+def door_cookie(vm: Vm) -> str:
+    user, password = farm_login(vm)
+    form = urllib.parse.urlencode({"username": user, "password": password, "next": "/"}).encode()
+    answer = door("/login", {"Content-Type": "application/x-www-form-urlencoded"}, form)
+    assert answer.status == 303, answer.status
+    return (answer.getheader("Set-Cookie") or "").split(";", 1)[0]
+
+
+def stream_parts(cookie: str, wanted: int = 4, timeout: float = 60.0) -> tuple[str, list[bytes]]:
+    """(Content-Type, the first `wanted` parts) of the camera's MJPEG stream through the front door."""
+    answer = door("/cam/cam1/stream", {"Cookie": cookie})
+    assert answer.status == 200, answer.status
+    kind = answer.getheader("Content-Type") or ""
+    assert kind.startswith("multipart/x-mixed-replace") and "boundary=" in kind, kind
+    boundary = b"--" + kind.split("boundary=", 1)[1].strip('"').encode()
+    data, deadline = b"", time.monotonic() + timeout
+    while data.count(boundary) <= wanted and time.monotonic() < deadline:
+        chunk = answer.read1(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    answer.close()
+    # Each part: the boundary line, its headers, a blank line, one JPEG; the last one may be cut off.
+    parts = [part.partition(b"\r\n\r\n")[2] for part in data.split(boundary)[1:-1]]
+    assert len(parts) >= wanted, f"{len(parts)} frames through the front door in {timeout:.0f}s"
+    return kind, parts[:wanted]
+
+
+def test_the_camera_answers_through_the_front_door_with_the_farm_login(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    wait_until("the front door from the host", lambda: door("/").status == 303, timeout=120, every=2)
+    # No farm login: refused, and a key of the client's own is no login for a camera (ustreamer checks none).
+    for path in ("/cam/cam1/stream", "/cam/cam1/snapshot"):
+        assert door(path).status == 401, path
+        assert door(path, {"X-Api-Key": "made-up"}).status == 401, path
+        assert door(f"{path}?apikey=made-up").status == 401, path
+        browser = door(path, {"Accept": "text/html"})
+        to_login = "/login?" + urllib.parse.urlencode({"next": path})
+        assert (browser.status, browser.getheader("Location")) == (303, to_login), path
+
+    cookie = door_cookie(vm)
+
+    def snapshot() -> bytes | None:
+        answer = door("/cam/cam1/snapshot", {"Cookie": cookie})
+        body = answer.read()
+        assert answer.status == 200 and answer.getheader("Content-Type") == "image/jpeg", answer.status
+        return body if jpeg_size(body) == (1280, 720) else None
+
+    picture: bytes = wait_until("a 1280x720 snapshot through the front door", snapshot, timeout=120, every=2)
+    assert picture.startswith(b"\xff\xd8\xff") and len(picture) > 20_000
+    started = time.monotonic()
+    kind, parts = stream_parts(cookie)
+    took = time.monotonic() - started
+    assert all(part.startswith(b"\xff\xd8\xff") for part in parts), [part[:8] for part in parts]
+    assert sum(jpeg_size(part) == (1280, 720) for part in parts) >= len(parts) - 1, [jpeg_size(p) for p in parts]
+    print(f"\nVM (TCG): through the front door {kind}: {len(parts)} JPEG frames in {took:.1f} s")
+
+
+def test_octoprints_control_tab_shows_the_stream_through_the_front_door(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    wait_until("OctoPrint of demo to answer", lambda: octoprint(vm, "/api/version")[0] == 200, SLOW, every=3)
+    camera_frame(vm, SNAPSHOT)
+    user, password = farm_login(vm)
+    with Browser(SCREENSHOTS, TABLET) as browser:
+        # OctoPrint's page under software emulation is slow to serve.
+        browser.driver.set_page_load_timeout(240)
+        browser.get(f"{DOOR}/")
+        browser.wait_for("the farm login form", lambda: browser.all("input[name=password]"), timeout=60)
+        browser.fill_login(user, password)
+        browser.wait_for("the demo printer's card", lambda: browser.all('.card[data-name="demo"] .open'), timeout=120)
+        browser.screenshot("overview")
+        browser.one('.card[data-name="demo"] .open').click()
+        browser.wait_for("demo's OctoPrint", lambda: browser.url.startswith(f"{DOOR}/demo/"), timeout=120)
+        browser.open_octoprint_tab("control", timeout=300)
+
+        def webcam() -> dict[str, Any] | None:
+            found: dict[str, Any] | None = browser.script(
+                "const i = document.getElementById('webcam_image');"
+                "return i && {src: i.getAttribute('src'), current: i.currentSrc, width: i.naturalWidth,"
+                " height: i.naturalHeight, shown: i.offsetWidth > 0};"
+            )
+            return found if found and found["width"] > 0 else None
+
+        image: dict[str, Any] = browser.wait_for("the webcam picture in the Control tab", webcam, timeout=120)
+        browser.screenshot("octoprint-control-webcam")
+    assert str(image["src"]).startswith("/cam/cam1/stream"), "relative: by whatever name the browser used"
+    assert str(image["current"]).startswith(f"{DOOR}/cam/cam1/stream"), image
+    assert (image["width"], image["height"], image["shown"]) == (1280, 720, True), image
+    print(f"screenshots: {', '.join(str(p) for p in browser.shots)}")
 
 
 def test_doctor_sees_the_camera_and_its_stream(camera_vm: tuple[Vm, str]) -> None:
