@@ -19,12 +19,15 @@ logs in, opens the printer's OctoPrint from the overview and sees the stream in 
 
 The module's last tests are for self-healing streams (camera_health.py), sharing its VM and
 install, with octobrixd as its service looking every 8 s (OCTOBRIXD_CAMERA_CHECK_SECONDS in a lab
-drop-in; 30 s by default). QEMU emulates no UVC camera (TESTLAB.md), so the USB re-attach step is
-proven on the USB device QEMU does emulate, the usb-serial adapter, with the same octobrix code
-(camera_health.usb_device_of and reattach) the daemon calls for a camera. Not here yet: a stream
-that stops and heals, or stays frozen. The loopback camera with its feeder paused (SIGSTOP) is no
-faithful hung camera: each time ustreamer reopens it, v4l2loopback hands it buffered frames again,
-so /state reads online now and then, and two such looks in a row count as a recovery.
+drop-in; 30 s by default). A camera that hangs is the loopback camera with its feeder paused
+(SIGSTOP: the writer keeps the device open and writes nothing, as a hung camera's driver does):
+each time ustreamer reopens the device, v4l2loopback hands it the last written frame once more (a
+new reader's position starts behind the writer's, so it gets one frame, then nothing: 0.12.7's
+get_capture_buffer), and /state flaps online. A real camera can do the same; octobrix judges by
+new frames between two looks, not by "online". SIGCONT is the camera delivering again. QEMU
+emulates no UVC camera (TESTLAB.md), so the USB re-attach step is proven on the USB device QEMU
+does emulate, the usb-serial adapter, with the same octobrix code (camera_health.usb_device_of and
+reattach) the daemon calls for a camera; the loopback camera is not on USB, and octobrixd says so.
 """
 
 from __future__ import annotations
@@ -490,8 +493,12 @@ def checking(camera_vm: tuple[Vm, str]) -> Iterator[Vm]:
     vm.run(["systemctl", "daemon-reload"])
     started = vm.run(["systemctl", "start", DAEMON], check=False, timeout=SLOW)
     assert started.returncode == 0, f"octobrixd did not start: {started.stderr}\n{vm.journal(DAEMON, 60)}"
+    # The module's earlier tests left the loopback's own timeout control set (its filler picture
+    # is a camera that never freezes); HEALING sets no controls, so it is put back by hand.
+    vm.run(["v4l2-ctl", "-d", loopcam.NODE, "--set-ctrl=timeout=0"])
     yield vm
     if vm.running:
+        loopcam.resume_feed(vm)
         vm.run(["systemctl", "stop", DAEMON], check=False, timeout=120)
         vm.run(["rm", "-f", CHECK_DROP_IN], check=False)
         vm.run(["systemctl", "daemon-reload"], check=False)
@@ -585,4 +592,62 @@ def test_the_check_costs_little_cpu_with_four_cameras_configured(checking: Vm) -
         f"ustreamer: {health['probes']} looks, {per_look * 1000:.2f} ms CPU per look, "
         f"{per_look * 60 / DEFAULT_CHECK_SECONDS:.4f} s per camera per minute at "
         f"{DEFAULT_CHECK_SECONDS} s"
+    )
+
+
+@pytest.fixture
+def healthy(checking: Vm, request: pytest.FixtureRequest) -> Iterator[Vm]:
+    """The camera streaming at the start; fed again and streaming at the end, whatever the test did."""
+    vm = checking
+    camera_frame(vm, SNAPSHOT)
+    yield vm
+    print_journals_if_failed(vm, request)
+    if vm.running:
+        loopcam.resume_feed(vm)
+        camera_frame(vm, SNAPSHOT)
+
+
+def main_pid(vm: Vm) -> str:
+    return vm.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout.strip()
+
+
+def wait_for_line(vm: Vm, cursor: str, text: str, timeout: float = 120.0) -> str:
+    def found() -> str | None:
+        return next((line for line in daemon_lines_since(vm, cursor) if text in line), None)
+
+    line: str = wait_until(f"octobrixd to log {text!r}", found, timeout=timeout, every=1)
+    return line
+
+
+def test_a_stream_that_stops_delivering_frames_comes_back_by_itself(healthy: Vm) -> None:
+    vm = healthy
+    cursor = daemon_cursor(vm)
+    before = main_pid(vm)
+    loopcam.pause_feed(vm)  # the camera stops delivering; ustreamer keeps running
+    stopped = time.monotonic()
+    assert unit_state(vm, UNIT) == "active"
+
+    line = wait_for_line(vm, cursor, "runs but delivers no frames; restarting it")
+    noticed = time.monotonic() - stopped
+    # The camera delivers again (a real one would, once its streamer reopened it), before the next
+    # looks could take it for one that stays frozen.
+    loopcam.resume_feed(vm)
+    resumed = time.monotonic()
+    assert line == f"WARNING camera cam1: {UNIT} runs but delivers no frames; restarting it"
+    row = camera_row(vm)
+    assert row["stream"] == "streamer restarted", row
+    assert f"no frames: {UNIT} restarted" in str(row["stream_note"]), row
+    wait_until("ustreamer restarted", lambda: main_pid(vm) not in ("0", before), timeout=60, every=1)
+    wait_for_line(vm, cursor, "camera cam1: delivers frames again (streamer restarted before)")
+    camera_frame(vm, SNAPSHOT)
+    healed = time.monotonic() - resumed
+    row = camera_row(vm)
+    assert (row["state"], row["stream"], row["device"]) == ("active", None, "plugged"), row
+    wait_until("STATUS= without a healing camera", lambda: "healing" not in status_text(vm), timeout=60, every=1)
+    assert "1 camera: 1 streaming" in status_text(vm)
+    events = [line for line in daemon_lines_since(vm, cursor) if "camera cam1" in line]
+    assert not any("frozen" in line or "re-attaching" in line for line in events), events
+    print(
+        f"\nVM (TCG): feeder paused -> restart logged {noticed:.1f} s (looks every {CHECK_SECONDS} s, "
+        f"2 misses); feeder resumed -> frames again {healed:.1f} s"
     )
