@@ -3,10 +3,10 @@
     .venv/bin/python -m benchmarks.camera_check [--looks 300]
 
 Runs octobrixd's real check (camera_health.Watch.check, what the daemon runs every 30 s) against
-four loopback HTTP stand-ins answering like ustreamer's /state (tests/httpstub.py: a ustreamer needs
-a camera and a fixed port), with the four /dev/octobrix links in a scratch root. Baseline, measured
-in the same run: the same four questions asked with urllib, the obvious way to write it (what
-cameras.ustreamer_state did before it shared the check's bare-socket request). CPU is the asking
+four loopback HTTP stand-ins answering like ustreamer's /snapshot (tests/httpstub.py: a ustreamer
+needs a camera and a fixed port) with a new 64 KB frame each time (a 1280x720 MJPEG frame is
+40-120 KB), with the four /dev/octobrix links in a scratch root. Baseline, measured in the same run:
+the same four snapshots fetched and hashed with urllib, the obvious way to write it. CPU is the asking
 thread's own (the stand-ins run on other threads of this process). Target: at most 0.01 s CPU per
 camera per idle minute.
 tests/lab/test_cameras_vm.py runs this benchmark inside the lab VM (TCG) and prints octobrixd's own
@@ -16,7 +16,8 @@ figure from its looks at the real ustreamer there.
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
+import itertools
 import tempfile
 import time
 import urllib.request
@@ -29,17 +30,26 @@ from octobrixd.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 CAMERAS = 4
-STATE = json.dumps({"ok": True, "result": {"source": {"online": True, "captured_fps": 15}}}).encode()
+FRAME_BYTES = 64 * 1024
 
 
-def urllib_online(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=5) as response:
-        return bool(json.loads(response.read(1 << 20))["result"]["source"]["online"])
+def urllib_new_frame(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot", timeout=5) as response:
+        online = response.headers.get("X-UStreamer-Online") == "true"
+        return online and bool(hashlib.blake2b(response.read(16 << 20), digest_size=16).hexdigest())
 
 
-class State(QuietHandler):
+class Snapshot(QuietHandler):
+    frames = itertools.count()
+
     def do_GET(self) -> None:
-        self.reply(200, STATE)
+        body = b"\xff\xd8" + next(self.frames).to_bytes(8, "big") * (FRAME_BYTES // 8)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("X-UStreamer-Online", "true")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def main() -> int:
@@ -47,7 +57,7 @@ def main() -> int:
     parser.add_argument("--looks", type=int, default=300)
     args = parser.parse_args()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
-        ports = [stack.enter_context(serving(State)) for _ in range(CAMERAS)]
+        ports = [stack.enter_context(serving(Snapshot)) for _ in range(CAMERAS)]
         root = Path(scratch)
         (root / "dev/octobrix").mkdir(parents=True)
         text = ""
@@ -67,7 +77,7 @@ def main() -> int:
         started = time.thread_time()
         for _ in range(args.looks):
             for port in ports:
-                urllib_online(port)
+                urllib_new_frame(port)
         baseline = (time.thread_time() - started) / (args.looks * CAMERAS)
 
     per_minute = ours * 60 / CHECK_SECONDS

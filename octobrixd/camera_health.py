@@ -13,9 +13,15 @@ step per look that still finds no frames:
 3. still none: the camera is "frozen": said in `status`, STATUS= and the journal, with what to try.
    Nothing more is done until it delivers frames again (then it is healthy again, and said so).
 
-A look costs one HTTP request to the streamer on loopback (ustreamer's /state; mjpg-streamer: a
-snapshot, compared with the previous one), for cameras in the config whose /dev/octobrix link
-exists; nothing else is opened, and never a camera nobody configured.
+A look is judged by the frames the camera delivered since the previous look, not by what the
+streamer says now: a camera that hangs can hand out its last buffered frame again each time the
+streamer reopens it, and then nothing (v4l2loopback does it; UVC cameras whose firmware hangs do
+too), so ustreamer's "online" flaps between looks while the picture never changes. The look is one
+snapshot: a new camera frame is one that the streamer marks as the camera's (ustreamer's
+X-UStreamer-Online; mjpg-streamer has no NO SIGNAL picture) and that differs from the last camera
+frame seen (a real sensor's noise changes every frame; ustreamer's /state has no frame counter to
+ask instead). It is one HTTP request to the streamer on loopback, for cameras in the config whose
+/dev/octobrix link exists; nothing else is opened, and never a camera nobody configured.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from octobrixd import systemd
-from octobrixd.cameras import local_host, loopback_get, ustreamer_state
+from octobrixd.cameras import local_host, loopback_response
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import write_atomic
 from octobrixd.manifest import streamer_unit
 from octobrixd.paths import Layout
 from octobrixd.streamers import Streamer
+from octobrixd.urls import PATHS
 
 if TYPE_CHECKING:
     from octobrixd.config import Config
@@ -72,7 +79,7 @@ class _Camera:
     state: Health = Health.OK
     since: float = 0.0  # wall clock of the last change of state
     note: str = ""
-    digest: str | None = None  # mjpg-streamer: the last snapshot's hash
+    digest: str | None = None  # the hash of the last camera frame seen
     heals: int = 0  # streamer restarts and re-attaches so far, for status
 
 
@@ -95,19 +102,38 @@ def check_interval() -> float:
         return CHECK_SECONDS
 
 
-def ustreamer_delivers(port: int, host: str) -> bool | None:
-    """True while ustreamer's camera delivers frames, False when it does not (ustreamer says "offline"
-    once the device timed out and it serves NO SIGNAL), None when it does not answer. captured_fps is
-    not used: with --slowdown an unwatched stream captures about 1 fps, so it reads 0 in some seconds."""
-    state = ustreamer_state(port, host, timeout=LOOK_TIMEOUT)
-    return None if state is None else state.online
+@dataclass(frozen=True)
+class Picture:
+    """One look's snapshot: whether it is the camera's frame, and its hash."""
+
+    camera: bool
+    digest: str
 
 
-def snapshot_digest(port: int, host: str) -> str | None:
-    """mjpg-streamer repeats its last frame when the camera stops: a snapshot equal to the previous
-    one means no new frame came in between (a real sensor's noise changes every frame)."""
-    body = loopback_get(port, host, "/?action=snapshot", timeout=LOOK_TIMEOUT)
-    return hashlib.blake2b(body, digest_size=16).hexdigest() if body else None
+def snapshot(port: int, host: str, streamer: Streamer) -> Picture | None:
+    """The streamer's current picture; None when it does not answer. ustreamer serves its NO SIGNAL
+    picture once the device timed out, and says so (X-UStreamer-Online: false); mjpg-streamer repeats
+    the camera's last frame. captured_fps is not used: with --slowdown an unwatched ustreamer captures
+    about 1 fps, so it reads 0 in some seconds, and after a reopen a stale frame counts in it too."""
+    answer = loopback_response(port, host, PATHS[str(streamer)][1], timeout=LOOK_TIMEOUT)
+    if answer is None or not answer[1]:
+        return None
+    head, body = answer
+    camera = streamer is not Streamer.USTREAMER or b"\r\nx-ustreamer-online: true" in head.lower()
+    return Picture(camera, hashlib.blake2b(body, digest_size=16).hexdigest())
+
+
+def delivered(entry: _Camera, picture: Picture | None) -> bool | None:
+    """Whether the camera delivered a frame since the last look (None: the streamer did not answer).
+    The last camera frame seen is kept across NO SIGNAL looks, so a stale frame replayed after each
+    reopen is no new frame however often the streamer flaps between it and NO SIGNAL."""
+    if picture is None:
+        return None
+    if not picture.camera:
+        return False
+    new = picture.digest != entry.digest
+    entry.digest = picture.digest
+    return new
 
 
 def usb_device_of(layout: Layout, name: str) -> Path | None:
@@ -179,12 +205,7 @@ class Watch:
                 entry.misses = 0
                 continue
             self.probes += 1
-            if config.streamer_of(name) is Streamer.USTREAMER:
-                delivers = ustreamer_delivers(camera.port, host)
-            else:
-                digest = snapshot_digest(camera.port, host)
-                delivers = None if digest is None else digest != entry.digest
-                entry.digest = digest
+            delivers = delivered(entry, snapshot(camera.port, host, config.streamer_of(name)))
             changed |= self._observe(name, entry, delivers, streamer_unit(config, name))
         # On a change, and every SAVE_EVERY looks so that status and the CPU figures stay fresh (counted
         # in looks, not cameras asked: with four cameras that count is never 1 modulo 10).

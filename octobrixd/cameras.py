@@ -173,9 +173,17 @@ class StreamerState:
 
 
 def loopback_get(port: int, host: str, path: str, timeout: float = 5.0, limit: int = 16 << 20) -> bytes | None:
-    """The body of GET path from a streamer on this computer, or None when it does not answer 200.
-    A bare socket: urllib costs several times the CPU (benchmarks/camera_check.py), and octobrixd's
-    health check asks every plugged-in camera on every look."""
+    """The body of GET path from a streamer on this computer, or None when it does not answer 200."""
+    answer = loopback_response(port, host, path, timeout, limit)
+    return None if answer is None else answer[1]
+
+
+def loopback_response(
+    port: int, host: str, path: str, timeout: float = 5.0, limit: int = 16 << 20
+) -> tuple[bytes, bytes] | None:
+    """(header block, body) of GET path from a streamer on this computer, or None when it does not
+    answer 200. A bare socket: urllib costs several times the CPU (benchmarks/camera_check.py), and
+    octobrixd's health check asks every plugged-in camera on every look."""
     chunks = []
     try:
         with socket.create_connection((host.strip("[]"), port), timeout=timeout) as conn:
@@ -190,7 +198,7 @@ def loopback_get(port: int, host: str, path: str, timeout: float = 5.0, limit: i
     except OSError:
         return None
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return body if head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) else None
+    return (head, body) if head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) else None
 
 
 def ustreamer_state(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> StreamerState | None:

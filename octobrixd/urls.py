@@ -40,11 +40,12 @@ def public_host_of(config: Config | FarmView) -> str:
         # Only a config parsed from text alone has none: the caller skipped with_machine_defaults.
         raise ValueError(f"public_host of {config.source} was never filled in (config.with_machine_defaults)")
     return host
+CAMERAS_PREFIX = "/cam/"  # no printer may be named "cam" (config.FRONTDOOR_RESERVED)
 
 
 def frontdoor_prefix(name: str) -> str:
     """Where the front door serves camera NAME's stream and snapshot."""
-    return f"/cam/{name}/"
+    return f"{CAMERAS_PREFIX}{name}/"
 
 
 def farm_base(config: Config | FarmView, host: str) -> str:

@@ -1,4 +1,4 @@
-"""The camera health check's escalation, against a loopback HTTP stand-in for ustreamer's /state
+"""The camera health check's escalation, against a loopback HTTP stand-in for ustreamer's /snapshot
 (tests/httpstub.py: ustreamer and a camera run only in the lab VM, where
 tests/lab/test_cameras_vm.py proves the same with the real ones), a scratch root holding the
 /dev/octobrix links and a recorded sysfs, and recorded systemctl and sysfs actions."""
@@ -20,21 +20,33 @@ from tests.httpstub import QuietHandler, serving
 
 
 class Streamer:
-    online = True
+    online = True  # what ustreamer says of the frame it serves (X-UStreamer-Online)
+    live = True  # the camera delivers: every look sees a new frame
+    frame = 0
     asked = 0
 
 
-class StateHandler(QuietHandler):
+class SnapshotHandler(QuietHandler):
+    """ustreamer's /snapshot: the camera's latest frame while online, else its NO SIGNAL picture."""
+
     def do_GET(self) -> None:
+        assert self.path == "/snapshot", self.path
         Streamer.asked += 1
-        body = {"ok": True, "result": {"source": {"online": Streamer.online, "captured_fps": 0}}}
-        self.reply(200, json.dumps(body).encode())
+        if Streamer.online and Streamer.live:
+            Streamer.frame += 1
+        body = b"\xff\xd8 frame %d" % Streamer.frame if Streamer.online else b"\xff\xd8 NO SIGNAL"
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("X-UStreamer-Online", "true" if Streamer.online else "false")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @pytest.fixture
 def ustreamer() -> Iterator[int]:
-    Streamer.online, Streamer.asked = True, 0
-    with serving(StateHandler) as port:
+    Streamer.online, Streamer.live, Streamer.frame, Streamer.asked = True, True, 0, 0
+    with serving(SnapshotHandler) as port:
         yield port
 
 
@@ -115,6 +127,32 @@ def test_a_stream_without_frames_is_restarted_then_reattached_then_frozen(ustrea
     assert row.stream is None
 
 
+def test_a_stale_frame_after_each_reopen_is_no_frame(ustreamer: int, tmp_path: Path) -> None:
+    """A hung camera that hands the streamer its last buffered frame again on each reopen, then
+    nothing: ustreamer flaps between online (that frame) and NO SIGNAL. Judged by frames delivered
+    between two looks, it is frozen however the flapping falls on the looks; "online" alone would
+    have counted two online looks in a row as a recovery."""
+    usb_camera(tmp_path)
+    config = parse_config(config_for(ustreamer), "/etc/octobrix.toml")
+    calls: list[str] = []
+    health = watch(tmp_path, calls)
+    health.check(config)
+    health.check(config)
+    Streamer.live = False  # the camera hangs: its last frame is all ustreamer ever gets again
+    flaps = [True, True, False, True, True, True, False, True, True, True, True, True, False, True, True, True]
+    for online in flaps:
+        Streamer.online = online
+        health.check(config)
+    assert calls == ["restart ustreamer@cam1.service", "reattach 1-3"], calls
+    assert health.frozen() == ["cam1"], health.cameras["cam1"]
+    assert "delivers frames again" not in health.cameras["cam1"].note
+
+    Streamer.online, Streamer.live = True, True  # frames again
+    health.check(config)
+    assert health.check(config) and health.frozen() == []
+    assert health.cameras["cam1"].state is Health.OK
+
+
 def test_a_camera_not_on_usb_goes_from_restart_to_frozen_and_says_why(ustreamer: int, tmp_path: Path) -> None:
     (tmp_path / "dev/octobrix").mkdir(parents=True)
     (tmp_path / "dev/video10").touch()
@@ -173,8 +211,8 @@ def test_reattach_writes_authorized_zero_then_one(tmp_path: Path) -> None:
 
 
 def test_the_health_file_stays_fresh_with_an_even_number_of_cameras(tmp_path: Path) -> None:
-    with serving(StateHandler) as first, serving(StateHandler) as second:
-        Streamer.online = True
+    with serving(SnapshotHandler) as first, serving(SnapshotHandler) as second:
+        Streamer.online, Streamer.live = True, True
         (tmp_path / "dev/octobrix").mkdir(parents=True)
         text = ""
         for n, port in enumerate((first, second)):

@@ -290,6 +290,10 @@ def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
         assert browser.status == 303 and browser.getheader("Location") == "/login?next=%2Fdemo%2F"
         assert request("GET", "/demo/api/version").status == 401
         assert request("GET", "/cam/cam1/snapshot").status == 401
+        # A key of one's own is no login for a camera: its streamer checks none (OctoPrint checks a slicer's).
+        assert request("GET", "/cam/cam1/snapshot", {"X-Api-Key": "ANYTHING"}).status == 401
+        assert request("GET", "/cam/cam1/stream?apikey=ANYTHING").status == 401
+        assert request("GET", "/cam/cam1/snapshot", {"Authorization": "Bearer ANYTHING"}).status == 401
         # Forged identities: a remote-user header, a made-up cookie, the web service's own answer.
         forged = {"X-Remote-User": "admin", "Remote-User": "admin", "X-Forwarded-User": "admin",
                   "X-Octobrix-Login": "farm", "Cookie": f"{auth.COOKIE}=farm|9999999999|00"}

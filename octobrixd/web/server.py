@@ -34,6 +34,7 @@ from typing import Any
 from octobrixd.adding import channel
 from octobrixd.adding.found import FOUND_FILE
 from octobrixd.errors import OctobrixError
+from octobrixd.urls import CAMERAS_PREFIX
 from octobrixd.web import auth, overview
 from octobrixd.web.context import WebContext
 
@@ -235,7 +236,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.logged_in() and (method in SAFE_METHODS or same_origin(self.headers)):
             self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "farm"})
             return
-        if client_brings_credentials(self.headers, uri):
+        # A camera's streamer checks no key, so a key of the client's own (any string) would be the
+        # whole login: the cameras need the farm login.
+        if client_brings_credentials(self.headers, uri) and not uri.startswith(CAMERAS_PREFIX):
             self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "client"})
             return
         self.send(HTTPStatus.UNAUTHORIZED)

@@ -11,20 +11,31 @@ network, so octobrix and OctoPrint install from a folder of wheels (`install.sh 
 install so that `octobrixctl apply` alone is what starts the stream; the last test starts octobrixd
 as its systemd service and pulls the camera and plugs it back in (hotplug is the daemon's job).
 
+The front door: QEMU forwards host port 8660 (127.0.0.1 only; user networking with restrict=on,
+so the guest reaches nothing) to the guest's port 80, where octobrix's nginx is. From the host,
+as from another computer on the farm's network, the camera's stream and snapshot answer there
+with the farm login and are refused without it, and Debian's chromium (tests/lab/harness/browser.py)
+logs in, opens the printer's OctoPrint from the overview and sees the stream in its Control tab.
+
 The module's last tests are for self-healing streams (camera_health.py), sharing its VM and
 install, with octobrixd as its service looking every 8 s (OCTOBRIXD_CAMERA_CHECK_SECONDS in a lab
-drop-in; 30 s by default). QEMU emulates no UVC camera (TESTLAB.md), so the USB re-attach step is
-proven on the USB device QEMU does emulate, the usb-serial adapter, with the same octobrix code
-(camera_health.usb_device_of and reattach) the daemon calls for a camera. Not here yet: a stream
-that stops and heals, or stays frozen. The loopback camera with its feeder paused (SIGSTOP) is no
-faithful hung camera: each time ustreamer reopens it, v4l2loopback hands it buffered frames again,
-so /state reads online now and then, and two such looks in a row count as a recovery.
+drop-in; 30 s by default). A camera that hangs is the loopback camera with its feeder paused
+(SIGSTOP: the writer keeps the device open and writes nothing, as a hung camera's driver does):
+each time ustreamer reopens the device, v4l2loopback hands it the last written frame once more (a
+new reader's position starts behind the writer's, so it gets one frame, then nothing: 0.12.7's
+get_capture_buffer), and /state flaps online. A real camera can do the same; octobrix judges by
+new frames between two looks, not by "online". SIGCONT is the camera delivering again. QEMU
+emulates no UVC camera (TESTLAB.md), so the USB re-attach step is proven on the USB device QEMU
+does emulate, the usb-serial adapter, with the same octobrix code (camera_health.usb_device_of and
+reattach) the daemon calls for a camera; the loopback camera is not on USB, and octobrixd says so.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +45,11 @@ import pytest
 from octobrixd.cameras import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
+from tests.lab.harness.browser import TABLET, Browser
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint
 from tests.lab.harness.offline_vm import offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
-from tests.lab.harness.project import WHEELS_IN_GUEST
+from tests.lab.harness.project import REPO, WHEELS_IN_GUEST
 from tests.lab.harness.vm import Vm
 from tests.lab.harness.waiting import wait_until
 
@@ -71,6 +83,10 @@ timeout = 3000
 UNIT = "ustreamer@cam1.service"
 DAEMON = "octobrixd.service"
 SNAPSHOT = "http://127.0.0.1:8081/snapshot"
+# The host's port to the guest's front door (port 80 in the guest, where nothing else listens).
+HOST_DOOR = 8660
+DOOR = f"http://127.0.0.1:{HOST_DOOR}"
+SCREENSHOTS = REPO / "test-output" / "cameras-vm"
 
 
 def fetch(vm: Vm, url: str, *headers: str) -> tuple[int, bytes]:
@@ -94,7 +110,7 @@ def octoprint(vm: Vm, path: str) -> tuple[int, bytes]:
 @pytest.fixture(scope="module")
 def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
     """The VM with octobrix installed, the loopback camera fed, and the camera config applied."""
-    with offline_farm_vm(lab_vm, BASE, kind="cvm", install_timeout=SLOW) as vm:
+    with offline_farm_vm(lab_vm, BASE, kind="cvm", install_timeout=SLOW, forward={HOST_DOOR: 80}) as vm:
         vm.run(["systemctl", "disable", "--now", "octobrixd.service", "octobrix-config.path"], timeout=120)
         loopcam.load(vm)
         # MJPEG frames, as most webcams send them: ustreamer passes them through (--encoder HW).
@@ -182,6 +198,109 @@ def test_octoprint_shows_the_camera_and_fetches_its_snapshots(camera_vm: tuple[V
     assert settings["plugins"]["classicwebcam"]["stream"] == "/cam/cam1/stream"
     # OctoPrint's own snapshot endpoint, which timelapses use, goes through its sandbox to ustreamer.
     camera_frame(vm, "http://127.0.0.1:5000/downloads/camera/current", f"X-Api-Key: {api_key(vm)}")
+
+
+def door(path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> http.client.HTTPResponse:
+    """A request to the farm's front door from the host, as from another computer; the body unread."""
+    conn = http.client.HTTPConnection("127.0.0.1", HOST_DOOR, timeout=60)
+    conn.request("POST" if body is not None else "GET", path, body=body, headers=headers or {})
+    return conn.getresponse()
+
+
+def farm_login(vm: Vm) -> tuple[str, str]:
+    secret = json.loads(vm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    return str(secret["username"]), str(secret["password"])
+
+
+def door_cookie(vm: Vm) -> str:
+    user, password = farm_login(vm)
+    form = urllib.parse.urlencode({"username": user, "password": password, "next": "/"}).encode()
+    answer = door("/login", {"Content-Type": "application/x-www-form-urlencoded"}, form)
+    assert answer.status == 303, answer.status
+    return (answer.getheader("Set-Cookie") or "").split(";", 1)[0]
+
+
+def stream_parts(cookie: str, wanted: int = 4, timeout: float = 60.0) -> tuple[str, list[bytes]]:
+    """(Content-Type, the first `wanted` parts) of the camera's MJPEG stream through the front door."""
+    answer = door("/cam/cam1/stream", {"Cookie": cookie})
+    assert answer.status == 200, answer.status
+    kind = answer.getheader("Content-Type") or ""
+    assert kind.startswith("multipart/x-mixed-replace") and "boundary=" in kind, kind
+    boundary = b"--" + kind.split("boundary=", 1)[1].strip('"').encode()
+    data, deadline = b"", time.monotonic() + timeout
+    while data.count(boundary) <= wanted and time.monotonic() < deadline:
+        chunk = answer.read1(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    answer.close()
+    # Each part: the boundary line, its headers, a blank line, one JPEG; the last one may be cut off.
+    parts = [part.partition(b"\r\n\r\n")[2] for part in data.split(boundary)[1:-1]]
+    assert len(parts) >= wanted, f"{len(parts)} frames through the front door in {timeout:.0f}s"
+    return kind, parts[:wanted]
+
+
+def test_the_camera_answers_through_the_front_door_with_the_farm_login(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    wait_until("the front door from the host", lambda: door("/").status == 303, timeout=120, every=2)
+    # No farm login: refused, and a key of the client's own is no login for a camera (ustreamer checks none).
+    for path in ("/cam/cam1/stream", "/cam/cam1/snapshot"):
+        assert door(path).status == 401, path
+        assert door(path, {"X-Api-Key": "made-up"}).status == 401, path
+        assert door(f"{path}?apikey=made-up").status == 401, path
+        browser = door(path, {"Accept": "text/html"})
+        to_login = "/login?" + urllib.parse.urlencode({"next": path})
+        assert (browser.status, browser.getheader("Location")) == (303, to_login), path
+
+    cookie = door_cookie(vm)
+
+    def snapshot() -> bytes | None:
+        answer = door("/cam/cam1/snapshot", {"Cookie": cookie})
+        body = answer.read()
+        assert answer.status == 200 and answer.getheader("Content-Type") == "image/jpeg", answer.status
+        return body if jpeg_size(body) == (1280, 720) else None
+
+    picture: bytes = wait_until("a 1280x720 snapshot through the front door", snapshot, timeout=120, every=2)
+    assert picture.startswith(b"\xff\xd8\xff") and len(picture) > 20_000
+    started = time.monotonic()
+    kind, parts = stream_parts(cookie)
+    took = time.monotonic() - started
+    assert all(part.startswith(b"\xff\xd8\xff") for part in parts), [part[:8] for part in parts]
+    assert sum(jpeg_size(part) == (1280, 720) for part in parts) >= len(parts) - 1, [jpeg_size(p) for p in parts]
+    print(f"\nVM (TCG): through the front door {kind}: {len(parts)} JPEG frames in {took:.1f} s")
+
+
+def test_octoprints_control_tab_shows_the_stream_through_the_front_door(camera_vm: tuple[Vm, str]) -> None:
+    vm, _ = camera_vm
+    wait_until("OctoPrint of demo to answer", lambda: octoprint(vm, "/api/version")[0] == 200, SLOW, every=3)
+    camera_frame(vm, SNAPSHOT)
+    user, password = farm_login(vm)
+    with Browser(SCREENSHOTS, TABLET) as browser:
+        # OctoPrint's page under software emulation is slow to serve.
+        browser.driver.set_page_load_timeout(240)
+        browser.get(f"{DOOR}/")
+        browser.wait_for("the farm login form", lambda: browser.all("input[name=password]"), timeout=60)
+        browser.fill_login(user, password)
+        browser.wait_for("the demo printer's card", lambda: browser.all('.card[data-name="demo"] .open'), timeout=120)
+        browser.screenshot("overview")
+        browser.one('.card[data-name="demo"] .open').click()
+        browser.wait_for("demo's OctoPrint", lambda: browser.url.startswith(f"{DOOR}/demo/"), timeout=120)
+        browser.open_octoprint_tab("control", timeout=300)
+
+        def webcam() -> dict[str, Any] | None:
+            found: dict[str, Any] | None = browser.script(
+                "const i = document.getElementById('webcam_image');"
+                "return i && {src: i.getAttribute('src'), current: i.currentSrc, width: i.naturalWidth,"
+                " height: i.naturalHeight, shown: i.offsetWidth > 0};"
+            )
+            return found if found and found["width"] > 0 else None
+
+        image: dict[str, Any] = browser.wait_for("the webcam picture in the Control tab", webcam, timeout=120)
+        browser.screenshot("octoprint-control-webcam")
+    assert str(image["src"]).startswith("/cam/cam1/stream"), "relative: by whatever name the browser used"
+    assert str(image["current"]).startswith(f"{DOOR}/cam/cam1/stream"), image
+    assert (image["width"], image["height"], image["shown"]) == (1280, 720, True), image
+    print(f"screenshots: {', '.join(str(p) for p in browser.shots)}")
 
 
 def test_doctor_sees_the_camera_and_its_stream(camera_vm: tuple[Vm, str]) -> None:
@@ -352,8 +471,12 @@ def checking(camera_vm: tuple[Vm, str]) -> Iterator[Vm]:
     vm.run(["systemctl", "daemon-reload"])
     started = vm.run(["systemctl", "start", DAEMON], check=False, timeout=SLOW)
     assert started.returncode == 0, f"octobrixd did not start: {started.stderr}\n{vm.journal(DAEMON, 60)}"
+    # The module's earlier tests left the loopback's own timeout control set (its filler picture
+    # is a camera that never freezes); HEALING sets no controls, so it is put back by hand.
+    vm.run(["v4l2-ctl", "-d", loopcam.NODE, "--set-ctrl=timeout=0"])
     yield vm
     if vm.running:
+        loopcam.resume_feed(vm)
         vm.run(["systemctl", "stop", DAEMON], check=False, timeout=120)
         vm.run(["rm", "-f", CHECK_DROP_IN], check=False)
         vm.run(["systemctl", "daemon-reload"], check=False)
@@ -447,4 +570,62 @@ def test_the_check_costs_little_cpu_with_four_cameras_configured(checking: Vm) -
         f"ustreamer: {health['probes']} looks, {per_look * 1000:.2f} ms CPU per look, "
         f"{per_look * 60 / DEFAULT_CHECK_SECONDS:.4f} s per camera per minute at "
         f"{DEFAULT_CHECK_SECONDS} s"
+    )
+
+
+@pytest.fixture
+def healthy(checking: Vm, request: pytest.FixtureRequest) -> Iterator[Vm]:
+    """The camera streaming at the start; fed again and streaming at the end, whatever the test did."""
+    vm = checking
+    camera_frame(vm, SNAPSHOT)
+    yield vm
+    print_journals_if_failed(vm, request)
+    if vm.running:
+        loopcam.resume_feed(vm)
+        camera_frame(vm, SNAPSHOT)
+
+
+def main_pid(vm: Vm) -> str:
+    return vm.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout.strip()
+
+
+def wait_for_line(vm: Vm, cursor: str, text: str, timeout: float = 120.0) -> str:
+    def found() -> str | None:
+        return next((line for line in daemon_lines_since(vm, cursor) if text in line), None)
+
+    line: str = wait_until(f"octobrixd to log {text!r}", found, timeout=timeout, every=1)
+    return line
+
+
+def test_a_stream_that_stops_delivering_frames_comes_back_by_itself(healthy: Vm) -> None:
+    vm = healthy
+    cursor = daemon_cursor(vm)
+    before = main_pid(vm)
+    loopcam.pause_feed(vm)  # the camera stops delivering; ustreamer keeps running
+    stopped = time.monotonic()
+    assert unit_state(vm, UNIT) == "active"
+
+    line = wait_for_line(vm, cursor, "runs but delivers no frames; restarting it")
+    noticed = time.monotonic() - stopped
+    # The camera delivers again (a real one would, once its streamer reopened it), before the next
+    # looks could take it for one that stays frozen.
+    loopcam.resume_feed(vm)
+    resumed = time.monotonic()
+    assert line == f"WARNING camera cam1: {UNIT} runs but delivers no frames; restarting it"
+    row = camera_row(vm)
+    assert row["stream"] == "streamer restarted", row
+    assert f"no frames: {UNIT} restarted" in str(row["stream_note"]), row
+    wait_until("ustreamer restarted", lambda: main_pid(vm) not in ("0", before), timeout=60, every=1)
+    wait_for_line(vm, cursor, "camera cam1: delivers frames again (streamer restarted before)")
+    camera_frame(vm, SNAPSHOT)
+    healed = time.monotonic() - resumed
+    row = camera_row(vm)
+    assert (row["state"], row["stream"], row["device"]) == ("active", None, "plugged"), row
+    wait_until("STATUS= without a healing camera", lambda: "healing" not in status_text(vm), timeout=60, every=1)
+    assert "1 camera: 1 streaming" in status_text(vm)
+    events = [line for line in daemon_lines_since(vm, cursor) if "camera cam1" in line]
+    assert not any("frozen" in line or "re-attaching" in line for line in events), events
+    print(
+        f"\nVM (TCG): feeder paused -> restart logged {noticed:.1f} s (looks every {CHECK_SECONDS} s, "
+        f"2 misses); feeder resumed -> frames again {healed:.1f} s"
     )

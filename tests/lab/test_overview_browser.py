@@ -11,7 +11,6 @@ shows without a second login. Screenshots go to test-output/overview-browser/ in
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import ElementClickInterceptedException
-from selenium.webdriver.common.by import By
 
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.lab.harness.container import Container, booted
@@ -35,7 +32,6 @@ HELD_PORTS = [80, *range(5500, 5510)]
 OUT = REPO / "test-output" / "overview-browser"
 # 240 dwells of a quarter second: a print of about a minute, long enough to watch it move.
 DWELLS = 240
-FINISH_WIZARD = "//div[@id='wizard_dialog']//*[self::button or self::a][normalize-space()='Finish']"
 
 
 def farm_config() -> str:
@@ -157,27 +153,8 @@ def test_the_farm_overview_in_a_real_browser(farm: Container, host: str, printer
 
             browser.one(f'.card[data-name="{printer}"] .open').click()
             browser.wait_for(f"{printer}'s OctoPrint", lambda: browser.url.rstrip("/").endswith(f"/{printer}"))
-            browser.wait_for(
-                "OctoPrint's Control tab", lambda: (t := browser.all("a[href='#control']")) and t[0].is_displayed()
-            )
-
-            def click_control() -> bool:
-                # OctoPrint covers its page with "loading" until its UI and websocket are up. After the
-                # first upload its File Check plugin suggests a check in a wizard: a maker clicks Finish.
-                for finish in browser.driver.find_elements(By.XPATH, FINISH_WIZARD):
-                    if finish.is_displayed():
-                        with contextlib.suppress(ElementClickInterceptedException):
-                            finish.click()
-                        return False
-                try:
-                    browser.one("a[href='#control']").click()
-                except ElementClickInterceptedException:
-                    return False
-                return True
-
-            browser.wait_for("OctoPrint's UI to be ready (no loading or offline overlay)", click_control, timeout=90)
+            browser.open_octoprint_tab("control")
             assert not browser.all("#login-user") or not browser.one("#login-user").is_displayed(), "a second login"
-            browser.wait_for("the Control tab's content", lambda: browser.one("#control").is_displayed(), timeout=30)
             browser.screenshot("octoprint-control")
             assert browser.url.startswith(f"{base}/{printer}/")
         finally:

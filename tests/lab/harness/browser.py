@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
@@ -48,6 +53,7 @@ CHROMIUM_FLAGS = (
 DRIVER_PORTS = range(8815, 8820)
 PHONE = (375, 812)
 TABLET = (1280, 900)
+FINISH_WIZARD = "//div[@id='wizard_dialog']//*[self::button or self::a][normalize-space()='Finish']"
 
 
 def _free_port(candidates: range) -> int:
@@ -160,6 +166,28 @@ class Browser:
         except AssertionError:
             self.screenshot(f"timeout-{len(self.shots):02d}")
             raise
+
+    def open_octoprint_tab(self, tab: str, timeout: float = 90.0) -> None:
+        """Click one of OctoPrint's tabs ("control") once its UI is ready, and wait for its content."""
+        link = f"a[href='#{tab}']"
+        self.wait_for(f"OctoPrint's {tab} tab", lambda: (t := self.all(link)) and t[0].is_displayed(), timeout)
+
+        def click() -> bool:
+            # OctoPrint covers its page with "loading" until its UI and websocket are up. After the
+            # first upload its File Check plugin suggests a check in a wizard: a maker clicks Finish.
+            for finish in self.driver.find_elements(By.XPATH, FINISH_WIZARD):
+                if finish.is_displayed():
+                    with contextlib.suppress(ElementClickInterceptedException):
+                        finish.click()
+                    return False
+            try:
+                self.one(link).click()
+            except ElementClickInterceptedException:
+                return False
+            return True
+
+        self.wait_for("OctoPrint's UI to be ready (no loading or offline overlay)", click, timeout=timeout)
+        self.wait_for(f"the {tab} tab's content", lambda: self.one(f"#{tab}").is_displayed(), timeout=30)
 
     def screenshot(self, name: str) -> Path:
         """A PNG of the whole visible window, kept with the test output."""

@@ -25,7 +25,7 @@ FEED_UNIT = "lab-feed.service"
 MODULE_OPTIONS = ("video_nr=10", "exclusive_caps=1", "max_buffers=8", f'card_label="{NAME}"')
 FRAME_COUNTER = "/root/lab-count-frames.py"
 # Counts the JPEG frames a /stream client receives: what a browser would show.
-_COUNTER = r'''
+_COUNTER = r"""
 import socket, sys, time
 port, seconds = int(sys.argv[1]), float(sys.argv[2])
 conn = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -48,7 +48,7 @@ while time.monotonic() < deadline:
             break
     tail = chunk[-2:]
 print(f"{frames} {(last or 0) - (first or 0):.3f}")
-'''
+"""
 
 
 class Guest(Protocol):
@@ -108,6 +108,17 @@ def feed(guest: Guest, resolution: str, fps: int, fmt: str) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"ffmpeg never fed {NODE}:\n{guest.run(['journalctl', '-u', FEED_UNIT], check=False).stdout}")
+
+
+def pause_feed(guest: Guest) -> None:
+    """The camera hangs: the writer keeps the node open and writes nothing (SIGSTOP). Each reopen by
+    the streamer then gets the last written frame once more, and then nothing (v4l2loopback 0.12.7:
+    a new reader starts one frame behind the writer), as a camera whose firmware hung can."""
+    guest.run(["systemctl", "kill", "--signal=SIGSTOP", FEED_UNIT])
+
+
+def resume_feed(guest: Guest) -> None:
+    guest.run(["systemctl", "kill", "--signal=SIGCONT", FEED_UNIT], check=False)
 
 
 def stop_feed(guest: Guest) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
+from tests.lab.harness.installs import holding_printer_ports
 from tests.lab.harness.procs import lab_tempdir
 from tests.lab.harness.project import install_offline
 from tests.lab.harness.vm import Vm
@@ -22,16 +23,22 @@ class Stoppable(Protocol):
 
 
 @contextlib.contextmanager
-def offline_farm_vm(shared: Stoppable, config: str, *, kind: str, install_timeout: float) -> Iterator[Vm]:
+def offline_farm_vm(
+    shared: Stoppable, config: str, *, kind: str, install_timeout: float, forward: Mapping[int, int] | None = None
+) -> Iterator[Vm]:
     """A booted VM with config as /etc/octobrix.toml and this checkout installed; stopped and
     removed afterwards. A failure before the module's tests run (the install, or the caller's own
-    set-up inside the with block) prints the guest's journal."""
+    set-up inside the with block) prints the guest's journal. forward: host loopback port -> guest
+    port (held host-wide while the VM runs)."""
     # Unix socket paths (QMP, agent, USB) must stay short: not under pytest's deep basetemp.
     workdir = lab_tempdir(kind)
     # Two TCG guests on two cores slow both: the shared VM boots again when next needed.
     shared.stop()
-    vm = Vm(workdir)
+    vm = Vm(workdir, forward=dict(forward or {}))
+    holding = contextlib.ExitStack()
     try:
+        if forward:
+            holding.enter_context(holding_printer_ports(list(forward), front_door_port=None))
         vm.start()
         vm.write_file("/etc/octobrix.toml", config)
         install_offline(vm, workdir, wheelhouse(), timeout=install_timeout)
@@ -42,4 +49,5 @@ def offline_farm_vm(shared: Stoppable, config: str, *, kind: str, install_timeou
         raise
     finally:
         vm.stop()
+        holding.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,6 +1,8 @@
 """The lab VM: QEMU booting the cached image's own Debian kernel, with real udev and USB hotplug.
 
-Commands run through qemu-guest-agent (no network in the guest: -nic none). Disk writes go to a
+Commands run through qemu-guest-agent (no network in the guest: -nic none, unless a test forwards
+host ports to it: then QEMU's user networking with restrict=on, which reaches nothing but the
+forwarded ports, and nothing outside). Disk writes go to a
 throwaway overlay (-snapshot), so every boot starts from the pristine image. Host files reach the
 guest through the agent (write_file) or a 9p share of `share_dir` mounted at /mnt/host (copy_in).
 A login prompt (root, no password) is on the serial console: `socat -,raw,echo=0 UNIX-CONNECT:<workdir>/serial.sock`.
@@ -47,6 +49,9 @@ def free_usb_port(held: Iterable[str]) -> str:
         if str(number) not in taken:
             return str(number)
     raise LabError(f"all {USB_PORTS} USB ports of the VM hold an adapter: remove one first")
+# QEMU user networking's defaults, spelled out: the guest's address is where hostfwd delivers.
+GUEST_NET = "10.0.2.0/24"
+GUEST_ADDRESS = "10.0.2.15"
 
 
 def accelerator() -> list[str]:
@@ -61,9 +66,18 @@ def accelerator() -> list[str]:
 
 class Vm:
     def __init__(
-        self, workdir: Path, *, memory_mb: int = 2048, cpus: int = 2, boot_timeout: float = 240.0
+        self,
+        workdir: Path,
+        *,
+        memory_mb: int = 2048,
+        cpus: int = 2,
+        boot_timeout: float = 240.0,
+        forward: Mapping[int, int] | None = None,
     ) -> None:
+        """forward: {host port on 127.0.0.1: guest TCP port}, e.g. a browser on the host reaching the
+        guest's front door. Hold the host ports (installs.holding_printer_ports) while it runs."""
         self.workdir = workdir
+        self.forward = dict(forward or {})
         self.memory_mb = memory_mb
         self.cpus = cpus
         self.boot_timeout = boot_timeout
@@ -89,7 +103,7 @@ class Vm:
         append = "root=/dev/vda rw console=ttyS0,115200 panic=1 net.ifnames=0 systemd.show_status=0"
         argv: list[str | Path] = [
             "qemu-system-x86_64", *accelerator(), "-m", str(self.memory_mb), "-smp", str(self.cpus),
-            "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
+            "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", *self._network(),
             "-no-reboot",  # with panic=1 a guest kernel panic ends QEMU instead of hanging the test
             "-kernel", image.kernel, "-initrd", image.initrd, "-append", append,
             "-drive", f"file={image.image},if=virtio,format=raw,cache=unsafe,snapshot=on",
@@ -115,6 +129,20 @@ class Vm:
         log.info("VM booted in %.1fs (%s)", self.boot_seconds, image.kernel_version)
         return self
 
+    def _network(self) -> list[str]:
+        if not self.forward:
+            return ["-nic", "none"]
+        rules = "".join(
+            f",hostfwd=tcp:127.0.0.1:{host}-{GUEST_ADDRESS}:{guest}" for host, guest in self.forward.items()
+        )
+        return ["-netdev", f"user,id=net0,restrict=on,net={GUEST_NET}{rules}", "-device", "virtio-net-pci,netdev=net0"]
+
+    def _configure_network(self) -> None:
+        """The image has no DHCP client: the address slirp forwards to, set by hand."""
+        self.run(["udevadm", "settle"], timeout=60)
+        self.run(["ip", "link", "set", "eth0", "up"])
+        self.run(["ip", "addr", "add", f"{GUEST_ADDRESS}/24", "dev", "eth0"])
+
     def _wait_booted(self, started: float) -> None:
         assert self.agent is not None and self._proc is not None
         deadline = started + self.boot_timeout
@@ -136,6 +164,8 @@ class Vm:
         elif state != "running":
             raise LabError(f"VM did not finish booting (state {state!r}):\n{self.console()}")
         self._share_mounted = self.run(["mountpoint", "-q", build.SHARE_MOUNT], check=False).returncode == 0
+        if self.forward:
+            self._configure_network()
 
     def stop(self) -> None:
         for adapter in list(self.adapters):
