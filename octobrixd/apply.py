@@ -526,7 +526,15 @@ def apply_now(
 ) -> ApplyResult:
     """One whole apply of config, under the apply lock, as `octobrixctl apply` makes it."""
     with apply_lock(layout):
-        previous = read_manifest(layout)
-        result = apply_plan(make_plan(config, layout, previous, carry_from=carry_from), layout, previous, force=force)
-        remember_applied(layout, config)
+        return apply_holding_lock(config, layout, force=force, carry_from=carry_from)
+
+
+def apply_holding_lock(
+    config: Config, layout: Layout, *, force: bool = False, carry_from: Mapping[str, Path] | None = None
+) -> ApplyResult:
+    """apply_now for a caller that already holds apply_lock: one that must finish more than the apply
+    before octobrixd may apply again (import moves basedirs into the instances it made)."""
+    previous = read_manifest(layout)
+    result = apply_plan(make_plan(config, layout, previous, carry_from=carry_from), layout, previous, force=force)
+    remember_applied(layout, config)
     return result

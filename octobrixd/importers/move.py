@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from octobrixd import octoprint_api, systemd
-from octobrixd.apply import apply_now, config_yaml_path, current_and_merged_config_yaml
+from octobrixd.apply import apply_holding_lock, apply_lock, apply_now, config_yaml_path, current_and_merged_config_yaml
 from octobrixd.backups.engine import reapply_octobrix_keys
 from octobrixd.config import Config
 from octobrixd.config_edit import edit_config_file, remove_entry
@@ -160,25 +160,29 @@ def run_import(plan: ImportPlan, config_path: Path, layout: Layout, say: Callabl
         systemd.stop(running, wait=True)
     edited = False
     try:
-        config = edit_config_file(config_path, *plan.edits())
-        edited = True
-        say(f"added {len(plan.printers)} printers and {len(plan.cameras)} cameras to {config_path}; applying it")
-        carry_from = {m.name: m.old.venv for m in plan.printers if m.old.venv is not None}
-        apply_now(config, layout, carry_from=carry_from)
-        for move in plan.printers:
-            unit = octoprint_unit(move.name)
-            if layout.live:
-                systemd.stop([unit], wait=True)
-            copied = move_basedir(config, layout, move)
-            say(f"{move.name}: copied {copied.text()} from {move.old.basedir}")
-            for skipped in copied.skipped:
-                say(f"{move.name}: left out {skipped}")
-            if layout.live:
-                systemd.start([unit], wait=True)
-        if layout.live:
+        # The config's edit wakes octobrixd, whose apply would find the new instances stopped halfway
+        # through the move and start them on the old basedir's keys (OctoPrint then refuses octobrix's
+        # key): it waits until every instance is moved and answers.
+        with apply_lock(layout):
+            config = edit_config_file(config_path, *plan.edits())
+            edited = True
+            say(f"added {len(plan.printers)} printers and {len(plan.cameras)} cameras to {config_path}; applying it")
+            carry_from = {m.name: m.old.venv for m in plan.printers if m.old.venv is not None}
+            apply_holding_lock(config, layout, carry_from=carry_from)
             for move in plan.printers:
-                wait_answering(layout, move.name, config.printers[move.name].port)
-                say(f"{move.name}: its OctoPrint answers on port {config.printers[move.name].port}")
+                unit = octoprint_unit(move.name)
+                if layout.live:
+                    systemd.stop([unit], wait=True)
+                copied = move_basedir(config, layout, move)
+                say(f"{move.name}: copied {copied.text()} from {move.old.basedir}")
+                for skipped in copied.skipped:
+                    say(f"{move.name}: left out {skipped}")
+                if layout.live:
+                    systemd.start([unit], wait=True)
+            if layout.live:
+                for move in plan.printers:
+                    wait_answering(layout, move.name, config.printers[move.name].port)
+                    say(f"{move.name}: its OctoPrint answers on port {config.printers[move.name].port}")
     except BaseException:
         _undo(plan, config_path, layout, running=running, edited=edited, say=say)
         raise

@@ -1,9 +1,9 @@
 """`octobrixctl import` for real: an octoprint_deploy farm built in a systemd container the way its
 scripts build it (prepare.sh's shared venv ~pi/OctoPrint with a real OctoPrint, instance.sh's
 basedirs, units, instances file and udev rules, cameras.sh's camera files), with both old OctoPrints
-running; then octobrix installed beside it and the farm imported. Beside them a plain ~/.octoprint,
-imported after it, and a KIAUH farm (its two OctoPrints, each Operational on its Klipper's
-klippy.serial), whose dry run is checked. Ports 5650-5659, front door 8650.
+running; then octobrix installed beside it and the farm imported. Beside them a plain ~/.octoprint and
+a KIAUH farm (its two OctoPrints, each on its Klipper's klippy.serial), imported after it. Ports
+5650-5659, front door 8650.
 """
 
 from __future__ import annotations
@@ -230,11 +230,15 @@ def before(farm: Container) -> dict[str, Any]:
     }
 
 
+def import_for_real(box: Container, *argv: str) -> Any:
+    result = box.run(["octobrixctl", "import", *argv], timeout=1200, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{box.journal(None, 80)}"
+    return result
+
+
 @pytest.fixture(scope="module")
 def imported(farm: Container, before: dict[str, Any]) -> Any:
-    result = farm.run(["octobrixctl", "import"], timeout=1200, check=False)
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{farm.journal(None, 80)}"
-    return result
+    return import_for_real(farm)
 
 
 def test_the_dry_run_shows_the_whole_move_and_changes_nothing(farm: Container, before: dict[str, Any]) -> None:
@@ -329,6 +333,11 @@ def kiauh_before(farm: Container) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def kiauh_imported(farm: Container, kiauh_before: dict[str, Any]) -> Any:
+    return import_for_real(farm, "--from", "kiauh")
+
+
 def test_kiauh_dry_run_shows_the_plan_and_changes_nothing(farm: Container, kiauh_before: dict[str, Any]) -> None:
     dry = kiauh_before["dry"]
     assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -343,3 +352,43 @@ def test_kiauh_dry_run_shows_the_plan_and_changes_nothing(farm: Container, kiauh
     assert kiauh_before["files_after_dry"] == kiauh_before["files"]
     assert kiauh_before["config_after_dry"] == kiauh_before["config"]
     assert kiauh_before["active"] == ["active", "active"], "the dry run stopped an old OctoPrint"
+
+
+def test_kiauh_printers_run_under_octobrix_with_their_uploads_users_and_settings(
+    farm: Container, kiauh_imported: Any
+) -> None:
+    body = tomllib.loads(farm.read_file("/etc/octobrix.toml"))
+    for suffix, (port, _venv, _data, colour) in KIAUH.items():
+        assert body["printers"][suffix] == {"virtual": True, "port": port}
+        assert farm.is_active(f"octoprint@{suffix}.service") == "active", farm.journal(f"octoprint@{suffix}", 40)
+        files = [entry["name"] for entry in installs.api(farm, port, suffix, "/api/files/local")["files"]]
+        users = [user["name"] for user in installs.api(farm, port, suffix, "/api/access/users")["users"]]
+        settings = installs.api(farm, port, suffix, "/api/settings")
+        # The old admin and second user beside octobrix's admin (and its overview's read-only user).
+        assert f"{suffix}.gcode" in files and {"admin", KIAUH_USER, "friend"} <= set(users), (files, users)
+        assert settings["appearance"]["color"] == colour
+        # Operational on octobrix's virtual printer until its serial or usb_port is set (the note says so).
+        connection = installs.wait_operational(farm, suffix, port)
+        assert connection["current"]["port"] == "VIRTUAL", connection
+    assert "Imported from kiauh: printers trident, voron; 0 cameras." in kiauh_imported.stdout
+
+
+def test_kiauh_old_units_are_disabled_and_stopped_and_its_files_untouched(
+    farm: Container, kiauh_before: dict[str, Any], kiauh_imported: Any
+) -> None:
+    for suffix in KIAUH:
+        old_unit = f"octoprint-{suffix}.service"
+        assert farm.systemctl("is-enabled", old_unit, check=False).stdout.strip() == "disabled", old_unit
+        assert farm.is_active(old_unit) == "inactive", old_unit
+    assert installs.file_states(farm, KIAUH_FILES, skip=OWN_LOGS) == kiauh_before["files"]
+
+
+def test_a_second_kiauh_import_has_nothing_left_and_changes_nothing(farm: Container, kiauh_imported: Any) -> None:
+    config = farm.read_file("/etc/octobrix.toml")
+    again = farm.run(["octobrixctl", "import", "--from", "kiauh"], timeout=300, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.strip().splitlines()[-1] == (
+        "Nothing left to import from kiauh "
+        "(already moved in: trident (now printer trident), voron (now printer voron))."
+    )
+    assert farm.read_file("/etc/octobrix.toml") == config
