@@ -339,6 +339,24 @@ def test_forged_unseen_and_hostile_requests_are_refused_and_write_nothing(farm_v
     assert farm_vm.read_file("/etc/octobrix.toml") == before
 
 
+def test_two_boards_with_one_serial_are_both_proposed_by_usb_port(farm_vm: Vm, farm_page: FarmPage) -> None:
+    # No port named: the harness puts them on two ports no other board of this module holds.
+    twins = [farm_vm.plug_usb_serial("DUP0001", MarlinSim()) for _ in range(2)]
+    try:
+        both = wait_until(
+            "both twins found", lambda: len(farm_page.found("DUP0001")) == 2 and farm_page.found("DUP0001")
+        )
+        assert sorted(f["match"] for f in both) == sorted(twin.guest_port for twin in twins)
+        for item in both:
+            assert item["bound_by"] == "usb_port", item
+            assert "also reported by" in item["why_port"] and "follows the cable" in item["port_note"], item
+        assert len({f["proposed_name"] for f in both}) == 2 and len({f["proposed_port"] for f in both}) == 2
+        assert all(twin.sim.received == b"" for twin in twins), "finding them sent nothing to either board"
+    finally:
+        for twin in twins:
+            twin.remove()
+
+
 def test_remove_from_the_page_keeps_the_data_then_octobrixctl_add_with_a_plug_brings_it_back(
     farm_vm: Vm, farm_page: FarmPage, ender: tuple[UsbSerialAdapter, MarlinSim]
 ) -> None:
