@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from octobrixd import __version__, paths
-from octobrixd.fsutil import write_atomic
+from octobrixd.fsutil import leftover_temps, write_atomic
 from octobrixd.paths import Layout
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ def save_view(layout: Layout, config: Config, text: str, host_name: str, mode: i
     """Keep the facts of config, which validated from text (the config file's), for status."""
     body = {"key": _key(text.encode(), config.source, host_name), "view": asdict(view_of(config))}
     wanted, path = json.dumps(body, sort_keys=True) + "\n", layout.path(VIEW_FILE)
+    for temp in leftover_temps(path):
+        temp.unlink(missing_ok=True)  # of a run killed while it wrote the view
     try:
         if stat.S_IMODE(path.stat().st_mode) == mode and path.read_text(encoding="utf-8") == wanted:
             return  # an apply that changes nothing rewrites nothing
