@@ -33,7 +33,6 @@ from octobrixd.manifest import Manifest, read_manifest, running_port
 from octobrixd.names import SUBSYSTEMS, dropin, instance_user, octoprint_unit, printer_of
 from octobrixd.octoprint_versions import installed_octoprint
 from octobrixd.paths import Layout
-from octobrixd.proc import run
 from octobrixd.render import render_all
 from octobrixd.render_octoprint import merged_octoprint_config
 from octobrixd.venv_drift import venvs_to_build
@@ -338,14 +337,9 @@ def _dropin_port(layout: Layout, name: str) -> int | None:
     return int(found[1]) if found else None
 
 
-def _main_pid(unit: str) -> int:
-    value = run(["systemctl", "show", "--property=MainPID", "--value", unit]).stdout.strip()
-    return int(value) if value.isdigit() else 0
-
-
 def _serving_port(layout: Layout, name: str) -> int | None:
     """The port the instance's OctoPrint runs on; None while it is stopped (or under --root)."""
-    pid = _main_pid(octoprint_unit(name)) if layout.live else 0
+    pid = systemd.main_pid(octoprint_unit(name)) if layout.live else 0
     if not pid:
         return None
     return running_port(layout, pid) or _dropin_port(layout, name)
@@ -356,7 +350,7 @@ def printing_now(layout: Layout) -> Callable[[str], bool]:
 
     def busy(name: str) -> bool:
         credentials = read_credentials(layout, name)
-        pid = _main_pid(octoprint_unit(name))
+        pid = systemd.main_pid(octoprint_unit(name))
         if credentials is None or not pid:
             # Not set up, or not running: nothing to interrupt.
             return False

@@ -18,17 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from octobrixd import camera_health, paths, recovery
+from octobrixd import camera_health, paths, recovery, systemd
 from octobrixd.backups import state as backup_state
 from octobrixd.cliargs import add_config_argument
-from octobrixd.errors import CommandError, ConfigError, OctobrixError
+from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.farm_view import FarmView, load_view
 from octobrixd.instances import CredentialsNeedRootError, read_credentials
 from octobrixd.manifest import read_manifest, running_port
 from octobrixd.names import device_link, octoprint_unit, printer_of, streamer_unit
 from octobrixd.octoprint_api import ApiError, job_state
 from octobrixd.paths import Layout
-from octobrixd.proc import run
 from octobrixd.systemd import journal_tail
 from octobrixd.urls import camera_url, printer_url, public_host_of
 from octobrixd.venv_contents import InstalledPlugin
@@ -120,20 +119,7 @@ class CameraStatus(UnitStatus):
 
 def query_units(units: Sequence[str]) -> dict[str, dict[str, str]]:
     """Properties of every unit from a single systemctl call."""
-    if not units:
-        return {}
-    try:
-        result = run(["systemctl", "show", "--property=" + ",".join(SHOW_PROPERTIES), "--", *units])
-    except CommandError as error:
-        raise OctobrixError(
-            f"cannot ask systemd about the instances: {error}", hint="is this a system running systemd?"
-        ) from error
-    found: dict[str, dict[str, str]] = {}
-    for block in result.stdout.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" in props:
-            found[props["Id"]] = props
-    return found
+    return systemd.show(units, SHOW_PROPERTIES)
 
 
 def _int(props: Mapping[str, str], key: str) -> int | None:

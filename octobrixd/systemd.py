@@ -31,6 +31,30 @@ def _systemctl(args: Sequence[str], units: Sequence[str] = ()) -> None:
         ) from exc
 
 
+def show(units: Sequence[str], properties: Sequence[str]) -> dict[str, dict[str, str]]:
+    """properties of every unit (by its Id) from a single `systemctl show`; {} for no units."""
+    if not units:
+        return {}
+    try:
+        result = run(["systemctl", "show", "--property=" + ",".join(properties), "--", *units])
+    except CommandError as error:
+        raise SystemdError(
+            f"cannot ask systemd about the instances: {error}", hint="is this a system running systemd?"
+        ) from error
+    found: dict[str, dict[str, str]] = {}
+    for block in result.stdout.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            found[props["Id"]] = props
+    return found
+
+
+def main_pid(unit: str) -> int:
+    """The unit's main process; 0 while it has none (stopped)."""
+    value = run(["systemctl", "show", "--property=MainPID", "--value", "--", unit]).stdout.strip()
+    return int(value) if value.isdigit() else 0
+
+
 def daemon_reload() -> None:
     _systemctl(["daemon-reload"])
 

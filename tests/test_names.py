@@ -106,3 +106,13 @@ def test_hotplug_reads_the_kind_the_rules_marked(marked: str | None, kind: Devic
     device = SimpleNamespace(properties=properties, subsystem="tty", device_node="/dev/ttyACM0")
     event = hotplug.record(device, "add")
     assert event.name == ("mk3" if marked else None) and event.kind is kind
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "systemd.py"),
+)
+def test_systemctl_is_run_only_through_the_systemd_boundary(module: str) -> None:
+    # A "systemctl" literal of its own is a command line's program: hints that mention it say more.
+    calls = [line for line, text in _literals((PACKAGE / module).read_text(encoding="utf-8")) if text == "systemctl"]
+    assert not calls, f"octobrixd/{module} runs systemctl itself (lines {calls}): use octobrixd/systemd.py"
