@@ -31,7 +31,7 @@ from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
 from octobrixd.connect import Connections
-from octobrixd.devices import one_line_entry, read_device
+from octobrixd.devices import read_device
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
 from octobrixd.manifest import read_manifest
@@ -40,6 +40,7 @@ from octobrixd.paths import Layout
 from octobrixd.recovery import Pass, Recovery
 from octobrixd.status import query_units
 from octobrixd.status_line import farm_summary
+from octobrixd.suggestions import one_line_entry
 
 log = logging.getLogger("octobrixd")
 

@@ -10,17 +10,9 @@ from pathlib import Path
 import pytest
 
 from octobrixd.config import parse_config
-from octobrixd.devices import (
-    Device,
-    MatchKey,
-    VideoInfo,
-    complete,
-    find_holders,
-    suggest_entries,
-    suggest_match,
-    suggest_mode,
-)
+from octobrixd.devices import Device, MatchKey, VideoInfo, complete, find_holders
 from octobrixd.paths import Layout
+from octobrixd.suggestions import suggest_entries, suggest_match, suggest_mode
 from octobrixd.v4l2 import FrameSize, VideoFormat, parse_list_formats_ext
 from tests.factories import camera, printer
 from tests.umock import C270_FORMATS

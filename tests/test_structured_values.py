@@ -11,10 +11,11 @@ import pytest
 from octobrixd import octoprint_api
 from octobrixd.bandwidth import Cap, Placement, advise, effective_cap
 from octobrixd.config import parse_config
-from octobrixd.devices import Device, complete, one_line_entry, suggest_entries
+from octobrixd.devices import Device, complete
 from octobrixd.kmod_status import FIX_PARAM
 from octobrixd.paths import Layout
 from octobrixd.status import fetch_printer_state
+from octobrixd.suggestions import one_line_entry, suggest_entries
 from tests.factories import camera, printer
 from tests.httpstub import QuietHandler, serving
 from tests.test_bandwidth import fake_module

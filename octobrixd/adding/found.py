@@ -15,19 +15,17 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from octobrixd.config import USB_PORT_RE, Config
-from octobrixd.devices import (
+from octobrixd.devices import Device, DeviceKind, MatchKey
+from octobrixd.fsutil import write_atomic
+from octobrixd.paths import Layout
+from octobrixd.suggestions import (
     CAMERA_PORT_START,
     PRINTER_PORT_START,
     Allocator,
-    Device,
-    DeviceKind,
-    MatchKey,
     first_ports,
     suggest_match,
     suggest_mode,
 )
-from octobrixd.fsutil import write_atomic
-from octobrixd.paths import Layout
 
 RUN_DIR = PurePosixPath("run/octobrix")
 FOUND_FILE = RUN_DIR / "found.json"
