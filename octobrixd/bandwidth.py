@@ -49,7 +49,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from octobrixd.config import Camera, Config, PixelFormat
+from octobrixd.config import Camera, Config
+from octobrixd.config_values import PixelFormat
 from octobrixd.devices import Device, Inventory
 from octobrixd.kmod_status import (
     DEFAULT_PAYLOAD,

@@ -6,7 +6,8 @@ from pathlib import PurePosixPath
 
 from octobrixd import paths
 from octobrixd.cameras import V4L2_CTL
-from octobrixd.config import Camera, Config, PixelFormat
+from octobrixd.config import Camera, Config
+from octobrixd.config_values import PixelFormat
 from octobrixd.names import device_link, instance_user
 from octobrixd.render_common import header
 from octobrixd.streamers import Streamer

@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from octobrixd.config import SERIAL_RE, USB_PORT_RE, Config
+from octobrixd.config import Config
+from octobrixd.config_values import SERIAL_RE, USB_PORT_RE
 from octobrixd.devices import Device, DeviceKind, MatchKey, VideoInfo
 from octobrixd.paths import DEFAULT_CONFIG
 from octobrixd.serials import placeholder_reason

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import DEFAULT_OCTOPRINT, PixelFormat, load_config, parse_config
+from octobrixd.config import load_config, parse_config
+from octobrixd.config_values import DEFAULT_OCTOPRINT, PixelFormat
 from octobrixd.errors import ConfigError
 from octobrixd.streamers import Streamer
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from octobrixd.config import USB_PORT_RE, Config
+from octobrixd.config import Config
+from octobrixd.config_values import USB_PORT_RE
 from octobrixd.devices import Device, DeviceKind, MatchKey
 from octobrixd.fsutil import write_atomic
 from octobrixd.paths import Layout

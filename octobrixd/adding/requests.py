@@ -21,7 +21,8 @@ from typing import Any
 from octobrixd import config_edit
 from octobrixd.adding.channel import MAX_REQUEST_BYTES
 from octobrixd.adding.found import Found, device_id
-from octobrixd.config import Config, check_name, load_config
+from octobrixd.config import Config, load_config
+from octobrixd.config_values import check_name
 from octobrixd.devices import Device, DeviceKind
 from octobrixd.errors import ConfigError, OctobrixError
 

@@ -17,8 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from octobrixd import paths
-from octobrixd.config import FRONTDOOR_RESERVED, NAME_MAX, NAME_RE, Camera, Config, Printer
+from octobrixd.config import FRONTDOOR_RESERVED, Camera, Config, Printer
 from octobrixd.config_edit import Edit, add_entry
+from octobrixd.config_values import NAME_MAX, NAME_RE
 from octobrixd.importers.copy import Survey, survey
 from octobrixd.importers.found import Found, OldCamera, OldPrinter
 from octobrixd.paths import Layout
