@@ -23,6 +23,7 @@ import pytest
 from octobrixd import kmod, kmod_status
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.paths import Layout
+from tests.lab.test_kmod_vm import STATUS_MODULES
 
 REPO = Path(__file__).resolve().parent.parent
 KMOD = REPO / "kmod"
@@ -591,3 +592,18 @@ def test_dkms_build_of_unpatchable_sources_fails_with_a_clear_message(
     assert "does not apply to the uvcvideo sources" in caught.value.message
     assert caught.value.hint is not None and "make.log" in caught.value.hint
     assert not modinfo(release, "filename") or "updates/dkms" not in modinfo(release, "filename")[0]
+
+
+def test_the_modules_the_vm_test_copies_are_all_kmod_status_needs(tmp_path: Path) -> None:
+    # The VM test runs `kmod status` with the guest's bare python3 from only these files: a new
+    # import of kmod's (names.py once) broke it in the VM alone, an hour into the whole suite.
+    package = tmp_path / "octobrixd"
+    package.mkdir()
+    source = Path(__file__).resolve().parent.parent / "octobrixd"
+    for name in STATUS_MODULES:
+        shutil.copy(source / name, package / name)
+    script = "import sys; sys.path.insert(0, sys.argv[1]); from octobrixd import kmod"
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", script, str(tmp_path)], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

@@ -37,7 +37,9 @@ PATCHED_VERSION = "1.1.1-octobrix2"
 FIX = "/sys/module/uvcvideo/parameters/uncompressed_bandwidth_fix"
 MODPROBE_CONF = "/" + str(MODPROBE_FILE)
 # kmod.py needs only these, all standard library: enough to run `kmod status` with the guest's python3.
-STATUS_MODULES = ("__init__.py", "cliargs.py", "errors.py", "paths.py", "proc.py", "kmod.py", "kmod_status.py")
+STATUS_MODULES = (
+    "__init__.py", "cliargs.py", "errors.py", "names.py", "paths.py", "proc.py", "kmod.py", "kmod_status.py"
+)
 _built: dict[str, Path] = {}
 
 
