@@ -41,7 +41,7 @@ from octobrixd import systemd
 from octobrixd.cameras import local_host, loopback_response
 from octobrixd.errors import OctobrixError
 from octobrixd.fsutil import write_atomic
-from octobrixd.manifest import streamer_unit
+from octobrixd.names import streamer_unit
 from octobrixd.paths import Layout
 from octobrixd.streamers import Streamer
 from octobrixd.urls import PATHS

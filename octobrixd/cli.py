@@ -215,7 +215,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def failed_instances(config: Config) -> dict[str, dict[str, str]]:
     """The configured printers' units that systemd has as failed, with their properties."""
-    from octobrixd.manifest import octoprint_unit
+    from octobrixd.names import octoprint_unit
     from octobrixd.recovery import failed_units
     from octobrixd.status import query_units
 

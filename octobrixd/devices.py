@@ -20,9 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from octobrixd import names
 from octobrixd.config import Camera, Config, Printer
-from octobrixd.names import SUBSYSTEMS, Subsystem
+from octobrixd.names import SUBSYSTEMS, DeviceKind, Subsystem
 from octobrixd.paths import Layout
 from octobrixd.v4l2 import FormatQuery, FormatQueryError, VideoFormat
 
@@ -30,8 +29,6 @@ from octobrixd.v4l2 import FormatQuery, FormatQueryError, VideoFormat
 PRINTER_KERNELS = ("ttyACM[0-9]*", "ttyUSB[0-9]*")
 
 
-# Spelled in names.py; importable from here with the records that carry it.
-DeviceKind = names.DeviceKind
 
 
 class MatchKey(StrEnum):

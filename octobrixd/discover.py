@@ -14,9 +14,9 @@ from octobrixd import v4l2
 from octobrixd.bandwidth import Advice, advise_system
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
-from octobrixd.devices import Device, DeviceKind, Inventory, read_device, scan
+from octobrixd.devices import Device, Inventory, read_device, scan
 from octobrixd.errors import ConfigError, OctobrixError
-from octobrixd.names import SUBSYSTEMS
+from octobrixd.names import SUBSYSTEMS, DeviceKind
 from octobrixd.paths import Layout
 from octobrixd.suggestions import suggest_entries, suggest_match
 

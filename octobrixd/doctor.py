@@ -20,9 +20,9 @@ from octobrixd.bandwidth import advise_system
 from octobrixd.cameras import Snapshot, StreamerState
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Camera, Config, Printer, load_config
-from octobrixd.devices import Device, DeviceKind, Inventory, binds, scan
+from octobrixd.devices import Device, Inventory, binds, scan
 from octobrixd.errors import ConfigError
-from octobrixd.names import device_link, octoprint_unit, streamer_unit
+from octobrixd.names import DeviceKind, device_link, octoprint_unit, streamer_unit
 from octobrixd.paths import Layout
 from octobrixd.streamers import Streamer
 from octobrixd.venv_drift import venv_results

@@ -10,15 +10,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from octobrixd import names, paths
+from octobrixd import paths
 from octobrixd.errors import OctobrixError
 from octobrixd.paths import Layout
-
-# The units' names are spelled in names.py; they stay importable from here for the modules that
-# read them with the manifest.
-octoprint_unit = names.octoprint_unit
-streamer_unit = names.streamer_unit
-printer_of = names.printer_of
 
 MANIFEST_VERSION = 1
 

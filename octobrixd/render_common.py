@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from octobrixd import names
-
-# Spelled in names.py; importable from here for the modules that own what they render.
-instance_user = names.instance_user
-
 
 @dataclass(frozen=True)
 class RenderedFile:

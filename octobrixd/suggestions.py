@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from octobrixd.config import Config
 from octobrixd.config_values import SERIAL_RE, USB_PORT_RE
-from octobrixd.devices import Device, DeviceKind, MatchKey, VideoInfo
+from octobrixd.devices import Device, MatchKey, VideoInfo
+from octobrixd.names import DeviceKind
 from octobrixd.paths import DEFAULT_CONFIG
 from octobrixd.serials import placeholder_reason
 from octobrixd.v4l2 import FrameSize

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from octobrixd.devices import Device, DeviceKind, UsbDevice, VideoInfo
+from octobrixd.devices import Device, UsbDevice, VideoInfo
+from octobrixd.names import DeviceKind
 from octobrixd.v4l2 import VideoFormat
 
 

@@ -20,8 +20,9 @@ from octobrixd.adding.found import FOUND_FILE, Found, build_found, device_id, pu
 from octobrixd.adding.requests import AddRequest, RemoveRequest, answer, parse_request, perform
 from octobrixd.adding.service import AddService
 from octobrixd.config import load_config, parse_config
-from octobrixd.devices import Device, DeviceKind, complete
+from octobrixd.devices import Device, complete
 from octobrixd.errors import OctobrixError
+from octobrixd.names import DeviceKind
 from octobrixd.paths import Layout
 from octobrixd.web import auth
 from octobrixd.web.context import WebContext

@@ -12,7 +12,7 @@ import pytest
 
 from octobrixd import hotplug, names
 from octobrixd.config import parse_config
-from octobrixd.devices import DeviceKind
+from octobrixd.names import DeviceKind
 from octobrixd.render_udev import render_udev_rules
 
 PACKAGE = Path(__file__).resolve().parent.parent / "octobrixd"

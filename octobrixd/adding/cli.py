@@ -13,9 +13,10 @@ from octobrixd.adding.found import Found, build_found, device_id
 from octobrixd.adding.requests import AddRequest, perform
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
-from octobrixd.devices import Device, DeviceKind, scan
+from octobrixd.devices import Device, scan
 from octobrixd.discover import wait_for_device
 from octobrixd.errors import OctobrixError
+from octobrixd.names import DeviceKind
 from octobrixd.paths import Layout
 
 DAEMON_UNIT = "octobrixd.service"

@@ -16,8 +16,9 @@ from typing import Any
 
 from octobrixd.config import Config
 from octobrixd.config_values import USB_PORT_RE
-from octobrixd.devices import Device, DeviceKind, MatchKey
+from octobrixd.devices import Device, MatchKey
 from octobrixd.fsutil import write_atomic
+from octobrixd.names import DeviceKind
 from octobrixd.paths import Layout
 from octobrixd.suggestions import (
     CAMERA_PORT_START,

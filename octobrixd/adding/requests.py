@@ -23,8 +23,9 @@ from octobrixd.adding.channel import MAX_REQUEST_BYTES
 from octobrixd.adding.found import Found, device_id
 from octobrixd.config import Config, load_config
 from octobrixd.config_values import check_name
-from octobrixd.devices import Device, DeviceKind
+from octobrixd.devices import Device
 from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.names import DeviceKind
 
 log = logging.getLogger(__name__)
 

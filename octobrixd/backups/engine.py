@@ -29,10 +29,9 @@ from octobrixd.config import Config
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.fsutil import exclusive_lock, write_atomic
 from octobrixd.instances import Credentials, read_credentials, seed_basedir
-from octobrixd.manifest import octoprint_unit
+from octobrixd.names import instance_user, octoprint_unit
 from octobrixd.paths import Layout
 from octobrixd.proc import run
-from octobrixd.render_common import instance_user
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.found import Found, Source
 from octobrixd.importers.move import going_back, run_import
 from octobrixd.importers.plan import ImportPlan, make_import_plan
-from octobrixd.manifest import octoprint_unit
+from octobrixd.names import octoprint_unit
 from octobrixd.paths import Layout
 
 READERS: dict[Source, ModuleType] = {

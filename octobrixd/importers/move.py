@@ -34,9 +34,8 @@ from octobrixd.importers.copy import Survey, copy_basedir
 from octobrixd.importers.found import UNIT_DIR
 from octobrixd.importers.plan import ImportPlan, PrinterMove, state_after, state_path
 from octobrixd.instances import read_credentials
-from octobrixd.manifest import octoprint_unit
+from octobrixd.names import instance_user, octoprint_unit
 from octobrixd.paths import Layout
-from octobrixd.render_common import instance_user
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from octobrixd.config import Config, load_config
 from octobrixd.config_edit import edit_config_file, remove_value, set_value
 from octobrixd.errors import OctobrixError
 from octobrixd.instances import read_credentials
-from octobrixd.manifest import octoprint_unit, read_manifest
+from octobrixd.manifest import read_manifest
+from octobrixd.names import octoprint_unit
 from octobrixd.paths import Layout
 from octobrixd.status import query_units
 from octobrixd.upgrades import health, rollback_point

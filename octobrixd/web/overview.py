@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from octobrixd.cameras import StreamerState, local_host, ustreamer_state
 from octobrixd.config import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.manifest import octoprint_unit, read_manifest, streamer_unit
+from octobrixd.manifest import read_manifest
+from octobrixd.names import octoprint_unit, streamer_unit
 from octobrixd.octoprint_api import ApiError, request
 from octobrixd.paths import Layout
 from octobrixd.status import CameraStatus, PrinterStatus, UnitProps, collect, query_units, removed_printers
