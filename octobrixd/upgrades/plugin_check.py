@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -124,7 +123,7 @@ def dry_run(venv: Path, constraints: Path, requirement: str, source: Source) -> 
     ]  # fmt: skip
     try:
         done = run(argv, check=False, timeout=300)
-    except (OctobrixError, subprocess.TimeoutExpired) as error:
+    except OctobrixError as error:  # proc.run's CommandTimeoutError included
         return PipAnswer(1, str(error))
     text = report.read_text(encoding="utf-8") if done.returncode == 0 and report.exists() else ""
     return PipAnswer(done.returncode, done.stdout + done.stderr, text)
