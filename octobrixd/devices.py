@@ -29,8 +29,6 @@ from octobrixd.v4l2 import FormatQuery, FormatQueryError, VideoFormat
 PRINTER_KERNELS = ("ttyACM[0-9]*", "ttyUSB[0-9]*")
 
 
-
-
 class MatchKey(StrEnum):
     SERIAL = "serial"
     USB_PORT = "usb_port"

@@ -24,7 +24,6 @@ class Suggestion:
     why_port: str | None  # why a serial number could not be used, for a port binding
 
 
-
 PRINTER_PORT_START = 5001
 CAMERA_PORT_START = 8081
 _CONFIG_FORMATS = {"MJPG": "mjpeg", "YUYV": "yuyv"}

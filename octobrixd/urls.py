@@ -40,6 +40,8 @@ def public_host_of(config: Config | FarmView) -> str:
         # Only a config parsed from text alone has none: the caller skipped with_machine_defaults.
         raise ValueError(f"public_host of {config.source} was never filled in (config.with_machine_defaults)")
     return host
+
+
 CAMERAS_PREFIX = "/cam/"  # no printer may be named "cam" (config.FRONTDOOR_RESERVED)
 
 

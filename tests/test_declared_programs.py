@@ -202,7 +202,7 @@ def script_calls(script: Path) -> tuple[list[Call], list[Call]]:
             # install.sh's `logged WHAT COMMAND...` runs COMMAND (as "$@", checked here instead).
             if words[0] in WRAPPERS and len(words) > WRAPPERS[words[0]]:
                 commands.append(words[WRAPPERS[words[0]]])
-            if words[0] == '$@':
+            if words[0] == "$@":
                 continue
             # find -exec PROGRAM ...
             commands += [words[i + 1] for i, w in enumerate(words[:-1]) if words[0] == "find" and w == "-exec"]

@@ -93,7 +93,9 @@ def nginx_check(prefix: Path, site_text: str) -> subprocess.CompletedProcess[str
     (prefix / "nginx.conf").write_text(nginx_main_conf(prefix, site))
     return subprocess.run(
         [NGINX, "-t", "-q", "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -210,7 +212,8 @@ def octoprint_stand_in(port: int, seen: Seen) -> socket.socket:
             body = json.dumps({"ok": True}).encode()
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
             )
 
     def loop() -> None:
@@ -295,8 +298,13 @@ def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
         assert request("GET", "/cam/cam1/stream?apikey=ANYTHING").status == 401
         assert request("GET", "/cam/cam1/snapshot", {"Authorization": "Bearer ANYTHING"}).status == 401
         # Forged identities: a remote-user header, a made-up cookie, the web service's own answer.
-        forged = {"X-Remote-User": "admin", "Remote-User": "admin", "X-Forwarded-User": "admin",
-                  "X-Octobrix-Login": "farm", "Cookie": f"{auth.COOKIE}=farm|9999999999|00"}
+        forged = {
+            "X-Remote-User": "admin",
+            "Remote-User": "admin",
+            "X-Forwarded-User": "admin",
+            "X-Octobrix-Login": "farm",
+            "Cookie": f"{auth.COOKIE}=farm|9999999999|00",
+        }
         assert request("GET", "/demo/api/version", forged).status == 401
         assert request("GET", "/demo", {}).status == 301
         assert seen.requests == [], "nothing reached an OctoPrint without a login"

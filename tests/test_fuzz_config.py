@@ -59,7 +59,7 @@ document = st.fixed_dictionaries(
 )
 
 # What a generated value may look like where it lands: udev match/assign values and unit environment.
-UDEV_VALUE = re.compile(r'^[A-Za-z0-9._:/*?\[\]|+ -]*$')
+UDEV_VALUE = re.compile(r"^[A-Za-z0-9._:/*?\[\]|+ -]*$")
 # A camera's V4L2 name is the device's own text: any printable character but quotes, escapes,
 # glob syntax and substitutions.
 UDEV_NAME_VALUE = re.compile(r'^[^"\\*?\[\]|%$\x00-\x1f\x7f]+$')

@@ -60,7 +60,7 @@ class UStreamer(QuietHandler):
 
 def config_for(ports: dict[str, int], camera_port: int) -> Config:
     text = "".join(f'[printers.{n}]\nserial = "SN-{n}"\nport = {p}\n\n' for n, p in ports.items())
-    text += f'[printers.vdemo]\nvirtual = true\nport = {free_port()}\n\n'
+    text += f"[printers.vdemo]\nvirtual = true\nport = {free_port()}\n\n"
     text += f'[cameras.cam]\nserial = "CAM1"\nport = {camera_port}\n'
     return parse_config(text, "/etc/octobrix.toml")
 
@@ -259,4 +259,3 @@ def test_off_unless_enabled(web: tuple[int, str]) -> None:
     port, cookie = web
     assert get(port, "/metrics", {"Authorization": "Bearer a-metrics-token"})[0] == 404
     assert get(port, "/metrics", {"Cookie": cookie})[0] == 404
-

@@ -122,9 +122,7 @@ def wait_until_idle(ctx: Context, name: str) -> None:
             time.sleep(WAIT_POLL)
 
 
-def put_back(
-    ctx: Context, point: rollback_point.Point, where: Path, operational: bool, *, check: bool = True
-) -> float:
+def put_back(ctx: Context, point: rollback_point.Point, where: Path, operational: bool, *, check: bool = True) -> float:
     """The previous venv, config.yaml, users.yaml and pin, and the instance started on them; the
     caller holds apply's lock. Returns the seconds until the old OctoPrint was started."""
     started = time.monotonic()

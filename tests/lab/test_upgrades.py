@@ -249,7 +249,7 @@ def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(far
         wait_operational(farm, name, port)
         assert version(farm, name) == NEW
         assert pin(farm, name).startswith(f"octoprint=={NEW}")
-    assert pin(farm, "alpha") == f'octoprint=={NEW}   # pinned on purpose', "the pin's own comment stays"
+    assert pin(farm, "alpha") == f"octoprint=={NEW}   # pinned on purpose", "the pin's own comment stays"
     assert_users_data_kept(farm)
     # Plugins come along in the version they had: alpha's from the config, beta's Plugin Manager one.
     assert plugins_of(farm) == {
@@ -277,7 +277,7 @@ def test_rollback_needs_no_network_and_takes_seconds(farm: Container) -> None:
     operational = time.monotonic() - started
     print(f"rollback of alpha: {took:.1f} s until the old OctoPrint started, Operational after {operational:.0f} s")
     assert version(farm, "alpha") == OLD
-    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    assert pin(farm, "alpha") == f"octoprint=={OLD}   # pinned on purpose"
     assert_users_data_kept(farm)
     rc, again = ctl(farm, "rollback", "alpha")
     assert rc == 1 and "alpha has nothing to roll back to" in again and "hint:" in again, again
@@ -317,7 +317,7 @@ def test_an_octoprint_that_does_not_install_changes_nothing(farm: Container) -> 
     assert "upgrade of alpha to octoprint==1.11.98 failed: could not install" in out, out
     assert f"it stays on OctoPrint {OLD}" in out and "hint:" in out, out
     assert main_pid(farm, "alpha") == alpha_pid, "its OctoPrint was not even restarted"
-    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    assert pin(farm, "alpha") == f"octoprint=={OLD}   # pinned on purpose"
     rc, again = ctl(farm, "apply")
     assert rc == 0 and "Nothing to do" in again, again
 
@@ -335,7 +335,7 @@ def test_an_octoprint_that_cannot_start_is_put_back_by_itself(farm: Container) -
     assert "stopped after alpha failed: not upgraded: beta" in out, out
     wait_operational(farm, "alpha", PORTS["alpha"])
     assert version(farm, "alpha") == OLD
-    assert pin(farm, "alpha") == f'octoprint=={OLD}   # pinned on purpose'
+    assert pin(farm, "alpha") == f"octoprint=={OLD}   # pinned on purpose"
     assert_users_data_kept(farm)
     assert version(farm, "beta") == NEW
     assert main_pid(farm, "beta") == beta_pid

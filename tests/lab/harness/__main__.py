@@ -34,9 +34,7 @@ def cmd_build(_args: argparse.Namespace) -> int:
 
 def cmd_status(_args: argparse.Namespace) -> int:
     print(f"cache: {build.CACHE}")
-    print(
-        f"current recipes: rootfs-{build.base_hash()}  vm-{build.vm_hash()}  newcomer-{build.newcomer_hash()}"
-    )
+    print(f"current recipes: rootfs-{build.base_hash()}  vm-{build.vm_hash()}  newcomer-{build.newcomer_hash()}")
     if build.CACHE.exists():
         for entry in sorted(build.CACHE.iterdir()):
             if entry.is_dir():

@@ -326,4 +326,3 @@ def add_printer_by_editing_the_config(box: Container) -> None:
     assert box.wait_active("octobrixd.service") == "active"
     assert unit_identity(box, ["octobrixd.service"])["octobrixd.service"][0] == daemon["octobrixd.service"][0]
     assert "second " in box.run(["octobrixctl", "status"]).stdout
-

@@ -186,9 +186,7 @@ class MarlinSim:
             return bool(found)
 
         if not self.wait_for(seen, timeout):
-            raise TimeoutError(
-                f"printer never received {prefix!r} within {timeout}s; got lines {self.lines[-20:]}"
-            )
+            raise TimeoutError(f"printer never received {prefix!r} within {timeout}s; got lines {self.lines[-20:]}")
         return found[0]
 
     def wait_for_bytes(self, data: bytes, timeout: float = 10.0) -> None:

@@ -62,7 +62,12 @@ class Reaper:
         log.debug("spawning %s", args)
         # preexec_fn is deliberate: PDEATHSIG can only be set from inside the child.
         proc = subprocess.Popen(
-            args, stdin=stdin, stdout=stdout, stderr=stderr, env=env, preexec_fn=_child_setup  # noqa: PLW1509
+            args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            preexec_fn=_child_setup,  # noqa: PLW1509
         )
         with self._lock:
             self._procs[proc.pid] = proc

@@ -49,6 +49,8 @@ def free_usb_port(held: Iterable[str]) -> str:
         if str(number) not in taken:
             return str(number)
     raise LabError(f"all {USB_PORTS} USB ports of the VM hold an adapter: remove one first")
+
+
 # QEMU user networking's defaults, spelled out: the guest's address is where hostfwd delivers.
 GUEST_NET = "10.0.2.0/24"
 GUEST_ADDRESS = "10.0.2.15"
