@@ -8,13 +8,9 @@ camera fails.
 
 The facts the model uses:
 
-- USB 2.0 spec 5.6.4: at most 80% of a high-speed microframe (125 us, so 100 us) and 90% of a
-  full-speed frame (1 ms, so 900 us) may be periodic. xHCI keeps the same shares
-  (drivers/usb/host/xhci.h: HS_BW_RESERVED 20, FS_BW_RESERVED 10, SS_BW_RESERVED 10 percent).
-- USB 2.0 spec 5.6.3 and 5.9: a high-speed isochronous endpoint moves at most 3 x 1024 bytes
-  per microframe ("high-bandwidth"); a full-speed one at most 1023 bytes per frame.
-- The bus time the kernel books for one transaction: HS_USECS_ISO(bytes) and, for full speed,
-  usb_calc_bus_time() in drivers/usb/core/hcd.c (bit stuffing 7/6, protocol overhead, host delay).
+- The periodic budgets (100 of every 125 µs high-speed microframe, 900 of every full-speed 1 ms
+  frame), the largest isochronous packets, and the bus time the kernel books per transaction
+  (HS_USECS_ISO, usb_calc_bus_time): usb_bus.py, which the uvcvideo status uses too.
 - Stock uvcvideo asks for what the camera names in its probe answer (dwMaxPayloadTransferSize)
   and streams on the smallest alternate setting whose packet holds it (uvc_video_start_transfer);
   the controller books that setting's whole packet. Cheap cameras name their largest setting,
@@ -58,24 +54,26 @@ from octobrixd.kmod_status import (
     PACKAGE_NAME,
     KernelModule,
     Loaded,
-    isoc_bus_time_us,
     kernel_states,
     live_bandwidth_fix,
     loaded_module,
 )
 from octobrixd.paths import Layout
+from octobrixd.usb_bus import (
+    FS_BUDGET_US,
+    FS_FRAME_US,
+    FS_MAX_PAYLOAD,
+    HS_BUDGET_US,
+    HS_MAX_PAYLOAD,
+    HS_MICROFRAME_US,
+    SS_BUDGET_US,
+    SS_INTERVAL_US,
+    fs_isoc_bus_time_us,
+    hs_isoc_bus_time_us,
+    ss_bus_time_us,
+)
 from octobrixd.usb_descriptors import read_alt_payloads
 
-HS_MICROFRAME_US = 125
-HS_BUDGET_US = 100  # 80% of a microframe
-FS_FRAME_US = 1000
-FS_BUDGET_US = 900  # 90% of a frame
-SS_INTERVAL_US = 125
-SS_BUDGET_US = 112.5  # 90% of a bus interval
-SS_NS_PER_BYTE = 2.0  # 5 Gbit/s, 10 bits on the wire per byte
-
-HS_MAX_PAYLOAD = 3 * 1024  # per microframe, one high-bandwidth isochronous endpoint
-FS_MAX_PAYLOAD = 1023  # per frame
 STOCK_MJPEG_PAYLOAD = HS_MAX_PAYLOAD  # what cheap cameras ask for MJPEG, whatever the mode
 UVC_HEADER = 12  # bytes of UVC payload header in every isochronous packet
 MJPEG_BYTES_PER_PIXEL = 0.11
@@ -105,17 +103,6 @@ class Speed(StrEnum):
         if mbps >= 5000:
             return Speed.SUPER
         return Speed.HIGH if mbps >= 480 else Speed.FULL
-
-
-def fs_isoc_bus_time_us(payload: int) -> int:
-    """usb_calc_bus_time(USB_SPEED_FULL, is_input=1, isoc=1, payload), in whole microseconds."""
-    bit_time = 7 * 8 * payload // 6
-    nanoseconds = 7268 + 1000 + (8354 * (31 + 10 * bit_time)) // 1000
-    return -(-nanoseconds // 1000)
-
-
-def ss_bus_time_us(payload: int) -> float:
-    return payload * SS_NS_PER_BYTE / 1000
 
 
 @dataclass(frozen=True)
@@ -300,7 +287,7 @@ def load_of(name: str, camera: Camera, placement: Placement, cap: int, uncompres
     own = placement.alt_payloads
 
     def high_speed(reserved: int, capped: bool, request: int, fixed: bool) -> CameraLoad:
-        time_us, known = isoc_bus_time_us(reserved), bool(own)
+        time_us, known = hs_isoc_bus_time_us(reserved), bool(own)
         return CameraLoad(name, placement, mode, camera.format, reserved, time_us, need, capped, request, fixed, known)
 
     if camera.format is PixelFormat.MJPEG:
@@ -375,7 +362,7 @@ def suggested_cap(domain: Domain) -> int | None:
             if camera.format is PixelFormat.MJPEG:
                 if camera.need_bytes > payload:
                     break
-                times.append(isoc_bus_time_us(payload))
+                times.append(hs_isoc_bus_time_us(payload))
             else:
                 times.append(camera.bus_time_us)
         else:
@@ -456,7 +443,7 @@ def describe_over(domain: Domain, cap: Cap) -> BandwidthWarning:
             helps.append(
                 "the patched uvcvideo caps what each MJPEG camera reserves, whatever its mode: "
                 f"`sudo octobrixctl kmod install` and `[uvcvideo] max_compressed_payload = {payload}` "
-                f"({isoc_bus_time_us(payload)} µs per camera)"
+                f"({hs_isoc_bus_time_us(payload)} µs per camera)"
             )
         elif payload is not None and payload < cap.payload:
             helps.append(f"a lower cap: [uvcvideo] max_compressed_payload = {payload}")

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from octobrixd.paths import Layout
+from octobrixd.usb_bus import streams_per_hs_bus
 
 MODULE = "uvcvideo"
 PARAM = "max_compressed_payload"
@@ -33,9 +34,6 @@ MOK_STEPS = (
     "choose 'Enroll MOK' in the blue MOK Manager screen and type that password; "
     "or turn Secure Boot off in the firmware setup"
 )
-# Of each 125 us USB 2 microframe, periodic (isochronous + interrupt) transfers may use 80%: EHCI
-# refuses a stream that would go past 100 us (URB submission fails with -ENOSPC).
-USB2_PERIODIC_BUDGET_US = 100
 
 
 class Loaded(StrEnum):
@@ -303,22 +301,6 @@ def read_status(layout: Layout, package: str = PACKAGE_NAME) -> KmodStatus:
     )
 
 
-def isoc_bus_time_us(payload: int) -> int:
-    """Microseconds the kernel books per microframe for a high-speed isochronous stream of payload bytes.
-
-    The formula of HS_USECS_ISO in include/linux/usb/hcd.h: worst-case bit stuffing (7/6), the
-    protocol overhead of an isochronous transaction, at 2083 ps per bit, rounded up.
-    """
-    bit_time = 7 * 8 * payload // 6
-    nanoseconds = (38 * 8 * 2083 + 2083 * (3 + bit_time)) // 1000 + 5
-    return -(-nanoseconds // 1000)
-
-
-def cameras_per_bus(payload: int) -> int:
-    """How many streams of payload bytes per microframe fit the periodic budget of one USB 2 bus."""
-    return USB2_PERIODIC_BUDGET_US // isoc_bus_time_us(payload)
-
-
 # ---------------------------------------------------------------------------------------------
 # Showing it
 
@@ -326,7 +308,7 @@ def cameras_per_bus(payload: int) -> int:
 def _payload_text(value: int) -> str:
     if value == 0:
         return "0 (stock behaviour)"
-    return f"{value} bytes per microframe (room for about {cameras_per_bus(value)} MJPEG cameras per USB 2 bus)"
+    return f"{value} bytes per microframe (room for about {streams_per_hs_bus(value)} MJPEG cameras per USB 2 bus)"
 
 
 def _fix_text(value: bool | None) -> str:

@@ -4,6 +4,7 @@ a user runs (discover, doctor, check, apply), with the stock driver and with the
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -17,13 +18,12 @@ from octobrixd.bandwidth import (
     advise,
     effective_cap,
     fix_bandwidth_payload,
-    fs_isoc_bus_time_us,
     placements,
 )
 from octobrixd.config import parse_config
-from octobrixd.kmod_status import isoc_bus_time_us
 from octobrixd.paths import Layout
 from octobrixd.render import render_all
+from octobrixd.usb_bus import fs_isoc_bus_time_us, hs_isoc_bus_time_us
 from octobrixd.usb_descriptors import streaming_alt_payloads
 from tests.conftest import Ctl
 from tests.umock import bed, c270_per_bus, needs_umockdev, three_c270_on_a_hub
@@ -48,8 +48,8 @@ def plugged(ports: list[str], controller: str = "xhci_hcd", speed: float = 480) 
 
 def test_bus_time_is_the_kernels_arithmetic() -> None:
     # HS_USECS_ISO: a cheap camera's stock MJPEG request takes 61 of the 100 us; the kmod's default 21.
-    assert isoc_bus_time_us(3072) == 61
-    assert isoc_bus_time_us(1024) == 21
+    assert hs_isoc_bus_time_us(3072) == 61
+    assert hs_isoc_bus_time_us(1024) == 21
     # usb_calc_bus_time(FULL, isoc, 1023 bytes): most of a full-speed frame's 900 us.
     assert fs_isoc_bus_time_us(1023) == 807
 
@@ -139,7 +139,7 @@ def test_yuyv_figures_follow_the_kernels_fix_bandwidth_formula(size: tuple[int, 
     (load,) = advise(config, plugged(["1-1"]), FIXED).domains[0].cameras
     assert load.request_bytes == expected
     setting = TYPICAL_SETTING.get(expected, 3072)  # more than the largest setting: the largest
-    assert (load.reserved_bytes, load.bus_time_us) == (setting, isoc_bus_time_us(setting))
+    assert (load.reserved_bytes, load.bus_time_us) == (setting, hs_isoc_bus_time_us(setting))
     (stock,) = advise(config, plugged(["1-1"]), STOCK).domains[0].cameras
     assert stock.reserved_bytes == 3072, "stock: the camera's request, whatever the mode"
 
@@ -377,3 +377,20 @@ def test_discover_reads_what_a_plugged_camera_reserves_from_its_own_descriptors(
     assert "cam1         1-3.1          YUYV 640x480@30      reserves 3060 bytes = 61 µs" in shown.stdout
     assert "122 of 100 µs per microframe — OVER BUDGET" in shown.stdout
     assert "(cam1 2688, cam2 2688 bytes, from their descriptors)" in shown.stdout
+
+
+def test_the_bus_arithmetic_and_budgets_are_defined_in_usb_bus_only() -> None:
+    """The advisor and the uvcvideo status judge by the same numbers: a second copy would drift."""
+    package = Path(__file__).resolve().parent.parent / "octobrixd"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.name]
+                if isinstance(node, ast.FunctionDef)
+                else [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if isinstance(node, ast.Assign)
+                else []
+            )
+            found += [f"{path.name}: {n}" for n in names if n.endswith(("bus_time_us", "BUDGET_US", "_per_bus"))]
+    assert found and all(entry.startswith("usb_bus.py: ") for entry in found), found

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import kmod, kmod_status
+from octobrixd import kmod, kmod_status, usb_bus
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.paths import Layout
 from tests.lab.test_kmod_vm import STATUS_MODULES
@@ -168,8 +168,8 @@ def test_status_says_the_first_patched_build_lacks_the_fix(
 )
 def test_bus_budget_figures_match_the_kernels_bookkeeping(payload: int, microseconds: int, cameras: int) -> None:
     """The README's table: EHCI books HS_USECS_ISO(payload) of the 100 us per microframe."""
-    assert kmod_status.isoc_bus_time_us(payload) == microseconds
-    assert kmod_status.cameras_per_bus(payload) == cameras
+    assert usb_bus.hs_isoc_bus_time_us(payload) == microseconds
+    assert usb_bus.streams_per_hs_bus(payload) == cameras
 
 
 def test_status_tells_to_install_when_the_running_kernel_has_only_the_stock_driver(

@@ -38,7 +38,15 @@ FIX = "/sys/module/uvcvideo/parameters/uncompressed_bandwidth_fix"
 MODPROBE_CONF = "/" + str(MODPROBE_FILE)
 # kmod.py needs only these, all standard library: enough to run `kmod status` with the guest's python3.
 STATUS_MODULES = (
-    "__init__.py", "cliargs.py", "errors.py", "names.py", "paths.py", "proc.py", "kmod.py", "kmod_status.py"
+    "__init__.py",
+    "cliargs.py",
+    "errors.py",
+    "names.py",
+    "paths.py",
+    "proc.py",
+    "kmod.py",
+    "kmod_status.py",
+    "usb_bus.py",
 )
 _built: dict[str, Path] = {}
 
