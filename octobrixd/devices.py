@@ -23,6 +23,7 @@ from typing import Any
 from octobrixd.config import Camera, Config, Printer
 from octobrixd.names import SUBSYSTEMS, DeviceKind, Subsystem
 from octobrixd.paths import Layout
+from octobrixd.procfs import processes
 from octobrixd.v4l2 import FormatQuery, FormatQueryError, VideoFormat
 
 # The renderer's udev rules match exactly these kernel names for printers.
@@ -241,15 +242,6 @@ def _natural(text: str) -> list[int | str]:
 # Who has a device open: /proc/PID/fd symlinks, never the device itself
 
 
-def _unit_of(cgroup_text: str) -> str | None:
-    for line in cgroup_text.splitlines():
-        path = line.split(":", 2)[-1]
-        units = [part for part in path.split("/") if part.endswith((".service", ".scope"))]
-        if units:
-            return units[-1]
-    return None
-
-
 def find_holders(nodes: Iterable[str], proc: Path) -> tuple[dict[str, tuple[Holder, ...]], bool]:
     """Map each node to the processes that have it open; the flag is False if some were unreadable."""
     wanted: dict[str, str] = {}
@@ -265,24 +257,17 @@ def find_holders(nodes: Iterable[str], proc: Path) -> tuple[dict[str, tuple[Hold
     found: dict[str, list[Holder]] = defaultdict(list)
     complete = True
     try:
-        pids = [entry.name for entry in proc.iterdir() if entry.name.isdigit()]
+        running = processes(proc)
     except OSError:
         return {}, False
-    for pid in pids:
-        fd_dir = proc / pid / "fd"
+    for process in running:
         try:
-            fds = list(fd_dir.iterdir())
+            fds = process.open_files()
         except PermissionError:
             complete = False
             continue
-        except OSError:  # the process exited meanwhile
-            continue
         hits: set[str] = set()
-        for fd in fds:
-            try:
-                target = str(fd.readlink())
-            except OSError:
-                continue
+        for fd, target in fds:
             if target in wanted:
                 hits.add(wanted[target])
             elif by_rdev and target.startswith("/dev/"):
@@ -292,18 +277,10 @@ def find_holders(nodes: Iterable[str], proc: Path) -> tuple[dict[str, tuple[Hold
                         hits.add(by_rdev[info.st_rdev])
         if not hits:
             continue
-        command = _read_text(proc / pid / "comm").strip() or "?"
-        holder = Holder(int(pid), command, _unit_of(_read_text(proc / pid / "cgroup")))
+        holder = Holder(process.pid, process.command, process.unit)
         for node in hits:
             found[node].append(holder)
     return {node: tuple(sorted(h, key=lambda h: h.pid)) for node, h in found.items()}, complete
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 # ---------------------------------------------------------------------------------------------

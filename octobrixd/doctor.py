@@ -24,6 +24,7 @@ from octobrixd.devices import Device, Inventory, binds, scan
 from octobrixd.errors import ConfigError
 from octobrixd.names import DeviceKind, device_link, octoprint_unit, streamer_unit
 from octobrixd.paths import Layout
+from octobrixd.procfs import processes
 from octobrixd.streamers import Streamer
 from octobrixd.venv_drift import venv_results
 
@@ -89,18 +90,10 @@ class DoctorContext:
 
     @cached_property
     def process_names(self) -> set[str]:
-        names = set()
-        proc = self.layout.path("proc")
         try:
-            pids = [entry for entry in proc.iterdir() if entry.name.isdigit()]
+            return {process.command for process in processes(self.layout.path("proc"))}
         except OSError:
             return set()
-        for pid in pids:
-            try:
-                names.add((pid / "comm").read_text(encoding="utf-8", errors="replace").strip())
-            except OSError:
-                continue
-        return names
 
     def link_target(self, name: str) -> str | None:
         """Where /dev/octobrix/NAME points, as a path on the target system; None if absent."""

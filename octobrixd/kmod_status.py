@@ -7,6 +7,7 @@ it works unprivileged, under --root on a recorded tree, and without dkms install
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -15,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from octobrixd.paths import Layout
+from octobrixd.procfs import processes
 from octobrixd.usb_bus import streams_per_hs_bus
 
 MODULE = "uvcvideo"
@@ -264,13 +266,14 @@ def video_users(layout: Layout) -> tuple[VideoUser, ...]:
             nodes.add(f"/dev/{node.name}")
     users = []
     if nodes:
-        for proc in layout.path("proc").glob("[0-9]*"):
-            try:
-                links = {str(fd.readlink()) for fd in (proc / "fd").iterdir()}
-            except OSError:
-                continue  # gone, or not ours to look at
-            for device in sorted(nodes & links):
-                users.append(VideoUser(int(proc.name), read_text(proc / "comm") or "?", device))
+        with contextlib.suppress(OSError):  # no /proc to read: nobody seen
+            for process in processes(layout.path("proc")):
+                try:
+                    links = {target for _, target in process.open_files()}
+                except PermissionError:
+                    continue  # not ours to look at
+                for device in sorted(nodes & links):
+                    users.append(VideoUser(process.pid, process.command, device))
     return tuple(sorted(users, key=lambda u: (u.device, u.pid)))
 
 

@@ -44,6 +44,7 @@ STATUS_MODULES = (
     "names.py",
     "paths.py",
     "proc.py",
+    "procfs.py",
     "kmod.py",
     "kmod_status.py",
     "usb_bus.py",
