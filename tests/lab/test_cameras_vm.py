@@ -583,6 +583,7 @@ def healthy(checking: Vm, request: pytest.FixtureRequest) -> Iterator[Vm]:
     if vm.running:
         loopcam.resume_feed(vm)
         camera_frame(vm, SNAPSHOT)
+        wait_until("the camera healthy again in status", lambda: camera_row(vm)["stream"] is None, 120, 2)
 
 
 def main_pid(vm: Vm) -> str:
@@ -629,3 +630,34 @@ def test_a_stream_that_stops_delivering_frames_comes_back_by_itself(healthy: Vm)
         f"\nVM (TCG): feeder paused -> restart logged {noticed:.1f} s (looks every {CHECK_SECONDS} s, "
         f"2 misses); feeder resumed -> frames again {healed:.1f} s"
     )
+
+
+def test_a_camera_that_stays_frozen_ends_frozen_with_the_hint(healthy: Vm) -> None:
+    vm = healthy
+    cursor = daemon_cursor(vm)
+    loopcam.pause_feed(vm)
+    wait_for_line(vm, cursor, "runs but delivers no frames; restarting it")
+    line = wait_for_line(vm, cursor, "camera cam1: frozen:")
+    assert "no frames after restarting its streamer (not on USB: no re-attach)" in line, line
+    assert "try: re-plug the camera, or plug it into another USB port" in line, line
+
+    row = camera_row(vm)
+    assert row["stream"] == "frozen", row
+    assert "try: re-plug the camera" in str(row["stream_note"]), row
+    table = vm.run(["octobrixctl", "status"], timeout=60).stdout
+    cells = next(line.split() for line in table.splitlines() if line.startswith("cam1 "))
+    assert cells[1] == "frozen", table
+    assert "cam1: frozen: no frames after restarting its streamer" in table, table
+    wait_until("STATUS= to name the frozen camera", lambda: "1 frozen (cam1" in status_text(vm), timeout=60, every=1)
+    # Given up: no more restarts, and no recovery read into the stale frame ustreamer gets on a reopen.
+    pid = main_pid(vm)
+    time.sleep(3 * CHECK_SECONDS)
+    assert main_pid(vm) == pid, "a frozen camera's streamer is left alone"
+    assert camera_row(vm)["stream"] == "frozen"
+    lines = daemon_lines_since(vm, cursor)
+    after_frozen = lines[next(i for i, text in enumerate(lines) if "camera cam1: frozen:" in text) :]
+    assert not any("restarting it" in text or "delivers frames again" in text for text in after_frozen[1:]), lines
+
+    loopcam.resume_feed(vm)
+    wait_for_line(vm, cursor, "camera cam1: delivers frames again (frozen before)")
+    wait_until("status to drop 'frozen'", lambda: camera_row(vm)["stream"] is None, timeout=60, every=1)
