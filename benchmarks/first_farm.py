@@ -11,8 +11,9 @@ install takes the README's road for a farm without internet, `--wheels DIR`, wit
 wheelhouse and a copy of this checkout brought in first (a USB stick's worth: not timed). A user
 types the README's commands; here they run as root through the guest agent, without `sudo`.
 
-Printers are two simulated boards on USB serial adapters, plugged when `octobrixctl add` says to
-plug in, one after the other without waiting for the first to come up (as a user would). The
+Printers are two simulated boards on USB serial adapters: with the README's `add --all`, both cables
+go in and then the one command runs; with a plain `add`, each goes in when it says to plug in, one
+after the other without waiting for the first to come up (as a user would). The
 camera is v4l2loopback fed by ffmpeg (QEMU has no USB webcam): if `octobrixctl discover` lists it,
 it is added like the boards; if not, its entry is typed into /etc/octobrix.toml as the README's
 config reference says, and those lines count.
@@ -249,7 +250,9 @@ def add_camera(vm: Vm, term: Terminal, add: str) -> bool:
     found = json.loads(vm.run(["octobrixctl", "discover", "--json"], timeout=120).stdout)
     camera_found = [c for c in found["cameras"] if not c.get("bound_to")]
     if camera_found:
-        term.type(f"{as_root(add)} --device {camera_found[0]['node']} --name {CAMERA} --port {CAMERA_PORT}")
+        # The add of one named device (`--all` takes no --device).
+        one = as_root(add).removesuffix(" --all")
+        term.type(f"{one} --device {camera_found[0]['node']} --name {CAMERA} --port {CAMERA_PORT}")
         return True
     # v4l2loopback today: discovery lists USB cameras only.
     started = time.monotonic()

@@ -7,7 +7,6 @@ it works unprivileged, under --root on a recorded tree, and without dkms install
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
@@ -266,14 +265,17 @@ def video_users(layout: Layout) -> tuple[VideoUser, ...]:
             nodes.add(f"/dev/{node.name}")
     users = []
     if nodes:
-        with contextlib.suppress(OSError):  # no /proc to read: nobody seen
-            for process in processes(layout.path("proc")):
-                try:
-                    links = {target for _, target in process.open_files()}
-                except PermissionError:
-                    continue  # not ours to look at
-                for device in sorted(nodes & links):
-                    users.append(VideoUser(process.pid, process.command, device))
+        try:
+            running = processes(layout.path("proc"))
+        except OSError:
+            running = []  # no /proc to read: nobody seen
+        for process in running:
+            try:
+                links = {target for _, target in process.open_files()}
+            except PermissionError:
+                continue  # not ours to look at
+            for device in sorted(nodes & links):
+                users.append(VideoUser(process.pid, process.command, device))
     return tuple(sorted(users, key=lambda u: (u.device, u.pid)))
 
 

@@ -379,18 +379,23 @@ def test_discover_reads_what_a_plugged_camera_reserves_from_its_own_descriptors(
     assert "(cam1 2688, cam2 2688 bytes, from their descriptors)" in shown.stdout
 
 
+def _defined(node: ast.AST) -> list[str]:
+    """The names a function definition or an assignment defines."""
+    if isinstance(node, ast.FunctionDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [target.id for target in node.targets if isinstance(target, ast.Name)]
+    return []
+
+
 def test_the_bus_arithmetic_and_budgets_are_defined_in_usb_bus_only() -> None:
     """The advisor and the uvcvideo status judge by the same numbers: a second copy would drift."""
     package = Path(__file__).resolve().parent.parent / "octobrixd"
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = (
-                [node.name]
-                if isinstance(node, ast.FunctionDef)
-                else [t.id for t in node.targets if isinstance(t, ast.Name)]
-                if isinstance(node, ast.Assign)
-                else []
-            )
-            found += [f"{path.name}: {n}" for n in names if n.endswith(("bus_time_us", "BUDGET_US", "_per_bus"))]
+    found = [
+        f"{path.name}: {name}"
+        for path in sorted(package.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in _defined(node)
+        if name.endswith(("bus_time_us", "BUDGET_US", "_per_bus"))
+    ]
     assert found and all(entry.startswith("usb_bus.py: ") for entry in found), found
