@@ -10,13 +10,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from octobrixd import loopback_http
 from octobrixd.paths import Layout
 from octobrixd.streamers import Streamer
 from octobrixd.urls import PATHS, frontdoor_prefix, url_host
@@ -147,6 +145,10 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def fetch_snapshot(url: str, timeout: float = 5.0) -> Snapshot:
     """GET one snapshot the way OctoPrint does, and say what it was."""
+    # Any URL the config gives, so urllib; only doctor asks, and status should not import it.
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 — our own http:// URL
             data = response.read(16 * 1024 * 1024)
@@ -182,23 +184,13 @@ def loopback_response(
     port: int, host: str, path: str, timeout: float = 5.0, limit: int = 16 << 20
 ) -> tuple[bytes, bytes] | None:
     """(header block, body) of GET path from a streamer on this computer, or None when it does not
-    answer 200. A bare socket: urllib costs several times the CPU (benchmarks/camera_check.py), and
-    octobrixd's health check asks every plugged-in camera on every look."""
-    chunks = []
+    answer 200. A bare socket (loopback_http): octobrixd's health check asks every plugged-in camera
+    on every look, and urllib costs several times the CPU (benchmarks/camera_check.py)."""
     try:
-        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as conn:
-            conn.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode("ascii"))
-            size = 0
-            while size < limit:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-                size += len(data)
-    except OSError:
+        answer = loopback_http.exchange(port, path, host=host, timeout=timeout, limit=limit)
+    except (OSError, loopback_http.MalformedResponse):
         return None
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return (head, body) if head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) else None
+    return (answer.head, answer.body) if answer.status == 200 else None
 
 
 def ustreamer_state(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> StreamerState | None:

@@ -6,16 +6,14 @@ not connected, and "busy" errs on the side of a print being in progress.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 
+from octobrixd import loopback_http
 from octobrixd.octoprint_versions import Generation
 
 log = logging.getLogger(__name__)
@@ -85,25 +83,26 @@ def request(
     headers = {"X-Api-Key": api_key, "Content-Type": "application/json"}
     if api_version is not None:
         headers["X-OctoPrint-Api-Version"] = api_version
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=data,
-        headers=headers,
-        method=method or ("POST" if data is not None else "GET"),
-    )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
-            text = response.read()
-    except urllib.error.HTTPError as error:
-        raise ApiError(f"HTTP {error.code} from {path}", failure=Failure.HTTP, status=error.code) from None
-    except http.client.HTTPException:
+        answer = loopback_http.exchange(
+            port,
+            path,
+            method=method or ("POST" if data is not None else "GET"),
+            headers=headers,
+            body=data,
+            timeout=timeout,
+        )
+    except loopback_http.MalformedResponse:
         # OctoPrint's own placeholder server answers (badly) while the real one starts.
         raise ApiError("starting", failure=Failure.STARTING) from None
-    except (urllib.error.URLError, OSError) as error:
-        timed_out = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
-        raise ApiError("not answering", failure=Failure.NOT_ANSWERING, detail=str(error), timed_out=timed_out) from None
+    except OSError as error:
+        raise ApiError(
+            "not answering", failure=Failure.NOT_ANSWERING, detail=str(error), timed_out=isinstance(error, TimeoutError)
+        ) from None
+    if not answer.ok:
+        raise ApiError(f"HTTP {answer.status} from {path}", failure=Failure.HTTP, status=answer.status)
     try:
-        return json.loads(text) if text.strip() else None
+        return json.loads(answer.body) if answer.body.strip() else None
     except ValueError:
         raise ApiError(f"not JSON from {path}") from None
 

@@ -31,3 +31,17 @@ def test_the_cli_loads_only_the_module_of_the_command_it_runs() -> None:
     assert {"octobrixd.discover", "octobrixd.doctor", "octobrixd.kmod"} <= loaded_after(
         "from octobrixd import cli; cli.build_parser()"
     )
+
+
+def test_status_starts_without_urllib() -> None:
+    # http.client pulls in email and ssl: about a third of status's start-up before loopback_http.
+    heavy = "('urllib.request', 'http.client', 'email', 'ssl')"
+    shown = f"import sys; print(' '.join(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", f"from octobrixd import cli, status\n{shown}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    assert result.stdout.split() == []
