@@ -5,6 +5,7 @@ offline by packaging/install.sh from the lab's wheelhouse, as a farm without int
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,19 @@ PREINSTALLED_DEBS = (
 DEB_DIR = "/root/lab-debs"
 
 
+def lab_debs() -> list[Path]:
+    """The debs, from the lab's apt cache. The lab VM image's build leaves them there; on a machine
+    that has not built it yet, the host (Debian 12, as the container) downloads the missing ones."""
+    archives = CACHE / "apt-archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    missing = [pattern.split("_", 1)[0] for pattern in PREINSTALLED_DEBS if not any(archives.glob(pattern))]
+    if missing:
+        subprocess.run(["apt-get", "download", "-q", *missing], cwd=archives, check=True)
+    return [next(archives.glob(pattern)) for pattern in PREINSTALLED_DEBS]
+
+
 def preinstall_debs(box: Container) -> None:
-    debs = [next((CACHE / "apt-archives").glob(pattern)) for pattern in PREINSTALLED_DEBS]
+    debs = lab_debs()
     for deb in debs:
         box.copy_in(deb, f"{DEB_DIR}/{deb.name}")
     box.run(["dpkg", "-i", *(f"{DEB_DIR}/{deb.name}" for deb in debs)], timeout=300)
