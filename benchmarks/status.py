@@ -18,7 +18,8 @@ Measured in the same run, each a median of RUNS, all with octobrix's own Python:
 - per-unit:  the obvious way to ask systemd, one `systemctl show` per unit;
 - systemd:   one `systemctl show` of every unit, as status asks;
 - octoprint: every OctoPrint's /api/job asked in parallel by a bare script, as status asks them:
-             the OctoPrints' own share of the work, which octobrix cannot make faster.
+             the OctoPrints' own share of the work, which octobrix cannot make faster;
+- urllib:    the baseline: the same script asking through urllib, as status did before loopback_http.
 """
 
 from __future__ import annotations
@@ -42,19 +43,26 @@ EAGER = (
 
 
 # Asks every OctoPrint for its job at once, with the keys octobrix made: status's API part, alone.
+# ASK is how one request is made: octobrix's loopback_http, or urllib (the baseline).
 ASK_ALL = """
-import glob, json, urllib.request
+import glob, json
 from concurrent.futures import ThreadPoolExecutor
+{imports}
 def ask(path):
     name = path.rsplit("/", 1)[1].removesuffix(".json")
     key = json.load(open(path))["api_key"]
     port = 5100 + int(name[1:])
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/job", headers={"X-Api-Key": key})
-    return urllib.request.urlopen(request, timeout=5).read()
+    return {ask}
 paths = sorted(glob.glob("/var/lib/octobrix/.secrets/p*.json"))
 with ThreadPoolExecutor(len(paths)) as pool:
     list(pool.map(ask, paths))
 """
+ASK_BARE = ASK_ALL.format(imports="from octobrixd.octoprint_api import request", ask='request(port, key, "/api/job")')
+ASK_URLLIB = ASK_ALL.format(
+    imports="import urllib.request",
+    ask='urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/job", '
+    'headers={"X-Api-Key": key}), timeout=5).read()',
+)
 
 
 # CPU seconds of one `octobrixctl status` (its own and its children's, systemctl included), median of
@@ -121,7 +129,8 @@ def measure(printers: int) -> dict[str, float]:
         script = f"for unit in {units}; do systemctl show $unit >/dev/null; done"
         figures["per-unit"] = median_seconds(box, ["sh", "-c", script])
         figures["systemd"] = median_seconds(box, ["sh", "-c", f"systemctl show {units} >/dev/null"])
-        figures["octoprint"] = median_seconds(box, ["/usr/bin/python3", "-c", ASK_ALL])
+        figures["octoprint"] = median_seconds(box, [PYTHON, "-c", ASK_BARE])
+        figures["urllib"] = median_seconds(box, [PYTHON, "-c", ASK_URLLIB])
         figures["cpu"] = float(box.run([PYTHON, "-c", CPU_OF_STATUS]).stdout)
         figures["load after"] = load_average()
         return figures
@@ -150,6 +159,10 @@ def main() -> None:
     )
     print(f"    of which systemd  {f['systemd']:5.3f} s  (one `systemctl show` of all {args.printers} units)")
     print(f"    of which OctoPrint {f['octoprint']:5.3f} s  (a bare script asking every /api/job at once)")
+    print(
+        f"  the same by urllib {f['urllib']:5.3f} s  (before loopback_http; "
+        f"{f['urllib'] / f['octoprint']:4.1f}x the bare socket's)"
+    )
     print(
         f"  systemctl show x{args.printers} {f['per-unit']:5.3f} s  (one call per unit, the obvious way; "
         f"ratio to status's one call {f['per-unit'] / f['systemd']:4.1f})"
