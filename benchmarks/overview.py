@@ -82,9 +82,7 @@ def logged_in() -> urllib.request.OpenerDirector:
     return opener
 
 
-def start_service(
-    work: Path, ports: list[int], head: str = "", extra: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
+def start_service(work: Path, ports: list[int], head: str = "", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """The web service for a farm of `ports` (config text `head` first), with extra arguments."""
     (work / "bin").mkdir()
     (work / "bin/systemctl").write_text(FAKE_SYSTEMCTL)
