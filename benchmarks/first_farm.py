@@ -254,7 +254,7 @@ def add_camera(vm: Vm, term: Terminal, add: str) -> bool:
         one = as_root(add).removesuffix(" --all")
         term.type(f"{one} --device {camera_found[0]['node']} --name {CAMERA} --port {CAMERA_PORT}")
         return True
-    # v4l2loopback today: discovery lists USB cameras only.
+    # Not listed (its node offers no capture without a writer, or shares its name): typed by hand.
     started = time.monotonic()
     config = vm.read_file("/etc/octobrix.toml").decode()
     vm.write_file("/etc/octobrix.toml", config + CAMERA_BY_HAND)  # saved in an editor

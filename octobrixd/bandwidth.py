@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -212,8 +212,10 @@ class BandwidthWarning:
 class Advice:
     cap: Cap
     domains: tuple[Domain, ...]
-    unplaced: tuple[str, ...]  # cameras whose bus is not known (not attached, no usb_port, or not USB)
+    unplaced: tuple[str, ...]  # cameras whose bus is not known (not attached, and no usb_port)
     problems: tuple[str, ...]  # per-camera trouble that is not about sharing (a mode too big, a cap too small)
+    # Attached cameras that are not on USB (capture cards, CSI, loopback): they book no USB time at all.
+    off_usb: tuple[str, ...] = ()
 
     @property
     def over(self) -> tuple[Domain, ...]:
@@ -311,11 +313,14 @@ def domain_of(placement: Placement) -> tuple[str, Speed]:
     return f"bus {placement.bus}", speed
 
 
-def advise(config: Config, placements: Mapping[str, Placement], cap: Cap) -> Advice:
+def advise(config: Config, placements: Mapping[str, Placement], cap: Cap, off_usb: Collection[str] = ()) -> Advice:
+    """The cameras in placements judged by bus; those named in off_usb are on none, so not judged."""
     grouped: dict[tuple[str, Speed], list[CameraLoad]] = {}
     problems: list[str] = []
     unplaced: list[str] = []
     for name in sorted(config.cameras):
+        if name in off_usb:
+            continue
         camera = config.cameras[name]
         placement = placements.get(name)
         if placement is None:
@@ -332,7 +337,8 @@ def advise(config: Config, placements: Mapping[str, Placement], cap: Cap) -> Adv
             Speed.SUPER: (SS_BUDGET_US, SS_INTERVAL_US),
         }[speed]
         domains.append(Domain(label, speed, budget, interval, tuple(loads)))
-    return Advice(cap, tuple(domains), tuple(unplaced), tuple(problems))
+    off = tuple(name for name in sorted(config.cameras) if name in off_usb)
+    return Advice(cap, tuple(domains), tuple(unplaced), tuple(problems), off)
 
 
 def _camera_problems(load: CameraLoad, camera: Camera, placement: Placement) -> list[str]:
@@ -518,14 +524,24 @@ def placements(config: Config, inventory: Inventory | None, layout: Layout) -> d
     found: dict[str, Placement] = {}
     attached: Iterable[Device] = inventory.cameras if inventory is not None else ()
     for device in attached:
-        alts = read_alt_payloads(device.sys_path, device.usb.port) if device.bound_to else None
+        usb = device.usb
+        if usb is None:
+            continue  # not on USB: off_usb() names it
+        alts = read_alt_payloads(device.sys_path, usb.port) if device.bound_to else None
         for name in device.bound_to:
-            found[name] = Placement(device.usb.port, device.usb.speed_mbps, device.usb.controller, True, alts)
+            found[name] = Placement(usb.port, usb.speed_mbps, usb.controller, True, alts)
     for name, camera in config.cameras.items():
         if name not in found and camera.usb_port is not None:
             port = camera.usb_port
             found[name] = Placement(port, None, controller_of_bus(layout, int(port.split("-")[0])), attached=False)
     return found
+
+
+def off_usb(inventory: Inventory | None) -> frozenset[str]:
+    """The configured cameras seen attached off USB: a capture card, a CSI camera or a loopback
+    device books no USB bus time, so there is nothing to judge or warn about."""
+    attached: Iterable[Device] = inventory.cameras if inventory is not None else ()
+    return frozenset(name for device in attached if device.usb is None for name in device.bound_to)
 
 
 def scan_cameras(config: Config, layout: Layout) -> Inventory | None:
@@ -547,4 +563,4 @@ def advise_system(config: Config, layout: Layout, inventory: Inventory | None = 
     """The advice for config on this system (or the scratch tree under --root)."""
     if inventory is None:
         inventory = scan_cameras(config, layout)
-    return advise(config, placements(config, inventory, layout), effective_cap(config, layout))
+    return advise(config, placements(config, inventory, layout), effective_cap(config, layout), off_usb(inventory))

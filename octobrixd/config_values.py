@@ -148,20 +148,29 @@ def _check_public_host(value: str) -> str:
     return value
 
 
-def _check_device_name(value: str) -> str:
+def _bad_name_characters(value: str) -> str | None:
+    """The characters of a V4L2 name that a udev match cannot hold, shown; None when it has none."""
     bad = sorted({c for c in value if c in DEVICE_NAME_BAD or not c.isprintable()})
-    if bad:
-        shown = " ".join(repr(c) for c in bad)
-        raise ValueError(
-            f"contains {shown}, which cannot be matched safely in a udev rule — bind this camera by serial "
-            "or usb_port instead (see `octobrixctl discover`)"
-        )
+    return " ".join(repr(c) for c in bad) or None
+
+
+def device_name_problem(value: str) -> str | None:
+    """Why a V4L2 name cannot go into a udev rule's ATTR{name} match, or None when it can."""
+    shown = _bad_name_characters(value)
+    if shown:
+        return f"contains {shown}, which cannot be matched safely in a udev rule"
     if not value.strip() or value != value.strip() or len(value.encode()) > DEVICE_NAME_MAX:
-        raise ValueError(
-            f"{value!r} is not a V4L2 device name: 1–{DEVICE_NAME_MAX} characters, no spaces at either end, "
-            "exactly as `v4l2-ctl --info -d /dev/videoN` shows it as 'Card type'"
-        )
-    return value
+        return f"{value!r} is not a V4L2 device name: 1–{DEVICE_NAME_MAX} characters, no spaces at either end"
+    return None
+
+
+def _check_device_name(value: str) -> str:
+    problem = device_name_problem(value)
+    if problem is None:
+        return value
+    if _bad_name_characters(value):
+        raise ValueError(f"{problem} — bind this camera by serial or usb_port instead (see `octobrixctl discover`)")
+    raise ValueError(f"{problem}, exactly as `v4l2-ctl --info -d /dev/videoN` shows it as 'Card type'")
 
 
 def _check_controls(value: dict[str, int]) -> dict[str, int]:

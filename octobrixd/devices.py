@@ -33,6 +33,23 @@ PRINTER_KERNELS = ("ttyACM[0-9]*", "ttyUSB[0-9]*")
 class MatchKey(StrEnum):
     SERIAL = "serial"
     USB_PORT = "usb_port"
+    DEVICE_NAME = "device_name"  # a camera's V4L2 name: for cameras that are not on USB
+
+
+class BusType(StrEnum):
+    """What a device hangs off: USB, or for a camera that is not on USB, what its driver sits on."""
+
+    USB = "usb"
+    PCI = "pci"  # a capture card
+    PLATFORM = "platform"  # a system-on-chip camera interface (CSI)
+    VIRTUAL = "virtual"  # no hardware at all: v4l2loopback
+    OTHER = "other"
+
+    @property
+    def off_usb(self) -> str:
+        """Where a camera on this bus is, in words, when it is not on USB."""
+        kind = {BusType.PCI: "a PCI device", BusType.PLATFORM: "a platform device", BusType.VIRTUAL: "a virtual device"}
+        return f"not on USB ({kind[self]})" if self in kind else "not on USB"
 
 
 @dataclass(frozen=True)
@@ -92,18 +109,45 @@ class Device:
     sys_path: str
     by_id: tuple[str, ...]
     by_path: tuple[str, ...]
-    usb: UsbDevice
-    driver: str | None  # the USB interface's kernel driver: cdc_acm, ch341, ftdi_sio, uvcvideo...
+    # None only for a camera that is not on USB; printer ports are always USB (ttyACM, ttyUSB).
+    usb: UsbDevice | None
+    # The USB interface's kernel driver (cdc_acm, ch341, ftdi_sio, uvcvideo...); off USB, the
+    # driver of the device the video node belongs to (bcm2835-camera...), None when it has none.
+    driver: str | None
     # Other attached devices of the same kind reporting the same serial number (their nodes).
     serial_shared_with: tuple[str, ...] = ()
+    # Cameras: the other attached capture nodes with the same V4L2 name, which a device_name
+    # entry would match as well.
+    name_shared_with: tuple[str, ...] = ()
     bound_to: tuple[str, ...] = ()  # config entries that match it; more than one is a conflict
     held_by: tuple[Holder, ...] = ()
     mm_ignored: bool = False  # ModemManager told to leave it alone (ID_MM_DEVICE_IGNORE)
     video: VideoInfo | None = None
+    bus_type: BusType = BusType.USB
+
+    @property
+    def serial(self) -> str | None:
+        return self.usb.serial if self.usb is not None else None
 
     @property
     def serial_unique(self) -> bool:
-        return self.usb.serial is not None and not self.serial_shared_with
+        return self.serial is not None and not self.serial_shared_with
+
+    @property
+    def video_name(self) -> str | None:
+        return self.video.name if self.video is not None else None
+
+    @property
+    def label(self) -> str:
+        """A name a user recognises the device by: off USB, its V4L2 name."""
+        if self.usb is not None:
+            return self.usb.label
+        return self.video_name or f"{self.bus_type} video device"
+
+    @property
+    def where(self) -> str:
+        """Where it is plugged in, in words: "USB port 1-2", "not on USB (a virtual device)"."""
+        return f"USB port {self.usb.port}" if self.usb is not None else self.bus_type.off_usb
 
 
 @dataclass(frozen=True)
@@ -188,6 +232,22 @@ def _interface_driver(device: Any) -> str | None:
     return str(driver) if driver else device.properties.get("ID_USB_DRIVER")
 
 
+def _off_usb(device: Any) -> tuple[BusType, str | None]:
+    """What a video node that is not on USB sits on, and the driver that made it: the nearest
+    ancestor with a driver (sysfs device/driver, or further up for a sub-device)."""
+    if "/devices/virtual/" in str(device.sys_path):
+        # v4l2loopback and the like: no parent device, so nothing in sysfs names their module.
+        return BusType.VIRTUAL, None
+    ancestors = list(device.ancestors)
+    parent = str(ancestors[0].subsystem) if ancestors else ""
+    bus = {"pci": BusType.PCI, "platform": BusType.PLATFORM}.get(parent, BusType.OTHER)
+    for ancestor in ancestors:
+        driver = ancestor.driver or ancestor.properties.get("DRIVER")
+        if driver:
+            return bus, str(driver)
+    return bus, None
+
+
 def _is_capture_node(device: Any) -> bool:
     # UVC cameras have a second, metadata-only node that cannot stream. udev's v4l_id says
     # which is which; without it (no udev database) the capture node is the one with index 0.
@@ -200,8 +260,11 @@ def _is_capture_node(device: Any) -> bool:
 def _read(device: Any, kind: DeviceKind) -> Device | None:
     node = device.device_node
     usb = _usb_device(device)
-    if node is None or usb is None:
+    # A tty that is not on USB (ttyS0, a Bluetooth or board UART) is never a printer port here; a
+    # camera need not be on USB: its V4L2 name can bind it.
+    if node is None or (usb is None and kind is DeviceKind.PRINTER):
         return None
+    bus, driver = (BusType.USB, _interface_driver(device)) if usb is not None else _off_usb(device)
     video = None
     if kind is DeviceKind.CAMERA:
         video = VideoInfo(
@@ -216,9 +279,10 @@ def _read(device: Any, kind: DeviceKind) -> Device | None:
         by_id=_links(device, "/dev/serial/by-id/" if kind is DeviceKind.PRINTER else "/dev/v4l/by-id/"),
         by_path=_links(device, "/dev/serial/by-path/" if kind is DeviceKind.PRINTER else "/dev/v4l/by-path/"),
         usb=usb,
-        driver=_interface_driver(device),
+        driver=driver,
         mm_ignored=device.properties.get("ID_MM_DEVICE_IGNORE") == "1",
         video=video,
+        bus_type=bus,
     )
 
 
@@ -287,15 +351,18 @@ def find_holders(nodes: Iterable[str], proc: Path) -> tuple[dict[str, tuple[Hold
 # Putting it together
 
 
-def binds(entry: Printer | Camera, usb: UsbDevice, video_name: str | None = None) -> bool:
-    """Whether a config entry's match selects this USB device (what its udev rule will do).
+def binds(entry: Printer | Camera, usb: UsbDevice | None, video_name: str | None = None) -> bool:
+    """Whether a config entry's match selects this device (what its udev rule will do).
 
-    video_name is a camera node's V4L2 name, which a camera entry may match instead.
+    usb is None for a camera not on USB; video_name is a camera node's V4L2 name, which a camera
+    entry may match instead.
     """
     if isinstance(entry, Printer) and entry.virtual:
         return False
     if isinstance(entry, Camera) and entry.device_name is not None:
         return video_name is not None and entry.device_name == video_name
+    if usb is None:
+        return False
     if entry.serial is not None:
         return entry.serial == usb.serial
     return entry.usb_port is not None and entry.usb_port == usb.port
@@ -305,6 +372,31 @@ def _entries(config: Config, kind: DeviceKind) -> dict[str, Printer] | dict[str,
     return config.printers if kind is DeviceKind.PRINTER else config.cameras
 
 
+def _serial_sharers(devices: list[Device]) -> dict[str, tuple[str, ...]]:
+    """Node -> the nodes of other USB devices of its kind that report its serial number."""
+    owners: dict[tuple[DeviceKind, str], set[tuple[str, str]]] = defaultdict(set)
+    for device in devices:
+        if device.usb is not None and device.usb.serial is not None:
+            owners[(device.kind, device.usb.serial)].add((device.usb.port, device.node))
+    shared: dict[str, tuple[str, ...]] = {}
+    for device in devices:
+        if device.usb is not None and device.usb.serial is not None:
+            same = owners[(device.kind, device.usb.serial)]
+            # Several nodes of one USB device share its serial harmlessly; other devices do not.
+            shared[device.node] = tuple(sorted(node for port, node in same if port != device.usb.port))
+    return shared
+
+
+def _name_sharers(devices: list[Device]) -> dict[str, tuple[str, ...]]:
+    """Camera node -> the other capture nodes with its V4L2 name (on USB or not): a device_name
+    rule matches every one of them."""
+    named: dict[str, list[str]] = defaultdict(list)
+    for device in devices:
+        if device.kind is DeviceKind.CAMERA and device.video_name:
+            named[device.video_name].append(device.node)
+    return {node: tuple(other for other in nodes if other != node) for nodes in named.values() for node in nodes}
+
+
 def complete(
     devices: Iterable[Device],
     *,
@@ -312,26 +404,18 @@ def complete(
     layout: Layout,
     query_formats: FormatQuery | None,
 ) -> Inventory:
-    """Add what needs every device at once: serial uniqueness, bindings, holders, formats."""
+    """Add what needs every device at once: serial and name uniqueness, bindings, holders, formats."""
     devices = sorted(devices, key=lambda d: _natural(d.node))
-    serial_owners: dict[tuple[DeviceKind, str], set[tuple[str, str]]] = defaultdict(set)
-    for device in devices:
-        if device.usb.serial is not None:
-            serial_owners[(device.kind, device.usb.serial)].add((device.usb.port, device.node))
+    serial_shared = _serial_sharers(devices)
+    name_shared = _name_sharers(devices)
     holders, holders_complete = find_holders((d.node for d in devices), layout.path("proc"))
 
     done: list[Device] = []
     for device in devices:
-        shared: tuple[str, ...] = ()
-        if device.usb.serial is not None:
-            owners = serial_owners[(device.kind, device.usb.serial)]
-            # Several nodes of one USB device share its serial harmlessly; other devices do not.
-            shared = tuple(sorted(node for port, node in owners if port != device.usb.port))
         bound: tuple[str, ...] = ()
         if config is not None:
             entries = _entries(config, device.kind)
-            video_name = device.video.name if device.video is not None else None
-            bound = tuple(sorted(n for n, entry in entries.items() if binds(entry, device.usb, video_name)))
+            bound = tuple(sorted(n for n, entry in entries.items() if binds(entry, device.usb, device.video_name)))
         video = device.video
         if video is not None and query_formats is not None:
             try:
@@ -341,7 +425,8 @@ def complete(
         done.append(
             replace(
                 device,
-                serial_shared_with=shared,
+                serial_shared_with=serial_shared.get(device.node, ()),
+                name_shared_with=name_shared.get(device.node, ()),
                 bound_to=bound,
                 held_by=holders.get(device.node, ()),
                 video=video,
@@ -361,7 +446,7 @@ def scan(
     layout: Layout | None = None,
     query_formats: FormatQuery | None = None,
 ) -> Inventory:
-    """Every attached USB printer port and camera capture node. context: a pyudev.Context."""
+    """Every attached USB printer port and camera capture node (on USB or not). context: a pyudev.Context."""
     found: list[Device] = []
     for subsystem in SUBSYSTEMS:
         for udev_device in context.list_devices(subsystem=subsystem):

@@ -14,17 +14,17 @@ from octobrixd import v4l2
 from octobrixd.bandwidth import Advice, advise_system
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config import Config, load_config
-from octobrixd.devices import Device, Inventory, read_device, scan
+from octobrixd.devices import BusType, Device, Inventory, MatchKey, UsbDevice, read_device, scan
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.names import SUBSYSTEMS, DeviceKind
 from octobrixd.paths import Layout
-from octobrixd.suggestions import suggest_entries, suggest_match
+from octobrixd.suggestions import Suggestion, suggest_entries, suggest_match
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "List the USB printer boards and cameras plugged in now, with what identifies each, and "
-        "which config entry binds it. Serial ports are never opened (that would reset a board)."
+        "List the USB printer boards and the cameras (on USB or not) plugged in now, with what identifies "
+        "each, and which config entry binds it. Serial ports are never opened (that would reset a board)."
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print everything as JSON")
@@ -78,9 +78,9 @@ def formats_summary(device: Device) -> str:
 
 
 def _serial_cell(device: Device) -> str:
-    if device.usb.serial is None:
+    if device.serial is None:
         return "(none)"
-    return device.usb.serial + (" (NOT UNIQUE)" if device.serial_shared_with else "")
+    return device.serial + (" (NOT UNIQUE)" if device.serial_shared_with else "")
 
 
 def _holders_cell(device: Device) -> str:
@@ -88,9 +88,26 @@ def _holders_cell(device: Device) -> str:
 
 
 def _speed(device: Device) -> str:
-    speed = device.usb.speed_mbps
-    text = f"bus {device.usb.bus}, {speed:g} Mbit/s" if speed else f"bus {device.usb.bus}"
-    return text + (f", via hub {device.usb.hub}" if device.usb.hub else "")
+    usb = device.usb
+    if usb is None:
+        return "-" if device.bus_type is BusType.OTHER else str(device.bus_type)
+    text = f"bus {usb.bus}, {usb.speed_mbps:g} Mbit/s" if usb.speed_mbps else f"bus {usb.bus}"
+    return text + (f", via hub {usb.hub}" if usb.hub else "")
+
+
+def _port_cell(device: Device) -> str:
+    return device.usb.port if device.usb is not None else "not on USB"
+
+
+def _id_cell(device: Device) -> str:
+    return device.usb.vid_pid if device.usb is not None else "-"
+
+
+def _device_cell(device: Device) -> str:
+    # Off USB the driver is what tells a capture card from a CSI camera or a loopback device.
+    if device.usb is None and device.driver:
+        return f"{device.label}, driver {device.driver}"
+    return device.label
 
 
 def bandwidth_lines(advice: Advice) -> list[str]:
@@ -108,8 +125,10 @@ def bandwidth_lines(advice: Advice) -> list[str]:
                 f"    {camera.name:<12} {where:<14} {camera.mode:<20} reserves {camera.reserved_bytes} bytes "
                 f"= {camera.bus_time_us:g} µs"
             )
+    if advice.off_usb:
+        lines.append(f"  not on USB, so they take no USB bandwidth: {', '.join(advice.off_usb)}")
     if advice.unplaced:
-        lines.append(f"  not judged (not plugged in, or not on USB): {', '.join(advice.unplaced)}")
+        lines.append(f"  not judged (not plugged in, and no usb_port): {', '.join(advice.unplaced)}")
     lines += [f"  warning: {text}" for text in advice.warnings()]
     return lines
 
@@ -127,26 +146,26 @@ def render_table(inventory: Inventory, config: Config | None, config_path: Path,
     printer_rows = [
         [
             d.node,
-            d.usb.port,
-            d.usb.vid_pid,
+            _port_cell(d),
+            _id_cell(d),
             d.driver or "-",
             _serial_cell(d),
             ", ".join(d.bound_to) or "-",
             _holders_cell(d),
-            d.usb.label,
+            d.label,
         ]
         for d in inventory.printers
     ]
     camera_rows = [
         [
             d.node,
-            d.usb.port,
+            _port_cell(d),
             _speed(d),
-            d.usb.vid_pid,
+            _id_cell(d),
             _serial_cell(d),
             ", ".join(d.bound_to) or "-",
             formats_summary(d),
-            d.usb.label,
+            _device_cell(d),
         ]
         for d in inventory.cameras
     ]
@@ -174,11 +193,17 @@ def render_table(inventory: Inventory, config: Config | None, config_path: Path,
         notes.append(
             f"{len(unbound)} of these are not in {where}: `octobrixctl discover --toml` prints entries for them."
         )
-    if any(suggest_match(d).key == "usb_port" for d in unbound):
+    matches = [(d, suggest_match(d)) for d in unbound]
+    if any(m.key is MatchKey.USB_PORT for _, m in matches):
         notes.append(
             "Boards with no serial number, or one they share, are bound by USB port: "
             "such a name follows the cable, not the board."
         )
+    if any(m.key is MatchKey.DEVICE_NAME and m.cannot_bind is None for _, m in matches):
+        notes.append(
+            "Cameras not on USB are bound by their V4L2 name: another video device with that name would take it."
+        )
+    notes += [f"{d.node} cannot be bound: {m.cannot_bind}; {m.remedy}." for d, m in matches if m.cannot_bind]
     if any(len(d.bound_to) > 1 for d in inventory.devices):
         notes.append("A device bound by more than one entry: `octobrixctl doctor` explains.")
     if not inventory.holders_complete:
@@ -194,6 +219,29 @@ def render_table(inventory: Inventory, config: Config | None, config_path: Path,
     return "\n".join(lines) + "\n"
 
 
+def _usb_json(usb: UsbDevice | None) -> dict[str, Any]:
+    """The USB facts; every one null for a camera that is not on USB."""
+    return {
+        "usb_port": usb.port if usb else None,
+        "bus": usb.bus if usb else None,
+        "speed_mbps": usb.speed_mbps if usb else None,
+        "hub": usb.hub if usb else None,
+        "controller": usb.controller if usb else None,
+        "vendor_id": usb.vendor_id if usb else None,
+        "product_id": usb.product_id if usb else None,
+        "manufacturer": usb.manufacturer if usb else None,
+        "product": usb.product if usb else None,
+        "serial": usb.serial if usb else None,
+    }
+
+
+def _match_json(match: Suggestion) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": str(match.key), "value": match.value, "why_port": match.why_port}
+    if match.cannot_bind is not None:
+        data |= {"cannot_bind": match.cannot_bind, "cannot_bind_hint": match.remedy}
+    return data
+
+
 def device_json(device: Device) -> dict[str, Any]:
     match = None if device.bound_to else suggest_match(device)
     data: dict[str, Any] = {
@@ -202,29 +250,20 @@ def device_json(device: Device) -> dict[str, Any]:
         "sys_path": device.sys_path,
         "by_id": list(device.by_id),
         "by_path": list(device.by_path),
-        "usb_port": device.usb.port,
-        "bus": device.usb.bus,
-        "speed_mbps": device.usb.speed_mbps,
-        "hub": device.usb.hub,
-        "controller": device.usb.controller,
-        "vendor_id": device.usb.vendor_id,
-        "product_id": device.usb.product_id,
-        "manufacturer": device.usb.manufacturer,
-        "product": device.usb.product,
-        "label": device.usb.label,
-        "serial": device.usb.serial,
+        "bus_type": str(device.bus_type),
+        **_usb_json(device.usb),
+        "label": device.label,
         "serial_unique": device.serial_unique,
         "serial_shared_with": list(device.serial_shared_with),
         "driver": device.driver,
         "bound_to": list(device.bound_to),
         "held_by": [{"pid": h.pid, "command": h.command, "unit": h.unit} for h in device.held_by],
         "modemmanager_ignores": device.mm_ignored,
-        "suggested_match": None
-        if match is None
-        else {"key": str(match.key), "value": match.value, "why_port": match.why_port},
+        "suggested_match": None if match is None else _match_json(match),
     }
     if device.video is not None:
         data["name"] = device.video.name
+        data["name_shared_with"] = list(device.name_shared_with)
         data["formats"] = [
             {
                 "fourcc": fmt.fourcc,
@@ -263,6 +302,7 @@ def advice_json(advice: Advice) -> dict[str, Any]:
             for d in advice.domains
         ],
         "not_judged": list(advice.unplaced),
+        "not_on_usb": list(advice.off_usb),
         "warnings": advice.warnings(),
     }
 
@@ -282,11 +322,14 @@ def inventory_json(inventory: Inventory, config: Config | None, advice: Advice |
 
 
 def _describe(device: Device) -> str:
-    serial = device.usb.serial or "no serial number"
     what = "printer board" if device.kind is DeviceKind.PRINTER else "camera"
+    if device.usb is None:
+        driver = f", driver {device.driver}" if device.driver else ""
+        return f"Plugged in: {what} {device.node}, {device.label}{driver}, {device.where}"
+    serial = device.usb.serial or "no serial number"
     return (
-        f"Plugged in: {what} {device.node}, {device.usb.label} ({device.usb.vid_pid}, "
-        f"{device.driver or 'no driver'}) on USB port {device.usb.port}, {serial}"
+        f"Plugged in: {what} {device.node}, {device.label} ({device.usb.vid_pid}, "
+        f"{device.driver or 'no driver'}) on {device.where}, {serial}"
     )
 
 

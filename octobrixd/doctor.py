@@ -121,6 +121,13 @@ def _entries(config: Config) -> list[tuple[DeviceKind, str, Printer | Camera]]:
     return found
 
 
+# Several attached cameras with one V4L2 name: a device_name rule cannot tell them apart.
+NAME_SHARED_HINT = (
+    "give them different names where their drivers allow (v4l2loopback: the card_label module option), "
+    "or bind this camera by serial or usb_port if it is on USB (`octobrixctl discover --toml`)"
+)
+
+
 def _match_text(entry: Printer | Camera) -> str:
     if isinstance(entry, Camera) and entry.device_name is not None:
         return f"V4L2 name {entry.device_name!r}"
@@ -186,7 +193,10 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
                     False,
                     f"{_match_text(entry)} matches {len(matches)} attached devices ({nodes}); "
                     f"{device_link(name)} would point at whichever udev handled last",
-                    "bind each of these boards by usb_port instead: `octobrixctl discover --toml` prints the entries",
+                    NAME_SHARED_HINT
+                    if isinstance(entry, Camera) and entry.device_name is not None
+                    else "bind each of these boards by usb_port instead: `octobrixctl discover --toml` prints the "
+                    "entries",
                 )
             )
             continue
@@ -210,9 +220,9 @@ def _check_link(ctx: DoctorContext, label: str, name: str, device: Device) -> Ch
     link = device_link(name)
     target = ctx.link_target(name)
     if target == device.node:
-        return CheckResult(label, True, f"{device.node} ({device.usb.label}) is {link}")
+        return CheckResult(label, True, f"{device.node} ({device.label}) is {link}")
     if target is None:
-        detail = f"{device.node} ({device.usb.label}) is attached but {link} does not exist"
+        detail = f"{device.node} ({device.label}) is attached but {link} does not exist"
     else:
         detail = f"{link} points to {target}, but the device is {device.node}"
     return CheckResult(
@@ -254,7 +264,7 @@ def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: 
             False,
             f"{len(nodes)} video devices are named {device_name!r} ({', '.join(nodes)}): "
             f"{device_link(name)} would point at whichever udev handled last",
-            "bind this camera by serial or usb_port instead (`octobrixctl discover --toml`)",
+            NAME_SHARED_HINT,
         )
     target = ctx.link_target(name)
     if target == nodes[0]:
@@ -470,6 +480,12 @@ def check_bandwidth(ctx: DoctorContext) -> list[CheckResult]:
             results.append(CheckResult("USB bandwidth", True, f"{what} ({buses})"))
         else:
             results.append(CheckResult("USB bandwidth", True, "no configured USB camera is plugged in to judge"))
+    if advice.off_usb:
+        results.append(
+            CheckResult(
+                "USB bandwidth", True, f"not on USB, so they take no USB bandwidth: {', '.join(advice.off_usb)}"
+            )
+        )
     return results
 
 

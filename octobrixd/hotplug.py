@@ -1,4 +1,5 @@
-"""USB hotplug as frozen records: what the udev monitor saw, in the terms octobrixd acts on.
+"""Hotplug as frozen records: what the udev monitor saw, in the terms octobrixd acts on. USB boards
+and cameras, and cameras that are not on USB (a capture card, `modprobe v4l2loopback`) alike.
 
 udev has already run octobrix's rules when the monitor reports a device, so a configured device
 arrives with OCTOBRIX_NAME and OCTOBRIX_KIND set and its /dev/octobrix link in place. On
@@ -15,7 +16,7 @@ from typing import Any
 
 import pyudev
 
-from octobrixd.names import KIND_PROPERTY, NAME_PROPERTY, SUBSYSTEMS, DeviceKind
+from octobrixd.names import KIND_PROPERTY, NAME_PROPERTY, SUBSYSTEMS, DeviceKind, Subsystem
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,10 @@ def record(device: Any, action: str | None, suggest: Suggest | None = None) -> D
     except ValueError:
         kind_of_action = Action.OTHER
     suggestion = None
-    if name is None and usb and kind_of_action is Action.ADD and suggest is not None:
+    # A video node need not be on USB to be a camera (its V4L2 name binds it); a tty must: ttyS0 and
+    # the like are never printer ports, so they are not even described.
+    describable = usb or str(device.subsystem) == Subsystem.VIDEO
+    if name is None and describable and kind_of_action is Action.ADD and suggest is not None:
         try:
             suggestion = suggest(device)
         except Exception:

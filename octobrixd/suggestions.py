@@ -1,15 +1,16 @@
 """Config entries for devices that no entry binds yet: how each would be bound (serial or USB port,
-and why), a camera's mode, the next free ports, and the TOML that `discover --toml`, `add` and the
-daemon's log line show. Pure: devices and config in, suggestions out."""
+and why; a camera not on USB by its V4L2 name), a camera's mode, the next free ports, and the TOML
+that `discover --toml`, `add` and the daemon's log line show. Pure: devices and config in,
+suggestions out."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from octobrixd.config import Config
-from octobrixd.config_values import SERIAL_RE, USB_PORT_RE
+from octobrixd.config_values import SERIAL_RE, USB_PORT_RE, device_name_problem
 from octobrixd.devices import Device, MatchKey, VideoInfo
 from octobrixd.names import DeviceKind
 from octobrixd.paths import DEFAULT_CONFIG
@@ -22,6 +23,9 @@ class Suggestion:
     key: MatchKey
     value: str
     why_port: str | None  # why a serial number could not be used, for a port binding
+    # Set when no entry can bind the device: why, and what the user can do about it.
+    cannot_bind: str | None = None
+    remedy: str | None = None
 
 
 PRINTER_PORT_START = 5001
@@ -41,7 +45,10 @@ class CameraMode:
 
 
 def suggest_match(device: Device) -> Suggestion:
-    """Serial number when it is present, unique and safe in a udev rule; the USB port otherwise."""
+    """Serial number when it is present, unique and safe in a udev rule; the USB port otherwise;
+    the V4L2 name for a camera that is not on USB."""
+    if device.usb is None:
+        return _name_match(device)
     serial = device.usb.serial
     if serial is None:
         why = "it reports no serial number"
@@ -54,7 +61,45 @@ def suggest_match(device: Device) -> Suggestion:
         why = f"its serial number {placeholder}"
     else:
         return Suggestion(MatchKey.SERIAL, serial, None)
-    return Suggestion(MatchKey.USB_PORT, device.usb.port, why)
+    port = device.usb.port
+    if not USB_PORT_RE.match(port):
+        return Suggestion(
+            MatchKey.USB_PORT,
+            port,
+            why,
+            cannot_bind=f"{why}, and its port path {port!r} is deeper than octobrix accepts",
+            remedy="plug it into a port nearer the computer",
+        )
+    return Suggestion(MatchKey.USB_PORT, port, why)
+
+
+# Off USB the name is all there is: renaming is the only way to tell two such cameras apart.
+_RENAME = "rename it where its driver allows (v4l2loopback: the card_label module option)"
+
+
+def _name_match(device: Device) -> Suggestion:
+    """A camera not on USB has no serial number or port: its V4L2 name, if it is one a udev rule
+    can match and no other attached camera has."""
+    name = device.video_name or ""
+    match = Suggestion(MatchKey.DEVICE_NAME, name, None)
+    if not name:
+        return replace(
+            match,
+            cannot_bind="it is not on USB and its driver gives it no V4L2 name to be bound by",
+            remedy=f"`v4l2-ctl --info -d {device.node}` shows what its driver reports; {_RENAME}",
+        )
+    problem = device_name_problem(name)
+    if problem is not None:
+        return replace(match, cannot_bind=f"its V4L2 name {name!r} cannot bind it: {problem}", remedy=_RENAME)
+    if device.name_shared_with:
+        return replace(
+            match,
+            cannot_bind=f"its V4L2 name {name!r} is also the name of {', '.join(device.name_shared_with)}, "
+            "so an entry bound by that name would take whichever udev handled last",
+            remedy="give them different names where their drivers allow (v4l2loopback: the card_label "
+            "module option), or unplug the other one",
+        )
+    return match
 
 
 def suggest_mode(video: VideoInfo | None) -> CameraMode:
@@ -82,7 +127,8 @@ def _comment(text: str) -> str:
 
 
 def _quoted(value: str) -> str:
-    # Only validated serials, port paths and fixed words get here: no escaping needed.
+    # Only validated serials, port paths, V4L2 names (no quote, backslash or control character)
+    # and fixed words get here: no escaping needed.
     return f'"{value}"'
 
 
@@ -127,28 +173,46 @@ def one_line_entry(device: Device, config: Config | None) -> str:
     return "" if device.bound_to else " ".join(suggest_entry(device, Allocator(config)).table)
 
 
+def _about(device: Device) -> str:
+    """The entry's first comment: what the device is and where."""
+    if device.usb is None:
+        driver = f", driver {device.driver}" if device.driver else ""
+        return f"# {_comment(device.label)}{driver}, {device.where}, now {device.node}"
+    return (
+        f"# {_comment(device.label)} ({device.usb.vid_pid}, {device.driver or 'no driver'}) "
+        f"on {device.where}, now {device.node}"
+    )
+
+
+def _binding_comments(device: Device, match: Suggestion) -> list[str]:
+    """Why a port or name binding, and what it means: both bind something other than the device."""
+    if match.key is MatchKey.DEVICE_NAME:
+        return [
+            "# Bound by its V4L2 name: it is not on USB, so it has no serial number or USB port.",
+            "# Any video device with this name gets this entry, so another one named the same would",
+            "# take it (`v4l2-ctl --list-devices` shows the names).",
+        ]
+    if match.key is MatchKey.USB_PORT:
+        thing = "board" if device.kind is DeviceKind.PRINTER else "camera"
+        return [
+            f"# Bound by USB port because {_comment(match.why_port or '')}.",
+            "# A port binding follows the cable, not the board: this name belongs to whatever is",
+            f"# plugged into port {match.value}; keep this {thing} in that port.",
+        ]
+    return []
+
+
 def suggest_entry(device: Device, allocator: Allocator) -> SuggestedEntry:
     """The TOML table that would bind one device, with comments saying what it is and why."""
     match = suggest_match(device)
-    where = f"USB port {device.usb.port}"
-    lines = [
-        f"# {_comment(device.usb.label)} ({device.usb.vid_pid}, {device.driver or 'no driver'}) "
-        f"on {where}, now {device.node}"
-    ]
-    if match.key is MatchKey.USB_PORT:
-        if not USB_PORT_RE.match(device.usb.port):
-            lines.append(
-                f"# Cannot be bound: {_comment(match.why_port or '')}, and its port path "
-                f"{device.usb.port!r} is deeper than octobrix accepts."
-            )
-            return SuggestedEntry(tuple(lines), ())
+    lines = [_about(device)]
+    if match.cannot_bind is not None:
         lines += [
-            f"# Bound by USB port because {_comment(match.why_port or '')}.",
-            "# A port binding follows the cable, not the board: this name belongs to whatever is",
-            f"# plugged into port {device.usb.port}; keep this board in that port."
-            if device.kind is DeviceKind.PRINTER
-            else f"# plugged into port {device.usb.port}; keep this camera in that port.",
+            f"# Cannot be bound: {_comment(match.cannot_bind)}.",
+            f"# What to do: {_comment(match.remedy or '')}.",
         ]
+        return SuggestedEntry(tuple(lines), ())
+    lines += _binding_comments(device, match)
     if device.kind is DeviceKind.PRINTER:
         name = allocator.name("printer")
         table = [
@@ -186,10 +250,11 @@ def _interface_of(sys_path: str) -> tuple[int, ...]:
 def first_ports(devices: list[Device]) -> tuple[list[Device], list[tuple[Device, Device]]]:
     """The devices to suggest entries for, and the (second port, first port) of boards with several."""
     first: dict[str, Device] = {}
-    for device in (d for d in devices if d.kind is DeviceKind.PRINTER):
-        if _interface_of(device.sys_path) < _interface_of(first.setdefault(device.usb.port, device).sys_path):
-            first[device.usb.port] = device
-    seconds = [(d, first[d.usb.port]) for d in devices if d.kind is DeviceKind.PRINTER and first[d.usb.port] is not d]
+    boards = [(d, d.usb.port) for d in devices if d.kind is DeviceKind.PRINTER and d.usb is not None]
+    for device, port in boards:
+        if _interface_of(device.sys_path) < _interface_of(first.setdefault(port, device).sys_path):
+            first[port] = device
+    seconds = [(d, first[port]) for d, port in boards if first[port] is not d]
     return [d for d in devices if all(d is not second for second, _ in seconds)], seconds
 
 
@@ -206,7 +271,7 @@ def suggest_entries(devices: Iterable[Device], config: Config | None, *, target:
     for device in devices:
         if device.bound_to:
             names = ", ".join(f"{device.kind.section}.{name}" for name in device.bound_to)
-            parts.append(f"# {device.node} ({_comment(device.usb.label)}) is already bound by {names}.\n")
+            parts.append(f"# {device.node} ({_comment(device.label)}) is already bound by {names}.\n")
     unbound, second_ports = first_ports([d for d in devices if not d.bound_to])
     for device, first in second_ports:
         # One board, one entry: the udev rule links its first serial port only.
@@ -214,7 +279,7 @@ def suggest_entries(devices: Iterable[Device], config: Config | None, *, target:
             f"# {device.node} is another serial port of the board at {first.node}: that one is the printer's.\n"
         )
     if not devices:
-        parts.append("# No USB printer board or camera is plugged in.\n")
+        parts.append("# No printer board or camera is plugged in.\n")
     elif not unbound:
         parts.append(f"# Every attached printer board and camera is already in {source}.\n")
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from octobrixd.devices import Device, UsbDevice, VideoInfo
+from octobrixd.devices import BusType, Device, UsbDevice, VideoInfo
 from octobrixd.names import DeviceKind
 from octobrixd.v4l2 import VideoFormat
 
@@ -44,4 +44,19 @@ def camera(node: str, port: str, serial: str | None, formats: tuple[VideoFormat,
         usb=usb(port, serial),
         driver="uvcvideo",
         video=VideoInfo("Cam", formats, None if formats else "no answer"),
+    )
+
+
+def loopback(node: str, name: str | None = "Dummy video device (0x0000)") -> Device:
+    """A camera that is not on USB, as v4l2loopback makes one: a virtual device with only its V4L2 name."""
+    return Device(
+        kind=DeviceKind.CAMERA,
+        node=node,
+        sys_path=f"/sys/devices/virtual/video4linux/{node[5:]}",
+        by_id=(),
+        by_path=(),
+        usb=None,
+        driver=None,
+        video=VideoInfo(name, (), "no answer"),
+        bus_type=BusType.VIRTUAL,
     )

@@ -6,12 +6,11 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from octobrixd.config import parse_config
-from octobrixd.devices import Device, MatchKey, VideoInfo, complete, find_holders, read_device
+from octobrixd.devices import Device, MatchKey, VideoInfo, complete, find_holders
 from octobrixd.paths import Layout
 from octobrixd.suggestions import suggest_entries, suggest_match, suggest_mode
 from octobrixd.v4l2 import FrameSize, VideoFormat, parse_list_formats_ext
@@ -123,7 +122,7 @@ def test_device_strings_cannot_break_out_of_a_comment(tmp_path: Path) -> None:
 
 
 def test_nothing_attached_says_so() -> None:
-    assert "No USB printer board or camera is plugged in" in suggest_entries([], None)
+    assert "No printer board or camera is plugged in" in suggest_entries([], None)
 
 
 def test_config_bindings_follow_serial_and_port(tmp_path: Path) -> None:
@@ -203,19 +202,3 @@ def test_holders_on_the_real_proc(tmp_path: Path) -> None:
         child.wait()
     holders, _ = find_holders([str(held)], Path("/proc"))
     assert child.pid not in [h.pid for h in holders.get(str(held), ())]
-
-
-def test_a_camera_that_is_not_on_usb_is_not_listed() -> None:
-    """The README says so: discovery binds by USB serial or port; a v4l2loopback device, a capture card
-    or a CSI camera has neither and is written by hand with device_name."""
-    loopback = SimpleNamespace(
-        subsystem="video4linux",
-        sys_name="video0",
-        sys_path="/sys/devices/virtual/video4linux/video0",
-        device_node="/dev/video0",
-        properties={"ID_V4L_CAPABILITIES": ":capture:"},
-        attributes=SimpleNamespace(get=lambda name, default=None: None),
-        find_parent=lambda subsystem, device_type=None: None,
-        ancestors=(),
-    )
-    assert read_device(loopback) is None

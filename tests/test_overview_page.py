@@ -24,7 +24,7 @@ from octobrixd.config import parse_config
 from octobrixd.devices import complete
 from octobrixd.paths import Layout
 from octobrixd.web.overview import FarmOverview
-from tests.factories import printer
+from tests.factories import loopback, printer
 from tests.httpstub import QuietHandler, serving
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
@@ -280,3 +280,28 @@ def test_a_found_board_is_added_with_only_its_name_and_a_card_removed_after_aski
     time.sleep(0.5)
     assert state.posted[-1][1]["name"] == "mini", "nothing is removed without a yes"
     assert browser.console_errors() == [] or all("409" in e for e in browser.console_errors())
+
+
+def test_a_found_camera_off_usb_says_it_is_not_on_usb_and_why_a_twin_cannot_be_added(
+    door: tuple[FrontDoor, Browser, str], tmp_path: Path
+) -> None:
+    state, browser, base = door
+    (tmp_path / "proc").mkdir()
+    cameras = complete(
+        [loopback("/dev/video10", "Lab Cam"), loopback("/dev/video11", "Twin"), loopback("/dev/video12", "Twin")],
+        config=None, layout=Layout(tmp_path), query_formats=None,
+    ).devices  # fmt: skip
+    state.found = [item.to_json() for item in build_found(cameras, None)]
+    browser.get(f"{base}/")
+    browser.wait_for("the found cameras", lambda: len(browser.script(
+        "return [...document.querySelectorAll('.found-item')]")) == 3, timeout=20)  # fmt: skip
+    lab, twin = (f'.found-item[data-id="{item["id"]}"]' for item in state.found[:2])
+    assert browser.text(f"{lab} .facts") == "Lab Cam, not on USB (a virtual device), now /dev/video10"
+    assert browser.text(f"{lab} .port-note").startswith("Bound by its V4L2 name 'Lab Cam' (it is not on USB)")
+    assert browser.one(f"{lab} button").is_enabled()
+    note = browser.text(f"{twin} .port-note")
+    assert note.startswith("Cannot be added: its V4L2 name 'Twin' is also the name of /dev/video12"), note
+    assert "card_label" in note
+    assert not browser.one(f"{twin} button").is_enabled()
+    shown = browser.text("#found-list")
+    assert "null" not in shown and "undefined" not in shown and "USB port" not in shown, shown

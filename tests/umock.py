@@ -20,6 +20,10 @@ FTDI = RECORDINGS / "ftdi-ft232r.umockdev"
 STM32 = RECORDINGS / "stm32-cdc-acm.umockdev"
 C270 = RECORDINGS / "logitech-c270-uvc.umockdev"
 ALL = [PRUSA, CREALITY, TWO_CH340, FTDI, STM32, C270]
+# Cameras that are not on USB: bound by their V4L2 name, not in ALL (ALL is what USB discovery sees).
+LOOPBACK = RECORDINGS / "v4l2loopback-virtual.umockdev"
+PLATFORM_CAMERA = RECORDINGS / "platform-camera.umockdev"
+LOOPBACK_NAME = "Dummy video device (0x0000)"
 
 
 def umockdev_missing() -> str | None:
@@ -78,6 +82,21 @@ def stm32_twin(target: Path) -> Path:
         ("devnum=8\n", "devnum=10\n"),
         ("dev=189:7\n", "dev=189:9\n"),
         ("MINOR=7\n", "MINOR=9\n"),
+    ]:
+        assert old in text, old
+        text = text.replace(old, new)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def loopback_twin(target: Path, video: int = 11) -> Path:
+    """A second v4l2loopback device with the first one's V4L2 name (`card_label` given twice, or two
+    cameras of one model on one capture card): /dev/videoN beside LOOPBACK's /dev/video10."""
+    text = LOOPBACK.read_text(encoding="utf-8")
+    for old, new in [
+        ("video10", f"video{video}"),
+        ("dev=81:10\n", f"dev=81:{video}\n"),
+        ("MINOR=10\n", f"MINOR={video}\n"),
     ]:
         assert old in text, old
         text = text.replace(old, new)

@@ -49,12 +49,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def describe(item: Found) -> str:
     what = "printer board" if item.kind is DeviceKind.PRINTER else "camera"
-    lines = [
-        f"Found: {what} {item.node}, {item.label} ({item.vid_pid}, {item.driver or 'no driver'}) "
-        f"on USB port {item.usb_port}, serial {item.serial or '(none)'}"
-    ]
-    if item.port_note:
+    if item.usb_port is None:
+        driver = f", driver {item.driver}" if item.driver else ""
+        lines = [f"Found: {what} {item.node}, {item.label}{driver}, {item.where}"]
+    else:
+        lines = [
+            f"Found: {what} {item.node}, {item.label} ({item.vid_pid}, {item.driver or 'no driver'}) "
+            f"on USB port {item.usb_port}, serial {item.serial or '(none)'}"
+        ]
+    if item.cannot_bind:
+        lines.append(f"  it cannot be bound: {item.cannot_bind}; {item.cannot_bind_hint}")
+    elif item.port_note:
         lines.append(f"  {item.why_port}: {item.port_note}")
+    elif item.name_note:
+        lines.append(f"  {item.name_note}")
     return "\n".join(lines)
 
 
@@ -98,7 +106,11 @@ def add_all(
     Each is one add, checked and written like any other: a refusal stops there, with the ones
     before it added. The proposed names and ports of one found list never clash with each other."""
     addable = [item for item in found if item.cannot_bind is None]
-    said = [f"skipped {item.node}: it cannot be bound: {item.cannot_bind}" for item in found if item.cannot_bind]
+    said = [
+        f"skipped {item.node}: it cannot be bound: {item.cannot_bind}; {item.cannot_bind_hint}"
+        for item in found
+        if item.cannot_bind
+    ]
     if not addable:
         raise OctobrixError(
             "nothing is plugged in that is not in the farm yet" + (f" ({said[0]})" if said else ""),

@@ -15,8 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from octobrixd.config import Config
-from octobrixd.config_values import USB_PORT_RE
-from octobrixd.devices import Device, MatchKey
+from octobrixd.devices import BusType, Device, MatchKey
 from octobrixd.fsutil import write_atomic
 from octobrixd.names import DeviceKind
 from octobrixd.paths import Layout
@@ -36,7 +35,7 @@ JSON_VERSION = 1
 
 def device_id(device: Device) -> str:
     """Stable while the device stays in its port; says nothing an outsider could forge into a match."""
-    text = f"{device.kind}|{device.sys_path}|{device.usb.serial or ''}"
+    text = f"{device.kind}|{device.sys_path}|{device.serial or ''}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -48,9 +47,9 @@ class Found:
     label: str
     vendor: str | None
     product: str | None
-    vid_pid: str
+    vid_pid: str | None  # None off USB
     serial: str | None
-    usb_port: str
+    usb_port: str | None  # None: a camera that is not on USB
     driver: str | None
     match_key: MatchKey
     match_value: str
@@ -61,8 +60,22 @@ class Found:
     proposed_port: int
     # Cameras: the mode octobrix would stream.
     camera_mode: Mapping[str, Any] | None = None
-    # Set when no entry can bind it at all (a port path deeper than octobrix accepts).
+    # Set when no entry can bind it at all (a port path deeper than octobrix accepts, a camera off
+    # USB whose V4L2 name another camera has): why, and what to do.
     cannot_bind: str | None = None
+    cannot_bind_hint: str | None = None
+    bus_type: BusType = BusType.USB
+    # For a camera bound by its V4L2 name: what that means.
+    name_note: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"USB port {self.usb_port}" if self.usb_port is not None else self.bus_type.off_usb
+
+    @property
+    def note(self) -> str | None:
+        """What its binding means, for the comment of the entry that adds it."""
+        return self.port_note or self.name_note
 
     def entry(self, port: int) -> dict[str, Any]:
         """The values of the config entry that binds this device on the given port."""
@@ -83,23 +96,34 @@ class Found:
             "vid_pid": self.vid_pid,
             "serial": self.serial,
             "usb_port": self.usb_port,
+            "bus_type": str(self.bus_type),
+            "where": self.where,
             "driver": self.driver,
             "bound_by": str(self.match_key),
             "match": self.match_value,
             "why_port": self.why_port,
             "port_note": self.port_note,
+            "name_note": self.name_note,
             "proposed_name": self.proposed_name,
             "proposed_port": self.proposed_port,
             "camera_mode": dict(self.camera_mode) if self.camera_mode is not None else None,
             "cannot_bind": self.cannot_bind,
+            "cannot_bind_hint": self.cannot_bind_hint,
         }
 
 
-def _port_note(device: Device) -> str:
+def _port_note(device: Device, port: str) -> str:
     thing = "board" if device.kind is DeviceKind.PRINTER else "camera"
     return (
-        f"bound by USB port {device.usb.port}: the name follows the cable, not the {thing}; "
+        f"bound by USB port {port}: the name follows the cable, not the {thing}; "
         f"whatever is plugged into that port gets it, so keep this {thing} there"
+    )
+
+
+def _name_note(name: str) -> str:
+    return (
+        f"bound by its V4L2 name {name!r} (it is not on USB): any video device with that name gets it, "
+        "so another one named the same would take it"
     )
 
 
@@ -113,10 +137,6 @@ def build_found(devices: Iterable[Device], config: Config | None) -> tuple[Found
     found = []
     for device in unbound:
         match = suggest_match(device)
-        by_port = match.key is MatchKey.USB_PORT
-        cannot_bind = None
-        if by_port and not USB_PORT_RE.match(device.usb.port):
-            cannot_bind = f"{match.why_port}, and its port path {device.usb.port!r} is deeper than octobrix accepts"
         mode = None
         if device.kind is DeviceKind.PRINTER:
             name, port = allocator.name("printer"), allocator.port(PRINTER_PORT_START)
@@ -124,26 +144,31 @@ def build_found(devices: Iterable[Device], config: Config | None) -> tuple[Found
             name, port = allocator.name("cam"), allocator.port(CAMERA_PORT_START)
             camera = suggest_mode(device.video)
             mode = {"resolution": camera.resolution, "fps": camera.fps, "format": camera.format}
+        usb = device.usb
         found.append(
             Found(
                 id=device_id(device),
                 kind=device.kind,
                 node=device.node,
-                label=device.usb.label,
-                vendor=device.usb.manufacturer,
-                product=device.usb.product,
-                vid_pid=device.usb.vid_pid,
-                serial=device.usb.serial,
-                usb_port=device.usb.port,
+                label=device.label,
+                vendor=usb.manufacturer if usb is not None else None,
+                # Off USB the V4L2 name is all the device says of itself.
+                product=usb.product if usb is not None else device.video_name,
+                vid_pid=usb.vid_pid if usb is not None else None,
+                serial=device.serial,
+                usb_port=usb.port if usb is not None else None,
                 driver=device.driver,
                 match_key=match.key,
                 match_value=match.value,
                 why_port=match.why_port,
-                port_note=_port_note(device) if by_port else None,
+                port_note=_port_note(device, match.value) if match.key is MatchKey.USB_PORT else None,
                 proposed_name=name,
                 proposed_port=port,
                 camera_mode=mode,
-                cannot_bind=cannot_bind,
+                cannot_bind=match.cannot_bind,
+                cannot_bind_hint=match.remedy,
+                bus_type=device.bus_type,
+                name_note=_name_note(match.value) if match.key is MatchKey.DEVICE_NAME else None,
             )
         )
     return tuple(found)

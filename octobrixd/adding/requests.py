@@ -134,13 +134,14 @@ def plan_add(
         if bound is not None:
             owner = f"{_section(bound.kind)}.{bound.bound_to[0]}"
             raise refused(
-                f"{bound.node} ({bound.usb.label}) is already bound by {owner}",
+                f"{bound.node} ({bound.label}) is already bound by {owner}",
                 hint=f"it is in the farm as {bound.bound_to[0]}; to give it another name, remove {owner} first",
             )
         raise refused("octobrixd has not seen that device plugged in (or it was unplugged since)", hint=FOUND_HINT)
     if item.cannot_bind:
         raise refused(
-            f"{item.node} cannot be bound: {item.cannot_bind}", hint="plug it into a port nearer the computer"
+            f"{item.node} cannot be bound: {item.cannot_bind}",
+            hint=item.cannot_bind_hint or "`octobrixctl discover` shows how each device identifies itself",
         )
     section = _section(item.kind)
     key = f"{section}.{request.name}"
@@ -152,9 +153,10 @@ def plan_add(
     if users:
         free = _next_free(config, port)
         raise refused(f"{key}.port: {port} is already used by {users[0]}", hint=f"pick another port, e.g. {free}")
-    comment = f" {item.label} ({item.vid_pid}), added by octobrix"
-    if item.port_note:
-        comment += f"; {item.port_note}"
+    identity = f" ({item.vid_pid})" if item.vid_pid else f", {item.where}"
+    comment = f" {item.label}{identity}, added by octobrix"
+    if item.note:
+        comment += f"; {item.note}"
     edits: list[config_edit.Edit] = [
         lambda text: config_edit.add_entry(text, section, request.name, item.entry(port), comment=comment)
     ]

@@ -241,8 +241,20 @@ function foundResult(text) {
 
 function foundFacts(item) {
   const maker = [item.vendor, item.product].filter(Boolean).join(" ") || item.label;
+  if (item.usb_port === null) {
+    // A capture card, CSI or loopback camera: no USB id, port or serial, only its V4L2 name.
+    const driver = item.driver ? `, driver ${item.driver}` : "";
+    return `${maker}${driver}, ${item.where}, now ${item.node}`;
+  }
   return `${maker} (${item.vid_pid}), driver ${item.driver || "none"}, USB port ${item.usb_port}, `
     + `serial ${item.serial || "none"}, now ${item.node}`;
+}
+
+function foundNote(item) {
+  if (item.cannot_bind) return `Cannot be added: ${item.cannot_bind}; ${item.cannot_bind_hint}.`;
+  if (item.port_note) return `Bound by USB port, because ${item.why_port}: ${item.port_note}.`;
+  // "bound by its V4L2 name ...": a sentence of its own here.
+  return item.name_note ? `${item.name_note[0].toUpperCase()}${item.name_note.slice(1)}.` : "";
 }
 
 function newFoundItem(item) {
@@ -251,8 +263,8 @@ function newFoundItem(item) {
   const camera = item.kind === "camera";
   setText($(root, ".what"), `${camera ? "Camera" : "Printer board"}: ${item.label}`);
   setText($(root, ".facts"), foundFacts(item));
-  const note = item.cannot_bind || (item.port_note && `Bound by USB port, because ${item.why_port}: ${item.port_note}.`);
-  setText($(root, ".port-note"), note || "");
+  const note = foundNote(item);
+  setText($(root, ".port-note"), note);
   show($(root, ".port-note"), Boolean(note));
   const name = $(root, ".name");
   name.value = item.proposed_name;
