@@ -280,6 +280,7 @@ def run_farm(vm: Vm, workdir: Path) -> Run:
     boards = [vm.plug_usb_serial(f"BENCH{n:04d}", MarlinSim(), connect=False) for n in (1, 2)]
     loopcam.load(vm)
     loopcam.feed(vm, "1280x720", 15, "mjpeg")
+    loopcam.announce(vm)
     loopcam.pin_streamer(vm, f"ustreamer@{CAMERA}.service")
     term = Terminal(vm)
     factor = emulation_factor(vm)

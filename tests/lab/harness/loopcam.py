@@ -110,6 +110,13 @@ def feed(guest: Guest, resolution: str, fps: int, fmt: str) -> None:
     raise AssertionError(f"ffmpeg never fed {NODE}:\n{guest.run(['journalctl', '-u', FEED_UNIT], check=False).stdout}")
 
 
+def announce(guest: Guest) -> None:
+    """Has udev judge the fed node again. It judged it when the module made it, before any writer:
+    with exclusive_caps the node then offered output only, and discovery lists capture nodes. A real
+    camera is a capture device from the moment it is plugged in; after this the loopback is too."""
+    guest.run(["udevadm", "trigger", "--action=change", "--settle", NODE])
+
+
 def pause_feed(guest: Guest) -> None:
     """The camera hangs: the writer keeps the node open and writes nothing (SIGSTOP). Each reopen by
     the streamer then gets the last written frame once more, and then nothing (v4l2loopback 0.12.7:
