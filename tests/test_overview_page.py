@@ -21,7 +21,7 @@ import pytest
 
 from octobrixd.adding.found import build_found
 from octobrixd.config import parse_config
-from octobrixd.devices import complete
+from octobrixd.devices import Device, complete
 from octobrixd.paths import Layout
 from octobrixd.web.overview import FarmOverview
 from tests.factories import loopback, printer
@@ -241,19 +241,22 @@ def test_readable_on_a_phone(door: tuple[FrontDoor, Browser, str]) -> None:
     assert min(sizes) >= 16, sizes
 
 
+def show_found(door: tuple[FrontDoor, Browser, str], tmp_path: Path, devices: list[Device]) -> None:
+    """The farm page with devices, as one scan of octobrixd's saw them, in its found list."""
+    state, browser, base = door
+    (tmp_path / "proc").mkdir()
+    seen = complete(devices, config=None, layout=Layout(tmp_path), query_formats=None).devices
+    state.found = [item.to_json() for item in build_found(seen, None)]
+    browser.get(f"{base}/")
+    browser.wait_for("the found list", lambda: len(browser.script(
+        "return [...document.querySelectorAll('.found-item')]")) == len(devices), timeout=20)  # fmt: skip
+
+
 def test_a_found_board_is_added_with_only_its_name_and_a_card_removed_after_asking(
     door: tuple[FrontDoor, Browser, str], tmp_path: Path
 ) -> None:
-    state, browser, base = door
-    (tmp_path / "proc").mkdir()
-    twins = complete(
-        [printer("/dev/ttyUSB0", "1-1", "SAME"), printer("/dev/ttyUSB1", "1-2", "SAME")],
-        config=None, layout=Layout(tmp_path), query_formats=None,
-    ).devices  # fmt: skip
-    state.found = [item.to_json() for item in build_found(twins, None)]
-    browser.get(f"{base}/")
-    browser.wait_for("the found boards", lambda: len(browser.script(
-        "return [...document.querySelectorAll('.found-item')]")) == 2, timeout=20)  # fmt: skip
+    state, browser, _base = door
+    show_found(door, tmp_path, [printer("/dev/ttyUSB0", "1-1", "SAME"), printer("/dev/ttyUSB1", "1-2", "SAME")])
     first = f'.found-item[data-id="{state.found[0]["id"]}"]'
     assert "USB port 1-1" in browser.text(f"{first} .facts") and "serial SAME" in browser.text(f"{first} .facts")
     assert "Bound by USB port" in browser.text(f"{first} .port-note")
@@ -285,16 +288,12 @@ def test_a_found_board_is_added_with_only_its_name_and_a_card_removed_after_aski
 def test_a_found_camera_off_usb_says_it_is_not_on_usb_and_why_a_twin_cannot_be_added(
     door: tuple[FrontDoor, Browser, str], tmp_path: Path
 ) -> None:
-    state, browser, base = door
-    (tmp_path / "proc").mkdir()
-    cameras = complete(
+    state, browser, _base = door
+    show_found(
+        door,
+        tmp_path,
         [loopback("/dev/video10", "Lab Cam"), loopback("/dev/video11", "Twin"), loopback("/dev/video12", "Twin")],
-        config=None, layout=Layout(tmp_path), query_formats=None,
-    ).devices  # fmt: skip
-    state.found = [item.to_json() for item in build_found(cameras, None)]
-    browser.get(f"{base}/")
-    browser.wait_for("the found cameras", lambda: len(browser.script(
-        "return [...document.querySelectorAll('.found-item')]")) == 3, timeout=20)  # fmt: skip
+    )
     lab, twin = (f'.found-item[data-id="{item["id"]}"]' for item in state.found[:2])
     assert browser.text(f"{lab} .facts") == "Lab Cam, not on USB (a virtual device), now /dev/video10"
     assert browser.text(f"{lab} .port-note").startswith("Bound by its V4L2 name 'Lab Cam' (it is not on USB)")
