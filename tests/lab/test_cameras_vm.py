@@ -132,6 +132,21 @@ def test_apply_starts_the_stream_of_a_camera_bound_by_its_name(camera_vm: tuple[
     assert vm.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active", vm.journal(UNIT)
 
 
+def test_discover_lists_the_camera_off_usb_bound_by_its_name(camera_vm: tuple[Vm, str]) -> None:
+    """A real v4l2loopback node in a real kernel: no USB parent, only its V4L2 name."""
+    vm, _ = camera_vm
+    # It is fed now; udev judged it at modprobe, before the feed (see loopcam.announce).
+    loopcam.announce(vm)
+    cameras = json.loads(vm.run(["octobrixctl", "discover", "--json"]).stdout)["cameras"]
+    mine = [c for c in cameras if c["node"] == loopcam.NODE]
+    assert len(mine) == 1, cameras
+    assert (mine[0]["bus_type"], mine[0]["usb_port"], mine[0]["name"]) == ("virtual", None, loopcam.NAME)
+    assert mine[0]["bound_to"] == ["cam1"], "the config's device_name entry binds it"
+    table = vm.run(["octobrixctl", "discover"]).stdout
+    row = next(line for line in table.splitlines() if loopcam.NODE in line)
+    assert "not on USB" in row and "cam1" in row, table
+
+
 def camera_frame(vm: Vm, url: str, *headers: str) -> bytes:
     """A snapshot that is the camera's picture. While ustreamer (re)opens a device it serves its
     640x480 NO SIGNAL picture; v4l2loopback makes it reopen now and then (loopcam.py)."""
