@@ -219,20 +219,19 @@ def render_table(inventory: Inventory, config: Config | None, config_path: Path,
     return "\n".join(lines) + "\n"
 
 
+USB_JSON_KEYS = (
+    "usb_port", "bus", "speed_mbps", "hub", "controller",
+    "vendor_id", "product_id", "manufacturer", "product", "serial",
+)  # fmt: skip
+
+
 def _usb_json(usb: UsbDevice | None) -> dict[str, Any]:
     """The USB facts; every one null for a camera that is not on USB."""
-    return {
-        "usb_port": usb.port if usb else None,
-        "bus": usb.bus if usb else None,
-        "speed_mbps": usb.speed_mbps if usb else None,
-        "hub": usb.hub if usb else None,
-        "controller": usb.controller if usb else None,
-        "vendor_id": usb.vendor_id if usb else None,
-        "product_id": usb.product_id if usb else None,
-        "manufacturer": usb.manufacturer if usb else None,
-        "product": usb.product if usb else None,
-        "serial": usb.serial if usb else None,
-    }
+    if usb is None:
+        return dict.fromkeys(USB_JSON_KEYS)
+    values = (usb.port, usb.bus, usb.speed_mbps, usb.hub, usb.controller, usb.vendor_id, usb.product_id,
+              usb.manufacturer, usb.product, usb.serial)  # fmt: skip
+    return dict(zip(USB_JSON_KEYS, values, strict=True))
 
 
 def _match_json(match: Suggestion) -> dict[str, Any]:
