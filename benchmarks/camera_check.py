@@ -24,9 +24,9 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-from octobrixd.camera_health import CHECK_SECONDS, Watch
-from octobrixd.config import parse_config
-from octobrixd.paths import Layout
+from octobrixd.cameras.health import CHECK_SECONDS, Watch
+from octobrixd.config.model import parse_config
+from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 CAMERAS = 4

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from octobrixd.cli import main as octobrixctl
+from octobrixd.cli.main import main as octobrixctl
 from tests import import_trees as trees
 
 RUNS = 3

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.overview import PORT, RUNS, asked_in_turn, farm_arguments, farm_behaviours, start_service
-from octobrixd.web.auth import token_file_text
+from octobrixd.frontdoor.auth import token_file_text
 from tests.octoprint_standin import octoprints
 
 TOKEN = "bench-metrics-token"  # noqa: S105 - the benchmark's own

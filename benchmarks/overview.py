@@ -32,8 +32,8 @@ from pathlib import Path
 
 import psutil
 
-from octobrixd.config import parse_config
-from octobrixd.web.auth import make_login
+from octobrixd.config.model import parse_config
+from octobrixd.frontdoor.auth import make_login
 from octobrixd.web.overview import ask_in_turn
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from octobrixd.paths import Layout
-from octobrixd.venvs import VenvSpec, provision, venv_link
+from octobrixd.instances.venvs import VenvSpec, provision, venv_link
+from octobrixd.system.paths import Layout
 
 OCTOPRINT = "octoprint==1.11.8"
 

@@ -8,7 +8,7 @@ OctoPrint on the virtual printer, Operational, so status really asks systemd and
 Measured in the same run, each a median of RUNS, all with octobrix's own Python:
 
 - floor:     `python -c pass`, the interpreter alone;
-- start-up:  importing what `octobrixctl status` imports (octobrixd.cli and octobrixd.status);
+- start-up:  importing what `octobrixctl status` imports (octobrixd.cli and octobrixd.cli.status);
 - eager:     the baseline: importing what octobrixctl imported at every start before commands were
              loaded lazily (apply, discover, doctor, kmod, status, the renderers);
 - status:    `octobrixctl status`; its work is status minus start-up. /etc/octobrix.toml is unchanged
@@ -38,7 +38,8 @@ COPY = "/root/octobrix-copy.toml"
 TARGET_SECONDS = 0.3
 PYTHON = "/opt/octobrix/bin/python3"
 EAGER = (
-    "import octobrixd.apply, octobrixd.discover, octobrixd.doctor, octobrixd.kmod, octobrixd.status, octobrixd.render"
+    "import octobrixd.apply.plan, octobrixd.cli.discover, octobrixd.cli.doctor, octobrixd.cli.kmod,"
+    " octobrixd.cli.status, octobrixd.render.tree"
 )
 
 
@@ -57,7 +58,7 @@ paths = sorted(glob.glob("/var/lib/octobrix/.secrets/p*.json"))
 with ThreadPoolExecutor(len(paths)) as pool:
     list(pool.map(ask, paths))
 """
-ASK_BARE = ASK_ALL.format(imports="from octobrixd.octoprint_api import request", ask='request(port, key, "/api/job")')
+ASK_BARE = ASK_ALL.format(imports="from octobrixd.instances.api import request", ask='request(port, key, "/api/job")')
 ASK_URLLIB = ASK_ALL.format(
     imports="import urllib.request",
     ask='urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/job", '
@@ -119,7 +120,7 @@ def measure(printers: int) -> dict[str, float]:
         figures = {
             "load before": load_average(),
             "floor": median_seconds(box, [PYTHON, "-c", "pass"]),
-            "start-up": median_seconds(box, [PYTHON, "-c", "import octobrixd.cli, octobrixd.status"]),
+            "start-up": median_seconds(box, [PYTHON, "-c", "import octobrixd.cli.main, octobrixd.cli.status"]),
             "eager": median_seconds(box, [PYTHON, "-c", EAGER]),
             "status": median_seconds(box, ["octobrixctl", "status"]),
         }

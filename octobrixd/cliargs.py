@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import DEFAULT_CONFIG
+from octobrixd.system.paths import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
-    from octobrixd.config import Config
+    from octobrixd.config.model import Config
 
 
 def add_config_argument(parser: argparse.ArgumentParser, what: str = "config file") -> None:

@@ -3,7 +3,7 @@
 The main loop sleeps in select() on three things: signals (SIGHUP reloads, SIGTERM stops, SIGUSR1
 says an instance failed), the udev monitor, and the wake-ups of its background jobs. A timer exists
 only for the systemd watchdog, the retry of a restart held back for a print, and the next start
-of a failed instance (recovery.py). A config that does not validate changes nothing: the last
+of a failed instance (instances/recovery.py). A config that does not validate changes nothing: the last
 good one stays in force and STATUS= shows the problem.
 """
 
@@ -24,23 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from octobrixd import camera_health, plug_counts, systemd
 from octobrixd.adding.service import AddService
-from octobrixd.applied import remember_applied
-from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
+from octobrixd.apply.plan import apply_lock, apply_plan, make_plan, printing_now
+from octobrixd.cameras import health as camera_health
 from octobrixd.cliargs import add_config_argument, add_root_argument
-from octobrixd.config import Config, load_config
-from octobrixd.connect import Connections
-from octobrixd.devices import read_device
+from octobrixd.config.applied import remember_applied
+from octobrixd.config.model import Config, load_config
+from octobrixd.devices import plug_counts
+from octobrixd.devices.hotplug import Action, DeviceEvent, HotplugMonitor
+from octobrixd.devices.inventory import read_device
+from octobrixd.devices.suggestions import one_line_entry
 from octobrixd.errors import ConfigError, OctobrixError
-from octobrixd.hotplug import Action, DeviceEvent, HotplugMonitor
-from octobrixd.manifest import read_manifest
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.farm.status import query_units
+from octobrixd.farm.summary import farm_summary
+from octobrixd.instances.connect import Connections
+from octobrixd.instances.recovery import Pass, Recovery
 from octobrixd.names import DeviceKind, kind_of_subsystem, octoprint_unit, streamer_unit
-from octobrixd.paths import Layout
-from octobrixd.recovery import Pass, Recovery
-from octobrixd.status import query_units
-from octobrixd.status_line import farm_summary
-from octobrixd.suggestions import one_line_entry
+from octobrixd.system import systemd
+from octobrixd.system.paths import Layout
 
 log = logging.getLogger("octobrixd")
 
@@ -345,7 +347,7 @@ class MainLoop:
         self.next_ping = time.monotonic()
         self.retry_at: float | None = None
         self.recover_at: float | None = None
-        # Camera health: a timer only while cameras are configured (camera_health.py).
+        # Camera health: a timer only while cameras are configured (cameras/health.py).
         self.health_job: BackgroundJob[bool] = BackgroundJob("camera-health", self._check_cameras)
         self.selector.register(self.health_job.wake_reader, selectors.EVENT_READ, self._on_cameras_checked)
         self.health_every = camera_health.check_interval() if daemon.layout.live else 0.0

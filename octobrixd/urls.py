@@ -13,8 +13,8 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from octobrixd.config import Config
-    from octobrixd.farm_view import FarmView
+    from octobrixd.config.model import Config
+    from octobrixd.config.view import FarmView
 
 HTTP_PORT = 80
 # Each streamer program's stream and snapshot paths (keys: the config's Streamer values).

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from octobrixd.devices import BusType, Device, UsbDevice, VideoInfo
+from octobrixd.devices.inventory import BusType, Device, UsbDevice, VideoInfo
+from octobrixd.devices.v4l2 import VideoFormat
 from octobrixd.names import DeviceKind
-from octobrixd.v4l2 import VideoFormat
 
 
 def usb(port: str, serial: str | None = None, **kw: str | None) -> UsbDevice:

@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from octobrixd.adding import channel
-from octobrixd.adding.cli import add_all
 from octobrixd.adding.found import FOUND_FILE, Found, build_found, device_id, publish
 from octobrixd.adding.requests import AddRequest, RemoveRequest, answer, parse_request, perform
 from octobrixd.adding.service import AddService
-from octobrixd.config import load_config, parse_config
-from octobrixd.devices import Device, complete
+from octobrixd.cli.add import add_all
+from octobrixd.config.model import load_config, parse_config
+from octobrixd.devices.inventory import Device, complete
 from octobrixd.errors import OctobrixError
+from octobrixd.frontdoor import auth
 from octobrixd.names import DeviceKind
-from octobrixd.paths import Layout
-from octobrixd.web import auth
+from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
 from octobrixd.web.server import FarmServer, unix_listener
 from tests.conftest import Ctl

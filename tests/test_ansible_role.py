@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 
 ROLE = Path(__file__).resolve().parent.parent / "packaging/ansible/roles/octobrix"
 

@@ -9,11 +9,11 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from octobrixd.apply import apply_plan, make_plan
-from octobrixd.config import parse_config
+from octobrixd.apply.plan import apply_plan, make_plan
+from octobrixd.config.model import parse_config
 from octobrixd.errors import OctobrixError
-from octobrixd.manifest import read_manifest
-from octobrixd.paths import Layout
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.system.paths import Layout
 from tests.conftest import Ctl
 
 TWO_PRINTERS = """

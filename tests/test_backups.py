@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.backups import archive, bundle, schedule, state
+from octobrixd.backups import archive, bundle
 from octobrixd.backups.engine import check_restorable
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 from octobrixd.errors import ConfigError, OctobrixError
-from octobrixd.paths import Layout
-from octobrixd.render import render_all
+from octobrixd.farm import backup_state as state
+from octobrixd.render import backup_timer
+from octobrixd.render.tree import render_all
+from octobrixd.system.paths import Layout
 from tests.conftest import Ctl
 
 SRC = "/etc/octobrix.toml"
@@ -30,13 +32,13 @@ DROPIN = "etc/systemd/system/octobrix-backup.timer.d/50-octobrix.conf"
 def test_the_timer_runs_daily_by_default_with_seven_kept() -> None:
     config = parse_config(FARM, SRC)
     assert (config.octobrix.backup_schedule, config.octobrix.backup_keep) == ("daily", 7)
-    dropin = render_all(config)[schedule.DROPIN].text
+    dropin = render_all(config)[backup_timer.DROPIN].text
     assert dropin.endswith("[Timer]\nOnCalendar=\nOnCalendar=daily\n")
 
 
 def test_the_schedule_is_the_configured_calendar_time_or_no_timer_at_all() -> None:
     timed = parse_config('[octobrix]\nbackup_schedule = "Sun *-*-* 03:30"\n' + FARM, SRC)
-    assert render_all(timed)[schedule.DROPIN].text.endswith("OnCalendar=Sun *-*-* 03:30\n")
+    assert render_all(timed)[backup_timer.DROPIN].text.endswith("OnCalendar=Sun *-*-* 03:30\n")
     off = parse_config('[octobrix]\nbackup_schedule = "off"\n' + FARM, SRC)
     assert DROPIN not in {str(p) for p in render_all(off)}
     # Nothing to back up: no timer either.

@@ -11,20 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import paths
-from octobrixd.bandwidth import (
-    Cap,
-    Placement,
-    advise,
-    effective_cap,
-    fix_bandwidth_payload,
-    placements,
-)
-from octobrixd.config import parse_config
-from octobrixd.paths import Layout
-from octobrixd.render import render_all
-from octobrixd.usb_bus import fs_isoc_bus_time_us, hs_isoc_bus_time_us
-from octobrixd.usb_descriptors import streaming_alt_payloads
+from octobrixd.cameras.bandwidth import Cap, Placement, advise, effective_cap, fix_bandwidth_payload, placements
+from octobrixd.cameras.usb_descriptors import streaming_alt_payloads
+from octobrixd.config.model import parse_config
+from octobrixd.devices.usb_bus import fs_isoc_bus_time_us, hs_isoc_bus_time_us
+from octobrixd.render.tree import render_all
+from octobrixd.system import paths
+from octobrixd.system.paths import Layout
 from tests.conftest import Ctl
 from tests.umock import bed, c270_per_bus, needs_umockdev, three_c270_on_a_hub
 

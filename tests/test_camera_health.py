@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import camera_health
-from octobrixd.camera_health import Health, Watch
-from octobrixd.config import parse_config
-from octobrixd.paths import Layout
-from octobrixd.status import collect, format_table
+from octobrixd.cameras import health as camera_health
+from octobrixd.cameras.health import Health, Watch
+from octobrixd.cli.status import format_table
+from octobrixd.config.model import parse_config
+from octobrixd.farm.status import collect
+from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 

@@ -10,9 +10,9 @@ from typing import ClassVar
 
 import pytest
 
-from octobrixd.cameras import fetch_snapshot, missing_programs, stream_ratio, ustreamer_state
-from octobrixd.config import parse_config
-from octobrixd.paths import Layout
+from octobrixd.cameras.streams import fetch_snapshot, missing_programs, stream_ratio, ustreamer_state
+from octobrixd.config.model import parse_config
+from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 

@@ -16,20 +16,20 @@ from typing import Any
 
 import pytest
 
-from octobrixd import hotplug
-from octobrixd.adding.cli import add_all, describe
 from octobrixd.adding.found import build_found, device_id
 from octobrixd.adding.requests import AddRequest, answer, perform
-from octobrixd.bandwidth import advise_system, placements
-from octobrixd.cameras import StreamerState
-from octobrixd.config import load_config, parse_config
+from octobrixd.cameras.bandwidth import advise_system, placements
+from octobrixd.cameras.streams import StreamerState
+from octobrixd.cli.add import add_all, describe
+from octobrixd.cli.discover import bandwidth_lines
+from octobrixd.config.model import load_config, parse_config
 from octobrixd.daemon import Daemon, Notifier
-from octobrixd.devices import BusType, Device, complete, read_device
-from octobrixd.discover import bandwidth_lines
+from octobrixd.devices import hotplug
+from octobrixd.devices.inventory import BusType, Device, complete, read_device
+from octobrixd.devices.suggestions import suggest_entries, suggest_match
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
-from octobrixd.render_udev import render_udev_rules
-from octobrixd.suggestions import suggest_entries, suggest_match
+from octobrixd.render.udev import render_udev_rules
+from octobrixd.system.paths import Layout
 from tests.factories import camera, loopback
 from tests.test_adding import STARTER, comments, starter_copy
 from tests.test_doctor import Machine, failures, only_failure

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import load_config, parse_config
-from octobrixd.config_values import DEFAULT_OCTOPRINT, PixelFormat
+from octobrixd.config.model import load_config, parse_config
+from octobrixd.config.streamers import Streamer
+from octobrixd.config.values import DEFAULT_OCTOPRINT, PixelFormat
 from octobrixd.errors import ConfigError
-from octobrixd.streamers import Streamer
 
 SRC = "/etc/octobrix.toml"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 from octobrixd.errors import ConfigError
 
 

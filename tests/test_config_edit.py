@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import config_edit
+from octobrixd.config import edit as config_edit
 from octobrixd.errors import ConfigError, OctobrixError
 
 STARTER = """\

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from octobrixd import connect as connect_module
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 from octobrixd.daemon import Daemon, Notifier
-from octobrixd.instances import load_or_create_credentials
-from octobrixd.paths import Layout
+from octobrixd.instances import connect as connect_module
+from octobrixd.instances.credentials import load_or_create_credentials
+from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 

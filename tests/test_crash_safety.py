@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import cli
-from octobrixd.manifest import read_manifest
-from octobrixd.paths import MANIFEST, Layout
-from octobrixd.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
+from octobrixd.cli import main as cli
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.instances.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
+from octobrixd.system.paths import MANIFEST, Layout
 from tests.conftest import REPO
 from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
 from tests.test_daemon import NotifySocket as DaemonNotifySocket
@@ -348,8 +348,8 @@ def test_octobrixd_killed_during_a_reload_comes_back_and_converges(
 PROVISION = """
 import sys
 from pathlib import Path
-from octobrixd.paths import Layout
-from octobrixd.venvs import VenvSpec, provision
+from octobrixd.system.paths import Layout
+from octobrixd.instances.venvs import VenvSpec, provision
 root, wheels, *requirements = sys.argv[1:]
 provision(Layout(Path(root)), VenvSpec("printer1", tuple(requirements)), 0, 0, wheels=wheels)
 """

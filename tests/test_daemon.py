@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 from octobrixd.daemon import Daemon, MainLoop, Notifier
-from octobrixd.paths import Layout
+from octobrixd.system.paths import Layout
 from tests.conftest import REPO
 
 GOOD = "[printers.demo]\nvirtual = true\nport = 5000\n"

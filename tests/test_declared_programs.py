@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from octobrixd.config import parse_config
-from octobrixd.render import render_all
+from octobrixd.config.model import parse_config
+from octobrixd.render.tree import render_all
 from tests.conftest import REPO, require_programs
 
 PACKAGING = REPO / "packaging"

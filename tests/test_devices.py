@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
-from octobrixd.devices import Device, MatchKey, VideoInfo, complete, find_holders
-from octobrixd.paths import Layout
-from octobrixd.suggestions import suggest_entries, suggest_match, suggest_mode
-from octobrixd.v4l2 import FrameSize, VideoFormat, parse_list_formats_ext
+from octobrixd.config.model import parse_config
+from octobrixd.devices.inventory import Device, MatchKey, VideoInfo, complete, find_holders
+from octobrixd.devices.suggestions import suggest_entries, suggest_match, suggest_mode
+from octobrixd.devices.v4l2 import FrameSize, VideoFormat, parse_list_formats_ext
+from octobrixd.system.paths import Layout
 from tests.factories import camera, printer
 from tests.umock import C270_FORMATS
 

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from octobrixd.config import parse_config
-from octobrixd.render_udev import render_udev_rules
+from octobrixd.config.model import parse_config
+from octobrixd.render.udev import render_udev_rules
 from tests.conftest import require_programs
 from tests.test_devices import fake_process
 from tests.udevmatch import links_for, load_recordings

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.applied import APPLIED_CONFIG
+from octobrixd.config.applied import APPLIED_CONFIG
+from octobrixd.config.view import VIEW_FILE
 from octobrixd.errors import OctobrixError
-from octobrixd.farm_view import VIEW_FILE
-from octobrixd.paths import Layout
-from octobrixd.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
+from octobrixd.instances.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
+from octobrixd.system.paths import Layout
 from tests.conftest import REPO
 from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
 from tests.test_crash_safety import NotifySocket, Tree, farm, octobrixctl, octobrixd, snapshot

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import paths
-from octobrixd.cameras import Snapshot, StreamerState
-from octobrixd.config import Config, parse_config
-from octobrixd.devices import Device, Inventory, complete
-from octobrixd.doctor import CheckResult, DoctorContext, render, run_checks
-from octobrixd.paths import Layout
-from octobrixd.render import render_all
+from octobrixd.cameras.streams import Snapshot, StreamerState
+from octobrixd.cli.doctor import CheckResult, DoctorContext, render, run_checks
+from octobrixd.config.model import Config, parse_config
+from octobrixd.devices.inventory import Device, Inventory, complete
+from octobrixd.render.tree import render_all
+from octobrixd.system import paths
+from octobrixd.system.paths import Layout
 from tests.factories import camera, printer
 from tests.test_devices import fake_process
 from tests.umock import PRUSA, TWO_CH340, bed, needs_umockdev

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from octobrixd import cli
-from octobrixd.config import parse_config
-from octobrixd.export import cli as export_cli
-from octobrixd.export.render import ExportedPrinter, Tool, render, render_fdm_monster, render_octofarm
-from octobrixd.instances import Credentials, CredentialsNeedRootError
-from octobrixd.paths import Layout
+from octobrixd.cli import export as export_cli
+from octobrixd.cli import main as cli
+from octobrixd.config.model import parse_config
+from octobrixd.export.formats import ExportedPrinter, Tool, render, render_fdm_monster, render_octofarm
+from octobrixd.instances.credentials import Credentials, CredentialsNeedRootError
+from octobrixd.system.paths import Layout
 from octobrixd.urls import camera_url, printer_url
 from tests.httpstub import QuietHandler, serving
 

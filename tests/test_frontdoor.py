@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 from octobrixd.errors import ConfigError
-from octobrixd.instances import credentials_path, web_key_path
-from octobrixd.paths import Layout
-from octobrixd.render import render_all
-from octobrixd.render_octoprint import octoprint_seed
-from octobrixd.web import auth, secrets
+from octobrixd.frontdoor import auth, secrets
+from octobrixd.instances.credentials import credentials_path, web_key_path
+from octobrixd.render.nginx import KEY_MAP_DIR, NGINX_SITE, WEB_SOCKET, key_map_entry, render_frontdoor
+from octobrixd.render.octoprint import octoprint_seed
+from octobrixd.render.tree import render_all
+from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
-from octobrixd.web.render import KEY_MAP_DIR, NGINX_SITE, WEB_SOCKET, key_map_entry, render_frontdoor
 from octobrixd.web.server import FarmServer, safe_next, unix_listener
 from tests.conftest import REPO, require_programs
 from tests.lab.harness.installs import holding_printer_ports

@@ -15,9 +15,9 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from octobrixd.config import parse_config
+from octobrixd.config.model import parse_config
 from octobrixd.errors import ConfigError
-from octobrixd.render import render_all
+from octobrixd.render.tree import render_all
 
 SRC = "/etc/octobrix.toml"
 EXAMPLES = int(os.environ.get("OCTOBRIX_FUZZ_EXAMPLES", "600"))

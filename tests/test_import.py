@@ -13,14 +13,14 @@ from types import ModuleType
 import pytest
 import yaml
 
-from octobrixd.cli import main
-from octobrixd.config import load_config
+from octobrixd.cli.main import main
+from octobrixd.config.model import load_config
 from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.octoprint_deploy import parse_list, parse_rules
 from octobrixd.importers.plan import ImportPlan, make_import_plan, octobrix_name
-from octobrixd.paths import Layout
-from octobrixd.venv_contents import read_venv
-from octobrixd.venvs import VenvSpec, provision
+from octobrixd.instances.venv_contents import read_venv
+from octobrixd.instances.venvs import VenvSpec, provision
+from octobrixd.system.paths import Layout
 from tests import import_trees as trees
 
 TWO = {"ender": (5650, "serial:PRN0001"), "prusa": (5651, "usb:1-1.2")}
@@ -336,8 +336,8 @@ def test_a_new_instance_carries_the_old_venvs_plugin_manager_plugins(
             trees.write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n")
             trees.write(info / "INSTALLER", "uv\n")
 
-    monkeypatch.setattr("octobrixd.venvs._uv", fake_uv)
-    monkeypatch.setattr("octobrixd.venvs.run", lambda *_a, **_k: None)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
+    monkeypatch.setattr("octobrixd.instances.venvs.run", lambda *_a, **_k: None)
     layout = Layout(tmp_path)
     spec = VenvSpec("ender", ("octoprint==1.11.8",), carry_from=old_venv)
     target = provision(layout, spec, os.getuid(), os.getgid())

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import kmod, kmod_status, usb_bus
+from octobrixd.cli import kmod
+from octobrixd.devices import usb_bus
 from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.paths import Layout
+from octobrixd.kmod import status as kmod_status
+from octobrixd.system.paths import Layout
 from tests.lab.test_kmod_vm import STATUS_MODULES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -601,8 +603,9 @@ def test_the_modules_the_vm_test_copies_are_all_kmod_status_needs(tmp_path: Path
     package.mkdir()
     source = Path(__file__).resolve().parent.parent / "octobrixd"
     for name in STATUS_MODULES:
+        (package / name).parent.mkdir(exist_ok=True)
         shutil.copy(source / name, package / name)
-    script = "import sys; sys.path.insert(0, sys.argv[1]); from octobrixd import kmod"
+    script = "import sys; sys.path.insert(0, sys.argv[1]); from octobrixd.cli import kmod"
     result = subprocess.run(
         ["/usr/bin/python3", "-I", "-c", script, str(tmp_path)], check=False, capture_output=True, text=True
     )

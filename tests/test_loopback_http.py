@@ -12,7 +12,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from octobrixd import loopback_http, octoprint_api
+from octobrixd.instances import api as octoprint_api
+from octobrixd.system import loopback_http
 from tests.httpstub import QuietHandler, serving
 
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from octobrixd import plug_counts
-from octobrixd.backups.state import LastBackup
-from octobrixd.config import Config, parse_config
+from octobrixd.config.model import Config, parse_config
 from octobrixd.daemon import Daemon, Notifier
-from octobrixd.hotplug import Action, DeviceEvent
+from octobrixd.devices import plug_counts
+from octobrixd.devices.hotplug import Action, DeviceEvent
+from octobrixd.devices.plug_counts import PlugCount
+from octobrixd.farm.backup_state import LastBackup
+from octobrixd.frontdoor import auth, secrets
 from octobrixd.names import DeviceKind
-from octobrixd.paths import Layout
-from octobrixd.plug_counts import PlugCount
-from octobrixd.web import auth, secrets
+from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
 from octobrixd.web.metrics import FarmFacts, render
 from octobrixd.web.overview import gather, overview_of

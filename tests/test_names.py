@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from octobrixd import hotplug, names
-from octobrixd.config import parse_config
+from octobrixd import names
+from octobrixd.config.model import parse_config
+from octobrixd.devices import hotplug
 from octobrixd.names import DeviceKind
-from octobrixd.render_udev import render_udev_rules
+from octobrixd.render.udev import render_udev_rules
 
 PACKAGE = Path(__file__).resolve().parent.parent / "octobrixd"
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from octobrixd import octoprint_api
+from octobrixd.instances import api as octoprint_api
 from tests.httpstub import QuietHandler, serving
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from octobrixd.config import parse_config
-from octobrixd.render import online_check_plugin_path, render_all
-from octobrixd.render_octoprint import merged_octoprint_config, octoprint_seed, render_online_check_plugin
+from octobrixd.config.model import parse_config
+from octobrixd.render.octoprint import merged_octoprint_config, octoprint_seed, render_online_check_plugin
+from octobrixd.render.tree import online_check_plugin_path, render_all
 from tests.conftest import STARTER_CONFIG
 
 

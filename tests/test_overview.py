@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from octobrixd.config import Config, parse_config
+from octobrixd.config.model import Config, parse_config
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
+from octobrixd.system.paths import Layout
 from octobrixd.web.overview import Asked, FarmOverview, farm, farm_view, gather
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from octobrixd.adding.found import build_found
-from octobrixd.config import parse_config
-from octobrixd.devices import Device, complete
-from octobrixd.paths import Layout
+from octobrixd.config.model import parse_config
+from octobrixd.devices.inventory import Device, complete
+from octobrixd.system.paths import Layout
 from octobrixd.web.overview import FarmOverview
 from tests.factories import loopback, printer
 from tests.httpstub import QuietHandler, serving

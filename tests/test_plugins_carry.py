@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.apply import apply_plan, make_plan
-from octobrixd.carry import Source, carry, repack
-from octobrixd.config import parse_config
-from octobrixd.doctor import DoctorContext, check_venvs, run_checks
+from octobrixd.apply.plan import apply_plan, make_plan
+from octobrixd.cli.doctor import DoctorContext, check_venvs, run_checks
+from octobrixd.cli.status import format_table, to_json
+from octobrixd.config.model import parse_config
 from octobrixd.errors import CommandError
-from octobrixd.manifest import read_manifest
-from octobrixd.paths import Layout
-from octobrixd.status import collect, format_table, to_json
-from octobrixd.venv_contents import (
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.farm.status import collect
+from octobrixd.instances.carry import Source, carry, repack
+from octobrixd.instances.venv_contents import (
     PluginSource,
     drift_of,
     installed_versions,
@@ -36,8 +36,9 @@ from octobrixd.venv_contents import (
     satisfies,
     user_plugins,
 )
-from octobrixd.venv_drift import venvs_to_build
-from octobrixd.venvs import COMPLETE_MARKER, VenvSpec, _build_dir, is_current, provision, venv_spec
+from octobrixd.instances.venv_drift import venvs_to_build
+from octobrixd.instances.venvs import COMPLETE_MARKER, VenvSpec, _build_dir, is_current, provision, venv_spec
+from octobrixd.system.paths import Layout
 
 SITE = "lib/python3.11/site-packages"
 
@@ -350,7 +351,7 @@ def test_a_drift_repair_waits_while_the_printer_prints(tmp_path: Path, monkeypat
     config = parse_config("[printers.demo]\nvirtual = true\nport = 5100\n", "/etc/octobrix.toml")
     apply_plan(make_plan(config, layout, read_manifest(layout)), layout, read_manifest(layout))
     built: list[str] = []
-    monkeypatch.setattr("octobrixd.apply.provision", lambda _layout, spec, *_a, **_k: built.append(spec.name))
+    monkeypatch.setattr("octobrixd.apply.plan.provision", lambda _layout, spec, *_a, **_k: built.append(spec.name))
     unit = "octoprint@demo.service"
     # What make_plan gives on a live system when the venv holds another OctoPrint.
     spec = replace(venv_spec(config, "demo"), drift=True, reason="OctoPrint 1.11.7 is installed")
@@ -394,8 +395,8 @@ def test_provision_carries_what_fits_names_the_rest_and_remembers_both(
             if not (venv / SITE / f"{name.lower().replace('-', '_')}-{version}.dist-info").exists():
                 dist(venv, name, version, plugin=name != "octoprint", installer="uv")
 
-    monkeypatch.setattr("octobrixd.venvs._uv", fake_uv)
-    monkeypatch.setattr("octobrixd.venvs.run", lambda *_a, **_k: None)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
+    monkeypatch.setattr("octobrixd.instances.venvs.run", lambda *_a, **_k: None)
     new_spec = VenvSpec("demo", ("octoprint==1.11.7",))
     with caplog.at_level("WARNING"):
         target = provision(layout, new_spec, os.getuid(), os.getgid())
@@ -440,8 +441,8 @@ def test_a_venv_that_is_not_ours_to_read_is_unknown_not_a_crash(tmp_path: Path) 
     (state / "venv").symlink_to("venvs/x")
     state.chmod(0o700)
     script = (
-        "import sys\nfrom pathlib import Path\nfrom octobrixd.config import parse_config\n"
-        "from octobrixd.paths import Layout\nfrom octobrixd.venv_contents import report\n"
+        "import sys\nfrom pathlib import Path\nfrom octobrixd.config.model import parse_config\n"
+        "from octobrixd.system.paths import Layout\nfrom octobrixd.instances.venv_contents import report\n"
         "config = parse_config('[printers.demo]\\nvirtual = true\\nport = 5000\\n')\n"
         "print(report(Layout(Path(sys.argv[1])), config, 'demo'))\n"
     )

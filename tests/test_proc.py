@@ -1,4 +1,4 @@
-"""octobrixd.proc.run: a command that outlives its time is stopped and reported in one line."""
+"""octobrixd.system.command.run: a command that outlives its time is stopped and reported in one line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pytest
 
 from octobrixd.errors import CommandError, CommandTimeoutError
-from octobrixd.proc import run
+from octobrixd.system.command import run
 
 
 def test_a_command_that_takes_too_long_is_stopped_and_said_in_one_line_with_what_to_do() -> None:

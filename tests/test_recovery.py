@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import recovery, systemd
-from octobrixd.paths import Layout
-from octobrixd.recovery import FIRST_DELAY, STABLE_SECONDS, Recovery
+from octobrixd.instances import recovery
+from octobrixd.instances.recovery import FIRST_DELAY, STABLE_SECONDS, Recovery
+from octobrixd.system import systemd
+from octobrixd.system.paths import Layout
 
 CRASHY, STEADY = "octoprint@crashy.service", "octoprint@steady.service"
 PRINTERS = {CRASHY: "crashy", STEADY: "steady"}

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from octobrixd import paths
-from octobrixd.config import parse_config
-from octobrixd.render import render_all
-from octobrixd.render_octoprint import merge_seed, octoprint_seed
-from octobrixd.render_units import render_streamer_dropin
+from octobrixd.config.model import parse_config
+from octobrixd.render.octoprint import merge_seed, octoprint_seed
+from octobrixd.render.tree import render_all
+from octobrixd.render.units import render_streamer_dropin
+from octobrixd.system import paths
 from tests.conftest import REPO, STARTER_CONFIG
 
 GOLDEN = Path(__file__).parent / "golden"

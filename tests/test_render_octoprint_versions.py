@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from octobrixd.config import Config, parse_config
-from octobrixd.octoprint_versions import Generation, pinned_generation, pinned_version, seeded_generation
-from octobrixd.render import render_all
-from octobrixd.render_octoprint import first_start_seed, merged_octoprint_config, octoprint_seed
+from octobrixd.config.model import Config, parse_config
+from octobrixd.instances.versions import Generation, pinned_generation, pinned_version, seeded_generation
+from octobrixd.render.octoprint import first_start_seed, merged_octoprint_config, octoprint_seed
+from octobrixd.render.tree import render_all
 from tests.conftest import REPO
 
 LINK = "/dev/octobrix/p1"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.devices import MatchKey
-from octobrixd.serials import placeholder_reason
-from octobrixd.suggestions import suggest_entries, suggest_match
+from octobrixd.devices.inventory import MatchKey
+from octobrixd.devices.serials import placeholder_reason
+from octobrixd.devices.suggestions import suggest_entries, suggest_match
 from tests.conftest import Ctl
 from tests.factories import printer
 

@@ -6,11 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from octobrixd import paths
-from octobrixd.config import parse_config
-from octobrixd.paths import Layout
-from octobrixd.recovery import Retry
-from octobrixd.status import collect, format_table, settling, to_json, unit_status
+from octobrixd.cli.status import format_table, to_json
+from octobrixd.config.model import parse_config
+from octobrixd.farm.status import collect, settling, unit_status
+from octobrixd.instances.recovery import Retry
+from octobrixd.system import paths
+from octobrixd.system.paths import Layout
 
 CONFIG = parse_config(
     "[printers.demo]\nvirtual = true\nport = 5000\n"

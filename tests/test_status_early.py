@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import status
-from octobrixd.paths import Layout
+from octobrixd.cli import status
+from octobrixd.farm.status import PrinterStateFetcher
+from octobrixd.system.paths import Layout
 from tests.test_status_farm import args, farm, running
 
 __all__ = ["farm"]  # the fixture, shared with test_status_farm.py
@@ -24,7 +25,7 @@ def test_the_octoprints_are_asked_before_systemd_answers(
     layout, config_path = farm
     asked = threading.Event()
 
-    def fetcher(api_key: str | None) -> status.PrinterStateFetcher:
+    def fetcher(api_key: str | None) -> PrinterStateFetcher:
         def fetch(_name: str, _port: int) -> tuple[str | None, float | None]:
             asked.set()
             return ("Operational", None) if api_key else (None, None)

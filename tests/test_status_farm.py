@@ -11,13 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import applied, cli, instances, paths, status
-from octobrixd.applied import applied_path, last_applied, remember_applied
-from octobrixd.config import load_config
+from octobrixd.cli import main as cli
+from octobrixd.cli import status
+from octobrixd.config import applied
+from octobrixd.config.applied import applied_path, last_applied, remember_applied
+from octobrixd.config.model import load_config
 from octobrixd.errors import ConfigError, OctobrixError
-from octobrixd.instances import CredentialsNeedRootError, read_credentials
-from octobrixd.manifest import read_manifest
-from octobrixd.paths import Layout
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.farm.status import PrinterStateFetcher
+from octobrixd.instances import credentials as instances
+from octobrixd.instances.credentials import CredentialsNeedRootError, read_credentials
+from octobrixd.system import paths
+from octobrixd.system.paths import Layout
 from tests.conftest import Ctl
 
 GOOD = (
@@ -50,7 +55,7 @@ def farm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Layout, Path]
     assert remember_applied(layout, load_config(config_path))
     monkeypatch.setattr(status, "query_units", running)
 
-    def fetcher(api_key: str | None) -> status.PrinterStateFetcher:
+    def fetcher(api_key: str | None) -> PrinterStateFetcher:
         return lambda _name, _port: ("Operational", None) if api_key else (None, None)
 
     monkeypatch.setattr(status, "fetch_printer_state", fetcher)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from octobrixd import paths
-from octobrixd.config import parse_config
-from octobrixd.paths import Layout
-from octobrixd.status import collect
+from octobrixd.config.model import parse_config
+from octobrixd.farm.status import collect
+from octobrixd.system import paths
+from octobrixd.system.paths import Layout
 from tests.test_status import PROPS, fetch
 
 FARM = (

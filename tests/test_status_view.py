@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import farm_view, status
-from octobrixd.paths import Layout
+from octobrixd.cli import status
+from octobrixd.config import view as farm_view
+from octobrixd.system.paths import Layout
 from tests.conftest import REPO
 from tests.test_status_farm import GOOD, args, farm
 
@@ -23,8 +24,8 @@ __all__ = ["farm"]  # the fixture, shared with test_status_farm.py
 CHILD = """
 import argparse, sys
 from pathlib import Path
-from octobrixd import status
-from octobrixd.paths import Layout
+from octobrixd.cli import status
+from octobrixd.system.paths import Layout
 options = argparse.Namespace(config=Path(sys.argv[2]), json=True)
 config, errors, _hint = status.farm_config(options, Layout(Path(sys.argv[1])))
 print(type(config).__name__, sorted(config.printers), len(errors), "pydantic" in sys.modules)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import octoprint_api
-from octobrixd.bandwidth import Cap, Placement, advise, effective_cap
-from octobrixd.config import parse_config
-from octobrixd.devices import Device, complete
-from octobrixd.kmod_status import FIX_PARAM
-from octobrixd.paths import Layout
-from octobrixd.status import fetch_printer_state
-from octobrixd.suggestions import one_line_entry, suggest_entries
+from octobrixd.cameras.bandwidth import Cap, Placement, advise, effective_cap
+from octobrixd.config.model import parse_config
+from octobrixd.devices.inventory import Device, complete
+from octobrixd.devices.suggestions import one_line_entry, suggest_entries
+from octobrixd.farm.status import fetch_printer_state
+from octobrixd.instances import api as octoprint_api
+from octobrixd.kmod.status import FIX_PARAM
+from octobrixd.system.paths import Layout
 from tests.factories import camera, printer
 from tests.httpstub import QuietHandler, serving
 from tests.test_bandwidth import fake_module

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
-from octobrixd.render_udev import render_udev_rules
+from octobrixd.config.model import parse_config
+from octobrixd.render.udev import render_udev_rules
 from tests.conftest import Ctl
 from tests.udevmatch import link_owners, load_recordings
 from tests.umock import STM32, bed, needs_umockdev, stm32_two_ports

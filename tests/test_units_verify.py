@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
-from octobrixd.paths import SYSUSERS_FILE
-from octobrixd.render import render_all
+from octobrixd.config.model import parse_config
+from octobrixd.render.tree import render_all
+from octobrixd.system.paths import SYSUSERS_FILE
 from tests.conftest import REPO, require_programs
 
 FARM = REPO / "tests" / "data" / "farm.toml"

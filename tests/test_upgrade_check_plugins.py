@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
+from octobrixd.cli import upgrade as upgrade_cli
+from octobrixd.config.model import parse_config
 from octobrixd.errors import CommandError
-from octobrixd.paths import Layout
-from octobrixd.upgrades import plugin_check, upgrade_cli, versions
-from octobrixd.venv_contents import InstalledPlugin, PluginSource
+from octobrixd.instances.venv_contents import InstalledPlugin, PluginSource
+from octobrixd.system.paths import Layout
+from octobrixd.upgrades import plugin_check, versions
 from tests.test_plugins_carry import farm_venv
 
 PIN = "octoprint==1.11.7"
@@ -56,7 +57,7 @@ def report(name: str, version: str) -> str:
 
 
 class FakePip:
-    """pip as seen through octobrixd.proc.run: `index versions` and `install --dry-run --report -`."""
+    """pip as seen through octobrixd.system.command.run: `index versions` and `install --dry-run --report -`."""
 
     def __init__(self, unreachable: bool = False) -> None:
         self.unreachable = unreachable

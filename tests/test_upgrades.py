@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd import venvs
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
+from octobrixd.instances import venvs
+from octobrixd.instances.venvs import COMPLETE_MARKER
+from octobrixd.system.paths import Layout
 from octobrixd.upgrades import health, rollback_point, versions
 from octobrixd.upgrades.health import Expected, Seen, Verdict, judge
-from octobrixd.venvs import COMPLETE_MARKER
 from tests.conftest import Ctl
 
 WHEELS = [

@@ -12,9 +12,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from octobrixd import instances
-from octobrixd.instances import WEB_USER, load_or_create_credentials, needs_seeding, read_web_key, seed_basedir
-from octobrixd.paths import Layout
+from octobrixd.instances import credentials as instances
+from octobrixd.instances.credentials import (
+    WEB_USER,
+    load_or_create_credentials,
+    needs_seeding,
+    read_web_key,
+    seed_basedir,
+)
+from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 
 USERS_YAML = "admin:\n  active: true\n  groups: [admins]\n"

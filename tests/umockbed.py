@@ -71,7 +71,7 @@ class Bed:
 
 
 def fake_format_query(answers: dict[str, Path]) -> Any:
-    from octobrixd.v4l2 import FormatQueryError, VideoFormat, parse_list_formats_ext  # noqa: PLC0415
+    from octobrixd.devices.v4l2 import FormatQueryError, VideoFormat, parse_list_formats_ext  # noqa: PLC0415
 
     def query(node: str) -> tuple[VideoFormat, ...]:
         if node not in answers:
@@ -121,12 +121,12 @@ def main() -> int:
     if ours.plug:
         plug_when_listening(bed, ours.plug)
     if ours.formats:
-        from octobrixd import v4l2  # noqa: PLC0415
+        from octobrixd.devices import v4l2  # noqa: PLC0415
 
         answers = {node: Path(file) for node, file in (item.split("=", 1) for item in ours.formats)}
         v4l2.query_formats = fake_format_query(answers)
 
-    from octobrixd.cli import main as octobrixctl  # noqa: PLC0415 — after the testbed exists
+    from octobrixd.cli.main import main as octobrixctl  # noqa: PLC0415 — after the testbed exists
 
     mark(MARK_START)
     status = octobrixctl([ours.command, *ours.rest])

@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from octobrixd.config import Config
-from octobrixd.devices import BusType, Device, MatchKey
-from octobrixd.fsutil import write_atomic
-from octobrixd.names import DeviceKind
-from octobrixd.paths import Layout
-from octobrixd.suggestions import (
+from octobrixd.config.model import Config
+from octobrixd.devices.inventory import BusType, Device, MatchKey
+from octobrixd.devices.suggestions import (
     CAMERA_PORT_START,
     PRINTER_PORT_START,
     Allocator,
@@ -27,6 +24,9 @@ from octobrixd.suggestions import (
     suggest_match,
     suggest_mode,
 )
+from octobrixd.names import DeviceKind
+from octobrixd.system.fsutil import write_atomic
+from octobrixd.system.paths import Layout
 
 RUN_DIR = PurePosixPath("run/octobrix")
 FOUND_FILE = RUN_DIR / "found.json"

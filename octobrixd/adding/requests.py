@@ -18,12 +18,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from octobrixd import config_edit
 from octobrixd.adding.channel import MAX_REQUEST_BYTES
 from octobrixd.adding.found import Found, device_id
-from octobrixd.config import Config, load_config
-from octobrixd.config_values import check_name
-from octobrixd.devices import Device
+from octobrixd.config import edit as config_edit
+from octobrixd.config.model import Config, load_config
+from octobrixd.config.values import check_name
+from octobrixd.devices.inventory import Device
 from octobrixd.errors import ConfigError, OctobrixError
 from octobrixd.names import DeviceKind
 

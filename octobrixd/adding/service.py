@@ -14,15 +14,15 @@ from typing import Any
 
 import pyudev
 
-from octobrixd import v4l2
 from octobrixd.adding import channel
 from octobrixd.adding.found import Found, build_found, publish
 from octobrixd.adding.requests import AddRequest, answer, parse_request, perform
-from octobrixd.config import Config
-from octobrixd.devices import Device, scan
+from octobrixd.config.model import Config
+from octobrixd.devices import v4l2
+from octobrixd.devices.inventory import Device, scan
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
-from octobrixd.render_units import WEB_SERVICE_USER
+from octobrixd.render.units import WEB_SERVICE_USER
+from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
 

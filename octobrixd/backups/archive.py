@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from octobrixd.config import Config
+from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
+from octobrixd.system.paths import Layout
 
 BACKUP_ROOT = PurePosixPath("var/backups/octobrix")
 SIDE_SUFFIX = ".octobrix.json"

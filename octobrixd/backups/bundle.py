@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from octobrixd import __version__
-from octobrixd.apply import apply_now
+from octobrixd.apply.plan import apply_now
 from octobrixd.backups import archive, engine
-from octobrixd.config import Config, parse_config, with_machine_defaults
+from octobrixd.config.model import Config, parse_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
-from octobrixd.fsutil import fsync_dir, write_atomic
-from octobrixd.instances import SECRETS_DIR, credentials_path
-from octobrixd.paths import Layout
+from octobrixd.instances.credentials import SECRETS_DIR, credentials_path
+from octobrixd.system.fsutil import fsync_dir, write_atomic
+from octobrixd.system.paths import Layout
 
 MANIFEST = "octobrix-bundle.json"
 CONFIG = "octobrix.toml"

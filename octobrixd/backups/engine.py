@@ -22,16 +22,16 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from octobrixd import systemd
-from octobrixd.apply import config_yaml_path, current_and_merged_config_yaml, printing_now
+from octobrixd.apply.plan import config_yaml_path, current_and_merged_config_yaml, printing_now
 from octobrixd.backups import archive
-from octobrixd.config import Config
+from octobrixd.config.model import Config
 from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.fsutil import exclusive_lock, write_atomic
-from octobrixd.instances import Credentials, read_credentials, seed_basedir
+from octobrixd.instances.credentials import Credentials, read_credentials, seed_basedir
 from octobrixd.names import instance_user, octoprint_unit
-from octobrixd.paths import Layout
-from octobrixd.proc import run
+from octobrixd.system import systemd
+from octobrixd.system.command import run
+from octobrixd.system.fsutil import exclusive_lock, write_atomic
+from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ OctoPrint answers with the same key, so a second export hands out what the first
 
 from __future__ import annotations
 
-from octobrixd.export.render import APP_IDS, Tool
-from octobrixd.octoprint_api import ApiError, request
+from octobrixd.export.formats import APP_IDS, Tool
+from octobrixd.instances.api import ApiError, request
 
 APPKEYS = "/api/plugin/appkeys"
 # Making or revoking a key writes OctoPrint's key file while it may be serving a farm manager's live

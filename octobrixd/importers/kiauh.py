@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from octobrixd.importers.found import (
+from octobrixd.importers.sources import (
     UNIT_DIR,
     Found,
     OldPrinter,
@@ -32,7 +32,7 @@ from octobrixd.importers.found import (
     read_text,
     venv_of,
 )
-from octobrixd.paths import Layout
+from octobrixd.system.paths import Layout
 
 UNIT_RE = re.compile(r"^octoprint-([0-9A-Za-z]+)\.service$")
 BASEDIR_PREFIX = ".octoprint_"

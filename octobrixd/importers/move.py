@@ -23,19 +23,26 @@ from typing import Any
 
 import yaml
 
-from octobrixd import octoprint_api, systemd
-from octobrixd.apply import apply_holding_lock, apply_lock, apply_now, config_yaml_path, current_and_merged_config_yaml
+from octobrixd.apply.plan import (
+    apply_holding_lock,
+    apply_lock,
+    apply_now,
+    config_yaml_path,
+    current_and_merged_config_yaml,
+)
 from octobrixd.backups.engine import reapply_octobrix_keys
-from octobrixd.config import Config
-from octobrixd.config_edit import edit_config_file, remove_entry
+from octobrixd.config.edit import edit_config_file, remove_entry
+from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.fsutil import write_atomic
 from octobrixd.importers.copy import Survey, copy_basedir
-from octobrixd.importers.found import UNIT_DIR
 from octobrixd.importers.plan import ImportPlan, PrinterMove, state_after, state_path
-from octobrixd.instances import read_credentials
+from octobrixd.importers.sources import UNIT_DIR
+from octobrixd.instances import api as octoprint_api
+from octobrixd.instances.credentials import read_credentials
 from octobrixd.names import instance_user, octoprint_unit
-from octobrixd.paths import Layout
+from octobrixd.system import systemd
+from octobrixd.system.fsutil import write_atomic
+from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
 

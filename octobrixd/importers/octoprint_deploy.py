@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from octobrixd.importers.found import (
+from octobrixd.importers.sources import (
     UNIT_DIR,
     Found,
     OldCamera,
@@ -25,7 +25,7 @@ from octobrixd.importers.found import (
     safe_component,
     venv_of,
 )
-from octobrixd.paths import Layout
+from octobrixd.system.paths import Layout
 
 SETTINGS = PurePosixPath("etc/octoprint_deploy")
 INSTANCES = PurePosixPath("etc/octoprint_instances")

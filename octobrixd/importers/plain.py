@@ -3,7 +3,7 @@ its venv wherever the unit's ExecStart says (OctoPi: ~/oprint)."""
 
 from __future__ import annotations
 
-from octobrixd.importers.found import (
+from octobrixd.importers.sources import (
     UNIT_DIR,
     Found,
     Source,
@@ -14,7 +14,7 @@ from octobrixd.importers.found import (
     read_text,
     venv_of,
 )
-from octobrixd.paths import Layout
+from octobrixd.system.paths import Layout
 
 UNIT = "octoprint.service"
 NAME = "octoprint"

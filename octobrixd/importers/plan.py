@@ -16,14 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from octobrixd import paths
-from octobrixd.config import FRONTDOOR_RESERVED, Camera, Config, Printer
-from octobrixd.config_edit import Edit, add_entry
-from octobrixd.config_values import NAME_MAX, NAME_RE
+from octobrixd.config.edit import Edit, add_entry
+from octobrixd.config.model import FRONTDOOR_RESERVED, Camera, Config, Printer
+from octobrixd.config.values import NAME_MAX, NAME_RE
 from octobrixd.importers.copy import Survey, survey
-from octobrixd.importers.found import Found, OldCamera, OldPrinter
-from octobrixd.paths import Layout
-from octobrixd.venv_contents import read_venv, user_plugins
+from octobrixd.importers.sources import Found, OldCamera, OldPrinter
+from octobrixd.instances.venv_contents import read_venv, user_plugins
+from octobrixd.system import paths
+from octobrixd.system.paths import Layout
 
 STATE_FILE = paths.STATE_DIR / ".imports.json"
 FIRST_PRINTER_PORT = 5000

@@ -10,20 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from octobrixd import octoprint_api, systemd
-from octobrixd.applied import remember_applied
-from octobrixd.apply import apply_lock, apply_plan, make_plan, printing_now
+from octobrixd.apply.plan import apply_lock, apply_plan, make_plan, printing_now
 from octobrixd.backups.engine import instance_ids
-from octobrixd.config import Config, load_config
-from octobrixd.config_edit import edit_config_file, remove_value, set_value
+from octobrixd.config.applied import remember_applied
+from octobrixd.config.edit import edit_config_file, remove_value, set_value
+from octobrixd.config.model import Config, load_config
 from octobrixd.errors import OctobrixError
-from octobrixd.instances import read_credentials
-from octobrixd.manifest import read_manifest
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.farm.status import query_units
+from octobrixd.instances import api as octoprint_api
+from octobrixd.instances.credentials import read_credentials
+from octobrixd.instances.venv_contents import installed_versions
 from octobrixd.names import octoprint_unit
-from octobrixd.paths import Layout
-from octobrixd.status import query_units
+from octobrixd.system import systemd
+from octobrixd.system.paths import Layout
 from octobrixd.upgrades import health, rollback_point
-from octobrixd.venv_contents import installed_versions
 
 log = logging.getLogger(__name__)
 

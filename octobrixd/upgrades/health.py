@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from octobrixd.recovery import cause
+from octobrixd.instances.recovery import cause
 
 # On a busy two-core computer an OctoPrint takes 20-60 s to answer after a start.
 TIME_LIMIT = 240.0

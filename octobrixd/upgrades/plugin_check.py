@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from octobrixd.config.requirements import PLUGIN_URL_RE
 from octobrixd.errors import OctobrixError
-from octobrixd.proc import run
-from octobrixd.requirements import PLUGIN_URL_RE
+from octobrixd.instances.venv_contents import InstalledPlugin, PluginSource, canonical, requirement_name, version_key
+from octobrixd.system.command import run
 from octobrixd.upgrades import versions
-from octobrixd.venv_contents import InstalledPlugin, PluginSource, canonical, requirement_name, version_key
 
 SCHEMA_VERSION = 1
 _PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")

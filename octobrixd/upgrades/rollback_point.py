@@ -14,11 +14,11 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-from octobrixd import paths
 from octobrixd.errors import OctobrixError
-from octobrixd.fsutil import write_atomic
-from octobrixd.paths import Layout
-from octobrixd.venvs import COMPLETE_MARKER, venv_link, venvs_dir
+from octobrixd.instances.venvs import COMPLETE_MARKER, venv_link, venvs_dir
+from octobrixd.system import paths
+from octobrixd.system.fsutil import write_atomic
+from octobrixd.system.paths import Layout
 
 POINTS_DIR = paths.STATE_DIR / ".upgrades"
 POINT_FILE = "point.json"

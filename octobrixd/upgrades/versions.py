@@ -10,10 +10,10 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from octobrixd.config.requirements import REQUIREMENT_RE
 from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.proc import run
-from octobrixd.requirements import REQUIREMENT_RE
-from octobrixd.venv_contents import canonical, satisfies, version_key
+from octobrixd.instances.venv_contents import canonical, satisfies, version_key
+from octobrixd.system.command import run
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from octobrixd.cliargs import add_config_argument, add_root_argument
-from octobrixd.config import load_config, with_machine_defaults
+from octobrixd.config.model import load_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
-from octobrixd.web import auth
+from octobrixd.frontdoor import auth
+from octobrixd.system.paths import Layout
 from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, METRICS_CREDENTIAL, WebContext, read_keys
 from octobrixd.web.server import FarmServer, systemd_listener, tcp_listener, unix_listener
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from octobrixd.config import Config
+from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.paths import Layout
-from octobrixd.web.auth import FarmLogin
+from octobrixd.frontdoor.auth import FarmLogin
+from octobrixd.system.paths import Layout
 
 # Names under which systemd's LoadCredential= hands the service its secrets (octobrix-web.service).
 LOGIN_CREDENTIAL = "farm-login"

@@ -6,7 +6,7 @@ while nobody scrapes) and a few facts read from files go in, the exposition text
 `scrape` is the thin layer that reads those files.
 
 Counters are never kept in this service's memory, so they survive its restarts: restarts are
-systemd's NRestarts, plugs and unplugs octobrixd's own counts (plug_counts.py, a world-readable file).
+systemd's NRestarts, plugs and unplugs octobrixd's own counts (devices/plug_counts.py, a world-readable file).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from octobrixd.applied import applied_path
-from octobrixd.backups.state import LastBackup, read_state
-from octobrixd.config import Config, load_config
+from octobrixd.config.applied import applied_path
+from octobrixd.config.model import Config, load_config
+from octobrixd.devices.plug_counts import PlugCount, read_counts
 from octobrixd.errors import OctobrixError
-from octobrixd.plug_counts import PlugCount, read_counts
-from octobrixd.status import UNSET
+from octobrixd.farm.backup_state import LastBackup, read_state
+from octobrixd.farm.status import UNSET
 from octobrixd.web.overview import Asked, CardState, WebContext, card_state, overview_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from octobrixd.cameras import StreamerState, local_host, ustreamer_state
-from octobrixd.config import Config
+from octobrixd.cameras.streams import StreamerState, local_host, ustreamer_state
+from octobrixd.config.model import Config
+from octobrixd.config.streamers import Streamer
 from octobrixd.errors import OctobrixError
-from octobrixd.manifest import read_manifest
+from octobrixd.farm.manifest import read_manifest
+from octobrixd.farm.status import CameraStatus, PrinterStatus, UnitProps, collect, query_units, removed_printers
+from octobrixd.instances.api import ApiError, request
 from octobrixd.names import octoprint_unit, streamer_unit
-from octobrixd.octoprint_api import ApiError, request
-from octobrixd.paths import Layout
-from octobrixd.status import CameraStatus, PrinterStatus, UnitProps, collect, query_units, removed_printers
-from octobrixd.streamers import Streamer
+from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,9 @@ from typing import Any
 from octobrixd.adding import channel
 from octobrixd.adding.found import FOUND_FILE
 from octobrixd.errors import OctobrixError
+from octobrixd.frontdoor import auth
 from octobrixd.urls import CAMERAS_PREFIX
-from octobrixd.web import auth, overview
+from octobrixd.web import overview
 from octobrixd.web.context import WebContext
 
 log = logging.getLogger(__name__)

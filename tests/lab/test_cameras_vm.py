@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from octobrixd.cameras import jpeg_size
+from octobrixd.cameras.streams import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
 from tests.lab.harness.browser import TABLET, Browser
@@ -521,8 +521,8 @@ def test_usb_reattach_re_enumerates_the_device_and_its_link_comes_back(camera_vm
         vm.wait_for_path("/dev/octobrix/printer1", timeout=30)
         vm.run(["dmesg", "--clear"])
         script = (
-            "from octobrixd.camera_health import usb_device_of, reattach\n"
-            "from octobrixd.paths import Layout\n"
+            "from octobrixd.cameras.health import usb_device_of, reattach\n"
+            "from octobrixd.system.paths import Layout\n"
             "device = usb_device_of(Layout(), 'printer1')\n"
             "print(device)\n"
             "reattach(device)\n"

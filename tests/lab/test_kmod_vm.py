@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.config import parse_config
-from octobrixd.paths import MODPROBE_FILE
-from octobrixd.render import render_all
+from octobrixd.config.model import parse_config
+from octobrixd.render.tree import render_all
+from octobrixd.system.paths import MODPROBE_FILE
 from tests.lab.harness.vm import Vm
 
 pytestmark = pytest.mark.lab
@@ -36,18 +36,22 @@ PARAM = "/sys/module/uvcvideo/parameters/max_compressed_payload"
 PATCHED_VERSION = "1.1.1-octobrix2"
 FIX = "/sys/module/uvcvideo/parameters/uncompressed_bandwidth_fix"
 MODPROBE_CONF = "/" + str(MODPROBE_FILE)
-# kmod.py needs only these, all standard library: enough to run `kmod status` with the guest's python3.
+# cli/kmod.py needs only these, all standard library: enough to run `kmod status` with the guest's python3.
 STATUS_MODULES = (
     "__init__.py",
     "cliargs.py",
     "errors.py",
     "names.py",
-    "paths.py",
-    "proc.py",
-    "procfs.py",
-    "kmod.py",
-    "kmod_status.py",
-    "usb_bus.py",
+    "system/__init__.py",
+    "system/paths.py",
+    "system/command.py",
+    "system/processes.py",
+    "cli/__init__.py",
+    "cli/kmod.py",
+    "kmod/__init__.py",
+    "kmod/status.py",
+    "devices/__init__.py",
+    "devices/usb_bus.py",
 )
 _built: dict[str, Path] = {}
 
@@ -187,11 +191,13 @@ def test_at_zero_the_patched_module_is_the_stock_driver(vm: Vm, patched: str, st
 
 def test_kmod_status_reads_the_real_kernel(vm: Vm, patched: str) -> None:
     """`octobrixctl kmod status` against a real sysfs, run with the guest's own python3."""
+    folders = sorted({f"/root/octobrix/octobrixd/{Path(name).parent}" for name in STATUS_MODULES})
+    vm.run(["mkdir", "-p", *folders])
     for name in STATUS_MODULES:
         vm.write_file(f"/root/octobrix/octobrixd/{name}", (REPO / "octobrixd" / name).read_bytes())
     reload(vm, "max_compressed_payload=0")
     script = (
-        "import argparse, sys; from octobrixd import kmod; p = argparse.ArgumentParser(); "
+        "import argparse, sys; from octobrixd.cli import kmod; p = argparse.ArgumentParser(); "
         "kmod.configure_parser(p); sys.exit(kmod.main(p.parse_args(['status'])))"
     )
     out = vm.run(["python3", "-c", script], env={"PYTHONPATH": "/root/octobrix"}).stdout

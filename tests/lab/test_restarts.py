@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from octobrixd.recovery import FIRST_DELAY
+from octobrixd.instances.recovery import FIRST_DELAY
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
 from tests.lab.harness.installs import api, wait_operational

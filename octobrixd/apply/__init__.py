@@ -1,0 +1,1 @@
+"""The only writer: plan (desired files and units vs the system) and apply; the front door's sync."""

@@ -1,0 +1,543 @@
+"""Make the system match the config: plan (pure comparison) then apply (the only writer).
+
+The manifest records what octobrix generated, so removing a printer from the config removes
+exactly the files octobrix wrote for it and nothing else, and a per-unit digest of its
+generated files, so an apply interrupted half-way still restarts what changed next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import logging
+import os
+import pwd
+import re
+import stat
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from octobrixd.config.applied import remember_applied
+from octobrixd.config.model import Config
+from octobrixd.errors import OctobrixError
+from octobrixd.farm.manifest import Manifest, read_manifest, running_port
+from octobrixd.frontdoor import apply as frontdoor
+from octobrixd.instances import api as octoprint_api
+from octobrixd.instances.credentials import needs_seeding, read_credentials, seed_basedir
+from octobrixd.instances.venv_drift import venvs_to_build
+from octobrixd.instances.venvs import VenvSpec, check_build_prerequisites, provision
+from octobrixd.instances.versions import installed_octoprint
+from octobrixd.names import SUBSYSTEMS, dropin, instance_user, octoprint_unit, printer_of
+from octobrixd.render.nginx import NGINX_SITE
+from octobrixd.render.octoprint import merged_octoprint_config
+from octobrixd.render.tree import render_all
+from octobrixd.system import paths, systemd, udev
+from octobrixd.system.fsutil import (
+    DiskFullError,
+    commit,
+    exclusive_lock,
+    leftover_temps,
+    prune_empty_dir,
+    remove_file,
+    stage,
+)
+from octobrixd.system.paths import Layout
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = PurePosixPath("run/octobrix/apply.lock")
+
+
+class ChangeKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: PurePosixPath
+    kind: ChangeKind
+    old: str
+    new: str
+    mode: int = 0o644
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    files: tuple[FileChange, ...]
+    state_dirs: tuple[str, ...]
+    provision: tuple[VenvSpec, ...]
+    seed: tuple[str, ...]
+    start: tuple[str, ...]
+    restart: tuple[str, ...]
+    stop: tuple[str, ...]
+    reload_units: bool
+    reload_udev: bool
+    create_users: bool
+    manifest: Manifest
+    wheels: str | None = None
+    # The front door's printers (empty with it off), and whether its nginx site changed.
+    frontdoor_printers: tuple[str, ...] = ()
+    reload_frontdoor: bool = False
+    # Temp files an apply that was killed mid-write left beside the files it writes.
+    leftovers: tuple[PurePosixPath, ...] = ()
+    # Instances the config runs whose unit has failed (a crash loop, or a start refused): started
+    # again after reset-failed, which also clears systemd's count of quick restarts.
+    recover: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.files
+            or self.state_dirs
+            or self.provision
+            or self.seed
+            or self.start
+            or self.restart
+            or self.stop
+            or self.leftovers
+            or self.recover
+        )
+
+    def commands(self) -> list[str]:
+        """The system commands this plan runs on a live system, in order, for --dry-run."""
+        out = [
+            f"build the Python environment of {s.name}: {' '.join(s.requirements)}"
+            + (f" ({s.reason})" if s.reason else "")
+            for s in self.provision
+        ]
+        out += [f"create the admin user and API key of {name}" for name in self.seed]
+        if self.create_users:
+            out.append(f"systemd-sysusers /{paths.SYSUSERS_FILE}")
+        if self.reload_units:
+            out.append("systemctl daemon-reload")
+        if self.reload_udev:
+            out.append("udevadm control --reload")
+            out.append(
+                "udevadm trigger --action=change --settle " + " ".join(f"--subsystem-match={s}" for s in SUBSYSTEMS)
+            )
+        if self.stop:
+            out.append("systemctl disable --now " + " ".join(self.stop))
+        if self.restart:
+            out.append("systemctl try-restart " + " ".join(self.restart))
+        if self.start:
+            out.append("systemctl enable --now " + " ".join(self.start))
+        if self.recover:
+            out.append("systemctl reset-failed " + " ".join(self.recover))
+            out.append("systemctl start " + " ".join(self.recover))
+        if self.reload_frontdoor:
+            out += ["nginx -t", "systemctl reload-or-restart nginx.service"]
+            out.append("systemctl try-restart octobrix-web.service")
+        return out
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unit_of(path: PurePosixPath) -> str | None:
+    """The unit whose behaviour a generated file changes, if any."""
+    parts = path.parts
+    unit_dir = paths.UNIT_DIR.parts
+    if parts[: len(unit_dir)] == unit_dir and len(parts) == len(unit_dir) + 2:
+        return parts[len(unit_dir)].removesuffix(".d")
+    state = paths.STATE_DIR.parts
+    if parts[: len(state)] == state and len(parts) > len(state) + 1:
+        return octoprint_unit(parts[len(state)])
+    return None
+
+
+def config_yaml_path(name: str) -> PurePosixPath:
+    return paths.STATE_DIR / name / "basedir" / "config.yaml"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def current_and_merged_config_yaml(layout: Layout, config: Config, name: str) -> tuple[str, str] | None:
+    """(current text, merged text) of the instance's config.yaml, or None if nothing changes."""
+    path = layout.path(config_yaml_path(name))
+    current_text = _read_text(path) or ""
+    try:
+        current: Any = yaml.safe_load(current_text) or {}
+    except yaml.YAMLError as exc:
+        raise OctobrixError(
+            f"{path} is not valid YAML ({exc}); octobrix will not overwrite it",
+            hint=(
+                f"it holds {name}'s settings: fix the line named above and apply again, or bring a backup "
+                f"back with `octobrixctl restore {name} FILE` (`ls /var/backups/octobrix/{name}/`)"
+            ),
+        ) from None
+    if not isinstance(current, dict):
+        raise OctobrixError(
+            f"{path} does not hold settings (OctoPrint's config.yaml is a mapping of keys)",
+            hint=f"fix it, or bring a backup back with `octobrixctl restore {name} FILE`, then apply again",
+        )
+    installed = installed_octoprint(layout, name) if layout.live else None
+    merged = merged_octoprint_config(current, config, name, installed)
+    if merged == current:
+        return None
+    return current_text, yaml.safe_dump(merged, sort_keys=True, default_flow_style=False)
+
+
+def make_plan(
+    config: Config,
+    layout: Layout,
+    previous: Manifest,
+    *,
+    failed: Sequence[str] = (),
+    carry_from: Mapping[str, Path] | None = None,
+) -> Plan:
+    """failed: the units systemd has as failed; those of printers the config runs are started again
+    (octobrixd passes none: it starts them itself, with a back-off). carry_from: printers whose new
+    venv takes the Plugin Manager plugins of another OctoPrint's venv (`import`)."""
+    desired = render_all(config)
+    changes: list[FileChange] = []
+
+    for rel, rendered in sorted(desired.items()):
+        old = _read_text(layout.path(rel))
+        if old != rendered.text:
+            kind = ChangeKind.CREATE if old is None else ChangeKind.UPDATE
+            changes.append(FileChange(rel, kind, old or "", rendered.text, rendered.mode, rendered.owner))
+
+    for rel_text in sorted(set(previous.files) - {str(p) for p in desired}):
+        rel = PurePosixPath(rel_text)
+        old = _read_text(layout.path(rel))
+        if old is not None:
+            changes.append(FileChange(rel, ChangeKind.REMOVE, old, ""))
+
+    for name in sorted(config.printers):
+        merged = current_and_merged_config_yaml(layout, config, name)
+        if merged is not None:
+            old_text, new_text = merged
+            kind = ChangeKind.UPDATE if old_text else ChangeKind.CREATE
+            changes.append(FileChange(config_yaml_path(name), kind, old_text, new_text, 0o600, name))
+
+    state_dirs = tuple(name for name in sorted(config.printers) if not _state_dir_ready(layout, name))
+
+    unit_files: dict[str, list[str]] = {}
+    for rel, rendered in sorted(desired.items()):
+        unit = unit_of(rel)
+        if unit is not None:
+            unit_files.setdefault(unit, []).append(f"{rel}\0{rendered.text}")
+    units = {unit: _digest("\0\0".join(parts)) for unit, parts in unit_files.items()}
+
+    # Venvs and accounts are real installs: only on the live system, never under --root.
+    provision: tuple[VenvSpec, ...] = ()
+    seed: tuple[str, ...] = ()
+    if layout.live:
+        provision = tuple(
+            replace(spec, carry_from=(carry_from or {}).get(spec.name)) for spec in venvs_to_build(layout, config)
+        )
+        seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
+
+    # A venv changed behind octobrix's back is rebuilt as the config has it; its OctoPrint restarts
+    # though no file changed (held back like any restart while the printer prints).
+    rebuilt = {octoprint_unit(s.name) for s in provision if s.drift} & set(previous.units) & set(units)
+
+    touched = {change.path for change in changes}
+    written = {*desired, *map(PurePosixPath, previous.files), *map(config_yaml_path, config.printers), paths.MANIFEST}
+    leftovers = tuple(
+        PurePosixPath(temp.relative_to(layout.root))
+        for rel in sorted(written)
+        for temp in leftover_temps(layout.path(rel))
+    )
+    return Plan(
+        files=tuple(changes),
+        state_dirs=state_dirs,
+        provision=provision,
+        seed=seed,
+        start=tuple(sorted(set(units) - set(previous.units))),
+        restart=tuple(sorted({u for u in set(units) & set(previous.units) if units[u] != previous.units[u]} | rebuilt)),
+        stop=tuple(sorted(set(previous.units) - set(units))),
+        reload_units=any(p.is_relative_to(paths.UNIT_DIR) for p in touched),
+        reload_udev=paths.UDEV_RULES in touched,
+        create_users=paths.SYSUSERS_FILE in touched,
+        manifest=Manifest(files={str(p): _digest(r.text) for p, r in desired.items()}, units=units),
+        wheels=config.octobrix.wheels,
+        frontdoor_printers=tuple(sorted(config.printers)) if config.frontdoor.enabled else (),
+        reload_frontdoor=NGINX_SITE in touched,
+        leftovers=leftovers,
+        # A unit new to the manifest is started by `enable --now` anyway.
+        recover=tuple(sorted(u for u in failed if printer_of(u) in config.printers and u in previous.units)),
+    )
+
+
+def render_diff(plan: Plan) -> str:
+    out: list[str] = []
+    for change in plan.files:
+        target = f"/{change.path}"
+        out.extend(
+            difflib.unified_diff(
+                change.old.splitlines(keepends=True),
+                change.new.splitlines(keepends=True),
+                fromfile=target if change.kind is not ChangeKind.CREATE else "/dev/null",
+                tofile=target if change.kind is not ChangeKind.REMOVE else "/dev/null",
+            )
+        )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+@contextlib.contextmanager
+def apply_lock(layout: Layout) -> Iterator[None]:
+    """One apply at a time: octobrixd and octobrixctl may both try."""
+    with exclusive_lock(layout.path(LOCK_FILE), "another apply"):
+        yield
+
+
+def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
+    if owner is None or not layout.live:
+        return -1, -1
+    entry = pwd.getpwnam(instance_user(owner))
+    return entry.pw_uid, entry.pw_gid
+
+
+def _state_dirs(layout: Layout, name: str) -> tuple[Path, ...]:
+    # basedir/plugins holds octobrix's online-check plugin, and OctoPrint's Plugin Manager installs
+    # single-file plugins there: made for the plugin before OctoPrint's first start, it is the instance's.
+    basedir = layout.state_dir(name) / "basedir"
+    return (layout.state_dir(name), basedir, basedir / "plugins")
+
+
+def _state_dir_ready(layout: Layout, name: str) -> bool:
+    """The instance's state dir and basedir exist, private, and (live) its user's: a killed apply may
+    have left them made but not yet handed over."""
+    for directory in _state_dirs(layout, name):
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700:
+            return False
+        if layout.live:
+            try:
+                if info.st_uid != pwd.getpwnam(instance_user(name)).pw_uid:
+                    return False
+            except KeyError:
+                return False
+    return True
+
+
+def _ensure_state_dir(layout: Layout, name: str) -> None:
+    uid, gid = _ids(layout, name)
+    for directory in _state_dirs(layout, name):
+        directory.mkdir(parents=True, exist_ok=True)
+        # Another instance must not read this one's settings, API keys or uploads.
+        directory.chmod(0o700)
+        if uid != -1:
+            os.chown(directory, uid, gid)
+
+
+def _dropin_port(layout: Layout, name: str) -> int | None:
+    text = _read_text(layout.path(paths.UNIT_DIR / dropin(octoprint_unit(name))))
+    found = re.search(r"^Environment=OCTOBRIX_PORT=(\d+)$", text or "", re.MULTILINE)
+    return int(found[1]) if found else None
+
+
+def _serving_port(layout: Layout, name: str) -> int | None:
+    """The port the instance's OctoPrint runs on; None while it is stopped (or under --root)."""
+    pid = systemd.main_pid(octoprint_unit(name)) if layout.live else 0
+    if not pid:
+        return None
+    return running_port(layout, pid) or _dropin_port(layout, name)
+
+
+def printing_now(layout: Layout) -> Callable[[str], bool]:
+    """Whether printer NAME is printing, asked of the OctoPrint that runs, on the port it runs on."""
+
+    def busy(name: str) -> bool:
+        credentials = read_credentials(layout, name)
+        pid = systemd.main_pid(octoprint_unit(name))
+        if credentials is None or not pid:
+            # Not set up, or not running: nothing to interrupt.
+            return False
+        port = running_port(layout, pid) or _dropin_port(layout, name)
+        if port is None:
+            return False
+        return octoprint_api.is_busy(port, credentials.api_key)
+
+    return busy
+
+
+def _deferred(plan: Plan, busy: Callable[[str], bool]) -> tuple[str, ...]:
+    held = []
+    for unit in (*plan.restart, *plan.stop):
+        name = printer_of(unit)
+        if name is not None and busy(name):
+            log.warning("%s is printing: not restarting %s until the print ends (--force does it now)", name, unit)
+            held.append(unit)
+    return tuple(held)
+
+
+class _Staged:
+    """Every file an apply writes, written to synced temp files before anything changes.
+
+    A full disk fails while staging, and then nothing changed: the temp files and the folders
+    made for them are removed. Committing renames them in place, in the order staged.
+    """
+
+    def __init__(self) -> None:
+        self.temps: list[tuple[Path, Path]] = []  # (target, temp)
+
+    @classmethod
+    def write(cls, files: list[tuple[Path, str, int]]) -> _Staged:
+        staged = cls()
+        made: list[Path] = []
+        try:
+            for target, text, mode in files:
+                made += reversed([d for d in (target.parent, *target.parent.parents) if not d.exists()])
+                staged.temps.append((target, stage(target, text, mode=mode)))
+        except DiskFullError as error:
+            staged.discard()
+            for directory in reversed(made):
+                prune_empty_dir(directory)
+            raise OctobrixError(f"{error.message}; nothing was changed", hint=error.hint) from error
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
+
+    def commit(self, target: Path, uid: int = -1, gid: int = -1) -> None:
+        """Put the first staged version of target in place (the manifest is staged twice: pending, final)."""
+        index = next(i for i, (path, _temp) in enumerate(self.temps) if path == target)
+        _path, temp = self.temps.pop(index)
+        commit(temp, target, uid=uid, gid=gid)
+
+    def discard(self) -> None:
+        while self.temps:
+            _path, temp = self.temps.pop()
+            temp.unlink(missing_ok=True)
+
+
+def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[str, ...] = ()) -> None:
+    """Everything but systemd and the final manifest, in an order a kill at any point leaves safe."""
+    staged.commit(layout.path(paths.MANIFEST))
+
+    if any(c.path == paths.SYSUSERS_FILE for c in plan.files):
+        staged.commit(layout.path(paths.SYSUSERS_FILE))
+    if plan.create_users and layout.live:
+        systemd.create_users(layout.path(paths.SYSUSERS_FILE))
+
+    for name in plan.state_dirs:
+        _ensure_state_dir(layout, name)
+
+    if plan.provision and plan.wheels is None:
+        check_build_prerequisites()
+    # All venvs are built before anything else changes: a failed install leaves the system as it was.
+    for spec in plan.provision:
+        if spec.drift and octoprint_unit(spec.name) in deferred:
+            # Only repairs the venv: it waits with the restart, so the print keeps its OctoPrint.
+            continue
+        provision(layout, spec, *_ids(layout, spec.name), wheels=plan.wheels)
+
+    for change in plan.files:
+        if change.path == paths.SYSUSERS_FILE:
+            continue
+        target = layout.path(change.path)
+        if change.kind is ChangeKind.REMOVE:
+            remove_file(target)
+            log.info("removed %s", target)
+        else:
+            staged.commit(target, *_ids(layout, change.owner))
+            log.info("wrote %s", target)
+
+    for name in plan.seed:
+        seed_basedir(layout, name, *_ids(layout, name), serving_port=_serving_port(layout, name))
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    deferred: tuple[str, ...] = ()
+
+
+def apply_plan(
+    plan: Plan,
+    layout: Layout,
+    previous: Manifest,
+    *,
+    force: bool = False,
+    busy: Callable[[str], bool] | None = None,
+) -> ApplyResult:
+    """Carry out plan. Files first (atomically), then systemd and udev on a live system only.
+
+    An instance whose printer is printing is neither restarted nor stopped unless force: the unit
+    keeps its old digest in the manifest, so the next apply (octobrixd retries) does it.
+    """
+    deferred: tuple[str, ...] = ()
+    checker = busy if busy is not None else (printing_now(layout) if layout.live else None)
+    if checker is not None and not force:
+        deferred = _deferred(plan, checker)
+    layout.path(paths.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    manifest_path = layout.path(paths.MANIFEST)
+    for leftover in plan.leftovers:
+        layout.path(leftover).unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted apply", layout.path(leftover))
+    # Record new files before writing them, so a crash never leaves an untracked generated file.
+    pending = Manifest(files={**previous.files, **plan.manifest.files}, units=previous.units)
+    units = dict(plan.manifest.units)
+    for unit in deferred:
+        if unit in previous.units:
+            units[unit] = previous.units[unit]
+    final = replace(plan.manifest, units=units, deferred=deferred)
+
+    writes = [(layout.path(c.path), c.new, c.mode) for c in plan.files if c.kind is not ChangeKind.REMOVE]
+    log.info("writing %d files", len(writes))
+    staged = _Staged.write(
+        [(manifest_path, pending.to_json(), 0o644), *writes, (manifest_path, final.to_json(), 0o644)]
+    )
+    try:
+        _apply_staged(plan, layout, staged, deferred)
+        if layout.live:
+            if any(printer_of(unit) is not None for unit in plan.start):
+                udev.load_serial_drivers()
+            if plan.reload_units:
+                systemd.daemon_reload()
+            if plan.reload_udev:
+                udev.reload_and_trigger()
+            systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
+            systemd.restart_if_running([u for u in plan.restart if u not in deferred])
+            systemd.enable_and_start(plan.start)
+            # A failed unit runs nothing, so no print is interrupted; try-restart above skips it.
+            systemd.reset_failed(plan.recover)
+            systemd.start(plan.recover, wait=True)
+            site = next((c for c in plan.files if c.path == NGINX_SITE), None)
+            site_old = site.old if site is not None and site.kind is ChangeKind.UPDATE else None
+            frontdoor.after_apply(layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor)
+        staged.commit(manifest_path)
+    finally:
+        staged.discard()
+    # A kill between removing a printer's last file and its folder left the folder empty.
+    for rel in set(previous.files) - set(final.files):
+        prune_empty_dir(layout.path(rel).parent)
+    return ApplyResult(deferred=deferred)
+
+
+def apply_now(
+    config: Config, layout: Layout, *, force: bool = False, carry_from: Mapping[str, Path] | None = None
+) -> ApplyResult:
+    """One whole apply of config, under the apply lock, as `octobrixctl apply` makes it."""
+    with apply_lock(layout):
+        return apply_holding_lock(config, layout, force=force, carry_from=carry_from)
+
+
+def apply_holding_lock(
+    config: Config, layout: Layout, *, force: bool = False, carry_from: Mapping[str, Path] | None = None
+) -> ApplyResult:
+    """apply_now for a caller that already holds apply_lock: one that must finish more than the apply
+    before octobrixd may apply again (import moves basedirs into the instances it made)."""
+    previous = read_manifest(layout)
+    result = apply_plan(make_plan(config, layout, previous, carry_from=carry_from), layout, previous, force=force)
+    remember_applied(layout, config)
+    return result

@@ -1,0 +1,1 @@
+"""Cameras: streamer URLs and states, stream health, the USB bandwidth advisor."""

@@ -1,0 +1,1 @@
+"""The config file: its models and values, edits that keep comments, line positions, the applied copy."""

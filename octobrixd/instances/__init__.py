@@ -1,0 +1,1 @@
+"""One OctoPrint per printer: credentials, its API on loopback, versions, venvs and their plugins, recovery."""

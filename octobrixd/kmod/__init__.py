@@ -1,0 +1,1 @@
+"""The patched uvcvideo: what the running kernel says about it."""

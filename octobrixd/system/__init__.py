@@ -1,0 +1,1 @@
+"""The system boundary: running programs, /proc, systemctl, udevadm, atomic files, paths, loopback HTTP."""
