@@ -157,6 +157,31 @@ def test_failed_backups_show_until_the_next_one_succeeds(tmp_path: Path) -> None
     assert state.health(layout, config)[0][0] is True
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"printers": []}', '{"printers": {"shop": {"when": 3}}}'])
+def test_an_unreadable_backup_record_is_said_and_kept_not_read_as_no_backups(tmp_path: Path, text: str) -> None:
+    layout = Layout(tmp_path)
+    config = parse_config(FARM, SRC)
+    record = layout.path(state.STATE_FILE)
+    record.parent.mkdir(parents=True)
+    record.write_text(text)
+    [line] = state.status_lines(layout, config, [])
+    assert f"the record of the last backups, {record}, cannot be read" in line
+    [(ok, detail, fix)] = state.health(layout, config)
+    assert not ok and detail.startswith(f"the record of the last backups, {record}, cannot be read")
+    assert fix is not None and f"{record}.unreadable" in fix
+    # The next backup starts a new record and keeps the old file as it was, beside it.
+    state.record(layout, [state.LastBackup("shop", "2026-12-02T03:30:00+00:00", True, file="/x.zip")])
+    assert Path(f"{record}.unreadable").read_text() == text
+    assert set(state.read_state(layout)) == {"shop"}
+    assert state.health(layout, config)[0][0] is True
+
+
+def test_no_record_yet_is_no_backups_yet(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    assert state.read_state(layout) == {}
+    assert state.status_lines(layout, parse_config(FARM, SRC), []) == []
+
+
 def test_backup_and_restore_of_an_unknown_printer_say_which_exist(
     ctl: Ctl, write_config: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -23,12 +23,13 @@ from octobrixd.daemon import Daemon, Notifier
 from octobrixd.devices import plug_counts
 from octobrixd.devices.hotplug import Action, DeviceEvent
 from octobrixd.devices.plug_counts import PlugCount
+from octobrixd.farm import backup_state
 from octobrixd.farm.backup_state import LastBackup
 from octobrixd.frontdoor import auth, secrets
 from octobrixd.names import DeviceKind
 from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
-from octobrixd.web.metrics import FarmFacts, render
+from octobrixd.web.metrics import FarmFacts, last_backups, render
 from octobrixd.web.overview import gather, overview_of
 from octobrixd.web.server import FarmServer, tcp_listener
 from tests.httpstub import QuietHandler, serving
@@ -165,6 +166,14 @@ def test_plug_counts_go_on_from_the_file_and_a_broken_file_breaks_nothing(tmp_pa
     assert plug_counts.read_counts(layout) == {"cam": PlugCount(1, 0)}
     layout.path(plug_counts.STATE_FILE).write_text("not json")
     assert plug_counts.read_counts(layout) == {}
+
+
+def test_an_unreadable_backup_record_leaves_the_backups_out_and_breaks_nothing(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    backup_state.record(layout, [LastBackup("voron", "2026-12-01T03:30:00+00:00", ok=True)])
+    assert set(last_backups(layout)) == {"voron"}, "the positive control: a good record is read"
+    layout.path(backup_state.STATE_FILE).write_text("{not json")
+    assert last_backups(layout) == {}
 
 
 def test_octobrixd_counts_the_plugs_of_configured_devices_only(tmp_path: Path) -> None:

@@ -121,10 +121,6 @@ def wheels_listing(folder: Path) -> list[str]:
         ) from None
 
 
-def from_wheels(folder: Path) -> list[str]:
-    return versions_in_folder(wheels_listing(folder))
-
-
 def pip_of(venv: Path) -> list[str]:
     """The printer's own pip (in every venv octobrix builds), with the system's CAs (a proxy's too)."""
     python = venv / "bin" / "python"

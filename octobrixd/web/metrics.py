@@ -25,8 +25,9 @@ from octobrixd.config.applied import applied_path
 from octobrixd.config.model import Config, load_config
 from octobrixd.devices.plug_counts import PlugCount, read_counts
 from octobrixd.errors import OctobrixError
-from octobrixd.farm.backup_state import LastBackup, read_state
+from octobrixd.farm.backup_state import LastBackup, UnreadableStateError, read_state
 from octobrixd.farm.status import UNSET
+from octobrixd.system.paths import Layout
 from octobrixd.web.overview import Asked, CardState, WebContext, card_state, overview_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -198,13 +199,22 @@ def _applied_at(context: WebContext) -> float | None:
         return None
 
 
+def last_backups(layout: Layout) -> dict[str, LastBackup]:
+    """The backup record; none when it cannot be read (status and doctor say why), so the farm's
+    other metrics still answer."""
+    try:
+        return read_state(layout)
+    except UnreadableStateError:
+        return {}
+
+
 def scrape(context: WebContext) -> bytes:
     """The body of GET /metrics: the overview's (cached) round of asks, and the farm's state files."""
     config, asked = overview_of(context).asked()
     facts = FarmFacts(
         config_valid=config_valid(Path(config.source)),
         applied_at=_applied_at(context),
-        backups=read_state(context.layout),
+        backups=last_backups(context.layout),
         plugs=read_counts(context.layout),
         now=time.time(),
     )
