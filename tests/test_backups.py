@@ -150,11 +150,12 @@ def test_failed_backups_show_until_the_next_one_succeeds(tmp_path: Path) -> None
     assert state.status_lines(layout, config, []) == [
         "backup of shop failed at 2026-12-01T03:30:00+00:00: disk full (`sudo octobrixctl backup shop` retries)"
     ]
-    [(ok, detail, fix)] = state.health(layout, config)
+    [found] = state.health(layout, config)
+    ok, detail, fix = found.ok, found.detail, found.fix
     assert not ok and "shop: the backup of 2026-12-01T03:30:00+00:00 failed: disk full" in detail and fix
     state.record(layout, [state.LastBackup("shop", "2026-12-02T03:30:00+00:00", True, file="/x.zip")])
     assert state.status_lines(layout, config, []) == []
-    assert state.health(layout, config)[0][0] is True
+    assert state.health(layout, config)[0].ok is True
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"printers": []}', '{"printers": {"shop": {"when": 3}}}'])
@@ -166,14 +167,15 @@ def test_an_unreadable_backup_record_is_said_and_kept_not_read_as_no_backups(tmp
     record.write_text(text)
     [line] = state.status_lines(layout, config, [])
     assert f"the record of the last backups, {record}, cannot be read" in line
-    [(ok, detail, fix)] = state.health(layout, config)
+    [found] = state.health(layout, config)
+    ok, detail, fix = found.ok, found.detail, found.fix
     assert not ok and detail.startswith(f"the record of the last backups, {record}, cannot be read")
     assert fix is not None and f"{record}.unreadable" in fix
     # The next backup starts a new record and keeps the old file as it was, beside it.
     state.record(layout, [state.LastBackup("shop", "2026-12-02T03:30:00+00:00", True, file="/x.zip")])
     assert Path(f"{record}.unreadable").read_text() == text
     assert set(state.read_state(layout)) == {"shop"}
-    assert state.health(layout, config)[0][0] is True
+    assert state.health(layout, config)[0].ok is True
 
 
 def test_no_record_yet_is_no_backups_yet(tmp_path: Path) -> None:

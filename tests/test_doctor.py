@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from octobrixd.cameras.streams import Snapshot, StreamerState
-from octobrixd.cli.doctor import CheckResult, DoctorContext, render, run_checks
+from octobrixd.cli.doctor import DoctorContext, render, run_checks
 from octobrixd.config.model import Config, parse_config
 from octobrixd.devices.inventory import Device, Inventory, complete
+from octobrixd.findings import Finding
 from octobrixd.render.tree import render_all
 from octobrixd.system import paths
 from octobrixd.system.paths import Layout
@@ -91,7 +92,7 @@ class Machine:
         self.snapshot_urls.append(url)
         return self.snapshot
 
-    def check(self) -> list[CheckResult]:
+    def check(self) -> list[Finding]:
         return run_checks(
             DoctorContext(
                 self.layout,
@@ -105,7 +106,7 @@ class Machine:
         )
 
 
-def failures(results: list[CheckResult]) -> dict[str, CheckResult]:
+def failures(results: list[Finding]) -> dict[str, Finding]:
     return {f"{r.name}: {r.detail}": r for r in results if not r.ok}
 
 
@@ -135,7 +136,7 @@ def test_a_healthy_machine_passes_every_check(machine: Machine) -> None:
     assert machine.snapshot_urls == ["http://127.0.0.1:8081/snapshot"], "the URL OctoPrint fetches"
 
 
-def only_failure(results: list[CheckResult]) -> CheckResult:
+def only_failure(results: list[Finding]) -> Finding:
     failed = [r for r in results if not r.ok]
     assert len(failed) == 1, failed
     assert failed[0].fix, "a failed check must say what to do"

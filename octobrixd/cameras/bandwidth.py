@@ -62,6 +62,7 @@ from octobrixd.devices.usb_bus import (
     hs_isoc_bus_time_us,
     ss_bus_time_us,
 )
+from octobrixd.findings import Finding
 from octobrixd.kmod.status import (
     DEFAULT_PAYLOAD,
     FIX_PARAM,
@@ -73,6 +74,8 @@ from octobrixd.kmod.status import (
     loaded_module,
 )
 from octobrixd.system.paths import Layout
+
+CHECK = "USB bandwidth"  # the check doctor reports the advisor's findings under
 
 STOCK_MJPEG_PAYLOAD = HS_MAX_PAYLOAD  # what cheap cameras ask for MJPEG, whatever the mode
 UVC_HEADER = 12  # bytes of UVC payload header in every isochronous packet
@@ -206,6 +209,15 @@ class BandwidthWarning:
 
     def __str__(self) -> str:
         return self.subject + self.problem + (f". What helps: {self.fix}" if self.fix else "")
+
+    def finding(self) -> Finding:
+        """As doctor reports it: the problem, and what helps (or where to see the buses)."""
+        return Finding(
+            CHECK,
+            False,
+            self.problem,
+            self.fix or "see `octobrixctl discover` for where each camera is and what it reserves",
+        )
 
 
 @dataclass(frozen=True)

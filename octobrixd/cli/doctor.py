@@ -1,6 +1,6 @@
 """`octobrixctl doctor`: the checks a support forum would ask about, each with what to do.
 
-A check is a small function from a DoctorContext to a list of CheckResult; CHECKS lists them
+A check is a small function from a DoctorContext to a list of Finding (octobrixd/findings.py); CHECKS lists them
 in the order they print. Later checks (cameras, the uvcvideo module...) append themselves.
 """
 
@@ -10,10 +10,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from octobrixd.cameras import bandwidth
 from octobrixd.cameras import streams as cameras
 from octobrixd.cameras.bandwidth import advise_system
 from octobrixd.cameras.streams import Snapshot, StreamerState
@@ -23,20 +23,13 @@ from octobrixd.config.streamers import Streamer
 from octobrixd.devices.inventory import Device, Inventory, binds, scan
 from octobrixd.errors import ConfigError
 from octobrixd.farm import backup_state
+from octobrixd.findings import Finding
 from octobrixd.instances import recovery
 from octobrixd.instances.venv_drift import venv_results
 from octobrixd.names import DeviceKind, device_link, octoprint_unit, streamer_unit
 from octobrixd.system import paths, systemd
 from octobrixd.system.paths import Layout
 from octobrixd.system.processes import processes
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None  # what the user should do; set whenever ok is False
 
 
 class DoctorContext:
@@ -111,7 +104,7 @@ class DoctorContext:
             return str(resolved)
 
 
-Check = Callable[[DoctorContext], list[CheckResult]]
+Check = Callable[[DoctorContext], list[Finding]]
 UnitQuery = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 
 
@@ -138,13 +131,13 @@ def _match_text(entry: Printer | Camera) -> str:
     return f"USB port {entry.usb_port}"
 
 
-def check_config(ctx: DoctorContext) -> list[CheckResult]:
+def check_config(ctx: DoctorContext) -> list[Finding]:
     if ctx.config is not None:
         printers, cameras = len(ctx.config.printers), len(ctx.config.cameras)
-        return [CheckResult("config", True, f"{ctx.config_path} is valid ({printers} printers, {cameras} cameras)")]
+        return [Finding("config", True, f"{ctx.config_path} is valid ({printers} printers, {cameras} cameras)")]
     if not ctx.config_path.exists():
         return [
-            CheckResult(
+            Finding(
                 "config",
                 False,
                 f"{ctx.config_path} does not exist; the checks that need it were skipped",
@@ -153,7 +146,7 @@ def check_config(ctx: DoctorContext) -> list[CheckResult]:
         ]
     problems = "\n".join(ctx.config_error.problems if ctx.config_error else [])
     return [
-        CheckResult(
+        Finding(
             "config",
             False,
             f"{ctx.config_path} is not valid; the checks that need it were skipped:\n{problems}",
@@ -162,7 +155,7 @@ def check_config(ctx: DoctorContext) -> list[CheckResult]:
     ]
 
 
-def check_devices(ctx: DoctorContext) -> list[CheckResult]:
+def check_devices(ctx: DoctorContext) -> list[Finding]:
     """Every configured device is attached, matched by exactly one entry, and has its link."""
     if ctx.config is None:
         return []
@@ -178,7 +171,7 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
         if not matches:
             what = "USB serial port" if kind is DeviceKind.PRINTER else "camera"
             results.append(
-                CheckResult(
+                Finding(
                     label,
                     False,
                     f"not plugged in: no {what} with {_match_text(entry)} is attached",
@@ -190,7 +183,7 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
         if len(matches) > 1:
             nodes = ", ".join(d.node for d in matches)
             results.append(
-                CheckResult(
+                Finding(
                     label,
                     False,
                     f"{_match_text(entry)} matches {len(matches)} attached devices ({nodes}); "
@@ -206,7 +199,7 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
         if len(device.bound_to) > 1:
             others = ", ".join(f"{kind.section}.{n}" for n in device.bound_to)
             results.append(
-                CheckResult(
+                Finding(
                     label,
                     False,
                     f"{device.node} is matched by {others}: two instances would fight over it",
@@ -218,16 +211,16 @@ def check_devices(ctx: DoctorContext) -> list[CheckResult]:
     return results
 
 
-def _check_link(ctx: DoctorContext, label: str, name: str, device: Device) -> CheckResult:
+def _check_link(ctx: DoctorContext, label: str, name: str, device: Device) -> Finding:
     link = device_link(name)
     target = ctx.link_target(name)
     if target == device.node:
-        return CheckResult(label, True, f"{device.node} ({device.label}) is {link}")
+        return Finding(label, True, f"{device.node} ({device.label}) is {link}")
     if target is None:
         detail = f"{device.node} ({device.label}) is attached but {link} does not exist"
     else:
         detail = f"{link} points to {target}, but the device is {device.node}"
-    return CheckResult(
+    return Finding(
         label,
         False,
         detail,
@@ -250,10 +243,10 @@ def video_nodes_named(layout: Layout, device_name: str) -> list[str]:
     return found
 
 
-def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: str) -> CheckResult:
+def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: str) -> Finding:
     nodes = video_nodes_named(ctx.layout, device_name)
     if not nodes:
-        return CheckResult(
+        return Finding(
             label,
             False,
             f"not present: no video device is named {device_name!r}",
@@ -261,7 +254,7 @@ def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: 
             "shows the names of the cameras there are",
         )
     if len(nodes) > 1:
-        return CheckResult(
+        return Finding(
             label,
             False,
             f"{len(nodes)} video devices are named {device_name!r} ({', '.join(nodes)}): "
@@ -270,8 +263,8 @@ def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: 
         )
     target = ctx.link_target(name)
     if target == nodes[0]:
-        return CheckResult(label, True, f"{nodes[0]} ({device_name}) is {device_link(name)}")
-    return CheckResult(
+        return Finding(label, True, f"{nodes[0]} ({device_name}) is {device_link(name)}")
+    return Finding(
         label,
         False,
         f"{nodes[0]} ({device_name}) is present but {device_link(name)} "
@@ -280,7 +273,7 @@ def _check_named_camera(ctx: DoctorContext, label: str, name: str, device_name: 
     )
 
 
-def check_rules(ctx: DoctorContext) -> list[CheckResult]:
+def check_rules(ctx: DoctorContext) -> list[Finding]:
     if ctx.config is None:
         return []
     from octobrixd.render.tree import render_all  # noqa: PLC0415 — keeps renderers out of doctor's import time
@@ -292,16 +285,16 @@ def check_rules(ctx: DoctorContext) -> list[CheckResult]:
     try:
         installed = installed_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return [CheckResult("udev rules", False, f"{shown} is not installed: no device gets its name", fix)]
+        return [Finding("udev rules", False, f"{shown} is not installed: no device gets its name", fix)]
     except (OSError, UnicodeDecodeError) as exc:
-        return [CheckResult("udev rules", False, f"{shown} cannot be read: {exc}", fix)]
+        return [Finding("udev rules", False, f"{shown} cannot be read: {exc}", fix)]
     if installed != expected:
         return [
-            CheckResult(
+            Finding(
                 "udev rules", False, f"{shown} does not match {ctx.config_path} (changed since the last apply?)", fix
             )
         ]
-    return [CheckResult("udev rules", True, f"{shown} is installed and matches the config")]
+    return [Finding("udev rules", True, f"{shown} is installed and matches the config")]
 
 
 BRLTTY_FILES = (
@@ -312,12 +305,12 @@ BRLTTY_FILES = (
 )
 
 
-def check_brltty(ctx: DoctorContext) -> list[CheckResult]:
+def check_brltty(ctx: DoctorContext) -> list[Finding]:
     found = [f"/{path}" for path in BRLTTY_FILES if ctx.layout.path(path).exists()]
     if not found:
-        return [CheckResult("brltty", True, "brltty (a braille display driver) is not installed")]
+        return [Finding("brltty", True, "brltty (a braille display driver) is not installed")]
     return [
-        CheckResult(
+        Finding(
             "brltty",
             False,
             f"brltty is installed ({found[0]}): its udev rules take USB-serial chips that some braille "
@@ -329,19 +322,19 @@ def check_brltty(ctx: DoctorContext) -> list[CheckResult]:
     ]
 
 
-def check_modemmanager(ctx: DoctorContext) -> list[CheckResult]:
+def check_modemmanager(ctx: DoctorContext) -> list[Finding]:
     if "ModemManager" not in ctx.process_names:
-        return [CheckResult("ModemManager", True, "ModemManager is not running")]
+        return [Finding("ModemManager", True, "ModemManager is not running")]
     exposed = [d for d in ctx.inventory.printers if d.bound_to and not d.mm_ignored]
     if not exposed:
         return [
-            CheckResult(
+            Finding(
                 "ModemManager", True, "ModemManager is running; every attached printer port is marked to be ignored"
             )
         ]
     nodes = ", ".join(f"{d.node} ({', '.join(d.bound_to)})" for d in exposed)
     return [
-        CheckResult(
+        Finding(
             "ModemManager",
             False,
             f"ModemManager is running and {nodes} lack the ID_MM_DEVICE_IGNORE mark: it may send AT "
@@ -352,7 +345,7 @@ def check_modemmanager(ctx: DoctorContext) -> list[CheckResult]:
     ]
 
 
-def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
+def check_port_holders(ctx: DoctorContext) -> list[Finding]:
     if ctx.config is None:
         return []
     results = []
@@ -364,7 +357,7 @@ def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
                     continue
                 where = f" in {holder.unit}" if holder.unit else ""
                 results.append(
-                    CheckResult(
+                    Finding(
                         f"printer {name}",
                         False,
                         f"{device.node} is open by {holder.command} (PID {holder.pid}{where}), not by {ours}: "
@@ -375,7 +368,7 @@ def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
                 )
     if not ctx.inventory.holders_complete:
         results.append(
-            CheckResult(
+            Finding(
                 "printer ports",
                 False,
                 "some processes' open files could not be read, so a program holding "
@@ -384,24 +377,24 @@ def check_port_holders(ctx: DoctorContext) -> list[CheckResult]:
             )
         )
     if not results:
-        results.append(CheckResult("printer ports", True, "no other program has a configured printer port open"))
+        results.append(Finding("printer ports", True, "no other program has a configured printer port open"))
     return results
 
 
-def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[str, str] | None) -> CheckResult:
+def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[str, str] | None) -> Finding:
     streamer = config.streamer_of(name)
     unit = streamer_unit(config, name)
     label = f"stream {name}"
     if not cameras.program_installed(ctx.layout, streamer):
-        return CheckResult(
+        return Finding(
             label, False, f"{streamer} is not installed, so {unit} cannot start", cameras.missing_program_hint(streamer)
         )
     if props is None:
-        return CheckResult(label, False, f"{unit} could not be asked about (no systemd here?)", "run it as root")
+        return Finding(label, False, f"{unit} could not be asked about (no systemd here?)", "run it as root")
     state = props.get("ActiveState", "unknown")
     if state != "active":
         never = props.get("LoadState") == "not-found" or state == "inactive"
-        return CheckResult(
+        return Finding(
             label,
             False,
             f"{unit} is {state}" + (f" ({props['SubState']})" if props.get("SubState") else ""),
@@ -412,7 +405,7 @@ def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[
     url = cameras.snapshot_url(config, name)
     shot = ctx.fetch_snapshot(url)
     if not shot.ok:
-        return CheckResult(
+        return Finding(
             label,
             False,
             f"{unit} runs but its snapshot does not work: {shot.detail}; OctoPrint's timelapses fetch that URL",
@@ -423,7 +416,7 @@ def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[
     if streamer is Streamer.USTREAMER:
         live = ctx.streamer_state(camera.port)
         if live is not None and not live.online:
-            return CheckResult(
+            return Finding(
                 label,
                 False,
                 f"{unit} serves its 'no signal' picture: the camera delivers no frames ({shot.detail})",
@@ -431,17 +424,17 @@ def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[
                 "why it cannot capture",
             )
         if live is not None and (live.width, live.height) != (camera.width, camera.height):
-            return CheckResult(
+            return Finding(
                 label,
                 False,
                 f"{unit} streams {live.width}x{live.height}, not the configured {camera.resolution}: the camera "
                 f"does not offer that size in {camera.format.value.upper()}",
                 f"pick a size `v4l2-ctl --list-formats-ext -d {device_link(name)}` lists, in cameras.{name}",
             )
-    return CheckResult(label, True, f"{unit} is running; {shot.detail}")
+    return Finding(label, True, f"{unit} is running; {shot.detail}")
 
 
-def check_streams(ctx: DoctorContext) -> list[CheckResult]:
+def check_streams(ctx: DoctorContext) -> list[Finding]:
     """Each camera's streamer runs and answers the snapshot URL OctoPrint uses."""
     if ctx.config is None or not ctx.config.cameras or not ctx.services_known:
         return []
@@ -451,7 +444,7 @@ def check_streams(ctx: DoctorContext) -> list[CheckResult]:
     return [_check_stream(ctx, config, name, states.get(unit)) for name, unit in units.items()]
 
 
-def check_instances(ctx: DoctorContext) -> list[CheckResult]:
+def check_instances(ctx: DoctorContext) -> list[Finding]:
     """A printer whose OctoPrint failed (crashed at every start): why, from its log, and what to do.
     Silent while every instance runs or starts."""
     if ctx.config is None or not ctx.config.printers or not ctx.services_known:
@@ -462,45 +455,40 @@ def check_instances(ctx: DoctorContext) -> list[CheckResult]:
         lines = ctx.journal(unit, recovery.LOG_LINES)
         detail = f"{unit} has failed: its OctoPrint {recovery.cause(props)}"
         detail += "; last lines of its log:\n" + "\n".join(lines) if lines else f" (`sudo journalctl -u {unit}`)"
-        results.append(CheckResult(f"printer {units[unit]} service", False, detail, recovery.what_to_do(unit)))
+        results.append(Finding(f"printer {units[unit]} service", False, detail, recovery.what_to_do(unit)))
     return results
 
 
-def check_bandwidth(ctx: DoctorContext) -> list[CheckResult]:
+def check_bandwidth(ctx: DoctorContext) -> list[Finding]:
     if ctx.config is None or not ctx.config.cameras:
         return []
     advice = advise_system(ctx.config, ctx.layout, ctx.inventory)
-    results = []
-    for warning in advice.findings():
-        fix = warning.fix or "see `octobrixctl discover` for where each camera is and what it reserves"
-        results.append(CheckResult("USB bandwidth", False, warning.problem, fix))
+    results = [warning.finding() for warning in advice.findings()]
     if not results:
         judged = sum(len(d.cameras) for d in advice.domains)
         if judged:
             buses = "; ".join(f"{d.label}: {d.used_us:.0f} of {d.budget_us:g} µs" for d in advice.domains)
             what = "1 camera fits its bus" if judged == 1 else f"{judged} cameras fit their buses"
-            results.append(CheckResult("USB bandwidth", True, f"{what} ({buses})"))
+            results.append(Finding(bandwidth.CHECK, True, f"{what} ({buses})"))
         else:
-            results.append(CheckResult("USB bandwidth", True, "no configured USB camera is plugged in to judge"))
+            results.append(Finding(bandwidth.CHECK, True, "no configured USB camera is plugged in to judge"))
     if advice.off_usb:
         results.append(
-            CheckResult(
-                "USB bandwidth", True, f"not on USB, so they take no USB bandwidth: {', '.join(advice.off_usb)}"
-            )
+            Finding("USB bandwidth", True, f"not on USB, so they take no USB bandwidth: {', '.join(advice.off_usb)}")
         )
     return results
 
 
-def check_timelapse(ctx: DoctorContext) -> list[CheckResult]:
+def check_timelapse(ctx: DoctorContext) -> list[Finding]:
     if ctx.config is None:
         return []
     wired = sorted(name for name, printer in ctx.config.printers.items() if printer.camera is not None)
     if not wired:
         return []
     if ctx.layout.path(cameras.FFMPEG.lstrip("/")).exists():
-        return [CheckResult("timelapse", True, f"{cameras.FFMPEG} is there for the timelapses of {', '.join(wired)}")]
+        return [Finding("timelapse", True, f"{cameras.FFMPEG} is there for the timelapses of {', '.join(wired)}")]
     return [
-        CheckResult(
+        Finding(
             "timelapse",
             False,
             f"{cameras.FFMPEG} is missing: OctoPrint of {', '.join(wired)} records timelapses but cannot render them",
@@ -509,13 +497,13 @@ def check_timelapse(ctx: DoctorContext) -> list[CheckResult]:
     ]
 
 
-def check_venvs(ctx: DoctorContext) -> list[CheckResult]:
+def check_venvs(ctx: DoctorContext) -> list[Finding]:
     """The OctoPrint and plugins really installed in each printer's venv, against the config."""
-    return [CheckResult(*r) for r in venv_results(ctx.layout, ctx.config)]
+    return venv_results(ctx.layout, ctx.config)
 
 
-def check_backups(ctx: DoctorContext) -> list[CheckResult]:
-    return [CheckResult("backups", ok, detail, fix) for ok, detail, fix in backup_state.health(ctx.layout, ctx.config)]
+def check_backups(ctx: DoctorContext) -> list[Finding]:
+    return backup_state.health(ctx.layout, ctx.config)
 
 
 CHECKS: list[Check] = [
@@ -534,14 +522,14 @@ CHECKS: list[Check] = [
 ]
 
 
-def run_checks(ctx: DoctorContext, checks: list[Check] | None = None) -> list[CheckResult]:
-    results: list[CheckResult] = []
+def run_checks(ctx: DoctorContext, checks: list[Check] | None = None) -> list[Finding]:
+    results: list[Finding] = []
     for check in CHECKS if checks is None else checks:
         results += check(ctx)
     return results
 
 
-def render(results: list[CheckResult]) -> str:
+def render(results: list[Finding]) -> str:
     lines = []
     for result in results:
         mark = "[ ok ]" if result.ok else "[FAIL]"

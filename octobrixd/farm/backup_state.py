@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from octobrixd.errors import OctobrixError
+from octobrixd.findings import Finding
 from octobrixd.system import paths
 from octobrixd.system.fsutil import write_atomic
 from octobrixd.system.paths import Layout
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from octobrixd.config.view import FarmView
 
 STATE_FILE = paths.STATE_DIR / ".backups.json"
+CHECK = "backups"
 # Where record() keeps a file it could not read, before it starts a new one.
 UNREADABLE_SUFFIX = ".unreadable"
 
@@ -101,22 +103,23 @@ def _failed(state: dict[str, LastBackup], config: Config | FarmView) -> list[Las
     return [row for name, row in sorted(state.items()) if name in config.printers and not row.ok]
 
 
-def health(layout: Layout, config: Config | None) -> list[tuple[bool, str, str | None]]:
-    """(ok, detail, fix) for doctor: one row, failed if any printer's last backup failed."""
+def health(layout: Layout, config: Config | None) -> list[Finding]:
+    """For doctor: one finding, failed if any printer's last backup failed."""
     if config is None:
         return []
     try:
         state = read_state(layout)
     except UnreadableStateError as error:
-        return [(False, error.message, error.hint)]
+        return [Finding(CHECK, False, error.message, error.hint)]
     failed = _failed(state, config)
     if failed:
         detail = "\n".join(f"{row.name}: the backup of {row.when} failed: {row.error}" for row in failed)
-        return [(False, detail, "see `journalctl -u octobrix-backup.service`; `sudo octobrixctl backup NAME` retries")]
+        fix = "see `journalctl -u octobrix-backup.service`; `sudo octobrixctl backup NAME` retries"
+        return [Finding(CHECK, False, detail, fix)]
     if not state:
-        return [(True, f"no backup made yet (schedule: {config.octobrix.backup_schedule})", None)]
+        return [Finding(CHECK, True, f"no backup made yet (schedule: {config.octobrix.backup_schedule})")]
     latest = max(row.when for row in state.values())
-    return [(True, f"last backups all succeeded (latest {latest})", None)]
+    return [Finding(CHECK, True, f"last backups all succeeded (latest {latest})")]
 
 
 def status_lines(layout: Layout, config: Config | FarmView, names: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from octobrixd.config.model import Config
+from octobrixd.findings import Finding
 from octobrixd.instances.venv_contents import (
     canonical,
     drift_of,
@@ -56,35 +57,35 @@ FIX_DRIFT = (
 )
 
 
-def venv_results(layout: Layout, config: Config | None) -> list[tuple[str, bool, str, str | None]]:
-    """doctor's view, as (check name, ok, detail, fix): each printer's OctoPrint and plugins, and
+def venv_results(layout: Layout, config: Config | None) -> list[Finding]:
+    """doctor's view: each printer's OctoPrint and plugins, and
     plugins the last build could not carry that are still missing."""
     if config is None:
         return []
-    out: list[tuple[str, bool, str, str | None]] = []
+    out: list[Finding] = []
     for name in sorted(config.printers):
         label = f"octoprint {name}"
         try:
             built = venv_link(layout, name).is_symlink()
         except PermissionError:
-            out.append((label, True, f"cannot read {layout.state_dir(name)} (run doctor as root to check it)", None))
+            out.append(Finding(label, True, f"cannot read {layout.state_dir(name)} (run doctor as root to check it)"))
             continue
         if not built:
             continue  # not built yet: apply's business, not drift
         got = report(layout, config, name)
         if got.octoprint_version is None and got.drift is None:
-            out.append((label, True, f"cannot read its venv {venv_link(layout, name)} (run doctor as root)", None))
+            out.append(Finding(label, True, f"cannot read its venv {venv_link(layout, name)} (run doctor as root)"))
             continue
         if got.drift is not None:
-            out.append((label, False, got.drift, FIX_DRIFT))
+            out.append(Finding(label, False, got.drift, FIX_DRIFT))
             continue
         plugins = ", ".join(f"{p.name} {p.version} ({p.source})" for p in got.plugins) or "none"
-        out.append((label, True, f"OctoPrint {got.octoprint_version} as the config asks; plugins: {plugins}", None))
+        out.append(Finding(label, True, f"OctoPrint {got.octoprint_version} as the config asks; plugins: {plugins}"))
         installed = {canonical(p.name) for p in got.plugins}
         lost = [e for e in read_not_carried(layout, name) if canonical(e["name"]) not in installed]
         if lost:
             names = ", ".join(f"{e['name']} {e.get('version', '')} ({e.get('reason', '')})" for e in lost)
-            out.append((
+            out.append(Finding(
                 f"plugins {name}",
                 False,
                 f"the last rebuild of its OctoPrint could not keep: {names}; their settings are kept",
