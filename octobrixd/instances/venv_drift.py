@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from octobrixd.config.model import Config
+from octobrixd.instances.instance import Instance
 from octobrixd.instances.venv_contents import (
     canonical,
     drift_of,
@@ -67,7 +68,8 @@ def venv_results(layout: Layout, config: Config | None) -> list[tuple[str, bool,
         try:
             built = venv_link(layout, name).is_symlink()
         except PermissionError:
-            out.append((label, True, f"cannot read {layout.state_dir(name)} (run doctor as root to check it)", None))
+            state_dir = Instance(name, layout).state_dir
+            out.append((label, True, f"cannot read {state_dir} (run doctor as root to check it)", None))
             continue
         if not built:
             continue  # not built yet: apply's business, not drift

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from octobrixd.config.model import Config
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.instances.carry import carry, save
+from octobrixd.instances.instance import VENVS, Instance, venv_python
 from octobrixd.instances.venv_contents import carried_path, read_carried, read_venv, user_plugins
 from octobrixd.system.command import run
 from octobrixd.system.fsutil import DISK_FULL, mount_point
@@ -59,11 +60,11 @@ def venv_spec(config: Config, name: str) -> VenvSpec:
 
 
 def venvs_dir(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / "venvs"
+    return Instance(name, layout).venvs
 
 
 def venv_link(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / "venv"
+    return Instance(name, layout).venv
 
 
 def is_current(layout: Layout, spec: VenvSpec) -> bool:
@@ -184,11 +185,11 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
         builder.fresh()
         with tempfile.TemporaryDirectory(prefix=".carry-", dir=target.parent) as scratch:
             result = carry(builder, spec.requirements, plugins, Path(scratch), wheels)
-        run([str(target / "bin" / "python"), "-c", "import octoprint"])
+        run([str(venv_python(target)), "-c", "import octoprint"])
         _hand_directories_to(target, uid, gid)
         (target / COMPLETE_MARKER).touch()
         temporary.unlink(missing_ok=True)
-        temporary.symlink_to(Path("venvs") / target.name)
+        temporary.symlink_to(Path(VENVS) / target.name)
     except CommandError as error:
         _clean_failed_build(layout, target, temporary)
         raise _explain(layout, spec, error) from error
@@ -227,7 +228,7 @@ class _UvBuilder:
         )
 
     def install(self, requirements: Sequence[str], constraints: Path | None) -> None:
-        python = str(self.target / "bin" / "python")
+        python = str(venv_python(self.target))
         limits = ["--constraint", str(constraints)] if constraints is not None else []
         _uv(["pip", "install", "--quiet", *self.source, *limits, "--python", python, *requirements], self.layout)
 
