@@ -19,7 +19,8 @@ from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.octoprint_deploy import parse_list, parse_rules
 from octobrixd.importers.plan import ImportPlan, make_import_plan, octobrix_name
 from octobrixd.instances.venv_contents import read_venv
-from octobrixd.instances.venvs import VenvSpec, provision
+from octobrixd.instances.venv_spec import VenvSpec
+from octobrixd.instances.venvs import provision
 from octobrixd.system.paths import Layout
 from tests import import_trees as trees
 

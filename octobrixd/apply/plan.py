@@ -31,7 +31,8 @@ from octobrixd.instances.instance import Instance, tree_config_yaml
 from octobrixd.instances.running import printing_now, serving_port
 from octobrixd.instances.seeding import needs_seeding, seed_basedir
 from octobrixd.instances.venv_drift import venvs_to_build
-from octobrixd.instances.venvs import VenvSpec, check_build_prerequisites, provision
+from octobrixd.instances.venv_spec import VenvSpec
+from octobrixd.instances.venvs import check_build_prerequisites, provision
 from octobrixd.instances.versions import installed_octoprint
 from octobrixd.names import SUBSYSTEMS, instance_user, octoprint_unit, printer_of
 from octobrixd.render.nginx import NGINX_SITE

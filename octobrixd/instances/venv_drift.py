@@ -21,7 +21,7 @@ from octobrixd.instances.venv_contents import (
     report,
     user_plugins,
 )
-from octobrixd.instances.venvs import VenvSpec, is_current, venv_link, venv_spec
+from octobrixd.instances.venv_spec import VenvSpec, is_current, venv_link, venv_spec
 from octobrixd.system.paths import Layout
 
 

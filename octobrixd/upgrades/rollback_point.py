@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from octobrixd.errors import OctobrixError
 from octobrixd.instances.instance import CONFIG_YAML, USERS_YAML, VENVS, Instance
-from octobrixd.instances.venvs import COMPLETE_MARKER, venv_link, venvs_dir
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, venv_link, venvs_dir
 from octobrixd.system import paths
 from octobrixd.system.fsutil import write_atomic
 from octobrixd.system.paths import Layout
