@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from octobrixd.instances.venvs import VenvSpec, provision, venv_link
+from octobrixd.instances.venv_spec import VenvSpec, venv_link
+from octobrixd.instances.venvs import provision
 from octobrixd.system.paths import Layout
 
 OCTOPRINT = "octoprint==1.11.8"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from octobrixd.adding.service import AddService
-from octobrixd.apply.plan import apply_lock, apply_plan, make_plan, printing_now
+from octobrixd.apply.plan import apply_lock, apply_plan, make_plan
 from octobrixd.cameras import health as camera_health
 from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config.applied import remember_applied
@@ -40,6 +40,7 @@ from octobrixd.farm.status import query_units
 from octobrixd.farm.summary import farm_summary
 from octobrixd.instances.connect import Connections
 from octobrixd.instances.recovery import Pass, Recovery
+from octobrixd.instances.running import printing_now
 from octobrixd.names import DeviceKind, kind_of_subsystem, octoprint_unit, streamer_unit
 from octobrixd.system import systemd
 from octobrixd.system.paths import Layout

@@ -138,6 +138,33 @@ def test_users_octoprint_settings_survive_apply(tmp_path: Path) -> None:
     assert after["serial"]["port"] == "/dev/octobrix/printer1"
 
 
+def test_the_name_is_seeded_once_then_the_one_set_in_octoprint_survives_applies(tmp_path: Path) -> None:
+    # octobrix seeds appearance.name with the printer's name; after that it is the user's, set in
+    # OctoPrint's settings (OctoPrint writes it to config.yaml): every apply used to write it back.
+    apply_text(TWO_PRINTERS, tmp_path)
+    config_yaml = tmp_path / "var/lib/octobrix/printer1/basedir/config.yaml"
+    settings = yaml.safe_load(config_yaml.read_text())
+    assert settings["appearance"] == {"name": "printer1"}, "a new instance is seeded with its name"
+    settings["appearance"]["name"] = "Prusa MK4 by the window"
+    config_yaml.write_text(yaml.safe_dump(settings))
+    renamed = config_yaml.read_text()
+
+    layout = Layout(tmp_path)
+    again = make_plan(parse_config(TWO_PRINTERS, "/etc/octobrix.toml"), layout, read_manifest(layout))
+    assert again.empty, "a name set in OctoPrint is not a change for apply to undo"
+    apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
+    after = yaml.safe_load(config_yaml.read_text())
+    assert after["appearance"]["name"] == "Prusa MK4 by the window", "an apply that rewrites config.yaml keeps it"
+    assert after["server"]["port"] == 5011
+    assert config_yaml.read_text() != renamed
+
+    # A config.yaml without a name (OctoPrint leaves an emptied name out) gets the printer's again.
+    del after["appearance"]
+    config_yaml.write_text(yaml.safe_dump(after))
+    apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
+    assert yaml.safe_load(config_yaml.read_text())["appearance"] == {"name": "printer1"}
+
+
 def test_private_state_is_private(tmp_path: Path) -> None:
     apply_text(TWO_PRINTERS, tmp_path)
     state = tmp_path / "var/lib/octobrix/printer1"

@@ -13,7 +13,7 @@ import pytest
 from octobrixd.config.model import parse_config
 from octobrixd.daemon import Daemon, Notifier
 from octobrixd.instances import connect as connect_module
-from octobrixd.instances.credentials import load_or_create_credentials
+from octobrixd.instances.seeding import load_or_create_credentials
 from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 

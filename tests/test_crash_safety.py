@@ -31,7 +31,8 @@ import pytest
 
 from octobrixd.cli import main as cli
 from octobrixd.farm.manifest import read_manifest
-from octobrixd.instances.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, venv_link, venvs_dir
+from octobrixd.instances.venvs import UV_CACHE, provision
 from octobrixd.system.paths import MANIFEST, Layout
 from tests.conftest import REPO
 from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
@@ -349,7 +350,8 @@ PROVISION = """
 import sys
 from pathlib import Path
 from octobrixd.system.paths import Layout
-from octobrixd.instances.venvs import VenvSpec, provision
+from octobrixd.instances.venv_spec import VenvSpec
+from octobrixd.instances.venvs import provision
 root, wheels, *requirements = sys.argv[1:]
 provision(Layout(Path(root)), VenvSpec("printer1", tuple(requirements)), 0, 0, wheels=wheels)
 """

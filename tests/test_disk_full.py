@@ -21,7 +21,8 @@ import pytest
 from octobrixd.config.applied import APPLIED_CONFIG
 from octobrixd.config.view import VIEW_FILE
 from octobrixd.errors import OctobrixError
-from octobrixd.instances.venvs import COMPLETE_MARKER, UV_CACHE, VenvSpec, provision, venv_link, venvs_dir
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, venv_link, venvs_dir
+from octobrixd.instances.venvs import UV_CACHE, provision
 from octobrixd.system.paths import Layout
 from tests.conftest import REPO
 from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse

@@ -13,13 +13,16 @@ from types import ModuleType
 import pytest
 import yaml
 
+from octobrixd.apply.plan import make_plan
 from octobrixd.cli.main import main
 from octobrixd.config.model import load_config
+from octobrixd.farm.manifest import read_manifest
 from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.octoprint_deploy import parse_list, parse_rules
 from octobrixd.importers.plan import ImportPlan, make_import_plan, octobrix_name
 from octobrixd.instances.venv_contents import read_venv
-from octobrixd.instances.venvs import VenvSpec, provision
+from octobrixd.instances.venv_spec import VenvSpec
+from octobrixd.instances.venvs import provision
 from octobrixd.system.paths import Layout
 from tests import import_trees as trees
 
@@ -314,6 +317,22 @@ def test_import_under_root_writes_entries_copies_basedirs_and_a_second_does_noth
         "Nothing left to import from octoprint_deploy (already moved in: camera cam_ender (now cam-ender), "
         "ender (now printer ender), prusa (now printer prusa))."
     )
+
+
+def test_import_keeps_the_name_the_old_octoprint_had(tmp_path: Path) -> None:
+    # The printer is named after the old instance in the config; in OctoPrint it keeps the name its
+    # user gave it there (apply used to write the config's name over it).
+    trees.octoprint_deploy_farm(tmp_path, TWO)
+    old_settings = tmp_path / "home/pi/.ender/config.yaml"
+    old_settings.write_text(old_settings.read_text().replace("name: ender", "name: Ender 3 in the garage"))
+    config = trees.config(tmp_path, "[frontdoor]\nport = 8650\n")
+    assert main(["import", "--root", str(tmp_path), "--config", str(config)]) == 0
+    settings = yaml.safe_load((tmp_path / "var/lib/octobrix/ender/basedir/config.yaml").read_text())
+    assert settings["appearance"] == {"name": "Ender 3 in the garage", "color": "red"}, settings
+    assert settings["server"]["port"] == 5650, "octobrix's own keys are on top as before"
+    layout = Layout(tmp_path)
+    again = make_plan(load_config(config), layout, read_manifest(layout))
+    assert not [c for c in again.files if c.path.name == "config.yaml"], "the next apply leaves the name"
 
 
 def test_a_new_instance_carries_the_old_venvs_plugin_manager_plugins(

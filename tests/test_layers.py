@@ -43,6 +43,23 @@ def test_the_check_sees_a_layer_turned_upside_down(tmp_path: Path) -> None:
     assert "octobrixd.system" in result.stdout and "BROKEN" in result.stdout
 
 
+def test_the_check_sees_a_reader_that_imports_each_writer(tmp_path: Path) -> None:
+    # The second contract's positive control: with the commands that do change the farm counted as
+    # readers, the same checker finds each forbidden writer (so none is a name that matches nothing).
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    readers = next(c for c in settings["contracts"] if c["name"] == "readers never import the writer")
+    acting = ["octobrixd.daemon", "octobrixd.cli.backup", "octobrixd.cli.upgrade", "octobrixd.cli.import_"]
+    as_readers = {**readers, "source_modules": [*readers["source_modules"], *acting]}
+    config = tmp_path / "acting-as-readers.toml"
+    config.write_text(tomli_w.dumps({"tool": {"importlinter": {**settings, "contracts": [as_readers]}}}))
+    result = lint_imports("--config", str(config))
+    assert result.returncode != 0 and "BROKEN" in result.stdout
+    for writer in readers["forbidden_modules"]:
+        assert f"is not allowed to import {writer}:" in result.stdout, writer
+    for reader in readers["source_modules"]:
+        assert f"{reader} is not allowed" not in result.stdout, reader
+
+
 def test_at_most_a_dozen_loose_modules_at_the_top() -> None:
     loose = sorted(p.name for p in (REPO / "octobrixd").glob("*.py"))
     assert len(loose) <= 12, loose

@@ -37,7 +37,8 @@ from octobrixd.instances.venv_contents import (
     user_plugins,
 )
 from octobrixd.instances.venv_drift import venvs_to_build
-from octobrixd.instances.venvs import COMPLETE_MARKER, VenvSpec, _build_dir, is_current, provision, venv_spec
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, is_current, venv_spec
+from octobrixd.instances.venvs import _build_dir, provision
 from octobrixd.system.paths import Layout
 
 SITE = "lib/python3.11/site-packages"

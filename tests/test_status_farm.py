@@ -21,6 +21,7 @@ from octobrixd.farm.manifest import read_manifest
 from octobrixd.farm.status import PrinterStateFetcher
 from octobrixd.instances import credentials as instances
 from octobrixd.instances.credentials import CredentialsNeedRootError, read_credentials
+from octobrixd.instances.seeding import load_or_create_credentials
 from octobrixd.system import paths
 from octobrixd.system.paths import Layout
 from tests.conftest import Ctl
@@ -60,7 +61,7 @@ def farm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Layout, Path]
 
     monkeypatch.setattr(status, "fetch_printer_state", fetcher)
     for name in ("demo", "prusa"):
-        instances.load_or_create_credentials(layout, name)
+        load_or_create_credentials(layout, name)
     return layout, config_path
 
 
@@ -178,7 +179,7 @@ def test_a_permission_error_on_the_credentials_never_suggests_removing_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layout = Layout(tmp_path)
-    instances.load_or_create_credentials(layout, "demo")
+    load_or_create_credentials(layout, "demo")
     deny_secrets(monkeypatch)
     with pytest.raises(CredentialsNeedRootError) as caught:
         read_credentials(layout, "demo")
@@ -188,7 +189,7 @@ def test_a_permission_error_on_the_credentials_never_suggests_removing_them(
 @pytest.mark.parametrize("damage", ["{not json", '{"username": "admin"}', "[1, 2]"])
 def test_damaged_credentials_get_a_hint_that_keeps_them(tmp_path: Path, damage: str) -> None:
     layout = Layout(tmp_path)
-    instances.load_or_create_credentials(layout, "demo")
+    load_or_create_credentials(layout, "demo")
     secret = layout.path(instances.credentials_path("demo"))
     secret.write_text(damage, encoding="utf-8")
     with pytest.raises(OctobrixError) as caught:

@@ -12,7 +12,7 @@ import pytest
 
 from octobrixd.errors import OctobrixError
 from octobrixd.instances import venvs
-from octobrixd.instances.venvs import COMPLETE_MARKER
+from octobrixd.instances.venv_spec import COMPLETE_MARKER
 from octobrixd.system.paths import Layout
 from octobrixd.upgrades import health, rollback_point, versions
 from octobrixd.upgrades.health import Expected, Seen, Verdict, judge

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from octobrixd.errors import OctobrixError
-from octobrixd.instances.venvs import COMPLETE_MARKER, VenvSpec, is_current, provision, venv_link
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, is_current, venv_link
+from octobrixd.instances.venvs import provision
 from octobrixd.system.paths import Layout
 
 OCTOPRINT = "octoprint==1.11.8"

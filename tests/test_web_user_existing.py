@@ -13,13 +13,8 @@ from typing import Any, ClassVar
 import pytest
 
 from octobrixd.instances import credentials as instances
-from octobrixd.instances.credentials import (
-    WEB_USER,
-    load_or_create_credentials,
-    needs_seeding,
-    read_web_key,
-    seed_basedir,
-)
+from octobrixd.instances.credentials import WEB_USER, read_web_key
+from octobrixd.instances.seeding import load_or_create_credentials, needs_seeding, seed_basedir
 from octobrixd.system.paths import Layout
 from tests.httpstub import QuietHandler, serving
 

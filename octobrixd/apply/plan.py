@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import pwd
-import re
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -26,14 +25,16 @@ import yaml
 from octobrixd.config.applied import remember_applied
 from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.farm.manifest import Manifest, read_manifest, running_port
+from octobrixd.farm.manifest import Manifest, read_manifest
 from octobrixd.frontdoor import apply as frontdoor
-from octobrixd.instances import api as octoprint_api
-from octobrixd.instances.credentials import needs_seeding, read_credentials, seed_basedir
+from octobrixd.instances.instance import Instance, tree_config_yaml
+from octobrixd.instances.running import printing_now, serving_port
+from octobrixd.instances.seeding import needs_seeding, seed_basedir
 from octobrixd.instances.venv_drift import venvs_to_build
-from octobrixd.instances.venvs import VenvSpec, check_build_prerequisites, provision
+from octobrixd.instances.venv_spec import VenvSpec
+from octobrixd.instances.venvs import check_build_prerequisites, provision
 from octobrixd.instances.versions import installed_octoprint
-from octobrixd.names import SUBSYSTEMS, dropin, instance_user, octoprint_unit, printer_of
+from octobrixd.names import SUBSYSTEMS, instance_user, octoprint_unit, printer_of
 from octobrixd.render.nginx import NGINX_SITE
 from octobrixd.render.octoprint import merged_octoprint_config
 from octobrixd.render.tree import render_all
@@ -155,10 +156,6 @@ def unit_of(path: PurePosixPath) -> str | None:
     return None
 
 
-def config_yaml_path(name: str) -> PurePosixPath:
-    return paths.STATE_DIR / name / "basedir" / "config.yaml"
-
-
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -168,7 +165,7 @@ def _read_text(path: Path) -> str | None:
 
 def current_and_merged_config_yaml(layout: Layout, config: Config, name: str) -> tuple[str, str] | None:
     """(current text, merged text) of the instance's config.yaml, or None if nothing changes."""
-    path = layout.path(config_yaml_path(name))
+    path = Instance(name, layout).config_yaml
     current_text = _read_text(path) or ""
     try:
         current: Any = yaml.safe_load(current_text) or {}
@@ -223,7 +220,7 @@ def make_plan(
         if merged is not None:
             old_text, new_text = merged
             kind = ChangeKind.UPDATE if old_text else ChangeKind.CREATE
-            changes.append(FileChange(config_yaml_path(name), kind, old_text, new_text, 0o600, name))
+            changes.append(FileChange(tree_config_yaml(name), kind, old_text, new_text, 0o600, name))
 
     state_dirs = tuple(name for name in sorted(config.printers) if not _state_dir_ready(layout, name))
 
@@ -248,7 +245,7 @@ def make_plan(
     rebuilt = {octoprint_unit(s.name) for s in provision if s.drift} & set(previous.units) & set(units)
 
     touched = {change.path for change in changes}
-    written = {*desired, *map(PurePosixPath, previous.files), *map(config_yaml_path, config.printers), paths.MANIFEST}
+    written = {*desired, *map(PurePosixPath, previous.files), *map(tree_config_yaml, config.printers), paths.MANIFEST}
     leftovers = tuple(
         PurePosixPath(temp.relative_to(layout.root))
         for rel in sorted(written)
@@ -307,8 +304,8 @@ def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
 def _state_dirs(layout: Layout, name: str) -> tuple[Path, ...]:
     # basedir/plugins holds octobrix's online-check plugin, and OctoPrint's Plugin Manager installs
     # single-file plugins there: made for the plugin before OctoPrint's first start, it is the instance's.
-    basedir = layout.state_dir(name) / "basedir"
-    return (layout.state_dir(name), basedir, basedir / "plugins")
+    instance = Instance(name, layout)
+    return (instance.state_dir, instance.basedir, instance.plugins)
 
 
 def _state_dir_ready(layout: Layout, name: str) -> bool:
@@ -338,37 +335,6 @@ def _ensure_state_dir(layout: Layout, name: str) -> None:
         directory.chmod(0o700)
         if uid != -1:
             os.chown(directory, uid, gid)
-
-
-def _dropin_port(layout: Layout, name: str) -> int | None:
-    text = _read_text(layout.path(paths.UNIT_DIR / dropin(octoprint_unit(name))))
-    found = re.search(r"^Environment=OCTOBRIX_PORT=(\d+)$", text or "", re.MULTILINE)
-    return int(found[1]) if found else None
-
-
-def _serving_port(layout: Layout, name: str) -> int | None:
-    """The port the instance's OctoPrint runs on; None while it is stopped (or under --root)."""
-    pid = systemd.main_pid(octoprint_unit(name)) if layout.live else 0
-    if not pid:
-        return None
-    return running_port(layout, pid) or _dropin_port(layout, name)
-
-
-def printing_now(layout: Layout) -> Callable[[str], bool]:
-    """Whether printer NAME is printing, asked of the OctoPrint that runs, on the port it runs on."""
-
-    def busy(name: str) -> bool:
-        credentials = read_credentials(layout, name)
-        pid = systemd.main_pid(octoprint_unit(name))
-        if credentials is None or not pid:
-            # Not set up, or not running: nothing to interrupt.
-            return False
-        port = running_port(layout, pid) or _dropin_port(layout, name)
-        if port is None:
-            return False
-        return octoprint_api.is_busy(port, credentials.api_key)
-
-    return busy
 
 
 def _deferred(plan: Plan, busy: Callable[[str], bool]) -> tuple[str, ...]:
@@ -454,7 +420,7 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
             log.info("wrote %s", target)
 
     for name in plan.seed:
-        seed_basedir(layout, name, *_ids(layout, name), serving_port=_serving_port(layout, name))
+        seed_basedir(layout, name, *_ids(layout, name), serving_port=serving_port(layout, name))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
+from octobrixd.instances.instance import Instance
 from octobrixd.system.paths import Layout
 
 BACKUP_ROOT = PurePosixPath("var/backups/octobrix")
@@ -62,7 +63,7 @@ def version_key(version: str) -> tuple[int, int, int, int]:
 
 def installed_octoprint(layout: Layout, name: str) -> str | None:
     """The OctoPrint version in the instance's venv, from its dist-info folder: nothing is run."""
-    venv = layout.state_dir(name) / "venv"
+    venv = Instance(name, layout).venv
     for site in sorted(venv.glob("lib/python3*/site-packages")):
         for entry in site.iterdir():
             match = DIST_INFO_RE.match(entry.name)

@@ -12,9 +12,7 @@ import contextlib
 import datetime
 import logging
 import os
-import pwd
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,14 +20,15 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from octobrixd.apply.plan import config_yaml_path, current_and_merged_config_yaml, printing_now
+from octobrixd.apply.plan import current_and_merged_config_yaml
 from octobrixd.backups import archive
 from octobrixd.config.model import Config
-from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.instances.credentials import Credentials, read_credentials, seed_basedir
-from octobrixd.names import instance_user, octoprint_unit
+from octobrixd.errors import OctobrixError
+from octobrixd.instances.credentials import Credentials, read_credentials
+from octobrixd.instances.instance import Instance
+from octobrixd.instances.running import printing_now
+from octobrixd.instances.seeding import seed_basedir
 from octobrixd.system import systemd
-from octobrixd.system.command import run
 from octobrixd.system.fsutil import exclusive_lock, write_atomic
 from octobrixd.system.paths import Layout
 
@@ -39,8 +38,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = PurePosixPath("var/lib/octobrix/.backup.lock")
 # Where the instance's user may write: OctoPrint's zip is made here, a zip to restore is put here.
 WORK_DIR = ".backup-work"
-# Lowest CPU and disk priority: a print running on this computer must not notice.
-GENTLY = ("nice", "-n", "19", "ionice", "-c", "3")
+# OctoPrint's backup and restore of a basedir with years of uploads and timelapses, run gently.
 CLI_TIMEOUT = 6 * 3600.0
 WAIT_POLL = 30.0
 EXCLUDABLE = ("uploads", "timelapse")
@@ -62,41 +60,20 @@ def backup_lock(layout: Layout) -> Iterator[None]:
         yield
 
 
-def instance_ids(name: str) -> tuple[int, int]:
-    try:
-        entry = pwd.getpwnam(instance_user(name))
-    except KeyError:
+def _installed(instance: Instance) -> None:
+    if not instance.octoprint.exists():
         raise OctobrixError(
-            f"printer {name} is not set up on this computer (no user {instance_user(name)})",
-            hint="run `sudo octobrixctl apply` first",
-        ) from None
-    return entry.pw_uid, entry.pw_gid
-
-
-def _octoprint(layout: Layout, name: str) -> Path:
-    program = layout.state_dir(name) / "venv" / "bin" / "octoprint"
-    if not program.exists():
-        raise OctobrixError(
-            f"printer {name} has no OctoPrint installed yet ({program} is missing)",
+            f"printer {instance.name} has no OctoPrint installed yet ({instance.octoprint} is missing)",
             hint="run `sudo octobrixctl apply` first",
         )
-    return program
 
 
 def _work_dir(layout: Layout, name: str, uid: int, gid: int) -> Path:
-    work = layout.state_dir(name) / WORK_DIR
+    work = Instance(name, layout).state_dir / WORK_DIR
     work.mkdir(mode=0o700, exist_ok=True)
     os.chown(work, uid, gid)
     work.chmod(0o700)
     return work
-
-
-def _octoprint_cli(layout: Layout, name: str, args: list[str], uid: int, gid: int) -> subprocess.CompletedProcess[str]:
-    """Run OctoPrint's CLI on the instance's basedir as its user, gently."""
-    basedir = layout.state_dir(name) / "basedir"
-    argv = [*GENTLY, str(_octoprint(layout, name)), "--basedir", str(basedir), *args]
-    env = {"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    return run(argv, env=env, as_user=(uid, gid), timeout=CLI_TIMEOUT, new_session=True)
 
 
 def wait_until_idle(layout: Layout, name: str, say: Callable[[str], None]) -> None:
@@ -117,8 +94,9 @@ def make_backup(
     keep: int | None = None,
     now: datetime.datetime | None = None,
 ) -> Made:
-    uid, gid = instance_ids(name)
-    _octoprint(layout, name)
+    instance = Instance(name, layout)
+    uid, gid = instance.ids()
+    _installed(instance)
     folder = archive.printer_folder(layout, name, target)
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -137,18 +115,19 @@ def make_backup(
     for exclude in excludes:
         args += ["--exclude", exclude]
     try:
-        _octoprint_cli(layout, name, args, uid, gid)
+        instance.run_octoprint(
+            args,
+            ids=(uid, gid),
+            doing="make its backup",
+            timeout=CLI_TIMEOUT,
+            gently=True,
+            hint=f"see the output of `octobrixctl --debug backup {name}`",
+        )
         if not made.is_file():
             raise OctobrixError(f"OctoPrint of {name} said it made a backup, but {made} is not there")
         final = folder / made.name
         # Same filesystem: a rename. Another one (--to a USB disk): a copy, then the work file goes.
         shutil.move(made, final)
-    except CommandError as error:
-        said = error.stderr.strip().splitlines()
-        raise OctobrixError(
-            f"OctoPrint's backup of {name} failed: {said[-1] if said else error}",
-            hint=f"see the output of `octobrixctl --debug backup {name}`",
-        ) from None
     finally:
         made.unlink(missing_ok=True)
     os.chown(final, 0, 0)
@@ -186,9 +165,9 @@ def check_restorable(layout: Layout, name: str, facts: archive.ZipFacts) -> str:
     return installed
 
 
-def _users(basedir: Path) -> dict[str, object]:
+def _users(users_yaml: Path) -> dict[str, object]:
     try:
-        users = yaml.safe_load((basedir / "users.yaml").read_text(encoding="utf-8")) or {}
+        users = yaml.safe_load(users_yaml.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return {}
     return users if isinstance(users, dict) else {}
@@ -199,33 +178,29 @@ def reapply_octobrix_keys(
 ) -> None:
     """What octobrix owns in the basedir, back on top of the restored one."""
     uid, gid = ids
-    basedir = layout.state_dir(name) / "basedir"
+    instance = Instance(name, layout)
     merged = current_and_merged_config_yaml(layout, config, name)
     if merged is not None:
-        write_atomic(layout.path(config_yaml_path(name)), merged[1], mode=0o600, uid=uid, gid=gid)
-    if credentials is not None and credentials.username in _users(basedir) and not same_farm:
+        write_atomic(instance.config_yaml, merged[1], mode=0o600, uid=uid, gid=gid)
+    if credentials is None:
+        seed_basedir(layout, name, uid, gid)
+        return
+    password_twice = f"{credentials.password}\n{credentials.password}\n"
+    if credentials.username in _users(instance.users_yaml) and not same_farm:
         # Another farm's admin: give it this farm's password, so `octobrixctl credentials` stays true.
-        password_twice = f"{credentials.password}\n{credentials.password}\n"
-        try:
-            run(
-                [str(_octoprint(layout, name)), "--basedir", str(basedir), "user", "password", credentials.username],
-                input_text=password_twice,
-                env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
-                new_session=True,
-                as_user=(uid, gid),
-                timeout=300,
-            )
-        except CommandError as error:
-            raise OctobrixError(f"could not set the admin password of {name}: {error}") from error
-    if credentials is not None and credentials.username not in _users(basedir):
+        instance.run_octoprint(
+            ["user", "password", credentials.username],
+            ids=ids,
+            doing=f"set the password of its user {credentials.username}",
+            input_text=password_twice,
+        )
+    if credentials.username not in _users(instance.users_yaml):
         # A backup without octobrix's admin (a plain OctoPrint's): add it, keep every other account.
-        run(
-            [str(_octoprint(layout, name)), "--basedir", str(basedir), "user", "add", credentials.username, "--admin"],
-            input_text=f"{credentials.password}\n{credentials.password}\n",
-            env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
-            new_session=True,
-            as_user=(uid, gid),
-            timeout=300,
+        instance.run_octoprint(
+            ["user", "add", credentials.username, "--admin"],
+            ids=ids,
+            doing=f"create its user {credentials.username}",
+            input_text=password_twice,
         )
     seed_basedir(layout, name, uid, gid)
 
@@ -236,7 +211,8 @@ def restore(config: Config, layout: Layout, name: str, zip_path: Path, *, force:
     if not facts.has_users:
         raise OctobrixError(f"{zip_path} has no users.yaml: OctoPrint's restore refuses it", hint="use another backup")
     installed = check_restorable(layout, name, facts)
-    uid, gid = instance_ids(name)
+    instance = Instance(name, layout)
+    uid, gid = instance.ids()
     if not force and printing_now(layout)(name):
         raise OctobrixError(
             f"{name} is printing: a restore would stop the print",
@@ -252,19 +228,21 @@ def restore(config: Config, layout: Layout, name: str, zip_path: Path, *, force:
     shutil.copyfile(zip_path, staged)
     os.chown(staged, uid, gid)
     staged.chmod(0o600)
-    unit = octoprint_unit(name)
+    unit = instance.unit
     systemd.stop([unit], wait=True)
-    basedir = layout.state_dir(name) / "basedir"
+    basedir = instance.basedir
     basedir.mkdir(mode=0o700, exist_ok=True)
     os.chown(basedir, uid, gid)
     try:
-        result = _octoprint_cli(layout, name, ["plugins", "backup:restore", str(staged)], uid, gid)
-    except CommandError as error:
-        raise OctobrixError(
-            f"OctoPrint's restore of {name} failed: {error}",
+        result = instance.run_octoprint(
+            ["plugins", "backup:restore", str(staged)],
+            ids=(uid, gid),
+            doing="restore the backup",
+            timeout=CLI_TIMEOUT,
+            gently=True,
             hint=f"{name} is stopped; see `octobrixctl --debug restore {name} {zip_path}`, "
             f"or `sudo systemctl start {unit}` to start it as it is",
-        ) from None
+        )
     finally:
         staged.unlink(missing_ok=True)
     if "Restored from" not in result.stdout:

@@ -17,6 +17,7 @@ from octobrixd.importers import kiauh, octoprint_deploy, plain
 from octobrixd.importers.move import going_back, run_import
 from octobrixd.importers.plan import ImportPlan, make_import_plan
 from octobrixd.importers.sources import Found, Source
+from octobrixd.instances.instance import Instance
 from octobrixd.names import octoprint_unit
 from octobrixd.system.paths import Layout
 
@@ -67,7 +68,7 @@ def describe(plan: ImportPlan, config_text: str, new_text: str, layout: Layout) 
         lines.append(f"printer {move.name}: from {old.name} ({old.unit}, port {old.port}, {bound})")
         lines.append(
             f"  copy {old.basedir} ({move.size.text()}: settings, users, uploads, timelapses, plugin data) "
-            f"into {layout.state_dir(move.name) / 'basedir'}"
+            f"into {Instance(move.name, layout).basedir}"
         )
         lines.append(
             f"  OctoPrint {move.octoprint or '(none found)'} from {old.venv}"

@@ -123,6 +123,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from octobrixd.config.model import load_config
     from octobrixd.devices.serials import placeholder_warnings
     from octobrixd.farm.manifest import read_manifest
+    from octobrixd.instances.instance import Instance
     from octobrixd.instances.recovery import cause
 
     config = load_config(args.config)
@@ -141,7 +142,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             for unit in plan.recover:
                 print(f"{unit} has failed: its OctoPrint {cause(failed[unit])}; `journalctl -u {unit}` says why")
             for name in plan.state_dirs:
-                print(f"would create {layout.state_dir(name)}/basedir")
+                print(f"would create {Instance(name, layout).basedir}")
             for leftover in plan.leftovers:
                 print(f"would remove {layout.path(leftover)} (left by an interrupted apply)")
             where = "would run" if layout.live else "would run on a live system (skipped under --root)"

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from octobrixd.apply.plan import printing_now
 from octobrixd.cliargs import add_config_argument, printers_named
 from octobrixd.config.model import Config, load_config
 from octobrixd.errors import OctobrixError
+from octobrixd.instances.running import printing_now
 from octobrixd.instances.venv_contents import InstalledPlugin, canonical
 from octobrixd.instances.venv_contents import report as venv_report
-from octobrixd.instances.venvs import venv_link
+from octobrixd.instances.venv_spec import venv_link
 from octobrixd.system.paths import Layout
 from octobrixd.upgrades import engine, health, plugin_check, versions
 from octobrixd.upgrades.plugin_check import PluginUpdate, Source

@@ -5,7 +5,6 @@ reader never has to import the writer (and its start-up cost).
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,21 +53,3 @@ def read_manifest(layout: Layout) -> Manifest:
         units=dict(body.get("units", {})),
         deferred=tuple(body.get("deferred", ())),
     )
-
-
-def running_port(layout: Layout, pid: int | None) -> int | None:
-    """The port the OctoPrint whose main process is PID was started on (`--port N` in its command line).
-
-    Not the drop-in's: after a change held back for a print, the drop-in already names the new
-    port, or is gone with a printer removed from the config, while the old OctoPrint still prints.
-    """
-    if not pid:
-        return None
-    try:
-        argv = layout.path(f"proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
-    except OSError:
-        return None
-    for flag, value in itertools.pairwise(argv):
-        if flag == "--port" and value.isdigit():
-            return int(value)
-    return None

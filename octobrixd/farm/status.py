@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from octobrixd.cameras import health as camera_health
 from octobrixd.config.view import FarmView
-from octobrixd.farm.manifest import running_port
 from octobrixd.instances import recovery
 from octobrixd.instances.api import ApiError, job_state
+from octobrixd.instances.running import running_port
 from octobrixd.instances.venv_contents import InstalledPlugin
 from octobrixd.instances.venv_contents import report as venv_report
 from octobrixd.names import device_link, octoprint_unit, printer_of, streamer_unit

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import pwd
 import shutil
 import time
 from collections.abc import Callable
@@ -23,13 +22,7 @@ from typing import Any
 
 import yaml
 
-from octobrixd.apply.plan import (
-    apply_holding_lock,
-    apply_lock,
-    apply_now,
-    config_yaml_path,
-    current_and_merged_config_yaml,
-)
+from octobrixd.apply.plan import apply_holding_lock, apply_lock, apply_now, current_and_merged_config_yaml
 from octobrixd.backups.engine import reapply_octobrix_keys
 from octobrixd.config.edit import edit_config_file, remove_entry
 from octobrixd.config.model import Config
@@ -39,7 +32,8 @@ from octobrixd.importers.plan import ImportPlan, PrinterMove, state_after, state
 from octobrixd.importers.sources import UNIT_DIR
 from octobrixd.instances import api as octoprint_api
 from octobrixd.instances.credentials import read_credentials
-from octobrixd.names import instance_user, octoprint_unit
+from octobrixd.instances.instance import APP_KEYS, CONFIG_YAML, Instance
+from octobrixd.names import octoprint_unit
 from octobrixd.system import systemd
 from octobrixd.system.fsutil import write_atomic
 from octobrixd.system.paths import Layout
@@ -53,7 +47,7 @@ ASIDE = ".basedir-before-import"
 
 def old_api_key(basedir: Path) -> str | None:
     """Any API key the old OctoPrint accepts: an application key of its users, or its global key."""
-    for relative, pick in (("data/appkeys/keys.yaml", _app_key), ("config.yaml", _global_key)):
+    for relative, pick in ((APP_KEYS, _app_key), (CONFIG_YAML, _global_key)):
         try:
             body = yaml.safe_load((basedir / relative).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
@@ -98,18 +92,11 @@ def check_idle(plan: ImportPlan, running: list[str]) -> None:
             )
 
 
-def _ids(layout: Layout, name: str) -> tuple[int, int]:
-    if not layout.live:
-        return -1, -1
-    entry = pwd.getpwnam(instance_user(name))
-    return entry.pw_uid, entry.pw_gid
-
-
 def move_basedir(config: Config, layout: Layout, move: PrinterMove) -> Survey:
     """The old basedir into the (stopped) new instance; octobrix's keys back on top."""
-    state = layout.state_dir(move.name)
-    uid, gid = _ids(layout, move.name)
-    staging, aside, basedir = state / STAGING, state / ASIDE, state / "basedir"
+    instance = Instance(move.name, layout)
+    uid, gid = instance.ids() if layout.live else (-1, -1)
+    staging, aside, basedir = instance.state_dir / STAGING, instance.state_dir / ASIDE, instance.basedir
     for leftover in (staging, aside):
         shutil.rmtree(leftover, ignore_errors=True)
     copied = copy_basedir(move.old.basedir, staging, uid, gid)
@@ -123,7 +110,7 @@ def move_basedir(config: Config, layout: Layout, move: PrinterMove) -> Survey:
     else:
         merged = current_and_merged_config_yaml(layout, config, move.name)
         if merged is not None:
-            write_atomic(layout.path(config_yaml_path(move.name)), merged[1], mode=0o600)
+            write_atomic(instance.config_yaml, merged[1], mode=0o600)
     # The fresh basedir apply made a minute ago: octobrix's seed, nothing of the user's.
     shutil.rmtree(aside, ignore_errors=True)
     return copied

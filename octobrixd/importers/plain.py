@@ -14,6 +14,7 @@ from octobrixd.importers.sources import (
     read_text,
     venv_of,
 )
+from octobrixd.instances.instance import venv_octoprint
 from octobrixd.system.paths import Layout
 
 UNIT = "octoprint.service"
@@ -44,6 +45,6 @@ def discover(layout: Layout) -> Found:
     for user, basedir, home in found[:1]:
         venv = venv_of(facts.program, layout)
         if venv is None:
-            venv = next((home / g for g in VENV_GUESSES if (home / g / "bin" / "octoprint").exists()), None)
+            venv = next((home / g for g in VENV_GUESSES if venv_octoprint(home / g).exists()), None)
         printers.append(by_serial_port(NAME, UNIT, basedir, facts, venv=venv, user=user))
     return Found(Source.OCTOPRINT, tuple(printers), (), tuple(notes))

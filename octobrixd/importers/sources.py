@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from octobrixd.instances.instance import CONFIG_YAML
 from octobrixd.system.paths import Layout
 
 UNIT_DIR = PurePosixPath("etc/systemd/system")
@@ -170,7 +171,7 @@ def inside(layout: Layout, absolute: str) -> Path:
 def serial_port_of(basedir: Path) -> str | None:
     """The serial port the old OctoPrint was set to (config.yaml serial.port), if readable."""
     try:
-        body = yaml.safe_load(read_text(basedir / "config.yaml") or "") or {}
+        body = yaml.safe_load(read_text(basedir / CONFIG_YAML) or "") or {}
     except yaml.YAMLError:
         return None
     serial = body.get("serial") if isinstance(body, dict) else None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from octobrixd.config.requirements import PLUGIN_URL_RE, REQUIREMENT_RE
+from octobrixd.instances.instance import Instance
 from octobrixd.system.paths import Layout
 
 if TYPE_CHECKING:
@@ -285,11 +286,11 @@ class VenvReport:
 
 
 def current_venv(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / "venv"
+    return Instance(name, layout).venv
 
 
 def carried_path(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / CARRIED_FILE
+    return Instance(name, layout).state_dir / CARRIED_FILE
 
 
 def _carried_entries(layout: Layout, name: str, key: str) -> list[dict[str, str]]:

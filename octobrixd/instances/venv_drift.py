@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from octobrixd.config.model import Config
 from octobrixd.findings import Finding
+from octobrixd.instances.instance import Instance
 from octobrixd.instances.venv_contents import (
     canonical,
     drift_of,
@@ -21,7 +22,7 @@ from octobrixd.instances.venv_contents import (
     report,
     user_plugins,
 )
-from octobrixd.instances.venvs import VenvSpec, is_current, venv_link, venv_spec
+from octobrixd.instances.venv_spec import VenvSpec, is_current, venv_link, venv_spec
 from octobrixd.system.paths import Layout
 
 
@@ -68,7 +69,8 @@ def venv_results(layout: Layout, config: Config | None) -> list[Finding]:
         try:
             built = venv_link(layout, name).is_symlink()
         except PermissionError:
-            out.append(Finding(label, True, f"cannot read {layout.state_dir(name)} (run doctor as root to check it)"))
+            state_dir = Instance(name, layout).state_dir
+            out.append(Finding(label, True, f"cannot read {state_dir} (run doctor as root to check it)"))
             continue
         if not built:
             continue  # not built yet: apply's business, not drift

@@ -11,20 +11,19 @@ add and replace files in its own venv but never write into a file another venv s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from octobrixd.config.model import Config
 from octobrixd.errors import CommandError, OctobrixError
 from octobrixd.instances.carry import carry, save
+from octobrixd.instances.instance import VENVS, venv_python
 from octobrixd.instances.venv_contents import carried_path, read_carried, read_venv, user_plugins
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, venv_link, venvs_dir
 from octobrixd.system.command import run
 from octobrixd.system.fsutil import DISK_FULL, mount_point
 from octobrixd.system.paths import Layout
@@ -33,50 +32,8 @@ log = logging.getLogger(__name__)
 
 INSTANCE_PYTHON = Path("/usr/bin/python3")
 UV_CACHE = PurePosixPath("var/cache/octobrix/uv")
-COMPLETE_MARKER = ".octobrix-complete"
 # Kept after a swap so a running OctoPrint can still import from it until it restarts.
 KEEP_PREVIOUS = 1
-
-
-@dataclass(frozen=True)
-class VenvSpec:
-    name: str
-    requirements: tuple[str, ...]
-    # Why it is built, for --dry-run; drift: only the venv's contents changed, not the config.
-    reason: str = field(default="", compare=False)
-    drift: bool = field(default=False, compare=False)
-    # Another OctoPrint's venv whose Plugin Manager plugins come along (`import`): used while the
-    # instance has no venv of its own yet.
-    carry_from: Path | None = field(default=None, compare=False)
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256("\n".join(self.requirements).encode()).hexdigest()[:16]
-
-
-def venv_spec(config: Config, name: str) -> VenvSpec:
-    return VenvSpec(name, (config.octoprint_requirement(name), *config.printers[name].plugins))
-
-
-def venvs_dir(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / "venvs"
-
-
-def venv_link(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / "venv"
-
-
-def is_current(layout: Layout, spec: VenvSpec) -> bool:
-    link = venv_link(layout, spec.name)
-    if not link.is_symlink():
-        return False
-    target = link.resolve()
-    # A rebuild of the same requirements (drift repair) goes to DIGEST-1 beside the running DIGEST.
-    return (
-        target.parent == venvs_dir(layout, spec.name).resolve()
-        and target.name.partition("-")[0] == spec.digest
-        and (target / COMPLETE_MARKER).exists()
-    )
 
 
 def _build_dir(layout: Layout, spec: VenvSpec) -> Path:
@@ -184,11 +141,11 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
         builder.fresh()
         with tempfile.TemporaryDirectory(prefix=".carry-", dir=target.parent) as scratch:
             result = carry(builder, spec.requirements, plugins, Path(scratch), wheels)
-        run([str(target / "bin" / "python"), "-c", "import octoprint"])
+        run([str(venv_python(target)), "-c", "import octoprint"])
         _hand_directories_to(target, uid, gid)
         (target / COMPLETE_MARKER).touch()
         temporary.unlink(missing_ok=True)
-        temporary.symlink_to(Path("venvs") / target.name)
+        temporary.symlink_to(Path(VENVS) / target.name)
     except CommandError as error:
         _clean_failed_build(layout, target, temporary)
         raise _explain(layout, spec, error) from error
@@ -227,7 +184,7 @@ class _UvBuilder:
         )
 
     def install(self, requirements: Sequence[str], constraints: Path | None) -> None:
-        python = str(self.target / "bin" / "python")
+        python = str(venv_python(self.target))
         limits = ["--constraint", str(constraints)] if constraints is not None else []
         _uv(["pip", "install", "--quiet", *self.source, *limits, "--python", python, *requirements], self.layout)
 

@@ -1,7 +1,8 @@
 """The part of each instance's OctoPrint config.yaml that octobrix owns.
 
 apply merges these keys into the instance's config.yaml; every other key is the user's and
-is left as it is, so changes made in OctoPrint's settings page survive.
+is left as it is, so changes made in OctoPrint's settings page survive. A few (SET_ONCE, the
+printer's name among them) are only seeded: set where config.yaml lacks them, then the user's.
 """
 
 from __future__ import annotations
@@ -222,10 +223,15 @@ def merged_octoprint_config(
     return merge_seed(merge_seed(merged, first_start_seed(current, generation)), seed)
 
 
-# Keys octobrix sets only where config.yaml lacks them. Its online-check plugin turns the check on
-# while OctoPrint runs (a settings save then writes it on) and back off at a clean stop: octobrix
-# owning it would make the next apply rewrite config.yaml after every settings save.
-SET_ONCE = (("server", "onlineCheck", "enabled"),)
+# Keys octobrix sets only where config.yaml lacks them (a new instance, or one whose OctoPrint never
+# had it), and then leaves to OctoPrint and its user:
+# - the online check: octobrix's online-check plugin turns it on while OctoPrint runs (a settings
+#   save then writes it on) and back off at a clean stop; owning it would make the next apply
+#   rewrite config.yaml after every settings save.
+# - the printer's name in OctoPrint (its title, tab and discovery name): seeded as the printer's
+#   name in the config, then the user's to change in OctoPrint's settings; a basedir brought in by
+#   `import` or a restore keeps the name it had.
+SET_ONCE = (("server", "onlineCheck", "enabled"), ("appearance", "name"))
 
 
 def _without_set_once(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:

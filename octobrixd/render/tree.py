@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from octobrixd.config.model import Config
+from octobrixd.instances.instance import PLUGINS, tree_basedir
 from octobrixd.names import dropin, octoprint_unit, streamer_unit
 from octobrixd.render.backup_timer import timer_files
 from octobrixd.render.common import RenderedFile, header
@@ -28,7 +29,7 @@ def seed_path(name: str) -> PurePosixPath:
 
 
 def online_check_plugin_path(name: str) -> PurePosixPath:
-    return paths.STATE_DIR / name / "basedir" / "plugins" / ONLINE_CHECK_PLUGIN_NAME
+    return tree_basedir(name) / PLUGINS / ONLINE_CHECK_PLUGIN_NAME
 
 
 def render_all(config: Config) -> dict[PurePosixPath, RenderedFile]:

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from octobrixd.apply.plan import apply_lock, apply_plan, make_plan, printing_now
-from octobrixd.backups.engine import instance_ids
+from octobrixd.apply.plan import apply_lock, apply_plan, make_plan
 from octobrixd.config.applied import remember_applied
 from octobrixd.config.edit import edit_config_file, remove_value, set_value
 from octobrixd.config.model import Config, load_config
@@ -20,6 +19,8 @@ from octobrixd.farm.manifest import read_manifest
 from octobrixd.farm.status import query_units
 from octobrixd.instances import api as octoprint_api
 from octobrixd.instances.credentials import read_credentials
+from octobrixd.instances.instance import Instance
+from octobrixd.instances.running import printing_now
 from octobrixd.instances.venv_contents import installed_versions
 from octobrixd.names import octoprint_unit
 from octobrixd.system import systemd
@@ -132,7 +133,7 @@ def put_back(ctx: Context, point: rollback_point.Point, where: Path, operational
     previous = rollback_point.previous_venv(ctx.layout, point)
     systemd.stop([unit], wait=True)
     rollback_point.swap_venv(ctx.layout, name, previous)
-    rollback_point.restore_files(ctx.layout, point, where, *instance_ids(name))
+    rollback_point.restore_files(ctx.layout, point, where, *Instance(name, ctx.layout).ids())
     set_pin(ctx, name, point.own_pin)
     config = apply_config(ctx, name)  # no build: the previous venv is the config's again
     systemd.reset_failed([unit])

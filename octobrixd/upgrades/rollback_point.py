@@ -15,14 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from octobrixd.errors import OctobrixError
-from octobrixd.instances.venvs import COMPLETE_MARKER, venv_link, venvs_dir
+from octobrixd.instances.instance import CONFIG_YAML, USERS_YAML, VENVS, Instance
+from octobrixd.instances.venv_spec import COMPLETE_MARKER, venv_link, venvs_dir
 from octobrixd.system import paths
 from octobrixd.system.fsutil import write_atomic
 from octobrixd.system.paths import Layout
 
 POINTS_DIR = paths.STATE_DIR / ".upgrades"
 POINT_FILE = "point.json"
-KEPT_FILES = ("config.yaml", "users.yaml")
+KEPT_FILES = (CONFIG_YAML, USERS_YAML)
 FORMAT = 1
 
 
@@ -48,10 +49,6 @@ def pending(layout: Layout, name: str) -> Path:
     return layout.path(POINTS_DIR / f"{name}.pending")
 
 
-def _basedir(layout: Layout, name: str) -> Path:
-    return layout.state_dir(name) / "basedir"
-
-
 def save(layout: Layout, point: Point, where: Path) -> None:
     """Copies config.yaml and users.yaml (root only) into where, then the point itself."""
     shutil.rmtree(where, ignore_errors=True)
@@ -59,7 +56,7 @@ def save(layout: Layout, point: Point, where: Path) -> None:
     where.parent.chmod(0o700)
     where.chmod(0o700)
     for kept in KEPT_FILES:
-        source = _basedir(layout, point.name) / kept
+        source = Instance(point.name, layout).basedir / kept
         target = where / kept
         if source.exists():
             fresh = target.with_name(f".{kept}.new")
@@ -116,7 +113,7 @@ def swap_venv(layout: Layout, name: str, target: Path) -> None:
     link = venv_link(layout, name)
     temporary = link.with_name(".venv.rollback")
     temporary.unlink(missing_ok=True)
-    temporary.symlink_to(Path("venvs") / target.name)
+    temporary.symlink_to(Path(VENVS) / target.name)
     temporary.replace(link)
 
 
@@ -132,7 +129,7 @@ def restore_files(layout: Layout, point: Point, where: Path, uid: int, gid: int)
         source = where / kept
         if not source.exists():
             continue
-        target = _basedir(layout, point.name) / kept
+        target = Instance(point.name, layout).basedir / kept
         temporary = target.with_name(f".{kept}.rollback")
         shutil.copyfile(source, temporary)
         temporary.chmod(0o600)

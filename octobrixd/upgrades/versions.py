@@ -12,6 +12,7 @@ from pathlib import Path
 
 from octobrixd.config.requirements import REQUIREMENT_RE
 from octobrixd.errors import CommandError, OctobrixError
+from octobrixd.instances.instance import venv_python
 from octobrixd.instances.venv_contents import canonical, satisfies, version_key
 from octobrixd.system.command import run
 
@@ -123,7 +124,7 @@ def wheels_listing(folder: Path) -> list[str]:
 
 def pip_of(venv: Path) -> list[str]:
     """The printer's own pip (in every venv octobrix builds), with the system's CAs (a proxy's too)."""
-    python = venv / "bin" / "python"
+    python = venv_python(venv)
     if not python.exists():
         python = Path(sys.executable)
     cert = ["--cert", str(SYSTEM_CA)] if SYSTEM_CA.exists() else []

@@ -1,0 +1,58 @@
+"""Which venv a printer should run, and whether it runs it: read from the config and the venv link,
+nothing built. instances/venvs.py builds and swaps venvs; doctor, status and the plan's comparison
+read through this module, so a reader never imports the builder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from octobrixd.config.model import Config
+from octobrixd.instances.instance import Instance
+from octobrixd.system.paths import Layout
+
+# In a venv whose build finished: a build killed half-way has none.
+COMPLETE_MARKER = ".octobrix-complete"
+
+
+@dataclass(frozen=True)
+class VenvSpec:
+    name: str
+    requirements: tuple[str, ...]
+    # Why it is built, for --dry-run; drift: only the venv's contents changed, not the config.
+    reason: str = field(default="", compare=False)
+    drift: bool = field(default=False, compare=False)
+    # Another OctoPrint's venv whose Plugin Manager plugins come along (`import`): used while the
+    # instance has no venv of its own yet.
+    carry_from: Path | None = field(default=None, compare=False)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256("\n".join(self.requirements).encode()).hexdigest()[:16]
+
+
+def venv_spec(config: Config, name: str) -> VenvSpec:
+    return VenvSpec(name, (config.octoprint_requirement(name), *config.printers[name].plugins))
+
+
+def venvs_dir(layout: Layout, name: str) -> Path:
+    return Instance(name, layout).venvs
+
+
+def venv_link(layout: Layout, name: str) -> Path:
+    return Instance(name, layout).venv
+
+
+def is_current(layout: Layout, spec: VenvSpec) -> bool:
+    link = venv_link(layout, spec.name)
+    if not link.is_symlink():
+        return False
+    target = link.resolve()
+    # A rebuild of the same requirements (drift repair) goes to DIGEST-1 beside the running DIGEST.
+    return (
+        target.parent == venvs_dir(layout, spec.name).resolve()
+        and target.name.partition("-")[0] == spec.digest
+        and (target / COMPLETE_MARKER).exists()
+    )
