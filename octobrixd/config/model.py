@@ -234,7 +234,7 @@ class Camera(_Matched):
         default={},
         description="camera settings applied before each start of the stream, in the order written: "
         "`controls = { focus_automatic_continuous = 0, focus_absolute = 30 }`. "
-        "`v4l2-ctl --list-ctrls -d /dev/octobrix/NAME` lists what a camera has. Turn an automatic mode off "
+        f"`v4l2-ctl --list-ctrls -d {device_link('NAME')}` lists what a camera has. Turn an automatic mode off "
         "before its manual value",
     )
 

@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 
 from octobrixd.config.model import Config
 from octobrixd.config.values import NAME_MAX, Shape
+from octobrixd.names import device_link
 
 COMMAND = "python -m octobrixd.config.reference > docs/config.md"
 
@@ -181,7 +182,7 @@ def config_reference() -> str:
         f"them, then run `{COMMAND}`.*\n",
         "A complete example with comments is in [`packaging/octobrix.toml`](../packaging/octobrix.toml). "
         "Names of printers and cameras (`printer1`, `cam1`) use lowercase letters, digits and dashes, at most "
-        f"{NAME_MAX} characters: they become service names and `/dev/octobrix/<name>`. Every printer and camera "
+        f"{NAME_MAX} characters: they become service names and `{device_link('<name>')}`. Every printer and camera "
         "states its own port, so adding one never moves another. Unknown keys are errors, so a typo never passes "
         "silently: `sudo octobrixctl check` names each mistake with its line.\n",
         "In the tables, *default* is what a key that is left out means: *required* keys must be given, and "
