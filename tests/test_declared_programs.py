@@ -39,13 +39,13 @@ FARM = REPO / "tests" / "data" / "farm.toml"
 SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Always there: octobrix refuses to install without systemd running, and coreutils is Essential.
 EVERYWHERE = frozenset({"systemd", "coreutils"})
-# Not from a Debian package, each for a reason a user can read in the README.
+# Not from a Debian package, each for a reason a user can read in the README or docs/
 NOT_PACKAGED = {
     "/opt/octobrix/": "octobrix's own venv, made by install.sh and postinst",
     "/var/lib/octobrix/": "each printer's own OctoPrint venv, made by octobrix",
     "/usr/local/bin/octobrixctl": "install.sh's link to octobrix's venv",
     "/usr/local/bin/octobrixd": "install.sh's link to octobrix's venv",
-    "/usr/local/bin/mjpg_streamer": "mjpg-streamer: no distribution packages it; the README says how to build "
+    "/usr/local/bin/mjpg_streamer": "mjpg-streamer: no distribution packages it; docs/cameras.md says how to build "
     "it, and apply warns when a camera asks for it and it is missing",
 }
 # sh builtins and keywords (dash): never a program.

@@ -356,7 +356,7 @@ def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
 def test_uploads_stream_and_websockets_survive_a_reload(tmp_path: Path) -> None:
     with holding_printer_ports(ports=range(5500, 5510)), front_door(tmp_path, FARM) as (seen, nginx, password):
         cookie = log_in(password)
-        # 600 MB (more than the 500 MB the README promises), sent in chunks: nginx passes it on
+        # 600 MB (more than the 500 MB docs/promises.md promises), sent in chunks: nginx passes it on
         # as it comes (no body limit, nothing spooled to its temp folder).
         size, chunk = 600 * 1024**2, b"\0" * (1 << 20)
         conn = http.client.HTTPConnection("127.0.0.1", FRONT, timeout=120)

@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 from octobrixd.config.positions import KeyLocator
 from octobrixd.config.schedule import DEFAULT_KEEP, DEFAULT_SCHEDULE, check_schedule
+from octobrixd.config.schedule import OFF as SCHEDULE_OFF
 from octobrixd.config.streamers import Streamer
 from octobrixd.config.values import (
     DEFAULT_OCTOPRINT,
@@ -37,6 +38,7 @@ from octobrixd.config.values import (
     PublicHost,
     Resolution,
     Serial,
+    Shape,
     StrictBool,
     StrictInt,
     UsbPort,
@@ -52,58 +54,149 @@ class _Model(BaseModel):
 
 
 class Settings(_Model):
-    octoprint: OctoPrintRequirement = DEFAULT_OCTOPRINT
-    # For farms without internet: install OctoPrint and plugins from this folder of wheels only.
-    wheels: Annotated[str, AfterValidator(check_wheels)] | None = None
-    listen: ListenAddress = "::"
-    streamer: Streamer = Streamer.USTREAMER
-    # The name browsers reach this computer by, for the webcam URLs in OctoPrint; load_config
-    # fills in the machine's host name when the file leaves it out.
-    public_host: PublicHost | None = None
-    # OctoPrint's own backup of every printer by octobrix-backup.timer: a systemd calendar time or
-    # "off"; and how many backups of each printer the timer keeps.
-    backup_schedule: Annotated[str, AfterValidator(check_schedule)] = DEFAULT_SCHEDULE
-    backup_keep: StrictInt = Field(default=DEFAULT_KEEP, ge=1, le=1000)
+    """What the whole farm shares."""
+
+    octoprint: OctoPrintRequirement = Field(
+        default=DEFAULT_OCTOPRINT, description="the OctoPrint every printer gets, as a pinned pip requirement"
+    )
+    wheels: Annotated[str, AfterValidator(check_wheels), Shape("an absolute folder path")] | None = Field(
+        default=None,
+        description=f"for a farm without internet: a folder of wheels (`pip wheel {DEFAULT_OCTOPRINT} -w DIR` on "
+        "another computer) that OctoPrint and plugins are installed from, instead of PyPI; unset: from PyPI",
+    )
+    listen: ListenAddress = Field(
+        default="::",
+        description='the address OctoPrint and the streams listen on: `"::"` every address (IPv4 and IPv6), '
+        '`"127.0.0.1"` this computer only',
+    )
+    streamer: Streamer = Field(
+        default=Streamer.USTREAMER, description="webcam streamer for cameras that don't choose their own"
+    )
+    # load_config fills in the machine's host name when the file leaves it out.
+    public_host: PublicHost | None = Field(
+        default=None,
+        description='the name or address your browser reaches this computer by, e.g. `"farm.local"` or '
+        '`"192.168.1.20"`: with the front door off, the webcam stream URL in each OctoPrint uses it (set it when '
+        "the plain host name does not open from other computers); with the front door on, the stream URL is a "
+        "path and needs no host. `status` prints the addresses with it, and `export` gives it to farm managers; "
+        "unset: this computer's host name",
+    )
+    backup_schedule: Annotated[
+        str, AfterValidator(check_schedule), Shape(f'a systemd calendar time, or "{SCHEDULE_OFF}"')
+    ] = Field(
+        default=DEFAULT_SCHEDULE,
+        description="when `octobrix-backup.timer` backs up every printer (OctoPrint's own backup): a systemd "
+        'calendar time (`"daily"`, `"Sun 03:30"`, `"*-*-* 02:00"`; `systemd-analyze calendar "…"` checks one), '
+        f'or `"{SCHEDULE_OFF}"`: no scheduled backups',
+    )
+    backup_keep: StrictInt = Field(
+        default=DEFAULT_KEEP,
+        ge=1,
+        le=1000,
+        description="how many backups of each printer the timer keeps; older ones in "
+        "`/var/backups/octobrix/NAME/` are removed, also those made by hand",
+    )
+
+
+PAYLOAD_MIN, PAYLOAD_MAX = 128, 3072
 
 
 def _check_payload(value: int) -> int:
-    if value != 0 and not 128 <= value <= 3072:
+    if value != 0 and not PAYLOAD_MIN <= value <= PAYLOAD_MAX:
         raise ValueError(
             f"{value} is not a payload the patched uvcvideo accepts: 0 (off, the stock driver) or "
-            "128–3072 bytes; 1024 fits about four 1080p/15 fps MJPEG cameras on one USB 2 bus"
+            f"{PAYLOAD_MIN}–{PAYLOAD_MAX} bytes; 1024 fits about four 1080p/15 fps MJPEG cameras on one USB 2 bus"
         )
     return value
 
 
 class UvcVideo(_Model):
-    # Bytes per USB 2 microframe a compressed (MJPEG) stream may reserve. Unset: the patched
-    # module's own default (1024); 0: the stock driver's behaviour.
-    max_compressed_payload: Annotated[int, Strict(), AfterValidator(_check_payload)] | None = None
-    # true: the patched module computes what uncompressed (YUYV) streams reserve from width x
-    # height x bits per pixel x fps, as the kernel's FIX_BANDWIDTH quirk does, for every camera and
-    # without replacing any camera's own quirks. Unset: the module's default (off, stock behaviour).
-    uncompressed_bandwidth_fix: StrictBool | None = None
+    """Settings of octobrix's patched uvcvideo driver (`sudo octobrixctl kmod install`), for several
+    cameras on one USB bus."""
+
+    max_compressed_payload: (
+        Annotated[int, Strict(), AfterValidator(_check_payload), Shape(f"0 (off) or {PAYLOAD_MIN}–{PAYLOAD_MAX} bytes")]
+        | None
+    ) = Field(
+        default=None,
+        description="with octobrix's patched uvcvideo driver: the most USB bandwidth, in bytes per 125 µs "
+        "microframe, each MJPEG camera reserves. 1024 fits about four 1080p/15 fps cameras on one USB 2 bus, "
+        "768 six, 512 nine (at lower resolution or frame rate); `0` turns the patch off (the stock driver's "
+        "behaviour); unset: the module's own default (1024)",
+    )
+    uncompressed_bandwidth_fix: StrictBool | None = Field(
+        default=None,
+        description="with the patched uvcvideo: `true` makes every YUYV (uncompressed) camera reserve what its "
+        "size and frame rate need (width x height x bits per pixel x fps), computed as the kernel's `quirks=128` "
+        "(FIX_BANDWIDTH) does, instead of the largest packet it asks for; each camera keeps its own quirks. Two "
+        "640x480@30 YUYV cameras then fit on one USB 2 bus where the stock driver fits one; unset: the module's "
+        "default (off, the stock driver's behaviour)",
+    )
 
 
 class _Matched(_Model):
-    serial: Serial | None = None
-    usb_port: UsbPort | None = None
+    serial: Serial | None = Field(
+        default=None,
+        description='the USB serial number of the printer\'s board or the camera, e.g. `"CZPX1919X004XC24974"`; '
+        'a placeholder that many boards report (`"0001"`, `"123456789"`, all zeros) cannot tell boards apart: '
+        "`discover` proposes `usb_port` for such a board and `check` warns",
+    )
+    usb_port: UsbPort | None = Field(
+        default=None,
+        description='the USB port it is plugged into, e.g. `"1-1.2"` (on bus 1), for devices without a unique '
+        "serial number; follows the cable, not the board. A board with two serial ports gets its link on the "
+        "first one. The bandwidth advisor judges a camera that is not plugged in by its bus",
+    )
 
     def match_keys(self) -> list[str]:
         return [key for key in ("serial", "usb_port") if getattr(self, key) is not None]
 
 
 class Printer(_Matched):
-    virtual: StrictBool = False
-    port: Port
-    baudrate: Baudrate | None = None
-    camera: CameraRef | None = None
-    octoprint: OctoPrintRequirement | None = None
-    plugins: tuple[Plugin, ...] = ()
-    # Resource controls for this printer's OctoPrint (systemd MemoryMax=, CPUWeight=, Nice=).
-    memory_limit: MemorySize | None = None
-    cpu_weight: StrictInt = Field(default=100, ge=1, le=10000)
-    nice: StrictInt = Field(default=5, ge=-20, le=19)
+    """One printer, with its own OctoPrint. Each printer is matched by exactly one of `serial`,
+    `usb_port` or `virtual`."""
+
+    virtual: StrictBool = Field(
+        default=False, description="`true`: OctoPrint's built-in virtual printer, needs no hardware"
+    )
+    port: Port = Field(description="OctoPrint's web port, e.g. `5001`")
+    baudrate: Baudrate | None = Field(
+        default=None,
+        description="serial speed, e.g. `115200` or `250000`; not for a virtual printer; unset: OctoPrint's default",
+    )
+    camera: CameraRef | None = Field(
+        default=None,
+        description="the name of a `[cameras.NAME]` entry to show in this printer's OctoPrint; unset: its "
+        "OctoPrint's webcam is off",
+    )
+    octoprint: OctoPrintRequirement | None = Field(
+        default=None,
+        description='this printer\'s own OctoPrint version, e.g. `"octoprint==1.10.3"`; OctoPrint 2.x too '
+        '(`"octoprint==2.0.0rc3"`), whose own settings keys octobrix then writes; `octobrixctl upgrade` and '
+        "`rollback` set it for you (your comments stay); unset: `[octobrix] octoprint`",
+    )
+    plugins: tuple[Plugin, ...] = Field(
+        default=(),
+        description='OctoPrint plugins to install, pinned: `["OctoPrint-MFATOTP==1.1.1"]` from PyPI, or the '
+        "archive URL plugins.octoprint.org lists",
+    )
+    memory_limit: MemorySize | None = Field(
+        default=None,
+        description='the most memory this printer\'s OctoPrint may use (systemd `MemoryMax=`), e.g. `"768M"`; '
+        "unset: unlimited",
+    )
+    cpu_weight: StrictInt = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="its share of the CPU against the others (systemd `CPUWeight=`; webcams get `20`)",
+    )
+    nice: StrictInt = Field(
+        default=5,
+        ge=-20,
+        le=19,
+        description="its scheduling priority (systemd `Nice=`): the lower, the sooner it runs",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_match(self) -> Self:
@@ -117,15 +210,33 @@ class Printer(_Matched):
 
 
 class Camera(_Matched):
-    # Built-in, CSI and loopback cameras have no USB serial or port: their V4L2 name binds them.
-    device_name: DeviceName | None = None
-    resolution: Resolution = "1280x720"
-    fps: StrictInt = Field(default=15, ge=1, le=120)
-    format: PixelFormat = PixelFormat.MJPEG
-    port: Port
-    streamer: Streamer | None = None
-    # V4L2 controls set before streaming starts, in the order written (automatic modes off first).
-    controls: Controls = {}
+    """One camera, with its own streamer. Each camera is matched by exactly one of `serial`,
+    `usb_port` or `device_name`."""
+
+    device_name: DeviceName | None = Field(
+        default=None,
+        description='the camera\'s V4L2 name, as `v4l2-ctl --info -d /dev/videoN` shows it for "Card type" '
+        '(e.g. `"Integrated Camera: Integrated C"`), for built-in, CSI and loopback cameras without a USB serial '
+        "or port (`discover` and the found list propose it for a camera that is not on USB); any video device "
+        "with that name gets the entry",
+    )
+    resolution: Resolution = Field(default="1280x720", description="the stream's width x height")
+    fps: StrictInt = Field(default=15, ge=1, le=120, description="frames per second")
+    format: PixelFormat = Field(
+        default=PixelFormat.MJPEG,
+        description='`"mjpeg"` (the camera compresses; cheap on the CPU) or `"yuyv"` (raw, compressed by the computer)',
+    )
+    port: Port = Field(description="the stream's web port, e.g. `8081`")
+    streamer: Streamer | None = Field(
+        default=None, description="the streamer for this camera; unset: `[octobrix] streamer`"
+    )
+    controls: Controls = Field(
+        default={},
+        description="camera settings applied before each start of the stream, in the order written: "
+        "`controls = { focus_automatic_continuous = 0, focus_absolute = 30 }`. "
+        f"`v4l2-ctl --list-ctrls -d {device_link('NAME')}` lists what a camera has. Turn an automatic mode off "
+        "before its manual value",
+    )
 
     def match_keys(self) -> list[str]:
         return [*super().match_keys(), *(["device_name"] if self.device_name is not None else [])]
@@ -148,11 +259,26 @@ class Camera(_Matched):
 
 
 class FrontDoor(_Model):
-    # One port for the whole farm (nginx): every printer at /NAME/, behind the farm login.
-    enabled: StrictBool = True
-    port: StrictInt = Field(default=80, ge=1, le=65535)
-    # Prometheus's /metrics on the front door, behind the metrics token or the farm login.
-    metrics: StrictBool = False
+    """The front door: one port for the whole farm (nginx), every printer at `/NAME/`, behind the
+    farm login."""
+
+    enabled: StrictBool = Field(
+        default=True,
+        description="`false`: no front door; each printer only at its own port, the webcam URLs absolute again "
+        "(`public_host`)",
+    )
+    port: StrictInt = Field(
+        default=80,
+        ge=1,
+        le=65535,
+        description='the one port of the whole farm (nginx), on the addresses of `[octobrix] listen` (`"::"`: '
+        "every IPv4 and IPv6 address)",
+    )
+    metrics: StrictBool = Field(
+        default=False,
+        description="`true`: Prometheus metrics at `/metrics`, for the metrics token or the farm login; "
+        "`false`: `/metrics` answers 404",
+    )
 
 
 # Paths the front door serves itself; a printer so named would be shadowed by them.
@@ -160,12 +286,17 @@ FRONTDOOR_RESERVED = frozenset({"api", "cam", "static", "login", "logout", "metr
 
 
 class Config(_Model):
-    octobrix: Settings = Settings()
-    frontdoor: FrontDoor = FrontDoor()
-    uvcvideo: UvcVideo = UvcVideo()
-    printers: dict[str, Printer] = {}
-    cameras: dict[str, Camera] = {}
-    source: str = "/etc/octobrix.toml"
+    """The whole of /etc/octobrix.toml: a field that is a table (or a table of named tables) is a
+    section of the file; `source` is not a key of the file."""
+
+    octobrix: Settings = Field(default=Settings(), description="what the whole farm shares")
+    frontdoor: FrontDoor = Field(default=FrontDoor(), description="the farm's one port")
+    uvcvideo: UvcVideo = Field(default=UvcVideo(), description="the patched uvcvideo driver's settings")
+    printers: dict[str, Printer] = Field(default={}, description="the printers, by name")
+    cameras: dict[str, Camera] = Field(default={}, description="the cameras, by name")
+    source: str = Field(
+        default="/etc/octobrix.toml", description="where the config was read from (not a key of the file)"
+    )
 
     def octoprint_requirement(self, name: str) -> str:
         return self.printers[name].octoprint or self.octobrix.octoprint

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
@@ -23,17 +24,20 @@ NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
 
 # USB serial numbers end up inside a double-quoted udev match. udev treats * ? [ ] | as
 # glob syntax there and has no escape for '"', so only characters real boards use are allowed.
-SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,126}\Z")
+SERIAL_MAX = 126
+SERIAL_RE = re.compile(rf"^[A-Za-z0-9._:-]{{1,{SERIAL_MAX}}}\Z")
 
 # The KERNELS value of a USB device: bus-port[.port...], at most 7 tiers of hubs.
 USB_PORT_RE = re.compile(r"^[1-9][0-9]{0,2}-[1-9][0-9]?(?:\.[1-9][0-9]?){0,6}\Z")
 
 
 RESOLUTION_RE = re.compile(r"^(?P<width>[1-9][0-9]{1,4})x(?P<height>[1-9][0-9]{1,4})\Z")
+MAX_WIDTH, MAX_HEIGHT = 7680, 4320
 
 # Standard rates plus the 250000 that Marlin boards commonly use.
 BAUDRATES = (2400, 9600, 19200, 38400, 57600, 115200, 230400, 250000, 460800, 500000, 921600, 1000000)
 
+PORT_MIN, PORT_MAX = 1024, 65535
 USB2_NOTE = "ports below 1024 need root, and OctoPrint runs unprivileged"
 
 # A camera's V4L2 name (sysfs "name", what `v4l2-ctl --info` calls the card) goes into a
@@ -50,6 +54,14 @@ CONTROL_MIN, CONTROL_MAX = -(2**31), 2**31 - 1
 # A DNS name (RFC 1123 labels) for public_host; IP addresses are checked with ipaddress.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a value may be, in words, for the config reference (docs/config.md, made by
+    config/reference.py). Validation ignores it: the checks below are what decide."""
+
+    text: str
 
 
 class PixelFormat(StrEnum):
@@ -102,7 +114,7 @@ def _check_serial(value: str) -> str:
         shown = " ".join(repr(c) for c in bad) if bad else "nothing"
         raise ValueError(
             f"contains {shown}, which cannot be matched safely in a udev rule "
-            "(letters, digits and . _ : - only, at most 126) — if the board really reports this, "
+            f"(letters, digits and . _ : - only, at most {SERIAL_MAX}) — if the board really reports this, "
             "bind it by usb_port instead (see `octobrixctl discover`)"
             if bad
             else "must not be empty — bind a board without a serial number by usb_port"
@@ -120,8 +132,8 @@ def _check_usb_port(value: str) -> str:
 
 
 def _check_port(value: int) -> int:
-    if not 1024 <= value <= 65535:
-        raise ValueError(f"{value} is outside 1024–65535 ({USB2_NOTE})")
+    if not PORT_MIN <= value <= PORT_MAX:
+        raise ValueError(f"{value} is outside {PORT_MIN}–{PORT_MAX} ({USB2_NOTE})")
     return value
 
 
@@ -204,14 +216,14 @@ def _check_memory(value: str) -> str:
     if not match:
         raise ValueError(f'{value!r} is not a size like "512M" or "1G"')
     if int(match["number"]) * MEMORY_UNITS[match["unit"]] < MEMORY_MIN:
-        raise ValueError(f"{value} is too little for OctoPrint: give it at least 256M")
+        raise ValueError(f"{value} is too little for OctoPrint: give it at least {MEMORY_MIN // MEMORY_UNITS['M']}M")
     return value
 
 
 def _check_resolution(value: str) -> str:
     match = RESOLUTION_RE.match(value)
-    if not match or int(match["width"]) > 7680 or int(match["height"]) > 4320:
-        raise ValueError(f'{value!r} is not a resolution like "1280x720" (at most 7680x4320)')
+    if not match or int(match["width"]) > MAX_WIDTH or int(match["height"]) > MAX_HEIGHT:
+        raise ValueError(f'{value!r} is not a resolution like "1280x720" (at most {MAX_WIDTH}x{MAX_HEIGHT})')
     return value
 
 
@@ -234,18 +246,48 @@ def check_name(value: str) -> str:
     return value
 
 
-OctoPrintRequirement = Annotated[str, AfterValidator(_check_octoprint_requirement)]
-Plugin = Annotated[str, AfterValidator(_check_plugin)]
-MemorySize = Annotated[str, AfterValidator(_check_memory)]
-Serial = Annotated[str, AfterValidator(_check_serial)]
-UsbPort = Annotated[str, AfterValidator(_check_usb_port)]
-Port = Annotated[int, Strict(), AfterValidator(_check_port)]
-ListenAddress = Annotated[str, AfterValidator(_check_listen)]
-Resolution = Annotated[str, AfterValidator(_check_resolution)]
-Baudrate = Annotated[int, Strict(), AfterValidator(_check_baudrate)]
+OctoPrintRequirement = Annotated[
+    str,
+    AfterValidator(_check_octoprint_requirement),
+    Shape(f'a pip requirement of OctoPrint, NAME==VERSION like "{DEFAULT_OCTOPRINT}"'),
+]
+Plugin = Annotated[
+    str,
+    AfterValidator(_check_plugin),
+    Shape("NAME==VERSION from PyPI, or the plugin's https:// archive URL (as plugins.octoprint.org lists it)"),
+]
+MemorySize = Annotated[
+    str,
+    AfterValidator(_check_memory),
+    Shape(f'a size like "512M" or "1G", at least {MEMORY_MIN // MEMORY_UNITS["M"]}M'),
+]
+Serial = Annotated[
+    str, AfterValidator(_check_serial), Shape(f"letters, digits and . _ : - only, 1–{SERIAL_MAX} characters")
+]
+UsbPort = Annotated[str, AfterValidator(_check_usb_port), Shape('a USB port path like "1-1.2" (bus-port.port…)')]
+Port = Annotated[int, Strict(), AfterValidator(_check_port), Shape(f"{PORT_MIN}–{PORT_MAX}")]
+ListenAddress = Annotated[str, AfterValidator(_check_listen), Shape("an IP address")]
+Resolution = Annotated[
+    str, AfterValidator(_check_resolution), Shape(f'like "1280x720" (width x height), at most {MAX_WIDTH}x{MAX_HEIGHT}')
+]
+Baudrate = Annotated[int, Strict(), AfterValidator(_check_baudrate), Shape(f"one of {', '.join(map(str, BAUDRATES))}")]
 StrictInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]
-CameraRef = Annotated[str, AfterValidator(_check_camera_ref)]
-PublicHost = Annotated[str, AfterValidator(_check_public_host)]
-DeviceName = Annotated[str, AfterValidator(_check_device_name)]
-Controls = Annotated[dict[str, StrictInt], AfterValidator(_check_controls)]
+CameraRef = Annotated[str, AfterValidator(_check_camera_ref), Shape("the name of a [cameras.NAME] table")]
+PublicHost = Annotated[
+    str, AfterValidator(_check_public_host), Shape("a host name or an IP address, without http:// or a port")
+]
+DeviceName = Annotated[
+    str,
+    AfterValidator(_check_device_name),
+    Shape(
+        f"1–{DEVICE_NAME_MAX} bytes, no spaces at either end, none of "
+        + " ".join(f"`{c}`" for c in sorted(DEVICE_NAME_BAD))
+        + " and no control characters"
+    ),
+]
+Controls = Annotated[
+    dict[str, StrictInt],
+    AfterValidator(_check_controls),
+    Shape("V4L2 control names (lowercase, as `v4l2-ctl --list-ctrls` prints them), each a 32-bit value"),
+]
