@@ -71,6 +71,9 @@ install -m 0644 "$SRC/systemd/octobrix.tmpfiles" "$root/usr/lib/tmpfiles.d/octob
 install -m 0644 "$SRC/systemd/octobrix.modules-load" "$root/usr/lib/modules-load.d/octobrix.conf"
 install -m 0644 "$SRC/packaging/octobrix.toml" "$root/usr/share/octobrix/octobrix.toml"
 install -m 0644 "$SRC/README.md" "$root/usr/share/doc/octobrix/README.md"
+# The reference the README links to, beside it as in the repository.
+install -d "$root/usr/share/doc/octobrix/docs"
+install -m 0644 "$SRC"/docs/*.md "$root/usr/share/doc/octobrix/docs/"
 printf '%s\n' "octobrix: run a farm of 3D printers from one Linux computer" \
     "License: AGPL-3.0-or-later, https://www.gnu.org/licenses/agpl-3.0.html" >"$root/usr/share/doc/octobrix/copyright"
 # The programs live in the venv that postinst makes from the wheels.

@@ -209,7 +209,7 @@ def asked_early(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (schema in docs/json.md)")
     parser.add_argument(
         "--wait",
         type=float,

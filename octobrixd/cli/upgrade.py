@@ -36,7 +36,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--check", action="store_true",
         help="only show what each printer runs and could move to, its plugins' updates included; changes nothing",
     )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="with --check: the same as JSON (see the README)")
+    parser.add_argument("--json", action="store_true", help="with --check: the same as JSON (schema in docs/json.md)")
     parser.add_argument(
         "--force", action="store_true", help="do not wait for a print to end (a restart ends the print)"
     )

@@ -72,6 +72,15 @@ def test_package_ships_no_file_under_etc(packaged: Packaged) -> None:
     assert "conffiles" not in control.stdout
 
 
+def test_package_ships_the_readme_with_the_reference_it_links_to(packaged: Packaged) -> None:
+    listing = subprocess.run(["dpkg-deb", "--contents", str(packaged.deb)], capture_output=True, text=True, check=True)
+    shipped = {line.split()[5] for line in listing.stdout.splitlines()}
+    doc = "./usr/share/doc/octobrix/"
+    assert doc + "README.md" in shipped
+    expected = {f"{doc}docs/{page.name}" for page in (REPO / "docs").glob("*.md")}
+    assert expected and expected <= shipped, sorted(expected - shipped)
+
+
 def test_deb_gives_the_same_working_demo(packaged: Packaged) -> None:
     first = packaged.first
     assert first.result.returncode == 0, first.output

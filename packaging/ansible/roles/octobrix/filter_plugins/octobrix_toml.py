@@ -59,7 +59,7 @@ def _table(header: str, body: Mapping[Any, Any], path: str) -> list[str]:
         if isinstance(value, Mapping):
             raise AnsibleFilterError(
                 f"octobrix_config: {path}.{key}: a table inside {path}, which octobrix does not have "
-                "(hint: see the config reference in octobrix's README)"
+                "(hint: see the config reference, docs/config.md in octobrix)"
             )
         lines.append(f"{toml_key(key, path + '.')} = {toml_value(value, f'{path}.{key}')}")
     return [*lines, ""]
