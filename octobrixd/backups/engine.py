@@ -96,7 +96,7 @@ def _octoprint_cli(layout: Layout, name: str, args: list[str], uid: int, gid: in
     basedir = layout.state_dir(name) / "basedir"
     argv = [*GENTLY, str(_octoprint(layout, name)), "--basedir", str(basedir), *args]
     env = {"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    return run(argv, env=env, as_user=(uid, gid), timeout=CLI_TIMEOUT, new_session=True)
+    return run(argv, env=env, as_user=(uid, gid), timeout=CLI_TIMEOUT)
 
 
 def wait_until_idle(layout: Layout, name: str, say: Callable[[str], None]) -> None:
@@ -211,7 +211,6 @@ def reapply_octobrix_keys(
                 [str(_octoprint(layout, name)), "--basedir", str(basedir), "user", "password", credentials.username],
                 input_text=password_twice,
                 env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
-                new_session=True,
                 as_user=(uid, gid),
                 timeout=300,
             )
@@ -223,7 +222,6 @@ def reapply_octobrix_keys(
             [str(_octoprint(layout, name)), "--basedir", str(basedir), "user", "add", credentials.username, "--admin"],
             input_text=f"{credentials.password}\n{credentials.password}\n",
             env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
-            new_session=True,
             as_user=(uid, gid),
             timeout=300,
         )

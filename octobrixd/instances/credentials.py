@@ -151,7 +151,6 @@ def _add_user(layout: Layout, name: str, user: str, password: str, flags: list[s
             [str(octoprint), "--basedir", str(basedir), "user", "add", user, *flags],
             input_text=password_twice,
             env={"HOME": str(layout.state_dir(name)), "PATH": "/usr/bin:/bin"},
-            new_session=True,
             as_user=(uid, gid),
             timeout=120,
         )
