@@ -1,10 +1,18 @@
-"""Hand-made discovery results for tests that need devices but not udev."""
+"""Hand-made discovery results for tests that need devices but not udev, and what systemd says."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from octobrixd.devices.inventory import BusType, Device, UsbDevice, VideoInfo
 from octobrixd.devices.v4l2 import VideoFormat
 from octobrixd.names import DeviceKind
+from octobrixd.system.systemd import UnitProperties
+
+
+def systemd_says(units: Mapping[str, Mapping[str, str]]) -> dict[str, UnitProperties]:
+    """Units' properties as `systemctl show` prints them (key=value), typed as octobrix reads them."""
+    return {unit: UnitProperties.parse({**props, "Id": unit}) for unit, props in units.items()}
 
 
 def usb(port: str, serial: str | None = None, **kw: str | None) -> UsbDevice:

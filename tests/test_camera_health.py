@@ -17,6 +17,7 @@ from octobrixd.cli.status import format_table
 from octobrixd.config.model import parse_config
 from octobrixd.farm.status import collect
 from octobrixd.system.paths import Layout
+from tests.factories import systemd_says
 from tests.httpstub import QuietHandler, serving
 
 
@@ -107,7 +108,7 @@ def test_a_stream_without_frames_is_restarted_then_reattached_then_frozen(ustrea
     assert len(calls) == 2, "given up: nothing more is done to a frozen camera"
 
     # status shows it, from the file octobrixd wrote.
-    props = {"ustreamer@cam1.service": {"ActiveState": "active", "SubState": "running"}}
+    props = systemd_says({"ustreamer@cam1.service": {"ActiveState": "active", "SubState": "running"}})
     _, (row,) = collect(config, Layout(tmp_path), props, {}, "farm")
     assert row.stream == "frozen"
     assert row.stream_note is not None and "re-attaching it at USB level" in row.stream_note

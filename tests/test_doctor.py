@@ -15,7 +15,7 @@ from octobrixd.findings import Finding
 from octobrixd.render.tree import render_all
 from octobrixd.system import paths
 from octobrixd.system.paths import Layout
-from tests.factories import camera, printer
+from tests.factories import camera, printer, systemd_says
 from tests.test_devices import fake_process
 from tests.umock import PRUSA, TWO_CH340, bed, needs_umockdev
 
@@ -98,7 +98,7 @@ class Machine:
                 self.layout,
                 self.config_path,
                 scan_devices=self.scan,
-                query_units=lambda units: {u: self.units[u] for u in units if u in self.units},
+                query_units=lambda units: systemd_says({u: self.units[u] for u in units if u in self.units}),
                 fetch_snapshot=self.fetch,
                 streamer_state=lambda port: self.stream,
                 journal=lambda unit, lines: self.logs.get(unit, [])[-lines:],

@@ -17,6 +17,7 @@ from octobrixd.config.model import Config, parse_config
 from octobrixd.errors import OctobrixError
 from octobrixd.system.paths import Layout
 from octobrixd.web.overview import Asked, FarmOverview, farm, farm_view, gather
+from tests.factories import systemd_says
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
 
 NOW_USEC = time.monotonic_ns() // 1000
@@ -51,7 +52,7 @@ def farm_config(ports: dict[str, int], extra: str = "") -> Config:
 
 def props_of(props: dict[str, dict[str, str]]) -> Any:
     """What `systemctl show` would say of these units (no systemd here)."""
-    return lambda units: {u: props[u] for u in units if u in props}
+    return lambda units: systemd_says({u: props[u] for u in units if u in props})
 
 
 def by_name(view: dict[str, Any]) -> dict[str, dict[str, Any]]:

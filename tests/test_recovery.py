@@ -13,6 +13,8 @@ from octobrixd.instances import recovery
 from octobrixd.instances.recovery import FIRST_DELAY, STABLE_SECONDS, Recovery
 from octobrixd.system import systemd
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitProperties
+from tests.factories import systemd_says
 
 CRASHY, STEADY = "octoprint@crashy.service", "octoprint@steady.service"
 PRINTERS = {CRASHY: "crashy", STEADY: "steady"}
@@ -30,8 +32,8 @@ class Farm:
         monkeypatch.setattr(systemd, "reset_failed", lambda units: calls.extend(("reset-failed", u) for u in units))
         monkeypatch.setattr(systemd, "start", lambda units, wait=False: calls.extend(("start", u) for u in units))
 
-    def query(self, units: Sequence[str]) -> dict[str, Mapping[str, str]]:
-        return {u: self.states[u] for u in units}
+    def query(self, units: Sequence[str]) -> dict[str, UnitProperties]:
+        return systemd_says({u: self.states[u] for u in units})
 
     def recovery(self, root: Path) -> Recovery:
         return Recovery(

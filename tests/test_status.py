@@ -12,6 +12,8 @@ from octobrixd.farm.status import collect, settling, unit_status
 from octobrixd.instances.recovery import Retry
 from octobrixd.system import paths
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitProperties
+from tests.factories import systemd_says
 
 CONFIG = parse_config(
     "[printers.demo]\nvirtual = true\nport = 5000\n"
@@ -20,7 +22,7 @@ CONFIG = parse_config(
     "/etc/octobrix.toml",
 )
 NOW = 10_000_000_000  # monotonic microseconds
-PROPS = {
+SAID = {
     "octoprint@demo.service": {
         "Id": "octoprint@demo.service", "LoadState": "loaded", "ActiveState": "active", "SubState": "running",
         "MainPID": "4242", "ActiveEnterTimestampMonotonic": str(NOW - 3_600_000_000),
@@ -32,6 +34,7 @@ PROPS = {
         "CPUUsageNSec": "18446744073709551615",
     },
 }  # fmt: skip
+PROPS = systemd_says(SAID)
 
 
 def fetch(name: str, port: int) -> tuple[str | None, float | None]:
@@ -102,7 +105,8 @@ def test_json_schema_is_stable(tmp_path: Path) -> None:
 
 
 def test_unknown_unit_is_not_installed() -> None:
-    status = unit_status("octoprint@x.service", {"LoadState": "not-found", "ActiveState": "inactive"}, NOW)
+    said = UnitProperties.parse({"LoadState": "not-found", "ActiveState": "inactive"})
+    status = unit_status("octoprint@x.service", said, NOW)
     assert status.state == "not-installed"
 
 
@@ -110,7 +114,7 @@ def test_settling_names_instances_that_do_not_answer_yet(tmp_path: Path) -> None
     """What `status --wait` waits for: an OctoPrint still starting, or a virtual printer not yet
     connected; never a real printer's connection (unplugged, it would stay Offline for ever)."""
     layout = Layout(tmp_path)
-    props = {**PROPS, "octoprint@prusa.service": {**PROPS["octoprint@demo.service"], "Id": "octoprint@prusa.service"}}
+    props = systemd_says({**SAID, "octoprint@prusa.service": SAID["octoprint@demo.service"]})
 
     def answers(demo: str, prusa: str) -> list[str]:
         states = {"demo": demo, "prusa": prusa}
@@ -128,7 +132,7 @@ def test_settling_names_instances_that_do_not_answer_yet(tmp_path: Path) -> None
     assert answers("Operational", "Opening serial connection") == []
     assert answers("Operational", "Offline") == []
     assert answers("Printing", "Operational") == []
-    stopped = {**PROPS, "octoprint@demo.service": PROPS["octoprint@prusa.service"] | {"Id": "octoprint@demo.service"}}
+    stopped = systemd_says({**SAID, "octoprint@demo.service": SAID["octoprint@prusa.service"]})
     fetchers = {"demo": fetch, "prusa": fetch}
     printers, _cameras = collect(CONFIG, layout, stopped, fetchers, "farm", now_monotonic_usec=NOW)
     assert "demo" not in settling(printers)
@@ -174,9 +178,9 @@ def test_a_printer_removed_while_it_prints_is_listed_until_its_held_back_stop(tm
 
 
 def test_a_failed_instance_is_shown_with_its_cause_its_log_and_the_next_retry(tmp_path: Path) -> None:
-    crashed = {**PROPS["octoprint@prusa.service"], "Result": "exit-code", "ExecMainCode": "1", "ExecMainStatus": "1",
+    crashed = {**SAID["octoprint@prusa.service"], "Result": "exit-code", "ExecMainCode": "1", "ExecMainStatus": "1",
                "NRestarts": "5"}  # fmt: skip
-    props = {**PROPS, "octoprint@prusa.service": crashed}
+    props = systemd_says({**SAID, "octoprint@prusa.service": crashed})
     log = ["Dec 01 08:29:57 farm octoprint[55]: ImportError: cannot import name 'x'"]
     retries = {"octoprint@prusa.service": Retry(attempts=2, next_try=time.time() + 40, last_start=time.time() - 60)}
     printers, cameras = collect(

@@ -14,7 +14,9 @@ import pytest
 from octobrixd.cli import status
 from octobrixd.farm.status import PrinterStateFetcher
 from octobrixd.system.paths import Layout
-from tests.test_status_farm import args, farm, running
+from octobrixd.system.systemd import UnitProperties
+from tests.factories import systemd_says
+from tests.test_status_farm import args, farm, said_running
 
 __all__ = ["farm"]  # the fixture, shared with test_status_farm.py
 
@@ -32,11 +34,11 @@ def test_the_octoprints_are_asked_before_systemd_answers(
 
         return fetch
 
-    def systemd_after_octoprint(units: Sequence[str]) -> dict[str, dict[str, str]]:
+    def systemd_after_octoprint(units: Sequence[str]) -> dict[str, UnitProperties]:
         assert asked.wait(10), "systemd was asked before any OctoPrint"
-        props = running(units)
+        props = said_running(units)
         props["octoprint@prusa.service"] |= {"ActiveState": "inactive", "SubState": "dead"}
-        return props
+        return systemd_says(props)
 
     monkeypatch.setattr(status, "fetch_printer_state", fetcher)
     monkeypatch.setattr(status, "query_units", systemd_after_octoprint)

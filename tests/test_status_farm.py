@@ -24,7 +24,9 @@ from octobrixd.instances.credentials import CredentialsNeedRootError, read_crede
 from octobrixd.instances.seeding import load_or_create_credentials
 from octobrixd.system import paths
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitProperties
 from tests.conftest import Ctl
+from tests.factories import systemd_says
 
 GOOD = (
     "[printers.demo]\nvirtual = true\nport = 5000\n"
@@ -35,12 +37,16 @@ GOOD = (
 BROKEN = GOOD + '[printers.ender]\nserial = "E3"\nport = 5002\nbaudrat = 115200\n'
 
 
-def running(units: Sequence[str]) -> dict[str, dict[str, str]]:
-    """What `systemctl show` says for units that run."""
+def said_running(units: Sequence[str]) -> dict[str, dict[str, str]]:
+    """What `systemctl show` prints for units that run."""
     return {
         unit: {"Id": unit, "LoadState": "loaded", "ActiveState": "active", "SubState": "running", "MainPID": "0"}
         for unit in units
     }
+
+
+def running(units: Sequence[str]) -> dict[str, UnitProperties]:
+    return systemd_says(said_running(units))
 
 
 def args(config: Path, *, as_json: bool = False, wait: float = 0.0) -> argparse.Namespace:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from octobrixd.errors import OctobrixError
 from octobrixd.instances import venvs
 from octobrixd.instances.venv_spec import COMPLETE_MARKER
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitProperties
 from octobrixd.upgrades import health, rollback_point, versions
 from octobrixd.upgrades.health import Expected, Seen, Verdict, judge
 from tests.conftest import Ctl
@@ -61,7 +63,7 @@ def test_a_bad_to_names_the_key_it_becomes_and_what_to_write(bad: str) -> None:
     assert caught.value.hint is not None and "upgrade --check" in caught.value.hint
 
 
-ACTIVE = {"ActiveState": "active", "SubState": "running", "NRestarts": "0"}
+ACTIVE = UnitProperties.parse({"ActiveState": "active", "SubState": "running", "NRestarts": "0"})
 NEW = Expected("1.11.8", operational=True)
 
 
@@ -77,10 +79,11 @@ def test_healthy_means_it_answers_as_the_new_version_not_in_safe_mode_and_operat
 @pytest.mark.parametrize(
     ("seen", "what"),
     [
-        (Seen({"ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code",
-               "ExecMainStatus": "1"}, None, None, 5), "did not start: it exited with status 1"),
-        (Seen({**ACTIVE, "NRestarts": "1"}, None, None, 5), "did not start: it ended and systemd started it again"),
-        (Seen({"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "3"}, None, None, 5),
+        (Seen(UnitProperties.parse({"ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code",
+               "ExecMainStatus": "1"}), None, None, 5), "did not start: it exited with status 1"),
+        (Seen(replace(ACTIVE, restarts=1), None, None, 5), "did not start: it ended and systemd started it again"),
+        (Seen(UnitProperties.parse({"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "3"}),
+              None, None, 5),
          "did not start"),
         (Seen(ACTIVE, None, None, 500), "no HTTP answer within 240 s"),
         (Seen(ACTIVE, {"version": "1.11.8", "safemode": "incomplete_startup"}, "Operational", 20),

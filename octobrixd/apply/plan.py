@@ -17,11 +17,13 @@ import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from octobrixd.apply.steps import Doing, Stage, Step
 from octobrixd.config.applied import remember_applied
 from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
@@ -108,36 +110,84 @@ class Plan:
             or self.recover
         )
 
+    def steps(self) -> tuple[Step, ...]:
+        """The system steps apply_plan runs, in order: what it executes and what --dry-run lists."""
+        return _steps(self)
+
     def commands(self) -> list[str]:
         """The system commands this plan runs on a live system, in order, for --dry-run."""
-        out = [
-            f"build the Python environment of {s.name}: {' '.join(s.requirements)}"
-            + (f" ({s.reason})" if s.reason else "")
-            for s in self.provision
-        ]
-        out += [f"create the admin user and API key of {name}" for name in self.seed]
-        if self.create_users:
-            out.append(f"systemd-sysusers /{paths.SYSUSERS_FILE}")
-        if self.reload_units:
-            out.append("systemctl daemon-reload")
-        if self.reload_udev:
-            out.append("udevadm control --reload")
-            out.append(
-                "udevadm trigger --action=change --settle " + " ".join(f"--subsystem-match={s}" for s in SUBSYSTEMS)
-            )
-        if self.stop:
-            out.append("systemctl disable --now " + " ".join(self.stop))
-        if self.restart:
-            out.append("systemctl try-restart " + " ".join(self.restart))
-        if self.start:
-            out.append("systemctl enable --now " + " ".join(self.start))
-        if self.recover:
-            out.append("systemctl reset-failed " + " ".join(self.recover))
-            out.append("systemctl start " + " ".join(self.recover))
-        if self.reload_frontdoor:
-            out += ["nginx -t", "systemctl reload-or-restart nginx.service"]
-            out.append("systemctl try-restart octobrix-web.service")
-        return out
+        return [said for step in self.steps() for said in step.says]
+
+
+def _steps(plan: Plan) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    if plan.create_users:
+        sysusers = paths.SYSUSERS_FILE
+        users = (f"systemd-sysusers /{sysusers}",)
+        steps.append(Step(Stage.USERS, users, lambda d: systemd.create_users(d.layout.path(sysusers))))
+    for spec in plan.provision:
+        reason = f" ({spec.reason})" if spec.reason else ""
+        says = f"build the Python environment of {spec.name}: {' '.join(spec.requirements)}{reason}"
+        steps.append(Step(Stage.VENVS, (says,), partial(_provision, plan, spec), live_only=False))
+    for name in plan.seed:
+        says = f"create the admin user and API key of {name}"
+        steps.append(Step(Stage.SEED, (says,), partial(_seed, name), live_only=False))
+    if any(printer_of(unit) is not None for unit in plan.start):
+        drivers = " ".join(udev.SERIAL_DRIVERS.values())
+        steps.append(Step(Stage.SYSTEM, (f"modprobe -a {drivers}",), lambda _d: udev.load_serial_drivers()))
+    if plan.reload_units:
+        steps.append(Step(Stage.SYSTEM, ("systemctl daemon-reload",), lambda _d: systemd.daemon_reload()))
+    if plan.reload_udev:
+        matches = " ".join(f"--subsystem-match={s}" for s in SUBSYSTEMS)
+        udevadm = ("udevadm control --reload", f"udevadm trigger --action=change --settle {matches}")
+        steps.append(Step(Stage.SYSTEM, udevadm, _reload_udev))
+
+    def units_step(verb: str, units: tuple[str, ...], act: Callable[[list[str]], None], *, held: bool) -> None:
+        if units:
+            run = (lambda d: act([u for u in units if u not in d.deferred])) if held else (lambda _d: act(list(units)))
+            steps.append(Step(Stage.SYSTEM, (f"systemctl {verb} {' '.join(units)}",), run))
+
+    units_step("disable --now", plan.stop, systemd.disable_and_stop, held=True)
+    units_step("try-restart", plan.restart, systemd.restart_if_running, held=True)
+    units_step("enable --now", plan.start, systemd.enable_and_start, held=False)
+    # Every live apply: secrets can change without a file of the plan (a restored printer's keys).
+    door = ["sync the front door's secrets (farm login, metrics token, the printers' API keys)"]
+    if plan.reload_frontdoor:
+        door += ["nginx -t -q", f"systemctl reload-or-restart {frontdoor.NGINX_UNIT}"]
+        door.append(f"systemctl try-restart {frontdoor.WEB_UNIT}")
+    steps.append(Step(Stage.SYSTEM, tuple(door), partial(_frontdoor, plan)))
+    # A failed unit runs nothing, so no print is interrupted; try-restart above skips it.
+    units_step("reset-failed", plan.recover, systemd.reset_failed, held=False)
+    units_step("start", plan.recover, partial(systemd.start, wait=True), held=False)
+    return tuple(steps)
+
+
+def _reload_udev(_doing: Doing) -> None:
+    udev.reload_and_trigger()
+
+
+def _provision(plan: Plan, spec: VenvSpec, doing: Doing) -> None:
+    if spec.drift and octoprint_unit(spec.name) in doing.deferred:
+        # Only repairs the venv: it waits with the restart, so the print keeps its OctoPrint.
+        return
+    provision(doing.layout, spec, *_ids(doing.layout, spec.name), wheels=plan.wheels)
+
+
+def _seed(name: str, doing: Doing) -> None:
+    layout = doing.layout
+    seed_basedir(layout, name, *_ids(layout, name), serving_port=serving_port(layout, name))
+
+
+def _frontdoor(plan: Plan, doing: Doing) -> None:
+    site = next((c for c in plan.files if c.path == NGINX_SITE), None)
+    site_old = site.old if site is not None and site.kind is ChangeKind.UPDATE else None
+    frontdoor.after_apply(doing.layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor)
+
+
+def _run_steps(plan: Plan, stage: Stage, doing: Doing) -> None:
+    for step in plan.steps():
+        if step.stage is stage and (doing.layout.live or not step.live_only):
+            step.act(doing)
 
 
 def _digest(text: str) -> str:
@@ -391,10 +441,10 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
     """Everything but systemd and the final manifest, in an order a kill at any point leaves safe."""
     staged.commit(layout.path(paths.MANIFEST))
 
+    doing = Doing(layout, deferred)
     if any(c.path == paths.SYSUSERS_FILE for c in plan.files):
         staged.commit(layout.path(paths.SYSUSERS_FILE))
-    if plan.create_users and layout.live:
-        systemd.create_users(layout.path(paths.SYSUSERS_FILE))
+    _run_steps(plan, Stage.USERS, doing)
 
     for name in plan.state_dirs:
         _ensure_state_dir(layout, name)
@@ -402,11 +452,7 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
     if plan.provision and plan.wheels is None:
         check_build_prerequisites()
     # All venvs are built before anything else changes: a failed install leaves the system as it was.
-    for spec in plan.provision:
-        if spec.drift and octoprint_unit(spec.name) in deferred:
-            # Only repairs the venv: it waits with the restart, so the print keeps its OctoPrint.
-            continue
-        provision(layout, spec, *_ids(layout, spec.name), wheels=plan.wheels)
+    _run_steps(plan, Stage.VENVS, doing)
 
     for change in plan.files:
         if change.path == paths.SYSUSERS_FILE:
@@ -419,8 +465,7 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
             staged.commit(target, *_ids(layout, change.owner))
             log.info("wrote %s", target)
 
-    for name in plan.seed:
-        seed_basedir(layout, name, *_ids(layout, name), serving_port=serving_port(layout, name))
+    _run_steps(plan, Stage.SEED, doing)
 
 
 @dataclass(frozen=True)
@@ -465,22 +510,7 @@ def apply_plan(
     )
     try:
         _apply_staged(plan, layout, staged, deferred)
-        if layout.live:
-            if any(printer_of(unit) is not None for unit in plan.start):
-                udev.load_serial_drivers()
-            if plan.reload_units:
-                systemd.daemon_reload()
-            if plan.reload_udev:
-                udev.reload_and_trigger()
-            systemd.disable_and_stop([u for u in plan.stop if u not in deferred])
-            systemd.restart_if_running([u for u in plan.restart if u not in deferred])
-            systemd.enable_and_start(plan.start)
-            # A failed unit runs nothing, so no print is interrupted; try-restart above skips it.
-            systemd.reset_failed(plan.recover)
-            systemd.start(plan.recover, wait=True)
-            site = next((c for c in plan.files if c.path == NGINX_SITE), None)
-            site_old = site.old if site is not None and site.kind is ChangeKind.UPDATE else None
-            frontdoor.after_apply(layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor)
+        _run_steps(plan, Stage.SYSTEM, Doing(layout, deferred))
         staged.commit(manifest_path)
     finally:
         staged.discard()

@@ -305,7 +305,7 @@ def summary_suffix(watch: Watch) -> str:
 def stream_of(health: dict[str, CameraHealth], name: str, unit_state: str) -> tuple[Health | None, str | None]:
     """status' view: (None, None) for a healthy or stopped stream; else its state and what to know."""
     entry = health.get(name)
-    if entry is None or unit_state != "active" or entry.state is Health.OK:
+    if entry is None or unit_state != systemd.UnitState.ACTIVE or entry.state is Health.OK:
         return None, None
     when = time.strftime("%H:%M:%S", time.localtime(entry.since))
     if entry.state is Health.FROZEN:

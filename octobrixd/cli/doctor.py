@@ -73,14 +73,14 @@ class DoctorContext:
     def inventory(self) -> Inventory:
         return self._scan_devices(self.config)
 
-    def _systemctl_show(self, units: Sequence[str]) -> Mapping[str, Mapping[str, str]]:
+    def _systemctl_show(self, units: Sequence[str]) -> Mapping[str, systemd.UnitProperties]:
         if not self.layout.live:
             return {}  # a scratch tree has no services to ask about
         from octobrixd.farm.status import query_units  # noqa: PLC0415 — systemctl only for the stream checks
 
         return query_units(units)
 
-    def unit_states(self, units: Sequence[str]) -> Mapping[str, Mapping[str, str]]:
+    def unit_states(self, units: Sequence[str]) -> Mapping[str, systemd.UnitProperties]:
         return self._query_units(units)
 
     @cached_property
@@ -105,7 +105,7 @@ class DoctorContext:
 
 
 Check = Callable[[DoctorContext], list[Finding]]
-UnitQuery = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
+UnitQuery = Callable[[Sequence[str]], Mapping[str, systemd.UnitProperties]]
 
 
 def _entries(config: Config) -> list[tuple[DeviceKind, str, Printer | Camera]]:
@@ -381,7 +381,7 @@ def check_port_holders(ctx: DoctorContext) -> list[Finding]:
     return results
 
 
-def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[str, str] | None) -> Finding:
+def _check_stream(ctx: DoctorContext, config: Config, name: str, props: systemd.UnitProperties | None) -> Finding:
     streamer = config.streamer_of(name)
     unit = streamer_unit(config, name)
     label = f"stream {name}"
@@ -391,13 +391,13 @@ def _check_stream(ctx: DoctorContext, config: Config, name: str, props: Mapping[
         )
     if props is None:
         return Finding(label, False, f"{unit} could not be asked about (no systemd here?)", "run it as root")
-    state = props.get("ActiveState", "unknown")
-    if state != "active":
-        never = props.get("LoadState") == "not-found" or state == "inactive"
+    if props.state is not systemd.UnitState.ACTIVE:
+        state = props.state or "unknown"
+        never = not props.installed or props.state is systemd.UnitState.INACTIVE
         return Finding(
             label,
             False,
-            f"{unit} is {state}" + (f" ({props['SubState']})" if props.get("SubState") else ""),
+            f"{unit} is {state}" + (f" ({props.sub_state})" if props.sub_state else ""),
             f"run `sudo octobrixctl apply` (it starts {unit})"
             if never
             else f"see `journalctl -u {unit}`, then `sudo systemctl restart {unit}`",

@@ -113,7 +113,7 @@ def _apt_install(packages: Iterable[str], say: Say) -> None:
             "--no-install-recommends",
             *names,
         ],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        env={"DEBIAN_FRONTEND": "noninteractive"},
     )
 
 
@@ -155,9 +155,16 @@ def _ensure_headers(layout: Layout, release: str, use_apt: bool, say: Say) -> No
     )
 
 
+def _source_choice() -> dict[str, str]:
+    """The user's own kernel sources (`UVC_SRC=... octobrixctl kmod install`), for uvc-source.sh, which
+    runs both here and in DKMS's make: run() gives a command only the variables named to it."""
+    chosen = os.environ.get("UVC_SRC")
+    return {"UVC_SRC": chosen} if chosen else {}
+
+
 def _ensure_sources(target: Path, release: str, use_apt: bool, say: Say) -> str:
     locate = ["sh", str(target / "uvc-source.sh"), "locate", release]
-    result = run(locate, check=False)
+    result = run(locate, check=False, env=_source_choice())
     if result.returncode != 0 and use_apt:
         series, base = _series(release)
         for candidate in (
@@ -167,7 +174,7 @@ def _ensure_sources(target: Path, release: str, use_apt: bool, say: Say) -> str:
         ):
             if _apt_available(candidate):
                 _apt_install([candidate], say)
-                result = run(locate, check=False)
+                result = run(locate, check=False, env=_source_choice())
                 break
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"no uvcvideo sources for {release}"]
@@ -196,11 +203,11 @@ def build_and_install(layout: Layout, package: DkmsPackage, release: str, use_ap
     if not dkms_dir.exists():
         say(f"{release}: building uvcvideo from {source} (about a minute on a small PC)")
         try:
-            run(["dkms", "build", *dkms])
+            run(["dkms", "build", *dkms], env=_source_choice())
         except CommandError as error:
             raise _build_failure(layout, package, release, error) from error
     try:
-        run(["dkms", "install", *dkms])
+        run(["dkms", "install", *dkms], env=_source_choice())
     except CommandError as error:
         raise OctobrixError(
             f"dkms could not install the patched uvcvideo for {release}: {error.message}",

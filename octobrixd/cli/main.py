@@ -19,6 +19,7 @@ from octobrixd.system.paths import DEFAULT_CONFIG, Layout
 # apply, the renderers and every other subcommand's module (most of its run time before).
 if TYPE_CHECKING:
     from octobrixd.config.model import Config
+    from octobrixd.system.systemd import UnitProperties
 
 log = logging.getLogger("octobrixctl")
 
@@ -178,14 +179,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def failed_instances(config: Config) -> dict[str, dict[str, str]]:
+def failed_instances(config: Config) -> dict[str, UnitProperties]:
     """The configured printers' units that systemd has as failed, with their properties."""
     from octobrixd.farm.status import query_units
     from octobrixd.instances.recovery import failed_units
     from octobrixd.names import octoprint_unit
 
     units = [octoprint_unit(name) for name in config.printers]
-    return {unit: dict(props) for unit, props in failed_units(query_units, units).items()}
+    return failed_units(query_units, units)
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from octobrixd.instances import recovery
 from octobrixd.instances.credentials import CredentialsNeedRootError, read_credentials
 from octobrixd.names import octoprint_unit, streamer_unit
 from octobrixd.system.paths import Layout
-from octobrixd.system.systemd import journal_tail
+from octobrixd.system.systemd import UnitState, journal_tail
 from octobrixd.urls import public_host_of
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _memory(value: int | None) -> str:
 
 
 def _service(row: UnitStatus) -> str:
-    return row.state if row.state != "active" else f"active ({row.sub_state})"
+    return row.state if row.state != UnitState.ACTIVE else f"active ({row.sub_state})"
 
 
 def format_table(

@@ -25,32 +25,15 @@ from octobrixd.instances.venv_contents import report as venv_report
 from octobrixd.names import device_link, octoprint_unit, printer_of, streamer_unit
 from octobrixd.system import paths, systemd
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitState
 from octobrixd.urls import camera_url, printer_url
 
 if TYPE_CHECKING:
     from octobrixd.config.model import Config
 
-SHOW_PROPERTIES = (
-    "Id",
-    "LoadState",
-    "ActiveState",
-    "SubState",
-    "MainPID",
-    "ActiveEnterTimestampMonotonic",
-    "MemoryCurrent",
-    "CPUUsageNSec",
-    "ControlGroup",
-    # How the last run ended, for a failed instance (recovery.cause).
-    "Result",
-    "ExecMainCode",
-    "ExecMainStatus",
-    "NRestarts",
-)
-# systemd prints this for "no value" in numeric properties.
-UNSET = "18446744073709551615"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-UnitProps = Mapping[str, Mapping[str, str]]
+UnitProps = Mapping[str, systemd.UnitProperties]
 PrinterStateFetcher = Callable[[str, int], tuple[str | None, float | None]]
 
 
@@ -104,16 +87,9 @@ class CameraStatus(UnitStatus):
     stream_note: str | None = None
 
 
-def query_units(units: Sequence[str]) -> dict[str, dict[str, str]]:
+def query_units(units: Sequence[str]) -> dict[str, systemd.UnitProperties]:
     """Properties of every unit from a single systemctl call."""
-    return systemd.show(units, SHOW_PROPERTIES)
-
-
-def _int(props: Mapping[str, str], key: str) -> int | None:
-    value = props.get(key, "")
-    if not value or value == UNSET or not value.isdigit():
-        return None
-    return int(value)
+    return systemd.show(units)
 
 
 def cgroup_memory(control_group: str, cgroup_root: Path = CGROUP_ROOT) -> int | None:
@@ -139,24 +115,24 @@ def cgroup_memory(control_group: str, cgroup_root: Path = CGROUP_ROOT) -> int | 
     return total or None
 
 
-def unit_status(unit: str, props: Mapping[str, str], now_monotonic_usec: int) -> UnitStatus:
-    state = props.get("ActiveState", "unknown")
-    if props.get("LoadState") == "not-found":
+def unit_status(unit: str, props: systemd.UnitProperties, now_monotonic_usec: int) -> UnitStatus:
+    state = str(props.state) if props.state is not None else "unknown"
+    if not props.installed:
         state = "not-installed"
-    active = state in ("active", "reloading", "deactivating")
-    pid = _int(props, "MainPID") or None
-    since = _int(props, "ActiveEnterTimestampMonotonic")
-    uptime = (now_monotonic_usec - since) / 1e6 if active and since else None
-    cpu_ns = _int(props, "CPUUsageNSec")
+    running = props.running
+    # Up since it became active: while it starts (again), systemd's timestamp is its last run's.
+    since = props.active_since_usec if props.state is not systemd.UnitState.ACTIVATING else None
+    uptime = (now_monotonic_usec - since) / 1e6 if running and since else None
+    cpu_ns = props.cpu_nsec
     cpu = round(cpu_ns / 1e9 / uptime * 100, 1) if cpu_ns is not None and uptime else None
     return UnitStatus(
         unit=unit,
         state=state,
-        sub_state=props.get("SubState", "unknown"),
-        pid=pid if active else None,
+        sub_state=props.sub_state or "unknown",
+        pid=props.main_pid if running else None,
         uptime_seconds=round(uptime, 1) if uptime is not None else None,
         cpu_percent=cpu,
-        memory_bytes=(_int(props, "MemoryCurrent") or cgroup_memory(props.get("ControlGroup", ""))) if active else None,
+        memory_bytes=(props.memory_bytes or cgroup_memory(props.control_group)) if running else None,
     )
 
 
@@ -230,7 +206,7 @@ def collect(
         retry = (retries or {}).get(unit)
         next_try = retry.next_try if retry is not None else None
         return Failure(
-            cause=recovery.cause(props.get(unit, {})),
+            cause=recovery.cause(props.get(unit, systemd.NOTHING)),
             log=tuple(journal(unit, recovery.LOG_LINES)) if journal is not None else (),
             octobrixd_retries=retry.attempts if retry is not None else None,
             next_retry_seconds=round(max(0.0, next_try - wall_now), 1) if next_try is not None else None,
@@ -243,13 +219,13 @@ def collect(
     def one_printer(name: str) -> PrinterStatus:
         printer = config.printers.get(name)
         unit = octoprint_unit(name)
-        base = unit_status(unit, props.get(unit, {}), now)
+        base = unit_status(unit, props.get(unit, systemd.NOTHING), now)
         port = printer.port if printer is not None else 0
         if unit in deferred:
             # Until its held-back restart it still runs on the port it started with.
             port = running_port(layout, base.pid) or port
         state, progress = (None, None)
-        if base.state == "active" and name in fetchers and port:
+        if base.state == UnitState.ACTIVE and name in fetchers and port:
             state, progress = fetchers[name](name, port)
         link = layout.device_link(name)
         if printer is None:
@@ -267,8 +243,8 @@ def collect(
             progress_percent=progress,
             restart_pending=unit in deferred,
             **_venv_fields(layout, config, name, plugins),
-            result=props.get(unit, {}).get("Result") or None,
-            failure=failure(unit) if base.state == "failed" else None,
+            result=props.get(unit, systemd.NOTHING).result or None,
+            failure=failure(unit) if base.state == UnitState.FAILED else None,
         )
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(printers)))) as pool:
@@ -278,7 +254,7 @@ def collect(
     health = camera_health.read_health(layout)
     for name in cameras:
         unit = streamer_unit(config, name)
-        base = unit_status(unit, props.get(unit, {}), now)
+        base = unit_status(unit, props.get(unit, systemd.NOTHING), now)
         link = layout.device_link(name)
         stream, stream_note = camera_health.stream_of(health, name, base.state)
         camera_rows.append(
@@ -308,7 +284,7 @@ def settling(printers: Sequence[PrinterStatus], unaskable: Collection[str] = ())
     Printers in unaskable (no login to ask with) are never waited for."""
     waiting = []
     for row in printers:
-        if row.state != "active" or row.name in unaskable:
+        if row.state != UnitState.ACTIVE or row.name in unaskable:
             continue
         state = row.printer_state or "starting"
         if state.startswith(STARTING_STATES) or (row.device == "virtual" and state.startswith(CONNECTING_STATES)):

@@ -14,6 +14,7 @@ from octobrixd.farm.status import CameraStatus, PrinterStatus, collect, fetch_pr
 from octobrixd.instances.credentials import read_credentials
 from octobrixd.names import octoprint_unit, streamer_unit
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitState
 
 BUSY_STATES = ("Printing", "Pausing", "Paused", "Resuming", "Cancelling", "Finishing", "Sending", "Starting")
 
@@ -35,9 +36,9 @@ def standing(row: PrinterStatus) -> Standing:
         return Standing.UNPLUGGED
     if row.state == "unknown":
         return Standing.UNKNOWN
-    if row.state == "failed":
+    if row.state == UnitState.FAILED:
         return Standing.FAILED
-    if row.state != "active":
+    if row.state != UnitState.ACTIVE:
         return Standing.NOT_RUNNING
     if (row.printer_state or "").startswith(BUSY_STATES):
         return Standing.PRINTING

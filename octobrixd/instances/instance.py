@@ -152,7 +152,7 @@ class Instance:
         # Nothing of root's environment: its own home, the system's programs, output as it comes.
         env = {"HOME": str(self.state_dir), "PATH": SEARCH_PATH, "PYTHONUNBUFFERED": "1"}
         try:
-            return run(argv, input_text=input_text, env=env, timeout=timeout, new_session=True, as_user=ids)
+            return run(argv, input_text=input_text, env=env, timeout=timeout, as_user=ids)
         except CommandError as error:
             raise OctobrixError(
                 f"OctoPrint of {self.name} could not {doing}: {_why(error)}",

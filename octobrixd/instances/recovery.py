@@ -36,32 +36,29 @@ STABLE_SECONDS = 600.0
 LOG_LINES = 12
 SCHEDULE_FILE = PurePosixPath("run/octobrix/recovery.json")
 
-UnitProps = Mapping[str, Mapping[str, str]]
+UnitProps = Mapping[str, systemd.UnitProperties]
+# ExecMainCode: the main process was killed by a signal (CLD_KILLED), or dumped core (CLD_DUMPED).
+KILLED_CODES = (2, 3)
 
 
-def is_failed(props: Mapping[str, str]) -> bool:
-    return props.get("ActiveState") == "failed"
-
-
-def cause(props: Mapping[str, str]) -> str:
+def cause(props: systemd.UnitProperties) -> str:
     """How its last run ended, in words: "exited with status 1 (6 starts in a row)"."""
-    result = props.get("Result", "")
-    status = props.get("ExecMainStatus", "")
-    code = props.get("ExecMainCode", "")
-    if result == "signal" or code in ("2", "3"):
-        what = f"was killed by signal {status}" if status else "was killed by a signal"
+    result = props.result
+    status = props.exec_main_status
+    if result == "signal" or props.exec_main_code in KILLED_CODES:
+        what = f"was killed by signal {status}" if status is not None else "was killed by a signal"
     elif result == "oom-kill":
         what = "ran out of memory (the OOM killer stopped it)"
     elif result == "start-limit-hit":
         what = "was started too often in a row"
-    elif result == "exit-code" and status:
+    elif result == "exit-code" and status is not None:
         what = f"exited with status {status}"
     elif result and result != "success":
         what = f"failed ({result})"
     else:
         what = "failed"
-    starts = props.get("NRestarts", "")
-    return f"{what} ({starts} starts in a row)" if starts.isdigit() and int(starts) > 1 else what
+    starts = props.restarts
+    return f"{what} ({starts} starts in a row)" if starts is not None and starts > 1 else what
 
 
 def what_to_do(unit: str) -> str:
@@ -128,9 +125,9 @@ class Recovery:
         props = self.query(list(printers))
         newly, started = [], []
         for unit, name in sorted(printers.items()):
-            unit_props = props.get(unit, {})
+            unit_props = props.get(unit, systemd.NOTHING)
             retry = self.schedule.get(unit)
-            if not is_failed(unit_props):
+            if not unit_props.failed:
                 if retry is not None and retry.next_try is not None:
                     # Started meanwhile by someone else (apply, systemctl): no retry is due any more.
                     self.schedule[unit] = Retry(retry.attempts, None, retry.last_start or now)
@@ -160,14 +157,14 @@ class Recovery:
         for unit in list(self.schedule):
             retry = self.schedule[unit]
             stale = retry.next_try is None and retry.last_start is not None and now - retry.last_start > STABLE_SECONDS
-            if unit not in printers or (stale and not is_failed(props.get(unit, {}))):
+            if unit not in printers or (stale and not props.get(unit, systemd.NOTHING).failed):
                 del self.schedule[unit]
         self._save()
         due = [r.next_try for r in self.schedule.values() if r.next_try is not None]
         next_check = time.monotonic() + max(0.0, min(due) - now) if due else None
         return Pass(tuple(newly), tuple(started), next_check)
 
-    def _failed(self, unit: str, props: Mapping[str, str], retry: Retry | None, now: float) -> None:
+    def _failed(self, unit: str, props: systemd.UnitProperties, retry: Retry | None, now: float) -> None:
         # A failure soon after octobrixd's last start continues the back-off; a later one starts it over.
         again = retry is not None and retry.last_start is not None and now - retry.last_start < STABLE_SECONDS
         attempts = retry.attempts if again and retry is not None else 0
@@ -192,7 +189,9 @@ class Recovery:
             log.warning("cannot write %s: %s", self.layout.path(SCHEDULE_FILE), error)
 
 
-def failed_units(query: Callable[[Sequence[str]], UnitProps], units: Sequence[str]) -> dict[str, Mapping[str, str]]:
+def failed_units(
+    query: Callable[[Sequence[str]], UnitProps], units: Sequence[str]
+) -> dict[str, systemd.UnitProperties]:
     """The failed ones among units, with their properties."""
     props = query(list(units)) if units else {}
-    return {unit: props[unit] for unit in units if unit in props and is_failed(props[unit])}
+    return {unit: props[unit] for unit in units if unit in props and props[unit].failed}

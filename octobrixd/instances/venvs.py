@@ -71,14 +71,14 @@ def check_build_prerequisites() -> None:
 
 
 def _uv(args: list[str], layout: Layout) -> None:
-    env = dict(
-        os.environ,
-        UV_CACHE_DIR=str(layout.path(UV_CACHE)),
-        UV_NO_PROGRESS="1",
-        UV_LINK_MODE="hardlink",
+    # On top of run()'s clean environment (its proxies and CA settings reach uv).
+    env = {
+        "UV_CACHE_DIR": str(layout.path(UV_CACHE)),
+        "UV_NO_PROGRESS": "1",
+        "UV_LINK_MODE": "hardlink",
         # The system's CA store, like apt and pip: a proxy's CA installed by the admin is trusted.
-        UV_NATIVE_TLS="1",
-    )
+        "UV_NATIVE_TLS": "1",
+    }
     run([sys.executable, "-m", "uv", *args], env=env, timeout=1800)
 
 

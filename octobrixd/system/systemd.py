@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from octobrixd.errors import CommandError, OctobrixError
@@ -12,8 +14,127 @@ from octobrixd.system.command import run
 log = logging.getLogger(__name__)
 
 
+class UnitState(StrEnum):
+    """systemd's ActiveState of a unit."""
+
+    ACTIVE = "active"
+    RELOADING = "reloading"
+    REFRESHING = "refreshing"
+    ACTIVATING = "activating"
+    DEACTIVATING = "deactivating"
+    INACTIVE = "inactive"
+    FAILED = "failed"
+    MAINTENANCE = "maintenance"
+
+    @classmethod
+    def of(cls, text: str) -> UnitState | None:
+        """The state systemd printed; None for nothing, or a word this systemd does not know yet."""
+        try:
+            return cls(text)
+        except ValueError:
+            return None
+
+
+# From the start of its start to the end of its stop the unit's processes may run: a unit that is
+# starting, reloading or stopping has them as much as an active one.
+RUNNING_STATES = frozenset(
+    {UnitState.ACTIVATING, UnitState.ACTIVE, UnitState.RELOADING, UnitState.REFRESHING, UnitState.DEACTIVATING}
+)
+
+
+def is_running(state: UnitState | None) -> bool:
+    """Whether a unit in this state runs (its processes may be there): the one answer octobrix gives."""
+    return state in RUNNING_STATES
+
+
+# What systemd prints for a numeric property without a value ((uint64_t) -1).
+UNSET = "18446744073709551615"
+# What octobrix asks of every unit, in one `systemctl show` for all of them.
+PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "ActiveEnterTimestampMonotonic",
+    "MemoryCurrent",
+    "CPUUsageNSec",
+    "ControlGroup",
+    # How the last run ended, for a failed instance (recovery.cause).
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "NRestarts",
+)
+
+
+def _number(props: Mapping[str, str], key: str) -> int | None:
+    value = props.get(key, "")
+    return int(value) if value.isdigit() and value != UNSET else None
+
+
+@dataclass(frozen=True)
+class UnitProperties:
+    """What systemd says of one unit, typed once. The defaults are what it says of nothing."""
+
+    id: str = ""
+    load_state: str = ""  # LoadState: "loaded", "not-found" (no such unit file)...
+    state: UnitState | None = None  # ActiveState; None: systemd did not say
+    sub_state: str = ""  # SubState: "running", "auto-restart", "dead"...
+    main_pid: int | None = None  # MainPID; None for systemd's 0 (no main process)
+    active_since_usec: int | None = None  # ActiveEnterTimestampMonotonic; None for 0 (never active)
+    memory_bytes: int | None = None  # MemoryCurrent; None: unset (no memory accounting)
+    cpu_nsec: int | None = None  # CPUUsageNSec; None: unset
+    control_group: str = ""
+    result: str = ""  # Result of the last run: "success", "exit-code", "signal", "oom-kill"...
+    exec_main_code: int | None = None  # ExecMainCode: 1 exited, 2 killed, 3 dumped core (CLD_*)
+    exec_main_status: int | None = None  # ExecMainStatus: the exit status, or the signal
+    restarts: int | None = None  # NRestarts: systemd's automatic restarts since the unit was started
+
+    @classmethod
+    def parse(cls, props: Mapping[str, str]) -> UnitProperties:
+        """From `systemctl show`'s key=value pairs of one unit (missing keys take the defaults)."""
+        return cls(
+            id=props.get("Id", ""),
+            load_state=props.get("LoadState", ""),
+            state=UnitState.of(props.get("ActiveState", "")),
+            sub_state=props.get("SubState", ""),
+            main_pid=_number(props, "MainPID") or None,
+            active_since_usec=_number(props, "ActiveEnterTimestampMonotonic") or None,
+            memory_bytes=_number(props, "MemoryCurrent"),
+            cpu_nsec=_number(props, "CPUUsageNSec"),
+            control_group=props.get("ControlGroup", ""),
+            result=props.get("Result", ""),
+            exec_main_code=_number(props, "ExecMainCode"),
+            exec_main_status=_number(props, "ExecMainStatus"),
+            restarts=_number(props, "NRestarts"),
+        )
+
+    @property
+    def installed(self) -> bool:
+        return self.load_state != "not-found"
+
+    @property
+    def running(self) -> bool:
+        return is_running(self.state)
+
+    @property
+    def failed(self) -> bool:
+        return self.state is UnitState.FAILED
+
+
+NOTHING = UnitProperties()
+
+
 class SystemdError(OctobrixError):
     """systemctl refused or failed; the message names the units and carries systemd's words."""
+
+
+def failure_hint(units: Sequence[str]) -> str:
+    """Where systemd says more: the first unit's status and journal, or the journal's latest lines."""
+    if units:
+        return f"see `systemctl status {units[0]}` and `journalctl -xeu {units[0]}`"
+    return "see `systemctl status` and `journalctl -xe` (the latest lines say what systemd refused)"
 
 
 def _systemctl(args: Sequence[str], units: Sequence[str] = ()) -> None:
@@ -22,31 +143,31 @@ def _systemctl(args: Sequence[str], units: Sequence[str] = ()) -> None:
     except CommandError as exc:
         first = exc.stderr.strip().splitlines()[0] if exc.stderr.strip() else f"exit {exc.returncode}"
         raise SystemdError(
-            f"systemctl {' '.join(args)} {' '.join(units)} failed: {first}",
-            hint="see `systemctl status "
-            + (units[0] if units else "")
-            + "` and `journalctl -xeu "
-            + (units[0] if units else "")
-            + "`",
+            f"{' '.join(['systemctl', *args, *units])} failed: {first}", hint=failure_hint(units)
         ) from exc
 
 
-def show(units: Sequence[str], properties: Sequence[str]) -> dict[str, dict[str, str]]:
-    """properties of every unit (by its Id) from a single `systemctl show`; {} for no units."""
+def parse_show(text: str) -> dict[str, UnitProperties]:
+    """`systemctl show`'s key=value blocks (one per unit, a blank line between) by unit Id."""
+    found: dict[str, UnitProperties] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            found[props["Id"]] = UnitProperties.parse(props)
+    return found
+
+
+def show(units: Sequence[str]) -> dict[str, UnitProperties]:
+    """The properties of every unit (by its Id) from a single `systemctl show`; {} for no units."""
     if not units:
         return {}
     try:
-        result = run(["systemctl", "show", "--property=" + ",".join(properties), "--", *units])
+        result = run(["systemctl", "show", "--property=" + ",".join(PROPERTIES), "--", *units])
     except CommandError as error:
         raise SystemdError(
             f"cannot ask systemd about the instances: {error}", hint="is this a system running systemd?"
         ) from error
-    found: dict[str, dict[str, str]] = {}
-    for block in result.stdout.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" in props:
-            found[props["Id"]] = props
-    return found
+    return parse_show(result.stdout)
 
 
 def main_pid(unit: str) -> int:
@@ -76,12 +197,12 @@ def disable_and_stop(units: Sequence[str]) -> None:
 
 
 def active(units: Sequence[str]) -> list[str]:
-    """Those of units that run now (active, activating or reloading)."""
+    """Those of units that run now (is_running: starting, up, or still stopping)."""
     if not units:
         return []
     result = run(["systemctl", "is-active", *units], check=False)
     states = result.stdout.split()
-    return [unit for unit, state in zip(units, states, strict=False) if state in ("active", "activating", "reloading")]
+    return [unit for unit, state in zip(units, states, strict=False) if is_running(UnitState.of(state))]
 
 
 def disable(units: Sequence[str]) -> None:
@@ -90,6 +211,7 @@ def disable(units: Sequence[str]) -> None:
 
 
 def is_active(unit: str) -> bool:
+    """Whether the unit is up (systemctl is-active: active or reloading), not starting or stopping."""
     try:
         return run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
     except OctobrixError:

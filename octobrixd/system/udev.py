@@ -43,17 +43,19 @@ def reload_and_trigger() -> bool:
 # The device groups octoprint@.service allows (DeviceAllow=char-ttyUSB, char-ttyACM) and the
 # modules that register them: systemd resolves the names only if they are registered at start.
 SERIAL_DRIVERS = {"ttyUSB": "usbserial", "ttyACM": "cdc_acm"}
+PROC_DEVICES = Path("/proc/devices")
+MODULES_DIR = Path("/lib/modules")
 
 
-def load_serial_drivers(proc_devices: Path = Path("/proc/devices")) -> None:
+def load_serial_drivers() -> None:
     """Load the USB serial drivers if their device groups are not registered yet (first install,
     before the boot-time modules-load.d entry has ever run)."""
     try:
-        registered = {line.split()[-1] for line in proc_devices.read_text().splitlines() if line.strip()}
+        registered = {line.split()[-1] for line in PROC_DEVICES.read_text().splitlines() if line.strip()}
     except OSError:
         return
     missing = [module for group, module in SERIAL_DRIVERS.items() if group not in registered]
-    if not missing or not Path("/lib/modules", os.uname().release).is_dir():
+    if not missing or not (MODULES_DIR / os.uname().release).is_dir():
         # No modules for this kernel here (a container): nothing to load, nothing to warn about.
         return
     result = run(["modprobe", "-a", *missing], check=False)

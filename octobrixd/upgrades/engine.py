@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from octobrixd.apply.plan import apply_lock, apply_plan, make_plan
@@ -25,6 +25,7 @@ from octobrixd.instances.venv_contents import installed_versions
 from octobrixd.names import octoprint_unit
 from octobrixd.system import systemd
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import NOTHING, UnitProperties, UnitState
 from octobrixd.upgrades import health, rollback_point
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ def running_version(layout: Layout, name: str) -> str | None:
     return installed_versions(venv).get("octoprint") if venv is not None else None
 
 
-def _unit_props(name: str) -> dict[str, str]:
-    return query_units([octoprint_unit(name)]).get(octoprint_unit(name), {})
+def _unit_props(name: str) -> UnitProperties:
+    return query_units([octoprint_unit(name)]).get(octoprint_unit(name), NOTHING)
 
 
 def _connected(layout: Layout, config: Config, name: str) -> bool:
@@ -89,16 +90,16 @@ def wait_healthy(ctx: Context, config: Config, name: str, expected: health.Expec
     unit = octoprint_unit(name)
     credentials = read_credentials(ctx.layout, name)
     port = config.printers[name].port
-    baseline = _unit_props(name).get("NRestarts", "0")
+    baseline = _unit_props(name).restarts or 0
     started = time.monotonic()
     while True:
-        props = dict(_unit_props(name))
+        props = _unit_props(name)
         # Crashes since this start, not those before it.
-        if props.get("NRestarts", "0").isdigit() and baseline.isdigit():
-            props["NRestarts"] = str(int(props["NRestarts"]) - int(baseline))
+        if props.restarts is not None:
+            props = replace(props, restarts=props.restarts - baseline)
         server: dict[str, object] | None = None
         connection = None
-        if credentials is not None and props.get("ActiveState") == "active":
+        if credentials is not None and props.state is UnitState.ACTIVE:
             try:
                 body = octoprint_api.request(port, credentials.api_key, "/api/server")
                 server = body if isinstance(body, dict) else {}
@@ -163,7 +164,7 @@ def upgrade_one(ctx: Context, name: str, requirement: str, expected_version: str
         if running is None:
             raise OctobrixError(f"{name} has no OctoPrint installed yet", hint="run `sudo octobrixctl apply` first")
         was = running_version(ctx.layout, name)
-        active = _unit_props(name).get("ActiveState") == "active"
+        active = _unit_props(name).state is UnitState.ACTIVE
         operational = active and _connected(ctx.layout, config, name)
         point = rollback_point.Point(
             name=name,
@@ -241,7 +242,7 @@ def rollback(ctx: Context, name: str, *, check: bool = True) -> tuple[rollback_p
     started = time.monotonic()
     with apply_lock(ctx.layout):
         config = load_config(ctx.config_path)
-        operational = _unit_props(name).get("ActiveState") == "active" and _connected(ctx.layout, config, name)
+        operational = _unit_props(name).state is UnitState.ACTIVE and _connected(ctx.layout, config, name)
         where = rollback_point.folder(ctx.layout, name)
         seconds = put_back(ctx, point, where, operational, check=check)
         rollback_point.forget(where)

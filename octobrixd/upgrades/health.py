@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from octobrixd.instances.recovery import cause
+from octobrixd.system.systemd import UnitProperties
 
 # On a busy two-core computer an OctoPrint takes 20-60 s to answer after a start.
 TIME_LIMIT = 240.0
@@ -28,7 +29,7 @@ class Expected:
 
 @dataclass(frozen=True)
 class Seen:
-    unit: Mapping[str, str]  # systemd's properties (ActiveState, SubState, NRestarts, Result...)
+    unit: UnitProperties  # systemd's properties (state, sub-state, restarts, result...)
     server: Mapping[str, object] | None  # /api/server's answer; None: no HTTP answer yet
     connection: str | None  # /api/connection's current state; None: not asked or no answer
     elapsed: float
@@ -42,11 +43,10 @@ class Judgement:
 
 def judge(seen: Seen, expected: Expected, time_limit: float = TIME_LIMIT) -> Judgement:
     unit = seen.unit
-    restarts = unit.get("NRestarts", "0")
     # Between an exit and systemd's next start (RestartSec) the last run's Result and status are there.
-    if unit.get("ActiveState") == "failed" or unit.get("SubState") == "auto-restart":
+    if unit.failed or unit.sub_state == "auto-restart":
         return Judgement(Verdict.FAILED, f"its OctoPrint did not start: it {cause(unit)}")
-    if restarts.isdigit() and int(restarts) > 0:
+    if (unit.restarts or 0) > 0:
         return Judgement(Verdict.FAILED, "its OctoPrint did not start: it ended and systemd started it again")
     if seen.server is None:
         if seen.elapsed >= time_limit:

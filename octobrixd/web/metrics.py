@@ -26,8 +26,8 @@ from octobrixd.config.model import Config, load_config
 from octobrixd.devices.plug_counts import PlugCount, read_counts
 from octobrixd.errors import OctobrixError
 from octobrixd.farm.backup_state import LastBackup, UnreadableStateError, read_state
-from octobrixd.farm.status import UNSET
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import NOTHING, UnitState
 from octobrixd.web.overview import Asked, CardState, WebContext, card_state, overview_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -55,11 +55,6 @@ def _when(text: str) -> float | None:
         return datetime.datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
-
-
-def _restarts(props: Mapping[str, str]) -> int | None:
-    value = props.get("NRestarts", "")
-    return int(value) if value.isdigit() and value != UNSET else None
 
 
 def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
@@ -125,7 +120,7 @@ class _Farm:
                     actual.add_metric([name, heater], value)
                 if (value := _number(reading.get("target"))) is not None:
                     target.add_metric([name, heater], value)
-            if (count := _restarts(self.asked.units.get(row.unit, {}))) is not None:
+            if (count := self.asked.units.get(row.unit, NOTHING).restarts) is not None:
                 restarts.add_metric([name], float(count))
             if row.device in ("plugged", "unplugged"):
                 self._plugged(name, row.device, plugged, plugs, unplugs)
@@ -148,7 +143,7 @@ class _Farm:
         for row in self.asked.cameras:
             name = row.name
             stream = self.asked.streams.get(name)
-            running = row.state == "active" and row.device == "plugged"
+            running = row.state == UnitState.ACTIVE and row.device == "plugged"
             online = stream.online if stream is not None else running
             streaming.add_metric([name], 1.0 if running and online else 0.0)
             if stream is not None and stream.queued_fps is not None:

@@ -29,6 +29,7 @@ from octobrixd.farm.status import CameraStatus, PrinterStatus, UnitProps, collec
 from octobrixd.instances.api import ApiError, request
 from octobrixd.names import octoprint_unit, streamer_unit
 from octobrixd.system.paths import Layout
+from octobrixd.system.systemd import UnitState
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def gather(
     rows, cameras = collect(config, layout, props, dict.fromkeys(printers, fetcher), "", deferred=deferred)
     host = local_host(config.octobrix.listen)
     ustreamers = [n for n in config.cameras if config.streamer_of(n) == Streamer.USTREAMER]
-    asked_cameras = [c.name for c in cameras if c.state == "active" and c.name in ustreamers]
+    asked_cameras = [c.name for c in cameras if c.state == UnitState.ACTIVE and c.name in ustreamers]
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(asked_cameras)))) as pool:
         streams = dict(zip(asked_cameras, pool.map(
             lambda n: ustreamer_state(config.cameras[n].port, host, timeout), asked_cameras), strict=True))  # fmt: skip
@@ -208,12 +209,12 @@ def _job(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def card_state(row: PrinterStatus, answer: Answer | None) -> tuple[CardState, str, str | None]:
     """(state, the words the card shows, a detail line such as an error's text or why it cannot be asked)."""
     unknown = row.state == "unknown"
-    if row.state != "active" and not (unknown and answer is not None):
-        if row.state == "activating":
+    if row.state != UnitState.ACTIVE and not (unknown and answer is not None):
+        if row.state == UnitState.ACTIVATING:
             return CardState.STARTING, "Starting", None
         if row.state == "not-installed":
             return CardState.NOT_RUNNING, "Not set up", "run `sudo octobrixctl apply`"
-        if row.state == "failed":
+        if row.state == UnitState.FAILED:
             return CardState.NOT_RUNNING, "Not running", f"its service failed: journalctl -u {row.unit}"
         if row.state == "unknown":
             return CardState.UNREACHABLE, "Cannot be asked", "systemd did not say how its service is"
@@ -266,7 +267,7 @@ def _camera(config: Config, name: str, cameras: Mapping[str, CameraStatus]) -> d
     if camera is None:
         return None
     row = cameras.get(camera)
-    if row is None or row.state != "active":
+    if row is None or row.state != UnitState.ACTIVE:
         state = "not running"
     else:
         state = "unplugged" if row.device == "unplugged" else "streaming"
