@@ -78,6 +78,16 @@ class Outcome:
     ok: bool
     problem: str | None = None
     deferred: tuple[str, ...] = ()
+    # The file changed while it was applied: apply it again (systemd merges the reload that edit
+    # asked for into the one still running, so no signal of its own ever comes).
+    again: bool = False
+
+
+def _text_of(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def describe_exception(error: BaseException) -> str:
@@ -190,6 +200,7 @@ class Daemon:
             with apply_lock(self.layout):
                 # Read under the lock: whoever held it (`octobrixctl upgrade`, which edits the pin and
                 # may put it back) can have changed the file since the change that woke us.
+                read = _text_of(self.config_path)
                 try:
                     config = load_config(self.config_path)
                 except ConfigError as error:
@@ -212,6 +223,9 @@ class Daemon:
         self.config = config
         # status lists the farm from this copy while a later edit of the config has mistakes.
         remember_applied(self.layout, config)
+        if _text_of(self.config_path) != read:
+            log.info("%s changed while it was applied: applying it again", self.config_path)
+            return Outcome(True, None, deferred, again=True)
         return Outcome(True, None, deferred)
 
     def recover(self) -> Pass:
@@ -389,6 +403,8 @@ class MainLoop:
             # with what it has; the next reload or edit tries again.
             outcome = Outcome(False, f"{failed} (see journalctl -u octobrixd)")
         self.daemon.problem = outcome.problem
+        if outcome.again:
+            self.reconciler.request()
         if outcome.deferred:
             self.retry_at = time.monotonic() + DEFERRED_RETRY_SECONDS
         # After the first apply, and after each reload (systemd waits for it after RELOADING=1).

@@ -139,6 +139,52 @@ def test_an_exception_in_a_background_job_is_logged_and_reported_and_the_daemon_
     assert "Traceback (most recent call last)" in err and ", in denied\n" in err
 
 
+# The user saves a broken edit while octobrixd applies the one before: the file changes in the
+# middle of the first apply, and no SIGHUP follows (systemd merges the reload that edit asks for into
+# the one still running, as tests/lab/test_daemon_vm.py met it in the VM).
+EDITED_DURING_APPLY = """
+import sys
+from pathlib import Path
+import octobrixd.daemon as daemon
+
+real_apply_plan = daemon.apply_plan
+
+def apply_plan(plan, layout, previous, **options):
+    done = real_apply_plan(plan, layout, previous, **options)
+    config = Path(sys.argv[2])
+    if "printer2" not in config.read_text():
+        config.write_text(config.read_text() + sys.argv[-1])
+    return done
+
+daemon.apply_plan = apply_plan
+sys.exit(daemon.main(sys.argv[1:-1]))
+"""
+
+
+def test_an_edit_saved_while_the_last_one_applies_is_applied_without_a_signal(tmp_path: Path) -> None:
+    config = tmp_path / "octobrix.toml"
+    config.write_text(GOOD)
+    clash = "\n[printers.printer2]\nvirtual = true\nport = 5000\n"
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EDITED_DURING_APPLY, "--config", str(config), "--root", str(tmp_path / "root"), clash],
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        notify.wait_for("READY")
+        status = notify.wait_for("STATUS", "config error")["STATUS"]
+        assert "printers.printer2.port" in status or "5000 is also used" in status, status
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        _out, err = proc.communicate()
+    assert f"{config} changed while it was applied: applying it again" in err
+
+
 def test_an_exception_in_a_connect_call_is_logged_with_its_traceback_and_shown_in_status(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
