@@ -97,6 +97,21 @@ def test_stops_cleanly_on_sigterm(daemon: tuple[subprocess.Popen[str], NotifySoc
 
 
 # What the daemon meets when /var/lib/octobrix is not its to read (a hand-made chmod, a stray mount):
+def daemon_running(code: str, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], NotifySocket, Path]:
+    """octobrixd run by CODE (which changes one thing in it first) on GOOD under --root, with a notify socket."""
+    config = tmp_path / "octobrix.toml"
+    config.write_text(GOOD)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--config", str(config), "--root", str(tmp_path / "root"), *extra],
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, notify, config
+
+
 # as root under --root no real permission is denied, so the manifest read is made to raise it.
 RAISING_DAEMON = """
 import sys
@@ -111,16 +126,7 @@ sys.exit(daemon.main(sys.argv[1:]))
 
 
 def test_an_exception_in_a_background_job_is_logged_and_reported_and_the_daemon_goes_on(tmp_path: Path) -> None:
-    config = tmp_path / "octobrix.toml"
-    config.write_text(GOOD)
-    notify = NotifySocket(tmp_path / "notify.sock")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RAISING_DAEMON, "--config", str(config), "--root", str(tmp_path / "root")],
-        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, notify, _config = daemon_running(RAISING_DAEMON, tmp_path)
     try:
         # No hang: READY=1 comes (within the socket's 15 s), and STATUS= says what went wrong.
         notify.wait_for("READY")
@@ -162,17 +168,8 @@ sys.exit(daemon.main(sys.argv[1:-1]))
 
 
 def test_an_edit_saved_while_the_last_one_applies_is_applied_without_a_signal(tmp_path: Path) -> None:
-    config = tmp_path / "octobrix.toml"
-    config.write_text(GOOD)
     clash = "\n[printers.printer2]\nvirtual = true\nport = 5000\n"
-    notify = NotifySocket(tmp_path / "notify.sock")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EDITED_DURING_APPLY, "--config", str(config), "--root", str(tmp_path / "root"), clash],
-        env=dict(os.environ, NOTIFY_SOCKET=str(notify.path)),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, notify, config = daemon_running(EDITED_DURING_APPLY, tmp_path, clash)
     try:
         notify.wait_for("READY")
         status = notify.wait_for("STATUS", "config error")["STATUS"]
