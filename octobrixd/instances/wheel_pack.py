@@ -76,7 +76,7 @@ def read_inside(site_fd: int, entry: str) -> bytes | None:
             return None
         fd = os.open(parts[-1], _FILE, dir_fd=folder)
     except OSError as error:
-        if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENXIO):
+        if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENXIO, errno.EACCES, errno.EPERM):
             return None
         raise
     finally:
