@@ -355,9 +355,10 @@ def test_a_new_instance_carries_the_old_venvs_plugin_manager_plugins(
             trees.write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n")
             trees.write(info / "INSTALLER", "uv\n")
 
-    monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
-    monkeypatch.setattr("octobrixd.instances.venvs.run", lambda *_a, **_k: None)
     layout = Layout(tmp_path)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv_as", lambda args, _user: fake_uv(args, layout))
+    monkeypatch.setattr("octobrixd.instances.venvs._check_imports", lambda *_a: None)
     spec = VenvSpec("ender", ("octoprint==1.11.8",), carry_from=old_venv)
     target = provision(layout, spec, os.getuid(), os.getgid())
     assert {d.name: d.version for d in read_venv(target).values()} == {
