@@ -69,7 +69,7 @@ def test_the_cli_runs_as_the_printers_user_on_its_basedir_in_a_scrubbed_environm
     [(argv, options)] = recorded.calls
     assert argv == [str(instance.octoprint), "--basedir", str(instance.basedir), "user", "add", "admin"]
     assert options["as_user"] == (1234, 1235)
-    assert options["env"] == {"HOME": str(instance.state_dir), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    assert options["env"] == {"HOME": str(instance.state_dir / "home"), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
     assert options["input_text"] == "pw\npw\n" and options["timeout"] == CLI_TIMEOUT
 
 

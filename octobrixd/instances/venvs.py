@@ -135,8 +135,10 @@ def provision(layout: Layout, spec: VenvSpec, uid: int, gid: int, wheels: str | 
     remembered = [entry["name"] for entry in read_carried(layout, spec.name)]
     plugins = user_plugins(read_venv(previous), spec.requirements, remembered) if previous else []
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chown(target.parent, uid, gid)
+        # venvs/ is root's (root:octobrix-NAME 0750): the user enters it, only root makes entries.
+        target.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        os.chown(target.parent, 0, gid, follow_symlinks=False)
+        target.parent.chmod(0o750)
         builder = _UvBuilder(layout, target, source)
         builder.fresh()
         with tempfile.TemporaryDirectory(prefix=".carry-", dir=target.parent) as scratch:
