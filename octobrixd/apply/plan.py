@@ -357,11 +357,9 @@ def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
 
 
 def _user_ids(layout: Layout, name: str) -> tuple[int, int] | None:
-    """The instance user's ids on a live system (raises KeyError when it has none yet); None under --root."""
-    if not layout.live:
-        return None
-    entry = pwd.getpwnam(instance_user(name))
-    return entry.pw_uid, entry.pw_gid
+    """The instance user's ids on a live system (KeyError when it has none yet); None under --root."""
+    uid, gid = _ids(layout, name)
+    return None if uid == -1 else (uid, gid)
 
 
 def _state_dir_ready(layout: Layout, name: str) -> bool:
