@@ -1,9 +1,10 @@
 """One printer's OctoPrint on this computer: where its state lives, spelled once, and its CLI, run as
 its own user.
 
-Everything in the state directory but the secrets is the printer's user's to write (its venv, its
-basedir, its uploads and plugins): root reads there, and runs nothing from there. The OctoPrint CLI
-runs as the printer's user, with no supplementary groups, in a scrubbed environment.
+The state directory is root's (root:octobrix-NAME 0750): the `venv` link and venvs/ in it too. What
+the printer's user writes is its basedir (uploads, plugins, logs), its home and its venv's folders:
+root reads there without following links, and runs nothing from there. The OctoPrint CLI runs as the
+printer's user, with no supplementary groups, in a scrubbed environment.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from octobrixd.system.paths import Layout
 BASEDIR = "basedir"
 VENV = "venv"  # the link to the venv it runs, one of VENVS
 VENVS = "venvs"
+HOME = "home"  # the user's HOME and working directory: pip's and uv's caches
 CONFIG_YAML = "config.yaml"
 USERS_YAML = "users.yaml"
 # basedir/plugins: octobrix's online-check plugin, and the single-file plugins OctoPrint's Plugin
@@ -83,6 +85,11 @@ class Instance:
     @property
     def basedir(self) -> Path:
         return self.layout.path(tree_basedir(self.name))
+
+    @property
+    def home(self) -> Path:
+        """Its user's HOME and working directory (the state directory itself is root's)."""
+        return self.state_dir / HOME
 
     @property
     def config_yaml(self) -> Path:
@@ -150,7 +157,7 @@ class Instance:
             )
         argv = [*(GENTLY if gently else ()), str(program), "--basedir", str(self.basedir), *args]
         # Nothing of root's environment: its own home, the system's programs, output as it comes.
-        env = {"HOME": str(self.state_dir), "PATH": SEARCH_PATH, "PYTHONUNBUFFERED": "1"}
+        env = {"HOME": str(self.home), "PATH": SEARCH_PATH, "PYTHONUNBUFFERED": "1"}
         try:
             return run(argv, input_text=input_text, env=env, timeout=timeout, as_user=ids)
         except CommandError as error:
