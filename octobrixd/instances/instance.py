@@ -9,6 +9,7 @@ printer's user, with no supplementary groups, in a scrubbed environment.
 
 from __future__ import annotations
 
+import os
 import pwd
 import shlex
 import subprocess
@@ -39,6 +40,14 @@ CLI_TIMEOUT = 300.0
 # Lowest CPU and disk priority: long work beside a print must not slow the print.
 GENTLY = ("nice", "-n", "19", "ionice", "-c", "3")
 SEARCH_PATH = "/usr/bin:/bin"
+# What a command in a printer's venv gets besides its HOME: the system's programs, output as it comes,
+# and pip neither asking nor checking for a newer pip.
+VENV_ENVIRONMENT = {
+    "PATH": SEARCH_PATH,
+    "PYTHONUNBUFFERED": "1",
+    "PIP_NO_INPUT": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+}
 
 
 def venv_python(venv: Path) -> Path:
@@ -165,6 +174,38 @@ class Instance:
                 f"OctoPrint of {self.name} could not {doing}: {_why(error)}",
                 hint=hint or self._cli_hint(),
             ) from error
+
+    def run_in_venv(
+        self,
+        args: Sequence[str],
+        *,
+        ids: tuple[int, int],
+        doing: str,
+        timeout: float = CLI_TIMEOUT,
+        check: bool = True,
+        hint: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -I -m ARGS` of its venv as the printer's user (ids): no PYTHON* variable, user site or
+        current folder reaches it, and root never runs the venv's code. A failure (check) or a timeout is
+        an OctobrixError that says the venv could not DOING and why, in one line."""
+        python = self.python
+        if not os.path.lexists(python):  # the venv's python is a link: never followed by root
+            raise OctobrixError(
+                f"printer {self.name} has no OctoPrint installed yet ({python} is missing)",
+                hint="run `sudo octobrixctl apply` first",
+            )
+        env = {"HOME": str(self.home), **VENV_ENVIRONMENT}
+        started = shlex.join(["sudo", "-u", self.user, str(python), "-I", "-c", "pass"])
+        try:
+            return run([str(python), "-I", "-m", *args], env=env, timeout=timeout, check=check, as_user=ids)
+        except CommandError as error:
+            why = _why(error)
+        except PermissionError as error:  # its user cannot reach or run it
+            why = f"{self.user} may not run {python} ({error.strerror})"
+        raise OctobrixError(
+            f"the venv of {self.name} could not {doing}: {why}",
+            hint=hint or f"see whether its Python starts at all: `{started}`",
+        )
 
     def _cli_hint(self) -> str:
         listing = shlex.join(["sudo", "-u", self.user, str(self.octoprint), "--basedir", str(self.basedir)])
