@@ -14,7 +14,7 @@ from typing import Any
 
 from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.instances.instance import Instance
+from octobrixd.instances import versions
 from octobrixd.system.paths import Layout
 
 BACKUP_ROOT = PurePosixPath("var/backups/octobrix")
@@ -23,7 +23,6 @@ SIDE_VERSION = 1
 # NAME-20261201-031500.zip: sorts by time within a printer's folder.
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
-DIST_INFO_RE = re.compile(r"^octoprint-(?P<version>[^-]+)\.dist-info$", re.IGNORECASE)
 
 
 def printer_folder(layout: Layout, name: str, target: Path | None = None) -> Path:
@@ -62,14 +61,9 @@ def version_key(version: str) -> tuple[int, int, int, int]:
 
 
 def installed_octoprint(layout: Layout, name: str) -> str | None:
-    """The OctoPrint version in the instance's venv, from its dist-info folder: nothing is run."""
-    venv = Instance(name, layout).venv
-    for site in sorted(venv.glob("lib/python3*/site-packages")):
-        for entry in site.iterdir():
-            match = DIST_INFO_RE.match(entry.name)
-            if match:
-                return match["version"]
-    return None
+    """The OctoPrint version in the instance's venv, from its dist-info folder's name: nothing is run,
+    and nothing in the venv is followed (instances/versions.py reads it through root's venv link)."""
+    return versions.installed_octoprint(layout, name)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from octobrixd.config.model import Config
 from octobrixd.instances.instance import Instance
+from octobrixd.system import nofollow
 from octobrixd.system.paths import Layout
 
 # In a venv whose build finished: a build killed half-way has none.
@@ -46,13 +47,10 @@ def venv_link(layout: Layout, name: str) -> Path:
 
 
 def is_current(layout: Layout, spec: VenvSpec) -> bool:
-    link = venv_link(layout, spec.name)
-    if not link.is_symlink():
-        return False
-    target = link.resolve()
+    instance = Instance(spec.name, layout)
+    active = instance.active_venv_dir()
     # A rebuild of the same requirements (drift repair) goes to DIGEST-1 beside the running DIGEST.
-    return (
-        target.parent == venvs_dir(layout, spec.name).resolve()
-        and target.name.partition("-")[0] == spec.digest
-        and (target / COMPLETE_MARKER).exists()
-    )
+    if active is None or active.name.partition("-")[0] != spec.digest:
+        return False
+    # The marker root left in a finished build, looked at without following anything in the venv.
+    return nofollow.is_regular_file(instance.state_dir, active / COMPLETE_MARKER)
