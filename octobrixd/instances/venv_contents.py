@@ -129,7 +129,9 @@ def _direct_url(top: Path, folder: PurePosixPath) -> str | None:
         body = json.loads(data) if data is not None else None
     except ValueError:
         return None
-    url = body.get("url") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    url = body.get("url")
     return url if isinstance(url, str) and "archive_info" in body else None
 
 

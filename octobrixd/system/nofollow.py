@@ -187,11 +187,26 @@ def stage(
     return temp
 
 
-def commit(top: Path, relative: PurePosixPath | str, temp: str) -> None:
+def commit(top: Path, relative: PurePosixPath | str, temp: str, *, uid: int = -1, gid: int = -1) -> None:
     """Rename the staged temp over top/relative (a link there is replaced, not followed); the folders
-    on the way are opened again without following links."""
+    on the way are opened again without following links. uid/gid: hand it over first (for a user made
+    after staging), through a descriptor of the temp opened without following a link."""
     parts, parent_rel = _file_parent(relative)
-    with open_dir(top, parent_rel) as parent, _disk_full_explained(top.joinpath(*parts)):
+    shown = top.joinpath(*parts)
+    with open_dir(top, parent_rel) as parent, _disk_full_explained(shown):
+        if uid != -1 or gid != -1:
+            try:
+                fd = os.open(temp, _FILE_FLAGS, dir_fd=parent)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise UnsafePathError(shown.with_name(temp), "it is a link") from None
+                raise
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise UnsafePathError(shown.with_name(temp), "it is not a regular file")
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
         os.rename(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
         os.fsync(parent)
 
@@ -234,6 +249,13 @@ def remove(top: Path, relative: PurePosixPath | str) -> bool:
             return False
         os.fsync(parent)
     return True
+
+
+def prune_empty_dir(top: Path, relative: PurePosixPath | str) -> None:
+    """Remove the folder top/relative if it is empty; quiet otherwise (not empty, gone, a link)."""
+    parts, parent_rel = _file_parent(relative)
+    with contextlib.suppress(OSError, UnsafePathError), open_dir(top, parent_rel) as parent:
+        os.rmdir(parts[-1], dir_fd=parent)
 
 
 def walk_files(top: Path, relative: PurePosixPath | str = "") -> Iterator[tuple[PurePosixPath, os.stat_result]]:
