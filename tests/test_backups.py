@@ -100,8 +100,10 @@ def make_zip(path: Path, version: str, *, users: bool = True, plugins: list[str]
 
 
 def fake_venv(layout: Layout, name: str, version: str) -> None:
-    site = layout.state_dir(name) / "venv" / "lib" / "python3.11" / "site-packages"
+    # The venv is reached through root's venv link (venvs/DIR), as octobrix makes it.
+    site = layout.state_dir(name) / "venvs" / "v1" / "lib" / "python3.11" / "site-packages"
     (site / f"octoprint-{version}.dist-info").mkdir(parents=True)
+    (layout.state_dir(name) / "venv").symlink_to("venvs/v1")
 
 
 def test_a_backup_from_a_newer_octoprint_is_refused_with_the_pin_to_set(tmp_path: Path) -> None:

@@ -76,8 +76,9 @@ def make_daemon(tmp_path: Path, port: int, plugged: bool = True, pin: str = "") 
 
 def fake_venv_with(root: Path, octoprint_version: str) -> None:
     """p1's venv as far as octobrix looks to learn its OctoPrint version: the dist-info folder's name."""
-    site = root / "var/lib/octobrix/p1/venv/lib/python3.11/site-packages"
+    site = root / "var/lib/octobrix/p1/venvs/v1/lib/python3.11/site-packages"
     (site / f"octoprint-{octoprint_version}.dist-info").mkdir(parents=True)
+    (root / "var/lib/octobrix/p1/venv").symlink_to("venvs/v1")
 
 
 @pytest.fixture(autouse=True)

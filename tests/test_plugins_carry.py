@@ -409,20 +409,21 @@ def test_provision_carries_what_fits_names_the_rest_and_remembers_both(
 
 
 def test_doctor_without_root_says_what_it_cannot_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plain user cannot look into /var/lib/octobrix/NAME (0700, the instance's). The tests run as
-    root, who can: the EACCES a plain user gets from lstat is raised by a stand-in here."""
+    """A plain user cannot look into /var/lib/octobrix/NAME (0750, root's and the instance's group). The
+    tests run as root, who can: the EACCES a plain user gets reading the venv link is raised by a
+    stand-in here."""
     layout = Layout(tmp_path)
     config_file = tmp_path / "octobrix.toml"
     config_file.write_text("[printers.demo]\nvirtual = true\nport = 5100\n")
     state = layout.state_dir("demo")
-    real_is_symlink = Path.is_symlink
+    real_readlink = Path.readlink
 
-    def is_symlink(path: Path) -> bool:
+    def readlink(path: Path) -> Path:
         if path.is_relative_to(state):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_is_symlink(path)
+        return real_readlink(path)
 
-    monkeypatch.setattr(Path, "is_symlink", is_symlink)
+    monkeypatch.setattr(Path, "readlink", readlink)
     results = run_checks(DoctorContext(layout, config_file), [check_venvs])
     assert [(r.name, r.ok) for r in results] == [("octoprint demo", True)]
     assert "run doctor as root" in results[0].detail

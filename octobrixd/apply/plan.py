@@ -12,6 +12,8 @@ import difflib
 import hashlib
 import logging
 import pwd
+import re
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -39,7 +41,7 @@ from octobrixd.names import SUBSYSTEMS, instance_user, octoprint_unit, printer_o
 from octobrixd.render.nginx import NGINX_SITE
 from octobrixd.render.octoprint import merged_octoprint_config
 from octobrixd.render.tree import render_all
-from octobrixd.system import paths, systemd, udev
+from octobrixd.system import nofollow, paths, systemd, udev
 from octobrixd.system.fsutil import (
     DiskFullError,
     commit,
@@ -49,6 +51,7 @@ from octobrixd.system.fsutil import (
     remove_file,
     stage,
 )
+from octobrixd.system.nofollow import UnsafePathError
 from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
@@ -205,17 +208,40 @@ def unit_of(path: PurePosixPath) -> str | None:
     return None
 
 
-def _read_text(path: Path) -> str | None:
+def users_part(layout: Layout, rel: PurePosixPath) -> tuple[Path, PurePosixPath] | None:
+    """(state_dir, path below it) for a file inside a folder of a printer's state directory (its basedir,
+    home or venvs): its user can write there, so root opens it with system/nofollow from the state
+    directory, which only root writes. None for every other file (root's own folders)."""
+    state = paths.STATE_DIR.parts
+    parts = rel.parts
+    if parts[: len(state)] != state or len(parts) < len(state) + 3 or parts[len(state)].startswith("."):
+        return None
+    return layout.path(PurePosixPath(*parts[: len(state) + 1])), PurePosixPath(*parts[len(state) + 1 :])
+
+
+def _read_text(layout: Layout, rel: PurePosixPath, *, refuse_unsafe: bool = False) -> str | None:
+    """The file's text, or None if it is not there. In a printer's folders, a link or special file
+    planted where octobrix keeps one of its generated files counts as absent: the apply puts its file
+    in that name's place, following nothing. refuse_unsafe raises UnsafePathError instead (the user's
+    own settings: octobrix will not replace them with its defaults)."""
+    part = users_part(layout, rel)
     try:
-        return path.read_text(encoding="utf-8")
+        if part is None:
+            return layout.path(rel).read_text(encoding="utf-8")
+        return nofollow.read_text(*part)
     except FileNotFoundError:
+        return None
+    except UnsafePathError:
+        if refuse_unsafe:
+            raise
         return None
 
 
 def current_and_merged_config_yaml(layout: Layout, config: Config, name: str) -> tuple[str, str] | None:
-    """(current text, merged text) of the instance's config.yaml, or None if nothing changes."""
+    """(current text, merged text) of the instance's config.yaml, or None if nothing changes. Read
+    without following a link: a link or FIFO in its place is refused (UnsafePathError names it)."""
     path = Instance(name, layout).config_yaml
-    current_text = _read_text(path) or ""
+    current_text = _read_text(layout, tree_config_yaml(name), refuse_unsafe=True) or ""
     try:
         current: Any = yaml.safe_load(current_text) or {}
     except yaml.YAMLError as exc:
@@ -253,14 +279,14 @@ def make_plan(
     changes: list[FileChange] = []
 
     for rel, rendered in sorted(desired.items()):
-        old = _read_text(layout.path(rel))
+        old = _read_text(layout, rel)
         if old != rendered.text:
             kind = ChangeKind.CREATE if old is None else ChangeKind.UPDATE
             changes.append(FileChange(rel, kind, old or "", rendered.text, rendered.mode, rendered.owner))
 
     for rel_text in sorted(set(previous.files) - {str(p) for p in desired}):
         rel = PurePosixPath(rel_text)
-        old = _read_text(layout.path(rel))
+        old = _read_text(layout, rel)
         if old is not None:
             changes.append(FileChange(rel, ChangeKind.REMOVE, old, ""))
 
@@ -301,11 +327,7 @@ def make_plan(
 
     touched = {change.path for change in changes}
     written = {*desired, *map(PurePosixPath, previous.files), *map(tree_config_yaml, config.printers), paths.MANIFEST}
-    leftovers = tuple(
-        PurePosixPath(temp.relative_to(layout.root))
-        for rel in sorted(written)
-        for temp in leftover_temps(layout.path(rel))
-    )
+    leftovers = tuple(temp for rel in sorted(written) for temp in _leftovers(layout, rel))
     return Plan(
         files=tuple(changes),
         state_dirs=state_dirs,
@@ -325,6 +347,32 @@ def make_plan(
         # A unit new to the manifest is started by `enable --now` anyway.
         recover=tuple(sorted(u for u in failed if printer_of(u) in config.printers and u in previous.units)),
     )
+
+
+def _leftovers(layout: Layout, rel: PurePosixPath) -> list[PurePosixPath]:
+    part = users_part(layout, rel)
+    if part is None:
+        return [PurePosixPath(temp.relative_to(layout.root)) for temp in leftover_temps(layout.path(rel))]
+    top, below = part
+    try:
+        names = nofollow.list_dir(top, below.parent)
+    except (OSError, UnsafePathError):
+        return []  # not there, or a link where its folder should be: nothing of octobrix's in it
+    pattern = re.compile(rf"^\.{re.escape(below.name)}\.[^/]{{8}}\.tmp$")
+    return [rel.parent / n for n, info in names if pattern.match(n) and stat.S_ISREG(info.st_mode)]
+
+
+def _remove(layout: Layout, rel: PurePosixPath) -> bool:
+    """Remove a file octobrix wrote; in a printer's folders without following a link on the way."""
+    part = users_part(layout, rel)
+    if part is None:
+        return remove_file(layout.path(rel))
+    top, below = part
+    if not nofollow.remove(top, below):
+        return False
+    if len(below.parts) > 2:  # never the basedir (or home) itself
+        nofollow.prune_empty_dir(top, below.parent)
+    return True
 
 
 def render_diff(plan: Plan) -> str:
@@ -392,24 +440,39 @@ def _deferred(plan: Plan, busy: Callable[[str], bool]) -> tuple[str, ...]:
     return tuple(held)
 
 
+@dataclass(frozen=True)
+class _Temp:
+    target: Path
+    temp: Path  # beside target; in a printer's folders a name only, handled through descriptors
+    part: tuple[Path, PurePosixPath] | None  # users_part of target
+
+
 class _Staged:
     """Every file an apply writes, written to synced temp files before anything changes.
 
     A full disk fails while staging, and then nothing changed: the temp files and the folders
-    made for them are removed. Committing renames them in place, in the order staged.
+    made for them are removed. Committing renames them in place, in the order staged. A file in a
+    printer's folders is staged and committed with system/nofollow: no link on its way is followed.
     """
 
     def __init__(self) -> None:
-        self.temps: list[tuple[Path, Path]] = []  # (target, temp)
+        self.temps: list[_Temp] = []
 
     @classmethod
-    def write(cls, files: list[tuple[Path, str, int]]) -> _Staged:
+    def write(cls, layout: Layout, files: list[tuple[PurePosixPath, str, int]]) -> _Staged:
         staged = cls()
         made: list[Path] = []
         try:
-            for target, text, mode in files:
-                made += reversed([d for d in (target.parent, *target.parent.parents) if not d.exists()])
-                staged.temps.append((target, stage(target, text, mode=mode)))
+            for rel, text, mode in files:
+                target = layout.path(rel)
+                part = users_part(layout, rel)
+                if part is None:
+                    made += reversed([d for d in (target.parent, *target.parent.parents) if not d.exists()])
+                    staged.temps.append(_Temp(target, stage(target, text, mode=mode), None))
+                    continue
+                made += _make_parents(*part)
+                temp = nofollow.stage(*part, text, mode=mode)
+                staged.temps.append(_Temp(target, Path(temp), part))
         except DiskFullError as error:
             staged.discard()
             for directory in reversed(made):
@@ -422,14 +485,37 @@ class _Staged:
 
     def commit(self, target: Path, uid: int = -1, gid: int = -1) -> None:
         """Put the first staged version of target in place (the manifest is staged twice: pending, final)."""
-        index = next(i for i, (path, _temp) in enumerate(self.temps) if path == target)
-        _path, temp = self.temps.pop(index)
-        commit(temp, target, uid=uid, gid=gid)
+        index = next(i for i, staged in enumerate(self.temps) if staged.target == target)
+        staged = self.temps.pop(index)
+        if staged.part is None:
+            commit(staged.temp, target, uid=uid, gid=gid)
+        else:
+            nofollow.commit(*staged.part, str(staged.temp), uid=uid, gid=gid)
 
     def discard(self) -> None:
         while self.temps:
-            _path, temp = self.temps.pop()
-            temp.unlink(missing_ok=True)
+            staged = self.temps.pop()
+            if staged.part is None:
+                staged.temp.unlink(missing_ok=True)
+            else:
+                nofollow.discard(*staged.part, str(staged.temp))
+
+
+def _make_parents(top: Path, relative: PurePosixPath) -> list[Path]:
+    """The folders above top/relative that were missing, made (root's, 0700; a new printer's are handed
+    to it with its state directory) without following a link on the way; top itself is root's."""
+    made: list[Path] = []
+    if not top.exists():
+        made += reversed([d for d in (top, *top.parents) if not d.exists()])
+        top.mkdir(parents=True)
+    for depth in range(1, len(relative.parts)):
+        folder = PurePosixPath(*relative.parts[:depth])
+        try:
+            nofollow.lstat_at(top, folder)
+        except FileNotFoundError:
+            nofollow.make_dir(top, folder, mode=None)
+            made.append(top / folder)
+    return made
 
 
 def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[str, ...] = ()) -> None:
@@ -454,7 +540,7 @@ def _apply_staged(plan: Plan, layout: Layout, staged: _Staged, deferred: tuple[s
             continue
         target = layout.path(change.path)
         if change.kind is ChangeKind.REMOVE:
-            remove_file(target)
+            _remove(layout, change.path)
             log.info("removed %s", target)
         else:
             staged.commit(target, *_ids(layout, change.owner))
@@ -488,7 +574,7 @@ def apply_plan(
     layout.path(paths.STATE_DIR).mkdir(parents=True, exist_ok=True)
     manifest_path = layout.path(paths.MANIFEST)
     for leftover in plan.leftovers:
-        layout.path(leftover).unlink(missing_ok=True)
+        _remove(layout, leftover)
         log.info("removed %s, left by an interrupted apply", layout.path(leftover))
     # Record new files before writing them, so a crash never leaves an untracked generated file.
     pending = Manifest(files={**previous.files, **plan.manifest.files}, units=previous.units)
@@ -498,10 +584,10 @@ def apply_plan(
             units[unit] = previous.units[unit]
     final = replace(plan.manifest, units=units, deferred=deferred)
 
-    writes = [(layout.path(c.path), c.new, c.mode) for c in plan.files if c.kind is not ChangeKind.REMOVE]
+    writes = [(c.path, c.new, c.mode) for c in plan.files if c.kind is not ChangeKind.REMOVE]
     log.info("writing %d files", len(writes))
     staged = _Staged.write(
-        [(manifest_path, pending.to_json(), 0o644), *writes, (manifest_path, final.to_json(), 0o644)]
+        layout, [(paths.MANIFEST, pending.to_json(), 0o644), *writes, (paths.MANIFEST, final.to_json(), 0o644)]
     )
     try:
         _apply_staged(plan, layout, staged, deferred)
@@ -511,7 +597,11 @@ def apply_plan(
         staged.discard()
     # A kill between removing a printer's last file and its folder left the folder empty.
     for rel in set(previous.files) - set(final.files):
-        prune_empty_dir(layout.path(rel).parent)
+        part = users_part(layout, PurePosixPath(rel))
+        if part is None:
+            prune_empty_dir(layout.path(rel).parent)
+        elif len(part[1].parts) > 2:
+            nofollow.prune_empty_dir(part[0], part[1].parent)
     return ApplyResult(deferred=deferred)
 
 

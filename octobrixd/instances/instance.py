@@ -9,6 +9,7 @@ printer's user, with no supplementary groups, in a scrubbed environment.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shlex
@@ -211,6 +212,25 @@ class Instance:
         listing = shlex.join(["sudo", "-u", self.user, str(self.octoprint), "--basedir", str(self.basedir)])
         listing += " user list"
         return f"see whether its CLI starts at all: `{listing}`, and `journalctl -u {self.unit}`"
+
+    def active_venv_dir(self) -> PurePosixPath | None:
+        """The venv it runs, relative to state_dir (`venvs/DIR`), read from the text of root's `venv`
+        link, never by following it; below it, root opens names with system/nofollow. None when there
+        is no link (not built yet) or it says anything but `venvs/<one plain name>`: octobrix never
+        writes such a link, so nothing there is the printer's venv. PermissionError when this process
+        may not look into state_dir (not root)."""
+        try:
+            text = str(self.venv.readlink())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            if error.errno == errno.EINVAL:  # a file or folder, not a link
+                return None
+            raise
+        head, slash, tail = text.partition("/")
+        if head != VENVS or not slash or not tail or "/" in tail or tail in (".", ".."):
+            return None
+        return PurePosixPath(VENVS, tail)
 
 
 def _why(error: CommandError) -> str:

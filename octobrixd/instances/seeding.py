@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -33,7 +32,8 @@ from octobrixd.instances.credentials import (
     read_web_key,
     web_key_path,
 )
-from octobrixd.instances.instance import Instance
+from octobrixd.instances.instance import APP_KEYS, BASEDIR, USERS_YAML, Instance
+from octobrixd.system import nofollow
 from octobrixd.system.fsutil import write_atomic
 from octobrixd.system.paths import Layout
 
@@ -69,9 +69,12 @@ def load_or_create_credentials(layout: Layout, name: str) -> Credentials:
     return created
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(instance: Instance, relative: PurePosixPath) -> Any:
+    """A YAML file of OctoPrint's in the basedir (relative to the state dir), read without following a
+    link: a link or FIFO there stops seeding with one line naming it (UnsafePathError), nothing changed."""
+    path = instance.state_dir / relative
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(nofollow.read_text(instance.state_dir, relative)) or {}
     except FileNotFoundError:
         return {}
     except yaml.YAMLError as exc:
@@ -81,11 +84,19 @@ def _load_yaml(path: Path) -> Any:
         ) from None
 
 
+def _users(instance: Instance) -> Any:
+    return _load_yaml(instance, PurePosixPath(BASEDIR, USERS_YAML))
+
+
+def _keys(instance: Instance) -> Any:
+    return _load_yaml(instance, PurePosixPath(BASEDIR) / APP_KEYS)
+
+
 def _add_user(instance: Instance, user: str, password: str, flags: list[str], *, ids: tuple[int, int]) -> None:
     instance.run_octoprint(
         ["user", "add", user, *flags], ids=ids, doing=f"create its user {user}", input_text=f"{password}\n{password}\n"
     )
-    users = _load_yaml(instance.users_yaml)
+    users = _users(instance)
     if not isinstance(users, dict) or user not in users:
         raise OctobrixError(
             f"OctoPrint of {instance.name} did not save its user {user}", hint="apply again with --debug"
@@ -94,7 +105,7 @@ def _add_user(instance: Instance, user: str, password: str, flags: list[str], *,
 
 def _ensure_admin(instance: Instance, credentials: Credentials, ids: tuple[int, int]) -> bool:
     """Create the admin on a fresh basedir; True if it was created now."""
-    users = _load_yaml(instance.users_yaml)
+    users = _users(instance)
     if isinstance(users, dict) and users:
         # Someone already set up users (octobrix earlier, or the user): never touch accounts.
         return False
@@ -103,7 +114,7 @@ def _ensure_admin(instance: Instance, credentials: Credentials, ids: tuple[int, 
 
 
 def _ensure_web_user(instance: Instance, web_key: WebKey, ids: tuple[int, int]) -> None:
-    users = _load_yaml(instance.users_yaml)
+    users = _users(instance)
     if isinstance(users, dict) and WEB_USER in users:
         return
     flags = [arg for permission in WEB_PERMISSIONS for arg in ("--permission", permission)]
@@ -112,8 +123,7 @@ def _ensure_web_user(instance: Instance, web_key: WebKey, ids: tuple[int, int]) 
 
 def _ensure_app_key(instance: Instance, user: str, api_key: str, *, ids: tuple[int, int]) -> None:
     uid, gid = ids
-    keys_file = instance.app_keys
-    keys = _load_yaml(keys_file)
+    keys = _keys(instance)
     if not isinstance(keys, dict):
         keys = {}
     entry = {"app_id": APP_ID, "api_key": api_key}
@@ -121,10 +131,14 @@ def _ensure_app_key(instance: Instance, user: str, api_key: str, *, ids: tuple[i
     updated = {**keys, user: [*mine, entry]}
     if updated == keys:
         return
-    for directory in (keys_file.parent.parent, keys_file.parent):
-        directory.mkdir(exist_ok=True)
-        os.chown(directory, uid, gid)
-    write_atomic(keys_file, yaml.safe_dump(updated, sort_keys=True), mode=0o600, uid=uid, gid=gid)
+    # basedir/data and data/appkeys made (or handed over) and the keys written without following a
+    # link: one planted there is refused, never written through.
+    relative = PurePosixPath(BASEDIR) / APP_KEYS
+    for folder in (relative.parent.parent, relative.parent):
+        nofollow.make_dir(instance.state_dir, folder, mode=None, uid=uid, gid=gid)
+    nofollow.write_atomic(
+        instance.state_dir, relative, yaml.safe_dump(updated, sort_keys=True), mode=0o600, uid=uid, gid=gid
+    )
 
 
 def _has_key(keys: Any, user: str, api_key: str) -> bool:
@@ -138,8 +152,8 @@ def needs_seeding(layout: Layout, name: str) -> bool:
     if credentials is None:
         return True
     instance = Instance(name, layout)
-    keys = _load_yaml(instance.app_keys)
-    if not _has_key(keys, credentials.username, credentials.api_key) or not _load_yaml(instance.users_yaml):
+    keys = _keys(instance)
+    if not _has_key(keys, credentials.username, credentials.api_key) or not _users(instance):
         return True
     # An instance set up before the front door has no read-only user for its overview yet.
     web_key = read_web_key(layout, name)

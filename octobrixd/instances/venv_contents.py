@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from octobrixd.config.requirements import PLUGIN_URL_RE, REQUIREMENT_RE
 from octobrixd.instances.instance import Instance
+from octobrixd.system import nofollow
+from octobrixd.system.nofollow import UnsafePathError
 from octobrixd.system.paths import Layout
 
 if TYPE_CHECKING:
@@ -32,6 +35,8 @@ SEED = frozenset({"pip", "setuptools", "wheel"})
 PLUGIN_ENTRY_POINT = "octoprint.plugin"
 CARRIED_FILE = "carried-plugins.json"
 OCTOBRIX_INSTALLER = "uv"
+# A dist-info file is a few kB (RECORD of a big project a few hundred): more is not metadata.
+METADATA_LIMIT = 4 * 1024 * 1024
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 _HEADER_RE = re.compile(r"^(Name|Version|Requires-Dist):[ \t]*(.*?)\r?$", re.MULTILINE | re.IGNORECASE)
 _CLAUSE_RE = re.compile(r"(===|==|~=|!=|<=|>=|<|>)\s*([A-Za-z0-9.*+!_-]+)")
@@ -66,13 +71,35 @@ class Dist:
         return canonical(self.name)
 
 
-def site_packages(venv: Path) -> Path | None:
-    """None also where the state dir is not ours to read (status and the overview without root)."""
+def _below(base: PurePosixPath, name: str) -> PurePosixPath:
+    return base / name if base.parts else PurePosixPath(name)
+
+
+def _folders(top: Path, base: PurePosixPath) -> list[tuple[str, os.stat_result]]:
+    """The names in top/base with their lstat, nothing followed; [] where it cannot be read: a link or
+    a file where a folder should be, missing, or not ours to read (status and the overview without
+    root)."""
     try:
-        found = sorted(venv.glob("lib/python3*/site-packages"))
-    except OSError:
-        return None
-    return found[-1] if found else None
+        return nofollow.list_dir(top, base if base.parts else "")
+    except (OSError, UnsafePathError):
+        return []
+
+
+def _site_packages_at(top: Path, venv: PurePosixPath) -> PurePosixPath | None:
+    """venv/lib/python3*/site-packages below top, each a real folder (a link there is no site-packages)."""
+    lib = _below(venv, "lib")
+    found = sorted(n for n, info in _folders(top, lib) if n.startswith("python3") and stat.S_ISDIR(info.st_mode))
+    for name in reversed(found):
+        if any(n == "site-packages" and stat.S_ISDIR(i.st_mode) for n, i in _folders(top, lib / name)):
+            return lib / name / "site-packages"
+    return None
+
+
+def site_packages(venv: Path) -> Path | None:
+    """None also where the state dir is not ours to read (status and the overview without root). venv
+    itself is trusted (root's name for it); nothing below it is followed."""
+    found = _site_packages_at(venv, PurePosixPath())
+    return venv / found if found is not None else None
 
 
 def _requires(lines: Iterable[str]) -> tuple[str, ...]:
@@ -87,19 +114,31 @@ def _requires(lines: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _direct_url(folder: Path) -> str | None:
+def _read(top: Path, relative: PurePosixPath) -> bytes | None:
+    """A metadata file of a dist-info folder, or None: missing, unreadable, or a link or FIFO planted
+    there by the printer's user (treated as absent: what it would say cannot be trusted anyway)."""
     try:
-        body = json.loads((folder / "direct_url.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return nofollow.read_bytes(top, relative, limit=METADATA_LIMIT)
+    except (OSError, UnsafePathError):
         return None
-    url = body.get("url") if isinstance(body, dict) else None
+
+
+def _direct_url(top: Path, folder: PurePosixPath) -> str | None:
+    data = _read(top, folder / "direct_url.json")
+    try:
+        body = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    url = body.get("url")
     return url if isinstance(url, str) and "archive_info" in body else None
 
 
-def _headers(folder: Path) -> dict[str, list[str]]:
+def _headers(top: Path, folder: PurePosixPath) -> dict[str, list[str]]:
     """The METADATA fields octobrix needs, from the header part only, by one regex over it: the email
     parser importlib.metadata uses costs ~1 ms a distribution, and a venv with OctoPrint has ~75."""
-    data = (folder / "METADATA").read_bytes()
+    data = _read(top, folder / "METADATA") or b""
     header = data.split(b"\n\n", 1)[0].decode("utf-8", "replace")
     fields: dict[str, list[str]] = {}
     for key, value in _HEADER_RE.findall(header):
@@ -107,51 +146,51 @@ def _headers(folder: Path) -> dict[str, list[str]]:
     return fields
 
 
-def _is_plugin(folder: Path) -> bool:
-    try:
-        text = (folder / "entry_points.txt").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return f"[{PLUGIN_ENTRY_POINT}]" in text.replace(" ", "")
+def _is_plugin(top: Path, folder: PurePosixPath) -> bool:
+    data = _read(top, folder / "entry_points.txt")
+    return data is not None and f"[{PLUGIN_ENTRY_POINT}]" in data.decode("utf-8", "replace").replace(" ", "")
 
 
-def _installer(folder: Path) -> str:
-    try:
-        return (folder / "INSTALLER").read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
+def _installer(top: Path, folder: PurePosixPath) -> str:
+    data = _read(top, folder / "INSTALLER")
+    return data.decode("utf-8", "replace").strip() if data is not None else ""
 
 
-def read_venv(venv: Path) -> dict[str, Dist]:
-    """Every distribution installed in venv, by canonical name; {} when it has no site-packages."""
-    packages = site_packages(venv)
+def read_venv_at(top: Path, venv: PurePosixPath) -> dict[str, Dist]:
+    """Every distribution installed in the venv top/venv, by canonical name; {} when it has no
+    site-packages. top is root's folder (a printer's state_dir); every name below it is opened without
+    following links, and only regular files are read: a dist-info folder that is a link is skipped, a
+    metadata file that is a link or FIFO counts as absent."""
+    packages = _site_packages_at(top, venv)
     if packages is None:
         return {}
+    folders = [n for n, info in _folders(top, packages) if n.endswith(".dist-info") and stat.S_ISDIR(info.st_mode)]
     found: dict[str, Dist] = {}
-    try:
-        folders = [Path(e.path) for e in os.scandir(packages) if e.name.endswith(".dist-info") and e.is_dir()]
-    except OSError:
-        return {}
-    for folder in sorted(folders):
-        try:
-            present = {p.name for p in folder.iterdir()}  # one listing, not an open that fails per missing file
-            fields = _headers(folder)
-        except OSError:
-            continue
+    for entry in folders:
+        folder = packages / entry
+        # One listing, not an open that fails per missing file; only regular files count.
+        present = {n for n, info in _folders(top, folder) if stat.S_ISREG(info.st_mode)}
+        fields = _headers(top, folder) if "METADATA" in present else {}
         name, version = (fields.get("name") or [""])[0], (fields.get("version") or [""])[0]
         if not name or not version:
             continue
         found[canonical(name)] = Dist(
             name=name,
             version=version,
-            path=folder,
+            path=top / folder,
             requires=_requires(fields.get("requires-dist", ())),
-            is_plugin="entry_points.txt" in present and _is_plugin(folder),
+            is_plugin="entry_points.txt" in present and _is_plugin(top, folder),
             requested="REQUESTED" in present,
-            url=_direct_url(folder) if "direct_url.json" in present else None,
-            installer=_installer(folder) if "INSTALLER" in present else "",
+            url=_direct_url(top, folder) if "direct_url.json" in present else None,
+            installer=_installer(top, folder) if "INSTALLER" in present else "",
         )
     return found
+
+
+def read_venv(venv: Path) -> dict[str, Dist]:
+    """read_venv_at for a venv folder root names itself (a build's target, an imported OctoPrint's):
+    venv is trusted, nothing below it is followed."""
+    return read_venv_at(venv, PurePosixPath())
 
 
 def requirement_name(requirement: str) -> str | None:
@@ -285,8 +324,16 @@ class VenvReport:
     drift: str | None  # what differs from the config, in words; None when it matches
 
 
-def current_venv(layout: Layout, name: str) -> Path:
-    return Instance(name, layout).venv
+def current_venv(layout: Layout, name: str) -> Path | None:
+    """The venv printer NAME runs (state_dir/venvs/DIR, from the text of its venv link); None when it has
+    none or this process may not look (not root). Its folder's name is root's: a trusted top for
+    read_venv and installed_versions."""
+    instance = Instance(name, layout)
+    try:
+        active = instance.active_venv_dir()
+    except OSError:
+        return None
+    return instance.state_dir / active if active is not None else None
 
 
 def carried_path(layout: Layout, name: str) -> Path:
@@ -295,8 +342,9 @@ def carried_path(layout: Layout, name: str) -> Path:
 
 def _carried_entries(layout: Layout, name: str, key: str) -> list[dict[str, str]]:
     try:
-        body = json.loads(carried_path(layout, name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        # Root's file in root's state_dir; still never followed if something else stands there.
+        body = json.loads(nofollow.read_text(Instance(name, layout).state_dir, CARRIED_FILE, limit=METADATA_LIMIT))
+    except (OSError, ValueError, UnsafePathError):
         return []
     entries = body.get(key) if isinstance(body, dict) else None
     return [e for e in entries or [] if isinstance(e, dict) and isinstance(e.get("name"), str)]
@@ -312,16 +360,17 @@ def read_not_carried(layout: Layout, name: str) -> list[dict[str, str]]:
     return _carried_entries(layout, name, "not_carried")
 
 
-def installed_versions(venv: Path) -> dict[str, str]:
+def installed_versions(venv: Path | None) -> dict[str, str]:
     """canonical name -> version of every distribution in venv, from the dist-info folders' names alone
-    (`OctoPrint-1.11.8.dist-info`): one directory listing, for status and the plan."""
-    packages = site_packages(venv)
+    (`OctoPrint-1.11.8.dist-info`): one directory listing, for status and the plan. venv is trusted (root
+    names it), nothing below it is followed; {} for None."""
+    if venv is None:
+        return {}
+    packages = _site_packages_at(venv, PurePosixPath())
     if packages is None:
         return {}
-    try:
-        names = [e.name[: -len(".dist-info")] for e in os.scandir(packages) if e.name.endswith(".dist-info")]
-    except OSError:
-        return {}
+    folders = _folders(venv, packages)
+    names = [n[: -len(".dist-info")] for n, info in folders if n.endswith(".dist-info") and stat.S_ISDIR(info.st_mode)]
     return {canonical(n): v for n, _, v in (entry.rpartition("-") for entry in names) if n and v}
 
 
@@ -362,7 +411,7 @@ def report(layout: Layout, config: Config | FarmView, name: str, *, plugins: boo
     venv = current_venv(layout, name)
     versions = installed_versions(venv)
     listed: list[InstalledPlugin] = []
-    if plugins and versions:
+    if plugins and versions and venv is not None:
         dists = read_venv(venv)
         mine = config_names(requirements, dists)
         carried = [e["name"] for e in read_carried(layout, name)]

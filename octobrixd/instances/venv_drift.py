@@ -14,6 +14,7 @@ from octobrixd.findings import Finding
 from octobrixd.instances.instance import Instance
 from octobrixd.instances.venv_contents import (
     canonical,
+    current_venv,
     drift_of,
     installed_versions,
     read_carried,
@@ -27,11 +28,11 @@ from octobrixd.system.paths import Layout
 
 
 def _keeps(layout: Layout, spec: VenvSpec) -> str:
-    link = venv_link(layout, spec.name)
-    if not link.is_symlink():
+    venv = current_venv(layout, spec.name)
+    if venv is None:
         return ""
     remembered = [entry["name"] for entry in read_carried(layout, spec.name)]
-    plugins = user_plugins(read_venv(link), spec.requirements, remembered)
+    plugins = user_plugins(read_venv(venv), spec.requirements, remembered)
     if not plugins:
         return ""
     return "keeping the plugins installed through OctoPrint: " + ", ".join(f"{p.name} {p.version}" for p in plugins)
@@ -45,7 +46,7 @@ def venvs_to_build(layout: Layout, config: Config) -> tuple[VenvSpec, ...]:
             why = "the config asks for another one" if venv_link(layout, name).is_symlink() else "new"
             out.append(replace(spec, reason="; ".join(r for r in (why, _keeps(layout, spec)) if r)))
             continue
-        drift = drift_of(installed_versions(venv_link(layout, name)), spec.requirements)
+        drift = drift_of(installed_versions(current_venv(layout, name)), spec.requirements)
         if drift is not None:
             reason = "; ".join(r for r in (drift, _keeps(layout, spec)) if r)
             out.append(replace(spec, reason=reason, drift=True))
@@ -66,17 +67,17 @@ def venv_results(layout: Layout, config: Config | None) -> list[Finding]:
     out: list[Finding] = []
     for name in sorted(config.printers):
         label = f"octoprint {name}"
+        instance = Instance(name, layout)
         try:
-            built = venv_link(layout, name).is_symlink()
+            active = instance.active_venv_dir()
         except PermissionError:
-            state_dir = Instance(name, layout).state_dir
-            out.append(Finding(label, True, f"cannot read {state_dir} (run doctor as root to check it)"))
+            out.append(Finding(label, True, f"cannot read {instance.state_dir} (run doctor as root to check it)"))
             continue
-        if not built:
-            continue  # not built yet: apply's business, not drift
+        if active is None:
+            continue  # not built yet (or a link octobrix did not write): apply's business, not drift
         got = report(layout, config, name)
         if got.octoprint_version is None and got.drift is None:
-            out.append(Finding(label, True, f"cannot read its venv {venv_link(layout, name)} (run doctor as root)"))
+            out.append(Finding(label, True, f"cannot read its venv {instance.state_dir / active} (run doctor as root)"))
             continue
         if got.drift is not None:
             out.append(Finding(label, False, got.drift, FIX_DRIFT))

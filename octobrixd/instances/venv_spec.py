@@ -6,19 +6,18 @@ read through this module, so a reader never imports the builder.
 from __future__ import annotations
 
 import hashlib
-import re
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from octobrixd.config.model import Config
-from octobrixd.instances.instance import VENVS, Instance
+from octobrixd.instances.instance import Instance
+from octobrixd.system import nofollow
 from octobrixd.system.paths import Layout
 
 # In a venv whose build finished: a build killed half-way has none.
 COMPLETE_MARKER = ".octobrix-complete"
 # What octobrix names a venv folder: its digest, maybe with a suffix (`-1`); never `.` or `..`.
-_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -50,16 +49,9 @@ def venv_link(layout: Layout, name: str) -> Path:
 
 
 def current_venv(layout: Layout, name: str) -> Path | None:
-    """The venv folder the `venv` link names, read as text and never followed: only a link to
-    `venvs/<plain name>` counts (octobrix writes no other); anything else is no current venv."""
-    try:
-        text = str(venv_link(layout, name).readlink())
-    except OSError:  # none, or not a link
-        return None
-    parts = PurePosixPath(text).parts
-    if len(parts) != 2 or parts[0] != VENVS or not _PLAIN.fullmatch(parts[1]):
-        return None
-    return venvs_dir(layout, name) / parts[1]
+    """The venv folder root's `venv` link names (Instance.active_venv_dir: its text, never followed)."""
+    active = Instance(name, layout).active_venv_dir()
+    return None if active is None else Instance(name, layout).state_dir / active
 
 
 def is_complete(venv: Path) -> bool:
@@ -71,6 +63,10 @@ def is_complete(venv: Path) -> bool:
 
 
 def is_current(layout: Layout, spec: VenvSpec) -> bool:
-    target = current_venv(layout, spec.name)
+    instance = Instance(spec.name, layout)
+    active = instance.active_venv_dir()
     # A rebuild of the same requirements (drift repair) goes to DIGEST-1 beside the running DIGEST.
-    return target is not None and target.name.partition("-")[0] == spec.digest and is_complete(target)
+    if active is None or active.name.partition("-")[0] != spec.digest:
+        return False
+    # The marker root left in a finished build, looked at without following anything in the venv.
+    return nofollow.is_regular_file(instance.state_dir, active / COMPLETE_MARKER)

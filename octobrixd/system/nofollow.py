@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from octobrixd.errors import OctobrixError
+from octobrixd.system.fsutil import DISK_FULL, DiskFullError
 
 # Read no more than this from a file a printer's user could have grown: root reads settings,
 # metadata and keys here, never uploads.
@@ -135,7 +136,22 @@ def list_dir(top: Path, relative: PurePosixPath | str = "") -> list[tuple[str, o
         return [(name, os.stat(name, dir_fd=fd, follow_symlinks=False)) for name in names]
 
 
-def write_atomic(
+def _file_parent(relative: PurePosixPath | str) -> tuple[tuple[str, ...], PurePosixPath | str]:
+    parts = _parts(relative)
+    return parts, (PurePosixPath(*parts[:-1]) if len(parts) > 1 else "")
+
+
+@contextlib.contextmanager
+def _disk_full_explained(shown: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise DiskFullError(shown) from error
+        raise
+
+
+def stage(
     top: Path,
     relative: PurePosixPath | str,
     data: bytes | str,
@@ -143,13 +159,14 @@ def write_atomic(
     mode: int = 0o600,
     uid: int = -1,
     gid: int = -1,
-) -> None:
-    """Replace top/relative with data: a new file made with O_EXCL|O_NOFOLLOW beside it (a planted
-    name is never written through), synced, owned and renamed over the old name (a link there is
-    replaced, not followed)."""
-    parts = _parts(relative)
+) -> str:
+    """The first half of write_atomic: data in a new synced temp file beside top/relative, made with
+    O_EXCL|O_NOFOLLOW and owned as asked already; its name is returned for commit() or discard().
+    top/relative itself is not touched. A full disk is a DiskFullError."""
+    parts, parent_rel = _file_parent(relative)
+    shown = top.joinpath(*parts)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with open_dir(top, PurePosixPath(*parts[:-1]) if len(parts) > 1 else "") as parent:
+    with open_dir(top, parent_rel) as parent, _disk_full_explained(shown):
         temp = f".{parts[-1]}.{os.urandom(4).hex()}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
         try:
@@ -163,17 +180,98 @@ def write_atomic(
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=parent)
             raise
+    return temp
+
+
+def commit(top: Path, relative: PurePosixPath | str, temp: str, *, uid: int = -1, gid: int = -1) -> None:
+    """Rename the staged temp over top/relative (a link there is replaced, not followed); the folders
+    on the way are opened again without following links. uid/gid: hand it over first (for a user made
+    after staging), through a descriptor of the temp opened without following a link."""
+    parts, parent_rel = _file_parent(relative)
+    shown = top.joinpath(*parts)
+    with open_dir(top, parent_rel) as parent, _disk_full_explained(shown):
+        if uid != -1 or gid != -1:
+            try:
+                fd = os.open(temp, _FILE_FLAGS, dir_fd=parent)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise UnsafePathError(shown.with_name(temp), "it is a link") from None
+                raise
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise UnsafePathError(shown.with_name(temp), "it is not a regular file")
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
+        os.rename(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
         os.fsync(parent)
 
 
-def make_dir(top: Path, relative: PurePosixPath | str, *, mode: int, uid: int = -1, gid: int = -1) -> None:
+def discard(top: Path, relative: PurePosixPath | str, temp: str) -> None:
+    """Remove a staged temp that will not be committed; quiet if it, or its folder, is gone."""
+    _, parent_rel = _file_parent(relative)
+    with contextlib.suppress(OSError, UnsafePathError), open_dir(top, parent_rel) as parent:
+        os.unlink(temp, dir_fd=parent)
+
+
+def write_atomic(
+    top: Path,
+    relative: PurePosixPath | str,
+    data: bytes | str,
+    *,
+    mode: int = 0o600,
+    uid: int = -1,
+    gid: int = -1,
+) -> None:
+    """Replace top/relative with data: a new file made with O_EXCL|O_NOFOLLOW beside it (a planted
+    name is never written through), synced, owned and renamed over the old name (a link there is
+    replaced, not followed)."""
+    temp = stage(top, relative, data, mode=mode, uid=uid, gid=gid)
+    try:
+        commit(top, relative, temp)
+    except BaseException:
+        discard(top, relative, temp)
+        raise
+
+
+def remove(top: Path, relative: PurePosixPath | str) -> bool:
+    """Unlink the name top/relative (a link is removed itself, never what it points to); the folders on
+    the way are opened without following links. False if it was not there."""
+    parts, parent_rel = _file_parent(relative)
+    with open_dir(top, parent_rel) as parent:
+        try:
+            os.unlink(parts[-1], dir_fd=parent)
+        except FileNotFoundError:
+            return False
+        os.fsync(parent)
+    return True
+
+
+def prune_empty_dir(top: Path, relative: PurePosixPath | str) -> None:
+    """Remove the folder top/relative if it is empty; quiet otherwise (not empty, gone, a link)."""
+    parts, parent_rel = _file_parent(relative)
+    with contextlib.suppress(OSError, UnsafePathError), open_dir(top, parent_rel) as parent:
+        os.rmdir(parts[-1], dir_fd=parent)
+
+
+def walk_files(top: Path, relative: PurePosixPath | str = "") -> Iterator[tuple[PurePosixPath, os.stat_result]]:
+    """Every name below the folder top/relative (relative to top, with its lstat), depth first; folders
+    are entered only when they are real folders, never through a link."""
+    for name, info in list_dir(top, relative):
+        below = PurePosixPath(relative) / name if str(relative) not in ("", ".") else PurePosixPath(name)
+        yield below, info
+        if stat.S_ISDIR(info.st_mode):
+            yield from walk_files(top, below)
+
+
+def make_dir(top: Path, relative: PurePosixPath | str, *, mode: int | None, uid: int = -1, gid: int = -1) -> None:
     """Make sure top/relative is a real folder (not a link) with this mode and owner; parents must exist.
-    A link or a file in its place is refused."""
+    A link or a file in its place is refused. mode None: an existing folder keeps its mode, a new one
+    is 0700."""
     parts = _parts(relative)
     with open_dir(top, PurePosixPath(*parts[:-1]) if len(parts) > 1 else "") as parent:
         with contextlib.suppress(FileExistsError):
@@ -182,6 +280,7 @@ def make_dir(top: Path, relative: PurePosixPath | str, *, mode: int, uid: int = 
         try:
             if uid != -1 or gid != -1:
                 os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
+            if mode is not None:
+                os.fchmod(fd, mode)
         finally:
             os.close(fd)
