@@ -384,3 +384,45 @@ def test_remove_from_the_page_keeps_the_data_then_octobrixctl_add_with_a_plug_br
         timeout=SLOW,
     )
     assert '[printers.ender]\nserial = "PRN0100"\n' in farm_vm.read_file("/etc/octobrix.toml").decode()
+
+
+# Run inside a unit's cgroup, as root: file modes do not stop root, so what it may open is exactly
+# what the unit's device list (DevicePolicy=closed + DeviceAllow=) lets any process of that unit open.
+_OPEN_PROBE = """
+import errno, json, os, sys
+cgroup, *nodes = sys.argv[1:]
+if cgroup:
+    with open("/sys/fs/cgroup" + cgroup + "/cgroup.procs", "w") as procs:
+        procs.write(str(os.getpid()))
+answers = {}
+for node in nodes:
+    try:
+        os.close(os.open(node, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY))
+        answers[node] = "opened"
+    except OSError as error:
+        answers[node] = errno.errorcode[error.errno]
+print(json.dumps(answers))
+"""
+
+
+def test_each_printers_octoprint_may_open_only_its_own_board(
+    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim], ender: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    """Two simulated boards: printer1's unit opens its own node, and not ender's, even as root."""
+    for adapter, _sim in (printer1, ender):
+        adapter.plug()
+    nodes = ["/dev/octobrix/printer1", "/dev/octobrix/ender"]
+    for node in nodes:
+        farm_vm.wait_for_path(node, timeout=30)
+    wait_until("printer1 Operational", lambda: printer_state(farm_vm, "printer1") == "Operational", timeout=SLOW)
+
+    def probe(cgroup: str) -> dict[str, str]:
+        answer: dict[str, str] = json.loads(farm_vm.run(["python3", "-c", _OPEN_PROBE, cgroup, *nodes]).stdout)
+        return answer
+
+    # Positive control: outside any printer's unit, root opens both boards.
+    assert probe("") == dict.fromkeys(nodes, "opened")
+    cgroup = farm_vm.run(["systemctl", "show", "-P", "ControlGroup", "octoprint@printer1.service"]).stdout.strip()
+    assert cgroup.endswith("/octoprint@printer1.service"), cgroup
+    assert probe(cgroup) == {"/dev/octobrix/printer1": "opened", "/dev/octobrix/ender": "EPERM"}
+    assert printer_state(farm_vm, "printer1") == "Operational", "its own connection carried on"
