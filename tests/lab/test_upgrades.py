@@ -143,7 +143,8 @@ def plugin_manager_install(box: Container, name: str, requirement: str) -> None:
         ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", f"/var/lib/octobrix/{name}/venv/bin/python",
          "-m", "pip", "--disable-pip-version-check", "install", "--quiet", "--no-index", "--find-links", WHEELS,
          requirement],
-        env={"HOME": f"/var/lib/octobrix/{name}/home", "PIP_CONSTRAINT": f"/var/lib/octobrix/{name}/pip-constraints.txt"},
+        env={"HOME": f"/var/lib/octobrix/{name}/home",
+             "PIP_CONSTRAINT": f"/var/lib/octobrix/{name}/pip-constraints.txt"},
         check=True, timeout=300,
     )  # fmt: skip
 
