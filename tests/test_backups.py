@@ -220,3 +220,19 @@ def test_a_bundle_is_checked_before_anything_changes(tmp_path: Path) -> None:
         bundle.read_bundle(bad, config_path)
     good = _tar(tmp_path / "c.tar", {"octobrix-bundle.json": manifest, "octobrix.toml": FARM.encode()})
     assert bundle.read_bundle(good, config_path) == bundle.Bundle(FARM, ("shop",), "then")
+
+
+def test_two_backups_in_one_second_get_two_names_in_the_order_made(tmp_path: Path) -> None:
+    when = datetime.datetime(2026, 12, 1, 3, 30, 0, tzinfo=datetime.UTC)
+    first = archive.free_zip_name(tmp_path, "shop", when)
+    (tmp_path / first).write_bytes(b"")
+    second = archive.free_zip_name(tmp_path, "shop", when)
+    (tmp_path / second).write_bytes(b"")
+    (tmp_path / "shop-20261201-033001.zip").write_bytes(b"")
+    assert (first, second) == ("shop-20261201-033000.zip", "shop-20261201-033000-2.zip")
+    # A side file alone (its zip pruned by hand) also keeps its name taken.
+    archive.side_path(tmp_path / "shop-20261201-033000-3.zip").write_text("{}")
+    assert archive.free_zip_name(tmp_path, "shop", when) == "shop-20261201-033000-4.zip"
+    found = [p.name for p in archive.backups_of(tmp_path, "shop")]
+    assert found == ["shop-20261201-033000.zip", "shop-20261201-033000-2.zip", "shop-20261201-033001.zip"]
+    assert archive.to_prune(archive.backups_of(tmp_path, "shop"), 1) == [tmp_path / first, tmp_path / second]

@@ -30,8 +30,20 @@ def printer_folder(layout: Layout, name: str, target: Path | None = None) -> Pat
     return (target if target is not None else layout.path(BACKUP_ROOT)) / name
 
 
-def zip_name(name: str, when: datetime.datetime) -> str:
-    return f"{name}-{when.strftime(STAMP_FORMAT)}.zip"
+def zip_name(name: str, when: datetime.datetime, sequence: int = 1) -> str:
+    """NAME-STAMP.zip; a second backup within the same second is NAME-STAMP-2.zip, and so on."""
+    return f"{name}-{when.strftime(STAMP_FORMAT)}{'' if sequence == 1 else f'-{sequence}'}.zip"
+
+
+def free_zip_name(folder: Path, name: str, when: datetime.datetime) -> str:
+    """A name no backup in folder has yet (backups are made one at a time, under backup_lock)."""
+    sequence = 1
+    while any(
+        p.exists()
+        for p in (folder / zip_name(name, when, sequence), side_path(folder / zip_name(name, when, sequence)))
+    ):
+        sequence += 1
+    return zip_name(name, when, sequence)
 
 
 def side_path(zip_path: Path) -> Path:
@@ -39,11 +51,16 @@ def side_path(zip_path: Path) -> Path:
 
 
 def backups_of(folder: Path, name: str) -> list[Path]:
-    """The printer's backup zips in folder, oldest first."""
-    pattern = re.compile(rf"^{re.escape(name)}-\d{{8}}-\d{{6}}\.zip\Z")
+    """The printer's backup zips in folder, oldest first (by stamp, then by sequence)."""
+    pattern = re.compile(rf"^{re.escape(name)}-(\d{{8}}-\d{{6}})(?:-([1-9]\d*))?\.zip\Z")
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file())
+    found = []
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match and path.is_file():
+            found.append(((match.group(1), int(match.group(2) or 1)), path))
+    return [path for _key, path in sorted(found)]
 
 
 def to_prune(backups: list[Path], keep: int) -> list[Path]:

@@ -150,7 +150,7 @@ def restore_bundle(
             folder = archive.printer_folder(layout, name)
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             stamp = datetime.datetime.now().astimezone()
-            zip_path = folder / archive.zip_name(name, stamp)
+            zip_path = folder / archive.free_zip_name(folder, name, stamp)
             zip_path.write_bytes(b"")
             zip_path.chmod(0o600)
             zip_path.write_bytes(_member(tar, f"printers/{name}.zip", path))

@@ -200,7 +200,7 @@ def make_backup(
     started = time.monotonic()
     when = now or datetime.datetime.now().astimezone()
     work = _work_dir(instance, uid, gid)
-    made = archive.zip_name(name, when)
+    made = archive.free_zip_name(folder, name, when)
     args = ["plugins", "backup:backup", "--path", str(work / made)]
     for exclude in excludes:
         args += ["--exclude", exclude]
