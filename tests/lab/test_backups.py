@@ -23,6 +23,7 @@ import pytest
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.farm import install_checkout, pty_farm
+from tests.lab.harness.guest_probe import octoprint_pid
 
 pytestmark = pytest.mark.lab
 
@@ -89,10 +90,6 @@ def what_the_user_made(port: int, key: str) -> tuple[list[str], list[str], str]:
     users = [user["name"] for user in call(port, key, "/api/access/users")["users"]]
     colour = call(port, key, "/api/settings")["appearance"]["color"]
     return files, users, colour
-
-
-def main_pid(box: Container, name: str) -> str:
-    return box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -177,18 +174,18 @@ def test_restore_refuses_a_backup_from_a_newer_octoprint_and_names_the_pin(farm:
         "[dst.writestr(i, json.dumps({'version':'1.99.0','excludes':[]}) if i.filename=='metadata.json' "
         "else src.read(i)) for i in src.infolist()]\ndst.close()\n"
     ), farm.run(["sh", "-c", "ls /var/backups/octobrix/shop/*.zip | head -1"]).stdout.strip()])  # fmt: skip
-    pid_before = main_pid(farm, "shop")
+    pid_before = octoprint_pid(farm, "shop")
     result = farm.run(["octobrixctl", "restore", "shop", "/root/newer.zip"], check=False)
     assert result.returncode == 1
     assert "from OctoPrint 1.99.0, newer than the 1.11.8" in result.stderr, result.stderr
     assert 'hint: set octoprint = "octoprint==1.99.0" in [printers.shop]' in result.stderr, result.stderr
-    assert main_pid(farm, "shop") == pid_before
+    assert octoprint_pid(farm, "shop") == pid_before
 
 
 def test_the_same_zip_restores_through_octoprints_own_restore_api(farm: Container, made: dict[str, Any]) -> None:
     installs.wait_operational(farm, "plain", PORTS["plain"])
     zip_bytes = Path(farm.path(made["zip"])).read_bytes()
-    pid_before = main_pid(farm, "plain")
+    pid_before = octoprint_pid(farm, "plain")
     upload(PORTS["plain"], key_of(farm, "plain"), "/plugin/backup/restore", filename="backup.zip", data=zip_bytes)
     # OctoPrint restarts itself after a restore (its restart command, run without a shell); it comes
     # back with shop's users and keys.
@@ -198,7 +195,7 @@ def test_the_same_zip_restores_through_octoprints_own_restore_api(farm: Containe
         try:
             seen = what_the_user_made(PORTS["plain"], made["key"])
             if UPLOAD in seen[0] and SECOND_USER in seen[1] and seen[2] == COLOUR:
-                assert main_pid(farm, "plain") != pid_before
+                assert octoprint_pid(farm, "plain") != pid_before
                 return
         # Refused, reset, OctoPrint's start-up placeholder (not HTTP), not JSON yet, not restored yet.
         except (OSError, ValueError, KeyError, http.client.HTTPException, urllib.error.URLError) as exc:
@@ -210,13 +207,13 @@ def test_the_same_zip_restores_through_octoprints_own_restore_api(farm: Containe
 def test_restart_from_octoprints_system_menu_still_restarts_only_that_instance(farm: Container) -> None:
     # The same restart command, run by the system menu through a shell.
     installs.wait_operational(farm, "shop", PORTS["shop"])
-    before = {name: main_pid(farm, name) for name in PORTS}
+    before = {name: octoprint_pid(farm, name) for name in PORTS}
     call(PORTS["shop"], key_of(farm, "shop"), "/api/system/commands/core/restart", {})
     deadline = time.monotonic() + 60
-    while main_pid(farm, "shop") in (before["shop"], "0"):
+    while octoprint_pid(farm, "shop") in (before["shop"], 0):
         assert time.monotonic() < deadline, farm.journal("octoprint@shop", 40)
         time.sleep(1)
-    assert main_pid(farm, "plain") == before["plain"]
+    assert octoprint_pid(farm, "plain") == before["plain"]
     installs.wait_operational(farm, "shop", PORTS["shop"])
 
 
@@ -274,19 +271,19 @@ def test_a_backup_during_a_print_does_not_interrupt_it_and_a_restore_waits(farm:
     while call(PORTS["shop"], key, "/api/job")["state"] != "Printing":
         assert time.monotonic() < deadline, call(PORTS["shop"], key, "/api/job")
         time.sleep(0.5)
-    pid = main_pid(farm, "shop")
+    pid = octoprint_pid(farm, "shop")
     try:
         during = farm.run(["octobrixctl", "backup", "shop"], check=False, timeout=600)
         assert during.returncode == 0, during.stderr
         job = call(PORTS["shop"], key, "/api/job")
         assert job["state"] == "Printing" and job["job"]["file"]["name"] == "slow.gcode", job
-        assert main_pid(farm, "shop") == pid
+        assert octoprint_pid(farm, "shop") == pid
         # The newest backup (the timer's retention removed the first one).
         newest = farm.run(["sh", "-c", "ls /var/backups/octobrix/shop/*.zip | tail -1"]).stdout.strip()
         refused = farm.run(["octobrixctl", "restore", "shop", newest], check=False)
         assert refused.returncode == 1 and "shop is printing: a restore would stop the print" in refused.stderr
         assert "--force" in refused.stderr
-        assert call(PORTS["shop"], key, "/api/job")["state"] == "Printing" and main_pid(farm, "shop") == pid
+        assert call(PORTS["shop"], key, "/api/job")["state"] == "Printing" and octoprint_pid(farm, "shop") == pid
     finally:
         call(PORTS["shop"], key, "/api/job", {"command": "cancel"})
 

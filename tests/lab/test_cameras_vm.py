@@ -46,7 +46,7 @@ from octobrixd.cameras.streams import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
 from tests.lab.harness.browser import TABLET, Browser
-from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint
+from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint, main_pid
 from tests.lab.harness.offline_vm import offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.project import REPO, WHEELS_IN_GUEST
@@ -601,10 +601,6 @@ def healthy(checking: Vm, request: pytest.FixtureRequest) -> Iterator[Vm]:
         wait_until("the camera healthy again in status", lambda: camera_row(vm)["stream"] is None, 120, 2)
 
 
-def main_pid(vm: Vm) -> str:
-    return vm.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout.strip()
-
-
 def wait_for_line(vm: Vm, cursor: str, text: str, timeout: float = 120.0) -> str:
     def found() -> str | None:
         return next((line for line in daemon_lines_since(vm, cursor) if text in line), None)
@@ -616,7 +612,7 @@ def wait_for_line(vm: Vm, cursor: str, text: str, timeout: float = 120.0) -> str
 def test_a_stream_that_stops_delivering_frames_comes_back_by_itself(healthy: Vm) -> None:
     vm = healthy
     cursor = daemon_cursor(vm)
-    before = main_pid(vm)
+    before = main_pid(vm, UNIT)
     loopcam.pause_feed(vm)  # the camera stops delivering; ustreamer keeps running
     stopped = time.monotonic()
     assert unit_state(vm, UNIT) == "active"
@@ -631,7 +627,7 @@ def test_a_stream_that_stops_delivering_frames_comes_back_by_itself(healthy: Vm)
     row = camera_row(vm)
     assert row["stream"] == "streamer restarted", row
     assert f"no frames: {UNIT} restarted" in str(row["stream_note"]), row
-    wait_until("ustreamer restarted", lambda: main_pid(vm) not in ("0", before), timeout=60, every=1)
+    wait_until("ustreamer restarted", lambda: main_pid(vm, UNIT) not in (0, before), timeout=60, every=1)
     wait_for_line(vm, cursor, "camera cam1: delivers frames again (streamer restarted before)")
     camera_frame(vm, SNAPSHOT)
     healed = time.monotonic() - resumed
@@ -665,9 +661,9 @@ def test_a_camera_that_stays_frozen_ends_frozen_with_the_hint(healthy: Vm) -> No
     assert "cam1: frozen: no frames after restarting its streamer" in table, table
     wait_until("STATUS= to name the frozen camera", lambda: "1 frozen (cam1" in status_text(vm), timeout=60, every=1)
     # Given up: no more restarts, and no recovery read into the stale frame ustreamer gets on a reopen.
-    pid = main_pid(vm)
+    pid = main_pid(vm, UNIT)
     time.sleep(3 * CHECK_SECONDS)
-    assert main_pid(vm) == pid, "a frozen camera's streamer is left alone"
+    assert main_pid(vm, UNIT) == pid, "a frozen camera's streamer is left alone"
     assert camera_row(vm)["stream"] == "frozen"
     lines = daemon_lines_since(vm, cursor)
     after_frozen = lines[next(i for i, text in enumerate(lines) if "camera cam1: frozen:" in text) :]

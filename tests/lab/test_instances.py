@@ -21,6 +21,7 @@ import pytest
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
+from tests.lab.harness.guest_probe import octoprint_pid
 
 pytestmark = pytest.mark.lab
 
@@ -101,17 +102,13 @@ def test_status_shows_both_in_text_and_json(farm: Container) -> None:
     assert "active (running)" in line and "Operational" in line and line.split()[-1].endswith("/bench/"), line
 
 
-def main_pid(box: Container, name: str) -> str:
-    return box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
-
-
 def in_instance(box: Container, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run argv in instance NAME's own context: its namespaces (ProtectSystem and all) and its user."""
-    pid = main_pid(box, name)
+    pid = octoprint_pid(box, name)
     uid = box.run(["id", "-u", f"octobrix-{name}"]).stdout.strip()
     gid = box.run(["id", "-g", f"octobrix-{name}"]).stdout.strip()
     return box.run(
-        ["nsenter", "-t", pid, "-m", "--", "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+        ["nsenter", "-t", str(pid), "-m", "--", "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
          "--no-new-privs", *argv],
         check=False,
     )  # fmt: skip
@@ -138,16 +135,16 @@ def test_instances_are_isolated(farm: Container) -> None:
 
 def test_octoprints_own_restart_restarts_only_that_instance(farm: Container) -> None:
     wait_operational(farm, "demo")
-    demo_pid, bench_pid = main_pid(farm, "demo"), main_pid(farm, "bench")
+    demo_pid, bench_pid = octoprint_pid(farm, "demo"), octoprint_pid(farm, "bench")
     # What "System > Restart OctoPrint" in its web page does. OctoPrint may be gone before it answers.
     with contextlib.suppress(http.client.RemoteDisconnected, ConnectionError):
         api(farm, "demo", "/api/system/commands/core/restart", {})
     deadline = time.monotonic() + 120
-    while main_pid(farm, "demo") in (demo_pid, "0") and time.monotonic() < deadline:
+    while octoprint_pid(farm, "demo") in (demo_pid, 0) and time.monotonic() < deadline:
         time.sleep(1)
-    assert main_pid(farm, "demo") not in (demo_pid, "0"), farm.journal("octoprint@demo.service", 40)
+    assert octoprint_pid(farm, "demo") not in (demo_pid, 0), farm.journal("octoprint@demo.service", 40)
     wait_operational(farm, "demo")
-    assert main_pid(farm, "bench") == bench_pid
+    assert octoprint_pid(farm, "bench") == bench_pid
 
 
 def test_a_users_setting_survives_apply_and_restart(farm: Container) -> None:
@@ -155,12 +152,12 @@ def test_a_users_setting_survives_apply_and_restart(farm: Container) -> None:
     api(farm, "bench", "/api/settings", {"appearance": {"color": "red"}})
     # A config change that touches bench restarts only bench. octobrixd may already have applied
     # the edit by the time `apply` runs (it follows the file); either way the PIDs tell.
-    demo_pid, bench_pid = main_pid(farm, "demo"), main_pid(farm, "bench")
+    demo_pid, bench_pid = octoprint_pid(farm, "demo"), octoprint_pid(farm, "bench")
     farm.write_file("/etc/octobrix.toml", CONFIG.replace("baudrate = 250000", "baudrate = 115200"))
     farm.run(["octobrixctl", "apply"])
     assert farm.wait_active("octoprint@bench.service") == "active"
-    assert main_pid(farm, "bench") != bench_pid
-    assert main_pid(farm, "demo") == demo_pid
+    assert octoprint_pid(farm, "bench") != bench_pid
+    assert octoprint_pid(farm, "demo") == demo_pid
     bench = wait_operational(farm, "bench")
     assert bench["current"]["baudrate"] == 115200
     assert api(farm, "bench", "/api/settings")["appearance"]["color"] == "red"

@@ -26,6 +26,7 @@ import yaml
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
+from tests.lab.harness.guest_probe import octoprint_pid
 from tests.lab.harness.wheelhouse import OCTOPRINT, OCTOPRINT_2, fill_wheels
 from tests.lab.test_plugins import PLUGIN_DIST, WHEEL_NAME, build_plugin_wheel, serving
 
@@ -68,10 +69,6 @@ def ctl(box: Container, *args: str) -> str:
     done = box.run(["octobrixctl", *args], check=False, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
-
-
-def main_pid(box: Container, name: str) -> str:
-    return box.run(["systemctl", "show", "-P", "MainPID", f"octoprint@{name}.service"], check=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +130,7 @@ def test_changed_baudrate_reaches_octoprint_2(farm: Container) -> None:
 def test_octoprints_update_button_leaves_the_version_to_octobrix(farm: Container) -> None:
     installs.wait_operational(farm, "op111", PORTS["op111"])
     before = api(farm, "op111", "/api/version")["server"]
-    pid = main_pid(farm, "op111")
+    pid = octoprint_pid(farm, "op111")
     # Only the OctoPrint target: the plugins' checks would ask GitHub.
     check = api(farm, "op111", "/plugin/softwareupdate/check?targets=octoprint&force=true")
     octoprint = check["information"]["octoprint"]
@@ -147,7 +144,7 @@ def test_octoprints_update_button_leaves_the_version_to_octobrix(farm: Container
     time.sleep(5)
     log = api(farm, "op111", "/plugin/softwareupdate/updatelog")["updatelog"]
     assert not [entry for entry in log if entry.get("target") == "octoprint"], log
-    assert main_pid(farm, "op111") == pid, "OctoPrint did not restart"
+    assert octoprint_pid(farm, "op111") == pid, "OctoPrint did not restart"
     assert api(farm, "op111", "/api/version")["server"] == before
     assert "Nothing to do" in ctl(farm, "apply"), "the Software Update plugin keeps octobrix's keys as they are"
 

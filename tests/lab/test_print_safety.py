@@ -25,6 +25,7 @@ import pytest
 from octobrixd.daemon import DEFERRED_RETRY_SECONDS
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import moves_gcode, pty_farm
+from tests.lab.harness.guest_probe import octoprint_pid
 from tests.lab.harness.installs import api, upload_gcode, wait_operational
 from tests.lab.harness.waiting import wait_until
 
@@ -80,10 +81,6 @@ def status_row(box: Container, name: str) -> str:
     return next((line for line in text.splitlines() if line.startswith(f"{name} ")), text)
 
 
-def main_pid(box: Container, name: str) -> int:
-    return int(box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip())
-
-
 def process_nice(box: Container, pid: int) -> int:
     """The niceness the running process really has (field 19 of /proc/PID/stat)."""
     stat = box.run(["cat", f"/proc/{pid}/stat"]).stdout
@@ -104,12 +101,14 @@ def printing(box: Container, name: str) -> bool:
 
 
 def restarted(box: Container, name: str, old_pid: int) -> int:
-    pid = main_pid(box, name)
+    pid = octoprint_pid(box, name)
     return pid if pid not in (0, old_pid) and box.is_active(f"octoprint@{name}.service") == "active" else 0
 
 
 def assert_still_printing(box: Container, pid: int, step: str) -> None:
-    assert main_pid(box, "bench") == pid, f"{step} restarted bench mid-print:\n{box.journal('octobrixd.service', 60)}"
+    assert octoprint_pid(box, "bench") == pid, (
+        f"{step} restarted bench mid-print:\n{box.journal('octobrixd.service', 60)}"
+    )
     row = status_json(box)["bench"]
     assert str(row["printer_state"]).startswith("Printing"), f"after {step}: {row}"
     assert row["restart_pending"] is True, f"after {step}: {row}"
@@ -123,7 +122,7 @@ def test_changes_wait_for_the_print_to_end(farm: Container) -> None:
     wait_operational(farm, "bench", PORTS["bench"])
     press_print(farm, "bench")
     wait_until("bench to be printing", lambda: printing(farm, "bench"), timeout=60)
-    bench_pid, demo_pid = main_pid(farm, "bench"), main_pid(farm, "demo")
+    bench_pid, demo_pid = octoprint_pid(farm, "bench"), octoprint_pid(farm, "demo")
     assert process_nice(farm, bench_pid) == 5
 
     # The user saves a change to both printers. octobrixd follows the file: the idle demo printer
@@ -164,7 +163,7 @@ def test_changes_wait_for_the_print_to_end(farm: Container) -> None:
     assert_still_printing(farm, bench_pid, "a reload while bench's OctoPrint did not answer")
     # The old setting is still what the printing OctoPrint runs with.
     assert process_nice(farm, bench_pid) == 5
-    assert main_pid(farm, "demo") == new_demo
+    assert octoprint_pid(farm, "demo") == new_demo
 
     # The print ends (the user cancels it): octobrixd restarts bench by itself, with the new setting.
     api(farm, PORTS["bench"], "bench", "/api/job", {"command": "cancel"})
@@ -182,17 +181,17 @@ def test_changes_wait_for_the_print_to_end(farm: Container) -> None:
     assert farm.systemctl("show", "-p", "Nice", "--value", "octoprint@bench.service").stdout.strip() == "10"
     wait_until("status to show no restart pending", lambda: not status_json(farm)["bench"]["restart_pending"], 30)
     assert "pending" not in status_row(farm, "bench")
-    assert main_pid(farm, "demo") == new_demo
+    assert octoprint_pid(farm, "demo") == new_demo
 
 
 def test_apply_force_restarts_a_printing_printer(farm: Container) -> None:
     wait_operational(farm, "bench", PORTS["bench"])
     press_print(farm, "bench")
     wait_until("bench to be printing", lambda: printing(farm, "bench"), timeout=60)
-    bench_pid = main_pid(farm, "bench")
+    bench_pid = octoprint_pid(farm, "bench")
     edit_config(farm, config(bench_nice=12, demo_nice=8))
     wait_until("status to show bench's restart pending", lambda: status_json(farm)["bench"]["restart_pending"], 60)
-    assert main_pid(farm, "bench") == bench_pid
+    assert octoprint_pid(farm, "bench") == bench_pid
 
     forced = farm.run(["octobrixctl", "apply", "--force"])
     assert "restarted octoprint@bench.service" in forced.stdout, forced.stdout
@@ -209,7 +208,7 @@ def test_a_port_change_or_removal_waits_for_the_print_too(farm: Container) -> No
     wait_operational(farm, "bench", PORTS["bench"])
     press_print(farm, "bench")
     wait_until("bench to be printing", lambda: printing(farm, "bench"), timeout=60)
-    bench_pid = main_pid(farm, "bench")
+    bench_pid = octoprint_pid(farm, "bench")
 
     held = held_back_count(farm)
     edit_config(farm, config(bench_nice=12, demo_nice=8, bench_port=5002))
@@ -226,7 +225,7 @@ def test_a_port_change_or_removal_waits_for_the_print_too(farm: Container) -> No
     wait_until("octobrixd to hold back bench's removal", partial(held_back_since, farm, held), timeout=60)
     applied = farm.run(["octobrixctl", "apply"])
     assert "held back octoprint@bench.service" in applied.stdout, applied.stdout
-    assert main_pid(farm, "bench") == bench_pid, farm.journal("octobrixd.service", 60)
+    assert octoprint_pid(farm, "bench") == bench_pid, farm.journal("octobrixd.service", 60)
     assert api(farm, PORTS["bench"], "bench", "/api/job")["state"].startswith("Printing")
     # Out of the config but still printing: status keeps it in sight until its stop.
     removed = status_json(farm)["bench"]

@@ -30,6 +30,7 @@ import pytest
 from octobrixd.instances.recovery import FIRST_DELAY
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
+from tests.lab.harness.guest_probe import octoprint_pid
 from tests.lab.harness.installs import api, wait_operational
 from tests.lab.harness.waiting import wait_until
 
@@ -60,19 +61,15 @@ class Farm:
     crash_started: float  # time.monotonic() when crashy began to crash
 
 
-def main_pid(box: Container, name: str) -> str:
-    return box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
-
-
 def unit_state(box: Container, name: str) -> str:
     return box.systemctl("show", "-p", "ActiveState", "--value", f"octoprint@{name}.service").stdout.strip()
 
 
-def restarted(box: Container, before: str) -> bool:
+def restarted(box: Container, before: int) -> bool:
     """demo runs a new OctoPrint that answers its API (and so takes the next Restart), or it failed."""
     if unit_state(box, "demo") == "failed":
         return True
-    if main_pid(box, "demo") in (before, "0"):
+    if octoprint_pid(box, "demo") in (before, 0):
         return False
     try:
         return bool(api(box, PORTS["demo"], "demo", "/api/version", timeout=5))
@@ -99,7 +96,7 @@ def test_seven_restarts_through_octoprints_restart_api_within_five_minutes_leave
     box = farm.box
     began = time.monotonic()
     for number in range(1, RESTARTS + 1):
-        before = main_pid(box, "demo")
+        before = octoprint_pid(box, "demo")
         # What Settings > Restart does. OctoPrint may be gone before it answers.
         with contextlib.suppress(http.client.RemoteDisconnected, ConnectionError):
             api(box, PORTS["demo"], "demo", "/api/system/commands/core/restart", {})
@@ -117,7 +114,7 @@ def test_an_octoprint_that_crashes_at_every_start_is_reported_retried_with_back_
     farm: Farm,
 ) -> None:
     box = farm.box
-    demo_pid = main_pid(box, "demo")
+    demo_pid = octoprint_pid(box, "demo")
     unit = "octoprint@crashy.service"
     # systemd gives up after five quick starts; octobrixd logs why and tries again after 10 s, then
     # 20 s, then 40 s: the checks below run in that last wait.
@@ -156,7 +153,7 @@ def test_an_octoprint_that_crashes_at_every_start_is_reported_retried_with_back_
     assert f"{unit} has failed: its OctoPrint exited with status 3" in dry_run
     assert f"would run: systemctl reset-failed {unit}" in dry_run and f"would run: systemctl start {unit}" in dry_run
     # The other printer never noticed.
-    assert main_pid(box, "demo") == demo_pid
+    assert octoprint_pid(box, "demo") == demo_pid
     wait_operational(box, "demo", PORTS["demo"])
 
     # The user takes the broken plugin out; octobrixd's next try brings the printer back by itself.
@@ -171,5 +168,5 @@ def test_an_octoprint_that_crashes_at_every_start_is_reported_retried_with_back_
     )
     assert delays == sorted(delays) and len(set(delays)) == len(delays), delays
     assert unit_state(box, "crashy") == "active"
-    assert main_pid(box, "demo") == demo_pid
+    assert octoprint_pid(box, "demo") == demo_pid
     assert "[FAIL] printer crashy service" not in box.run(["octobrixctl", "doctor"], check=False).stdout

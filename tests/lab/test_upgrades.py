@@ -31,6 +31,7 @@ import pytest
 
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
+from tests.lab.harness.guest_probe import octoprint_pid
 from tests.lab.harness.installs import api, upload_gcode, wait_operational
 from tests.lab.harness.wheelhouse import fill_wheels, wheelhouse
 from tests.lab.test_plugins import PLUGIN_DIST, build_plugin_wheel
@@ -306,18 +307,14 @@ def broken_octoprint(source: Path, dest: Path) -> Path:
     return target
 
 
-def main_pid(box: Container, name: str) -> str:
-    return box.systemctl("show", "-p", "MainPID", "--value", f"octoprint@{name}.service").stdout.strip()
-
-
 def test_an_octoprint_that_does_not_install_changes_nothing(farm: Container) -> None:
     wait_operational(farm, "alpha", PORTS["alpha"])
-    alpha_pid = main_pid(farm, "alpha")
+    alpha_pid = octoprint_pid(farm, "alpha")
     rc, out = ctl(farm, "upgrade", "alpha", "--to", "octoprint==1.11.98")  # not in the wheels folder
     assert rc == 1, out
     assert "upgrade of alpha to octoprint==1.11.98 failed: could not install" in out, out
     assert f"it stays on OctoPrint {OLD}" in out and "hint:" in out, out
-    assert main_pid(farm, "alpha") == alpha_pid, "its OctoPrint was not even restarted"
+    assert octoprint_pid(farm, "alpha") == alpha_pid, "its OctoPrint was not even restarted"
     assert pin(farm, "alpha") == f"octoprint=={OLD}   # pinned on purpose"
     rc, again = ctl(farm, "apply")
     assert rc == 0 and "Nothing to do" in again, again
@@ -325,7 +322,7 @@ def test_an_octoprint_that_does_not_install_changes_nothing(farm: Container) -> 
 
 def test_an_octoprint_that_cannot_start_is_put_back_by_itself(farm: Container) -> None:
     wait_operational(farm, "alpha", PORTS["alpha"])
-    beta_pid = main_pid(farm, "beta")
+    beta_pid = octoprint_pid(farm, "beta")
     broken_octoprint(next(wheelhouse().glob(f"octoprint-{NEW}-*.whl")), farm.path(WHEELS))
     rc, out = ctl(farm, "upgrade", "alpha", "beta", "--to", f"octoprint=={BROKEN}")
     assert rc == 1, out
@@ -339,6 +336,6 @@ def test_an_octoprint_that_cannot_start_is_put_back_by_itself(farm: Container) -
     assert pin(farm, "alpha") == f"octoprint=={OLD}   # pinned on purpose"
     assert_users_data_kept(farm)
     assert version(farm, "beta") == NEW
-    assert main_pid(farm, "beta") == beta_pid
+    assert octoprint_pid(farm, "beta") == beta_pid
     rc, again = ctl(farm, "apply")
     assert rc == 0 and "Nothing to do" in again, again

@@ -18,7 +18,13 @@ class Guest(Protocol):
 
 
 def main_pid(guest: Guest, unit: str) -> int:
+    """The unit's main process; 0 while it is not running."""
     return int(guest.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout)
+
+
+def octoprint_pid(guest: Guest, name: str) -> int:
+    """The main process of printer NAME's OctoPrint; 0 while it is not running."""
+    return main_pid(guest, f"octoprint@{name}.service")
 
 
 def rss_kib(guest: Guest, unit: str) -> int:
