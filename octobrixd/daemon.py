@@ -41,7 +41,8 @@ from octobrixd.farm.summary import farm_summary
 from octobrixd.instances.connect import Connections
 from octobrixd.instances.recovery import Pass, Recovery
 from octobrixd.instances.running import printing_now
-from octobrixd.names import DeviceKind, kind_of_subsystem, octoprint_unit, streamer_unit
+from octobrixd.names import DeviceKind, device_link, kind_of_subsystem, octoprint_unit, streamer_unit
+from octobrixd.render.units import device_allow
 from octobrixd.system import systemd
 from octobrixd.system.paths import Layout
 
@@ -273,7 +274,7 @@ class Daemon:
             if event.action is Action.ADD:
                 log.info("printer %s plugged in (%s)", event.name, event.devnode)
                 what = f"connecting printer {event.name}"
-                self.submit(self.api_calls, what, self.connections.connect, config, event.name)
+                self.submit(self.api_calls, what, self.plugged_printer, config, event.name)
             else:
                 log.info("printer %s unplugged", event.name)
         elif event.kind is DeviceKind.CAMERA and event.name in config.cameras:
@@ -290,6 +291,21 @@ class Daemon:
                 self.config_path,
                 event.suggestion,
             )
+
+    def plugged_printer(self, config: Config, name: str) -> None:
+        """A printer's device came: its running OctoPrint is let open it (its unit allows only its own
+        /dev/octobrix link, resolved when the unit started), then asked to connect to it."""
+        refused: OctobrixError | None = None
+        if self.layout.live:
+            unit = octoprint_unit(name)
+            try:
+                if systemd.allow_device_again(unit, device_allow(name)):
+                    log.info("%s may open %s again", unit, device_link(name))
+            except OctobrixError as error:
+                refused = error  # connecting still works if the device came back as the same node
+        self.connections.connect(config, name)
+        if refused is not None:
+            raise refused  # in STATUS= until a plug goes through
 
     def switch_streamer(self, unit: str, plugged: bool) -> None:
         """Start or stop a camera's streamer, wait for systemd's job, then refresh STATUS= (read while

@@ -168,8 +168,11 @@ def test_the_name_is_seeded_once_then_the_one_set_in_octoprint_survives_applies(
 def test_private_state_is_private(tmp_path: Path) -> None:
     apply_text(TWO_PRINTERS, tmp_path)
     state = tmp_path / "var/lib/octobrix/printer1"
-    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    # Under --root no owners change: the modes are the layout's (the state directory root's, 0750).
+    assert stat.S_IMODE(state.stat().st_mode) == 0o750
+    assert stat.S_IMODE((state / "venvs").stat().st_mode) == 0o750
     assert stat.S_IMODE((state / "basedir").stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "home").stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "basedir/config.yaml").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "etc/udev/rules.d/99-octobrix.rules").stat().st_mode) == 0o644
 

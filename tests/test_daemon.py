@@ -8,13 +8,18 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from octobrixd.config.model import parse_config
 from octobrixd.daemon import Daemon, MainLoop, Notifier
+from octobrixd.devices.hotplug import Action, DeviceEvent
+from octobrixd.errors import CommandError
+from octobrixd.names import DeviceKind
+from octobrixd.system import systemd
 from octobrixd.system.paths import Layout
 from tests.conftest import REPO
 
@@ -239,3 +244,76 @@ def test_a_camera_health_check_that_raises_is_shown_in_status_and_the_looks_go_o
         signal.set_wakeup_fd(-1)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+class Systemctl:
+    """systemctl as recorded argv: the unit is in STATE; set-property answers REFUSAL when one is set."""
+
+    def __init__(self, state: str, refusal: str = "") -> None:
+        self.state = state
+        self.refusal = refusal
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append(list(argv))
+        if argv[1] == "is-active":
+            return subprocess.CompletedProcess(list(argv), 0 if self.state == "active" else 3, f"{self.state}\n", "")
+        if argv[1] == "set-property" and self.refusal:
+            raise CommandError(list(argv), 1, self.refusal + "\n")
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+
+def plug_bench(systemctl: Systemctl, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Daemon:
+    """octobrixd on a live system (systemctl recorded) sees printer bench plugged in, and connects it."""
+    monkeypatch.setattr(systemd, "run", systemctl)
+    daemon = Daemon(tmp_path / "octobrix.toml", Layout(), Notifier())
+    daemon.config = parse_config('[printers.bench]\nserial = "PRN1"\nport = 5000\n', "/etc/octobrix.toml")
+    done = threading.Event()
+    daemon.refresh_status = done.set
+    monkeypatch.setattr(daemon.connections, "connect", lambda _config, name: systemctl.calls.append(["connect", name]))
+    daemon.on_device(DeviceEvent(Action.ADD, "tty", "/dev/ttyACM0", "bench", DeviceKind.PRINTER, usb=True))
+    daemon.api_calls.shutdown(wait=True)
+    return daemon
+
+
+SET_PROPERTY = [
+    "systemctl",
+    "set-property",
+    "--runtime",
+    "octoprint@bench.service",
+    "DeviceAllow=",
+    "DeviceAllow=/dev/octobrix/bench rw",
+]
+
+
+def test_a_printer_plugged_in_is_let_into_its_running_octoprint_before_it_connects(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Its unit allows only /dev/octobrix/bench, resolved when it started (maybe with no printer there):
+    # systemd resolves the link again, never restarting OctoPrint.
+    systemctl = Systemctl("active")
+    daemon = plug_bench(systemctl, monkeypatch, tmp_path)
+    is_active = ["systemctl", "is-active", "octoprint@bench.service"]
+    assert systemctl.calls == [is_active, SET_PROPERTY, ["connect", "bench"]]
+    assert not any("restart" in " ".join(call) for call in systemctl.calls)
+    assert daemon.summary().startswith("1 printer")
+
+
+def test_a_printer_whose_octoprint_is_stopped_is_not_touched_its_start_resolves_the_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    systemctl = Systemctl("inactive")
+    plug_bench(systemctl, monkeypatch, tmp_path)
+    assert systemctl.calls == [["systemctl", "is-active", "octoprint@bench.service"], ["connect", "bench"]]
+
+
+def test_a_refused_set_property_still_connects_and_is_shown_in_status(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    systemctl = Systemctl("active", refusal="Failed to set unit properties: Access denied")
+    daemon = plug_bench(systemctl, monkeypatch, tmp_path)
+    assert systemctl.calls[-1] == ["connect", "bench"], "the device may have come back as the same node"
+    assert (
+        "connecting printer bench failed: SystemdError: could not let octoprint@bench.service open its device again "
+        "(Failed to set unit properties: Access denied)"
+    ) in daemon.summary()

@@ -259,7 +259,7 @@ def test_a_plain_octoprint_is_planned_with_its_pin(tmp_path: Path) -> None:
     assert move.old.basedir == tmp_path / "home/pi/.octoprint" and move.old.unit == "octoprint.service"
 
 
-def test_a_link_to_what_the_old_user_does_not_own_is_left_out(tmp_path: Path) -> None:
+def test_a_link_is_kept_as_a_link_never_followed(tmp_path: Path) -> None:
     trees.octoprint_deploy_farm(tmp_path, {"ender": (5650, "serial:PRN0001")})
     base = tmp_path / "home/pi/.ender"
     (base / "uploads" / "secret.gcode").symlink_to("/etc/shadow" if Path("/etc/shadow").exists() else "/etc/hostname")
@@ -267,8 +267,10 @@ def test_a_link_to_what_the_old_user_does_not_own_is_left_out(tmp_path: Path) ->
         for path in [base, *base.rglob("*")]:
             os.lchown(path, 65534, 65534)
     plan = plan_of(tmp_path, octoprint_deploy)
-    (skipped,) = plan.printers[0].size.skipped
-    assert skipped.startswith(f"{base}/uploads/secret.gcode is a link to /etc/") and "does not own" in skipped
+    assert plan.printers[0].size.skipped == ()
+    (link,) = plan.printers[0].size.links
+    assert link.startswith(f"{base}/uploads/secret.gcode -> /etc/")
+    assert plan.printers[0].size.files == 5, "what it points to is not counted: it is not copied"
 
 
 def test_dry_run_shows_everything_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -355,9 +357,10 @@ def test_a_new_instance_carries_the_old_venvs_plugin_manager_plugins(
             trees.write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n")
             trees.write(info / "INSTALLER", "uv\n")
 
-    monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
-    monkeypatch.setattr("octobrixd.instances.venvs.run", lambda *_a, **_k: None)
     layout = Layout(tmp_path)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv_as", lambda args, _user: fake_uv(args, layout))
+    monkeypatch.setattr("octobrixd.instances.venvs._check_imports", lambda *_a: None)
     spec = VenvSpec("ender", ("octoprint==1.11.8",), carry_from=old_venv)
     target = provision(layout, spec, os.getuid(), os.getgid())
     assert {d.name: d.version for d in read_venv(target).values()} == {

@@ -34,6 +34,7 @@ def test_the_paths_of_a_printer_under_a_root(tmp_path: Path) -> None:
     assert instance.app_keys == state / "basedir/data/appkeys/keys.yaml"
     assert instance.plugins == state / "basedir/plugins"
     assert (instance.venv, instance.venvs) == (state / "venv", state / "venvs")
+    assert instance.home == state / "home"
     assert (instance.python, instance.octoprint) == (state / "venv/bin/python", state / "venv/bin/octoprint")
     assert (instance.user, instance.unit) == ("octobrix-ender", "octoprint@ender.service")
     assert tree_config_yaml("ender") == PurePosixPath("var/lib/octobrix/ender/basedir/config.yaml")
@@ -69,7 +70,8 @@ def test_the_cli_runs_as_the_printers_user_on_its_basedir_in_a_scrubbed_environm
     [(argv, options)] = recorded.calls
     assert argv == [str(instance.octoprint), "--basedir", str(instance.basedir), "user", "add", "admin"]
     assert options["as_user"] == (1234, 1235)
-    assert options["env"] == {"HOME": str(instance.state_dir), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    home = str(instance.state_dir / "home")  # its own: the state directory is root's
+    assert options["env"] == {"HOME": home, "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
     assert options["input_text"] == "pw\npw\n" and options["timeout"] == CLI_TIMEOUT
 
 

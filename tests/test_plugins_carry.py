@@ -26,8 +26,9 @@ from octobrixd.config.model import parse_config
 from octobrixd.errors import CommandError
 from octobrixd.farm.manifest import read_manifest
 from octobrixd.farm.status import collect
-from octobrixd.instances.carry import Source, carry, repack
+from octobrixd.instances.carry import Source, carry
 from octobrixd.instances.venv_contents import (
+    Dist,
     PluginSource,
     drift_of,
     installed_versions,
@@ -39,6 +40,7 @@ from octobrixd.instances.venv_contents import (
 from octobrixd.instances.venv_drift import venvs_to_build
 from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, is_current, venv_spec
 from octobrixd.instances.venvs import _build_dir, provision
+from octobrixd.instances.wheel_pack import repack
 from octobrixd.system.paths import Layout
 
 SITE = "lib/python3.11/site-packages"
@@ -177,37 +179,32 @@ def test_versions_are_compared_as_pep_440_says(version: str, requirement: str, e
 
 
 class FakeBuilder:
-    """uv as carry() sees it: installs fail when they include a requirement in `broken`."""
+    """uv as carry() sees it (the venv holds the config's requirements already): installs fail when
+    they include a requirement in `broken`; installed copies are packed for real."""
 
-    def __init__(self, broken: Sequence[str] = (), base: dict[str, str] | None = None) -> None:
+    def __init__(self, scratch: Path, broken: Sequence[str] = ()) -> None:
+        self.scratch = scratch
         self.broken = broken
-        self.calls: list[tuple[tuple[str, ...], str | None]] = []
-        self.fresh_count = 0
-        self.base = base or {"OctoPrint": "1.11.7", "Flask": "2.2.5"}
+        self.calls: list[tuple[str, ...]] = []
 
-    def fresh(self) -> None:
-        self.fresh_count += 1
-
-    def install(self, requirements: Sequence[str], constraints: Path | None) -> None:
-        limits = constraints.read_text() if constraints is not None else None
-        self.calls.append((tuple(requirements), limits))
+    def install(self, requirements: Sequence[str]) -> None:
+        self.calls.append(tuple(requirements))
         if any(b in r for r in requirements for b in self.broken):
             raise CommandError(["uv", "pip", "install", *requirements], 1, "  × No solution found\n  ╰─▶ conflict")
 
-    def installed(self) -> dict[str, str]:
-        return self.base
+    def pack(self, dist: Dist) -> Path:
+        return repack(dist.path, dist.name, dist.version, self.scratch)
 
 
-def test_all_plugins_go_in_with_the_config_in_one_install(tmp_path: Path) -> None:
+def test_all_plugins_go_in_in_one_install(tmp_path: Path) -> None:
     farm_venv(tmp_path / "old")
     plugins = user_plugins(read_venv(tmp_path / "old"), REQUIREMENTS)
-    builder = FakeBuilder()
-    result = carry(builder, ("octoprint==1.11.7",), plugins, tmp_path / "scratch", None)
-    assert len(builder.calls) == 1 and builder.fresh_count == 0
-    installed, constraints = builder.calls[0]
-    assert constraints is None
-    assert installed[0] == "octoprint==1.11.7"
+    builder = FakeBuilder(tmp_path / "scratch")
+    result = carry(builder, plugins, None)
+    assert len(builder.calls) == 1
+    (installed,) = builder.calls
     assert "OctoPrint-Dashboard==1.19.0" in installed, "from PyPI, the same version"
+    assert not any(r.startswith("octoprint==") for r in installed), "the config's were installed by root before"
     # Installed from a download OctoPrint deleted: from a wheel of the installed copy.
     wheel = next(r for r in installed if r.endswith(".whl"))
     assert Path(wheel).name == "octoprint_labplug-0.1.0-py3-none-any.whl"
@@ -223,12 +220,10 @@ def test_a_plugin_that_no_longer_fits_costs_only_itself_and_is_named(tmp_path: P
     farm_venv(tmp_path / "old")
     plugins = user_plugins(read_venv(tmp_path / "old"), REQUIREMENTS)
     # Neither its release nor a wheel of the installed copy fits the new OctoPrint.
-    builder = FakeBuilder(broken=("Dashboard", "dashboard"))
-    result = carry(builder, ("octoprint==1.11.7",), plugins, tmp_path / "scratch", None)
-    assert builder.fresh_count == 1, "the venv is built again from the config alone"
-    assert builder.calls[1] == (("octoprint==1.11.7",), None)
-    # Every single plugin must fit what the config installed, which stays as it is.
-    assert all(limits == "Flask==2.2.5\nOctoPrint==1.11.7\n" for _reqs, limits in builder.calls[2:])
+    builder = FakeBuilder(tmp_path / "scratch", broken=("Dashboard", "dashboard"))
+    result = carry(builder, plugins, None)
+    assert len(builder.calls[0]) == 3, "all three together first"
+    assert all(len(call) == 1 for call in builder.calls[1:]), "then each on its own"
     assert {c.name for c in result.carried} == {"OctoPrint-Labplug", "pytest"}
     assert [(n.name, n.version) for n in result.not_carried] == [("OctoPrint-Dashboard", "1.19.0")]
     message = result.message("demo")
@@ -237,11 +232,9 @@ def test_a_plugin_that_no_longer_fits_costs_only_itself_and_is_named(tmp_path: P
     assert "OctoPrint-Labplug" not in message
 
 
-def test_a_broken_config_pin_still_fails_the_build(tmp_path: Path) -> None:
-    farm_venv(tmp_path / "old")
-    plugins = user_plugins(read_venv(tmp_path / "old"), REQUIREMENTS)
-    with pytest.raises(CommandError):
-        carry(FakeBuilder(broken=("octoprint==0.0.1",)), ("octoprint==0.0.1",), plugins, tmp_path / "s", None)
+def test_no_plugins_installs_nothing(tmp_path: Path) -> None:
+    builder = FakeBuilder(tmp_path / "scratch")
+    assert carry(builder, [], None).message("demo") is None and builder.calls == []
 
 
 def test_an_offline_farm_carries_from_the_wheels_folder_only(tmp_path: Path) -> None:
@@ -250,19 +243,19 @@ def test_an_offline_farm_carries_from_the_wheels_folder_only(tmp_path: Path) -> 
     info = next((tmp_path / "old" / SITE).glob("octoprint_dashboard-*.dist-info"))
     (info / "direct_url.json").write_text(json.dumps({"url": url, "archive_info": {}}))
     plugins = user_plugins(read_venv(tmp_path / "old"), REQUIREMENTS)
-    builder = FakeBuilder()
-    carry(builder, ("octoprint==1.11.7",), plugins, tmp_path / "scratch", "/srv/wheels")
-    installed = builder.calls[0][0]
+    builder = FakeBuilder(tmp_path / "scratch")
+    carry(builder, plugins, "/srv/wheels")
+    installed = builder.calls[0]
     assert "OctoPrint-Dashboard==1.19.0" in installed and not any("example.invalid" in r for r in installed)
-    online = FakeBuilder()
-    carry(online, ("octoprint==1.11.7",), plugins, tmp_path / "scratch2", None)
-    assert f"OctoPrint-Dashboard @ {url}" in online.calls[0][0], "online: again from the URL it came from"
+    online = FakeBuilder(tmp_path / "scratch2")
+    carry(online, plugins, None)
+    assert f"OctoPrint-Dashboard @ {url}" in online.calls[0], "online: again from the URL it came from"
 
 
 def test_the_installed_copy_packs_into_a_wheel_uv_installs(tmp_path: Path) -> None:
     farm_venv(tmp_path / "old")
     labplug = read_venv(tmp_path / "old")["octoprint-labplug"]
-    wheel = repack(labplug, tmp_path / "wheels")
+    wheel = repack(labplug.path, labplug.name, labplug.version, tmp_path / "wheels")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     info = "octoprint_labplug-0.1.0.dist-info"
@@ -397,7 +390,8 @@ def test_provision_carries_what_fits_names_the_rest_and_remembers_both(
                 dist(venv, name, version, plugin=name != "octoprint", installer="uv")
 
     monkeypatch.setattr("octobrixd.instances.venvs._uv", fake_uv)
-    monkeypatch.setattr("octobrixd.instances.venvs.run", lambda *_a, **_k: None)
+    monkeypatch.setattr("octobrixd.instances.venvs._uv_as", lambda args, _user: fake_uv(args, layout))
+    monkeypatch.setattr("octobrixd.instances.venvs._check_imports", lambda *_a: None)
     new_spec = VenvSpec("demo", ("octoprint==1.11.7",))
     with caplog.at_level("WARNING"):
         target = provision(layout, new_spec, os.getuid(), os.getgid())

@@ -65,6 +65,29 @@ def test_udev_rules_bind_each_device_once_and_mark_printers() -> None:
     assert "KERNELS" not in builtin and "SUBSYSTEMS" not in builtin
 
 
+def test_each_printers_octoprint_may_open_only_its_own_device() -> None:
+    tree = rendered_tree(CASES["farm"])
+
+    def allowed(name: str) -> list[str]:
+        dropin = tree[f"etc/systemd/system/octoprint@{name}.service.d/50-octobrix.conf"]
+        return [line for line in dropin.splitlines() if line.startswith("Device")]
+
+    assert allowed("prusa") == ["DeviceAllow=/dev/octobrix/prusa rw"]
+    assert allowed("ender-3") == ["DeviceAllow=/dev/octobrix/ender-3 rw"]
+    assert allowed("demo") == [], "a virtual printer opens no device"
+    # The template allows no device of its own: no tty group any printer's OctoPrint could open.
+    template = (REPO / "systemd" / "octoprint@.service").read_text(encoding="utf-8")
+    devices = [line for line in template.splitlines() if line.startswith("Device")]
+    assert devices == ["DevicePolicy=closed"]
+
+
+def test_a_printers_octoprint_lives_in_its_home_below_roots_state_directory() -> None:
+    template = (REPO / "systemd" / "octoprint@.service").read_text(encoding="utf-8")
+    assert "Environment=HOME=/var/lib/octobrix/%i/home PYTHONUNBUFFERED=1\n" in template
+    assert "WorkingDirectory=/var/lib/octobrix/%i/home\n" in template
+    assert "ReadWritePaths=/var/lib/octobrix/%i\n" in template
+
+
 def test_a_printers_octoprint_gets_its_cameras_urls() -> None:
     tree = rendered_tree(CASES["farm"])
     prusa = yaml.safe_load(tree["var/lib/octobrix/prusa/octobrix-seed.yaml"])

@@ -125,7 +125,7 @@ def test_sysusers_and_tmpfiles_entries_work_with_systemds_own_tools(tmp_path: Pa
         entry = users[f"octobrix-{name}"]
         assert int(entry[2]) < 1000, "a system user"
         assert entry[6] == "/usr/sbin/nologin"
-    assert users["octobrix-prusa"][5] == "/var/lib/octobrix/prusa"
+    assert users["octobrix-prusa"][5] == "/var/lib/octobrix/prusa/home", "its HOME: the state directory is root's"
 
     tmpfiles = subprocess.run(
         ["systemd-tmpfiles", f"--root={root}", "--create", str(REPO / "systemd" / "octobrix.tmpfiles")],

@@ -1,11 +1,13 @@
 """`upgrade --check`'s plugin part without a system: the listing read from a venv on disk, the package
 index and pip's resolver replaced by fake `run()` results (the lab has no index; the real offline path,
-with a real pip resolving against a wheels folder, is in tests/lab/test_upgrades.py)."""
+with a real pip resolving against a wheels folder, is in tests/lab/test_upgrades.py, and as the
+printer's user in tests/test_venv_as_user.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import pytest
 from octobrixd.cli import upgrade as upgrade_cli
 from octobrixd.config.model import parse_config
 from octobrixd.errors import CommandError
+from octobrixd.instances import instance as instance_module
+from octobrixd.instances.instance import Instance
 from octobrixd.instances.venv_contents import InstalledPlugin, PluginSource
 from octobrixd.system.paths import Layout
 from octobrixd.upgrades import plugin_check, versions
@@ -50,6 +54,7 @@ CONFLICT_ERR = (
     "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/\n"
 )
 PICKS = {"OctoPrint-MFATOTP>1.1.1": "1.2.0", "OctoPrint-Labplug>0.1.0": "0.2.0"}
+PRINTER_IDS = (65534, 65534)  # its user: nobody here
 
 
 def report(name: str, version: str) -> str:
@@ -57,15 +62,18 @@ def report(name: str, version: str) -> str:
 
 
 class FakePip:
-    """pip as seen through octobrixd.system.command.run: `index versions` and `install --dry-run --report -`."""
+    """pip as seen through octobrixd.system.command.run: `index versions` (octobrix's own pip) and
+    `install --dry-run --report FILE` (the printer's, as its user)."""
 
     def __init__(self, unreachable: bool = False) -> None:
         self.unreachable = unreachable
         self.calls: list[list[str]] = []
+        self.options: list[dict[str, object]] = []
 
     def __call__(self, argv: Sequence[str], **_kw: object) -> subprocess.CompletedProcess[str]:
         args = [str(a) for a in argv]
         self.calls.append(args)
+        self.options.append(_kw)
         if self.unreachable:
             raise CommandError(args, 1, "WARNING: Retrying ... NewConnectionError\nERROR: Could not reach the index")
         if "index" in args:
@@ -90,6 +98,8 @@ def farm(tmp_path: Path) -> tuple[Layout, Path]:
     for name in ("ender", "prusa"):
         built = layout.state_dir(name) / "venvs" / "abc"
         farm_venv(built, octoprint="1.11.7")
+        (built / "bin").mkdir()
+        (built / "bin/python").symlink_to("/nonexistent/python3")  # never run: run() is faked
         (layout.state_dir(name) / "venv").symlink_to(Path("venvs") / "abc")
     path = tmp_path / "octobrix.toml"
     path.write_text(CONFIG)
@@ -101,7 +111,8 @@ def check(
     *, as_json: bool = False, config: str = CONFIG,
 ) -> tuple[int, str, str]:  # fmt: skip
     monkeypatch.setattr(versions, "run", pip)
-    monkeypatch.setattr(plugin_check, "run", pip)
+    monkeypatch.setattr(instance_module, "run", pip)
+    monkeypatch.setattr(Instance, "ids", lambda _self: PRINTER_IDS)
     layout, path = farm
     rc = upgrade_cli.check(parse_config(config, str(path)), layout, ["ender", "prusa"], None, as_json)
     out = capsys.readouterr()
@@ -134,6 +145,20 @@ def test_check_lists_each_printers_plugin_updates_aligned_with_what_applies_them
     # One index question per project for the whole farm, however many printers have it.
     asked = [c[-1] for c in pip.calls if "index" in c]
     assert sorted(asked) == sorted(set(asked)), asked
+    # Root asks the index with octobrix's own pip; pip's resolver runs in each printer's venv as its user.
+    layout, _ = farm
+    for argv, options in zip(pip.calls, pip.options, strict=True):
+        if "index" in argv:
+            assert argv[:4] == [sys.executable, "-I", "-m", "pip"] and "as_user" not in options, argv
+        else:
+            printers = [Instance(n, layout) for n in ("ender", "prusa")]
+            printer = next(p for p in printers if argv[0] == str(p.python))
+            assert argv[1:4] == ["-I", "-m", "pip"] and options["as_user"] == PRINTER_IDS, argv
+            assert options["env"] == {
+                "HOME": str(printer.home), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1",
+                "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            }  # fmt: skip
+    assert any("--dry-run" in c for c in pip.calls)
 
 
 def test_check_json_has_every_plugin_with_newest_update_fit_and_how(
@@ -243,7 +268,7 @@ def test_a_plugin_whose_metadata_would_reach_pip_as_an_option_is_never_asked_abo
         return "9.9", None
 
     rows = plugin_check.check_printer(
-        "ender", [hostile], requirements=[], source=plugin_check.Source(None, {}), venv=Path("/nonexistent"),
-        pin=PIN, newest_of=newest_of,
+        "ender", [hostile], requirements=[], source=plugin_check.Source(None, {}),
+        instance=Instance("ender", Layout(Path("/nonexistent"))), pin=PIN, newest_of=newest_of,
     )  # fmt: skip
     assert asked == [] and rows[0].newest is None and "not one pip can be asked about" in (rows[0].note or "")

@@ -11,9 +11,7 @@ import contextlib
 import difflib
 import hashlib
 import logging
-import os
 import pwd
-import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -23,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from octobrixd.apply.state_dirs import LinkAction, ensure_state_dir, state_dir_ready, venv_link_verdict
 from octobrixd.apply.steps import Doing, Stage, Step
 from octobrixd.config.applied import remember_applied
 from octobrixd.config.model import Config
@@ -33,7 +32,7 @@ from octobrixd.instances.instance import Instance, tree_config_yaml
 from octobrixd.instances.running import printing_now, serving_port
 from octobrixd.instances.seeding import needs_seeding, seed_basedir
 from octobrixd.instances.venv_drift import venvs_to_build
-from octobrixd.instances.venv_spec import VenvSpec
+from octobrixd.instances.venv_spec import VenvSpec, venv_spec
 from octobrixd.instances.venvs import check_build_prerequisites, provision
 from octobrixd.instances.versions import installed_octoprint
 from octobrixd.names import SUBSYSTEMS, instance_user, octoprint_unit, printer_of
@@ -288,6 +287,12 @@ def make_plan(
         provision = tuple(
             replace(spec, carry_from=(carry_from or {}).get(spec.name)) for spec in venvs_to_build(layout, config)
         )
+        planned = {spec.name for spec in provision}
+        provision += tuple(
+            replace(venv_spec(config, name), reason="its venv link was not root's: built again")
+            for name in sorted(config.printers)
+            if name not in planned and _venv_link_removed(layout, name)
+        )
         seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
 
     # A venv changed behind octobrix's back is rebuilt as the config has it; its OctoPrint restarts
@@ -351,40 +356,30 @@ def _ids(layout: Layout, owner: str | None) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _state_dirs(layout: Layout, name: str) -> tuple[Path, ...]:
-    # basedir/plugins holds octobrix's online-check plugin, and OctoPrint's Plugin Manager installs
-    # single-file plugins there: made for the plugin before OctoPrint's first start, it is the instance's.
-    instance = Instance(name, layout)
-    return (instance.state_dir, instance.basedir, instance.plugins)
+def _user_ids(layout: Layout, name: str) -> tuple[int, int] | None:
+    """The instance user's ids on a live system (KeyError when it has none yet); None under --root."""
+    uid, gid = _ids(layout, name)
+    return None if uid == -1 else (uid, gid)
 
 
 def _state_dir_ready(layout: Layout, name: str) -> bool:
-    """The instance's state dir and basedir exist, private, and (live) its user's: a killed apply may
-    have left them made but not yet handed over."""
-    for directory in _state_dirs(layout, name):
-        try:
-            info = directory.stat()
-        except FileNotFoundError:
-            return False
-        if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700:
-            return False
-        if layout.live:
-            try:
-                if info.st_uid != pwd.getpwnam(instance_user(name)).pw_uid:
-                    return False
-            except KeyError:
-                return False
-    return True
+    try:
+        return state_dir_ready(Instance(name, layout), _user_ids(layout, name))
+    except KeyError:
+        return False
 
 
 def _ensure_state_dir(layout: Layout, name: str) -> None:
-    uid, gid = _ids(layout, name)
-    for directory in _state_dirs(layout, name):
-        directory.mkdir(parents=True, exist_ok=True)
-        # Another instance must not read this one's settings, API keys or uploads.
-        directory.chmod(0o700)
-        if uid != -1:
-            os.chown(directory, uid, gid)
+    ensure_state_dir(Instance(name, layout), _user_ids(layout, name))
+
+
+def _venv_link_removed(layout: Layout, name: str) -> bool:
+    """Whether the apply removes the instance's venv link (not root's to keep): then it builds its venv."""
+    try:
+        ids = _user_ids(layout, name)
+    except KeyError:
+        return False  # a new printer: no venv yet
+    return venv_link_verdict(Instance(name, layout), ids).action is LinkAction.REMOVE
 
 
 def _deferred(plan: Plan, busy: Callable[[str], bool]) -> tuple[str, ...]:

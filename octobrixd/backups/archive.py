@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -14,7 +15,7 @@ from typing import Any
 
 from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
-from octobrixd.instances.instance import Instance
+from octobrixd.instances import versions
 from octobrixd.system.paths import Layout
 
 BACKUP_ROOT = PurePosixPath("var/backups/octobrix")
@@ -23,7 +24,6 @@ SIDE_VERSION = 1
 # NAME-20261201-031500.zip: sorts by time within a printer's folder.
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
-DIST_INFO_RE = re.compile(r"^octoprint-(?P<version>[^-]+)\.dist-info$", re.IGNORECASE)
 
 
 def printer_folder(layout: Layout, name: str, target: Path | None = None) -> Path:
@@ -62,14 +62,17 @@ def version_key(version: str) -> tuple[int, int, int, int]:
 
 
 def installed_octoprint(layout: Layout, name: str) -> str | None:
-    """The OctoPrint version in the instance's venv, from its dist-info folder: nothing is run."""
-    venv = Instance(name, layout).venv
-    for site in sorted(venv.glob("lib/python3*/site-packages")):
-        for entry in site.iterdir():
-            match = DIST_INFO_RE.match(entry.name)
-            if match:
-                return match["version"]
-    return None
+    """The OctoPrint version in the instance's venv, from its dist-info folder's name: nothing is run,
+    nothing read (one reader of venvs for the whole of octobrix: instances/versions.py)."""
+    return versions.installed_octoprint(layout, name)
+
+
+def _outside(info: zipfile.ZipInfo) -> bool:
+    """An entry no OctoPrint backup has: an absolute name, a `..`, a backslash, or a symbolic link."""
+    name = info.filename
+    parts = PurePosixPath(name).parts
+    is_link = stat.S_ISLNK(info.external_attr >> 16)
+    return name.startswith("/") or ".." in parts or "\\" in name or "\0" in name or is_link
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ def read_zip(path: Path) -> ZipFacts:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
+            odd = next((info.filename for info in archive.infolist() if _outside(info)), None)
+            if odd is not None:
+                raise OctobrixError(
+                    f"{path} has an entry that would land outside the printer's folder or is a link ({odd!r}): "
+                    "refused, nothing changed",
+                    hint="OctoPrint never writes such an entry: use a backup from `octobrixctl backup` or OctoPrint",
+                )
             if "metadata.json" not in names or "basedir/config.yaml" not in names:
                 raise OctobrixError(
                     f"{path} is not an OctoPrint backup (no metadata.json or basedir/config.yaml in it)",

@@ -116,8 +116,14 @@ def read_bundle(path: Path, config_path: Path) -> Bundle:
         manifest = json.loads(_member(tar, MANIFEST, path))
         text = _member(tar, CONFIG, path).decode("utf-8")
     # The bundle's config is checked like any config before anything is changed.
-    parse_config(text, str(config_path))
-    return Bundle(text, tuple(manifest.get("printers") or ()), str(manifest.get("created", "?")))
+    config = parse_config(text, str(config_path))
+    printers = manifest.get("printers") if isinstance(manifest, dict) else None
+    if not isinstance(printers, list) or any(not isinstance(n, str) or n not in config.printers for n in printers):
+        # Its names become file names (the secrets, the backup folders): only the config's own.
+        raise OctobrixError(
+            f"{path}: its list of printers is not the printers of its config", hint="the file `backup --bundle` wrote"
+        )
+    return Bundle(text, tuple(printers), str(manifest.get("created", "?")))
 
 
 def restore_bundle(

@@ -76,6 +76,8 @@ def describe(plan: ImportPlan, config_text: str, new_text: str, layout: Layout) 
         )
         for skipped in move.size.skipped:
             lines.append(f"  leave out {skipped}")
+        for link in move.size.links:
+            lines.append(f"  keep as a link, not followed: {link}")
         lines.append(f"  start {octoprint_unit(move.name)}; once it answers, disable {old.unit} (its files stay)")
     for camera in plan.cameras:
         lines.append(f"camera {camera.name}: from {camera.old.name} ({camera.old.unit}, port {camera.entry['port']}); "

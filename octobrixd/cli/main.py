@@ -143,7 +143,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             for unit in plan.recover:
                 print(f"{unit} has failed: its OctoPrint {cause(failed[unit])}; `journalctl -u {unit}` says why")
             for name in plan.state_dirs:
-                print(f"would create {Instance(name, layout).basedir}")
+                print(f"would set up {Instance(name, layout).state_dir} (root's; basedir/ and home/ the printer's)")
             for leftover in plan.leftovers:
                 print(f"would remove {layout.path(leftover)} (left by an interrupted apply)")
             where = "would run" if layout.live else "would run on a live system (skipped under --root)"

@@ -13,10 +13,10 @@ from pathlib import Path
 from octobrixd.cliargs import add_config_argument, printers_named
 from octobrixd.config.model import Config, load_config
 from octobrixd.errors import OctobrixError
+from octobrixd.instances.instance import Instance
 from octobrixd.instances.running import printing_now
 from octobrixd.instances.venv_contents import InstalledPlugin, canonical
 from octobrixd.instances.venv_contents import report as venv_report
-from octobrixd.instances.venv_spec import venv_link
 from octobrixd.system.paths import Layout
 from octobrixd.upgrades import engine, health, plugin_check, versions
 from octobrixd.upgrades.plugin_check import PluginUpdate, Source
@@ -60,7 +60,7 @@ def available(config: Config, layout: Layout, names: list[str]) -> tuple[list[st
         folder = Path(config.octobrix.wheels)
         listing = versions.wheels_listing(folder)
         return versions.versions_in_folder(listing), Source(folder, versions.files_in_folder(listing))
-    return versions.from_index(venv_link(layout, names[0])), Source(None, {})
+    return versions.from_index(), Source(None, {})
 
 
 def octoprint_line(row: Row, source: str, known: bool) -> str:
@@ -116,18 +116,17 @@ def plugin_updates(config: Config, layout: Layout, rows: list[Row], source: Sour
     for row in rows:
         if row.running is None:
             continue  # nothing installed, or not readable without root
-        venv = venv_link(layout, row.name)
 
-        def newest_of(plugin: InstalledPlugin, venv: Path = venv) -> tuple[str | None, str | None]:
+        def newest_of(plugin: InstalledPlugin) -> tuple[str | None, str | None]:
             key = canonical(plugin.name)
             if key not in asked:
-                asked[key] = plugin_check.newest_in(source, venv, plugin)
+                asked[key] = plugin_check.newest_in(source, plugin)
             return asked[key]
 
-        report = venv_report(layout, config, row.name)
+        report = venv_report(layout, config, row.name)  # its metadata, read
         out[row.name] = plugin_check.check_printer(
-            row.name, report.plugins, requirements=config.printers[row.name].plugins, source=source, venv=venv,
-            pin=row.requirement, newest_of=newest_of,
+            row.name, report.plugins, requirements=config.printers[row.name].plugins, source=source,
+            instance=Instance(row.name, layout), pin=row.requirement, newest_of=newest_of,
         )  # fmt: skip
     return out
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
+import pwd
 import shutil
+import stat
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -32,10 +35,11 @@ from octobrixd.importers.plan import ImportPlan, PrinterMove, state_after, state
 from octobrixd.importers.sources import UNIT_DIR
 from octobrixd.instances import api as octoprint_api
 from octobrixd.instances.credentials import read_credentials
-from octobrixd.instances.instance import APP_KEYS, CONFIG_YAML, Instance
+from octobrixd.instances.instance import APP_KEYS, BASEDIR, CONFIG_YAML, Instance
 from octobrixd.names import octoprint_unit
-from octobrixd.system import systemd
+from octobrixd.system import nofollow, systemd
 from octobrixd.system.fsutil import write_atomic
+from octobrixd.system.nofollow import UnsafePathError
 from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,13 @@ ASIDE = ".basedir-before-import"
 
 
 def old_api_key(basedir: Path) -> str | None:
-    """Any API key the old OctoPrint accepts: an application key of its users, or its global key."""
-    for relative, pick in ((APP_KEYS, _app_key), (CONFIG_YAML, _global_key)):
+    """Any API key the old OctoPrint accepts: an application key of its users, or its global key.
+    Read without following a link: it is sent to the old OctoPrint's port, and another printer's key
+    must not be."""
+    for relative, pick in ((APP_KEYS, _app_key), (PurePosixPath(CONFIG_YAML), _global_key)):
         try:
-            body = yaml.safe_load((basedir / relative).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            body = yaml.safe_load(nofollow.read_text(basedir.parent, basedir.name / relative))
+        except (OSError, ValueError, UnsafePathError, yaml.YAMLError):
             continue
         key = pick(body)
         if key:
@@ -92,17 +98,43 @@ def check_idle(plan: ImportPlan, running: list[str]) -> None:
             )
 
 
+def _old_owner(layout: Layout, move: PrinterMove) -> int | None:
+    """The uid the old OctoPrint ran as (its unit's User=), when this system knows it."""
+    if not layout.live or not move.old.user:
+        return None
+    try:
+        return pwd.getpwnam(move.old.user).pw_uid
+    except KeyError:
+        return None
+
+
+def _remove(parent: Path, name: str) -> None:
+    """Remove parent/name whatever it is, never following a link (shutil's rmtree by descriptors)."""
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def move_basedir(config: Config, layout: Layout, move: PrinterMove) -> Survey:
     """The old basedir into the (stopped) new instance; octobrix's keys back on top."""
     instance = Instance(move.name, layout)
     uid, gid = instance.ids() if layout.live else (-1, -1)
-    staging, aside, basedir = instance.state_dir / STAGING, instance.state_dir / ASIDE, instance.basedir
-    for leftover in (staging, aside):
-        shutil.rmtree(leftover, ignore_errors=True)
-    copied = copy_basedir(move.old.basedir, staging, uid, gid)
-    if basedir.exists():
-        basedir.rename(aside)
-    staging.rename(basedir)
+    state_dir, basedir = instance.state_dir, instance.basedir
+    for leftover in (STAGING, ASIDE):
+        _remove(state_dir, leftover)
+    copied = copy_basedir(move.old.basedir, state_dir / STAGING, uid, gid, owner=_old_owner(layout, move))
+    if basedir.exists() or basedir.is_symlink():
+        basedir.rename(state_dir / ASIDE)
+    (state_dir / STAGING).rename(basedir)
     if layout.live:
         reapply_octobrix_keys(
             config, layout, move.name, (uid, gid), credentials=read_credentials(layout, move.name), same_farm=False
@@ -110,9 +142,9 @@ def move_basedir(config: Config, layout: Layout, move: PrinterMove) -> Survey:
     else:
         merged = current_and_merged_config_yaml(layout, config, move.name)
         if merged is not None:
-            write_atomic(instance.config_yaml, merged[1], mode=0o600)
+            nofollow.write_atomic(state_dir, f"{BASEDIR}/{CONFIG_YAML}", merged[1], mode=0o600)
     # The fresh basedir apply made a minute ago: octobrix's seed, nothing of the user's.
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove(state_dir, ASIDE)
     return copied
 
 
@@ -170,6 +202,8 @@ def run_import(plan: ImportPlan, config_path: Path, layout: Layout, say: Callabl
                 say(f"{move.name}: copied {copied.text()} from {move.old.basedir}")
                 for skipped in copied.skipped:
                     say(f"{move.name}: left out {skipped}")
+                for link in copied.links:
+                    say(f"{move.name}: kept as a link, not followed: {link}")
                 if layout.live:
                     systemd.start([unit], wait=True)
             if layout.live:

@@ -233,6 +233,9 @@ def make_import_plan(found: Found, config: Config, layout: Layout) -> ImportPlan
         if str(old.basedir) in state["printers"]:
             done.append(f"{old.name} (now printer {state['printers'][str(old.basedir)]['name']})")
             continue
+        if old.basedir.is_symlink():
+            messages.append(f"{old.name}: its basedir {old.basedir} is a link; left out (links are not followed)")
+            continue
         if not old.basedir.is_dir():
             messages.append(f"{old.name}: its basedir {old.basedir} is not there; left out")
             continue

@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from octobrixd.instances.instance import CONFIG_YAML
+from octobrixd.system import nofollow
+from octobrixd.system.nofollow import UnsafePathError
 from octobrixd.system.paths import Layout
 
 UNIT_DIR = PurePosixPath("etc/systemd/system")
@@ -171,8 +173,9 @@ def inside(layout: Layout, absolute: str) -> Path:
 def serial_port_of(basedir: Path) -> str | None:
     """The serial port the old OctoPrint was set to (config.yaml serial.port), if readable."""
     try:
-        body = yaml.safe_load(read_text(basedir / CONFIG_YAML) or "") or {}
-    except yaml.YAMLError:
+        # Another user's folder: a link or a FIFO in it is not read (nofollow).
+        body = yaml.safe_load(nofollow.read_text(basedir.parent, f"{basedir.name}/{CONFIG_YAML}")) or {}
+    except (OSError, ValueError, UnsafePathError, yaml.YAMLError):
         return None
     serial = body.get("serial") if isinstance(body, dict) else None
     port = serial.get("port") if isinstance(serial, dict) else None

@@ -1,13 +1,15 @@
 """One printer's OctoPrint on this computer: where its state lives, spelled once, and its CLI, run as
 its own user.
 
-Everything in the state directory but the secrets is the printer's user's to write (its venv, its
-basedir, its uploads and plugins): root reads there, and runs nothing from there. The OctoPrint CLI
-runs as the printer's user, with no supplementary groups, in a scrubbed environment.
+The state directory is root's (root:octobrix-NAME 0750): the `venv` link and venvs/ in it too. What
+the printer's user writes is its basedir (uploads, plugins, logs), its home and its venv's folders:
+root reads there without following links, and runs nothing from there. The OctoPrint CLI runs as the
+printer's user, with no supplementary groups, in a scrubbed environment.
 """
 
 from __future__ import annotations
 
+import os
 import pwd
 import shlex
 import subprocess
@@ -24,6 +26,7 @@ from octobrixd.system.paths import Layout
 BASEDIR = "basedir"
 VENV = "venv"  # the link to the venv it runs, one of VENVS
 VENVS = "venvs"
+HOME = "home"  # the user's HOME and working directory: pip's and uv's caches
 CONFIG_YAML = "config.yaml"
 USERS_YAML = "users.yaml"
 # basedir/plugins: octobrix's online-check plugin, and the single-file plugins OctoPrint's Plugin
@@ -37,6 +40,14 @@ CLI_TIMEOUT = 300.0
 # Lowest CPU and disk priority: long work beside a print must not slow the print.
 GENTLY = ("nice", "-n", "19", "ionice", "-c", "3")
 SEARCH_PATH = "/usr/bin:/bin"
+# What a command in a printer's venv gets besides its HOME: the system's programs, output as it comes,
+# and pip neither asking nor checking for a newer pip.
+VENV_ENVIRONMENT = {
+    "PATH": SEARCH_PATH,
+    "PYTHONUNBUFFERED": "1",
+    "PIP_NO_INPUT": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+}
 
 
 def venv_python(venv: Path) -> Path:
@@ -83,6 +94,11 @@ class Instance:
     @property
     def basedir(self) -> Path:
         return self.layout.path(tree_basedir(self.name))
+
+    @property
+    def home(self) -> Path:
+        """Its user's HOME and working directory (the state directory itself is root's)."""
+        return self.state_dir / HOME
 
     @property
     def config_yaml(self) -> Path:
@@ -150,7 +166,7 @@ class Instance:
             )
         argv = [*(GENTLY if gently else ()), str(program), "--basedir", str(self.basedir), *args]
         # Nothing of root's environment: its own home, the system's programs, output as it comes.
-        env = {"HOME": str(self.state_dir), "PATH": SEARCH_PATH, "PYTHONUNBUFFERED": "1"}
+        env = {"HOME": str(self.home), "PATH": SEARCH_PATH, "PYTHONUNBUFFERED": "1"}
         try:
             return run(argv, input_text=input_text, env=env, timeout=timeout, as_user=ids)
         except CommandError as error:
@@ -158,6 +174,38 @@ class Instance:
                 f"OctoPrint of {self.name} could not {doing}: {_why(error)}",
                 hint=hint or self._cli_hint(),
             ) from error
+
+    def run_in_venv(
+        self,
+        args: Sequence[str],
+        *,
+        ids: tuple[int, int],
+        doing: str,
+        timeout: float = CLI_TIMEOUT,
+        check: bool = True,
+        hint: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -I -m ARGS` of its venv as the printer's user (ids): no PYTHON* variable, user site or
+        current folder reaches it, and root never runs the venv's code. A failure (check) or a timeout is
+        an OctobrixError that says the venv could not DOING and why, in one line."""
+        python = self.python
+        if not os.path.lexists(python):  # the venv's python is a link: never followed by root
+            raise OctobrixError(
+                f"printer {self.name} has no OctoPrint installed yet ({python} is missing)",
+                hint="run `sudo octobrixctl apply` first",
+            )
+        env = {"HOME": str(self.home), **VENV_ENVIRONMENT}
+        started = shlex.join(["sudo", "-u", self.user, str(python), "-I", "-c", "pass"])
+        try:
+            return run([str(python), "-I", "-m", *args], env=env, timeout=timeout, check=check, as_user=ids)
+        except CommandError as error:
+            why = _why(error)
+        except PermissionError as error:  # its user cannot reach or run it
+            why = f"{self.user} may not run {python} ({error.strerror})"
+        raise OctobrixError(
+            f"the venv of {self.name} could not {doing}: {why}",
+            hint=hint or f"see whether its Python starts at all: `{started}`",
+        )
 
     def _cli_hint(self) -> str:
         listing = shlex.join(["sudo", "-u", self.user, str(self.octoprint), "--basedir", str(self.basedir)])

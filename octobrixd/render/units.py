@@ -14,8 +14,8 @@ from octobrixd.system import paths
 
 
 def pip_constraints_path(name: str) -> PurePosixPath:
-    # octoprint@.service points PIP_CONSTRAINT here. In the state directory, which apply makes the
-    # instance's own (readable whatever the umask of the apply that wrote it); the file is root's, 0644.
+    # octoprint@.service points PIP_CONSTRAINT here. In the state directory, root's and readable by the
+    # instance's group (root:octobrix-NAME 0750), so only root writes it; the file is root's, 0644.
     return paths.STATE_DIR / name / "pip-constraints.txt"
 
 
@@ -35,6 +35,13 @@ def _environment(pairs: dict[str, str]) -> str:
     )
 
 
+def device_allow(name: str) -> str:
+    """The one device node printer NAME's OctoPrint may open (octoprint@.service has DevicePolicy=closed
+    and no device of its own): its /dev/octobrix link, which systemd resolves to the tty it points at
+    whenever it realizes the unit's cgroup (at start, and when octobrixd sees the printer plugged in)."""
+    return f"{device_link(name)} rw"
+
+
 def render_octoprint_dropin(config: Config, name: str) -> str:
     printer = config.printers[name]
     requirements = " ".join([config.octoprint_requirement(name), *printer.plugins])
@@ -46,6 +53,8 @@ def render_octoprint_dropin(config: Config, name: str) -> str:
         + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
         + f"CPUWeight={printer.cpu_weight}\nNice={printer.nice}\n"
         + (f"MemoryMax={printer.memory_limit}\n" if printer.memory_limit else "")
+        # A virtual printer has no device: it opens none.
+        + ("" if printer.virtual else f"DeviceAllow={device_allow(name)}\n")
     )
 
 
@@ -108,7 +117,7 @@ def render_sysusers(config: Config) -> str:
     lines = [header(config.source), f'u {WEB_SERVICE_USER} - "octobrix front door (web service)" - /usr/sbin/nologin\n']
     for name in sorted(config.printers):
         lines.append(
-            f'u {instance_user(name)} - "octobrix OctoPrint {name}" /var/lib/octobrix/{name} /usr/sbin/nologin\n'
+            f'u {instance_user(name)} - "octobrix OctoPrint {name}" /var/lib/octobrix/{name}/home /usr/sbin/nologin\n'
         )
     for name in sorted(config.cameras):
         lines.append(f'u {instance_user(name)} - "octobrix camera {name}" - /usr/sbin/nologin\n')

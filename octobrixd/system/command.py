@@ -3,8 +3,9 @@
 Every child gets the same clean environment, whoever started octobrix and from which shell: a
 fixed PATH, `LANG=C.UTF-8` (so what octobrix parses is never translated), the proxy and CA settings
 pip and uv need to reach an index, and then the caller's own variables. Its stdin is /dev/null
-(nothing waits on a terminal), and it runs in a process group of its own, so a timeout or an
-interrupt ends it with every process it started (uv's builds, dkms's compilers), not just the first.
+(nothing waits on a terminal), no other descriptor of octobrix's is open in it, and it runs in a
+process group of its own, so a timeout or an interrupt ends it with every process it started (uv's
+builds, dkms's compilers), not just the first.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def run(
             text=True,
             env=child_environment(env),
             start_new_session=True,
+            close_fds=True,  # no descriptor of octobrix's reaches a command (one run as a printer's user)
             user=as_user[0] if as_user else None,
             group=as_user[1] if as_user else None,
             extra_groups=[] if as_user else None,

@@ -205,6 +205,38 @@ def active(units: Sequence[str]) -> list[str]:
     return [unit for unit, state in zip(units, states, strict=False) if is_running(UnitState.of(state))]
 
 
+def allow_device_again(unit: str, device_allow: str) -> bool:
+    """Have a running unit's device filter resolve DEVICE_ALLOW ("PATH rw", PATH a link under /dev)
+    again now, so a device plugged in after the unit started is allowed without restarting it.
+    Returns whether it asked (False: the unit does not run, and a start resolves the path anyway).
+
+    What systemd does (read in its source, v252 as Debian 12 has it, and the same since):
+    - `systemctl set-property UNIT "DeviceAllow=" "DeviceAllow=PATH rw"`: systemctl sends an empty
+      value as an empty a(ss) array (bus-unit-util.c); PID1's bus_cgroup_set_property() (dbus-cgroup.c)
+      empties the unit's whole list on an empty array and appends the entries that follow, so the list
+      is exactly PATH. Each call invalidates the unit's device controller
+      (unit_invalidate_cgroup(u, CGROUP_MASK_DEVICES)), even when the list is unchanged, and writes
+      "DeviceAllow=" plus the list into a drop-in (--runtime: under /run/systemd/system.control/,
+      gone at reboot; it says what the printer's own drop-in says).
+    - Realizing it again (cgroup.c's cgroup_apply_devices() -> bpf_devices_allow_list_device()) stat()s
+      a /dev/ path, following the link, and allows the major:minor found now. A path missing then is
+      skipped with "Couldn't stat device" in the journal; DevicePolicy=closed's pseudo devices stay.
+    A udev RUN+= could call the same, but udev runs it inside event processing, with a time limit and
+    nothing but the journal to see a failure; octobrixd sees the same event after udev made the link,
+    asks before connecting OctoPrint to the printer, reports a failure in its STATUS=, and replays the
+    plugged-in printers when it starts.
+    """
+    if not active([unit]):
+        return False
+    args = ["set-property", "--runtime", unit, "DeviceAllow=", f"DeviceAllow={device_allow}"]
+    try:
+        run(["systemctl", *args])
+    except CommandError as exc:
+        first = exc.stderr.strip().splitlines()[0] if exc.stderr.strip() else f"exit {exc.returncode}"
+        raise SystemdError(f"could not let {unit} open its device again ({first})", hint=failure_hint([unit])) from exc
+    return True
+
+
 def disable(units: Sequence[str]) -> None:
     if units:
         _systemctl(["disable"], units)

@@ -3,7 +3,8 @@ release the package index (or, offline, the wheels folder) has, whether it fits 
 OctoPrint, and what applies it.
 
 Whether it fits is pip's own resolver in the printer's venv (`pip install --dry-run` with the pin as a
-constraint, as every pip OctoPrint runs gets it), wheels only, so no package's build code runs for a
+constraint, as every pip OctoPrint runs gets it), run as the printer's user (root never runs a venv's
+code: a plugin's .pth file would run with it), wheels only, so no package's build code runs for a
 check; a plugin published only as a source archive is "fit unknown". `upgrade` itself carries plugins
 into the new venv in the same version and updates none: a config plugin moves when its pin in the
 config does, a Plugin Manager plugin through its OctoPrint's Plugin Manager or Software Update.
@@ -11,21 +12,28 @@ config does, a Plugin Manager plugin through its OctoPrint's Plugin Manager or S
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import re
+import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from octobrixd.config.requirements import PLUGIN_URL_RE
 from octobrixd.errors import OctobrixError
+from octobrixd.instances.instance import Instance
 from octobrixd.instances.venv_contents import InstalledPlugin, PluginSource, canonical, requirement_name, version_key
-from octobrixd.system.command import run
 from octobrixd.upgrades import versions
 
 SCHEMA_VERSION = 1
 _PROJECT_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+CONSTRAINTS = "pip-constraints.txt"
+WORK = "pip"  # the printer's user's folder in a check's scratch folder
+REPORT_LIMIT = 4 << 20  # pip's report of one plugin's update is a few kB
 
 
 @dataclass(frozen=True)
@@ -112,20 +120,50 @@ def read_fit(answer: PipAnswer, plugin: str) -> tuple[str | None, bool | None, s
     return None, None, lines[-1] if lines else f"pip exited with {answer.returncode}"
 
 
-def dry_run(venv: Path, constraints: Path, requirement: str, source: Source) -> PipAnswer:
-    """pip's resolver in the printer's venv (what is installed counts), the pin as constraint; nothing is
-    installed, cached or built."""
-    report = constraints.with_name("report.json")
+@contextlib.contextmanager
+def scratch_for(pin: str, ids: tuple[int, int]) -> Iterator[Path]:
+    """A folder for one printer's check, root's: the pin as pip's constraint file (root's, readable), and
+    WORK, the printer's user's, where its pip writes its report. The user can rename nothing of it, so
+    only the report itself can be a planted link (read_report refuses one)."""
+    with tempfile.TemporaryDirectory(prefix="octobrix-check-") as name:
+        scratch = Path(name)
+        scratch.chmod(0o755)
+        constraints = scratch / CONSTRAINTS
+        constraints.write_text(pin + "\n", encoding="utf-8")
+        constraints.chmod(0o644)
+        (scratch / WORK).mkdir(mode=0o700)
+        os.chown(scratch / WORK, *ids)
+        yield scratch
+
+
+def read_report(path: Path) -> str:
+    """pip's report as the printer's user wrote it: a regular file of sensible size, never through a link
+    ("" when it is not one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return ""
+        data = file.read(REPORT_LIMIT + 1)
+    return data.decode("utf-8", errors="replace") if len(data) <= REPORT_LIMIT else ""
+
+
+def dry_run(instance: Instance, ids: tuple[int, int], scratch: Path, requirement: str, source: Source) -> PipAnswer:
+    """pip's resolver in the printer's venv (what is installed counts), as the printer's user, the pin as
+    constraint; nothing is installed, cached or built."""
+    report = scratch / WORK / "report.json"
     report.unlink(missing_ok=True)
-    argv = [
-        *versions.pip_of(venv), "install", "--dry-run", "--no-cache-dir", "--only-binary", ":all:",
-        "--report", str(report), *source.pip_args(), "--constraint", str(constraints), requirement,
+    args = [
+        "pip", *versions.pip_options(), "install", "--dry-run", "--no-cache-dir", "--only-binary", ":all:",
+        "--report", str(report), *source.pip_args(), "--constraint", str(scratch / CONSTRAINTS), requirement,
     ]  # fmt: skip
     try:
-        done = run(argv, check=False, timeout=300)
-    except OctobrixError as error:  # proc.run's CommandTimeoutError included
-        return PipAnswer(1, str(error))
-    text = report.read_text(encoding="utf-8") if done.returncode == 0 and report.exists() else ""
+        done = instance.run_in_venv(args, ids=ids, doing=f"judge {requirement}", timeout=300, check=False)
+    except OctobrixError as error:  # its timeout included
+        return PipAnswer(1, error.message)
+    text = read_report(report) if done.returncode == 0 else ""
     return PipAnswer(done.returncode, done.stdout + done.stderr, text)
 
 
@@ -156,13 +194,13 @@ def how_to(printer: str, plugin: InstalledPlugin, target: str, source: Source) -
     return f"in {printer}'s OctoPrint: Settings > Software Update, or Plugin Manager > Get More"
 
 
-def newest_in(source: Source, venv: Path, plugin: InstalledPlugin) -> tuple[str | None, str | None]:
+def newest_in(source: Source, plugin: InstalledPlugin) -> tuple[str | None, str | None]:
     """(newest final release, why unknown)."""
     if source.wheels is not None:
         found = versions.newest(source.files.get(canonical(plugin.name), {}))
         return found, None if found else f"not in {source.label}"
     try:
-        found = versions.newest(versions.from_index(venv, plugin.name, plugin.name))
+        found = versions.newest(versions.from_index(plugin.name, plugin.name))
     except versions.NotOnIndex:
         return None, "not on the package index"
     except OctobrixError as error:
@@ -190,15 +228,15 @@ def check_printer(
     *,
     requirements: Sequence[str],
     source: Source,
-    venv: Path,
+    instance: Instance,
     pin: str,
     newest_of: Callable[[InstalledPlugin], tuple[str | None, str | None]],
 ) -> list[PluginUpdate]:
-    """Every plugin of one printer, with what its source has and whether that fits pin."""
+    """Every plugin of one printer, with what its source has and whether that fits pin (pip asked in its
+    venv as its user, only about a plugin with a newer release)."""
     out = []
-    with tempfile.TemporaryDirectory(prefix="octobrix-check-") as scratch:
-        constraints = Path(scratch) / "pip-constraints.txt"
-        constraints.write_text(pin + "\n", encoding="utf-8")
+    with contextlib.ExitStack() as stack:
+        resolve: Resolver | None = None
         for plugin in plugins:
             newest: str | None
             why: str | None
@@ -211,7 +249,11 @@ def check_printer(
             if newest is None or not _newer(newest, plugin.version):
                 out.append(PluginUpdate(plugin.name, plugin.source, plugin.version, newest, None, None, why, None))
                 continue
-            fit = judge_fit(plugin, newest, lambda r: dry_run(venv, constraints, r, source))
+            if resolve is None:  # the first plugin to judge: the printer's user gets its folder
+                ids = instance.ids()
+                scratch = stack.enter_context(scratch_for(pin, ids))
+                resolve = functools.partial(dry_run, instance, ids, scratch, source=source)
+            fit = judge_fit(plugin, newest, resolve)
             fits = fit.newest_fits if fit.target == newest else fit.target is not None
             how = how_to(printer, plugin, fit.target, source) if fit.target else None
             out.append(

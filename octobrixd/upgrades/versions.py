@@ -12,7 +12,6 @@ from pathlib import Path
 
 from octobrixd.config.requirements import REQUIREMENT_RE
 from octobrixd.errors import CommandError, OctobrixError
-from octobrixd.instances.instance import venv_python
 from octobrixd.instances.venv_contents import canonical, satisfies, version_key
 from octobrixd.system.command import run
 
@@ -122,13 +121,17 @@ def wheels_listing(folder: Path) -> list[str]:
         ) from None
 
 
-def pip_of(venv: Path) -> list[str]:
-    """The printer's own pip (in every venv octobrix builds), with the system's CAs (a proxy's too)."""
-    python = venv_python(venv)
-    if not python.exists():
-        python = Path(sys.executable)
+def pip_options() -> list[str]:
+    """pip's general options, wherever it runs: no questions, no nagging about its own version, the
+    system's CAs (a proxy's too)."""
     cert = ["--cert", str(SYSTEM_CA)] if SYSTEM_CA.exists() else []
-    return [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input", *cert]
+    return ["--disable-pip-version-check", "--no-input", *cert]
+
+
+def own_pip() -> list[str]:
+    """octobrix's own pip, in its own venv (root's): asking the index needs no printer's venv, and root
+    never runs a printer's Python."""
+    return [sys.executable, "-I", "-m", "pip", *pip_options()]
 
 
 def last_line(error: CommandError) -> str:
@@ -140,10 +143,10 @@ class NotOnIndex(OctobrixError):
     """The index answered, and has no such project (a plugin published only as an archive)."""
 
 
-def from_index(venv: Path, project: str = PROJECT, shown: str = "OctoPrint") -> list[str]:
-    """What the package index offers of project."""
+def from_index(project: str = PROJECT, shown: str = "OctoPrint") -> list[str]:
+    """What the package index offers of project (asked by octobrix's own pip)."""
     try:
-        done = run([*pip_of(venv), "index", "versions", project], timeout=120)
+        done = run([*own_pip(), "index", "versions", project], timeout=120)
     except CommandError as error:
         if "No matching distribution found" in error.stderr:
             raise NotOnIndex(f"{shown} is not on the package index") from None
