@@ -8,7 +8,9 @@ lab network's TLS CA, so nothing is fetched from the internet through it. The Pl
 downloads it to a temporary folder it deletes afterwards, as it does with any URL, so octobrix must
 carry the installed copy itself.
 
-One module, one container: the tests run in order and build on each other.
+One module, one container: the tests run in order and build on each other. The last one (issue #29)
+installs a hostile plugin into demo the same way and runs root's commands around its traps, with a
+second printer, beta, as what it tries to reach.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import functools
 import hashlib
 import http.server
 import json
+import secrets
+import subprocess
 import threading
 import time
 import zipfile
@@ -28,17 +32,23 @@ from typing import Any
 
 import pytest
 
-from tests.lab.harness import installs
+from tests.lab.harness import hostile, installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
 
 pytestmark = pytest.mark.lab
 
 PORT = 5100  # the demo printer's OctoPrint
+BETA_PORT = 5101  # a second printer, which a hostile plugin in demo tries to reach (issue #29)
 WHEEL_PORT = 5105  # this test's loopback server, which hands the Plugin Manager the plugin
 PINNED = "octoprint==1.11.7"
 OTHER = "1.11.8"  # what "OctoPrint's updater" puts in behind octobrix's back
+# demo last: the tests append its own pin to the config.
 CONFIG = f"""\
+[printers.beta]
+virtual = true
+port = {BETA_PORT}
+
 [printers.demo]
 virtual = true
 port = {PORT}
@@ -104,7 +114,7 @@ def serving(folder: Path, port: int) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("plugins", numbered=True))
-    with pty_farm(workdir, CONFIG, {}, ports=(PORT, WHEEL_PORT)) as box:
+    with pty_farm(workdir, CONFIG, {}, ports=(PORT, BETA_PORT, WHEEL_PORT)) as box:
         yield box
 
 
@@ -227,3 +237,140 @@ def test_another_octoprint_behind_octobrixs_back_is_named_and_put_back(farm: Con
     assert "Nothing to do" in out, out
     rc, doctor = ctl(farm, "doctor")
     assert f"[ ok ] octoprint demo: OctoPrint 1.11.7 as the config asks; plugins: {PLUGIN_DIST} 0.1.0" in doctor
+
+
+DEMO_STATE = "/var/lib/octobrix/demo"
+BETA_BASEDIR = "/var/lib/octobrix/beta/basedir"
+BUNDLE = "/root/lab-farm.tar"
+EXPORTED = "/root/lab-export.json"
+
+
+def planted(box: Container) -> dict[str, Any]:
+    return dict(json.loads(box.read_file(f"{DEMO_STATE}/basedir/{hostile.REPORT}")))
+
+
+def beta_connection(box: Container) -> Any:
+    return installs.api(box, BETA_PORT, "beta", "/api/connection")["current"]["state"]
+
+
+def tail(text: str, lines: int = 6) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def judge(label: str, rc: int, out: str, err: str, *, seconds: float, ok: tuple[int, ...] = (0,)) -> str | None:
+    """None when the command did its work, or refused with one clear line naming a path of demo's;
+    else what a user would have seen."""
+    if rc in (124, 137):
+        return f"{label}: hung, stopped after {seconds:.0f} s: {tail(out + err)}"
+    if "Traceback" in out + err:
+        return f"{label}: a traceback: {tail(out + err, 12)}"
+    if rc in ok:
+        return None
+    errors = [line for line in err.splitlines() if line.startswith("octobrixctl:")]
+    if len(errors) == 1 and DEMO_STATE in errors[0]:
+        return None
+    return f"{label}: exit {rc}, not one clear line naming the path: {tail(out + err)}"
+
+
+def test_a_hostile_plugin_never_gets_root_nor_reaches_past_its_own_folder(farm: Container, tmp_path: Path) -> None:
+    """Issue #29: root never executes, imports or follows links in anything a printer's user can write."""
+    started = time.monotonic()
+    wait_up(farm)
+    installs.wait_operational(farm, "beta", BETA_PORT)
+    secret = f"octobrix-lab-secret-{secrets.token_hex(16)}"
+    hostile.plant_secret(farm, secret)
+    beta_before = hostile.tree_state(farm, BETA_BASEDIR)
+    assert beta_connection(farm) == "Operational"
+
+    # A backup made before the plugin came, to restore while its traps are there.
+    rc, out = ctl(farm, "backup", "demo")
+    assert rc == 0, out
+    clean_zip = farm.run(["sh", "-c", "ls -t /var/backups/octobrix/demo/*.zip"], check=True).stdout.split()[0]
+
+    hostile.build_wheel(tmp_path)
+    with serving(tmp_path, WHEEL_PORT) as base:
+        answer = api(farm, "/api/plugin/pluginmanager", {"command": "install", "url": f"{base}/{hostile.WHEEL_NAME}"})
+        assert answer == {"in_progress": True}
+        deadline = time.monotonic() + 180
+        while not any(p["name"] == hostile.PLUGIN_DIST for p in status_row(farm)["plugins"]):
+            assert time.monotonic() < deadline, "the Plugin Manager did not install the hostile plugin"
+            time.sleep(2)
+    restart_and_wait(farm)  # it plants when OctoPrint loads it
+    farm.wait_for_path(f"{DEMO_STATE}/basedir/{hostile.REPORT}", timeout=60)
+    first = planted(farm)
+    # The traps are really there: the test cannot pass because the plugin did nothing.
+    assert first["uid"] != 0, first
+    assert any(".pth" in " ".join(done) and "refused" not in " ".join(done) for done in first["sites"].values()), first
+    for name in ("uploads", "data", "logs"):
+        assert first["links"][f"{DEMO_STATE}/basedir/{name}"] == "planted", first
+    assert "planted" in first["fifos"].values(), first
+    print(f"hostile plugin installed and planted after {time.monotonic() - started:.0f} s: {first}")
+
+    problems: list[str] = []
+    venv_swap = first["links"][f"{DEMO_STATE}/venv"]
+    if not venv_swap.startswith("refused"):
+        problems.append(f"demo's user could put a link of its own in place of {DEMO_STATE}/venv: {venv_swap}")
+    timings: list[str] = []
+
+    def timed(label: str, argv: list[str], limit: float) -> tuple[subprocess.CompletedProcess[str], float]:
+        begun = time.monotonic()
+        # SIGINT first: octobrixctl then ends every process it started (a pip stuck on a FIFO, say).
+        done = farm.run(["timeout", "-s", "INT", "-k", "10", str(limit), *argv], check=False, timeout=limit + 60)
+        seconds = time.monotonic() - begun
+        timings.append(f"{label} {seconds:.0f}s rc={done.returncode}")
+        return done, seconds
+
+    def root(label: str, argv: list[str], limit: float = 90, ok: tuple[int, ...] = (0,)) -> None:
+        done, seconds = timed(label, argv, limit)
+        problem = judge(label, done.returncode, done.stdout, done.stderr, seconds=seconds, ok=ok)
+        if problem:
+            problems.append(problem)
+
+    def unit(label: str, argv: list[str], name: str, limit: float = 300) -> None:
+        cursor = farm.run(["journalctl", "--show-cursor", "-n", "0", "-q"], check=False).stdout.split()[-1]
+        done, seconds = timed(label, ["systemctl", *argv], limit)
+        log = farm.run(["journalctl", "-q", "-o", "cat", "-u", name, f"--after-cursor={cursor}"], check=False).stdout
+        if done.returncode in (124, 137):
+            problems.append(f"{label}: hung, stopped after {seconds:.0f} s: {tail(log, 12)}")
+        elif "Traceback" in log or (done.returncode != 0 and DEMO_STATE not in log):
+            problems.append(f"{label}: rc {done.returncode}, its journal: {tail(log, 12)}")
+
+    root("status", ["octobrixctl", "status"])
+    root("status --json", ["octobrixctl", "status", "--json"])
+    root("doctor", ["octobrixctl", "doctor"], ok=(0, 1))
+    root("apply", ["octobrixctl", "apply"], limit=300)
+    root("upgrade --check", ["octobrixctl", "upgrade", "--check"], limit=180)
+    unit("the backup timer's service", ["start", "octobrix-backup.service"], "octobrix-backup.service", limit=600)
+    root("restore", ["octobrixctl", "restore", "demo", clean_zip], limit=600)
+    root("backup --bundle", ["octobrixctl", "backup", "--bundle", BUNDLE], limit=600)
+    root("export", ["octobrixctl", "export", "fdm-monster", "demo", "--output", EXPORTED])
+    root("upgrade", ["octobrixctl", "upgrade", "demo", "--to", f"octoprint=={OTHER}"], limit=600)
+    root("rollback", ["octobrixctl", "rollback", "demo"], limit=420)
+    unit("octobrixd's reconcile", ["reload", "octobrixd.service"], "octobrixd.service", limit=60)
+    root("apply after octobrixd's reconcile", ["octobrixctl", "apply"], limit=300)
+    if farm.is_active("octobrixd.service") != "active":
+        problems.append(f"octobrixd is {farm.is_active('octobrixd.service')}: {tail(farm.journal('octobrixd'), 12)}")
+
+    marker = farm.path(hostile.MARKER)
+    if marker.exists():
+        problems.append(f"root ran the printer's code: {marker.read_text()!r}")
+    if farm.read_file(hostile.ROOT_ONLY_FILE) != secret + "\n":
+        problems.append(f"root wrote through a link into {hostile.ROOT_ONLY_FILE}")
+    leaked = hostile.files_holding(farm, secret, ["/var/lib/octobrix", "/var/backups/octobrix", BUNDLE, EXPORTED])
+    if leaked:
+        problems.append(f"the root-only file's content is in {leaked}")
+    beta_after = hostile.tree_state(farm, BETA_BASEDIR)
+    changed = sorted(k for k in beta_before.keys() | beta_after.keys() if beta_before.get(k) != beta_after.get(k))
+    if changed:
+        problems.append(f"beta's basedir changed: {[(k, beta_before.get(k), beta_after.get(k)) for k in changed]}")
+    try:
+        state = beta_connection(farm)
+    except OSError as error:
+        state = str(error)
+    if state != "Operational":
+        problems.append(f"beta is {state!r}, not Operational")
+    last = planted(farm)
+    if not str(last["links"].get(f"{DEMO_STATE}/venv", "refused")).startswith("refused"):
+        problems.append(f"demo's user put a link in place of its venv again: {last['links']}")
+    print(f"commands: {'; '.join(timings)}; whole test {time.monotonic() - started:.0f} s")
+    assert not problems, "\n".join(problems)
