@@ -35,6 +35,7 @@ import pytest
 from tests.lab.harness import hostile, installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
+from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -197,7 +198,7 @@ def pip_as_instance(box: Container, *args: str) -> tuple[int, str]:
         ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
          "/var/lib/octobrix/demo/venv/bin/python", "-m", "pip", "--disable-pip-version-check", *args],
         # What OctoPrint's updater does, as the instance's user; the lab's CA for pip's own downloads.
-        env={"HOME": "/var/lib/octobrix/demo", "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
+        env={"HOME": "/var/lib/octobrix/demo/home", "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
         check=False,
         timeout=600,
     )  # fmt: skip
@@ -291,10 +292,11 @@ def test_a_hostile_plugin_never_gets_root_nor_reaches_past_its_own_folder(farm: 
     with serving(tmp_path, WHEEL_PORT) as base:
         answer = api(farm, "/api/plugin/pluginmanager", {"command": "install", "url": f"{base}/{hostile.WHEEL_NAME}"})
         assert answer == {"in_progress": True}
-        deadline = time.monotonic() + 180
-        while not any(p["name"] == hostile.PLUGIN_DIST for p in status_row(farm)["plugins"]):
-            assert time.monotonic() < deadline, "the Plugin Manager did not install the hostile plugin"
-            time.sleep(2)
+        wait_until(
+            "the Plugin Manager to install the hostile plugin",
+            lambda: any(p["name"] == hostile.PLUGIN_DIST for p in status_row(farm)["plugins"]),
+            timeout=180,
+        )
     restart_and_wait(farm)  # it plants when OctoPrint loads it
     farm.wait_for_path(f"{DEMO_STATE}/basedir/{hostile.REPORT}", timeout=60)
     first = planted(farm)
