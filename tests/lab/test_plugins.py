@@ -15,17 +15,14 @@ second printer, beta, as what it tries to reach.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import hashlib
 import http.server
 import json
 import secrets
 import subprocess
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ import pytest
 from tests.lab.harness import hostile, installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
+from tests.lab.harness.plugin_wheel import plugin_wheel
 from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
@@ -75,28 +73,17 @@ __plugin_implementation__ = LabPlug()
 
 
 def build_plugin_wheel(folder: Path, version: str = "0.1.0", requires: tuple[str, ...] = ()) -> Path:
-    """A real OctoPrint plugin as a wheel (nothing to compile or fetch when pip installs it); other
-    versions, and what they depend on, for tests of plugin updates (test_upgrades.py)."""
-    info = f"OctoPrint_Labplug-{version}.dist-info"
-    metadata = f"Metadata-Version: 2.1\nName: {PLUGIN_DIST}\nVersion: {version}\nSummary: lab plugin\n"
-    files = {
-        "octoprint_labplug/__init__.py": PLUGIN_SOURCE.format(version=version),
-        f"{info}/METADATA": metadata + "".join(f"Requires-Dist: {r}\n" for r in requires),
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: octobrix-lab\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{info}/entry_points.txt": f"[octoprint.plugin]\n{PLUGIN_KEY} = octoprint_labplug\n",
-        f"{info}/top_level.txt": "octoprint_labplug\n",
-    }
-    record = []
-    for name, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(text.encode())}")
-    record.append(f"{info}/RECORD,,")
-    path = folder / f"OctoPrint_Labplug-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-        archive.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
-    return path
+    """The lab plugin; other versions, and what they depend on, for tests of plugin updates (test_upgrades.py)."""
+    source = PLUGIN_SOURCE.format(version=version)
+    return plugin_wheel(
+        folder,
+        dist=PLUGIN_DIST,
+        key=PLUGIN_KEY,
+        version=version,
+        sources={"__init__.py": source},
+        summary="lab plugin",
+        requires=requires,
+    )
 
 
 @contextlib.contextmanager

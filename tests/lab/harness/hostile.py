@@ -16,14 +16,13 @@ At shutdown it puts its basedir's folders back, so its OctoPrint starts again (a
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import tarfile
 import zipfile
 from pathlib import Path
 
 from tests.lab.harness.container import Container
+from tests.lab.harness.plugin_wheel import plugin_wheel
 
 PLUGIN_KEY = "hostile"
 PLUGIN_DIST = "OctoPrint-Hostile"
@@ -178,26 +177,8 @@ def plugin_source() -> str:
 
 
 def build_wheel(folder: Path) -> Path:
-    info = f"OctoPrint_Hostile-{VERSION}.dist-info"
-    files = {
-        "octoprint_hostile/__init__.py": plugin_source(),
-        "octoprint_hostile/loot.txt": "nothing yet\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PLUGIN_DIST}\nVersion: {VERSION}\nSummary: lab trap\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: octobrix-lab\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{info}/entry_points.txt": f"[octoprint.plugin]\n{PLUGIN_KEY} = octoprint_hostile\n",
-        f"{info}/top_level.txt": "octoprint_hostile\n",
-    }
-    record = []
-    for name, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(text.encode())}")
-    record.append(f"{info}/RECORD,,")
-    path = folder / WHEEL_NAME
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-        archive.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
-    return path
+    sources = {"__init__.py": plugin_source(), "loot.txt": "nothing yet\n"}
+    return plugin_wheel(folder, dist=PLUGIN_DIST, key=PLUGIN_KEY, version=VERSION, sources=sources, summary="lab trap")
 
 
 def plant_secret(box: Container, secret: str) -> None:
