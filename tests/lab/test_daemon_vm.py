@@ -211,6 +211,78 @@ def test_config_edits_are_followed_and_a_broken_one_changes_nothing(
     assert main_pid(farm_vm, "octoprint@printer1.service") == printer1_pid, "only what changed restarts"
 
 
+# Run inside a unit's cgroup, as root: file modes do not stop root, so what it may open is exactly
+# what the unit's device list (DevicePolicy=closed + DeviceAllow=) lets any process of that unit open.
+_OPEN_PROBE = """
+import errno, json, os, sys
+cgroup, *nodes = sys.argv[1:]
+if cgroup:
+    with open("/sys/fs/cgroup" + cgroup + "/cgroup.procs", "w") as procs:
+        procs.write(str(os.getpid()))
+answers = {}
+for node in nodes:
+    try:
+        os.close(os.open(node, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY))
+        answers[node] = "opened"
+    except OSError as error:
+        answers[node] = errno.errorcode[error.errno]
+print(json.dumps(answers))
+"""
+
+
+def set_at_runtime(vm: Vm, unit: str) -> bool:
+    """`systemctl set-property --runtime` was run on unit (octobrixd re-resolving its device link):
+    systemd keeps what it set in a drop-in under /run/systemd/system.control."""
+    drop_ins = vm.run(["systemctl", "show", "-P", "DropInPaths", unit]).stdout
+    return "/run/systemd/system.control/" in drop_ins
+
+
+def open_probe(vm: Vm, unit: str | None, nodes: list[str]) -> dict[str, str]:
+    """What a process of unit (None: outside every printer's unit) gets opening each node."""
+    cgroup = ""
+    if unit is not None:
+        cgroup = vm.run(["systemctl", "show", "-P", "ControlGroup", unit]).stdout.strip()
+        assert cgroup.endswith(f"/{unit}"), cgroup
+    answer: dict[str, str] = json.loads(vm.run(["python3", "-c", _OPEN_PROBE, cgroup, *nodes]).stdout)
+    return answer
+
+
+def test_each_printers_octoprint_may_open_only_its_own_board(
+    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim]
+) -> None:
+    """Two simulated boards, printer1's and printer2's (the config the test before left): each
+    printer's unit opens its own node and not the other's, even as root. printer2's board is plugged
+    while its OctoPrint runs: octobrixd lets that unit open it without a restart."""
+    printer1[0].plug()
+    assert main_pid(farm_vm, "octoprint@printer2.service") > 0, "the test before left printer2 running"
+    printer2_pid = main_pid(farm_vm, "octoprint@printer2.service")
+    assert not set_at_runtime(farm_vm, "octoprint@printer2.service"), "no board of printer2's was seen yet"
+    board = farm_vm.plug_usb_serial("PRN0002", MarlinSim())
+    try:
+        nodes = ["/dev/octobrix/printer1", "/dev/octobrix/printer2"]
+        for node in nodes:
+            farm_vm.wait_for_path(node, timeout=30)
+        wait_until(
+            "octobrixd to let printer2's unit open its board",
+            lambda: set_at_runtime(farm_vm, "octoprint@printer2.service"),
+            timeout=SLOW,
+        )
+        # Positive control: outside any printer's unit, root opens both boards.
+        assert open_probe(farm_vm, None, nodes) == dict.fromkeys(nodes, "opened")
+        assert open_probe(farm_vm, "octoprint@printer1.service", nodes) == {
+            "/dev/octobrix/printer1": "opened",
+            "/dev/octobrix/printer2": "EPERM",
+        }
+        assert open_probe(farm_vm, "octoprint@printer2.service", nodes) == {
+            "/dev/octobrix/printer1": "EPERM",
+            "/dev/octobrix/printer2": "opened",
+        }
+        assert main_pid(farm_vm, "octoprint@printer2.service") == printer2_pid, "not restarted for its board"
+    finally:
+        board.remove()
+        farm_vm.wait_for_path("/dev/octobrix/printer2", present=False, timeout=30)
+
+
 def test_killed_daemon_comes_back_and_instances_keep_running(farm_vm: Vm) -> None:
     daemon_pid = main_pid(farm_vm, "octobrixd.service")
     instance_pid = main_pid(farm_vm, "octoprint@printer1.service")
@@ -384,45 +456,3 @@ def test_remove_from_the_page_keeps_the_data_then_octobrixctl_add_with_a_plug_br
         timeout=SLOW,
     )
     assert '[printers.ender]\nserial = "PRN0100"\n' in farm_vm.read_file("/etc/octobrix.toml").decode()
-
-
-# Run inside a unit's cgroup, as root: file modes do not stop root, so what it may open is exactly
-# what the unit's device list (DevicePolicy=closed + DeviceAllow=) lets any process of that unit open.
-_OPEN_PROBE = """
-import errno, json, os, sys
-cgroup, *nodes = sys.argv[1:]
-if cgroup:
-    with open("/sys/fs/cgroup" + cgroup + "/cgroup.procs", "w") as procs:
-        procs.write(str(os.getpid()))
-answers = {}
-for node in nodes:
-    try:
-        os.close(os.open(node, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY))
-        answers[node] = "opened"
-    except OSError as error:
-        answers[node] = errno.errorcode[error.errno]
-print(json.dumps(answers))
-"""
-
-
-def test_each_printers_octoprint_may_open_only_its_own_board(
-    farm_vm: Vm, printer1: tuple[UsbSerialAdapter, MarlinSim], ender: tuple[UsbSerialAdapter, MarlinSim]
-) -> None:
-    """Two simulated boards: printer1's unit opens its own node, and not ender's, even as root."""
-    for adapter, _sim in (printer1, ender):
-        adapter.plug()
-    nodes = ["/dev/octobrix/printer1", "/dev/octobrix/ender"]
-    for node in nodes:
-        farm_vm.wait_for_path(node, timeout=30)
-    wait_until("printer1 Operational", lambda: printer_state(farm_vm, "printer1") == "Operational", timeout=SLOW)
-
-    def probe(cgroup: str) -> dict[str, str]:
-        answer: dict[str, str] = json.loads(farm_vm.run(["python3", "-c", _OPEN_PROBE, cgroup, *nodes]).stdout)
-        return answer
-
-    # Positive control: outside any printer's unit, root opens both boards.
-    assert probe("") == dict.fromkeys(nodes, "opened")
-    cgroup = farm_vm.run(["systemctl", "show", "-P", "ControlGroup", "octoprint@printer1.service"]).stdout.strip()
-    assert cgroup.endswith("/octoprint@printer1.service"), cgroup
-    assert probe(cgroup) == {"/dev/octobrix/printer1": "opened", "/dev/octobrix/ender": "EPERM"}
-    assert printer_state(farm_vm, "printer1") == "Operational", "its own connection carried on"
