@@ -48,7 +48,7 @@ def mount_point(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _disk_full_explained(path: Path) -> Iterator[None]:
+def disk_full_explained(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
@@ -59,7 +59,7 @@ def _disk_full_explained(path: Path) -> Iterator[None]:
 
 def stage(path: Path, text: str, *, mode: int = 0o644) -> Path:
     """Write text to a synced temp file beside path and return it; path itself is not touched."""
-    with _disk_full_explained(path):
+    with disk_full_explained(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -77,7 +77,7 @@ def stage(path: Path, text: str, *, mode: int = 0o644) -> Path:
 
 def commit(temp: Path, path: Path, *, uid: int = -1, gid: int = -1) -> None:
     """Rename a staged temp file over path, atomically, and sync the directory."""
-    with _disk_full_explained(path):
+    with disk_full_explained(path):
         if uid != -1 or gid != -1:
             os.chown(temp, uid, gid)
         temp.replace(path)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from octobrixd.errors import OctobrixError
-from octobrixd.system.fsutil import DISK_FULL, DiskFullError
+from octobrixd.system.fsutil import disk_full_explained
 
 # Read no more than this from a file a printer's user could have grown: root reads settings,
 # metadata and keys here, never uploads.
@@ -141,16 +141,6 @@ def _file_parent(relative: PurePosixPath | str) -> tuple[tuple[str, ...], PurePo
     return parts, (PurePosixPath(*parts[:-1]) if len(parts) > 1 else "")
 
 
-@contextlib.contextmanager
-def _disk_full_explained(shown: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as error:
-        if error.errno in DISK_FULL:
-            raise DiskFullError(shown) from error
-        raise
-
-
 def stage(
     top: Path,
     relative: PurePosixPath | str,
@@ -166,7 +156,7 @@ def stage(
     parts, parent_rel = _file_parent(relative)
     shown = top.joinpath(*parts)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with open_dir(top, parent_rel) as parent, _disk_full_explained(shown):
+    with open_dir(top, parent_rel) as parent, disk_full_explained(shown):
         temp = f".{parts[-1]}.{os.urandom(4).hex()}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
         try:
@@ -193,7 +183,7 @@ def commit(top: Path, relative: PurePosixPath | str, temp: str, *, uid: int = -1
     after staging), through a descriptor of the temp opened without following a link."""
     parts, parent_rel = _file_parent(relative)
     shown = top.joinpath(*parts)
-    with open_dir(top, parent_rel) as parent, _disk_full_explained(shown):
+    with open_dir(top, parent_rel) as parent, disk_full_explained(shown):
         if uid != -1 or gid != -1:
             try:
                 fd = os.open(temp, _FILE_FLAGS, dir_fd=parent)
