@@ -28,10 +28,11 @@ from pathlib import Path
 
 from octobrixd.errors import OctobrixError
 from octobrixd.instances.instance import BASEDIR, HOME, PLUGINS, VENV, VENVS, Instance
+from octobrixd.system import nofollow
 
 ROOT_DIR_MODE = 0o750  # root:octobrix-NAME: the user reads and enters, only root writes
 USER_DIR_MODE = 0o700  # octobrix-NAME's own: another instance must not read its settings, keys or uploads
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_DIR = nofollow.DIR_FLAGS
 _MIGRATING_LINK = ".venv.migrate"
 
 

@@ -82,8 +82,8 @@ def _work_dir(instance: Instance, uid: int, gid: int) -> Path:
     return instance.state_dir / WORK_DIR
 
 
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = nofollow.READ_FLAGS
+_NEW_FLAGS = nofollow.NEW_FILE_FLAGS
 
 
 def _copy_fd(source: int, target: int) -> None:

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from octobrixd.errors import OctobrixError
+from octobrixd.system import nofollow
 
 # What OctoPrint's backup leaves out too: regenerated at start, or the old instance's own backups.
 LEFT_OUT = frozenset({PurePosixPath("logs"), PurePosixPath("generated"), PurePosixPath("data/backup")})
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = nofollow.DIR_FLAGS
+_READ = nofollow.READ_FLAGS
+_NEW = nofollow.NEW_FILE_FLAGS
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from octobrixd.instances.carry import carry, save
 from octobrixd.instances.instance import SEARCH_PATH, VENVS, Instance, venv_python
 from octobrixd.instances.venv_contents import Dist, carried_path, read_carried, read_venv, user_plugins
 from octobrixd.instances.venv_spec import COMPLETE_MARKER, VenvSpec, current_venv, is_complete, venv_link, venvs_dir
+from octobrixd.system import nofollow
 from octobrixd.system.command import run
 from octobrixd.system.fsutil import DISK_FULL, mount_point
 from octobrixd.system.paths import Layout
@@ -166,7 +167,7 @@ def _hand_directories_to(root: Path, uid: int, gid: int) -> None:
 def _root_folder(path: Path, gid: int) -> None:
     """venvs/: root's, which the printer's group may enter (its venvs' directories are its own)."""
     path.mkdir(mode=0o750, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, nofollow.DIR_FLAGS)
     try:
         os.fchown(fd, 0, gid)
         os.fchmod(fd, 0o750)
@@ -185,12 +186,11 @@ def _home(layout: Layout, name: str, uid: int, gid: int) -> Path:
 
 def _mark_complete(target: Path) -> None:
     """The marker in a folder whose entries are the printer's: created anew, never through a link."""
-    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(target, nofollow.DIR_FLAGS)
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(COMPLETE_MARKER, dir_fd=fd)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        os.close(os.open(COMPLETE_MARKER, flags, 0o644, dir_fd=fd))
+        os.close(os.open(COMPLETE_MARKER, nofollow.NEW_FILE_FLAGS, 0o644, dir_fd=fd))
     finally:
         os.close(fd)
 

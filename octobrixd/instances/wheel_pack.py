@@ -23,11 +23,12 @@ import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from octobrixd.system import nofollow
+
 # pip's and uv's own bookkeeping: an installer writes its own, and a stale direct_url would lie.
 _INSTALLER_FILES = frozenset({"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"})
-_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO planted under a listed name opens at once (and is then refused), never hangs.
-_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIRECTORY = nofollow.DIR_FLAGS
+_FILE = nofollow.READ_FLAGS  # a FIFO planted under a listed name opens at once, then is refused
 # Whatever the RECORD says: a file this big is not a plugin's.
 MAX_FILE = 256 * 1024 * 1024
 

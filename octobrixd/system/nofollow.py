@@ -24,8 +24,11 @@ from octobrixd.system.fsutil import disk_full_explained
 # metadata and keys here, never uploads.
 READ_LIMIT = 16 * 1024 * 1024
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+# The flags of every open in a printer's folders, for code that walks them by descriptor itself.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO under the name opens at once (and is then refused as not a regular file).
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafePathError(OctobrixError):
@@ -48,7 +51,7 @@ def _parts(relative: PurePosixPath | str) -> tuple[str, ...]:
 
 def _open_dir_at(parent_fd: int, name: str, shown: Path) -> int:
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePathError(shown, "it is a link or not a folder") from None
@@ -79,7 +82,7 @@ def open_file(top: Path, relative: PurePosixPath | str) -> Iterator[int]:
     shown = top.joinpath(*parts)
     with open_dir(top, PurePosixPath(*parts[:-1]) if len(parts) > 1 else "") as parent:
         try:
-            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=parent)
+            fd = os.open(parts[-1], READ_FLAGS, dir_fd=parent)
         except OSError as error:
             if error.errno == errno.ELOOP:
                 raise UnsafePathError(shown, "it is a link") from None
@@ -158,7 +161,7 @@ def stage(
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with open_dir(top, parent_rel) as parent, disk_full_explained(shown):
         temp = f".{parts[-1]}.{os.urandom(4).hex()}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        fd = os.open(temp, NEW_FILE_FLAGS, 0o600, dir_fd=parent)
         try:
             try:
                 view = memoryview(payload)
@@ -186,7 +189,7 @@ def commit(top: Path, relative: PurePosixPath | str, temp: str, *, uid: int = -1
     with open_dir(top, parent_rel) as parent, disk_full_explained(shown):
         if uid != -1 or gid != -1:
             try:
-                fd = os.open(temp, _FILE_FLAGS, dir_fd=parent)
+                fd = os.open(temp, READ_FLAGS, dir_fd=parent)
             except OSError as error:
                 if error.errno == errno.ELOOP:
                     raise UnsafePathError(shown.with_name(temp), "it is a link") from None

@@ -17,7 +17,6 @@ import functools
 import json
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from octobrixd.config.requirements import PLUGIN_URL_RE
 from octobrixd.errors import OctobrixError
 from octobrixd.instances.instance import Instance
 from octobrixd.instances.venv_contents import InstalledPlugin, PluginSource, canonical, requirement_name, version_key
+from octobrixd.system import nofollow
 from octobrixd.upgrades import versions
 
 SCHEMA_VERSION = 1
@@ -140,14 +140,10 @@ def read_report(path: Path) -> str:
     """pip's report as the printer's user wrote it: a regular file of sensible size, never through a link
     ("" when it is not one)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        data = nofollow.read_bytes(path.parent, path.name, limit=REPORT_LIMIT)
+    except (OSError, nofollow.UnsafePathError):
         return ""
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return ""
-        data = file.read(REPORT_LIMIT + 1)
-    return data.decode("utf-8", errors="replace") if len(data) <= REPORT_LIMIT else ""
+    return data.decode("utf-8", errors="replace")
 
 
 def dry_run(instance: Instance, ids: tuple[int, int], scratch: Path, requirement: str, source: Source) -> PipAnswer:
