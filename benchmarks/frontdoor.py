@@ -21,7 +21,7 @@ import urllib.parse
 from pathlib import Path
 
 from tests.lab.harness.container import booted
-from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.installed import install_checkout
 from tests.lab.harness.installs import holding_printer_ports, wait_operational
 
 NAME, PORT = "bench-1", 5500

@@ -22,8 +22,9 @@ import pytest
 
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.farm import install_checkout, pty_farm
+from tests.lab.harness.farm import pty_farm
 from tests.lab.harness.guest_probe import octoprint_pid
+from tests.lab.harness.installed import farm_base, install_checkout
 
 pytestmark = pytest.mark.lab
 
@@ -302,7 +303,7 @@ def test_a_bundle_brings_the_same_farm_to_a_fresh_computer(
     old_config = farm.read_file("/etc/octobrix.toml")
     # The old computer is gone (its ports free); this session still holds their locks.
     farm.stop()
-    with booted(workdir / "ct", boot_timeout=120) as fresh:
+    with booted(workdir / "ct", boot_timeout=120, base=farm_base) as fresh:
         fresh.write_file("/etc/octobrix.toml", "[octobrix]\n")
         installed = install_checkout(fresh)
         assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"

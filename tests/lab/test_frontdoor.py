@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.installed import farm_base, install_checkout
 from tests.lab.harness.installs import holding_printer_ports, unit_identity, wait_operational
 
 pytestmark = pytest.mark.lab
@@ -73,7 +73,7 @@ def farm_cookie(box: Container, host: str) -> str:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("frontdoor", numbered=True))
-    with holding_printer_ports(HELD_PORTS), booted(workdir / "ct", boot_timeout=120) as box:
+    with holding_printer_ports(HELD_PORTS), booted(workdir / "ct", boot_timeout=120, base=farm_base) as box:
         box.write_file("/etc/octobrix.toml", farm_config(PRINTERS))
         installed = install_checkout(box)
         assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"

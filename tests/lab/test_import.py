@@ -23,7 +23,8 @@ import pytest
 from tests import import_trees
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.farm import install_checkout, start_pty_printer
+from tests.lab.harness.farm import start_pty_printer
+from tests.lab.harness.installed import farm_base, install_checkout
 from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import OCTOPRINT, wheelhouse
 
@@ -210,7 +211,7 @@ def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     workdir = Path(tmp_path_factory.mktemp("import", numbered=True))
     with (
         installs.holding_printer_ports(range(5650, 5660), front_door_port=FRONT_DOOR),
-        booted(workdir / "ct", boot_timeout=120) as box,
+        booted(workdir / "ct", boot_timeout=120, base=farm_base) as box,
     ):
         build_octoprint_deploy_farm(box)
         box.write_file("/etc/octobrix.toml", f"# the farm\n[frontdoor]\nport = {FRONT_DOOR}\n")

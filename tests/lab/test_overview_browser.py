@@ -21,7 +21,7 @@ import pytest
 
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.installed import farm_base, install_checkout
 from tests.lab.harness.installs import api, holding_printer_ports, upload_gcode, wait_operational
 from tests.lab.harness.project import REPO
 
@@ -41,7 +41,7 @@ def farm_config() -> str:
 @pytest.fixture(scope="module")
 def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     workdir = Path(tmp_path_factory.mktemp("overview", numbered=True))
-    with holding_printer_ports(HELD_PORTS), booted(workdir / "ct", boot_timeout=120) as box:
+    with holding_printer_ports(HELD_PORTS), booted(workdir / "ct", boot_timeout=120, base=farm_base) as box:
         box.write_file("/etc/octobrix.toml", farm_config())
         installed = install_checkout(box)
         assert installed.returncode == 0, f"install.sh failed:\n{installed.stdout}\n{installed.stderr}"

@@ -41,11 +41,12 @@ class Container:
         *,
         name: str | None = None,
         boot_timeout: float = 90.0,
-        base: Callable[[], Path] = build.rootfs,
+        base: Callable[[], Path | Sequence[Path]] = build.rootfs,
         private_network: bool = False,
     ) -> None:
         self.workdir = workdir
-        # Which cached rootfs: the lab's (build.rootfs) or a bare server's (build.newcomer_rootfs).
+        # Which cached rootfs: the lab's (build.rootfs) or a bare server's (build.newcomer_rootfs), or
+        # layers over one, topmost first (installed.farm_base: octobrix installed over the lab's).
         self.base = base
         # Only a loopback of its own: its services may use any port without meeting the host's or
         # another session's (and it reaches no network: install offline, from a wheelhouse).
@@ -110,7 +111,8 @@ class Container:
         self._proc, self.leader = None, 0
         self._boot()
 
-    def _make_root(self, base: Path) -> None:
+    def _make_root(self, base: Path | Sequence[Path]) -> None:
+        lowers = [base] if isinstance(base, Path) else list(base)
         # What the container writes (venvs, caches, uploads: a GB after an install) lives in a tmpfs:
         # removing it from disk took 25-76 s per container, unmounting a tmpfs takes none.
         self.layer.mkdir(exist_ok=True)
@@ -126,15 +128,17 @@ class Container:
         for folder in (self.root, upper, work):
             folder.mkdir(exist_ok=True)
         result = subprocess.run(
-            ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={base},upperdir={upper},workdir={work}",
-             self.root],
+            ["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}", self.root],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if result.returncode == 0:
             self._overlay = True
             return
+        if len(lowers) > 1:
+            raise LabError(f"overlayfs failed ({result.stderr.strip()}): layers {lowers} need it")
         log.warning("overlayfs failed (%s); copying the rootfs instead", result.stderr.strip())
-        subprocess.run(["cp", "-a", "--reflink=auto", f"{base}/.", self.root], check=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{lowers[0]}/.", self.root], check=True)
 
     def _wait_booted(self) -> None:
         assert self._proc is not None
@@ -166,26 +170,50 @@ class Container:
             failed = self.run(["systemctl", "--failed", "--no-legend", "--plain"], check=False).stdout
             log.warning("container %s booted degraded; failed units:\n%s", self.name, failed)
 
-    def stop(self) -> None:
-        """Clean shutdown (nspawn forwards SIGTERM as poweroff), then make sure nothing is left."""
+    def stop(self, *, keep_changes: Path | None = None) -> None:
+        """Kill everything in it, then make sure nothing is left.
+
+        keep_changes: a new folder that receives what the container changed (the overlay's upper
+        layer: its files, whiteouts and opaque folders), to serve as a lower layer of later ones;
+        the container then shuts down cleanly first (nspawn forwards SIGTERM as poweroff)."""
         started = time.monotonic()
         if self._proc is not None:
             proc, self._proc = self._proc, None
+            leader = self.leader
+
+            def end() -> None:
+                if keep_changes is None and leader:
+                    # Its files are thrown away: nothing in it needs a clean shutdown (which waits
+                    # on every OctoPrint's own), so its PID namespace ends at once.
+                    os.kill(leader, signal.SIGKILL)
+                else:
+                    os.kill(proc.pid, signal.SIGTERM)
+
             REAPER.stop(
                 proc,
-                graceful=lambda: os.kill(proc.pid, signal.SIGTERM),
+                graceful=end,
                 grace=20.0,
                 extra_pids=[self.leader] if self.leader else [],
             )
         if self.leader and not wait_gone(self.leader, 5):
             log.error("container %s init (pid %s) survived its shutdown", self.name, self.leader)
         stopped = time.monotonic()
+        if keep_changes is not None:
+            self._keep_changes(keep_changes)
         self._remove_files()
         removed = time.monotonic() - stopped
         log.info("container %s stopped in %.1fs, its files removed in %.1fs", self.name, stopped - started, removed)
         if self._cleanup_token is not None:
             REAPER.remove_callback(self._cleanup_token)
             self._cleanup_token = None
+
+    def _keep_changes(self, dest: Path) -> None:
+        if not self._overlay:
+            raise LabError(f"container {self.name} has no overlay layer to keep")
+        subprocess.run(["umount", self.root], check=True, capture_output=True)
+        self._overlay = False
+        # -a keeps device nodes (overlayfs' whiteouts) and trusted.* attributes (its opaque folders).
+        subprocess.run(["cp", "-a", f"{self.layer / 'upper'}/.", dest], check=True, capture_output=True)
 
     def _remove_files(self) -> None:
         if self._overlay:
@@ -303,7 +331,7 @@ def booted(
     workdir: Path,
     *,
     boot_timeout: float = 90.0,
-    base: Callable[[], Path] = build.rootfs,
+    base: Callable[[], Path | Sequence[Path]] = build.rootfs,
     private_network: bool = False,
 ) -> Iterator[Container]:
     container = Container(workdir, boot_timeout=boot_timeout, base=base, private_network=private_network)

@@ -11,13 +11,13 @@ test_print_safety.py.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.lab.harness.container import Container, booted
-from tests.lab.harness.installs import FRONT_DOOR_PORT, holding_printer_ports, trust_host_certificates
-from tests.lab.harness.project import REPO, checkout_files
+from tests.lab.harness.installed import farm_base, install_checkout
+from tests.lab.harness.installs import FRONT_DOOR_PORT, holding_printer_ports
+from tests.lab.harness.project import REPO
 
 SIM_DIR = "/opt/labsim"
 
@@ -55,14 +55,6 @@ def moves_gcode(moves: int) -> str:
     return "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(moves))
 
 
-def install_checkout(box: Container) -> subprocess.CompletedProcess[str]:
-    """Copy this checkout into the container and run the README's install command there, as root."""
-    trust_host_certificates(box)
-    for rel in checkout_files():
-        box.copy_in(REPO / rel, f"/root/octobrix/{rel}")
-    return box.run(["/root/octobrix/packaging/install.sh"], timeout=1200, check=False)
-
-
 @contextlib.contextmanager
 def pty_farm(
     workdir: Path,
@@ -73,12 +65,16 @@ def pty_farm(
     front_door_port: int | None = FRONT_DOOR_PORT,
     before_install: Callable[[Container], None] | None = None,
 ) -> Iterator[Container]:
-    """A booted container with config in /etc/octobrix.toml and octobrix installed; pty_printers maps
+    """A booted container on the installed layer, with config in /etc/octobrix.toml applied by the
+    install command's second run (tests.lab.harness.installed); pty_printers maps
     each simulated printer's name to its move_seconds. Holds the host-wide lock on the printer ports
     and waits until the ports the test's OctoPrints may use are free; front_door_port is the one
     config's [frontdoor] listens on (None when it is off); before_install prepares what the config
     needs in the container (a wheels folder, say)."""
-    with holding_printer_ports(ports, front_door_port=front_door_port), booted(workdir / "ct", boot_timeout=120) as box:
+    with (
+        holding_printer_ports(ports, front_door_port=front_door_port),
+        booted(workdir / "ct", boot_timeout=120, base=farm_base) as box,
+    ):
         box.write_file("/etc/octobrix.toml", config)
         for name, move_seconds in pty_printers.items():
             serve_pty_printer(box, name, move_seconds=move_seconds)

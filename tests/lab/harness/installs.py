@@ -59,6 +59,7 @@ def apt_get(box: Container, *args: str, timeout: float = 600.0) -> subprocess.Co
 
 
 PORTS_LOCK_DIR = Path("/run/lock")
+_held_ports: set[int] = set()
 # Every container that installs octobrix runs nginx on the shared network's port 80.
 FRONT_DOOR_PORT = 80
 
@@ -95,8 +96,11 @@ def holding_printer_ports(
     of octobrix starts the front door's nginx there."""
     PORTS_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
-    wanted = sorted({*ports, *([] if front_door_port is None else [front_door_port])})
+    # A port this process holds already (the installed layer built inside a module's hold) is its to use.
+    wanted = sorted({*ports, *([] if front_door_port is None else [front_door_port])} - _held_ports)
     with contextlib.ExitStack() as stack:
+        stack.callback(_held_ports.difference_update, wanted)
+        _held_ports.update(wanted)
         for port in wanted:
             handle = stack.enter_context(port_lock(port).open("a"))
             while True:
