@@ -56,3 +56,13 @@ def test_an_ignored_exception_is_not_yet_and_any_other_one_is_raised() -> None:
         wait_until("OctoPrint", refused, timeout=0.05, every=0.01, ignoring=(OSError,))
     with pytest.raises(KeyError):
         wait_until("OctoPrint", lambda: dict[str, str]()["current"], timeout=5, every=0.01, ignoring=(OSError,))
+
+
+def test_until_picks_the_answer_and_the_last_one_is_shown_whole() -> None:
+    jobs = iter([{"state": "Operational"}, {"state": "Printing", "file": "cube.gcode"}])
+    job = wait_until("a print", lambda: next(jobs), timeout=5, every=0.01, until=lambda job: job["state"] == "Printing")
+    assert job == {"state": "Printing", "file": "cube.gcode"}
+    with pytest.raises(AssertionError, match=r"waiting for a print \(last: \{'state': 'Operational'\}\)"):
+        wait_until(
+            "a print", lambda: {"state": "Operational"}, 0.05, 0.01, until=lambda job: job["state"] == "Printing"
+        )

@@ -15,14 +15,16 @@ def wait_until(
     timeout: float = 600.0,
     every: float = 2.0,
     *,
+    until: Callable[[Any], object] = bool,
     ignoring: tuple[type[BaseException], ...] = (),
     detail: Callable[[], object] | None = None,
 ) -> Any:
-    """check()'s first truthy result. check() runs at least once, and once more at the deadline, so
-    a slow round never fails a wait without a look after the whole timeout. An exception of a type
-    in `ignoring` counts as "not yet" (e.g. a service still starting). On timeout: AssertionError
-    naming `what` and the last result (or exception), then detail() if given (a journal, a log's
-    tail), read at that moment."""
+    """check()'s first result for which until(result) is true (by default: its first truthy
+    result), e.g. until=lambda job: job["state"] == "Printing" returns the job. check() runs at
+    least once, and once more at the deadline, so a slow round never fails a wait without a look
+    after the whole timeout. An exception of a type in `ignoring` counts as "not yet" (e.g. a
+    service still starting). On timeout: AssertionError naming `what` and the last result (or
+    exception), then detail() if given (a journal, a log's tail), read at that moment."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -31,7 +33,7 @@ def wait_until(
         except ignoring as exc:
             last = exc
         else:
-            if last:
+            if until(last):
                 return last
         remaining = deadline - time.monotonic()
         if remaining <= 0:
