@@ -38,6 +38,7 @@ from tests.lab.harness.waiting import wait_until
 pytestmark = pytest.mark.lab
 
 PORT = 5100  # the demo printer's OctoPrint
+DEMO_LOGS = "/var/lib/octobrix/demo/basedir/logs"
 BETA_PORT = 5101  # a second printer, which a hostile plugin in demo tries to reach (issue #29)
 WHEEL_PORT = 5105  # this test's loopback server, which hands the Plugin Manager the plugin
 PINNED = "octoprint==1.11.7"
@@ -150,12 +151,12 @@ def test_a_plugin_manager_plugin_and_its_setting_survive_a_changed_pin(farm: Con
         assert answer == {"in_progress": True}
         # OctoPrint finds a newly pip-installed plugin only after a restart ("Please restart OctoPrint"):
         # octobrix sees it in the venv as soon as pip is done.
-        deadline = time.monotonic() + 180
-        while not any(p["name"] == PLUGIN_DIST for p in status_row(farm)["plugins"]):
-            assert time.monotonic() < deadline, farm.run(
-                ["tail", "-n", "30", "/var/lib/octobrix/demo/basedir/logs/plugin_pluginmanager_console.log"]
-            ).stdout
-            time.sleep(2)
+        wait_until(
+            "octobrix to list the Plugin Manager's install of the lab plugin",
+            lambda: any(p["name"] == PLUGIN_DIST for p in status_row(farm)["plugins"]),
+            timeout=180,
+            detail=lambda: farm.run(["tail", "-n", "30", f"{DEMO_LOGS}/plugin_pluginmanager_console.log"]).stdout,
+        )
     restart_and_wait(farm)  # what the Plugin Manager asks for after an install
     plugin = lab_plugin(farm)
     assert plugin is not None and plugin["enabled"], plugin

@@ -33,6 +33,7 @@ from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.guest_probe import octoprint_pid
 from tests.lab.harness.installs import api, upload_gcode, wait_operational
+from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import fill_wheels, wheelhouse
 from tests.lab.test_plugins import PLUGIN_DIST, build_plugin_wheel
 
@@ -228,10 +229,13 @@ def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(far
     upload_gcode(farm, PORTS["alpha"], "alpha", "kept.gcode", "G28\n", print_it=False)
     gcode = "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(MOVES)) + LAST_LINE + "\n"
     upload_gcode(farm, PORTS["beta"], "beta", "long.gcode", gcode, print_it=True)
-    deadline = time.monotonic() + 60
-    while octoprint(farm, "beta", "/api/job")["state"] != "Printing":
-        assert time.monotonic() < deadline, octoprint(farm, "beta", "/api/job")
-        time.sleep(1)
+    wait_until(
+        "beta to be printing",
+        lambda: octoprint(farm, "beta", "/api/job"),
+        timeout=60,
+        every=1,
+        until=lambda job: job["state"] == "Printing",
+    )
 
     started = time.monotonic()
     rc, out = ctl(farm, "upgrade", "alpha", "beta")
