@@ -38,8 +38,7 @@ baudrate = 250000
 PORTS = {"demo": 5000, "bench": 5001}
 
 
-def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return installs.api(box, PORTS[name], name, path, body)
+api = installs.OctoPrints(PORTS).api
 
 
 def wait_operational(box: Container, name: str) -> dict[str, Any]:

@@ -57,8 +57,8 @@ port = {PORTS["op111"]}
 """
 
 
-def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return installs.api(box, PORTS[name], name, path, body)
+api = installs.OctoPrints(PORTS).api
+ctl = installs.ctl_ok
 
 
 def settings_file(box: Container, name: str) -> dict[str, Any]:
@@ -70,12 +70,6 @@ def update_log_written(box: Container, name: str) -> str:
     updater writes a new file over it each time it has handled an update request."""
     log = f"/var/lib/octobrix/{name}/basedir/data/softwareupdate/updatelog.yaml"
     return box.run(["stat", "-c", "%i %y", log], check=False).stdout.strip()
-
-
-def ctl(box: Container, *args: str) -> str:
-    done = box.run(["octobrixctl", *args], check=False, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
