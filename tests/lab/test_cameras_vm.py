@@ -178,7 +178,7 @@ def test_controls_are_set_before_streaming(camera_vm: tuple[Vm, str]) -> None:
 
 def test_the_streamer_runs_confined(camera_vm: tuple[Vm, str]) -> None:
     vm, _ = camera_vm
-    pid = vm.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout.strip()
+    pid = str(main_pid(vm, UNIT))
     status = vm.run(["cat", f"/proc/{pid}/status"]).stdout
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     uid = vm.run(["id", "-u", "octobrix-cam1"]).stdout.strip()

@@ -25,6 +25,7 @@ import pytest
 
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.farm import install_checkout
+from tests.lab.harness.guest_probe import main_pid
 from tests.lab.harness.installs import holding_printer_ports, unit_identity, wait_operational
 from tests.lab.harness.waiting import wait_until
 
@@ -345,7 +346,7 @@ def test_a_printer_added_by_apply_answers_and_open_sessions_survive(farm: Contai
 
 def test_the_web_service_is_unprivileged_and_hardened(farm: Container) -> None:
     call("GET", "/login")  # socket-activated: make sure it runs
-    pid = farm.systemctl("show", "-p", "MainPID", "--value", "octobrix-web.service").stdout.strip()
+    pid = str(main_pid(farm, "octobrix-web.service"))
     user = farm.run(["stat", "-c", "%U", f"/proc/{pid}"]).stdout.strip()
     assert pid != "0" and user == "octobrix_web", user
     result = farm.run(["systemd-analyze", "security", "--no-pager", "octobrix-web.service"], check=False)
