@@ -53,6 +53,7 @@ class FrontDoor:
     snapshots: int = 0
     streams_open: int = 0
     streams_total: int = 0
+    probes: int = 0  # the test's own requests from the page, counted apart from the page's
     # The found list it serves, the add/remove requests the page posted, and octobrixd's answer to them.
     found: list[dict[str, Any]] = field(default_factory=list)
     posted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -84,6 +85,10 @@ def front_door_handler(door: FrontDoor) -> type[QuietHandler]:
                 self.reply(200, png(), "image/png")
             elif path == "/cam/vcam/stream":
                 self.stream()
+            elif path == "/test-probe":
+                with door.lock:
+                    door.probes += 1
+                self.reply(200, b"seen", "text/plain")
             else:
                 self.reply(404, b"not here", "text/plain")
 
@@ -217,7 +222,11 @@ def test_a_hidden_page_asks_nothing(door: tuple[FrontDoor, Browser, str]) -> Non
     )
     browser.wait_for("the stream to close when hidden", lambda: state.streams_open == 0, timeout=10)
     asked, pictures = state.farm_requests, state.snapshots
-    time.sleep(6.5)  # longer than a round of either refresh (3 s and 5 s)
+    # The window is the page's own clock, not the test's: a timer of the test's in the page, longer
+    # than a round of either refresh (3 s and 5 s), asks the door once it fired. Once that request is
+    # seen, a refresh still running would have fired and been seen too, however slow the machine.
+    browser.script("setTimeout(() => fetch('/test-probe'), 6500)")
+    browser.wait_for("the page's own 6.5 s timer to ask the door", lambda: state.probes == 1, timeout=60)
     assert (state.farm_requests, state.snapshots) == (asked, pictures), "a hidden page went on asking"
     browser.script(
         "Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});"

@@ -25,6 +25,7 @@ from tests.lab.harness.container import Container, booted
 from tests.lab.harness.farm import pty_farm
 from tests.lab.harness.guest_probe import octoprint_pid
 from tests.lab.harness.installed import farm_base, install_checkout
+from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -190,19 +191,16 @@ def test_the_same_zip_restores_through_octoprints_own_restore_api(farm: Containe
     upload(PORTS["plain"], key_of(farm, "plain"), "/plugin/backup/restore", filename="backup.zip", data=zip_bytes)
     # OctoPrint restarts itself after a restore (its restart command, run without a shell); it comes
     # back with shop's users and keys.
-    deadline = time.monotonic() + 180
-    seen: object = None
-    while time.monotonic() < deadline:
-        try:
-            seen = what_the_user_made(PORTS["plain"], made["key"])
-            if UPLOAD in seen[0] and SECOND_USER in seen[1] and seen[2] == COLOUR:
-                assert octoprint_pid(farm, "plain") != pid_before
-                return
+    wait_until(
+        "plain OctoPrint to show the restored data",
+        lambda: what_the_user_made(PORTS["plain"], made["key"]),
+        timeout=180,
+        until=lambda seen: UPLOAD in seen[0] and SECOND_USER in seen[1] and seen[2] == COLOUR,
         # Refused, reset, OctoPrint's start-up placeholder (not HTTP), not JSON yet, not restored yet.
-        except (OSError, ValueError, KeyError, http.client.HTTPException, urllib.error.URLError) as exc:
-            seen = exc
-        time.sleep(2)
-    raise AssertionError(f"plain OctoPrint never showed the restored data: {seen}\n{farm.journal('octoprint@plain')}")
+        ignoring=(OSError, ValueError, KeyError, http.client.HTTPException, urllib.error.URLError),
+        detail=lambda: farm.journal("octoprint@plain"),
+    )
+    assert octoprint_pid(farm, "plain") != pid_before
 
 
 def test_restart_from_octoprints_system_menu_still_restarts_only_that_instance(farm: Container) -> None:
@@ -210,10 +208,13 @@ def test_restart_from_octoprints_system_menu_still_restarts_only_that_instance(f
     installs.wait_operational(farm, "shop", PORTS["shop"])
     before = {name: octoprint_pid(farm, name) for name in PORTS}
     call(PORTS["shop"], key_of(farm, "shop"), "/api/system/commands/core/restart", {})
-    deadline = time.monotonic() + 60
-    while octoprint_pid(farm, "shop") in (before["shop"], 0):
-        assert time.monotonic() < deadline, farm.journal("octoprint@shop", 40)
-        time.sleep(1)
+    wait_until(
+        "shop's OctoPrint to run as a new process",
+        lambda: octoprint_pid(farm, "shop") not in (before["shop"], 0),
+        timeout=60,
+        every=1,
+        detail=lambda: farm.journal("octoprint@shop", 40),
+    )
     assert octoprint_pid(farm, "plain") == before["plain"]
     installs.wait_operational(farm, "shop", PORTS["shop"])
 
@@ -268,10 +269,13 @@ def test_a_backup_during_a_print_does_not_interrupt_it_and_a_restore_waits(farm:
     # OctoPrint's virtual printer really waits on G4: a print of about 90 seconds.
     upload(PORTS["shop"], key, "/api/files/local", filename="slow.gcode", data=b"G4 P1000\n" * 90)
     call(PORTS["shop"], key, "/api/files/local/slow.gcode", {"command": "select", "print": True})
-    deadline = time.monotonic() + 30
-    while call(PORTS["shop"], key, "/api/job")["state"] != "Printing":
-        assert time.monotonic() < deadline, call(PORTS["shop"], key, "/api/job")
-        time.sleep(0.5)
+    wait_until(
+        "shop to be printing",
+        lambda: call(PORTS["shop"], key, "/api/job"),
+        timeout=30,
+        every=0.5,
+        until=lambda job: job["state"] == "Printing",
+    )
     pid = octoprint_pid(farm, "shop")
     try:
         during = farm.run(["octobrixctl", "backup", "shop"], check=False, timeout=600)

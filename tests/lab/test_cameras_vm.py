@@ -42,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from octobrixd.cameras.health import SAVE_EVERY
 from octobrixd.cameras.streams import jpeg_size
 from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
@@ -177,7 +178,7 @@ def test_controls_are_set_before_streaming(camera_vm: tuple[Vm, str]) -> None:
 
 def test_the_streamer_runs_confined(camera_vm: tuple[Vm, str]) -> None:
     vm, _ = camera_vm
-    pid = vm.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout.strip()
+    pid = str(main_pid(vm, UNIT))
     status = vm.run(["cat", f"/proc/{pid}/status"]).stdout
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     uid = vm.run(["id", "-u", "octobrix-cam1"]).stdout.strip()
@@ -353,6 +354,19 @@ def camera_row(vm: Vm) -> dict[str, object]:
     return row
 
 
+def unit_substate(vm: Vm, unit: str) -> str:
+    return vm.run(["systemctl", "show", "-p", "SubState", "--value", unit]).stdout.strip()
+
+
+def unplug_handled(vm: Vm, cursor: str) -> bool:
+    """octobrixd logged cam1's unplug, and after it a status line without the stream."""
+    lines = daemon_lines_since(vm, cursor)
+    unplugged = next((i for i, line in enumerate(lines) if line.startswith("INFO camera cam1 unplugged")), None)
+    return unplugged is not None and any(
+        line.startswith("INFO status: ") and "0 streaming" in line for line in lines[unplugged + 1 :]
+    )
+
+
 def status_text(vm: Vm) -> str:
     """What `systemctl status octobrixd` shows as "Status:"."""
     return vm.run(["systemctl", "show", "-p", "StatusText", "--value", DAEMON]).stdout.strip()
@@ -408,7 +422,17 @@ def test_the_daemon_stops_the_stream_when_the_camera_goes_and_starts_it_when_it_
     cells = next(line.split() for line in table.splitlines() if line.startswith("cam1 "))
     assert (cells[1], cells[6]) == ("inactive", "unplugged"), f"SERVICE and DEVICE columns:\n{table}"
     wait_until("STATUS= of octobrixd to count no stream", lambda: "1 camera: 0 streaming" in status_text(vm), 60, 1)
-    time.sleep(5)  # longer than the unit's RestartSec=3: nothing brings the stream back by itself
+    # Settled, not "a while later": octobrixd has handled the unplug (logged it, then said its status
+    # after it), and systemd has no restart of the unit pending (its Restart=always would show as
+    # SubState auto-restart during RestartSec=3) nor any job for it.
+    wait_until("octobrixd to log the unplug and a status after it", lambda: unplug_handled(vm, cursor), 60, 1)
+    wait_until(
+        f"systemd to have nothing pending for {UNIT}",
+        lambda: unit_substate(vm, UNIT) == "dead" and UNIT not in vm.run(["systemctl", "list-jobs", "--plain"]).stdout,
+        timeout=30,
+        every=0.5,
+        detail=lambda: vm.journal(UNIT, 30),
+    )
     assert unit_state(vm, UNIT) == "inactive", "nothing but the camera's return may start the stream"
 
     # Cable in: the device comes back (ffmpeg feeds it again, as the camera itself would) and the
@@ -474,6 +498,13 @@ DEFAULT_CHECK_SECONDS = 30  # camera_health.CHECK_SECONDS, for the per-minute fi
 HEALING = WITH_CAMERA.replace("\n[cameras.cam1.controls]\ntimeout = 3000\n", "")
 CHECK_DROP_IN = "/etc/systemd/system/octobrixd.service.d/90-lab-check.conf"
 HEALTH = "/run/octobrix/camera-health.json"
+
+
+def saved_probes(vm: Vm) -> int:
+    """How many times octobrixd has asked a camera's streamer, as last saved in HEALTH (on a change,
+    and every SAVE_EVERY looks)."""
+    saved = vm.run(["cat", HEALTH], check=False).stdout
+    return int(json.loads(saved)["probes"]) if saved else 0
 
 
 @pytest.fixture(scope="module")
@@ -660,9 +691,16 @@ def test_a_camera_that_stays_frozen_ends_frozen_with_the_hint(healthy: Vm) -> No
     assert cells[1] == "frozen", table
     assert "cam1: frozen: no frames after restarting its streamer" in table, table
     wait_until("STATUS= to name the frozen camera", lambda: "1 frozen (cam1" in status_text(vm), timeout=60, every=1)
-    # Given up: no more restarts, and no recovery read into the stale frame ustreamer gets on a reopen.
+    # Given up: no more restarts, and no recovery read into the stale frame ustreamer gets on a reopen,
+    # over three more looks at it (octobrixd's own count, saved when cam1 froze and every few looks).
     pid = main_pid(vm, UNIT)
-    time.sleep(3 * CHECK_SECONDS)
+    frozen_at = saved_probes(vm)
+    wait_until(
+        "octobrixd to look at the frozen camera three more times",
+        lambda: saved_probes(vm) >= frozen_at + 3,
+        timeout=(SAVE_EVERY + 3) * CHECK_SECONDS + 60,
+        every=2,
+    )
     assert main_pid(vm, UNIT) == pid, "a frozen camera's streamer is left alone"
     assert camera_row(vm)["stream"] == "frozen"
     lines = daemon_lines_since(vm, cursor)

@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 
 from tests.lab.harness.container import Container, booted
+from tests.lab.harness.guest_probe import main_pid
 from tests.lab.harness.installed import farm_base, install_checkout
 from tests.lab.harness.installs import holding_printer_ports, unit_identity, wait_operational
+from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -283,16 +285,22 @@ def forget_the_overview_user(box: Container, name: str) -> None:
 
 
 def overview_card(box: Container, cookie: str, name: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
-        # The web service restarts when its keys change.
-        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
-            answer = call("GET", "/api/farm", headers={"Cookie": cookie}, timeout=10)
-            card: dict[str, Any] = next(c for c in answer.json()["printers"] if c["name"] == name)
-            if card["asked"] or time.monotonic() > deadline:
-                return card
-        assert time.monotonic() < deadline, f"/api/farm did not answer: {box.journal('octobrix-web.service', 30)}"
-        time.sleep(1)
+    def card() -> dict[str, Any]:
+        answer = call("GET", "/api/farm", headers={"Cookie": cookie}, timeout=10)
+        return dict(next(c for c in answer.json()["printers"] if c["name"] == name))
+
+    return dict(
+        wait_until(
+            f"/api/farm to answer with {name}'s card asked",
+            card,
+            timeout=60,
+            every=1,
+            until=lambda card: card["asked"],
+            # The web service restarts when its keys change.
+            ignoring=(OSError, http.client.HTTPException, ValueError),
+            detail=lambda: box.journal("octobrix-web.service", 30),
+        )
+    )
 
 
 def test_a_printer_added_by_apply_answers_and_open_sessions_survive(farm: Container) -> None:
@@ -308,10 +316,13 @@ def test_a_printer_added_by_apply_answers_and_open_sessions_survive(farm: Contai
         applied = farm.run(["octobrixctl", "apply"], check=False, timeout=900)
         assert applied.returncode == 0, applied.stderr
         wait_operational(farm, NEWBIE, NEWBIE_PORT)
-        deadline = time.monotonic() + 60
-        while (answer := call("GET", f"/{NEWBIE}/api/version", headers={"Cookie": cookie})).status != 200:
-            assert time.monotonic() < deadline, answer
-            time.sleep(1)
+        wait_until(
+            f"{NEWBIE}'s OctoPrint to answer behind the farm login",
+            lambda: call("GET", f"/{NEWBIE}/api/version", headers={"Cookie": cookie}),
+            timeout=60,
+            every=1,
+            until=lambda answer: answer.status == 200,
+        )
         who = call("GET", f"/{NEWBIE}/api/currentuser", headers={"Cookie": cookie}).json()
         assert who["name"] == "admin", "the new printer has its key behind the farm login"
         new_master, new_workers = nginx_pids(farm)
@@ -335,7 +346,7 @@ def test_a_printer_added_by_apply_answers_and_open_sessions_survive(farm: Contai
 
 def test_the_web_service_is_unprivileged_and_hardened(farm: Container) -> None:
     call("GET", "/login")  # socket-activated: make sure it runs
-    pid = farm.systemctl("show", "-p", "MainPID", "--value", "octobrix-web.service").stdout.strip()
+    pid = str(main_pid(farm, "octobrix-web.service"))
     user = farm.run(["stat", "-c", "%U", f"/proc/{pid}"]).stdout.strip()
     assert pid != "0" and user == "octobrix_web", user
     result = farm.run(["systemd-analyze", "security", "--no-pager", "octobrix-web.service"], check=False)

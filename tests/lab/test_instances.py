@@ -11,7 +11,6 @@ import contextlib
 import http.client
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.guest_probe import octoprint_pid
+from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -38,8 +38,7 @@ baudrate = 250000
 PORTS = {"demo": 5000, "bench": 5001}
 
 
-def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return installs.api(box, PORTS[name], name, path, body)
+api = installs.OctoPrints(PORTS).api
 
 
 def wait_operational(box: Container, name: str) -> dict[str, Any]:
@@ -139,10 +138,13 @@ def test_octoprints_own_restart_restarts_only_that_instance(farm: Container) -> 
     # What "System > Restart OctoPrint" in its web page does. OctoPrint may be gone before it answers.
     with contextlib.suppress(http.client.RemoteDisconnected, ConnectionError):
         api(farm, "demo", "/api/system/commands/core/restart", {})
-    deadline = time.monotonic() + 120
-    while octoprint_pid(farm, "demo") in (demo_pid, 0) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert octoprint_pid(farm, "demo") not in (demo_pid, 0), farm.journal("octoprint@demo.service", 40)
+    wait_until(
+        "demo's OctoPrint to run as a new process",
+        lambda: octoprint_pid(farm, "demo") not in (demo_pid, 0),
+        timeout=120,
+        every=1,
+        detail=lambda: farm.journal("octoprint@demo.service", 40),
+    )
     wait_operational(farm, "demo")
     assert octoprint_pid(farm, "bench") == bench_pid
 

@@ -13,7 +13,6 @@ on 1.11 with the virtual printer, which last moves to 2.0 with its settings and 
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.guest_probe import octoprint_pid
+from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import OCTOPRINT, OCTOPRINT_2, fill_wheels
 from tests.lab.test_plugins import PLUGIN_DIST, WHEEL_NAME, build_plugin_wheel, serving
 
@@ -57,18 +57,19 @@ port = {PORTS["op111"]}
 """
 
 
-def api(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return installs.api(box, PORTS[name], name, path, body)
+api = installs.OctoPrints(PORTS).api
+ctl = installs.ctl_ok
 
 
 def settings_file(box: Container, name: str) -> dict[str, Any]:
     return dict(yaml.safe_load(box.read_file(f"/var/lib/octobrix/{name}/basedir/config.yaml")))
 
 
-def ctl(box: Container, *args: str) -> str:
-    done = box.run(["octobrixctl", *args], check=False, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+def update_log_written(box: Container, name: str) -> str:
+    """The inode and modification time of name's Software Update log, "" while there is none: its
+    updater writes a new file over it each time it has handled an update request."""
+    log = f"/var/lib/octobrix/{name}/basedir/data/softwareupdate/updatelog.yaml"
+    return box.run(["stat", "-c", "%i %y", log], check=False).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +116,12 @@ def test_changed_baudrate_reaches_octoprint_2(farm: Container) -> None:
     farm.write_file("/etc/octobrix.toml", CONFIG.replace("baudrate = 250000", "baudrate = 115200"))
     # octobrixd applies an edited config by itself; apply does it now if octobrixd has not yet.
     ctl(farm, "apply")
-    deadline = time.monotonic() + 180
-    state = installs.wait_operational(farm, "op20", PORTS["op20"])
-    while state["current"]["baudrate"] != 115200 and time.monotonic() < deadline:
-        time.sleep(2)
-        state = installs.wait_operational(farm, "op20", PORTS["op20"])
-    assert state["current"]["baudrate"] == 115200, state
+    wait_until(
+        "op20's OctoPrint to be Operational at 115200 baud",
+        lambda: installs.wait_operational(farm, "op20", PORTS["op20"]),
+        timeout=180,
+        until=lambda state: state["current"]["baudrate"] == 115200,
+    )
     parameters = settings_file(farm, "op20")["printerConnection"]["preferred"]["parameters"]
     assert parameters == {"port": "/dev/octobrix/op20", "baudrate": 115200}
     assert "serial" not in settings_file(farm, "op20")
@@ -140,8 +141,17 @@ def test_octoprints_update_button_leaves_the_version_to_octobrix(farm: Container
     assert check["status"] == "current", check
 
     # Even an admin forcing it through the API changes nothing: the check is never run.
+    written = update_log_written(farm, "op111")
     api(farm, "op111", "/plugin/softwareupdate/update", {"targets": ["octoprint"], "force": True})
-    time.sleep(5)
+    # Its updater runs in a thread after the answer, and writes its update log when it is done,
+    # even with nothing updated: from then on, whatever it did is in the log.
+    wait_until(
+        "OctoPrint's Software Update to finish the forced update (its update log written anew)",
+        lambda: update_log_written(farm, "op111") not in (written, ""),
+        timeout=60,
+        every=0.5,
+        detail=lambda: farm.run(["tail", "-n", "30", "/var/lib/octobrix/op111/basedir/logs/octoprint.log"]).stdout,
+    )
     log = api(farm, "op111", "/plugin/softwareupdate/updatelog")["updatelog"]
     assert not [entry for entry in log if entry.get("target") == "octoprint"], log
     assert octoprint_pid(farm, "op111") == pid, "OctoPrint did not restart"
@@ -172,11 +182,13 @@ def test_plugin_manager_installs_still_work_under_the_pin(farm: Container, tmp_p
     with serving(tmp_path, WHEEL_PORT) as base:
         body = {"command": "install", "url": f"{base}/{WHEEL_NAME}"}
         assert api(farm, "op111", "/api/plugin/pluginmanager", body) == {"in_progress": True}
-        deadline = time.monotonic() + 180
-        while "octoprint_labplug" not in farm.run(["ls", site], check=True).stdout:
-            log = "/var/lib/octobrix/op111/basedir/logs/plugin_pluginmanager_console.log"
-            assert time.monotonic() < deadline, farm.run(["tail", "-n", "30", log]).stdout
-            time.sleep(2)
+        log = "/var/lib/octobrix/op111/basedir/logs/plugin_pluginmanager_console.log"
+        wait_until(
+            "the Plugin Manager to install octoprint_labplug into op111's venv",
+            lambda: "octoprint_labplug" in farm.run(["ls", site], check=True).stdout,
+            timeout=180,
+            detail=lambda: farm.run(["tail", "-n", "30", log]).stdout,
+        )
 
 
 def upload(box: Container, name: str, filename: str, content: bytes) -> None:
@@ -210,12 +222,12 @@ def test_a_printer_moved_from_1_11_to_2_0_keeps_its_settings_and_uploads(farm: C
     assert moved != CONFIG
     farm.write_file("/etc/octobrix.toml", moved)
     ctl(farm, "apply")  # or octobrixd did it already
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        installs.wait_operational(farm, "op111", PORTS["op111"])
-        if api(farm, "op111", "/api/version")["server"] == RC:
-            break
-        time.sleep(2)
+    wait_until(
+        f"op111's OctoPrint to run {RC}",
+        lambda: installs.wait_operational(farm, "op111", PORTS["op111"]) and api(farm, "op111", "/api/version"),
+        timeout=300,
+        until=lambda version: version["server"] == RC,
+    )
     state = installs.wait_operational(farm, "op111", PORTS["op111"])
     assert api(farm, "op111", "/api/version")["server"] == RC and state["current"]["port"] == "VIRTUAL", state
     files = [entry["name"] for entry in api(farm, "op111", "/api/files/local")["files"]]

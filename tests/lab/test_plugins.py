@@ -38,6 +38,7 @@ from tests.lab.harness.waiting import wait_until
 pytestmark = pytest.mark.lab
 
 PORT = 5100  # the demo printer's OctoPrint
+DEMO_LOGS = "/var/lib/octobrix/demo/basedir/logs"
 BETA_PORT = 5101  # a second printer, which a hostile plugin in demo tries to reach (issue #29)
 WHEEL_PORT = 5105  # this test's loopback server, which hands the Plugin Manager the plugin
 PINNED = "octoprint==1.11.7"
@@ -106,8 +107,8 @@ def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield box
 
 
-def api(box: Container, path: str, body: dict[str, Any] | None = None) -> Any:
-    return installs.api(box, PORT, "demo", path, body)
+api = installs.OctoPrints({"demo": PORT, "beta": BETA_PORT}).api
+ctl = installs.ctl
 
 
 def wait_up(box: Container) -> None:
@@ -115,26 +116,21 @@ def wait_up(box: Container) -> None:
 
 
 def lab_plugin(box: Container) -> dict[str, Any] | None:
-    plugins = api(box, "/plugin/pluginmanager/plugins")["plugins"]
+    plugins = api(box, "demo", "/plugin/pluginmanager/plugins")["plugins"]
     return next((p for p in plugins if p["key"] == PLUGIN_KEY), None)
 
 
 def greeting(box: Container) -> Any:
-    return api(box, "/api/settings")["plugins"].get(PLUGIN_KEY, {}).get("greeting")
+    return api(box, "demo", "/api/settings")["plugins"].get(PLUGIN_KEY, {}).get("greeting")
 
 
 def server_version(box: Container) -> str:
-    return str(api(box, "/api/version")["server"])
+    return str(api(box, "demo", "/api/version")["server"])
 
 
 def status_row(box: Container) -> dict[str, Any]:
     body = json.loads(box.run(["octobrixctl", "status", "--json"], check=True).stdout)
     return dict(next(p for p in body["printers"] if p["name"] == "demo"))
-
-
-def ctl(box: Container, *args: str) -> tuple[int, str]:
-    done = box.run(["octobrixctl", *args], check=False, timeout=900)
-    return done.returncode, done.stdout + done.stderr
 
 
 def restart_and_wait(box: Container) -> None:
@@ -146,20 +142,20 @@ def test_a_plugin_manager_plugin_and_its_setting_survive_a_changed_pin(farm: Con
     wait_up(farm)
     build_plugin_wheel(tmp_path)
     with serving(tmp_path, WHEEL_PORT) as base:
-        answer = api(farm, "/api/plugin/pluginmanager", {"command": "install", "url": f"{base}/{WHEEL_NAME}"})
+        answer = api(farm, "demo", "/api/plugin/pluginmanager", {"command": "install", "url": f"{base}/{WHEEL_NAME}"})
         assert answer == {"in_progress": True}
         # OctoPrint finds a newly pip-installed plugin only after a restart ("Please restart OctoPrint"):
         # octobrix sees it in the venv as soon as pip is done.
-        deadline = time.monotonic() + 180
-        while not any(p["name"] == PLUGIN_DIST for p in status_row(farm)["plugins"]):
-            assert time.monotonic() < deadline, farm.run(
-                ["tail", "-n", "30", "/var/lib/octobrix/demo/basedir/logs/plugin_pluginmanager_console.log"]
-            ).stdout
-            time.sleep(2)
+        wait_until(
+            "octobrix to list the Plugin Manager's install of the lab plugin",
+            lambda: any(p["name"] == PLUGIN_DIST for p in status_row(farm)["plugins"]),
+            timeout=180,
+            detail=lambda: farm.run(["tail", "-n", "30", f"{DEMO_LOGS}/plugin_pluginmanager_console.log"]).stdout,
+        )
     restart_and_wait(farm)  # what the Plugin Manager asks for after an install
     plugin = lab_plugin(farm)
     assert plugin is not None and plugin["enabled"], plugin
-    api(farm, "/api/settings", {"plugins": {PLUGIN_KEY: {"greeting": SETTING}}})
+    api(farm, "demo", "/api/settings", {"plugins": {PLUGIN_KEY: {"greeting": SETTING}}})
     assert greeting(farm) == SETTING
     row = status_row(farm)
     assert {"name": PLUGIN_DIST, "version": "0.1.0", "source": "plugin-manager"} in row["plugins"]
@@ -238,7 +234,7 @@ def planted(box: Container) -> dict[str, Any]:
 
 
 def beta_connection(box: Container) -> Any:
-    return installs.api(box, BETA_PORT, "beta", "/api/connection")["current"]["state"]
+    return api(box, "beta", "/api/connection")["current"]["state"]
 
 
 def tail(text: str, lines: int = 6) -> str:
@@ -277,7 +273,8 @@ def test_a_hostile_plugin_never_gets_root_nor_reaches_past_its_own_folder(farm: 
 
     hostile.build_wheel(tmp_path)
     with serving(tmp_path, WHEEL_PORT) as base:
-        answer = api(farm, "/api/plugin/pluginmanager", {"command": "install", "url": f"{base}/{hostile.WHEEL_NAME}"})
+        install = {"command": "install", "url": f"{base}/{hostile.WHEEL_NAME}"}
+        answer = api(farm, "demo", "/api/plugin/pluginmanager", install)
         assert answer == {"in_progress": True}
         wait_until(
             "the Plugin Manager to install the hostile plugin",

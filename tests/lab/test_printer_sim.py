@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import select
-import time
 
 import serial
 
 from tests.lab.harness.printer_sim import MarlinSim, with_checksum
-from tests.lab.harness.simlink import open_pty
+from tests.lab.harness.simlink import PtyLink, open_pty
+from tests.lab.harness.waiting import wait_until
 
 
 def lines(data: bytes) -> list[str]:
@@ -147,6 +147,12 @@ def test_pty_transport_round_trip() -> None:
         assert sim.wait_for_command("M115", timeout=1) == "M115"
 
 
+def went_round(link: PtyLink, rounds: int) -> None:
+    """The link's pump has gone round `rounds` more times: it has seen whatever happened before this."""
+    start = link.rounds
+    wait_until(f"the link to go round {rounds} more times", lambda: link.rounds >= start + rounds, 5, 0.01)
+
+
 def test_pty_link_survives_client_reopen() -> None:
     sim = MarlinSim(banner_on_connect=False)
     with open_pty(sim) as link:
@@ -159,6 +165,7 @@ def test_pty_link_survives_client_reopen() -> None:
                 assert os.read(fd, 100).startswith(b"ok T:")
             finally:
                 os.close(fd)
-            time.sleep(0.2)
+            # The client is gone: the link has gone round at least once since, seeing that.
+            went_round(link, 2)
         assert link.connected
         assert sim.commands == ["M105", "M105"]

@@ -9,7 +9,6 @@ each unit's state and one line saying what sudo adds; `credentials` says it need
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
+from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -49,10 +49,13 @@ def test_a_broken_config_still_lists_every_running_printer_with_the_error(farm: 
     farm.write_file("/etc/octobrix.toml", BROKEN)
     try:
         # octobrixd sees the edit (a path unit) and keeps the last good config: nothing restarts.
-        deadline = time.monotonic() + 30
-        while "config error" not in farm.run(["systemctl", "show", "-p", "StatusText", "octobrixd"]).stdout:
-            assert time.monotonic() < deadline, farm.journal("octobrixd.service", 40)
-            time.sleep(0.5)
+        wait_until(
+            "octobrixd's status to say config error",
+            lambda: "config error" in farm.run(["systemctl", "show", "-p", "StatusText", "octobrixd"]).stdout,
+            timeout=30,
+            every=0.5,
+            detail=lambda: farm.journal("octobrixd.service", 40),
+        )
         rc, body = status_json(farm)
         assert rc == 3, "exit 3: listed from the last config that applied, the config has errors"
         printers = {p["name"]: p for p in body["printers"]}  # type: ignore[attr-defined]

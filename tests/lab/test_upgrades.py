@@ -18,6 +18,7 @@ one that fits OctoPrint 1.11.7 and a newer one that needs OctoPrint 1.12, judged
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -25,14 +26,15 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
 from tests.lab.harness.guest_probe import octoprint_pid
-from tests.lab.harness.installs import api, upload_gcode, wait_operational
+from tests.lab.harness.installs import upload_gcode, wait_operational
+from tests.lab.harness.waiting import wait_until
 from tests.lab.harness.wheelhouse import fill_wheels, wheelhouse
 from tests.lab.test_plugins import PLUGIN_DIST, build_plugin_wheel
 
@@ -88,13 +90,9 @@ def farm(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield box
 
 
-def ctl(box: Container, *args: str) -> tuple[int, str]:
-    done = box.run(["octobrixctl", *args], check=False, timeout=1200)
-    return done.returncode, done.stdout + done.stderr
-
-
-def octoprint(box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    return api(box, PORTS[name], name, path, body)
+# An upgrade moves a venv and waits for OctoPrint: longer than ctl's default.
+ctl = functools.partial(installs.ctl, timeout=1200.0)
+octoprint = installs.OctoPrints(PORTS).api
 
 
 def version(box: Container, name: str) -> str:
@@ -228,10 +226,13 @@ def test_the_idle_printer_moves_at_once_and_the_printing_one_after_its_print(far
     upload_gcode(farm, PORTS["alpha"], "alpha", "kept.gcode", "G28\n", print_it=False)
     gcode = "G28\nG90\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F3000\n" for i in range(MOVES)) + LAST_LINE + "\n"
     upload_gcode(farm, PORTS["beta"], "beta", "long.gcode", gcode, print_it=True)
-    deadline = time.monotonic() + 60
-    while octoprint(farm, "beta", "/api/job")["state"] != "Printing":
-        assert time.monotonic() < deadline, octoprint(farm, "beta", "/api/job")
-        time.sleep(1)
+    wait_until(
+        "beta to be printing",
+        lambda: octoprint(farm, "beta", "/api/job"),
+        timeout=60,
+        every=1,
+        until=lambda job: job["state"] == "Printing",
+    )
 
     started = time.monotonic()
     rc, out = ctl(farm, "upgrade", "alpha", "beta")

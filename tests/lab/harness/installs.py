@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,30 @@ def api(
     with urllib.request.urlopen(request, timeout=timeout) as response:
         text = response.read()
     return json.loads(text) if text.strip() else None
+
+
+@dataclass(frozen=True)
+class OctoPrints:
+    """A lab farm's OctoPrints by printer name, on the ports its config gives them."""
+
+    ports: Mapping[str, int]
+
+    def api(self, box: Container, name: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """api() of printer name, on its port."""
+        return api(box, self.ports[name], name, path, body)
+
+
+def ctl(box: Container, *args: str, timeout: float = 900.0) -> tuple[int, str]:
+    """`octobrixctl ARGS` as root, as an administrator types it: (exit code, its stdout then stderr)."""
+    done = box.run(["octobrixctl", *args], check=False, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+def ctl_ok(box: Container, *args: str, timeout: float = 900.0) -> str:
+    """ctl() that must succeed: its stdout then stderr."""
+    rc, out = ctl(box, *args, timeout=timeout)
+    assert rc == 0, out
+    return out
 
 
 def upload_gcode(

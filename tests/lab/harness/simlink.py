@@ -46,6 +46,8 @@ class SimLink:
         self._wake_r, self._wake_w = os.pipe()
         self._stop = threading.Event()
         self.closed_by_peer = threading.Event()
+        # Rounds of the pump: a test waits for the link to have looked again, not for some seconds.
+        self.rounds = 0
         os.set_blocking(fd, False)
         self._thread = threading.Thread(target=self._pump, name=f"simlink-{name}", daemon=True)
         if not packet_mode:
@@ -90,6 +92,7 @@ class SimLink:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + TICK
                 self._queue(self.sim.tick())
+            self.rounds += 1
         if not self._stop.is_set():
             self.closed_by_peer.set()
             log.info("simulator link %s closed by the other side", self.name)
