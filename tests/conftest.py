@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import file_seconds
+from tests import file_seconds, xdist_signals
 from tests.umock import umockdev_missing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,3 +64,4 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
 
 def pytest_configure(config: pytest.Config) -> None:
     file_seconds.register(config)  # seconds per test file at the end of the run (issue #31)
+    xdist_signals.register(config)  # SIGTERM and SIGHUP reach xdist's workers

@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from tests.conftest import REPO
 
+# On two workers as tests/run runs it; without hypothesis's plugin (not used here) each worker starts
+# in a fraction of the time.
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-n", "2")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment with this checkout importable, and none of our own pytest's variables."""
+    ours = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    return {**ours, "PYTHONPATH": str(REPO), **extra}
+
 
 def pytest_in(folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """pytest on folder's tests, on two workers as tests/run runs it, with this checkout importable."""
-    ours = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
     return subprocess.run(
-        # Without hypothesis's plugin (not used here) each worker starts in a fraction of the time.
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-n", "2", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=folder,
-        env={**ours, "PYTHONPATH": str(REPO), **(env or {})},
+        [*PYTEST, *args], capture_output=True, text=True, check=False, cwd=folder, env=child_env(**(env or {}))
     )
 
 
@@ -110,3 +116,52 @@ def test_lab_tests_run_on_one_worker_in_file_order_with_their_module_fixtures(tm
     ]
     assert [what for _worker, what in lab] == expected, "in file order, each module's fixture its own"
     assert {worker for worker, what in lines if what == "unit"} - {lab[0][0]}, "unit tests ran on the other worker"
+
+
+LONG = """
+import os
+import time
+from pathlib import Path
+
+def test_{n}():
+    notes = Path(os.environ["NOTES"])
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    (notes / ("started-" + worker)).write_text(str(os.getpid()))
+    try:
+        time.sleep(120)  # as a lab test waits on its VM: only a signal ends it early
+    finally:
+        (notes / ("finalized-" + worker)).touch()
+"""
+
+
+def test_sigterm_to_the_run_ends_every_workers_test_through_its_finalizers(tmp_path: Path) -> None:
+    """A CI timeout signals the process tests/run started; the lab's finalizers must still stop its VM."""
+    suite, notes = tmp_path / "suite", tmp_path / "notes"
+    (suite / "lab").mkdir(parents=True)
+    notes.mkdir()
+    # As in tests/: the lab's conftest, and with it its signal handlers, is loaded by the workers only.
+    (suite / "lab" / "conftest.py").write_text("from tests.lab.conftest import pytest_configure\n")
+    for n in (1, 2):
+        (suite / "lab" / f"test_long_{n}.py").write_text(LONG.format(n=n))
+    run = subprocess.Popen(
+        [*PYTEST, "-p", "tests.xdist_signals"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=suite,
+        env=child_env(NOTES=str(notes)),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(notes.glob("started-*"))) < 2:
+            assert run.poll() is None and time.monotonic() < deadline, "the two tests never started"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode != 0, output
+    for started in notes.glob("started-*"):
+        worker = started.name.removeprefix("started-")
+        assert (notes / f"finalized-{worker}").exists(), f"{worker}'s test ended without its finalizers:\n{output}"
+        assert not psutil.pid_exists(int(started.read_text())), f"{worker} outlived the run"
