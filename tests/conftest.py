@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import file_seconds, xdist_signals
 from tests.umock import umockdev_missing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,23 +62,6 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
     return write
 
 
-# --- where the suite's time goes (issue #31): wall time per test file, setup and teardown included ---
-
-_FILE_SECONDS: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    path = report.nodeid.split("::", 1)[0]
-    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _FILE_SECONDS:
-        return
-    ranked = sorted(_FILE_SECONDS.items(), key=lambda item: item[1], reverse=True)
-    shown = [(path, seconds) for path, seconds in ranked if seconds >= 5.0]
-    rest = sum(seconds for _path, seconds in ranked) - sum(seconds for _path, seconds in shown)
-    terminalreporter.section("seconds per test file (5 s and more)")
-    for path, seconds in shown:
-        terminalreporter.write_line(f"{seconds:8.1f}  {path}")
-    terminalreporter.write_line(f"{rest:8.1f}  the other {len(ranked) - len(shown)} files")
+def pytest_configure(config: pytest.Config) -> None:
+    file_seconds.register(config)  # seconds per test file at the end of the run (issue #31)
+    xdist_signals.register(config)  # SIGTERM and SIGHUP reach xdist's workers

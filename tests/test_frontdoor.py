@@ -1,7 +1,7 @@
 """The front door: the nginx config octobrix renders, checked and run by the real nginx.
 
-nginx (Debian's, as the .deb and install.sh install it) runs here as a plain process on ports
-5500-5509 with the rendered site, in front of the real web service (on a unix socket) and small
+nginx (Debian's, as the .deb and install.sh install it) runs here as a plain process on a free port
+with the rendered site, in front of the real web service (on a unix socket) and small
 loopback stand-ins for OctoPrint that report what reached them. The lab test
 (tests/lab/test_frontdoor.py) does the same with real OctoPrints under systemd.
 """
@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,9 @@ from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
 from octobrixd.web.server import FarmServer, safe_next, unix_listener
 from tests.conftest import REPO, require_programs
-from tests.lab.harness.installs import holding_printer_ports
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# The rendered text's ports; the tests that run nginx take free ones, so they run beside anything.
 FRONT, DEMO, DASHED, UNKEYED, CAM = 5500, 5501, 5502, 5503, 5504
 # A missing nginx fails the test, as every missing tool does (tests/deps/base.sh installs it).
 needs_nginx = pytest.mark.usefixtures("nginx_installed")
@@ -49,25 +50,31 @@ def nginx_installed() -> None:
     require_programs(NGINX, deps="base.sh")
 
 
-FARM = f"""
+def farm_config(front: int = FRONT, ports: dict[str, int] | None = None) -> str:
+    """The farm with its front door on port front; ports: each printer's and camera's port by name."""
+    port = ports or {"demo": DEMO, "ender-3": DASHED, "unkeyed": UNKEYED, "cam1": CAM}
+    return f"""
 [octobrix]
 listen = "::"
 [frontdoor]
-port = {FRONT}
+port = {front}
 [printers.demo]
 virtual = true
-port = {DEMO}
+port = {port["demo"]}
 [printers.ender-3]
 virtual = true
-port = {DASHED}
+port = {port["ender-3"]}
 camera = "cam1"
 [printers.unkeyed]
 virtual = true
-port = {UNKEYED}
+port = {port["unkeyed"]}
 [cameras.cam1]
 serial = "S1"
-port = {CAM}
+port = {port["cam1"]}
 """
+
+
+FARM = farm_config()
 KEYS = {"demo": "DEMOADMINKEY0000", "ender-3": "ENDERADMINKEY000"}
 
 
@@ -178,9 +185,11 @@ class Seen:
             return self.requests[-1]
 
 
-def octoprint_stand_in(port: int, seen: Seen) -> socket.socket:
-    """Records each request's headers and body size; answers a websocket upgrade with 101 and echoes."""
-    listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+def octoprint_stand_in(seen: Seen) -> socket.socket:
+    """On a free loopback port: records each request's headers and body size; answers a websocket
+    upgrade with 101 and echoes."""
+    listener = socket.create_server(("127.0.0.1", 0), reuse_port=False)
+    port = listener.getsockname()[1]
 
     def handle(conn: socket.socket) -> None:
         with conn:
@@ -228,9 +237,56 @@ def octoprint_stand_in(port: int, seen: Seen) -> socket.socket:
     return listener
 
 
+def free_port() -> int:
+    """A port free on IPv4 and IPv6 alike (nginx listens on both) as the kernel hands them out."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind(("::", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Door:
+    """The running front door of FARM: nginx on port front, stand-ins on the printers' ports."""
+
+    seen: Seen
+    nginx: subprocess.Popen[bytes]
+    password: str
+    front: int
+    ports: dict[str, int]  # printer or camera name -> its stand-in's port
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        host: str = "127.0.0.1",
+    ) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection(host, self.front, timeout=30)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response
+
+    def log_in(self, host: str = "127.0.0.1") -> str:
+        form = urllib.parse.urlencode({"username": "farm", "password": self.password, "next": "/demo/"}).encode()
+        response = self.request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, form, host)
+        assert response.status == 303 and response.getheader("Location") == "/demo/"
+        cookie = response.getheader("Set-Cookie") or ""
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        return cookie.split(";", 1)[0]
+
+
 @contextlib.contextmanager
-def front_door(tmp_path: Path, config_text: str) -> Iterator[tuple[Seen, subprocess.Popen[bytes], str]]:
-    config = parse_config(config_text, "/etc/octobrix.toml")
+def front_door(tmp_path: Path) -> Iterator[Door]:
+    """FARM's front door on free ports: the real web service, stand-in OctoPrints and the real nginx."""
+    seen = Seen()
+    stand_ins = [octoprint_stand_in(seen) for _ in range(4)]
+    ports = dict(zip(("demo", "ender-3", "unkeyed", "cam1"), (s.getsockname()[1] for s in stand_ins), strict=True))
+    front = free_port()
+    config = parse_config(farm_config(front, ports), "/etc/octobrix.toml")
     password = "correct horse battery"  # noqa: S105 - the test's own farm login
     login = auth.make_login("farm", password)
     (tmp_path / "keys").mkdir(exist_ok=True)
@@ -239,8 +295,6 @@ def front_door(tmp_path: Path, config_text: str) -> Iterator[tuple[Seen, subproc
     listener = unix_listener(tmp_path / "web.sock")
     server = FarmServer(WebContext(config=config, login=login), listener)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    seen = Seen()
-    stand_ins = [octoprint_stand_in(p, seen) for p in (DEMO, DASHED, UNKEYED, CAM)]
     result = nginx_check(tmp_path, render_frontdoor(config))
     assert result.returncode == 0, result.stderr
     nginx = subprocess.Popen(
@@ -250,11 +304,11 @@ def front_door(tmp_path: Path, config_text: str) -> Iterator[tuple[Seen, subproc
     try:
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", FRONT), timeout=1):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", front), timeout=1):
                 break
             assert time.monotonic() < deadline and nginx.poll() is None, "nginx did not come up"
             time.sleep(0.05)
-        yield seen, nginx, password
+        yield Door(seen, nginx, password, front, ports)
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
@@ -264,29 +318,11 @@ def front_door(tmp_path: Path, config_text: str) -> Iterator[tuple[Seen, subproc
             stand_in.close()
 
 
-def request(
-    method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None, host: str = "127.0.0.1"
-) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection(host, FRONT, timeout=30)
-    conn.request(method, path, body=body, headers=headers or {})
-    response = conn.getresponse()
-    response.read()
-    return response
-
-
-def log_in(password: str, host: str = "127.0.0.1") -> str:
-    form = urllib.parse.urlencode({"username": "farm", "password": password, "next": "/demo/"}).encode()
-    response = request("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, form, host)
-    assert response.status == 303 and response.getheader("Location") == "/demo/"
-    cookie = response.getheader("Set-Cookie") or ""
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    return cookie.split(";", 1)[0]
-
-
 @needs_nginx
 @needs_root
 def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
-    with holding_printer_ports(ports=range(5500, 5510)), front_door(tmp_path, FARM) as (seen, _nginx, password):
+    with front_door(tmp_path) as door:
+        request, seen = door.request, door.seen
         # No login: the overview, a printer, a camera are refused, and nothing reaches an OctoPrint.
         assert request("GET", "/", {"Accept": "text/html"}).status == 303
         browser = request("GET", "/demo/", {"Accept": "text/html"})
@@ -322,11 +358,11 @@ def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
 
         # Logged in (IPv4 and IPv6 alike): each OctoPrint gets its own key, set by nginx.
         for host in ("127.0.0.1", "::1"):
-            cookie = log_in(password, host)
+            cookie = door.log_in(host)
             headers = {"Cookie": cookie, "X-Remote-User": "admin", "X-Forwarded-For": "6.6.6.6", "X-Api-Key": "MINE"}
             assert request("GET", "/demo/api/version", headers, host=host).status == 200
             demo = seen.last()
-            assert demo["port"] == DEMO and demo["target"] == "/api/version"
+            assert demo["port"] == door.ports["demo"] and demo["target"] == "/api/version"
             got = demo["headers"]
             assert isinstance(got, dict)
             assert got["x-api-key"] == KEYS["demo"]
@@ -335,31 +371,32 @@ def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
             assert "x-remote-user" not in got
             assert request("GET", "/ender-3/api/job", {"Cookie": cookie}, host=host).status == 200
             ender = seen.last()
-            assert ender["port"] == DASHED and isinstance(ender["headers"], dict)
+            assert ender["port"] == door.ports["ender-3"] and isinstance(ender["headers"], dict)
             assert ender["headers"]["x-api-key"] == KEYS["ender-3"], "a dash in the name, its own key"
             assert ender["headers"]["x-script-name"] == "/ender-3"
             assert request("GET", "/unkeyed/api/job", {"Cookie": cookie}, host=host).status == 200
             unkeyed = seen.last()["headers"]
             assert isinstance(unkeyed, dict) and "x-api-key" not in unkeyed, "no key made yet: none, not another's"
             assert request("GET", "/cam/cam1/snapshot", {"Cookie": cookie}, host=host).status == 200
-            assert seen.last()["port"] == CAM and seen.last()["target"] == "/snapshot"
+            assert seen.last()["port"] == door.ports["cam1"] and seen.last()["target"] == "/snapshot"
 
         # Another site's page posting with the user's cookie gets no key: SameSite aside, Origin says so.
         cross = {"Cookie": cookie, "Origin": "http://evil.example"}
         assert request("POST", "/demo/api/job", cross, b"{}").status == 401
-        same = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{FRONT}", "Host": f"127.0.0.1:{FRONT}"}
+        same = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{door.front}", "Host": f"127.0.0.1:{door.front}"}
         assert request("POST", "/demo/api/job", same, b"{}").status == 200
 
 
 @needs_nginx
 @needs_root
 def test_uploads_stream_and_websockets_survive_a_reload(tmp_path: Path) -> None:
-    with holding_printer_ports(ports=range(5500, 5510)), front_door(tmp_path, FARM) as (seen, nginx, password):
-        cookie = log_in(password)
+    with front_door(tmp_path) as door:
+        request, seen, nginx = door.request, door.seen, door.nginx
+        cookie = door.log_in()
         # 600 MB (more than the 500 MB docs/promises.md promises), sent in chunks: nginx passes it on
         # as it comes (no body limit, nothing spooled to its temp folder).
         size, chunk = 600 * 1024**2, b"\0" * (1 << 20)
-        conn = http.client.HTTPConnection("127.0.0.1", FRONT, timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", door.front, timeout=120)
         conn.putrequest("POST", "/demo/api/files/local")
         conn.putheader("Cookie", cookie)
         conn.putheader("Content-Length", str(size))
@@ -374,9 +411,9 @@ def test_uploads_stream_and_websockets_survive_a_reload(tmp_path: Path) -> None:
         assert spooled == 0, "nginx spooled the upload instead of streaming it"
 
         # A websocket through the front door, kept open across a reload with a new printer.
-        ws = socket.create_connection(("127.0.0.1", FRONT), timeout=10)
+        ws = socket.create_connection(("127.0.0.1", door.front), timeout=10)
         ws.sendall(
-            f"GET /demo/sockjs/websocket HTTP/1.1\r\nHost: 127.0.0.1:{FRONT}\r\nUpgrade: websocket\r\n"
+            f"GET /demo/sockjs/websocket HTTP/1.1\r\nHost: 127.0.0.1:{door.front}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             f"Cookie: {cookie}\r\n\r\n".encode()
         )
@@ -385,9 +422,11 @@ def test_uploads_stream_and_websockets_survive_a_reload(tmp_path: Path) -> None:
         assert isinstance(upgrade, dict) and upgrade["x-api-key"] == KEYS["demo"]
         ws.sendall(b"before")
         assert ws.recv(100) == b"before"
-        grown = FARM + f"[printers.newbie]\nvirtual = true\nport = {CAM + 1}\n"
+        stand_in = octoprint_stand_in(seen)
+        grown = farm_config(door.front, door.ports) + (
+            f"[printers.newbie]\nvirtual = true\nport = {stand_in.getsockname()[1]}\n"
+        )
         (tmp_path / "octobrix.conf").write_text(site_for_test(render_frontdoor(parse_config(grown, "x")), tmp_path))
-        stand_in = octoprint_stand_in(CAM + 1, seen)
         try:
             nginx.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10

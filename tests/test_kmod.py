@@ -8,6 +8,7 @@ Debian's 6.1 headers, installs it for that (not running) kernel and checks modin
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -535,6 +536,12 @@ def dkms_forget(package: kmod.DkmsPackage) -> None:
     shutil.rmtree(f"/usr/src/{package.name}-{package.version}", ignore_errors=True)
 
 
+# The host's DKMS tree is one for the whole machine: its tests run one after the other on one xdist
+# worker, and under a host-wide lock against another test run on this machine.
+host_dkms = pytest.mark.xdist_group("host-dkms")
+DKMS_LOCK = Path("/run/lock/octobrix-test-dkms.lock")
+
+
 @pytest.fixture
 def clean_dkms() -> Iterator[kmod.DkmsPackage]:
     """The package neither registered before nor after: reruns start clean, nothing is left behind."""
@@ -542,13 +549,16 @@ def clean_dkms() -> Iterator[kmod.DkmsPackage]:
         pytest.skip("DKMS installs need root; tests/run runs as root")
     package = kmod.read_dkms_conf(KMOD)
     running = Path("/proc/sys/kernel/osrelease").read_text().strip()
-    if Path(f"/var/lib/dkms/{package.name}/{package.version}/{running}").exists():
-        pytest.fail(f"{package.name} is installed for the running kernel {running}: not removing a real install")
-    dkms_forget(package)
-    yield package
-    dkms_forget(package)
+    with DKMS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if Path(f"/var/lib/dkms/{package.name}/{package.version}/{running}").exists():
+            pytest.fail(f"{package.name} is installed for the running kernel {running}: not removing a real install")
+        dkms_forget(package)
+        yield package
+        dkms_forget(package)
 
 
+@host_dkms
 def test_dkms_builds_and_installs_the_patched_module_for_debian_61(
     clean_dkms: kmod.DkmsPackage, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -581,6 +591,7 @@ def test_dkms_builds_and_installs_the_patched_module_for_debian_61(
         )
 
 
+@host_dkms
 def test_dkms_build_of_unpatchable_sources_fails_with_a_clear_message(
     clean_dkms: kmod.DkmsPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

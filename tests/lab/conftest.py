@@ -9,6 +9,8 @@
   serve it on a pty with `printer_pty`.
 
 Every test using these is marked `lab` automatically, so `pytest -m "not lab"` never boots anything.
+Every lab test is in one xdist group, so `-n 2 --dist loadgroup` (tests/run) runs them one after
+the other on one worker while the unit tests use the other.
 Lab tests need root: without it they fail (never skip) with the reason.
 """
 
@@ -33,6 +35,7 @@ from tests.lab.harness.vm import Vm
 log = logging.getLogger(__name__)
 
 LAB_FIXTURES = {"container", "vm", "fresh_vm", "lab_vm", "lab_ready"}
+LAB_GROUP = "lab"  # the xdist group of every lab test
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "qemu-system-x86_64", "nsenter", "mkfs.ext4", "mount")
 
 
@@ -48,10 +51,17 @@ def pytest_configure(config: pytest.Config) -> None:
             signal.signal(sig, _interrupt)
 
 
+# First: -m "not lab" must see the marker, and xdist must see the group (it names the item after it).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
+        if grouped and item.get_closest_marker("lab") is not None:
+            # Under `-n N --dist loadgroup` (tests/run) every lab test runs on one worker, in file
+            # order, never beside another: they share the host's ports, the VM and its two cores.
+            item.add_marker(pytest.mark.xdist_group(LAB_GROUP))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
