@@ -95,27 +95,61 @@ def test_unit(n):
 """
 
 
-def test_lab_tests_run_on_one_worker_in_file_order_with_their_module_fixtures(tmp_path: Path) -> None:
-    """tests/lab/conftest.py puts every lab test in one xdist group; if pytest or xdist stop honouring
-    it (pytest-xdist#1386), lab tests would run beside each other and fight over ports and the VM."""
+VM_FILE = """
+import pytest
+from conftest import note
+
+pytestmark = pytest.mark.lab
+
+@pytest.fixture(scope="module")
+def lab_vm():
+    yield  # stands for the lab's session VM: what puts a test in the VM's lane
+
+def test_1(machine, lab_vm):
+    note("run {name} 1")
+
+def test_2(machine, lab_vm):
+    note("run {name} 2")
+"""
+
+
+def test_lab_tests_run_in_two_lanes_each_on_one_worker_in_file_order_with_their_module_fixtures(
+    tmp_path: Path,
+) -> None:
+    """tests/lab/conftest.py puts the lab's tests in two xdist groups, the VM's and the containers';
+    if pytest or xdist stop honouring them (pytest-xdist#1386), lab tests would run beside others of
+    their lane and fight over ports and the VM."""
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    lab: the lab\n")
     (tmp_path / "conftest.py").write_text(NOTES)
     for name in ("lab_a", "lab_b"):
         (tmp_path / f"test_{name}.py").write_text(LAB_FILE.format(name=name))
+    for name in ("vm_a", "vm_b"):
+        (tmp_path / f"test_{name}.py").write_text(VM_FILE.format(name=name))
     (tmp_path / "test_unit.py").write_text(UNIT_FILE)
     notes = tmp_path / "notes.txt"
-    result = pytest_in(tmp_path, "--dist", "loadgroup", "-p", "tests.lab.conftest", env={"NOTES": str(notes)})
+    result = pytest_in(
+        tmp_path, "-n", "3", "--dist", "loadgroup", "-p", "tests.lab.conftest", env={"NOTES": str(notes)}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "36 passed" in result.stdout
+    assert "40 passed" in result.stdout
     lines = [line.split(" ", 1) for line in notes.read_text().splitlines()]
-    lab = [(worker, what) for worker, what in lines if "lab_" in what]
-    assert len({worker for worker, _what in lab}) == 1, f"lab tests ran on more than one worker: {lab}"
-    expected = [
-        *("up test_lab_a", "run lab_a 1", "run lab_a 2", "run lab_a 3", "down test_lab_a"),
-        *("up test_lab_b", "run lab_b 1", "run lab_b 2", "run lab_b 3", "down test_lab_b"),
-    ]
-    assert [what for _worker, what in lab] == expected, "in file order, each module's fixture its own"
-    assert {worker for worker, what in lines if what == "unit"} - {lab[0][0]}, "unit tests ran on the other worker"
+    for lane in ("lab_", "vm_"):
+        ran = [(worker, what) for worker, what in lines if lane in what]
+        assert len({worker for worker, _what in ran}) == 1, f"{lane} tests ran on more than one worker: {ran}"
+        tests = (1, 2, 3) if lane == "lab_" else (1, 2)
+        expected = [
+            what
+            for file in ("a", "b")
+            for what in (
+                f"up test_{lane}{file}",
+                *(f"run {lane}{file} {step}" for step in tests),
+                f"down test_{lane}{file}",
+            )
+        ]
+        assert [what for _worker, what in ran] == expected, "in file order, each module's fixture its own"
+    lab_worker = next(worker for worker, what in lines if "lab_" in what)
+    vm_worker = next(worker for worker, what in lines if "vm_" in what)
+    assert lab_worker != vm_worker, "the two lanes run beside each other"
 
 
 LONG = """

@@ -35,7 +35,8 @@ from tests.lab.harness.vm import Vm
 log = logging.getLogger(__name__)
 
 LAB_FIXTURES = {"container", "vm", "fresh_vm", "lab_vm", "lab_ready"}
-LAB_GROUP = "lab"  # the xdist group of every lab test
+# The xdist groups (lanes) of the lab tests: see pytest_collection_modifyitems.
+VM_LANE, CONTAINER_LANE = "lab-vm", "lab-containers"
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "qemu-system-x86_64", "nsenter", "mkfs.ext4", "mount")
 
 
@@ -59,9 +60,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
         if grouped and item.get_closest_marker("lab") is not None:
-            # Under `-n N --dist loadgroup` (tests/run) every lab test runs on one worker, in file
-            # order, never beside another: they share the host's ports, the VM and its two cores.
-            item.add_marker(pytest.mark.xdist_group(LAB_GROUP))
+            # Under `-n N --dist loadgroup` (tests/run) the lab runs in two lanes, each on one worker
+            # in file order: the VM's tests (one TCG guest at a time, about one core) beside the
+            # containers' (which share the host's ports, held by the port locks).
+            uses_vm = "lab_vm" in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.xdist_group(VM_LANE if uses_vm else CONTAINER_LANE))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
