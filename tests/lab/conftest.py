@@ -27,6 +27,7 @@ import pytest
 
 from tests.conftest import require_programs
 from tests.lab.harness.container import Container
+from tests.lab.harness.offline_vm import SharedVm
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.procs import lab_tempdir, sweep_stale
 from tests.lab.harness.simlink import PtyLink, open_pty
@@ -110,28 +111,6 @@ def container(lab_ready: None, request: pytest.FixtureRequest) -> Iterator[Conta
 
 
 # --- VM ------------------------------------------------------------------------------------
-
-
-class SharedVm:
-    """The session's shared VM, booted on first use and again if a test left it dead."""
-
-    def __init__(self) -> None:
-        self.vm: Vm | None = None
-
-    def get(self) -> Vm:
-        if self.vm is not None and not self.vm.running:
-            log.warning("the shared lab VM died; booting a new one")
-            self.vm.stop()
-            self.vm = None
-        if self.vm is None:
-            self.vm = Vm(lab_tempdir("vm"))
-            self.vm.start()
-        return self.vm
-
-    def stop(self) -> None:
-        if self.vm is not None:
-            self.vm.stop()
-            self.vm = None
 
 
 @pytest.fixture(scope="session")

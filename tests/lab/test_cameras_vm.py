@@ -44,11 +44,10 @@ import pytest
 
 from octobrixd.cameras.health import SAVE_EVERY
 from octobrixd.cameras.streams import jpeg_size
-from tests.lab.conftest import SharedVm
 from tests.lab.harness import loopcam
 from tests.lab.harness.browser import TABLET, Browser
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint, main_pid
-from tests.lab.harness.offline_vm import offline_farm_vm
+from tests.lab.harness.offline_vm import FARM_DOOR, SharedVm, offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.project import REPO, WHEELS_IN_GUEST
 from tests.lab.harness.vm import Vm
@@ -85,7 +84,7 @@ UNIT = "ustreamer@cam1.service"
 DAEMON = "octobrixd.service"
 SNAPSHOT = "http://127.0.0.1:8081/snapshot"
 # The host's port to the guest's front door (port 80 in the guest, where nothing else listens).
-HOST_DOOR = 8660
+HOST_DOOR = FARM_DOOR
 DOOR = f"http://127.0.0.1:{HOST_DOOR}"
 SCREENSHOTS = REPO / "test-output" / "cameras-vm"
 
@@ -111,7 +110,7 @@ def octoprint(vm: Vm, path: str) -> tuple[int, bytes]:
 @pytest.fixture(scope="module")
 def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
     """The VM with octobrix installed, the loopback camera fed, and the camera config applied."""
-    with offline_farm_vm(lab_vm, BASE, kind="cvm", install_timeout=SLOW, forward={HOST_DOOR: 80}) as vm:
+    with offline_farm_vm(lab_vm, BASE, install_timeout=SLOW) as vm:
         vm.run(["systemctl", "disable", "--now", "octobrixd.service", "octobrix-config.path"], timeout=120)
         loopcam.load(vm)
         # MJPEG frames, as most webcams send them: ustreamer passes them through (--encoder HW).
@@ -121,6 +120,12 @@ def camera_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[tuple[Vm, str]]:
         applied = vm.run(["octobrixctl", "apply"], check=False, timeout=SLOW)
         assert applied.returncode == 0, f"apply failed:\n{applied.stdout}\n{applied.stderr}"
         yield vm, applied.stdout
+        if vm.running:
+            # Undone for the session VM's next module: the stream, the loopback camera, the pin.
+            vm.run(["systemctl", "stop", UNIT], check=False, timeout=120)
+            loopcam.unload(vm)
+            vm.run(["rm", "-rf", f"/etc/systemd/system/{UNIT}.d"], check=False)
+            vm.run(["systemctl", "daemon-reload"], check=False)
 
 
 def test_apply_starts_the_stream_of_a_camera_bound_by_its_name(camera_vm: tuple[Vm, str]) -> None:

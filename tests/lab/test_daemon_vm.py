@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import SharedVm
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint, main_pid
-from tests.lab.harness.offline_vm import offline_farm_vm
+from tests.lab.harness.offline_vm import SharedVm, offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.project import WHEELS_IN_GUEST
 from tests.lab.harness.vm import UsbSerialAdapter, Vm
@@ -61,7 +60,7 @@ def daemon_status_line(vm: Vm) -> str:
 @pytest.fixture(scope="module")
 def farm_vm(lab_ready: None, lab_vm: SharedVm) -> Iterator[Vm]:
     # On a loaded two-core machine the emulated install alone took longer than SLOW.
-    with offline_farm_vm(lab_vm, CONFIG, kind="dvm", install_timeout=2 * SLOW) as vm:
+    with offline_farm_vm(lab_vm, CONFIG, install_timeout=2 * SLOW) as vm:
         yield vm
 
 
