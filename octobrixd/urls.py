@@ -43,6 +43,12 @@ def public_host_of(config: Config | FarmView) -> str:
 
 
 CAMERAS_PREFIX = "/cam/"  # no printer may be named "cam" (config.FRONTDOOR_RESERVED)
+# nginx's auth_request endpoints on the web service (internal: no client reaches them), one per kind
+# of guarded location. Which one nginx asked says what the request is for: the check never reads
+# the client's path, so no spelling of a path (//, %63, ..) can pass for another kind.
+AUTH_PREFIX = "/_octobrix/"
+AUTH_PRINTER = "/_octobrix/auth/printer"
+AUTH_CAMERA = "/_octobrix/auth/camera"
 
 
 def frontdoor_prefix(name: str) -> str:

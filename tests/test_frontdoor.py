@@ -76,6 +76,9 @@ port = {port["cam1"]}
 
 FARM = farm_config()
 KEYS = {"demo": "DEMOADMINKEY0000", "ender-3": "ENDERADMINKEY000"}
+SLICER_KEY = "SLICERKEY"
+# The keys the stand-in OctoPrints accept: their admin keys and a slicer's application key.
+OCTOPRINT_KNOWS = frozenset({*KEYS.values(), SLICER_KEY})
 
 
 def nginx_main_conf(prefix: Path, site: Path) -> str:
@@ -218,9 +221,14 @@ def octoprint_stand_in(seen: Seen) -> socket.socket:
                         break
                     size += len(chunk)
             seen.add({"port": port, "method": method, "target": target, "headers": headers, "body": size})
-            body = json.dumps({"ok": True}).encode()
+            # Like OctoPrint: a key it does not know is refused (no key: anonymous, left to the test).
+            bearer = headers.get("authorization", "").removeprefix("Bearer ") or None
+            query_key = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query).get("apikey", [None])[0]
+            key = headers.get("x-api-key") or bearer or query_key
+            status = b"200 OK" if key is None or key in OCTOPRINT_KNOWS else b"403 Forbidden"
+            body = json.dumps({"ok": status.startswith(b"200")}).encode()
             conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nConnection: close\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
@@ -350,10 +358,10 @@ def test_front_door_gives_no_more_than_the_login(tmp_path: Path) -> None:
         assert bad.status == 401 and bad.getheader("Set-Cookie") is None
 
         # A slicer with its own key: passed on as it is, never swapped for the admin key.
-        assert request("POST", "/demo/api/files/local", {"X-Api-Key": "SLICERKEY", **forged}, b"x" * 10).status == 200
+        assert request("POST", "/demo/api/files/local", {"X-Api-Key": SLICER_KEY, **forged}, b"x" * 10).status == 200
         got = seen.last()["headers"]
         assert isinstance(got, dict)
-        assert got["x-api-key"] == "SLICERKEY"
+        assert got["x-api-key"] == SLICER_KEY
         assert not {"x-remote-user", "remote-user", "x-forwarded-user", "x-octobrix-login"} & set(got)
 
         # Logged in (IPv4 and IPv6 alike): each OctoPrint gets its own key, set by nginx.

@@ -20,14 +20,13 @@ from octobrixd.cameras import streams as cameras
 from octobrixd.config.model import Config
 from octobrixd.render.common import header
 from octobrixd.system import paths
-from octobrixd.urls import frontdoor_prefix
+from octobrixd.urls import AUTH_CAMERA, AUTH_PREFIX, AUTH_PRINTER, frontdoor_prefix
 
 NGINX_SITE = paths.NGINX_SITE
 # One file per printer: `farm "KEY";`, the map entry that gives a farm-logged-in request that
 # instance's key. Root-only, written by apply next to the other secrets (instances/credentials.py).
 KEY_MAP_DIR = paths.STATE_DIR / ".secrets" / "frontdoor"
 WEB_SOCKET = "/run/octobrix-web/web.sock"
-AUTH_PATH = "/_octobrix/auth"
 # What the web service answers in X-Octobrix-Login: "farm" (the farm login) or "client" (own key).
 FARM = "farm"
 # Identity headers OctoPrint or a plugin might trust; a client must never choose them.
@@ -69,9 +68,9 @@ def _common_proxy_headers(script_name: str | None) -> str:
     return "".join(f"        {line}\n" for line in lines)
 
 
-def _guarded() -> str:
+def _guarded(auth_path: str) -> str:
     return (
-        f"        auth_request {AUTH_PATH};\n"
+        f"        auth_request {auth_path};\n"
         "        auth_request_set $octobrix_login $upstream_http_x_octobrix_login;\n"
         "        error_page 401 = @octobrix_refused;\n"
     )
@@ -82,7 +81,7 @@ def _printer_location(config: Config, name: str, upstream_host: str) -> str:
     return (
         f"    location = /{name} {{\n        return 301 /{name}/;\n    }}\n"
         f"    location /{name}/ {{\n"
-        + _guarded()
+        + _guarded(AUTH_PRINTER)
         + f"        proxy_pass http://{upstream_host}:{port}/;\n"
         + _common_proxy_headers(f"/{name}")
         + f"        proxy_set_header X-Api-Key $octobrix_key_{name.replace('-', '_')};\n"
@@ -102,7 +101,7 @@ def _camera_location(config: Config, name: str, upstream_host: str) -> str:
     prefix = frontdoor_prefix(name)
     return (
         f"    location {prefix} {{\n"
-        + _guarded()
+        + _guarded(AUTH_CAMERA)
         + f"        proxy_pass http://{upstream_host}:{config.cameras[name].port}/;\n"
         + _common_proxy_headers(None)
         # An MJPEG stream never ends: pass each frame on as it comes.
@@ -138,15 +137,17 @@ def render_frontdoor(config: Config) -> str:
         + _key_maps(config)
         + f"upstream octobrix_web {{\n    server unix:{WEB_SOCKET};\n}}\n\n"
         "server {\n" + _listen_lines(config) + "    server_name _;\n"
-        "    # The farm login's check: the client's cookie and headers go along, the body does not.\n"
-        f"    location = {AUTH_PATH} {{\n"
+        "    # The farm login's checks, one per kind of guarded location (the subrequest's own path, never\n"
+        "    # the client's, says which): the client's cookie and headers go along, the body does not.\n"
+        f"    location ^~ {AUTH_PREFIX} {{\n"
         "        internal;\n"
         "        proxy_pass http://octobrix_web;\n"
         "        proxy_pass_request_body off;\n"
         # Checked against the printer's limit (none), not a default 1 MB: the body never comes here.
         "        client_max_body_size 0;\n"
         '        proxy_set_header Content-Length "";\n'
-        "        proxy_set_header X-Original-URI $request_uri;\n"
+        # The query string nginx passes on (a slicer's ?apikey=), as it passes it; never the raw URI.
+        "        proxy_set_header X-Original-Args $args;\n"
         "        proxy_set_header X-Original-Method $request_method;\n" + web_headers + "    }\n"
         "    # Not logged in: the web service sends a browser to the login page, an API client a 401.\n"
         "    location @octobrix_refused {\n"
@@ -156,7 +157,9 @@ def render_frontdoor(config: Config) -> str:
         '        proxy_set_header Content-Length "";\n'
         "        client_max_body_size 0;\n" + web_headers + "    }\n"
         "    location / {\n"
-        "        proxy_pass http://octobrix_web;\n" + web_headers + '        proxy_set_header X-Octobrix-Refused "";\n'
+        # With a URI part: the web service gets the path nginx normalised (//, %XX, .. resolved),
+        # so it routes and judges the very path nginx routed, not the raw one.
+        "        proxy_pass http://octobrix_web/;\n" + web_headers + '        proxy_set_header X-Octobrix-Refused "";\n'
         "        client_max_body_size 1m;\n"
         "    }\n"
         + "".join(_printer_location(config, name, upstream_host) for name in sorted(config.printers))

@@ -5,7 +5,8 @@ listens on the unix socket systemd passes it (octobrix-web.socket: only nginx's 
 connect), or, by hand for development, on a loopback TCP port.
 
 Routes (nginx sends everything not under /NAME/ or /cam/NAME/ here):
-  GET  /_octobrix/auth   nginx's auth_request: 204 + X-Octobrix-Login: farm|client, or 401
+  GET  /_octobrix/auth/printer, /_octobrix/auth/camera   nginx's auth_request (one per kind of
+                         location; nginx keeps them internal): 204 + X-Octobrix-Login: farm|client, or 401
   GET  /login, POST /login, GET|POST /logout
   GET  /                 static/index.html            (farm login required)
   GET  /static/PATH      files under static/          (farm login required)
@@ -35,14 +36,13 @@ from octobrixd.adding import channel
 from octobrixd.adding.found import FOUND_FILE
 from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor import auth
-from octobrixd.urls import CAMERAS_PREFIX
+from octobrixd.urls import AUTH_CAMERA, AUTH_PREFIX, AUTH_PRINTER
 from octobrixd.web import overview
 from octobrixd.web.context import WebContext
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-AUTH_PATH = "/_octobrix/auth"
 LOGIN_HEADER = "X-Octobrix-Login"
 # Set by nginx (never by a client: it overwrites it) when it refused a request for want of a login.
 REFUSED_HEADER = "X-Octobrix-Refused"
@@ -79,13 +79,13 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def client_brings_credentials(headers: Any, uri: str) -> bool:
-    """An API client (slicer, app) with its own OctoPrint key: OctoPrint judges that key, not us."""
+def client_brings_credentials(headers: Any, query: str) -> bool:
+    """An API client (slicer, app) with its own OctoPrint key: OctoPrint judges that key, not us.
+    query: the query string nginx passes on to the OctoPrint ($args)."""
     if headers.get("X-Api-Key"):
         return True
     if headers.get("Authorization", "").startswith("Bearer "):
         return True
-    query = urllib.parse.urlsplit(uri).query
     return bool(urllib.parse.parse_qs(query).get("apikey"))
 
 
@@ -179,8 +179,8 @@ class Handler(BaseHTTPRequestHandler):
             self.refused()
             return
         path = urllib.parse.urlsplit(self.path).path
-        if path == AUTH_PATH:
-            self.auth_check()
+        if path.startswith(AUTH_PREFIX):
+            self.auth_check(path)
             return
         if path == "/login":
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
@@ -230,16 +230,22 @@ class Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
-    def auth_check(self) -> None:
-        """nginx asks this before every request to a printer or camera; the client's headers come along."""
+    def auth_check(self, path: str) -> None:
+        """nginx asks this before every request to a printer (AUTH_PRINTER) or a camera (AUTH_CAMERA);
+        the client's headers come along. Which endpoint nginx asked is what the request is for: the
+        client's path is never read, so no spelling of it can make a camera look like a printer."""
+        if path not in (AUTH_PRINTER, AUTH_CAMERA):
+            # An nginx site of another version, or a typo: refuse, never guess.
+            log.warning("refused an auth check for an unknown kind of location: %r", path)
+            self.send(HTTPStatus.UNAUTHORIZED)
+            return
         method = self.headers.get("X-Original-Method", "GET")
-        uri = self.headers.get("X-Original-URI", "/")
         if self.logged_in() and (method in SAFE_METHODS or same_origin(self.headers)):
             self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "farm"})
             return
         # A camera's streamer checks no key, so a key of the client's own (any string) would be the
-        # whole login: the cameras need the farm login.
-        if client_brings_credentials(self.headers, uri) and not uri.startswith(CAMERAS_PREFIX):
+        # whole login: the cameras need the farm login. An OctoPrint judges a client's own key itself.
+        if path == AUTH_PRINTER and client_brings_credentials(self.headers, self.headers.get("X-Original-Args", "")):
             self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "client"})
             return
         self.send(HTTPStatus.UNAUTHORIZED)
