@@ -230,7 +230,7 @@ uninstall() {
     systemctl daemon-reload
     udevadm control --reload 2>/dev/null || true
     if [ "$purge" = yes ]; then
-        rm -rf /var/lib/octobrix "$CONFIG"
+        rm -rf /var/lib/octobrix /var/lib/octobrix-web "$CONFIG"
         awk -F: '/^octobrix-/ {print $1}' /etc/passwd | while read -r user; do
             userdel "$user" 2>/dev/null || true
         done

@@ -26,7 +26,7 @@ from octobrixd.frontdoor import auth
 from octobrixd.names import DeviceKind
 from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
-from octobrixd.web.server import FarmServer, unix_listener
+from octobrixd.web.server import FarmServer, session_cookie, unix_listener
 from tests.conftest import Ctl
 from tests.factories import camera, printer
 
@@ -281,9 +281,8 @@ def test_the_web_service_shows_the_found_list_and_passes_only_the_narrow_request
     publish(layout, build_found(scanned(printer("/dev/ttyUSB0", "1-1", "S1"), tmp_path=tmp_path), None))
     login = auth.make_login("farm", "pw")
     web_socket = tmp_path / "web.sock"
-    server = FarmServer(
-        WebContext(config=parse_config(STARTER.read_text()), login=login, layout=layout), unix_listener(web_socket)
-    )
+    context = WebContext(config=parse_config(STARTER.read_text()), login=login, layout=layout)
+    server = FarmServer(context, unix_listener(web_socket))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     listener = channel.listen(channel.socket_path(tmp_path), os.getgid())
     got: list[bytes] = []
@@ -299,7 +298,7 @@ def test_the_web_service_shows_the_found_list_and_passes_only_the_narrow_request
     thread = threading.Thread(target=octobrixd)
     thread.start()
     try:
-        cookie = f"{auth.COOKIE}={auth.issue_cookie(login)}"
+        cookie = f"{auth.COOKIE}={session_cookie(context)}"
         status, body = web_request(web_socket, "GET", "/api/found", cookie)
         assert status == 200 and body["found"][0]["serial"] == "S1"
         assert web_request(web_socket, "GET", "/api/found", "")[0] == 401

@@ -31,7 +31,7 @@ from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
 from octobrixd.web.metrics import FarmFacts, last_backups, render
 from octobrixd.web.overview import gather, overview_of
-from octobrixd.web.server import FarmServer, tcp_listener
+from octobrixd.web.server import FarmServer, session_cookie, tcp_listener
 from tests.httpstub import QuietHandler, serving
 from tests.octoprint_standin import KEY, Behaviour, job_body, octoprints, printer_body
 from tests.test_overview import free_port, props_of, unit
@@ -237,7 +237,7 @@ def web(farm: tuple[Config, Layout, list[Behaviour]], request: pytest.FixtureReq
     server = FarmServer(context, tcp_listener("127.0.0.1", port))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield port, f"{auth.COOKIE}={auth.issue_cookie(login)}"
+        yield port, f"{auth.COOKIE}={session_cookie(context)}"
     finally:
         server.shutdown()
         server.server_close()

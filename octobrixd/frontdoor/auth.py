@@ -1,7 +1,8 @@
 """The farm login: a scrypt password hash and a signed, expiring session cookie.
 
-Stateless by design: the service keeps no session table, so it can restart (or run several
-threads) without logging anyone out. Changing the cookie secret logs everyone out.
+The cookie names its session (a random id, sessions.SessionStore): the signature proves the web
+service issued it, the server's record that it is still live, so logging out ends it for good.
+Changing the cookie secret logs everyone out.
 """
 
 from __future__ import annotations
@@ -66,23 +67,30 @@ def _sign(secret: str, payload: str) -> str:
     return hmac.new(bytes.fromhex(secret), payload.encode(), hashlib.sha256).hexdigest()
 
 
-def issue_cookie(login: FarmLogin, now: float | None = None) -> str:
-    expires = int((now if now is not None else time.time()) + SESSION_SECONDS)
-    payload = f"{login.username}|{expires}"
+def session_expiry(now: float | None = None) -> int:
+    return int((now if now is not None else time.time()) + SESSION_SECONDS)
+
+
+def issue_cookie(login: FarmLogin, session_id: str, expires: int) -> str:
+    payload = f"{login.username}|{expires}|{session_id}"
     return f"{payload}|{_sign(login.cookie_secret, payload)}"
 
 
-def valid_cookie(login: FarmLogin, value: str | None, now: float | None = None) -> bool:
+def cookie_session(login: FarmLogin, value: str | None, now: float | None = None) -> str | None:
+    """The session a cookie names, if this service signed it for this user and it has not expired;
+    whether that session is still live is the SessionStore's to say."""
     if not value:
-        return False
+        return None
     try:
-        username, expires, signature = value.split("|")
+        username, expires, session_id, signature = value.split("|")
         expiry = int(expires)
     except ValueError:
-        return False
-    if not hmac.compare_digest(signature, _sign(login.cookie_secret, f"{username}|{expires}")):
-        return False
-    return username == login.username and expiry > (now if now is not None else time.time())
+        return None
+    if not hmac.compare_digest(signature, _sign(login.cookie_secret, f"{username}|{expires}|{session_id}")):
+        return None
+    if username != login.username or expiry <= (now if now is not None else time.time()) or not session_id:
+        return None
+    return session_id
 
 
 def read_login(path: Path) -> FarmLogin:

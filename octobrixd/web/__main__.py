@@ -17,6 +17,7 @@ from octobrixd.cliargs import add_config_argument, add_root_argument
 from octobrixd.config.model import load_config, with_machine_defaults
 from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor import auth
+from octobrixd.frontdoor.sessions import SESSIONS_FILE, SessionStore
 from octobrixd.system.paths import Layout
 from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, METRICS_CREDENTIAL, WebContext, read_keys
 from octobrixd.web.server import FarmServer, systemd_listener, tcp_listener, unix_listener
@@ -29,6 +30,15 @@ def _credential(name: str) -> Path | None:
     return Path(directory) / name if directory else None
 
 
+def _sessions_file(given: Path | None) -> Path | None:
+    """Where the live sessions are kept: --sessions, or systemd's StateDirectory= (octobrix-web.service);
+    neither: in memory only (a restart logs everyone out)."""
+    if given is not None:
+        return given
+    directory = os.environ.get("STATE_DIRECTORY")
+    return Path(directory.split(":")[0]) / SESSIONS_FILE if directory else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="octobrix-web", description="octobrix's farm login and overview service")
     add_config_argument(parser)
@@ -36,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=Path, help="read-only keys per printer (default: systemd credential web-keys)")
     parser.add_argument("--metrics-token", type=Path,
                         help="the metrics token's digest (default: systemd credential metrics-token)")  # fmt: skip
+    parser.add_argument("--sessions", type=Path,
+                        help="the live sessions' file (default: sessions.json in the state directory)")  # fmt: skip
     add_root_argument(parser, "the system's root, as for octobrixctl")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT instead of systemd's socket")
@@ -57,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             readonly_keys=read_keys(keys_file) if keys_file else {},
             layout=Layout(args.root),
             metrics_token_sha256=auth.read_token_digest(metrics_file) if metrics_file else None,
+            sessions=SessionStore(_sessions_file(args.sessions)),
         )
         if args.port is not None:
             listener = tcp_listener("127.0.0.1", args.port)

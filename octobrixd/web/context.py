@@ -10,7 +10,9 @@ from pathlib import Path
 from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor.auth import FarmLogin
+from octobrixd.frontdoor.sessions import SessionStore
 from octobrixd.system.paths import Layout
+from octobrixd.web.limits import LoginLimiter
 
 # Names under which systemd's LoadCredential= hands the service its secrets (octobrix-web.service).
 LOGIN_CREDENTIAL = "farm-login"
@@ -27,6 +29,9 @@ class WebContext:
     layout: Layout = field(default_factory=Layout)
     # SHA-256 of the metrics token (Prometheus's bearer token); None: /metrics only with the farm login.
     metrics_token_sha256: str | None = None
+    # The live farm-login sessions (logout ends one) and the wrong-password limit per client address.
+    sessions: SessionStore = field(default_factory=SessionStore)
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
 
 
 def read_keys(path: Path) -> dict[str, str]:

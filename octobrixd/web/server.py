@@ -7,7 +7,9 @@ connect), or, by hand for development, on a loopback TCP port.
 Routes (nginx sends everything not under /NAME/ or /cam/NAME/ here):
   GET  /_octobrix/auth/printer, /_octobrix/auth/camera   nginx's auth_request (one per kind of
                          location; nginx keeps them internal): 204 + X-Octobrix-Login: farm|client, or 401
-  GET  /login, POST /login, GET|POST /logout
+  GET  /login, POST /login (wrong passwords: limits.LoginLimiter per client address, then 429)
+  POST /logout           ends the session on the server too (from this site only: Origin or Referer);
+                         GET /logout is a page with the button, which logs nobody out
   GET  /                 static/index.html            (farm login required)
   GET  /static/PATH      files under static/          (farm login required)
   GET  /api/farm         overview.farm(context): JSON bytes (farm login required)
@@ -24,7 +26,6 @@ import json
 import logging
 import mimetypes
 import socket
-import time
 import urllib.parse
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -46,8 +47,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 LOGIN_HEADER = "X-Octobrix-Login"
 # Set by nginx (never by a client: it overwrites it) when it refused a request for want of a login.
 REFUSED_HEADER = "X-Octobrix-Refused"
-# A failed login waits this long before it is answered, so guessing is slow.
-FAILED_LOGIN_DELAY = 1.0
 METRICS_REFUSED = b"send the metrics token (`sudo octobrixctl credentials` shows it) as a bearer token\n"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What the page may send octobrixd: nothing else of a posted body is passed on.
@@ -69,12 +68,37 @@ input,button{{font-size:1.1rem;width:100%;margin:.3rem 0;padding:.4rem;box-sizin
 </body></html>
 """
 
+LOGOUT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>octobrix farm: log out</title>
+<style>body{font-family:sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}
+button{font-size:1.1rem;width:100%;padding:.4rem}</style></head>
+<body><h1>octobrix farm</h1>
+<form method="post" action="/logout"><button type="submit">Log out of the farm</button></form>
+<p><a href="/">Back to the farm</a></p>
+</body></html>
+"""
+LOGOUT_REFUSED = b"not logged out: log out with the Log out button of the farm's own page\n"
+
+
+def _plain_path(text: str) -> bool:
+    """A path of this site as a browser reads it: one leading slash, then no second one or backslash
+    (//host and /\\host are other sites), no whitespace or control character (a browser drops a tab or
+    a newline, which makes / TAB /host //host), printable ASCII only."""
+    if not text.startswith("/") or text[1:2] in ("/", "\\"):
+        return False
+    return all(0x21 <= ord(c) < 0x7F and c != "\\" for c in text)
+
 
 def safe_next(value: str | None) -> str:
-    """Where to go after logging in: only a path on this site, never another site (//evil, \\evil)."""
-    if not value or not value.startswith("/") or value.startswith("//"):
+    """Where to go after logging in: only a path on this site, never another site; anything else "/".
+    Judged as written and once percent-decoded (/%09/host, /%2F%2Fhost), with no scheme or host."""
+    if not value or len(value) > 2048:
         return "/"
-    if any(c in value for c in "\\\r\n"):
+    if not (_plain_path(value) and _plain_path(urllib.parse.unquote(value))):
+        return "/"
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme or parts.netloc:
         return "/"
     return value
 
@@ -87,6 +111,17 @@ def client_brings_credentials(headers: Any, query: str) -> bool:
     if headers.get("Authorization", "").startswith("Bearer "):
         return True
     return bool(urllib.parse.parse_qs(query).get("apikey"))
+
+
+def same_site_post(headers: Any) -> bool:
+    """A form of this site posted it: its Origin (or, from a browser that sends none, its Referer)
+    names this host. Neither, or "null": refused, as a request another site's page could make."""
+    host = headers.get("Host", "")
+    origin = headers.get("Origin")
+    source = origin if origin is not None else headers.get("Referer")
+    if not host or not source or source == "null":
+        return False
+    return bool(urllib.parse.urlsplit(source).netloc == host)
 
 
 def same_origin(headers: Any) -> bool:
@@ -109,8 +144,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.context
 
     def address_string(self) -> str:
-        # On the unix socket there is no peer address; nginx says who the client is.
-        return self.headers.get("X-Real-IP") or "nginx"
+        # On the unix socket only nginx connects (octobrix-web.socket), and it sets X-Real-IP, never
+        # the client; on a TCP port (a development run) the peer is the client.
+        if self.server.address_family == socket.AF_UNIX:
+            return self.headers.get("X-Real-IP") or "nginx"
+        return str(self.client_address[0])
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -124,8 +162,13 @@ class Handler(BaseHTTPRequestHandler):
         morsel = jar.get(auth.COOKIE)
         return morsel.value if morsel else None
 
+    def session(self) -> str | None:
+        """The live session the request's cookie names, if any."""
+        session_id = auth.cookie_session(self.context.login, self._cookie())
+        return session_id if session_id is not None and self.context.sessions.live(session_id) else None
+
     def logged_in(self) -> bool:
-        return auth.valid_cookie(self.context.login, self._cookie())
+        return self.session() is not None
 
     def send(
         self,
@@ -187,7 +230,7 @@ class Handler(BaseHTTPRequestHandler):
             self.login_page(safe_next(query.get("next", ["/"])[0]))
             return
         if path == "/logout":
-            self.logout()
+            self.send(HTTPStatus.OK, LOGOUT_PAGE.encode(), "text/html; charset=utf-8")
             return
         if path == "/metrics":
             self.metrics()
@@ -250,30 +293,49 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send(HTTPStatus.UNAUTHORIZED)
 
-    def login_page(self, next_path: str, message: str = "") -> None:
+    def login_page(
+        self, next_path: str, message: str = "", status: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         page = LOGIN_PAGE.format(message=message, next=html.escape(next_path, quote=True))
-        status = HTTPStatus.UNAUTHORIZED if message else HTTPStatus.OK
-        self.send(status, page.encode(), "text/html; charset=utf-8")
+        status = status or (HTTPStatus.UNAUTHORIZED if message else HTTPStatus.OK)
+        self.send(status, page.encode(), "text/html; charset=utf-8", headers)
 
     def login(self) -> None:
         form = self.read_form()
         next_path = safe_next(form.get("next"))
+        address = self.address_string()
+        wait = self.context.limiter.begin(address)
+        if wait is not None:
+            log.info("refused a farm login from %s: too many wrong passwords", address)
+            line = f"Too many wrong passwords from your address: try again in {wait} seconds."
+            self.login_page(
+                next_path, f'<p class="error">{line}</p>', HTTPStatus.TOO_MANY_REQUESTS, {"Retry-After": str(wait)}
+            )
+            return
         login = self.context.login
         user_ok = form.get("username", "") == login.username
         password_ok = auth.check_password(form.get("password", ""), login.password_hash)
+        self.context.limiter.end(address, failed=not (user_ok and password_ok))
         if not (user_ok and password_ok):
-            log.info("failed farm login from %s", self.address_string())
-            time.sleep(FAILED_LOGIN_DELAY)
+            log.info("failed farm login from %s", address)
             self.login_page(next_path, '<p class="error">Wrong user or password.</p>')
             return
         cookie = (
-            f"{auth.COOKIE}={auth.issue_cookie(login)}; Path=/; Max-Age={auth.SESSION_SECONDS}; "
+            f"{auth.COOKIE}={session_cookie(self.context)}; Path=/; Max-Age={auth.SESSION_SECONDS}; "
             # Lax: a link from elsewhere opens the farm logged in, but no other site can post to it.
             "HttpOnly; SameSite=Lax"
         )
         self.redirect(next_path, headers={"Set-Cookie": cookie})
 
     def logout(self) -> None:
+        """Only a form of this site logs out (another site's page must not), and the session ends on
+        the server: its cookie, replayed, is no login."""
+        if not same_site_post(self.headers):
+            self.send(HTTPStatus.FORBIDDEN, LOGOUT_REFUSED)
+            return
+        session_id = self.session()
+        if session_id is not None:
+            self.context.sessions.end(session_id)
         self.redirect("/login", headers={"Set-Cookie": f"{auth.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"})
 
     def static(self, relative: str) -> None:
@@ -340,6 +402,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": str(error), "hint": error.hint})
             return
         self.send_json(HTTPStatus.OK if answer.get("ok") else HTTPStatus.CONFLICT, answer)
+
+
+def session_cookie(context: WebContext) -> str:
+    """A new session's cookie value: recorded as live until it expires or its browser logs out."""
+    expires = auth.session_expiry(context.sessions.clock())
+    return auth.issue_cookie(context.login, context.sessions.open(expires), expires)
 
 
 class FarmServer(ThreadingHTTPServer):
