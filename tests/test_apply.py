@@ -13,6 +13,7 @@ from octobrixd.apply.plan import apply_plan, make_plan
 from octobrixd.config.model import parse_config
 from octobrixd.errors import OctobrixError
 from octobrixd.farm.manifest import read_manifest
+from octobrixd.render.octoprint import FILE_CHECK_WIZARD_VERSION
 from octobrixd.system.paths import Layout
 from tests.conftest import Ctl
 
@@ -163,6 +164,36 @@ def test_the_name_is_seeded_once_then_the_one_set_in_octoprint_survives_applies(
     config_yaml.write_text(yaml.safe_dump(after))
     apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
     assert yaml.safe_load(config_yaml.read_text())["appearance"] == {"name": "printer1"}
+
+
+def test_file_checks_wizard_is_seen_in_a_new_instance_and_octoprints_record_of_it_survives(tmp_path: Path) -> None:
+    # OctoPrint's File Check plugin requires its wizard once the uploads folder holds a file it never
+    # checked (a slicer's upload before the page was opened, an imported basedir); OctoPrint skips a
+    # wizard whose version server.seenWizards records.
+    apply_text(TWO_PRINTERS, tmp_path)
+    config_yaml = tmp_path / "var/lib/octobrix/printer1/basedir/config.yaml"
+    settings = yaml.safe_load(config_yaml.read_text())
+    assert settings["server"]["seenWizards"] == {"file_check": FILE_CHECK_WIZARD_VERSION}
+    assert settings["server"]["firstRun"] is False
+
+    # Its user finishes a later File Check wizard (a new critical check) and another plugin's:
+    # OctoPrint writes both, and no apply undoes them or takes them for a change.
+    settings["server"]["seenWizards"] = {"file_check": FILE_CHECK_WIZARD_VERSION + 1, "backup": None}
+    config_yaml.write_text(yaml.safe_dump(settings))
+    layout = Layout(tmp_path)
+    again = make_plan(parse_config(TWO_PRINTERS, "/etc/octobrix.toml"), layout, read_manifest(layout))
+    assert again.empty, "a wizard finished in OctoPrint is not a change for apply to undo"
+    apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
+    after = yaml.safe_load(config_yaml.read_text())
+    assert after["server"]["port"] == 5011
+    assert after["server"]["seenWizards"] == {"file_check": FILE_CHECK_WIZARD_VERSION + 1, "backup": None}
+
+    # A basedir that never saw it (one made before octobrix seeded it, or imported) gets it.
+    del after["server"]["seenWizards"]["file_check"]
+    config_yaml.write_text(yaml.safe_dump(after))
+    apply_text(TWO_PRINTERS.replace("port = 5001", "port = 5011"), tmp_path)
+    seen = yaml.safe_load(config_yaml.read_text())["server"]["seenWizards"]
+    assert seen == {"file_check": FILE_CHECK_WIZARD_VERSION, "backup": None}
 
 
 def test_private_state_is_private(tmp_path: Path) -> None:

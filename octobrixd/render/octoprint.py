@@ -26,6 +26,12 @@ DEFAULT_BAUDRATE = 115200
 CLASSICWEBCAM_SETTINGS_VERSION = 1
 # get_settings_version() of the bundled Software Update plugin (1.11: 9; 2.0: 10).
 SOFTWAREUPDATE_SETTINGS_VERSION = {Generation.V1: 9, Generation.V2: 10}
+# The wizard version (WIZARD_VERSION in octoprint_file_check/__init__.py) of File Check, the plugin
+# every OctoPrint since 1.4.1 installs with itself: 1 in each release from 2024.3.27 to 2025.7.23.
+# With firstRun false its wizard ("check all files") is required as soon as the uploads folder holds
+# a file it never checked, e.g. a slicer's upload before anyone opened the page, or an imported
+# basedir; OctoPrint skips a wizard whose version server.seenWizards records.
+FILE_CHECK_WIZARD_VERSION = 1
 
 
 def octoprint_seed(config: Config, name: str, installed: str | None = None) -> dict[str, Any]:
@@ -55,6 +61,7 @@ def octoprint_seed(config: Config, name: str, installed: str | None = None) -> d
         "port": printer.port,
         # With an admin user seeded and these answered, OctoPrint shows no setup wizard.
         "firstRun": False,
+        "seenWizards": {"file_check": FILE_CHECK_WIZARD_VERSION},
         # OctoPrint checks that it is online before it starts its server: on a farm without
         # internet that takes ~6 s (two checks of three tries a second apart). It starts with
         # the check off, and octobrix's plugin (ONLINE_CHECK_PLUGIN) turns it on once the server
@@ -231,7 +238,13 @@ def merged_octoprint_config(
 # - the printer's name in OctoPrint (its title, tab and discovery name): seeded as the printer's
 #   name in the config, then the user's to change in OctoPrint's settings; a basedir brought in by
 #   `import` or a restore keeps the name it had.
-SET_ONCE = (("server", "onlineCheck", "enabled"), ("appearance", "name"))
+# - File Check's wizard as seen: OctoPrint records a later version once its user finishes that
+#   wizard; owning the key would bring the wizard back after every apply.
+SET_ONCE = (
+    ("server", "onlineCheck", "enabled"),
+    ("appearance", "name"),
+    ("server", "seenWizards", "file_check"),
+)
 
 
 def _without_set_once(current: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:

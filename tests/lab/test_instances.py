@@ -78,8 +78,7 @@ def test_each_instance_reaches_operational_on_its_own_printer(farm: Container) -
 def test_no_setup_wizard_and_pip_is_available(farm: Container) -> None:
     for name in ("demo", "bench"):
         wait_operational(farm, name)
-        wizards = api(farm, name, "/api/setup/wizard")
-        pending = [w for w, state in wizards.items() if state["required"] and not state["ignored"]]
+        pending = installs.pending_wizards(farm, name, PORTS[name])
         assert pending == [], f"{name} would show the setup wizard for {pending}"
         plugins = api(farm, name, "/plugin/pluginmanager/plugins")
         assert plugins["pip"]["available"] is True, plugins["pip"]
