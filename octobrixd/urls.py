@@ -70,6 +70,12 @@ def printer_url(config: Config | FarmView, name: str, host: str, port: int, *, t
     return f"http://{url_host(host)}:{port}/"
 
 
+def api_base(url: str) -> str:
+    """The base of the REST API of the OctoPrint at url (printer_url's): where a slicer or a script
+    sends its requests, with an API key, through the front door as on the OctoPrint's own port."""
+    return f"{url}api/"
+
+
 def camera_url(config: Config | FarmView, name: str, host: str, *, through_door: bool = True) -> str:
     """Camera NAME's live stream."""
     stream, _ = PATHS[str(config.streamer_of(name))]

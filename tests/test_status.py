@@ -99,7 +99,7 @@ def test_json_schema_is_stable(tmp_path: Path) -> None:
     assert [p["name"] for p in body["printers"]] == ["demo"] and body["cameras"] == []
     assert sorted(body["printers"][0]) == sorted([
         "name", "unit", "state", "sub_state", "pid", "uptime_seconds", "cpu_percent", "memory_bytes",
-        "device", "device_path", "url", "printer_state", "progress_percent", "restart_pending",
+        "device", "device_path", "url", "api_base", "printer_state", "progress_percent", "restart_pending",
         "octoprint_version", "octoprint_requirement", "drift", "plugins", "result", "failure",
     ])  # fmt: skip
 

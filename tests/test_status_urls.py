@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from octobrixd.cli.status import to_json
 from octobrixd.config.model import parse_config
 from octobrixd.farm.status import collect
 from octobrixd.system import paths
@@ -56,3 +58,32 @@ def test_with_the_front_door_off_or_not_applied_yet_the_direct_ports(tmp_path: P
 def test_a_printer_whose_move_waits_for_its_print_is_shown_where_it_prints(tmp_path: Path) -> None:
     shown = urls(FARM, applied_front_door(tmp_path), deferred=("octoprint@demo.service",))
     assert (shown["demo"], shown["prusa"]) == ("http://farm:5000/", "http://farm/prusa/")
+
+
+def json_addresses(config_text: str, layout: Layout, deferred: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
+    """Each printer's (url, api_base) as `status --json` prints them."""
+    config = parse_config(config_text, "/etc/octobrix.toml")
+    printers, cameras = collect(config, layout, PROPS, FETCHERS, "farm", deferred=deferred)
+    return {row["name"]: (row["url"], row["api_base"]) for row in json.loads(to_json(printers, cameras))["printers"]}
+
+
+def test_json_gives_each_printer_its_api_base_through_the_front_door(tmp_path: Path) -> None:
+    assert json_addresses(FARM, applied_front_door(tmp_path)) == {
+        "demo": ("http://farm/demo/", "http://farm/demo/api/"),
+        "prusa": ("http://farm/prusa/", "http://farm/prusa/api/"),
+    }
+    moved = FARM + "[frontdoor]\nport = 8080\n"
+    assert json_addresses(moved, applied_front_door(tmp_path / "moved"))["prusa"] == (
+        "http://farm:8080/prusa/",
+        "http://farm:8080/prusa/api/",
+    )
+
+
+def test_json_api_base_is_the_own_port_with_the_front_door_off_or_while_a_move_waits(tmp_path: Path) -> None:
+    off = json_addresses(FARM + "[frontdoor]\nenabled = false\n", applied_front_door(tmp_path))
+    assert off == {
+        "demo": ("http://farm:5000/", "http://farm:5000/api/"),
+        "prusa": ("http://farm:5001/", "http://farm:5001/api/"),
+    }
+    held = json_addresses(FARM, applied_front_door(tmp_path / "held"), deferred=("octoprint@demo.service",))
+    assert held["demo"] == ("http://farm:5000/", "http://farm:5000/api/")

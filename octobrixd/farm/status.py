@@ -26,7 +26,7 @@ from octobrixd.names import device_link, octoprint_unit, printer_of, streamer_un
 from octobrixd.system import paths, systemd
 from octobrixd.system.paths import Layout
 from octobrixd.system.systemd import UnitState
-from octobrixd.urls import camera_url, printer_url
+from octobrixd.urls import api_base, camera_url, printer_url
 
 if TYPE_CHECKING:
     from octobrixd.config.model import Config
@@ -65,6 +65,7 @@ class PrinterStatus(UnitStatus):
     device: str
     device_path: str | None
     url: str
+    api_base: str | None  # url's REST API ("http://farm/prusa/api/"); None with no url ("-")
     printer_state: str | None
     progress_percent: float | None
     restart_pending: bool
@@ -232,13 +233,15 @@ def collect(
             device = "removed"
         else:
             device = "virtual" if printer.virtual else ("plugged" if link.exists() else "unplugged")
+        # Held back on the port it started with, or removed: the front door no longer leads there.
+        url = printer_url(config, name, host, port, through_door=door and unit not in deferred) if port else "-"
         return PrinterStatus(
             **asdict(base),
             name=name,
             device=device,
             device_path=None if printer is None or printer.virtual else device_link(name),
-            # Held back on the port it started with, or removed: the front door no longer leads there.
-            url=printer_url(config, name, host, port, through_door=door and unit not in deferred) if port else "-",
+            url=url,
+            api_base=api_base(url) if port else None,
             printer_state=state,
             progress_percent=progress,
             restart_pending=unit in deferred,
