@@ -70,6 +70,15 @@ def printer_url(config: Config | FarmView, name: str, host: str, port: int, *, t
     return f"http://{url_host(host)}:{port}/"
 
 
+def browser_addresses(config: Config | FarmView, host: str) -> list[tuple[str, str]]:
+    """Where a browser opens the farm, each address with what it leads to: the front door, or with
+    the front door off (no farm page then) each printer's OctoPrint on its own port."""
+    if config.frontdoor.enabled:
+        base = farm_base(config, host)
+        return [(base, f"the farm: its page, and every printer at {base}NAME/")]
+    return [(printer_url(config, name, host, config.printers[name].port), name) for name in sorted(config.printers)]
+
+
 def api_base(url: str) -> str:
     """The base of the REST API of the OctoPrint at url (printer_url's): where a slicer or a script
     sends its requests, with an API key, through the front door as on the OctoPrint's own port."""

@@ -393,5 +393,7 @@ echo
 # each one answers, so it says what every printer is doing.
 "$BIN_DIR/octobrixctl" status --wait 120 || true
 echo
-say "installed. Open http://$(hostname)/ in a browser (the whole farm, every printer at /NAME/); \`sudo octobrixctl credentials\` shows the farm login first."
+# octobrixctl says where: the front door with its port, or each printer's own port with it off.
+say "installed. Open in a browser (\`sudo octobrixctl credentials\` shows the logins first):"
+"$BIN_DIR/octobrixctl" url || true
 say "to add printers and cameras: plug them in, then \`sudo octobrixctl add --all\` (no config to type; $CONFIG is applied whenever you save it)."

@@ -36,6 +36,7 @@ MODULE_COMMANDS: dict[str, str] = {
     "upgrade": "move printers to a newer OctoPrint; checked, undone if it fails",
     "rollback": "a printer back on the OctoPrint and settings before its upgrade",
     "import": "move printers in from octoprint_deploy, KIAUH or a plain OctoPrint",
+    "url": "where a browser reaches the farm: the front door, or each printer's own port",
 }
 
 
