@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +17,20 @@ from tests.umock import umockdev_missing
 
 REPO = Path(__file__).resolve().parent.parent
 STARTER_CONFIG = REPO / "packaging" / "octobrix.toml"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a server on a unix socket (the web service's, as nginx reaches it)."""
+
+    def __init__(self, path: Path, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self.unix_path))
+
 
 Ctl = Callable[..., subprocess.CompletedProcess[str]]
 

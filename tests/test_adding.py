@@ -4,7 +4,6 @@ service passing a request on."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -27,7 +26,7 @@ from octobrixd.names import DeviceKind
 from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
 from octobrixd.web.server import FarmServer, session_cookie, unix_listener
-from tests.conftest import Ctl
+from tests.conftest import Ctl, UnixHTTPConnection
 from tests.factories import camera, printer
 
 STARTER = Path(__file__).parents[1] / "packaging" / "octobrix.toml"
@@ -257,18 +256,8 @@ def test_a_hostile_name_from_the_terminal_is_refused_the_same_way(tmp_path: Path
 # The web service passes requests on
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=10)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(self.unix_path))
-
-
 def web_request(web: Path, method: str, path: str, cookie: str, body: object = None, **headers: str) -> tuple[int, Any]:
-    conn = UnixHTTPConnection(web)
+    conn = UnixHTTPConnection(web, timeout=10)
     data = None if body is None else json.dumps(body).encode()
     sent = {"Cookie": cookie, "Content-Type": "application/json", **headers}
     conn.request(method, path, body=data, headers=sent)

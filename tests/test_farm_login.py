@@ -9,8 +9,6 @@ whole front door (real nginx) to replay a logged-out cookie on a camera and a pr
 from __future__ import annotations
 
 import contextlib
-import http.client
-import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from octobrixd.urls import AUTH_CAMERA, AUTH_PRINTER
 from octobrixd.web.context import WebContext
 from octobrixd.web.limits import LoginLimiter
 from octobrixd.web.server import FarmServer, unix_listener
+from tests.conftest import UnixHTTPConnection
 from tests.test_frontdoor import FARM, front_door, needs_nginx, needs_root, nginx_installed  # noqa: F401 - fixture
 
 PASSWORD = "correct horse battery"  # noqa: S105 - the test's own farm login
@@ -40,17 +39,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=30)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(str(self.unix_path))
 
 
 @dataclass(frozen=True)
@@ -70,7 +58,7 @@ class Web:
         self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
         client: str = "192.0.2.10",
     ) -> Reply:  # fmt: skip
-        conn = UnixConnection(self.socket)
+        conn = UnixHTTPConnection(self.socket)
         # As nginx sends it: the Host the browser used, the client's address in X-Real-IP.
         conn.request(method, path, body=body, headers={"Host": HOST, "X-Real-IP": client, **(headers or {})})
         response = conn.getresponse()

@@ -25,7 +25,7 @@ from octobrixd.config.model import parse_config
 from octobrixd.instances.venvs import UV_CACHE
 from tests.lab.harness import build
 from tests.lab.harness.container import Container, LabError
-from tests.lab.harness.installs import EXTRA_CA, holding_printer_ports, trust_host_certificates
+from tests.lab.harness.installs import EXTRA_CA, OCTOBRIX_SERVICES, holding_printer_ports, trust_host_certificates
 from tests.lab.harness.procs import lab_tempdir
 from tests.lab.harness.project import REPO, checkout_files
 
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 # The config the layer is installed with: a farm without printers (no OctoPrint port is used).
 EMPTY_FARM = "[octobrix]\n"
-# What install.sh enables; the layer leaves them off so that a module's install starts them.
-SERVICES = ("octobrixd.service", "octobrix-config.path", "octobrix-backup.timer", "octobrix-web.socket")
 # OctoPrint's own requirements, resolved into the layer's uv cache once (the config's default pin).
 WARM_VENV = "/tmp/octobrix-lab-warm"
 PREFIX = "installed-"
@@ -72,7 +70,7 @@ def _install(box: Container) -> None:
     box.run([*uv, "venv", "--quiet", "--python", "/usr/bin/python3", WARM_VENV], timeout=300)
     box.run([*uv, "pip", "install", "--quiet", "--python", f"{WARM_VENV}/bin/python", pin], timeout=900)
     box.run(["rm", "-rf", WARM_VENV])
-    box.systemctl("disable", "--now", *SERVICES)
+    box.systemctl("disable", "--now", *OCTOBRIX_SERVICES)
     box.run(["rm", "-f", "/etc/octobrix.toml"])
     # The layer's boot history is not the module's.
     box.run(["journalctl", "--rotate"], check=False)

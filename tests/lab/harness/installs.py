@@ -37,6 +37,9 @@ EXTRA_CA = Path("/usr/local/share/ca-certificates")
 OPERATIONAL_TIMEOUT = 180.0
 # What the demo install runs, by the script or the package alike.
 DEMO_UNITS = ("octobrixd.service", "octobrix-config.path", "octoprint@demo.service")
+# What install.sh enables and starts of octobrix's own; the lab's installed layer and farm VM leave
+# them off between modules, so that each module's install starts them as a first install does.
+OCTOBRIX_SERVICES = ("octobrixd.service", "octobrix-config.path", "octobrix-backup.timer", "octobrix-web.socket")
 
 
 def readme_commands() -> list[str]:

@@ -20,9 +20,9 @@ import logging
 import shutil
 from collections.abc import Iterator
 
-from tests.lab.harness.installs import holding_printer_ports
+from tests.lab.harness.installs import OCTOBRIX_SERVICES, holding_printer_ports
 from tests.lab.harness.procs import lab_tempdir
-from tests.lab.harness.project import CHECKOUT_IN_GUEST, WHEELS_IN_GUEST, install_offline
+from tests.lab.harness.project import WHEELS_IN_GUEST, install_offline, run_offline_install
 from tests.lab.harness.vm import Vm
 from tests.lab.harness.wheelhouse import wheelhouse
 
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 # The farm VM's front door for a browser on the host: host 127.0.0.1:FARM_DOOR -> the guest's port 80.
 FARM_DOOR = 8660
 EMPTY_FARM = f'[octobrix]\nwheels = "{WHEELS_IN_GUEST}"\n'
-# What install.sh enables and starts: off between modules, so that each module's install starts them.
-SERVICES = ("octobrixd.service", "octobrix-config.path", "octobrix-backup.timer", "octobrix-web.socket")
 
 
 class SharedVm:
@@ -85,7 +83,7 @@ class SharedVm:
             self.stop()
 
     def _empty(self, machine: Vm) -> None:
-        machine.run(["systemctl", "disable", "--now", *SERVICES], timeout=300)
+        machine.run(["systemctl", "disable", "--now", *OCTOBRIX_SERVICES], timeout=300)
         machine.write_file("/etc/octobrix.toml", EMPTY_FARM)
         emptied = machine.run(["octobrixctl", "apply"], check=False, timeout=600)
         if emptied.returncode != 0:
@@ -119,13 +117,7 @@ def offline_farm_vm(shared: SharedVm, config: str, *, install_timeout: float) ->
     machine = shared.farm(install_timeout)
     try:
         machine.write_file("/etc/octobrix.toml", config)
-        installed = machine.run(
-            [f"{CHECKOUT_IN_GUEST}/packaging/install.sh", "--wheels", WHEELS_IN_GUEST],
-            check=False,
-            timeout=install_timeout,
-        )
-        if installed.returncode != 0:
-            raise AssertionError(f"install.sh failed ({installed.returncode}):\n{installed.stdout}\n{installed.stderr}")
+        run_offline_install(machine, timeout=install_timeout)
         yield machine
     except BaseException:
         if machine.running:

@@ -97,6 +97,12 @@ def install_offline(guest: PatientGuest, workdir: Path, wheels: Path, *, timeout
     Write /etc/octobrix.toml first (with `wheels = WHEELS_IN_GUEST` for instances to install from).
     """
     bring_checkout_and_wheels(guest, workdir, wheels)
+    run_offline_install(guest, timeout=timeout)
+
+
+def run_offline_install(guest: PatientGuest, *, timeout: float) -> None:
+    """`packaging/install.sh --wheels` in a guest that has the checkout and the wheels already:
+    the first install, or its second run that applies a new config."""
     installed = guest.run(
         [f"{CHECKOUT_IN_GUEST}/packaging/install.sh", "--wheels", WHEELS_IN_GUEST], check=False, timeout=timeout
     )
