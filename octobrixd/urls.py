@@ -49,6 +49,10 @@ CAMERAS_PREFIX = "/cam/"  # no printer may be named "cam" (config.FRONTDOOR_RESE
 AUTH_PREFIX = "/_octobrix/"
 AUTH_PRINTER = "/_octobrix/auth/printer"
 AUTH_CAMERA = "/_octobrix/auth/camera"
+# On a printer's origin: where the farm page's ticket becomes that OctoPrint's own session (single
+# sign-on); on the farm's origin, /open/NAME makes the ticket and sends the browser there.
+SSO_PATH = "/_octobrix/sso"
+OPEN_PREFIX = "/open/"
 
 
 def frontdoor_prefix(name: str) -> str:
@@ -63,10 +67,11 @@ def farm_base(config: Config | FarmView, host: str) -> str:
 
 
 def printer_url(config: Config | FarmView, name: str, host: str, port: int, *, through_door: bool = True) -> str:
-    """Printer NAME's OctoPrint. through_door=False for an instance the front door does not lead to
-    (yet, or any more): removed from the config, or still on the port it started with."""
+    """Printer NAME's OctoPrint: through the front door, its own origin there (its door port).
+    through_door=False for an instance the front door does not lead to (yet, or any more): removed
+    from the config, or still on the port it started with."""
     if config.frontdoor.enabled and through_door and name in config.printers:
-        return f"{farm_base(config, host)}{name}/"
+        return f"http://{url_host(host)}:{config.door_port(name)}/"
     return f"http://{url_host(host)}:{port}/"
 
 
@@ -75,7 +80,7 @@ def browser_addresses(config: Config | FarmView, host: str) -> list[tuple[str, s
     the front door off (no farm page then) each printer's OctoPrint on its own port."""
     if config.frontdoor.enabled:
         base = farm_base(config, host)
-        return [(base, f"the farm: its page, and every printer at {base}NAME/")]
+        return [(base, "the farm: its page, every printer one click away")]
     return [(printer_url(config, name, host, config.printers[name].port), name) for name in sorted(config.printers)]
 
 

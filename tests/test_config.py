@@ -203,7 +203,7 @@ def test_unknown_keys_and_sections_are_errors() -> None:
         f"{SRC}:3: octobrix.colour: unknown key — check the spelling; known keys here: octoprint, wheels, listen, "
         "streamer, public_host, backup_schedule, backup_keep",
         f"{SRC}:8: printers.p.prot: unknown key — check the spelling; known keys here: serial, usb_port, virtual, "
-        "port, baudrate, camera, octoprint, plugins, memory_limit, cpu_weight, nice",
+        "port, door_port, baudrate, camera, octoprint, plugins, memory_limit, cpu_weight, nice",
         f"{SRC}:10: printer: unknown section — known sections: octobrix, frontdoor, uvcvideo, printers, cameras",
     ]
 

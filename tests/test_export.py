@@ -90,9 +90,9 @@ CONFIG = (
 @pytest.mark.parametrize(
     ("host", "door", "printer", "camera"),
     [
-        ("farm.local", True, "http://farm.local:8080/prusa/", "http://farm.local:8080/cam/cam1/stream"),
+        ("farm.local", True, "http://farm.local:15000/", "http://farm.local:8080/cam/cam1/stream"),
         ("farm.local", False, "http://farm.local:5000/", "http://farm.local:8081/stream"),
-        ("fd00::20", True, "http://[fd00::20]:8080/prusa/", "http://[fd00::20]:8080/cam/cam1/stream"),
+        ("fd00::20", True, "http://[fd00::20]:15000/", "http://[fd00::20]:8080/cam/cam1/stream"),
     ],
 )
 def test_urls_are_the_front_door_or_the_direct_ports(host: str, door: bool, printer: str, camera: str) -> None:

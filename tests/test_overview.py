@@ -87,7 +87,7 @@ def test_every_printer_is_a_card_with_what_a_maker_looks_at(tmp_path: Path) -> N
     assert list(cards) == sorted(cards)
     voron = cards["voron-2"]
     assert voron["state"] == "printing" and voron["state_text"] == "Printing"
-    assert voron["url"] == "/voron-2/"
+    assert voron["url"] == "/open/voron-2", "through single sign-on to its own origin"
     assert voron["job"] == {"file": "benchy.gcode", "progress": 42.4, "print_time": 600, "time_left": 3720}
     assert voron["temperatures"] == {
         "tools": [{"name": "tool0", "actual": 215.0, "target": 215.0}],
@@ -203,7 +203,12 @@ def test_a_printer_taken_out_of_the_config_while_it_prints_keeps_its_card(tmp_pa
         props = {"octoprint@old.service": unit("octoprint@old.service")}
         cards = by_name(farm_view(config, gather(config, Layout(tmp_path), lambda _n: KEY, query=props_of(props))))
     old = cards["old"]
-    assert (old["device"], old["restart_pending"], old["state"], old["url"]) == ("removed", True, "printing", "/old/")
+    assert (old["device"], old["restart_pending"], old["state"], old["url"]) == (
+        "removed",
+        True,
+        "printing",
+        "/open/old",
+    )
     assert old["camera"] is None
 
 

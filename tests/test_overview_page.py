@@ -180,7 +180,7 @@ def test_the_page_shows_every_state_and_follows_the_farm(door: tuple[FrontDoor, 
     assert browser.text(f"{voron} .percent") == "42 %"
     assert browser.text(f"{voron} .left") == "1 h 02 min left"
     assert "214.9 °C / 215 °C" in browser.text(f"{voron} .temps")
-    assert browser.one(f"{voron} .open").get_attribute("href") == f"{base}/voron-2/"
+    assert browser.one(f"{voron} .open").get_attribute("href") == f"{base}/open/voron-2"
     assert browser.console_errors() == []
 
     # The farm changes; the page follows without a reload.

@@ -75,10 +75,10 @@ def test_table_shows_what_matters_at_a_glance(tmp_path: Path) -> None:
     assert table[0].split() == ["PRINTER", "SERVICE", "UP", "PID", "CPU", "MEMORY", "DEVICE", "STATE", "URL"]
     assert table[1].split() == [
         "demo", "active", "(running)", "1h00m", "4242", "1.0%", "90", "MB", "virtual", "Printing", "42%",
-        "http://farm/demo/",
+        "http://farm:15000/",
     ]  # fmt: skip
     # The front door is on (the default): its address, which other computers reach, not the direct port.
-    assert table[2].split() == ["prusa", "failed", "-", "-", "-", "-", "unplugged", "-", "http://farm/prusa/"]
+    assert table[2].split() == ["prusa", "failed", "-", "-", "-", "-", "unplugged", "-", "http://farm:15001/"]
     assert table[3].split()[0] == "CAMERA"
     assert table[4].split()[-1] == "http://farm/cam/cam1/stream"
 
@@ -151,7 +151,7 @@ def test_a_held_back_port_change_shows_where_the_printing_octoprint_still_is(tmp
     assert (demo.url, demo.printer_state, demo.restart_pending) == ("http://farm:5000/", "Printing", True)
     # Once restarted it is where the config says, and the front door leads there again.
     (demo,), _ = collect(moved, layout, PROPS, {"demo": fetch}, "farm")
-    assert (demo.url, demo.printer_state) == ("http://farm/demo/", "Offline")
+    assert (demo.url, demo.printer_state) == ("http://farm:15050/", "Offline")
 
 
 def test_a_printer_removed_while_it_prints_is_listed_until_its_held_back_stop(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""status's URLs lead where the user goes: the front door's `http://HOST/NAME/` while it is on."""
+"""status's URLs lead where the user goes: each printer's own origin on the front door while it is on."""
 
 from __future__ import annotations
 
@@ -36,15 +36,17 @@ def applied_front_door(tmp_path: Path) -> Layout:
 
 def test_with_the_front_door_on_every_url_is_on_it(tmp_path: Path) -> None:
     assert urls(FARM, applied_front_door(tmp_path)) == {
-        "demo": "http://farm/demo/",
-        "prusa": "http://farm/prusa/",
+        "demo": "http://farm:15000/",
+        "prusa": "http://farm:15001/",
         "cam1": "http://farm/cam/cam1/stream",
     }
 
 
 def test_on_another_port_the_urls_name_it(tmp_path: Path) -> None:
     moved = FARM + "[frontdoor]\nport = 8670\n"
-    assert urls(moved, applied_front_door(tmp_path))["demo"] == "http://farm:8670/demo/"
+    assert urls(moved, applied_front_door(tmp_path))["demo"] == "http://farm:15000/", (
+        "a printer's door port, whatever the farm's"
+    )
     assert urls(moved, applied_front_door(tmp_path / "again"))["cam1"] == "http://farm:8670/cam/cam1/stream"
 
 
@@ -57,7 +59,7 @@ def test_with_the_front_door_off_or_not_applied_yet_the_direct_ports(tmp_path: P
 
 def test_a_printer_whose_move_waits_for_its_print_is_shown_where_it_prints(tmp_path: Path) -> None:
     shown = urls(FARM, applied_front_door(tmp_path), deferred=("octoprint@demo.service",))
-    assert (shown["demo"], shown["prusa"]) == ("http://farm:5000/", "http://farm/prusa/")
+    assert (shown["demo"], shown["prusa"]) == ("http://farm:5000/", "http://farm:15001/")
 
 
 def json_addresses(config_text: str, layout: Layout, deferred: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
@@ -69,13 +71,13 @@ def json_addresses(config_text: str, layout: Layout, deferred: tuple[str, ...] =
 
 def test_json_gives_each_printer_its_api_base_through_the_front_door(tmp_path: Path) -> None:
     assert json_addresses(FARM, applied_front_door(tmp_path)) == {
-        "demo": ("http://farm/demo/", "http://farm/demo/api/"),
-        "prusa": ("http://farm/prusa/", "http://farm/prusa/api/"),
+        "demo": ("http://farm:15000/", "http://farm:15000/api/"),
+        "prusa": ("http://farm:15001/", "http://farm:15001/api/"),
     }
     moved = FARM + "[frontdoor]\nport = 8080\n"
     assert json_addresses(moved, applied_front_door(tmp_path / "moved"))["prusa"] == (
-        "http://farm:8080/prusa/",
-        "http://farm:8080/prusa/api/",
+        "http://farm:15001/",
+        "http://farm:15001/api/",
     )
 
 

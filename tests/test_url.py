@@ -47,9 +47,9 @@ def test_with_the_front_door_off_each_printer_at_its_own_port() -> None:
 def test_the_command_prints_the_front_door_with_its_port(ctl: Ctl, write_config: Callable[[str], Path]) -> None:
     done = ctl("url", "--config", write_config(FARM))
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == "http://farm/  the farm: its page, and every printer at http://farm/NAME/\n"
+    assert done.stdout == "http://farm/  the farm: its page, every printer one click away\n"
     done = ctl("url", "--config", write_config(FARM + "[frontdoor]\nport = 8080\n"))
-    assert done.stdout == "http://farm:8080/  the farm: its page, and every printer at http://farm:8080/NAME/\n"
+    assert done.stdout == "http://farm:8080/  the farm: its page, every printer one click away\n"
 
 
 def test_the_command_prints_each_printers_port_with_the_front_door_off(
@@ -66,7 +66,7 @@ def test_the_command_prints_each_printers_port_with_the_front_door_off(
 
 def test_named_printers_are_where_a_browser_reaches_them(ctl: Ctl, write_config: Callable[[str], Path]) -> None:
     done = ctl("url", "--config", write_config(FARM + "[frontdoor]\nport = 8080\n"), "prusa")
-    assert done.stdout == "http://farm:8080/prusa/  prusa\n"
+    assert done.stdout == "http://farm:15001/  prusa\n"
     done = ctl("url", "--config", write_config(FARM + "[frontdoor]\nenabled = false\n"), "prusa")
     assert done.stdout == "http://farm:5001/  prusa\n"
     done = ctl("url", "--config", write_config(FARM), "ender")

@@ -30,6 +30,8 @@ from octobrixd.config.model import Config
 from octobrixd.errors import OctobrixError
 from octobrixd.farm.manifest import Manifest, read_manifest
 from octobrixd.frontdoor import apply as frontdoor
+from octobrixd.frontdoor.secrets import ensure_farm_credentials
+from octobrixd.instances.credentials import FARM_USER, FarmCredentials, read_farm_credentials
 from octobrixd.instances.instance import Instance, tree_config_yaml
 from octobrixd.instances.running import printing_now, serving_port
 from octobrixd.instances.seeding import needs_seeding, seed_basedir
@@ -92,6 +94,8 @@ class Plan:
     # The front door's printers (empty with it off), and whether its nginx site changed.
     frontdoor_printers: tuple[str, ...] = ()
     reload_frontdoor: bool = False
+    # The front door is on: each OctoPrint gets the farm login's account (single sign-on logs in as it).
+    farm_accounts: bool = False
     # Temp files an apply that was killed mid-write left beside the files it writes.
     leftovers: tuple[PurePosixPath, ...] = ()
     # Instances the config runs whose unit has failed (a crash loop, or a start refused): started
@@ -133,7 +137,7 @@ def _steps(plan: Plan) -> tuple[Step, ...]:
         steps.append(Step(Stage.VENVS, (says,), partial(_provision, plan, spec), live_only=False))
     for name in plan.seed:
         says = f"create the admin user and API key of {name}"
-        steps.append(Step(Stage.SEED, (says,), partial(_seed, name), live_only=False))
+        steps.append(Step(Stage.SEED, (says,), partial(_seed, plan, name), live_only=False))
     if any(printer_of(unit) is not None for unit in plan.start):
         drivers = " ".join(udev.SERIAL_DRIVERS.values())
         steps.append(Step(Stage.SYSTEM, (f"modprobe -a {drivers}",), lambda _d: udev.load_serial_drivers()))
@@ -175,9 +179,10 @@ def _provision(plan: Plan, spec: VenvSpec, doing: Doing) -> None:
     provision(doing.layout, spec, *_ids(doing.layout, spec.name), wheels=plan.wheels)
 
 
-def _seed(name: str, doing: Doing) -> None:
+def _seed(plan: Plan, name: str, doing: Doing) -> None:
     layout = doing.layout
-    seed_basedir(layout, name, *_ids(layout, name), serving_port=serving_port(layout, name))
+    farm = ensure_farm_credentials(layout) if plan.farm_accounts and layout.live else None
+    seed_basedir(layout, name, *_ids(layout, name), serving_port=serving_port(layout, name), farm=farm)
 
 
 def _frontdoor(plan: Plan, doing: Doing) -> None:
@@ -319,7 +324,9 @@ def make_plan(
             for name in sorted(config.printers)
             if name not in planned and _venv_link_removed(layout, name)
         )
-        seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name))
+        farm_user = (read_farm_credentials(layout) or FarmCredentials(FARM_USER, "")).username
+        wanted_user = farm_user if config.frontdoor.enabled else None
+        seed = tuple(name for name in sorted(config.printers) if needs_seeding(layout, name, farm_user=wanted_user))
 
     # A venv changed behind octobrix's back is rebuilt as the config has it; its OctoPrint restarts
     # though no file changed (held back like any restart while the printer prints).
@@ -343,6 +350,7 @@ def make_plan(
         wheels=config.octobrix.wheels,
         frontdoor_printers=tuple(sorted(config.printers)) if config.frontdoor.enabled else (),
         reload_frontdoor=NGINX_SITE in touched,
+        farm_accounts=config.frontdoor.enabled,
         leftovers=leftovers,
         # A unit new to the manifest is started by `enable --now` anyway.
         recover=tuple(sorted(u for u in failed if printer_of(u) in config.printers and u in previous.units)),

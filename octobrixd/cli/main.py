@@ -192,8 +192,7 @@ def failed_instances(config: Config) -> dict[str, UnitProperties]:
 
 def cmd_credentials(args: argparse.Namespace) -> int:
     from octobrixd.config.model import load_config
-    from octobrixd.frontdoor.secrets import read_farm_credentials
-    from octobrixd.instances.credentials import CredentialsNeedRootError, read_credentials
+    from octobrixd.instances.credentials import CredentialsNeedRootError, read_credentials, read_farm_credentials
     from octobrixd.urls import farm_base, public_host_of
 
     config = load_config(args.config)

@@ -25,6 +25,7 @@ from octobrixd.config.schedule import OFF as SCHEDULE_OFF
 from octobrixd.config.streamers import Streamer
 from octobrixd.config.values import (
     DEFAULT_OCTOPRINT,
+    PORT_MAX,
     Baudrate,
     CameraRef,
     Controls,
@@ -152,6 +153,14 @@ class _Matched(_Model):
         return [key for key in ("serial", "usb_port") if getattr(self, key) is not None]
 
 
+# A printer's front door port when its entry names none: its OctoPrint's port + this (5001: 15001).
+DOOR_PORT_OFFSET = 10000
+
+
+def default_door_port(port: int) -> int:
+    return port + DOOR_PORT_OFFSET if port + DOOR_PORT_OFFSET <= PORT_MAX else port - DOOR_PORT_OFFSET
+
+
 class Printer(_Matched):
     """One printer, with its own OctoPrint. Each printer is matched by exactly one of `serial`,
     `usb_port` or `virtual`."""
@@ -160,6 +169,12 @@ class Printer(_Matched):
         default=False, description="`true`: OctoPrint's built-in virtual printer, needs no hardware"
     )
     port: Port = Field(description="OctoPrint's web port, e.g. `5001`")
+    door_port: Port | None = Field(
+        default=None,
+        description="this printer's own port on the front door, its own browser origin "
+        "(`http://HOST:DOOR_PORT/`), so that no page of another printer can act on it; "
+        f"unset: `port` + {DOOR_PORT_OFFSET} (`port` − {DOOR_PORT_OFFSET} when that would pass 65535)",
+    )
     baudrate: Baudrate | None = Field(
         default=None,
         description="serial speed, e.g. `115200` or `250000`; not for a virtual printer; unset: OctoPrint's default",
@@ -304,9 +319,16 @@ class Config(_Model):
     def streamer_of(self, name: str) -> Streamer:
         return self.cameras[name].streamer or self.octobrix.streamer
 
+    def door_port(self, name: str) -> int:
+        """Printer NAME's own port on the front door (its browser origin)."""
+        printer = self.printers[name]
+        return printer.door_port if printer.door_port is not None else default_door_port(printer.port)
+
     def all_ports(self) -> Iterator[tuple[str, int]]:
         for name, printer in self.printers.items():
             yield f"printers.{name}.port", printer.port
+            if self.frontdoor.enabled:
+                yield f"printers.{name}.door_port", self.door_port(name)
         for name, camera in self.cameras.items():
             yield f"cameras.{name}.port", camera.port
         if self.frontdoor.enabled:
@@ -379,6 +401,8 @@ class _Entry:
     port: int | None
     match: tuple[tuple[str, str], ...]
     camera: str | None = None
+    door_port: int | None = None
+    door_port_given: bool = False
 
 
 _CROSS_KEYS = ("serial", "usb_port", "device_name")
@@ -387,7 +411,7 @@ _CROSS_KEYS = ("serial", "usb_port", "device_name")
 def _entry_of(section: str, name: str, raw: Mapping[str, Any], model: type[_Matched]) -> _Entry:
     """The fields of raw that pass their own checks (each validated alone)."""
     good: dict[str, Any] = {}
-    for key in ("port", "camera", *_CROSS_KEYS):
+    for key in ("port", "door_port", "camera", *_CROSS_KEYS):
         field = model.model_fields.get(key)
         if key not in raw or field is None:
             continue
@@ -398,21 +422,36 @@ def _entry_of(section: str, name: str, raw: Mapping[str, Any], model: type[_Matc
         except ValidationError:
             continue
     match = tuple((key, str(good[key])) for key in _CROSS_KEYS if good.get(key) is not None)
-    return _Entry(section, name, good.get("port"), match, good.get("camera"))
+    door_port = good.get("door_port")
+    if section == "printers" and door_port is None and good.get("port") is not None and "door_port" not in raw:
+        door_port = default_door_port(good["port"])
+    return _Entry(section, name, good.get("port"), match, good.get("camera"), door_port, "door_port" in raw)
 
 
 def _cross_check(entries: list[_Entry], frontdoor: FrontDoor, problems: _Problems) -> None:
     owners: dict[int, str] = {}
     for entry in entries:
-        if entry.port is None:
-            continue
-        if entry.port in owners:
-            problems.add(
-                (entry.section, entry.name, "port"),
-                f"{entry.port} is also used by {owners[entry.port]} — pick another port",
-            )
-        else:
-            owners[entry.port] = f"{entry.section}.{entry.name}"
+        ports = [("port", entry.port)]
+        if frontdoor.enabled and entry.section == "printers":
+            ports.append(("door_port", entry.door_port))
+        clashed = False
+        for key, port in ports:
+            if port is None:
+                continue
+            if port in owners:
+                if key == "door_port" and not entry.door_port_given:
+                    if clashed:
+                        continue  # the same clash, said once: its port's
+                    said = f"its front door port ({port}, derived from its port) is also used by {owners[port]}"
+                    problems.add((entry.section, entry.name, "port"), f"{said} — set door_port, or pick another port")
+                    continue
+                problems.add(
+                    (entry.section, entry.name, key),
+                    f"{port} is also used by {owners[port]} — pick another port",
+                )
+                clashed = True
+            else:
+                owners[port] = f"{entry.section}.{entry.name}" + (f".{key}" if key != "port" else "")
     if frontdoor.enabled and frontdoor.port in owners:
         problems.add(
             ("frontdoor", "port"), f"{frontdoor.port} is also used by {owners[frontdoor.port]} — pick another port"

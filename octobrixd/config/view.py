@@ -47,6 +47,7 @@ class FrontDoorView:
 @dataclass(frozen=True)
 class PrinterView:
     port: int
+    door_port: int
     virtual: bool
     octoprint: str | None
     plugins: tuple[str, ...]
@@ -74,6 +75,9 @@ class FarmView:
     def streamer_of(self, name: str) -> str:
         return self.cameras[name].streamer or self.octobrix.streamer
 
+    def door_port(self, name: str) -> int:
+        return self.printers[name].door_port
+
 
 def view_of(config: Config) -> FarmView:
     o = config.octobrix
@@ -81,7 +85,10 @@ def view_of(config: Config) -> FarmView:
         source=config.source,
         octobrix=OctobrixView(o.octoprint, str(o.streamer), o.public_host, o.backup_schedule),
         frontdoor=FrontDoorView(config.frontdoor.enabled, config.frontdoor.port),
-        printers={n: PrinterView(p.port, p.virtual, p.octoprint, tuple(p.plugins)) for n, p in config.printers.items()},
+        printers={
+            n: PrinterView(p.port, config.door_port(n), p.virtual, p.octoprint, tuple(p.plugins))
+            for n, p in config.printers.items()
+        },
         cameras={
             n: CameraView(c.port, None if c.streamer is None else str(c.streamer)) for n, c in config.cameras.items()
         },
@@ -139,7 +146,7 @@ def _from_dict(view: Any) -> FarmView:
         octobrix=OctobrixView(**view["octobrix"]),
         frontdoor=FrontDoorView(**view["frontdoor"]),
         printers={
-            n: PrinterView(p["port"], p["virtual"], p["octoprint"], tuple(p["plugins"]))
+            n: PrinterView(p["port"], p["door_port"], p["virtual"], p["octoprint"], tuple(p["plugins"]))
             for n, p in view["printers"].items()
         },
         cameras={n: CameraView(**c) for n, c in view["cameras"].items()},

@@ -2,8 +2,8 @@
 
 - the farm login: its clear password in a root-only file for `octobrixctl credentials`, its scrypt
   hash and the cookie secret in another, which systemd hands to octobrix-web (LoadCredential=);
-- per printer, the nginx map entry that gives a farm-logged-in request that OctoPrint's admin key
-  (octobrixd's own key, from instances/credentials.py): root-only, included by the rendered nginx site;
+- the farm login's user and clear password again, for the web service alone: each OctoPrint has an
+  admin account of that name and password (instances/seeding.py), and single sign-on logs in as it;
 - per printer, the key of its read-only `octobrix-web` user, gathered into one file for the web
   service: the overview may ask each OctoPrint its status, nothing more;
 - the metrics token, Prometheus's bearer token for /metrics: clear in a root-only file (for
@@ -18,55 +18,37 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor.auth import FarmLogin, make_login, read_login, token_file_text
-from octobrixd.instances.credentials import SECRETS_DIR, read_credentials, read_web_key
-from octobrixd.render.nginx import KEY_MAP_DIR, key_map_entry
+from octobrixd.instances.credentials import (
+    FARM_LOGIN,
+    FARM_USER,
+    SECRETS_DIR,
+    FarmCredentials,
+    read_farm_credentials,
+    read_web_key,
+)
 from octobrixd.system.fsutil import remove_file, write_atomic
 from octobrixd.system.paths import Layout
 
 log = logging.getLogger(__name__)
 
-FARM_USER = "farm"
-FARM_LOGIN = SECRETS_DIR / "farm.json"
 WEB_DIR = SECRETS_DIR / "web"
 WEB_LOGIN = WEB_DIR / "login.json"
 WEB_KEYS = WEB_DIR / "keys.json"
+WEB_PRINTER_LOGIN = WEB_DIR / "printer-login.json"
+# Where nginx's per-printer admin-key maps were, before each printer had its own origin.
+OLD_KEY_MAP_DIR = SECRETS_DIR / "frontdoor"
 METRICS_TOKEN = SECRETS_DIR / "metrics-token"
 WEB_METRICS = WEB_DIR / "metrics.json"
-
-
-@dataclass(frozen=True)
-class FarmCredentials:
-    username: str
-    password: str
 
 
 @dataclass(frozen=True)
 class Synced:
     nginx_changed: bool
     web_changed: bool
-
-
-def read_farm_credentials(layout: Layout) -> FarmCredentials | None:
-    path = layout.path(FARM_LOGIN)
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-        return FarmCredentials(body["username"], body["password"])
-    except FileNotFoundError:
-        return None
-    except PermissionError:
-        raise OctobrixError(
-            f"credentials needs root: the farm login is readable by root only ({path})",
-            hint="sudo octobrixctl credentials",
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OctobrixError(
-            f"cannot read the farm login from {path}: {exc}",
-            hint='fix the file by hand ({"username": ..., "password": ...}) and run `sudo octobrixctl apply`',
-        ) from None
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
@@ -81,15 +63,24 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def _ensure_farm_login(layout: Layout) -> bool:
-    """Make the farm login once; afterwards only re-derive the web service's copy if it is missing."""
+def ensure_farm_credentials(layout: Layout) -> FarmCredentials:
+    """The farm login, made once (apply makes it before it sets up the OctoPrints' farm accounts)."""
     farm = read_farm_credentials(layout)
-    changed = False
     if farm is None:
         farm = FarmCredentials(FARM_USER, secrets.token_urlsafe(12))
-        changed |= _write_if_changed(
+        _write_if_changed(
             layout.path(FARM_LOGIN), json.dumps({"username": farm.username, "password": farm.password}) + "\n"
         )
+    return farm
+
+
+def _ensure_farm_login(layout: Layout) -> bool:
+    """Make the farm login once; afterwards only re-derive the web service's copies if they are missing."""
+    made = read_farm_credentials(layout) is None
+    farm = ensure_farm_credentials(layout)
+    changed = made
+    printer_login = json.dumps({"username": farm.username, "password": farm.password}) + "\n"
+    changed |= _write_if_changed(layout.path(WEB_PRINTER_LOGIN), printer_login)
     web_login_path = layout.path(WEB_LOGIN)
     current: FarmLogin | None = None
     if web_login_path.exists():
@@ -121,23 +112,16 @@ def _ensure_metrics_token(layout: Layout) -> bool:
     return _write_if_changed(layout.path(WEB_METRICS), token_file_text(token)) or changed
 
 
-def _sync_key_maps(layout: Layout, printers: Sequence[str]) -> bool:
-    changed = False
-    wanted: set[PurePosixPath] = set()
-    for name in sorted(printers):
-        credentials = read_credentials(layout, name)
-        if credentials is None:
-            continue
-        rel = KEY_MAP_DIR / f"{name}.map"
-        wanted.add(rel)
-        changed |= _write_if_changed(layout.path(rel), key_map_entry(credentials.api_key))
-    directory = layout.path(KEY_MAP_DIR)
-    if directory.is_dir():
-        for leftover in sorted(directory.glob("*.map")):
-            if PurePosixPath(leftover.relative_to(layout.root)) not in wanted:
-                remove_file(leftover)
-                changed = True
-    return changed
+def _drop_old_key_maps(layout: Layout) -> bool:
+    """The admin-key maps of the single-origin front door: no site includes them any more."""
+    directory = layout.path(OLD_KEY_MAP_DIR)
+    if not directory.is_dir():
+        return False
+    for leftover in sorted(directory.glob("*.map")):
+        remove_file(leftover)
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+    return True
 
 
 def _sync_web_keys(layout: Layout, printers: Sequence[str]) -> bool:
@@ -153,6 +137,6 @@ def sync(layout: Layout, printers: Sequence[str]) -> Synced:
     """Write what changed; report whether nginx must reload and the web service restart."""
     web_changed = _ensure_farm_login(layout)
     web_changed |= _ensure_metrics_token(layout)
-    nginx_changed = _sync_key_maps(layout, printers)
+    nginx_changed = _drop_old_key_maps(layout)
     web_changed |= _sync_web_keys(layout, printers)
     return Synced(nginx_changed=nginx_changed, web_changed=web_changed)

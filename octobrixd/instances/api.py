@@ -190,6 +190,17 @@ def add_user(port: int, api_key: str, user: str, password: str, permissions: tup
         )
 
 
+def add_admin(port: int, api_key: str, user: str, password: str) -> None:
+    """Make an admin in a running OctoPrint (its admins and users groups); one of that name that is
+    there already is left as it is (409)."""
+    body = {"name": user, "password": password, "active": True, "groups": ["admins", "users"]}
+    try:
+        request(port, api_key, "/api/access/users", body, timeout=BUSY_TIMEOUT)
+    except ApiError as error:
+        if not error.conflict:
+            raise
+
+
 def generate_app_key(port: int, api_key: str, user: str, app: str) -> str:
     """A new application key of user for app, made by the running OctoPrint (its appkeys plugin)."""
     body = request(port, api_key, "/api/plugin/appkeys", {"command": "generate", "app": app, "user": user})

@@ -25,6 +25,37 @@ WEB_USER = "octobrix-web"
 WEB_PERMISSIONS = ("STATUS",)
 
 
+# The farm login (the front door's): its user is also an admin account of every OctoPrint, with the
+# same password, so that single sign-on opens each printer as a real session of that account.
+FARM_USER = "farm"
+FARM_LOGIN = SECRETS_DIR / "farm.json"
+
+
+@dataclass(frozen=True)
+class FarmCredentials:
+    username: str
+    password: str
+
+
+def read_farm_credentials(layout: Layout) -> FarmCredentials | None:
+    path = layout.path(FARM_LOGIN)
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        return FarmCredentials(body["username"], body["password"])
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise OctobrixError(
+            f"credentials needs root: the farm login is readable by root only ({path})",
+            hint="sudo octobrixctl credentials",
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OctobrixError(
+            f"cannot read the farm login from {path}: {exc}",
+            hint='fix the file by hand ({"username": ..., "password": ...}) and run `sudo octobrixctl apply`',
+        ) from None
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str

@@ -1,5 +1,6 @@
 """Each instance's OctoPrint basedir set up for octobrix: an admin user and an API key for octobrixd,
-and the front door overview's read-only user and key, made once; later applies change nothing.
+the front door overview's read-only user and key, and (front door on) the farm login's own admin
+account, made once; later applies change nothing.
 
 The password and keys are generated on the first apply and saved where instances/credentials.py
 reads them. They are never logged and never put on a command line: the OctoPrint CLI reads the
@@ -26,6 +27,7 @@ from octobrixd.instances.credentials import (
     WEB_PERMISSIONS,
     WEB_USER,
     Credentials,
+    FarmCredentials,
     WebKey,
     credentials_path,
     read_credentials,
@@ -147,7 +149,22 @@ def _has_key(keys: Any, user: str, api_key: str) -> bool:
     )
 
 
-def needs_seeding(layout: Layout, name: str) -> bool:
+def _ensure_farm_user(instance: Instance, farm: FarmCredentials, ids: tuple[int, int]) -> None:
+    """The farm login's account, an admin of this OctoPrint with the farm's password; one of that name
+    that is there (made before, or by the user) is left as it is."""
+    users = _users(instance)
+    if isinstance(users, dict) and farm.username in users:
+        return
+    _add_user(instance, farm.username, farm.password, ["--admin"], ids=ids)
+
+
+def _has_user(instance: Instance, user: str) -> bool:
+    users = _users(instance)
+    return isinstance(users, dict) and user in users
+
+
+def needs_seeding(layout: Layout, name: str, *, farm_user: str | None = None) -> bool:
+    """farm_user: the farm login's user, who must have an account there (the front door is on)."""
     credentials = read_credentials(layout, name)
     if credentials is None:
         return True
@@ -155,12 +172,22 @@ def needs_seeding(layout: Layout, name: str) -> bool:
     keys = _keys(instance)
     if not _has_key(keys, credentials.username, credentials.api_key) or not _users(instance):
         return True
+    if farm_user is not None and not _has_user(instance, farm_user):
+        return True
     # An instance set up before the front door has no read-only user for its overview yet.
     web_key = read_web_key(layout, name)
     return web_key is None or not _has_key(keys, WEB_USER, web_key.api_key)
 
 
-def seed_basedir(layout: Layout, name: str, uid: int, gid: int, *, serving_port: int | None = None) -> Credentials:
+def seed_basedir(
+    layout: Layout,
+    name: str,
+    uid: int,
+    gid: int,
+    *,
+    serving_port: int | None = None,
+    farm: FarmCredentials | None = None,
+) -> Credentials:
     """Give the instance its admin user and octobrixd's API key, once; later calls change nothing.
 
     It also gets the read-only user the front door's overview asks as: in its files while its
@@ -178,7 +205,22 @@ def seed_basedir(layout: Layout, name: str, uid: int, gid: int, *, serving_port:
         _ensure_app_key(instance, WEB_USER, web_key.api_key, ids=(uid, gid))
     else:
         _add_web_user_live(layout, name, credentials, serving_port)
+    if farm is not None:
+        if serving_port is None:
+            _ensure_farm_user(instance, farm, (uid, gid))
+        elif not _has_user(instance, farm.username):
+            _add_farm_user_live(name, credentials, farm, serving_port)
     return credentials
+
+
+def _add_farm_user_live(name: str, credentials: Credentials, farm: FarmCredentials, port: int) -> None:
+    try:
+        octoprint_api.add_admin(port, credentials.api_key, farm.username, farm.password)
+    except octoprint_api.ApiError as error:
+        # Single sign-on waits for it: the printer opens at OctoPrint's own login until then.
+        log.warning("could not make the farm's account in %s yet (%s); the next apply tries again", name, error)
+        return
+    log.info("made the farm's account %s in %s", farm.username, name)
 
 
 def _add_web_user_live(layout: Layout, name: str, credentials: Credentials, port: int) -> None:

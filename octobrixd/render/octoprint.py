@@ -45,7 +45,10 @@ def octoprint_seed(config: Config, name: str, installed: str | None = None) -> d
     port = VIRTUAL_PORT if link is None else link
     baudrate = None if link is None else printer.baudrate or DEFAULT_BAUDRATE
     plugins: dict[str, Any] = {"virtual_printer": {"enabled": True}} if link is None else {}
-    plugins["discovery"] = {"publicPort": printer.port}
+    # Zeroconf and SSDP announce where apps should go: through the front door, this printer's own
+    # origin there; without it, OctoPrint's own port.
+    public_port = config.door_port(name) if config.frontdoor.enabled else printer.port
+    plugins["discovery"] = {"publicPort": public_port, "pathPrefix": "/"}
     # Without a camera OctoPrint would show an empty "Webcam stream not loaded" panel in its
     # Control tab; webcamEnabled (OctoPrint 1.9-2.0: webcam.webcamEnabled) hides it.
     webcam: dict[str, Any] = {"webcamEnabled": False}

@@ -37,6 +37,16 @@ class Response:
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header name (Set-Cookie comes once per cookie), in order."""
+        wanted = name.lower().encode()
+        values = []
+        for line in self.head.split(b"\r\n")[1:]:
+            key, sep, value = line.partition(b":")
+            if sep and key.strip().lower() == wanted:
+                values.append(value.strip().decode("latin-1"))
+        return values
+
 
 def _header(head: bytes, name: bytes) -> bytes | None:
     for line in head.split(b"\r\n")[1:]:

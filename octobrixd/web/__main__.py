@@ -19,7 +19,15 @@ from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor import auth
 from octobrixd.frontdoor.sessions import SESSIONS_FILE, SessionStore
 from octobrixd.system.paths import Layout
-from octobrixd.web.context import KEYS_CREDENTIAL, LOGIN_CREDENTIAL, METRICS_CREDENTIAL, WebContext, read_keys
+from octobrixd.web.context import (
+    KEYS_CREDENTIAL,
+    LOGIN_CREDENTIAL,
+    METRICS_CREDENTIAL,
+    PRINTER_LOGIN_CREDENTIAL,
+    WebContext,
+    read_keys,
+)
+from octobrixd.web.door import read_printer_login
 from octobrixd.web.server import FarmServer, systemd_listener, tcp_listener, unix_listener
 
 log = logging.getLogger("octobrixd.web")
@@ -46,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=Path, help="read-only keys per printer (default: systemd credential web-keys)")
     parser.add_argument("--metrics-token", type=Path,
                         help="the metrics token's digest (default: systemd credential metrics-token)")  # fmt: skip
+    parser.add_argument("--printer-login", type=Path,
+                        help="the farm user's printer login (default: systemd credential printer-login)")  # fmt: skip
     parser.add_argument("--sessions", type=Path,
                         help="the live sessions' file (default: sessions.json in the state directory)")  # fmt: skip
     add_root_argument(parser, "the system's root, as for octobrixctl")
@@ -59,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         login_file = args.login or _credential(LOGIN_CREDENTIAL)
         keys_file = args.keys or _credential(KEYS_CREDENTIAL)
         metrics_file = args.metrics_token or _credential(METRICS_CREDENTIAL)
+        printer_login_file = args.printer_login or _credential(PRINTER_LOGIN_CREDENTIAL)
         if login_file is None:
             raise OctobrixError("no farm login given", hint="pass --login FILE, or run it as octobrix-web.service")
         config = load_config(args.config)
@@ -70,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             layout=Layout(args.root),
             metrics_token_sha256=auth.read_token_digest(metrics_file) if metrics_file else None,
             sessions=SessionStore(_sessions_file(args.sessions)),
+            printer_login=read_printer_login(printer_login_file) if printer_login_file else None,
         )
         if args.port is not None:
             listener = tcp_listener("127.0.0.1", args.port)

@@ -12,12 +12,14 @@ from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor.auth import FarmLogin
 from octobrixd.frontdoor.sessions import SessionStore
 from octobrixd.system.paths import Layout
+from octobrixd.web.door import PrinterLogin, PrinterSessions, Tickets, WebcamAnswers
 from octobrixd.web.limits import LoginLimiter
 
 # Names under which systemd's LoadCredential= hands the service its secrets (octobrix-web.service).
 LOGIN_CREDENTIAL = "farm-login"
 KEYS_CREDENTIAL = "web-keys"
 METRICS_CREDENTIAL = "metrics-token"
+PRINTER_LOGIN_CREDENTIAL = "printer-login"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class WebContext:
     # The live farm-login sessions (logout ends one) and the wrong-password limit per client address.
     sessions: SessionStore = field(default_factory=SessionStore)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    # The farm user's account in every OctoPrint (single sign-on); None: each OctoPrint's own login.
+    printer_login: PrinterLogin | None = None
+    tickets: Tickets = field(default_factory=Tickets)
+    printer_sessions: PrinterSessions = field(default_factory=PrinterSessions)
+    webcam_answers: WebcamAnswers = field(default_factory=WebcamAnswers)
 
 
 def read_keys(path: Path) -> dict[str, str]:

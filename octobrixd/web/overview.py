@@ -30,6 +30,7 @@ from octobrixd.instances.api import ApiError, request
 from octobrixd.names import octoprint_unit, streamer_unit
 from octobrixd.system.paths import Layout
 from octobrixd.system.systemd import UnitState
+from octobrixd.urls import OPEN_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ def farm_view(config: Config, asked: Asked) -> dict[str, Any]:
             job = {**job, "time_left": None}
         cards.append({
             "name": row.name,
-            "url": f"/{row.name}/",
+            "url": f"{OPEN_PREFIX}{row.name}",
             "state": str(state),
             "group": str(group),
             "state_text": text,

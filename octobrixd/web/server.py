@@ -35,18 +35,19 @@ from typing import Any
 
 from octobrixd.adding import channel
 from octobrixd.adding.found import FOUND_FILE
+from octobrixd.cameras.streams import local_host
 from octobrixd.errors import OctobrixError
 from octobrixd.frontdoor import auth
-from octobrixd.urls import AUTH_CAMERA, AUTH_PREFIX, AUTH_PRINTER
-from octobrixd.web import overview
+from octobrixd.render.nginx import PRINTER_HEADER, REFUSED_HEADER
+from octobrixd.system import loopback_http
+from octobrixd.urls import AUTH_CAMERA, AUTH_PREFIX, AUTH_PRINTER, OPEN_PREFIX, SSO_PATH
+from octobrixd.web import door, overview
 from octobrixd.web.context import WebContext
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 LOGIN_HEADER = "X-Octobrix-Login"
-# Set by nginx (never by a client: it overwrites it) when it refused a request for want of a login.
-REFUSED_HEADER = "X-Octobrix-Refused"
 METRICS_REFUSED = b"send the metrics token (`sudo octobrixctl credentials` shows it) as a bearer token\n"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What the page may send octobrixd: nothing else of a posted body is passed on.
@@ -206,10 +207,34 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.do_GET()
 
+    def printer(self) -> str | None:
+        """The printer whose origin nginx took this request on (its server sets the header, and the
+        farm's clears it); None on the farm's origin."""
+        name = self.headers.get(PRINTER_HEADER) or None
+        if name is not None and name not in self.context.config.printers:
+            # A site of another config than the service's: answer as for no printer, never another's.
+            log.warning("nginx named a printer the web service does not know: %r", name)
+            return None
+        return name
+
+    def farm_url(self, path: str) -> str:
+        return door.origin_url(self.headers.get("Host", ""), self.context.config.frontdoor.port, path)
+
+    def upstream(self, name: str) -> door.Upstream:
+        config = self.context.config
+        port = config.door_port(name)
+        forwarded = f"{door.host_name(self.headers.get('Host', ''))}:{port}"
+        return door.Upstream(local_host(config.octobrix.listen), config.printers[name].port, port, forwarded)
+
     def refused(self) -> None:
         """nginx found no login for a printer or camera: a browser goes to the login page, a program gets 401."""
         if self.command in ("GET", "HEAD") and "text/html" in self.headers.get("Accept", ""):
-            self.to_login()
+            printer = self.printer()
+            if printer is None:
+                self.to_login()
+            else:
+                next_path = urllib.parse.urlencode({"next": OPEN_PREFIX + printer})
+                self.redirect(self.farm_url(f"/login?{next_path}"))
             return
         self.send(
             HTTPStatus.UNAUTHORIZED,
@@ -222,8 +247,15 @@ class Handler(BaseHTTPRequestHandler):
             self.refused()
             return
         path = urllib.parse.urlsplit(self.path).path
-        if path.startswith(AUTH_PREFIX):
+        if path.startswith(AUTH_PREFIX) and path != SSO_PATH:
             self.auth_check(path)
+            return
+        if self.printer() is not None:
+            # On a printer's origin nginx sends only its checks, its refusals and the sign-on here.
+            if path == SSO_PATH:
+                self.single_sign_on(self.printer() or "")
+            else:
+                self.send(HTTPStatus.NOT_FOUND, b"not found\n")
             return
         if path == "/login":
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
@@ -253,6 +285,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/found":
             self.api_found()
             return
+        if path.startswith(OPEN_PREFIX):
+            self.open_printer(path.removeprefix(OPEN_PREFIX))
+            return
         self.send(HTTPStatus.NOT_FOUND, b"not found\n")
 
     def do_POST(self) -> None:
@@ -260,6 +295,9 @@ class Handler(BaseHTTPRequestHandler):
             self.refused()
             return
         path = urllib.parse.urlsplit(self.path).path
+        if self.printer() is not None:
+            self.send(HTTPStatus.NOT_FOUND, b"not found\n")
+            return
         if path == "/login":
             self.login()
             return
@@ -282,16 +320,70 @@ class Handler(BaseHTTPRequestHandler):
             log.warning("refused an auth check for an unknown kind of location: %r", path)
             self.send(HTTPStatus.UNAUTHORIZED)
             return
+        printer = self.printer()
+        if path == AUTH_PRINTER and printer is None:
+            # Printers live on their own origins only: the farm's has none to let through.
+            self.send(HTTPStatus.UNAUTHORIZED)
+            return
         method = self.headers.get("X-Original-Method", "GET")
         if self.logged_in() and (method in SAFE_METHODS or same_origin(self.headers)):
             self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "farm"})
             return
-        # A camera's streamer checks no key, so a key of the client's own (any string) would be the
-        # whole login: the cameras need the farm login. An OctoPrint judges a client's own key itself.
-        if path == AUTH_PRINTER and client_brings_credentials(self.headers, self.headers.get("X-Original-Args", "")):
+        args = self.headers.get("X-Original-Args", "")
+        if path == AUTH_PRINTER and client_brings_credentials(self.headers, args):
+            # An OctoPrint judges a client's own key itself.
             self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "client"})
             return
+        # A streamer checks no key, so a key of the client's own (any string) would be the whole
+        # login: on a printer's origin its OctoPrint is asked whether it lets these in to its camera.
+        if path == AUTH_CAMERA and printer is not None and method in SAFE_METHODS:
+            upstream = self.upstream(printer)
+            credentials = door.client_credentials(self.headers, args, upstream.door)
+            if self.context.webcam_answers.allowed(upstream, credentials):
+                self.send(HTTPStatus.NO_CONTENT, headers={LOGIN_HEADER: "client"})
+                return
         self.send(HTTPStatus.UNAUTHORIZED)
+
+    def open_printer(self, name: str) -> None:
+        """From the farm page to a printer: a one-time ticket for its origin, where it becomes that
+        OctoPrint's own session (single_sign_on)."""
+        session_id = self.session()
+        if name not in self.context.config.printers or session_id is None:
+            self.send(HTTPStatus.NOT_FOUND, b"no such printer\n")
+            return
+        ticket = self.context.tickets.issue(session_id, name)
+        upstream = self.upstream(name)
+        self.redirect(door.origin_url(self.headers.get("Host", ""), upstream.door, f"{SSO_PATH}?ticket={ticket}"))
+
+    def single_sign_on(self, name: str) -> None:
+        session_id = self.session()
+        if session_id is None:
+            self.redirect(self.farm_url("/login?" + urllib.parse.urlencode({"next": OPEN_PREFIX + name})))
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        ticket = query.get("ticket", [""])[0]
+        if not self.context.tickets.redeem(ticket, session_id, name):
+            # Used, expired, or made for another session or printer: the farm page makes a new one.
+            self.redirect(self.farm_url(OPEN_PREFIX + name))
+            return
+        login = self.context.printer_login
+        set_cookies: list[str] = []
+        if login is not None:
+            upstream = self.upstream(name)
+            try:
+                set_cookies = door.octoprint_login(upstream, login)
+            except (OSError, loopback_http.MalformedResponse) as error:
+                log.warning("single sign-on to %s failed: %s", name, error)
+            if set_cookies:
+                self.context.printer_sessions.add(session_id, name, door.session_cookies(set_cookies, upstream.door))
+        # Logged in or not, OctoPrint takes it from here (its own login page if not).
+        self.send_response(HTTPStatus.SEE_OTHER)
+        for line in set_cookies:
+            self.send_header("Set-Cookie", line)
+        self.send_header("Location", "/")
+        self.send_header("Content-Length", "0")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
 
     def login_page(
         self, next_path: str, message: str = "", status: int | None = None, headers: dict[str, str] | None = None
@@ -336,6 +428,9 @@ class Handler(BaseHTTPRequestHandler):
         session_id = self.session()
         if session_id is not None:
             self.context.sessions.end(session_id)
+            for name, cookies in self.context.printer_sessions.take(session_id):
+                if name in self.context.config.printers:
+                    door.octoprint_logout(self.upstream(name), cookies)
         self.redirect("/login", headers={"Set-Cookie": f"{auth.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"})
 
     def static(self, relative: str) -> None:

@@ -91,7 +91,7 @@ def octoprint_answer(port: int, api_key: str, path: str) -> int:
 def test_status_shows_the_front_door_addresses(farm: Container) -> None:
     rows = status_rows(farm)
     assert {name: row["url"] for name, row in rows.items()} == {
-        name: f"http://127.0.0.1:{FRONT_DOOR}/{name}/" for name in PORTS
+        name: f"http://127.0.0.1:{port + 10000}/" for name, port in PORTS.items()
     }
 
 

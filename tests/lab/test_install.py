@@ -104,7 +104,7 @@ def test_readme_install_command_gives_a_working_demo(farm: Farm) -> None:
     # It ends with the status table: the demo printer, ready, and where to open it.
     rows = [line for line in first.result.stdout.splitlines() if line.startswith("demo ")]
     assert rows, first.output
-    assert "Operational" in rows[-1] and re.search(r"http://\S+/demo/", rows[-1]), first.output
+    assert "Operational" in rows[-1] and re.search(r"http://\S+:15000/", rows[-1]), first.output
     assert "octobrixctl credentials" in first.result.stdout
 
     box = farm.box

@@ -85,7 +85,7 @@ def test_deb_gives_the_same_working_demo(packaged: Packaged) -> None:
     first = packaged.first
     assert first.result.returncode == 0, first.output
     rows = [line for line in first.result.stdout.splitlines() if line.startswith("demo ")]
-    assert rows and "Operational" in rows[-1] and "/demo/" in rows[-1], first.output
+    assert rows and "Operational" in rows[-1] and ":15000/" in rows[-1], first.output
 
     box = packaged.box
     assert "Operational" in status_line(box)

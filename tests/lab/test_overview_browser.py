@@ -28,7 +28,8 @@ from tests.lab.harness.project import REPO
 pytestmark = pytest.mark.lab
 
 PRINTERS = {"vmk3": 5500, "voron-2": 5501, "ender": 5502}
-HELD_PORTS = [80, *range(5500, 5510)]
+# Each printer also has its own origin on the front door, its port + 10000.
+HELD_PORTS = [80, *range(5500, 5510), *range(15500, 15510)]
 OUT = REPO / "test-output" / "overview-browser"
 # 240 dwells of a quarter second: a print of about a minute, long enough to watch it move.
 DWELLS = 240
@@ -112,7 +113,7 @@ def test_the_farm_overview_in_a_real_browser(farm: Container, host: str, printer
             assert set(shown) == set(PRINTERS)
             for name, card in shown.items():
                 assert card["badge"] == "Operational"
-                assert card["href"] == f"/{name}/"
+                assert card["href"] == f"/open/{name}"
                 assert "Nozzle" in card["temps"] and "Bed" in card["temps"]
             assert browser.text("#summary") == "0 printing, 3 idle, 0 need attention"
             assert not browser.one("#problem").is_displayed(), browser.text("#problem")
@@ -152,11 +153,12 @@ def test_the_farm_overview_in_a_real_browser(farm: Container, host: str, printer
             browser.screenshot("printing")
 
             browser.one(f'.card[data-name="{printer}"] .open').click()
-            browser.wait_for(f"{printer}'s OctoPrint", lambda: browser.url.rstrip("/").endswith(f"/{printer}"))
+            own = f"http://127.0.0.1:{PRINTERS[printer] + 10000}/"
+            browser.wait_for(f"{printer}'s OctoPrint on its own origin", lambda: browser.url == own)
             browser.open_octoprint_tab("control")
             assert not browser.all("#login-user") or not browser.one("#login-user").is_displayed(), "a second login"
             browser.screenshot("octoprint-control")
-            assert browser.url.startswith(f"{base}/{printer}/")
+            assert browser.url.startswith(own), "single sign-on: OctoPrint's own session, no login asked"
         finally:
             cancel(farm, printer)
     print(f"screenshots: {', '.join(str(p) for p in browser.shots)}")
