@@ -604,3 +604,19 @@ def test_secrets_are_made_once_private_and_follow_the_printers(tmp_path: Path) -
     again = secrets.sync(layout, ["demo", "ender-3"])
     assert not again.nginx_changed and not again.web_changed, "a second apply changes nothing"
     assert read_farm_credentials(layout) == farm, "the farm login is made once"
+
+
+def test_without_direct_ports_the_front_door_is_the_one_way_in() -> None:
+    """`[frontdoor] direct_ports = false`: every OctoPrint and streamer on this computer only, nginx
+    (on `[octobrix] listen`) in front of them; the default leaves the direct ports where they were."""
+    closed = parse_config(FARM.replace(f"port = {FRONT}\n", f"port = {FRONT}\ndirect_ports = false\n", 1), "x")
+    files = render_all(closed)
+    units = {str(path): rendered.text for path, rendered in files.items() if "octoprint@" in str(path)}
+    streams = {str(path): rendered.text for path, rendered in files.items() if "ustreamer@" in str(path)}
+    assert units and all("OCTOBRIX_LISTEN=127.0.0.1\n" in text for text in units.values()), units
+    assert streams and all("OCTOBRIX_LISTEN=127.0.0.1\n" in text for text in streams.values()), streams
+    site = files[NGINX_SITE].text
+    assert f"listen [::]:{FRONT} default_server;" in site and f"proxy_pass http://127.0.0.1:{DEMO};" in site
+    assert octoprint_seed(closed, "ender-3")["plugins"]["classicwebcam"]["snapshot"].startswith("http://127.0.0.1:")
+    opened = render_all(parse_config(FARM, "x"))
+    assert all("OCTOBRIX_LISTEN=::\n" in r.text for p, r in opened.items() if "octoprint@" in str(p))

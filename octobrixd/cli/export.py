@@ -62,6 +62,12 @@ def _unreachable(name: str, error: ApiError) -> OctobrixError:
 
 
 def _check_reachable(config: Config) -> None:
+    if config.services_listen() != config.octobrix.listen:
+        raise OctobrixError(
+            "frontdoor.direct_ports: false keeps every OctoPrint's own port on this computer, and a farm manager "
+            "talks to each OctoPrint on its own port",
+            hint="set direct_ports = true in [frontdoor], run `sudo octobrixctl apply`, then export again",
+        )
     if ipaddress.ip_address(config.octobrix.listen).is_loopback:
         raise OctobrixError(
             f"octobrix.listen: {config.octobrix.listen} keeps every OctoPrint's own port on this computer, and "

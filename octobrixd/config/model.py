@@ -289,6 +289,12 @@ class FrontDoor(_Model):
         description='the one port of the whole farm (nginx), on the addresses of `[octobrix] listen` (`"::"`: '
         "every IPv4 and IPv6 address)",
     )
+    direct_ports: StrictBool = Field(
+        default=True,
+        description="`false`: every OctoPrint and every camera's streamer listen on this computer only "
+        "(127.0.0.1), so the front door is the one way in; `true`: also on their own ports, on the addresses of "
+        "`[octobrix] listen`, for tools that want them",
+    )
     metrics: StrictBool = Field(
         default=False,
         description="`true`: Prometheus metrics at `/metrics`, for the metrics token or the farm login; "
@@ -318,6 +324,13 @@ class Config(_Model):
 
     def streamer_of(self, name: str) -> Streamer:
         return self.cameras[name].streamer or self.octobrix.streamer
+
+    def services_listen(self) -> str:
+        """Where the OctoPrints and the streamers listen: `[octobrix] listen`, or this computer only
+        when the front door is to be the one way in (`[frontdoor] direct_ports = false`)."""
+        if self.frontdoor.enabled and not self.frontdoor.direct_ports:
+            return "127.0.0.1"
+        return self.octobrix.listen
 
     def door_port(self, name: str) -> int:
         """Printer NAME's own port on the front door (its browser origin)."""

@@ -208,7 +208,7 @@ def _moved_location(config: Config, name: str) -> str:
 
 
 def render_frontdoor(config: Config) -> str:
-    upstream_host = cameras.local_host(config.octobrix.listen)
+    upstream_host = cameras.local_host(config.services_listen())
     farm_cameras = "".join(_camera_location(config, name, upstream_host, "") for name in sorted(config.cameras))
     return (
         header(config.source)

@@ -50,7 +50,7 @@ def render_octoprint_dropin(config: Config, name: str) -> str:
         # Part of the file so that a new pin counts as a change to this instance and restarts it.
         + f"# Python environment: {requirements}\n"
         + "[Service]\n"
-        + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.octobrix.listen})
+        + _environment({"OCTOBRIX_PORT": str(printer.port), "OCTOBRIX_LISTEN": config.services_listen()})
         + f"CPUWeight={printer.cpu_weight}\nNice={printer.nice}\n"
         + (f"MemoryMax={printer.memory_limit}\n" if printer.memory_limit else "")
         # A virtual printer has no device: it opens none.
@@ -62,7 +62,7 @@ def _ustreamer_environment(config: Config, camera: Camera) -> dict[str, str]:
     passthrough = camera.format is PixelFormat.MJPEG
     return {
         "OCTOBRIX_PORT": str(camera.port),
-        "OCTOBRIX_LISTEN": config.octobrix.listen,
+        "OCTOBRIX_LISTEN": config.services_listen(),
         "OCTOBRIX_RESOLUTION": camera.resolution,
         "OCTOBRIX_FPS": str(camera.fps),
         "OCTOBRIX_FORMAT": camera.format.value.upper(),
@@ -72,7 +72,7 @@ def _ustreamer_environment(config: Config, camera: Camera) -> dict[str, str]:
 
 
 def _mjpg_streamer_environment(config: Config, camera: Camera) -> dict[str, str]:
-    listen = config.octobrix.listen
+    listen = config.services_listen()
     return {
         "OCTOBRIX_PORT": str(camera.port),
         # output_http binds every address family when given no -l; given "::" it would set

@@ -224,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
         config = self.context.config
         port = config.door_port(name)
         forwarded = f"{door.host_name(self.headers.get('Host', ''))}:{port}"
-        return door.Upstream(local_host(config.octobrix.listen), config.printers[name].port, port, forwarded)
+        return door.Upstream(local_host(config.services_listen()), config.printers[name].port, port, forwarded)
 
     def refused(self) -> None:
         """nginx found no login for a printer or camera: a browser goes to the login page, a program gets 401."""

@@ -47,7 +47,7 @@ from octobrixd.cameras.streams import jpeg_size
 from tests.lab.harness import loopcam
 from tests.lab.harness.browser import TABLET, Browser
 from tests.lab.harness.guest_probe import assert_left_as_it_was, footprint, main_pid
-from tests.lab.harness.offline_vm import FARM_DOOR, SharedVm, offline_farm_vm
+from tests.lab.harness.offline_vm import FARM_DOOR, PRINTER_DOORS, SharedVm, offline_farm_vm
 from tests.lab.harness.printer_sim import MarlinSim
 from tests.lab.harness.project import REPO, WHEELS_IN_GUEST
 from tests.lab.harness.vm import Vm
@@ -65,6 +65,7 @@ public_host = "farm.local"
 [printers.demo]
 virtual = true
 port = 5000
+door_port = {PRINTER_DOORS[0]}
 """
 WITH_CAMERA = (
     BASE.replace("port = 5000\n", 'port = 5000\ncamera = "cam1"\n')
@@ -86,6 +87,8 @@ SNAPSHOT = "http://127.0.0.1:8081/snapshot"
 # The host's port to the guest's front door (port 80 in the guest, where nothing else listens).
 HOST_DOOR = FARM_DOOR
 DOOR = f"http://127.0.0.1:{HOST_DOOR}"
+# demo's own origin on the front door, forwarded to the host as it is.
+DEMO_DOOR = f"http://127.0.0.1:{PRINTER_DOORS[0]}"
 SCREENSHOTS = REPO / "test-output" / "cameras-vm"
 
 
@@ -305,7 +308,7 @@ def test_octoprints_control_tab_shows_the_stream_through_the_front_door(camera_v
         browser.wait_for("the demo printer's card", lambda: browser.all('.card[data-name="demo"] .open'), timeout=120)
         browser.screenshot("overview")
         browser.one('.card[data-name="demo"] .open').click()
-        browser.wait_for("demo's OctoPrint", lambda: browser.url.startswith(f"{DOOR}/demo/"), timeout=120)
+        browser.wait_for("demo's OctoPrint", lambda: browser.url == f"{DEMO_DOOR}/", timeout=120)
         browser.open_octoprint_tab("control", timeout=300)
 
         def webcam() -> dict[str, Any] | None:
@@ -319,7 +322,7 @@ def test_octoprints_control_tab_shows_the_stream_through_the_front_door(camera_v
         image: dict[str, Any] = browser.wait_for("the webcam picture in the Control tab", webcam, timeout=120)
         browser.screenshot("octoprint-control-webcam")
     assert str(image["src"]).startswith("/cam/cam1/stream"), "relative: by whatever name the browser used"
-    assert str(image["current"]).startswith(f"{DOOR}/cam/cam1/stream"), image
+    assert str(image["current"]).startswith(f"{DEMO_DOOR}/cam/cam1/stream"), "on demo's own origin"
     assert (image["width"], image["height"], image["shown"]) == (1280, 720, True), image
     print(f"screenshots: {', '.join(str(p) for p in browser.shots)}")
 

@@ -419,3 +419,84 @@ def test_credentials_show_the_farm_login_first_and_debians_default_site_is_off(f
     # The farm login works with the password shown, and the web service keeps only its hash.
     login = json.loads(farm.read_file("/var/lib/octobrix/.secrets/web/login.json"))
     assert secret["password"] not in json.dumps(login)
+
+
+def approve_app_keys(host: str, name: str, session: str, app: str, timeout: float) -> None:
+    """The user approving a pending app-key request in OctoPrint, as its dialog does: the pending
+    requests of the logged-in account, then its decision (a session request: with the CSRF token)."""
+    door = DOORS[name]
+    csrf = next(c.split("=", 1)[1] for c in session.split("; ") if c.startswith(f"csrf_token_P{door}="))
+
+    def pending() -> str | None:
+        listed = call("GET", "/api/plugin/appkeys", host=host, port=door, headers={"Cookie": session}).json()
+        return next((token for token, p in listed["pending"].items() if p["app_id"] == app), None)
+
+    token = wait_until(f"{app}'s key request to show in OctoPrint", pending, timeout=timeout, every=0.5)
+    decided = call("POST", f"/plugin/appkeys/decision/{token}", host=host, port=door, body=b'{"decision": true}',
+                   headers={"Cookie": session, "Content-Type": "application/json", "X-CSRF-Token": csrf})  # fmt: skip
+    assert decided.status == 204, decided
+
+
+def test_home_assistants_setup_through_the_front_door(farm: Container) -> None:
+    """Home Assistant's own client library (pyoctoprintapi) through a printer's origin, as HA's config
+    flow and coordinator use it: a key asked for by OctoPrint's app-keys workflow (no farm login, no
+    key given), approved by the user in OctoPrint, then the coordinator's calls with that key."""
+    import asyncio  # noqa: PLC0415 - this test's alone
+
+    import aiohttp  # noqa: PLC0415
+    from pyoctoprintapi import OctoprintClient  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    name, app = "prusa-mk4", f"Home Assistant {uuid.uuid4().hex[:6]}"
+    session = signed_on("127.0.0.1", name, farm_cookie(farm, "127.0.0.1"))
+
+    async def setup() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http_session:
+            client = OctoprintClient("127.0.0.1", http_session, DOORS[name], False, "/")
+            asked = asyncio.create_task(client.request_app_key(app, "farm", 120))
+            await asyncio.to_thread(approve_app_keys, "127.0.0.1", name, session, app, 60)
+            key = await asked
+            client.set_api_key(key)
+            printer = await client.get_printer_info()
+            job = await client.get_job_info()
+            server = await client.get_server_info()
+            discovery = await client.get_discovery_info()
+            return {"key": key, "printer": printer, "job": job, "server": server, "discovery": discovery}
+
+    got = asyncio.run(setup())
+    assert got["key"] and got["server"].version, got
+    assert got["printer"].state.flags.operational, "the coordinator reads the printer"
+    assert got["job"].job is not None and got["discovery"].upnp_uuid, got
+    who = call("GET", "/api/currentuser", port=DOORS[name], headers={"X-Api-Key": got["key"]}).json()
+    assert who["name"] == "farm", "the key is the approving account's, judged by OctoPrint"
+
+
+def test_zeroconf_announces_each_printer_at_its_own_origin(farm: Container) -> None:
+    """Apps that find printers by Zeroconf (OctoPrint's `_octoprint._tcp`) land on the front door:
+    each printer at its door port, none at its OctoPrint's own port. Browsed from the host, which
+    shares the container's network."""
+    from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf  # noqa: PLC0415 - this test's alone
+
+    kind = "_octoprint._tcp.local."
+    zc = Zeroconf()
+    names: set[str] = set()
+
+    def seen(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Added:
+            names.add(name)
+
+    browser = ServiceBrowser(zc, kind, handlers=[seen])
+    try:
+
+        def ports() -> set[int] | None:
+            found = set()
+            for name in list(names):
+                info = zc.get_service_info(kind, name, timeout=2000)
+                if info is not None and info.port is not None:
+                    found.add(info.port)
+            return found if {DOORS[n] for n in PRINTERS} <= found else None
+
+        announced = wait_until("every printer's door port announced by Zeroconf", ports, timeout=60, every=1)
+    finally:
+        browser.cancel()
+        zc.close()
+    assert not set(PRINTERS.values()) & announced, f"an OctoPrint's own port announced: {announced}"

@@ -153,7 +153,7 @@ def test_the_farm_overview_in_a_real_browser(farm: Container, host: str, printer
             browser.screenshot("printing")
 
             browser.one(f'.card[data-name="{printer}"] .open').click()
-            own = f"http://127.0.0.1:{PRINTERS[printer] + 10000}/"
+            own = f"{base}:{PRINTERS[printer] + 10000}/"
             browser.wait_for(f"{printer}'s OctoPrint on its own origin", lambda: browser.url == own)
             browser.open_octoprint_tab("control")
             assert not browser.all("#login-user") or not browser.one("#login-user").is_displayed(), "a second login"
@@ -171,3 +171,63 @@ def cancel(box: Container, name: str) -> None:
             api(box, PRINTERS[name], name, "/api/job", {"command": "cancel"})
     except OSError:
         pass
+
+
+# A plugin's script in one printer's page (ender's origin), run as that page's own code: what it can
+# do to another printer (voron-2) and to the farm. Each read answers "read STATUS" or "blocked".
+ATTACK = """
+const other = `http://${location.hostname}:%(other)d`, farm = `http://${location.hostname}`;
+async function read(url) {
+  try { const r = await fetch(url, {credentials: "include"}); return `read ${r.status}`; }
+  catch (e) { return "blocked"; }
+}
+const got = {
+  own: await read("/api/settings"),
+  other_settings: await read(other + "/api/settings"),
+  other_users: await read(other + "/api/access/users"),
+  farm_found: await read(farm + "/api/found"),
+  farm_page: await read(farm + "/api/farm"),
+};
+// Writes whose answers it cannot read: the servers must refuse them.
+const upload = new FormData();
+upload.append("file", new Blob(["G28\\n"]), "%(evil)s");
+await fetch(other + "/api/files/local", {method: "POST", mode: "no-cors", credentials: "include", body: upload});
+await fetch(farm + "/api/add", {method: "POST", mode: "no-cors", credentials: "include",
+  headers: {"Content-Type": "text/plain"}, body: JSON.stringify({device: "x", name: "%(evil_name)s"})});
+await fetch(farm + "/logout", {method: "POST", mode: "no-cors", credentials: "include"});
+return got;
+"""
+
+
+def test_a_printers_page_cannot_read_or_change_another_printer_or_the_farm(farm: Container) -> None:
+    """OctoPrint's plugins run their own script in its pages. In a browser logged in to the farm and
+    signed on to ender, a script of ender's page tries to read voron-2 and the farm's interfaces and
+    to upload to voron-2, add to the farm and log the browser out: every read is blocked by the
+    browser (other origins), every write refused by the front door. Its own printer it reads (the
+    positive control: the script ran)."""
+    user, password = farm_login(farm)
+    attacker, victim = "ender", "voron-2"
+    evil = "planted-by-ender.gcode"
+    with Browser(OUT / "cross-origin", TABLET) as browser:
+        browser.get("http://127.0.0.1/")
+        browser.wait_for("the farm login form", lambda: browser.all("input[name=password]"), timeout=30)
+        browser.fill_login(user, password)
+        browser.wait_for("the farm page", lambda: browser.all(f'.card[data-name="{attacker}"] .open'), timeout=60)
+        browser.get(f"http://127.0.0.1/open/{attacker}")
+        own = f"http://127.0.0.1:{PRINTERS[attacker] + 10000}/"
+        browser.wait_for(f"{attacker}'s OctoPrint on its own origin", lambda: browser.url == own, timeout=60)
+        script = ATTACK % {"other": PRINTERS[victim] + 10000, "evil": evil, "evil_name": "evil"}
+        got = browser.run_async(script)
+        assert got == {
+            "own": "read 200",
+            "other_settings": "blocked",
+            "other_users": "blocked",
+            "farm_found": "blocked",
+            "farm_page": "blocked",
+        }, got
+        # Still logged in to the farm: its page answers, the logout from ender's page did nothing.
+        browser.get("http://127.0.0.1/")
+        browser.wait_for("the farm page, still logged in", lambda: browser.all(".card"), timeout=60)
+    files = api(farm, PRINTERS[victim], victim, "/api/files/local")
+    assert evil not in json.dumps(files), "the upload from another printer's page was refused"
+    assert "evil" not in farm.read_file("/etc/octobrix.toml"), "the farm's add interface refused it"

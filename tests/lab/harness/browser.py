@@ -147,6 +147,13 @@ class Browser:
     def script(self, js: str, *args: Any) -> Any:
         return self.driver.execute_script(js, *args)
 
+    def run_async(self, js: str, timeout: float = 60.0) -> Any:
+        """Run js in the page as its own script would (an async function body: `return` its result)."""
+        self.driver.set_script_timeout(timeout)
+        done = "const done = arguments[arguments.length - 1];"
+        wrapped = f"{done} (async () => {{ {js} }})().then(done, e => done(String(e)));"
+        return self.driver.execute_async_script(wrapped)
+
     def fill_login(self, username: str, password: str) -> None:
         """Fill in and send a login form (the farm's, or OctoPrint's) on the current page."""
         self.one("input[name=username]").send_keys(username)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from octobrixd.config.model import default_door_port
 from tests.lab.harness.container import Container, LabError
 from tests.lab.harness.procs import lab_tempdir
 from tests.lab.harness.project import REPO, checkout_files
@@ -96,11 +97,13 @@ def holding_printer_ports(
     tests on other ports go on beside them. Locks are taken in port order (no deadlock); then it
     waits for the ports to be free of anything else. The front door's port is held too (80 unless
     the test's config sets `[frontdoor] port`, or None when it sets `enabled = false`): every install
-    of octobrix starts the front door's nginx there."""
+    of octobrix starts the front door's nginx there, and on each printer's door port (its default,
+    config.default_door_port), held with it."""
     PORTS_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     # A port this process holds already (the installed layer built inside a module's hold) is its to use.
-    wanted = sorted({*ports, *([] if front_door_port is None else [front_door_port])} - _held_ports)
+    doors = [] if front_door_port is None else [default_door_port(port) for port in ports]
+    wanted = sorted({*ports, *doors, *([] if front_door_port is None else [front_door_port])} - _held_ports)
     with contextlib.ExitStack() as stack:
         stack.callback(_held_ports.difference_update, wanted)
         _held_ports.update(wanted)

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 # The farm VM's front door for a browser on the host: host 127.0.0.1:FARM_DOOR -> the guest's port 80.
 FARM_DOOR = 8660
+# The VM modules' printers' own origins on the front door, forwarded as they are (the farm page sends
+# the browser to the same port number on the same host): set as `door_port` in their configs, apart
+# from every port a container test's printers use (the containers share the host's network).
+PRINTER_DOORS = (8661,)
 EMPTY_FARM = f'[octobrix]\nwheels = "{WHEELS_IN_GUEST}"\n'
 
 
@@ -54,8 +58,8 @@ class SharedVm:
             return self.vm
         self.stop()
         # The forwarded port is held host-wide while this VM runs, like a container's printer ports.
-        self._holding.enter_context(holding_printer_ports([FARM_DOOR], front_door_port=None))
-        machine = self._running(forward={FARM_DOOR: 80})
+        self._holding.enter_context(holding_printer_ports([FARM_DOOR, *PRINTER_DOORS], front_door_port=None))
+        machine = self._running(forward={FARM_DOOR: 80, **{port: port for port in PRINTER_DOORS}})
         workdir = machine.workdir
         try:
             machine.write_file("/etc/octobrix.toml", EMPTY_FARM)
