@@ -96,8 +96,9 @@ def test_status_shows_both_in_text_and_json(farm: Container) -> None:
     assert rows["demo"]["device"] == "virtual" and rows["bench"]["device"] == "plugged"
     text = farm.run(["octobrixctl", "status"]).stdout.splitlines()
     line = next(row for row in text if row.startswith("bench "))
-    # The front door is on by default: its address for bench, not the direct port.
-    assert "active (running)" in line and "Operational" in line and line.split()[-1].endswith("/bench/"), line
+    # The front door is on by default: bench's own origin there (its door port), not the direct port.
+    door = f":{PORTS['bench'] + 10000}/"
+    assert "active (running)" in line and "Operational" in line and line.split()[-1].endswith(door), line
 
 
 def in_instance(box: Container, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
