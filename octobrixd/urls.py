@@ -60,10 +60,23 @@ def frontdoor_prefix(name: str) -> str:
     return f"{CAMERAS_PREFIX}{name}/"
 
 
+HTTPS_PORT = 443
+
+
+def origin(scheme: str, host: str, port: int) -> str:
+    """scheme://HOST[:PORT], the port left out when it is the scheme's own."""
+    own = (scheme == "http" and port == HTTP_PORT) or (scheme == "https" and port == HTTPS_PORT)
+    return f"{scheme}://{url_host(host)}{'' if own else f':{port}'}"
+
+
+def door_scheme(config: Config | FarmView) -> str:
+    return "https" if config.frontdoor.https else "http"
+
+
 def farm_base(config: Config | FarmView, host: str) -> str:
-    """The front door's root URL (its port left out when it is HTTP's own)."""
-    door = "" if config.frontdoor.port == HTTP_PORT else f":{config.frontdoor.port}"
-    return f"http://{url_host(host)}{door}/"
+    """The front door's root URL (its port left out when it is the scheme's own)."""
+    port = config.frontdoor.https_port if config.frontdoor.https else config.frontdoor.port
+    return origin(door_scheme(config), host, port) + "/"
 
 
 def printer_url(config: Config | FarmView, name: str, host: str, port: int, *, through_door: bool = True) -> str:
@@ -71,7 +84,7 @@ def printer_url(config: Config | FarmView, name: str, host: str, port: int, *, t
     through_door=False for an instance the front door does not lead to (yet, or any more): removed
     from the config, or still on the port it started with."""
     if config.frontdoor.enabled and through_door and name in config.printers:
-        return f"http://{url_host(host)}:{config.door_port(name)}/"
+        return origin(door_scheme(config), host, config.door_port(name)) + "/"
     return f"http://{url_host(host)}:{port}/"
 
 

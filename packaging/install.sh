@@ -25,7 +25,7 @@ CONFIG=/etc/octobrix.toml
 LOG=/var/log/octobrix-install.log
 # What the venv in $PREFIX was installed from: a second run with the same source skips pip.
 STAMP=$PREFIX/.octobrix-installed
-PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils nginx"
+PACKAGES="python3 python3-venv python3-dev gcc ustreamer kmod udev v4l-utils nginx openssl"
 UNITS="octoprint@.service ustreamer@.service mjpg-streamer@.service octobrixd.service octobrix-config.path octobrix-config.service octobrix-failed@.service octobrix-backup.service octobrix-backup.timer octobrix-web.socket octobrix-web.service"
 
 say() { printf '%s\n' "octobrix: $*"; }

@@ -16,24 +16,27 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from octobrixd.config.model import parse_config
-from octobrixd.errors import ConfigError
-from octobrixd.frontdoor import auth, secrets
+from octobrixd.errors import ConfigError, OctobrixError
+from octobrixd.frontdoor import auth, secrets, tls
 from octobrixd.instances.credentials import credentials_path, read_farm_credentials, web_key_path
 from octobrixd.render.nginx import NGINX_SITE, WEB_SOCKET, render_frontdoor
 from octobrixd.render.octoprint import octoprint_seed
 from octobrixd.render.tree import render_all
+from octobrixd.system import paths
 from octobrixd.system.paths import Layout
 from octobrixd.web.context import WebContext
 from octobrixd.web.door import PrinterLogin
@@ -82,6 +85,10 @@ SLICER_KEY = "SLICERKEY"
 # The keys the stand-in OctoPrints accept: a slicer's application key (with the WEBCAM permission).
 OCTOPRINT_KNOWS = frozenset({SLICER_KEY})
 FARM_PASSWORD = "correct horse battery"  # noqa: S105 - the test's own farm login
+# The tests judge the certificate by its fingerprint, as a maker does with the browser's warning.
+UNVERIFIED = ssl.create_default_context()
+UNVERIFIED.check_hostname = False
+UNVERIFIED.verify_mode = ssl.CERT_NONE
 
 
 def door_config(front: int, ports: dict[str, int], doors: dict[str, int]) -> str:
@@ -104,8 +111,8 @@ def nginx_main_conf(prefix: Path, site: Path) -> str:
 
 
 def site_for_test(text: str, prefix: Path) -> str:
-    """The rendered site with its absolute paths (the web socket) moved into prefix."""
-    return text.replace(WEB_SOCKET, f"{prefix}/web.sock")
+    """The rendered site with its absolute paths (the web socket, the certificate) moved into prefix."""
+    return text.replace(WEB_SOCKET, f"{prefix}/web.sock").replace(f"/{paths.TLS_DIR}/", f"{prefix}/{paths.TLS_DIR}/")
 
 
 def nginx_check(prefix: Path, site_text: str) -> subprocess.CompletedProcess[str]:
@@ -307,8 +314,13 @@ class Door:
         host: str = "127.0.0.1",
         *,
         port: int | None = None,
+        tls: bool = False,
     ) -> http.client.HTTPResponse:
-        conn = http.client.HTTPConnection(host, port or self.front, timeout=30)
+        conn: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(host, port or self.front, timeout=30, context=UNVERIFIED)
+            if tls
+            else http.client.HTTPConnection(host, port or self.front, timeout=30)
+        )
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         response.read()
@@ -324,14 +336,20 @@ class Door:
 
 
 @contextlib.contextmanager
-def front_door(tmp_path: Path) -> Iterator[Door]:
-    """FARM's front door on free ports: the real web service, stand-in OctoPrints and the real nginx."""
+def front_door(tmp_path: Path, https_port: int | None = None) -> Iterator[Door]:
+    """FARM's front door on free ports: the real web service, stand-in OctoPrints and the real nginx;
+    https_port: over HTTPS there, with the certificate octobrix makes (the real openssl)."""
     seen = Seen()
     stand_ins = [octoprint_stand_in(seen) for _ in range(4)]
     ports = dict(zip(("demo", "ender-3", "unkeyed", "cam1"), (s.getsockname()[1] for s in stand_ins), strict=True))
     front = free_port()
     doors = {name: free_port() for name in ("demo", "ender-3", "unkeyed")}
-    config = parse_config(door_config(front, ports, doors), "/etc/octobrix.toml")
+    text = door_config(front, ports, doors)
+    if https_port is not None:
+        text = text.replace(f"port = {front}\n", f"port = {front}\nhttps = true\nhttps_port = {https_port}\n", 1)
+    config = parse_config(text, "/etc/octobrix.toml")
+    if https_port is not None:
+        assert tls.ensure_certificate(config, Layout(tmp_path)), "made"
     password = FARM_PASSWORD
     login = auth.make_login("farm", password)
     listener = unix_listener(tmp_path / "web.sock")
@@ -346,7 +364,7 @@ def front_door(tmp_path: Path) -> Iterator[Door]:
     )
     try:
         deadline = time.monotonic() + 10
-        for port in (front, *doors.values()):
+        for port in (front, *doors.values(), *([] if https_port is None else [https_port])):
             while True:
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
@@ -620,3 +638,65 @@ def test_without_direct_ports_the_front_door_is_the_one_way_in() -> None:
     assert octoprint_seed(closed, "ender-3")["plugins"]["classicwebcam"]["snapshot"].startswith("http://127.0.0.1:")
     opened = render_all(parse_config(FARM, "x"))
     assert all("OCTOBRIX_LISTEN=::\n" in r.text for p, r in opened.items() if "octoprint@" in str(p))
+
+
+@needs_nginx
+@needs_root
+def test_over_https_plain_http_is_sent_there_and_cookies_are_secure(tmp_path: Path) -> None:
+    https = free_port()
+    with front_door(tmp_path, https_port=https) as door:
+        request, demo = door.request, door.doors["demo"]
+        # Plain HTTP: the farm's port and a printer's door both send the browser to HTTPS, path and all.
+        farm = request("GET", "/login?next=%2Fopen%2Fdemo")
+        assert (farm.status, farm.getheader("Location")) == (
+            308,
+            f"https://127.0.0.1:{https}/login?next=%2Fopen%2Fdemo",
+        )
+        printer = request("POST", "/api/files/local?x=1", port=demo)
+        assert (printer.status, printer.getheader("Location")) == (308, f"https://127.0.0.1:{demo}/api/files/local?x=1")
+        # The certificate is the one `credentials` names by its fingerprint.
+        made = tls.read_certificate(door.server.context.config, Layout(tmp_path))
+        assert made is not None
+        for port in (https, demo):
+            pem = ssl.get_server_certificate(("127.0.0.1", port))
+            assert tls.fingerprint_of(pem) == made.fingerprint, port
+        # The farm login over HTTPS: its cookie Secure; single sign-on to the printer's HTTPS origin.
+        form = urllib.parse.urlencode({"username": "farm", "password": door.password, "next": "/open/demo"}).encode()
+        login = request(
+            "POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, form, port=https, tls=True
+        )
+        cookie_line = login.getheader("Set-Cookie") or ""
+        assert login.status == 303 and "; Secure" in cookie_line, cookie_line
+        cookie = cookie_line.split(";", 1)[0]
+        opened = request("GET", "/open/demo", {"Cookie": cookie}, port=https, tls=True)
+        target = urllib.parse.urlsplit(opened.getheader("Location") or "")
+        assert (target.scheme, target.port, target.path) == ("https", demo, "/_octobrix/sso"), target
+        signed_on = request("GET", f"{target.path}?{target.query}", {"Cookie": cookie}, port=demo, tls=True)
+        assert signed_on.status == 303
+        login_seen = next(r for r in door.seen.requests if r["target"] == "/api/login")
+        assert isinstance(login_seen["headers"], dict)
+        assert login_seen["headers"]["x-forwarded-proto"] == "https", "OctoPrint marks its own cookies Secure"
+        reached = request("GET", "/api/version", {"Cookie": cookie}, port=demo, tls=True)
+        assert reached.status == 200 and door.seen.last()["headers"]["x-forwarded-proto"] == "https"  # type: ignore[index]
+
+
+def test_the_certificate_is_renewed_a_month_before_it_ends(tmp_path: Path) -> None:
+    config = parse_config(FARM.replace(f"port = {FRONT}\n", f"port = {FRONT}\nhttps = true\n", 1), "x")
+    layout = Layout(tmp_path)
+    assert tls.ensure_certificate(config, layout), "made on the first apply"
+    first = tls.read_certificate(config, layout)
+    assert first is not None and not tls.ensure_certificate(config, layout), "kept while it is good"
+    key = layout.path(paths.TLS_KEY)
+    assert key.stat().st_mode & 0o077 == 0 and layout.path(paths.TLS_DIR).stat().st_mode & 0o077 == 0
+    assert (first.expires - datetime.now(UTC)).days >= tls.VALID_DAYS - 1
+    month_before = first.expires.timestamp() - 29 * 24 * 3600
+    assert tls.ensure_certificate(config, layout, now=month_before), "renewed within its last month"
+    renewed = tls.read_certificate(config, layout)
+    assert renewed is not None and renewed.fingerprint != first.fingerprint
+    # The user's own certificate is theirs: octobrix only checks that it is there.
+    own = parse_config(
+        FARM.replace(f"port = {FRONT}\n", f'port = {FRONT}\nhttps = true\ncertificate = "/nope.pem"\n'
+                     'certificate_key = "/nope.key"\n', 1), "x"
+    )  # fmt: skip
+    with pytest.raises(OctobrixError, match=r"frontdoor\.certificate: /nope\.pem does not exist"):
+        tls.ensure_certificate(own, layout)

@@ -96,6 +96,8 @@ class Plan:
     reload_frontdoor: bool = False
     # The front door is on: each OctoPrint gets the farm login's account (single sign-on logs in as it).
     farm_accounts: bool = False
+    # The front door over HTTPS: its certificate made or renewed (frontdoor/tls.py) before nginx reloads.
+    https: Config | None = None
     # Temp files an apply that was killed mid-write left beside the files it writes.
     leftovers: tuple[PurePosixPath, ...] = ()
     # Instances the config runs whose unit has failed (a crash loop, or a start refused): started
@@ -157,7 +159,7 @@ def _steps(plan: Plan) -> tuple[Step, ...]:
     units_step("try-restart", plan.restart, systemd.restart_if_running, held=True)
     units_step("enable --now", plan.start, systemd.enable_and_start, held=False)
     # Every live apply: secrets can change without a file of the plan (a restored printer's keys).
-    door = ["sync the front door's secrets (farm login, metrics token, the printers' API keys)"]
+    door = ["sync the front door's secrets (farm login, metrics token, the overview's keys, its certificate)"]
     if plan.reload_frontdoor:
         door += ["nginx -t -q", f"systemctl reload-or-restart {frontdoor.NGINX_UNIT}"]
         door.append(f"systemctl try-restart {frontdoor.WEB_UNIT}")
@@ -188,7 +190,7 @@ def _seed(plan: Plan, name: str, doing: Doing) -> None:
 def _frontdoor(plan: Plan, doing: Doing) -> None:
     site = next((c for c in plan.files if c.path == NGINX_SITE), None)
     site_old = site.old if site is not None and site.kind is ChangeKind.UPDATE else None
-    frontdoor.after_apply(doing.layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor)
+    frontdoor.after_apply(doing.layout, plan.frontdoor_printers, site_old, plan.reload_frontdoor, https=plan.https)
 
 
 def _run_steps(plan: Plan, stage: Stage, doing: Doing) -> None:
@@ -351,6 +353,7 @@ def make_plan(
         frontdoor_printers=tuple(sorted(config.printers)) if config.frontdoor.enabled else (),
         reload_frontdoor=NGINX_SITE in touched,
         farm_accounts=config.frontdoor.enabled,
+        https=config if config.frontdoor.enabled and config.frontdoor.https else None,
         leftovers=leftovers,
         # A unit new to the manifest is started by `enable --now` anyway.
         recover=tuple(sorted(u for u in failed if printer_of(u) in config.printers and u in previous.units)),

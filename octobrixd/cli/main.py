@@ -207,6 +207,16 @@ def cmd_credentials(args: argparse.Namespace) -> int:
             if farm is not None
             else "farm login: not set up yet — run `sudo octobrixctl apply`"
         )
+    if config.frontdoor.enabled and config.frontdoor.https and not args.names:
+        from octobrixd.frontdoor.tls import read_certificate
+
+        made = read_certificate(config, Layout())
+        rows.append(
+            f"https certificate: SHA-256 {made.fingerprint}  (valid until {made.expires:%Y-%m-%d}; a browser that "
+            "warns about it shows this fingerprint in its certificate viewer)"
+            if made is not None
+            else "https certificate: not made yet — run `sudo octobrixctl apply`"
+        )
     if config.frontdoor.enabled and config.frontdoor.metrics and not args.names:
         from octobrixd.frontdoor.secrets import read_metrics_token
 

@@ -30,6 +30,7 @@ from octobrixd.config.values import (
     CameraRef,
     Controls,
     DeviceName,
+    FilePath,
     ListenAddress,
     MemorySize,
     OctoPrintRequirement,
@@ -300,6 +301,29 @@ class FrontDoor(_Model):
         description="`true`: Prometheus metrics at `/metrics`, for the metrics token or the farm login; "
         "`false`: `/metrics` answers 404",
     )
+    https: StrictBool = Field(
+        default=False,
+        description="`true`: the farm and every printer's origin over HTTPS only (plain HTTP is sent there), "
+        "cookies `Secure`; with `certificate` and `certificate_key`, or a certificate octobrix makes and renews "
+        "(`octobrixctl credentials` shows its fingerprint, for the browser's warning)",
+    )
+    https_port: StrictInt = Field(
+        default=443, ge=1, le=65535, description="with `https`: the farm's HTTPS port; `port` then only sends there"
+    )
+    certificate: FilePath | None = Field(
+        default=None,
+        description="with `https`: your certificate (PEM, the full chain), e.g. from your own CA or Let's Encrypt; "
+        "unset: one octobrix makes",
+    )
+    certificate_key: FilePath | None = Field(
+        default=None, description="with `certificate`: its private key (PEM), readable by root only"
+    )
+
+    @model_validator(mode="after")
+    def _certificate_and_key(self) -> Self:
+        if (self.certificate is None) != (self.certificate_key is None):
+            raise ValueError("certificate and certificate_key go together: set both, or neither (octobrix makes one)")
+        return self
 
 
 # Paths the front door serves itself; a printer so named would be shadowed by them.
@@ -346,6 +370,8 @@ class Config(_Model):
             yield f"cameras.{name}.port", camera.port
         if self.frontdoor.enabled:
             yield "frontdoor.port", self.frontdoor.port
+            if self.frontdoor.https:
+                yield "frontdoor.https_port", self.frontdoor.https_port
 
 
 _TOP_LEVEL: dict[str, type[_Model]] = {"octobrix": Settings, "frontdoor": FrontDoor, "uvcvideo": UvcVideo}
@@ -469,6 +495,12 @@ def _cross_check(entries: list[_Entry], frontdoor: FrontDoor, problems: _Problem
         problems.add(
             ("frontdoor", "port"), f"{frontdoor.port} is also used by {owners[frontdoor.port]} — pick another port"
         )
+    if frontdoor.enabled and frontdoor.https:
+        if frontdoor.https_port == frontdoor.port:
+            problems.add(("frontdoor", "https_port"), f"{frontdoor.https_port} is also frontdoor.port — pick another")
+        elif frontdoor.https_port in owners:
+            owner = owners[frontdoor.https_port]
+            problems.add(("frontdoor", "https_port"), f"{frontdoor.https_port} is also used by {owner} — pick another")
 
     printers = {e.name for e in entries if e.section == "printers"}
     cameras = {e.name for e in entries if e.section == "cameras"}

@@ -205,6 +205,16 @@ def check_wheels(value: str) -> str:
     return value
 
 
+def check_file_path(value: str) -> str:
+    parts = value.split("/")
+    if not value.startswith("/") or ".." in parts or value.endswith("/") or any(ord(c) < 32 for c in value):
+        raise ValueError(f'{value!r} must be an absolute file path, like "/etc/ssl/farm/fullchain.pem"')
+    return value
+
+
+FilePath = Annotated[str, AfterValidator(check_file_path), Shape("an absolute file path")]
+
+
 MEMORY_RE = re.compile(r"^(?P<number>[1-9][0-9]{0,6})(?P<unit>[KMG])$")
 MEMORY_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
 # OctoPrint itself needs about 100 MB; less would only make it crash-loop.

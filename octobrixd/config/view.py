@@ -42,6 +42,8 @@ class OctobrixView:
 class FrontDoorView:
     enabled: bool
     port: int
+    https: bool = False
+    https_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def view_of(config: Config) -> FarmView:
     return FarmView(
         source=config.source,
         octobrix=OctobrixView(o.octoprint, str(o.streamer), o.public_host, o.backup_schedule),
-        frontdoor=FrontDoorView(config.frontdoor.enabled, config.frontdoor.port),
+        frontdoor=FrontDoorView(
+            config.frontdoor.enabled, config.frontdoor.port, config.frontdoor.https, config.frontdoor.https_port
+        ),
         printers={
             n: PrinterView(p.port, config.door_port(n), p.virtual, p.octoprint, tuple(p.plugins))
             for n, p in config.printers.items()

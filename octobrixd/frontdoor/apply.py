@@ -6,8 +6,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from octobrixd.config.model import Config
 from octobrixd.errors import CommandError, CommandNotFoundError, OctobrixError
-from octobrixd.frontdoor import secrets
+from octobrixd.frontdoor import secrets, tls
 from octobrixd.render.nginx import NGINX_SITE
 from octobrixd.system import systemd
 from octobrixd.system.command import run
@@ -39,15 +40,19 @@ def check_nginx() -> None:
         ) from error
 
 
-def after_apply(layout: Layout, printers: Sequence[str], site_old: str | None, site_touched: bool) -> None:
+def after_apply(
+    layout: Layout, printers: Sequence[str], site_old: str | None, site_touched: bool, *, https: Config | None = None
+) -> None:
     """Run after the generated files are in place and instances are seeded.
 
     site_old: the site's text before this apply (None: there was none), put back if nginx refuses
-    the new one, so a reload or reboot never meets a config nginx cannot load.
+    the new one, so a reload or reboot never meets a config nginx cannot load. https: the config,
+    when the front door serves HTTPS: its certificate is made or renewed first.
     """
     synced = secrets.sync(layout, printers)
+    certificate_changed = tls.ensure_certificate(https, layout) if https is not None else False
     site = layout.path(NGINX_SITE)
-    if site_touched or synced.nginx_changed:
+    if site_touched or synced.nginx_changed or certificate_changed:
         if site.exists():
             try:
                 check_nginx()

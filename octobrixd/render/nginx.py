@@ -48,9 +48,9 @@ IDENTITY_HEADERS = (
 OCTOPRINT_COOKIES = ("session", "remember_token", "csrf_token", "active_logout")
 
 
-def _listen_lines(config: Config, port: int, *, default: bool) -> str:
+def _listen_lines(config: Config, port: int, *, default: bool, tls: bool = False) -> str:
     address = ipaddress.ip_address(config.octobrix.listen)
-    tail = " default_server;" if default else ";"
+    tail = (" ssl" if tls else "") + (" default_server;" if default else ";")
     if address.is_unspecified:
         # nginx binds [::] with IPV6_V6ONLY, so IPv4 needs its own socket: dual-stack is two lines.
         return f"    listen 0.0.0.0:{port}{tail}\n    listen [::]:{port}{tail}\n"
@@ -175,6 +175,33 @@ def _octoprint_proxy(upstream: str, door: int, uri: str) -> str:
 UNGATED = ("/plugin/appkeys/", "/sockjs/")
 
 
+def _tls_lines(config: Config) -> str:
+    """The certificate of an HTTPS server: the user's, or the one octobrix makes (frontdoor/tls.py)."""
+    if not config.frontdoor.https:
+        return ""
+    certificate = config.frontdoor.certificate or f"/{paths.TLS_CERTIFICATE}"
+    key = config.frontdoor.certificate_key or f"/{paths.TLS_KEY}"
+    return (
+        f"    ssl_certificate {certificate};\n    ssl_certificate_key {key};\n"
+        "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+        # Plain HTTP to an HTTPS port (a printer's door typed as http://): sent to the same port's https.
+        "    error_page 497 =308 https://$host:$server_port$request_uri;\n"
+    )
+
+
+def _to_https(config: Config) -> str:
+    """With HTTPS on, the farm's plain port only sends browsers (and old links) to its HTTPS port."""
+    if not config.frontdoor.https:
+        return ""
+    port = config.frontdoor.https_port
+    target = "https://$host" + ("" if port == 443 else f":{port}")
+    return (
+        "server {\n"
+        + _listen_lines(config, config.frontdoor.port, default=True)
+        + f"    server_name _;\n    return 308 {target}$request_uri;\n}}\n\n"
+    )
+
+
 def _printer_server(config: Config, name: str, upstream_host: str) -> str:
     door = config.door_port(name)
     upstream = f"http://{upstream_host}:{config.printers[name].port}"
@@ -183,8 +210,9 @@ def _printer_server(config: Config, name: str, upstream_host: str) -> str:
         f"# {name}: its OctoPrint at the root of its own origin.\n"
         + _cookie_maps(door)
         + "server {\n"
-        + _listen_lines(config, door, default=False)
+        + _listen_lines(config, door, default=False, tls=config.frontdoor.https)
         + "    server_name _;\n"
+        + _tls_lines(config)
         + _web_locations(name)
         + "    location / {\n"
         + _guarded(AUTH_PRINTER)
@@ -210,15 +238,19 @@ def _moved_location(config: Config, name: str) -> str:
 def render_frontdoor(config: Config) -> str:
     upstream_host = cameras.local_host(config.services_listen())
     farm_cameras = "".join(_camera_location(config, name, upstream_host, "") for name in sorted(config.cameras))
+    https = config.frontdoor.https
+    farm_port = config.frontdoor.https_port if https else config.frontdoor.port
     return (
         header(config.source)
         + "# The farm: its login and page on the front door's port (octobrix-web.service), the cameras at\n"
         "# /cam/NAME/; each printer on its own port, its own origin. Secrets stay with the web service.\n\n"
         'map $http_upgrade $octobrix_connection {\n    default upgrade;\n    "" "";\n}\n'
         + f"upstream octobrix_web {{\n    server unix:{WEB_SOCKET};\n}}\n\n"
-        "server {\n"
-        + _listen_lines(config, config.frontdoor.port, default=True)
+        + _to_https(config)
+        + "server {\n"
+        + _listen_lines(config, farm_port, default=True, tls=https)
         + "    server_name _;\n"
+        + _tls_lines(config)
         + _web_locations("")
         + "    location / {\n"
         # With a URI part: the web service gets the path nginx normalised (//, %XX, .. resolved),

@@ -23,6 +23,10 @@ MANIFEST = PurePosixPath("var/lib/octobrix/.manifest.json")
 DEVICE_LINK_DIR = PurePosixPath(LINK_DIR).relative_to("/")
 # The front door's nginx site: there while the front door is on and applied.
 NGINX_SITE = PurePosixPath("etc/nginx/conf.d/octobrix.conf")
+# The certificate octobrix makes for the front door's HTTPS (frontdoor/tls.py), root's alone.
+TLS_DIR = STATE_DIR / ".secrets" / "tls"
+TLS_CERTIFICATE = TLS_DIR / "farm.crt"
+TLS_KEY = TLS_DIR / "farm.key"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 from octobrixd.errors import OctobrixError
 from octobrixd.render.nginx import OCTOPRINT_COOKIES
 from octobrixd.system import loopback_http
-from octobrixd.urls import url_host
+from octobrixd.urls import origin, url_host
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,8 @@ def host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else url_host(host)
 
 
-def origin_url(host_header: str, port: int, path: str) -> str:
-    door = "" if port == 80 else f":{port}"
-    return f"http://{host_name(host_header)}{door}{path}"
+def origin_url(scheme: str, host_header: str, port: int, path: str) -> str:
+    return origin(scheme, host_name(host_header), port) + path
 
 
 def cookie_names(door: int) -> frozenset[str]:
@@ -156,11 +155,12 @@ class Upstream:
     port: int  # its own port
     door: int  # its door port: OctoPrint names its cookies by it
     forwarded_host: str  # HOST:DOOR, as nginx tells OctoPrint
+    scheme: str = "http"  # as the browser reached it: OctoPrint marks its cookies Secure over https
 
     def exchange(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> loopback_http.Response:
-        sent = {"X-Forwarded-Host": self.forwarded_host, "X-Forwarded-Proto": "http", **headers}
+        sent = {"X-Forwarded-Host": self.forwarded_host, "X-Forwarded-Proto": self.scheme, **headers}
         return loopback_http.exchange(
             self.port, path, host=self.host, method=method, headers=sent, body=body, timeout=OCTOPRINT_TIMEOUT
         )

@@ -217,14 +217,24 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return name
 
+    def scheme(self) -> str:
+        """As the browser reached nginx (which sets the header, never the client)."""
+        return "https" if self.headers.get("X-Forwarded-Proto") == "https" else "http"
+
+    def cookie_flags(self) -> str:
+        return "; Secure" if self.scheme() == "https" else ""
+
     def farm_url(self, path: str) -> str:
-        return door.origin_url(self.headers.get("Host", ""), self.context.config.frontdoor.port, path)
+        frontdoor = self.context.config.frontdoor
+        port = frontdoor.https_port if self.scheme() == "https" else frontdoor.port
+        return door.origin_url(self.scheme(), self.headers.get("Host", ""), port, path)
 
     def upstream(self, name: str) -> door.Upstream:
         config = self.context.config
         port = config.door_port(name)
         forwarded = f"{door.host_name(self.headers.get('Host', ''))}:{port}"
-        return door.Upstream(local_host(config.services_listen()), config.printers[name].port, port, forwarded)
+        host = local_host(config.services_listen())
+        return door.Upstream(host, config.printers[name].port, port, forwarded, self.scheme())
 
     def refused(self) -> None:
         """nginx found no login for a printer or camera: a browser goes to the login page, a program gets 401."""
@@ -353,7 +363,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         ticket = self.context.tickets.issue(session_id, name)
         upstream = self.upstream(name)
-        self.redirect(door.origin_url(self.headers.get("Host", ""), upstream.door, f"{SSO_PATH}?ticket={ticket}"))
+        sso = f"{SSO_PATH}?ticket={ticket}"
+        self.redirect(door.origin_url(self.scheme(), self.headers.get("Host", ""), upstream.door, sso))
 
     def single_sign_on(self, name: str) -> None:
         session_id = self.session()
@@ -415,7 +426,7 @@ class Handler(BaseHTTPRequestHandler):
         cookie = (
             f"{auth.COOKIE}={session_cookie(self.context)}; Path=/; Max-Age={auth.SESSION_SECONDS}; "
             # Lax: a link from elsewhere opens the farm logged in, but no other site can post to it.
-            "HttpOnly; SameSite=Lax"
+            "HttpOnly; SameSite=Lax" + self.cookie_flags()
         )
         self.redirect(next_path, headers={"Set-Cookie": cookie})
 
@@ -431,7 +442,8 @@ class Handler(BaseHTTPRequestHandler):
             for name, cookies in self.context.printer_sessions.take(session_id):
                 if name in self.context.config.printers:
                     door.octoprint_logout(self.upstream(name), cookies)
-        self.redirect("/login", headers={"Set-Cookie": f"{auth.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"})
+        gone = f"{auth.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{self.cookie_flags()}"
+        self.redirect("/login", headers={"Set-Cookie": gone})
 
     def static(self, relative: str) -> None:
         root = STATIC_DIR.resolve()

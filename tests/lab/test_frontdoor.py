@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -35,7 +36,7 @@ PRINTERS = {"prusa-mk4": 5500, "voron": 5501, "ender": 5502}
 NEWBIE, NEWBIE_PORT = "newbie", 5503
 # Each printer's own origin on the front door: its port + 10000 (config.DOOR_PORT_OFFSET).
 DOORS = {name: port + 10000 for name, port in {**PRINTERS, NEWBIE: NEWBIE_PORT}.items()}
-HELD_PORTS = [80, *range(5500, 5510), *range(15500, 15510)]
+HELD_PORTS = [80, 443, *range(5500, 5510), *range(15500, 15510)]
 HOSTS = ("127.0.0.1", "::1")
 UPLOAD_BYTES = 500 * 1024**2
 
@@ -500,3 +501,50 @@ def test_zeroconf_announces_each_printer_at_its_own_origin(farm: Container) -> N
         browser.cancel()
         zc.close()
     assert not set(PRINTERS.values()) & announced, f"an OctoPrint's own port announced: {announced}"
+
+
+def test_https_with_the_certificate_octobrix_makes(farm: Container) -> None:
+    """`[frontdoor] https = true`, applied: a certificate is made (its fingerprint in `credentials`),
+    plain HTTP is sent to HTTPS, the farm login and single sign-on work over it, and OctoPrint marks its
+    own session cookie Secure. Last in the module: it leaves the farm on HTTPS."""
+    import ssl  # noqa: PLC0415 - this test's alone
+
+    config = farm.read_file("/etc/octobrix.toml")
+    farm.write_file("/etc/octobrix.toml", "[frontdoor]\nhttps = true\n\n" + config)
+    applied = farm.run(["octobrixctl", "apply"], check=False, timeout=600)
+    assert applied.returncode == 0, applied.stderr
+    shown = next(line for line in farm.run(["octobrixctl", "credentials"]).stdout.splitlines() if "https" in line)
+    fingerprint = shown.split("SHA-256 ", 1)[1].split()[0]
+    assert fingerprint.count(":") == 31, shown
+    unverified = ssl.create_default_context()
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+
+    def https(method: str, path: str, port: int = 443, **kwargs: Any) -> Response:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=unverified)
+        try:
+            conn.request(method, path, **kwargs)
+            answer = conn.getresponse()
+            return Response(answer.status, answer.headers, answer.read())
+        finally:
+            conn.close()
+
+    plain = call("GET", "/login")
+    assert (plain.status, plain.headers["Location"]) == (308, "https://127.0.0.1/login"), plain
+    for port in (443, DOORS["voron"]):
+        pem = ssl.get_server_certificate(("127.0.0.1", port))
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
+        assert ":".join(digest[i : i + 2] for i in range(0, 64, 2)) == fingerprint, port
+    secret = json.loads(farm.read_file("/var/lib/octobrix/.secrets/farm.json"))
+    form = urllib.parse.urlencode({"username": secret["username"], "password": secret["password"]}).encode()
+    login = https("POST", "/login", body=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert login.status == 303 and "; Secure" in login.headers["Set-Cookie"], login.headers
+    cookie = login.headers["Set-Cookie"].split(";", 1)[0]
+    opened = https("GET", "/open/voron", headers={"Cookie": cookie})
+    target = urllib.parse.urlsplit(opened.headers["Location"])
+    assert (target.scheme, target.port) == ("https", DOORS["voron"]), target
+    landed = https("GET", f"{target.path}?{target.query}", DOORS["voron"], headers={"Cookie": cookie})
+    session = next(c for c in landed.headers.get_all("Set-Cookie") or [] if c.startswith("session_P"))
+    assert "; Secure" in session, "OctoPrint's own session cookie, over HTTPS"
+    both = "; ".join([cookie, session.split(";", 1)[0]])
+    who = https("GET", "/api/currentuser", DOORS["voron"], headers={"Cookie": both}).json()
+    assert who["name"] == "farm", who
