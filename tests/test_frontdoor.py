@@ -638,6 +638,10 @@ def test_without_direct_ports_the_front_door_is_the_one_way_in() -> None:
     assert octoprint_seed(closed, "ender-3")["plugins"]["classicwebcam"]["snapshot"].startswith("http://127.0.0.1:")
     opened = render_all(parse_config(FARM, "x"))
     assert all("OCTOBRIX_LISTEN=::\n" in r.text for p, r in opened.items() if "octoprint@" in str(p))
+    # A streamer checks no login: with the front door on, it is behind it whatever direct_ports says.
+    assert all("OCTOBRIX_LISTEN=127.0.0.1\n" in r.text for p, r in opened.items() if "ustreamer@" in str(p))
+    off = render_all(parse_config(FARM.replace(f"port = {FRONT}\n", f"port = {FRONT}\nenabled = false\n", 1), "x"))
+    assert all("OCTOBRIX_LISTEN=::\n" in r.text for p, r in off.items() if "ustreamer@" in str(p))
 
 
 @needs_nginx

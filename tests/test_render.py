@@ -133,11 +133,14 @@ def test_stream_urls_follow_listen_and_public_host(listen: str, public: str, str
 
 
 def test_mjpg_streamer_listens_on_both_families_unless_told_one_address() -> None:
-    text = '[cameras.c]\nserial = "S"\nport = 8081\nstreamer = "mjpg-streamer"\n'
+    # Without the front door a streamer listens where [octobrix] listen says; with it, behind it on loopback.
+    text = '[frontdoor]\nenabled = false\n[cameras.c]\nserial = "S"\nport = 8081\nstreamer = "mjpg-streamer"\n'
     everywhere = render_streamer_dropin(parse_config(text, "/etc/octobrix.toml"), "c")
     assert "Environment=OCTOBRIX_LISTEN_FLAGS=\n" in everywhere, "no -l: output_http binds IPv4 and IPv6"
     one = render_streamer_dropin(parse_config('[octobrix]\nlisten = "127.0.0.1"\n' + text, "x"), "c")
     assert 'Environment="OCTOBRIX_LISTEN_FLAGS=-l 127.0.0.1"\n' in one, "quoted, or systemd splits it"
+    behind = render_streamer_dropin(parse_config(text.replace("enabled = false\n", ""), "x"), "c")
+    assert 'Environment="OCTOBRIX_LISTEN_FLAGS=-l 127.0.0.1"\n' in behind, "the front door's alone"
 
 
 def test_controls_are_set_one_by_one_in_the_order_written() -> None:

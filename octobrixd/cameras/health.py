@@ -196,7 +196,7 @@ class Watch:
         for gone in set(self.cameras) - set(config.cameras):
             del self.cameras[gone]
             changed = True
-        host = local_host(config.services_listen())
+        host = local_host(config.streams_listen())
         for name, camera in sorted(config.cameras.items()):
             entry = self.cameras.setdefault(name, _Camera(since=time.time()))
             if not self.layout.device_link(name).exists():

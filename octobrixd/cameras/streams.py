@@ -65,7 +65,7 @@ def stream_url(config: Config, name: str) -> str:
 def snapshot_url(config: Config, name: str, *, for_browser: bool = False) -> str:
     """One JPEG, as OctoPrint (on this computer) fetches it for timelapses; or as a browser would."""
     _, snapshot = PATHS[config.streamer_of(name)]
-    host = public_host(config) if for_browser else local_host(config.services_listen())
+    host = public_host(config) if for_browser else local_host(config.streams_listen())
     return f"http://{host}:{config.cameras[name].port}{snapshot}"
 
 

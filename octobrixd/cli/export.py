@@ -108,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
                 # socket through only with the farm login, which they do not have.
                 url=printer_url(config, name, host, printer.port, through_door=False),
                 api_key=key,
-                camera_url=camera_url(config, printer.camera, host, through_door=False) if printer.camera else None,
+                # With the front door on, the streams are behind it (their streamers on loopback).
+                camera_url=camera_url(config, printer.camera, host) if printer.camera else None,
             )
         )
     text = render(tool, printers, group=host)

@@ -356,6 +356,11 @@ class Config(_Model):
             return "127.0.0.1"
         return self.octobrix.listen
 
+    def streams_listen(self) -> str:
+        """Where the cameras' streamers listen: with the front door on, this computer only, behind it
+        (a streamer checks no login: only the front door's does); without it, `[octobrix] listen`."""
+        return "127.0.0.1" if self.frontdoor.enabled else self.octobrix.listen
+
     def door_port(self, name: str) -> int:
         """Printer NAME's own port on the front door (its browser origin)."""
         printer = self.printers[name]

@@ -140,7 +140,8 @@ def _web_locations(printer: str) -> str:
     return out
 
 
-def _camera_location(config: Config, camera: str, upstream_host: str, printer: str) -> str:
+def _camera_location(config: Config, camera: str, printer: str) -> str:
+    upstream_host = cameras.local_host(config.streams_listen())
     prefix = frontdoor_prefix(camera)
     return (
         f"    location {prefix} {{\n"
@@ -221,7 +222,7 @@ def _printer_server(config: Config, name: str, upstream_host: str) -> str:
         + "".join(
             f"    location ^~ {path} {{\n" + _octoprint_proxy(upstream, door, path) + "    }\n" for path in UNGATED
         )
-        + (_camera_location(config, camera, upstream_host, name) if camera is not None else "")
+        + (_camera_location(config, camera, name) if camera is not None else "")
         + "}\n"
     )
 
@@ -237,7 +238,7 @@ def _moved_location(config: Config, name: str) -> str:
 
 def render_frontdoor(config: Config) -> str:
     upstream_host = cameras.local_host(config.services_listen())
-    farm_cameras = "".join(_camera_location(config, name, upstream_host, "") for name in sorted(config.cameras))
+    farm_cameras = "".join(_camera_location(config, name, "") for name in sorted(config.cameras))
     https = config.frontdoor.https
     farm_port = config.frontdoor.https_port if https else config.frontdoor.port
     return (

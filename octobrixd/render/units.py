@@ -62,7 +62,7 @@ def _ustreamer_environment(config: Config, camera: Camera) -> dict[str, str]:
     passthrough = camera.format is PixelFormat.MJPEG
     return {
         "OCTOBRIX_PORT": str(camera.port),
-        "OCTOBRIX_LISTEN": config.services_listen(),
+        "OCTOBRIX_LISTEN": config.streams_listen(),
         "OCTOBRIX_RESOLUTION": camera.resolution,
         "OCTOBRIX_FPS": str(camera.fps),
         "OCTOBRIX_FORMAT": camera.format.value.upper(),
@@ -72,7 +72,7 @@ def _ustreamer_environment(config: Config, camera: Camera) -> dict[str, str]:
 
 
 def _mjpg_streamer_environment(config: Config, camera: Camera) -> dict[str, str]:
-    listen = config.services_listen()
+    listen = config.streams_listen()
     return {
         "OCTOBRIX_PORT": str(camera.port),
         # output_http binds every address family when given no -l; given "::" it would set

@@ -163,7 +163,7 @@ def gather(
         return None, None
 
     rows, cameras = collect(config, layout, props, dict.fromkeys(printers, fetcher), "", deferred=deferred)
-    host = local_host(config.services_listen())
+    host = local_host(config.streams_listen())
     ustreamers = [n for n in config.cameras if config.streamer_of(n) == Streamer.USTREAMER]
     asked_cameras = [c.name for c in cameras if c.state == UnitState.ACTIVE and c.name in ustreamers]
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(asked_cameras)))) as pool:

@@ -513,7 +513,9 @@ def test_https_with_the_certificate_octobrix_makes(farm: Container) -> None:
     farm.write_file("/etc/octobrix.toml", "[frontdoor]\nhttps = true\n\n" + config)
     applied = farm.run(["octobrixctl", "apply"], check=False, timeout=600)
     assert applied.returncode == 0, applied.stderr
-    shown = next(line for line in farm.run(["octobrixctl", "credentials"]).stdout.splitlines() if "https" in line)
+    said = farm.run(["octobrixctl", "credentials"]).stdout.splitlines()
+    assert said[0].startswith("farm login: https://"), said
+    shown = next(line for line in said if line.startswith("https certificate: "))
     fingerprint = shown.split("SHA-256 ", 1)[1].split()[0]
     assert fingerprint.count(":") == 31, shown
     unverified = ssl.create_default_context()
