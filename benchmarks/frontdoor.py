@@ -20,12 +20,13 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from octobrixd.config.model import default_door_port
 from tests.lab.harness.container import booted
 from tests.lab.harness.installed import install_checkout
 from tests.lab.harness.installs import holding_printer_ports, wait_operational
 
 NAME, PORT = "bench-1", 5500
-DOOR = PORT + 10000  # its own origin on the front door (config.DOOR_PORT_OFFSET)
+DOOR = default_door_port(PORT)  # its own origin on the front door
 
 
 def timed_get(port: int, path: str, headers: dict[str, str]) -> float:
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="octobrix-bench-frontdoor-") as scratch, \
-            holding_printer_ports([80, *range(5500, 5510), *range(15500, 15510)]), \
+            holding_printer_ports([80, *range(5500, 5510)]), \
             booted(Path(scratch) / "ct", boot_timeout=120) as box:  # fmt: skip
         box.write_file("/etc/octobrix.toml", f"[printers.{NAME}]\nvirtual = true\nport = {PORT}\n")
         installed = install_checkout(box)

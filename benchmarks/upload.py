@@ -22,45 +22,18 @@ from pathlib import Path
 from octobrixd.config.model import default_door_port
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installed import farm_base, install_checkout
-from tests.lab.harness.installs import holding_printer_ports, wait_operational
+from tests.lab.harness.installs import holding_printer_ports, stream_upload, wait_operational
 
 NAME, PORT = "bench-upload", 5500
 DOOR = default_door_port(PORT)
-LINE = b"G1 X10 Y10 E0.1 F1800 ; a slicer's line, padding the file to its size\n"
 
 
 def upload(port: int, key: str, size: int) -> tuple[float, str]:
     """Seconds from the first byte sent to OctoPrint's answer, and the file's name."""
     filename = f"bench-{uuid.uuid4().hex[:8]}.gcode"
-    boundary = uuid.uuid4().hex
-    disposition = "Content-Disposition: form-data; name="
-    fields = "".join(f'--{boundary}\r\n{disposition}"{field}"\r\n\r\ntrue\r\n' for field in ("select", "print"))
-    head = (
-        f'{fields}--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    chunk = LINE * ((1 << 20) // len(LINE) + 1)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
-    started = time.perf_counter()
-    conn.putrequest("POST", "/api/files/local")
-    conn.putheader("X-Api-Key", key)
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-    conn.putheader("Content-Length", str(len(head) + size + len(tail)))
-    conn.endheaders()
-    conn.send(head)
-    sent = 0
-    while sent < size:
-        piece = chunk[: size - sent]
-        conn.send(piece)
-        sent += len(piece)
-    conn.send(tail)
-    response = conn.getresponse()
-    body = response.read()
-    seconds = time.perf_counter() - started
-    conn.close()
-    if response.status != 201:
-        raise SystemExit(f"upload to :{port} answered {response.status}: {body[:300]!r}")
+    status, body, seconds = stream_upload(port, key, filename, size, print_it=True)
+    if status != 201:
+        raise SystemExit(f"upload to :{port} answered {status}: {body[:300]!r}")
     return seconds, filename
 
 

@@ -150,7 +150,9 @@ def test_export_gives_each_tool_a_key_of_its_own_and_revoke_removes_only_that(
     assert cli.main(["export", "octofarm", "prusa", "--config", str(octoprint), "--output", str(out)]) == 0
     assert out.stat().st_mode & 0o777 == 0o600, "it holds keys"
     (record,) = json.loads(out.read_text(encoding="utf-8"))
-    assert record["apikey"] == AppKeys.keys["OctoFarm"] and record["cameraURL"] == "http://farm.local:8080/cam/cam1/stream"
+    assert (
+        record["apikey"] == AppKeys.keys["OctoFarm"] and record["cameraURL"] == "http://farm.local:8080/cam/cam1/stream"
+    )
 
     # Asked again, the same key: an export run twice does not strand the first file's keys.
     assert cli.main(["export", "fdm-monster", "prusa", "--config", str(octoprint)]) == 0

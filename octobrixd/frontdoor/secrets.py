@@ -63,22 +63,24 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
+def _make_farm_credentials(layout: Layout) -> FarmCredentials:
+    farm = FarmCredentials(FARM_USER, secrets.token_urlsafe(12))
+    text = json.dumps({"username": farm.username, "password": farm.password}) + "\n"
+    _write_if_changed(layout.path(FARM_LOGIN), text)
+    return farm
+
+
 def ensure_farm_credentials(layout: Layout) -> FarmCredentials:
     """The farm login, made once (apply makes it before it sets up the OctoPrints' farm accounts)."""
-    farm = read_farm_credentials(layout)
-    if farm is None:
-        farm = FarmCredentials(FARM_USER, secrets.token_urlsafe(12))
-        _write_if_changed(
-            layout.path(FARM_LOGIN), json.dumps({"username": farm.username, "password": farm.password}) + "\n"
-        )
-    return farm
+    return read_farm_credentials(layout) or _make_farm_credentials(layout)
 
 
 def _ensure_farm_login(layout: Layout) -> bool:
     """Make the farm login once; afterwards only re-derive the web service's copies if they are missing."""
-    made = read_farm_credentials(layout) is None
-    farm = ensure_farm_credentials(layout)
-    changed = made
+    farm = read_farm_credentials(layout)
+    changed = farm is None
+    if farm is None:
+        farm = _make_farm_credentials(layout)
     printer_login = json.dumps({"username": farm.username, "password": farm.password}) + "\n"
     changed |= _write_if_changed(layout.path(WEB_PRINTER_LOGIN), printer_login)
     web_login_path = layout.path(WEB_LOGIN)

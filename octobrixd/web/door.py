@@ -136,12 +136,13 @@ def _cookie_line(cookies: Mapping[str, str]) -> str:
     return "; ".join(f"{key}={value}" for key, value in cookies.items())
 
 
+def _cookie_named(line: str) -> str:
+    """The name a Set-Cookie value sets."""
+    return line.partition("=")[0].strip()
+
+
 def _set_cookie_pairs(set_cookies: list[str]) -> dict[str, str]:
-    pairs = {}
-    for line in set_cookies:
-        name, _, rest = line.partition("=")
-        pairs[name.strip()] = rest.split(";", 1)[0].strip()
-    return pairs
+    return {_cookie_named(line): line.partition("=")[2].split(";", 1)[0].strip() for line in set_cookies}
 
 
 # -- asking an OctoPrint as the browser would, through its own door --------------------------------
@@ -191,9 +192,8 @@ def octoprint_login(upstream: Upstream, login: PrinterLogin) -> list[str]:
         )
         return []
     # The login page's anonymous session is replaced by the login's: one line per cookie, the last.
-    latest = {line.partition("=")[0].strip(): line for line in page.header_values("Set-Cookie")}
-    latest.update({line.partition("=")[0].strip(): line for line in answer.header_values("Set-Cookie")})
-    return list(latest.values())
+    lines = [*page.header_values("Set-Cookie"), *answer.header_values("Set-Cookie")]
+    return list({_cookie_named(line): line for line in lines}.values())
 
 
 def session_cookies(set_cookies: list[str], door: int) -> dict[str, str]:

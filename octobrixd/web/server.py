@@ -27,6 +27,7 @@ import logging
 import mimetypes
 import socket
 import urllib.parse
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -177,10 +178,14 @@ class Handler(BaseHTTPRequestHandler):
         body: bytes = b"",
         content_type: str = "text/plain; charset=utf-8",
         headers: dict[str, str] | None = None,
+        cookies: Sequence[str] = (),
     ) -> None:
+        """cookies: Set-Cookie values, one header each."""
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        for cookie in cookies:
+            self.send_header("Set-Cookie", cookie)
         if body or status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -190,8 +195,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def redirect(self, location: str, headers: dict[str, str] | None = None) -> None:
-        self.send(HTTPStatus.SEE_OTHER, b"", headers={"Location": location, **(headers or {})})
+    def redirect(self, location: str, headers: dict[str, str] | None = None, cookies: Sequence[str] = ()) -> None:
+        self.send(HTTPStatus.SEE_OTHER, b"", headers={"Location": location, **(headers or {})}, cookies=cookies)
 
     def to_login(self) -> None:
         self.redirect("/login?" + urllib.parse.urlencode({"next": self.path}))
@@ -388,13 +393,7 @@ class Handler(BaseHTTPRequestHandler):
             if set_cookies:
                 self.context.printer_sessions.add(session_id, name, door.session_cookies(set_cookies, upstream.door))
         # Logged in or not, OctoPrint takes it from here (its own login page if not).
-        self.send_response(HTTPStatus.SEE_OTHER)
-        for line in set_cookies:
-            self.send_header("Set-Cookie", line)
-        self.send_header("Location", "/")
-        self.send_header("Content-Length", "0")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
+        self.redirect("/", cookies=set_cookies)
 
     def login_page(
         self, next_path: str, message: str = "", status: int | None = None, headers: dict[str, str] | None = None

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from octobrixd.config.model import default_door_port
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm
 from tests.lab.harness.fdm_monster import FdmMonster, fdm_monster
@@ -91,7 +92,7 @@ def octoprint_answer(port: int, api_key: str, path: str) -> int:
 def test_status_shows_the_front_door_addresses(farm: Container) -> None:
     rows = status_rows(farm)
     assert {name: row["url"] for name, row in rows.items()} == {
-        name: f"http://127.0.0.1:{port + 10000}/" for name, port in PORTS.items()
+        name: f"http://127.0.0.1:{default_door_port(port)}/" for name, port in PORTS.items()
     }
 
 

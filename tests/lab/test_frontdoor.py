@@ -24,19 +24,20 @@ from typing import Any
 
 import pytest
 
+from octobrixd.config.model import default_door_port
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.guest_probe import main_pid
 from tests.lab.harness.installed import farm_base, install_checkout
-from tests.lab.harness.installs import holding_printer_ports, unit_identity, wait_operational
+from tests.lab.harness.installs import holding_printer_ports, stream_upload, unit_identity, wait_operational
 from tests.lab.harness.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
 PRINTERS = {"prusa-mk4": 5500, "voron": 5501, "ender": 5502}
 NEWBIE, NEWBIE_PORT = "newbie", 5503
-# Each printer's own origin on the front door: its port + 10000 (config.DOOR_PORT_OFFSET).
-DOORS = {name: port + 10000 for name, port in {**PRINTERS, NEWBIE: NEWBIE_PORT}.items()}
-HELD_PORTS = [80, 443, *range(5500, 5510), *range(15500, 15510)]
+# Each printer's own origin on the front door (holding_printer_ports holds it with the printer's port).
+DOORS = {name: default_door_port(port) for name, port in {**PRINTERS, NEWBIE: NEWBIE_PORT}.items()}
+HELD_PORTS = [80, 443, *range(5500, 5510)]
 HOSTS = ("127.0.0.1", "::1")
 UPLOAD_BYTES = 500 * 1024**2
 
@@ -285,31 +286,9 @@ def test_octoprints_push_socket_connects_through_the_front_door(farm: Container)
 
 
 def test_a_500_mb_upload_lands_in_the_printers_uploads(farm: Container) -> None:
-    key = admin_key(farm, "ender")
     filename = f"big-{uuid.uuid4().hex[:6]}.gcode"
-    boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    line = b"; octobrix front door upload test, padding to 500 MB\n" * 1024
-    conn = http.client.HTTPConnection("127.0.0.1", DOORS["ender"], timeout=600)
-    started = time.monotonic()
-    conn.putrequest("POST", "/api/files/local")
-    conn.putheader("X-Api-Key", key)
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-    conn.putheader("Content-Length", str(len(head) + UPLOAD_BYTES + len(tail)))
-    conn.endheaders()
-    conn.send(head)
-    sent = 0
-    while sent < UPLOAD_BYTES:
-        piece = line[: UPLOAD_BYTES - sent]
-        conn.send(piece)
-        sent += len(piece)
-    conn.send(tail)
-    response = conn.getresponse()
-    body = response.read()
-    seconds = time.monotonic() - started
-    assert response.status == 201, body[:500]
+    status, body, seconds = stream_upload(DOORS["ender"], admin_key(farm, "ender"), filename, UPLOAD_BYTES, timeout=600)
+    assert status == 201, body[:500]
     landed = farm.path(f"/var/lib/octobrix/ender/basedir/uploads/{filename}")
     assert landed.stat().st_size == UPLOAD_BYTES
     print(f"\n500 MB upload through the front door: {seconds:.1f} s ({UPLOAD_BYTES / seconds / 1e6:.0f} MB/s)")

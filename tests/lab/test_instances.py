@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from octobrixd.config.model import default_door_port
 from tests.lab.harness import installs
 from tests.lab.harness.container import Container
 from tests.lab.harness.farm import pty_farm, simulator_log
@@ -97,7 +98,7 @@ def test_status_shows_both_in_text_and_json(farm: Container) -> None:
     text = farm.run(["octobrixctl", "status"]).stdout.splitlines()
     line = next(row for row in text if row.startswith("bench "))
     # The front door is on by default: bench's own origin there (its door port), not the direct port.
-    door = f":{PORTS['bench'] + 10000}/"
+    door = f":{default_door_port(PORTS['bench'])}/"
     assert "active (running)" in line and "Operational" in line and line.split()[-1].endswith(door), line
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from octobrixd.config.model import default_door_port
 from tests.lab.harness.browser import PHONE, TABLET, Browser
 from tests.lab.harness.container import Container, booted
 from tests.lab.harness.installed import farm_base, install_checkout
@@ -28,8 +29,8 @@ from tests.lab.harness.project import REPO
 pytestmark = pytest.mark.lab
 
 PRINTERS = {"vmk3": 5500, "voron-2": 5501, "ender": 5502}
-# Each printer also has its own origin on the front door, its port + 10000.
-HELD_PORTS = [80, *range(5500, 5510), *range(15500, 15510)]
+# Each printer's own origin on the front door is held with its port (holding_printer_ports).
+HELD_PORTS = [80, *range(5500, 5510)]
 OUT = REPO / "test-output" / "overview-browser"
 # 240 dwells of a quarter second: a print of about a minute, long enough to watch it move.
 DWELLS = 240
@@ -153,7 +154,7 @@ def test_the_farm_overview_in_a_real_browser(farm: Container, host: str, printer
             browser.screenshot("printing")
 
             browser.one(f'.card[data-name="{printer}"] .open').click()
-            own = f"{base}:{PRINTERS[printer] + 10000}/"
+            own = f"{base}:{default_door_port(PRINTERS[printer])}/"
             browser.wait_for(f"{printer}'s OctoPrint on its own origin", lambda: browser.url == own)
             browser.open_octoprint_tab("control")
             assert not browser.all("#login-user") or not browser.one("#login-user").is_displayed(), "a second login"
@@ -214,9 +215,9 @@ def test_a_printers_page_cannot_read_or_change_another_printer_or_the_farm(farm:
         browser.fill_login(user, password)
         browser.wait_for("the farm page", lambda: browser.all(f'.card[data-name="{attacker}"] .open'), timeout=60)
         browser.get(f"http://127.0.0.1/open/{attacker}")
-        own = f"http://127.0.0.1:{PRINTERS[attacker] + 10000}/"
+        own = f"http://127.0.0.1:{default_door_port(PRINTERS[attacker])}/"
         browser.wait_for(f"{attacker}'s OctoPrint on its own origin", lambda: browser.url == own, timeout=60)
-        script = ATTACK % {"other": PRINTERS[victim] + 10000, "evil": evil, "evil_name": "evil"}
+        script = ATTACK % {"other": default_door_port(PRINTERS[victim]), "evil": evil, "evil_name": "evil"}
         got = browser.run_async(script)
         assert got == {
             "own": "read 200",

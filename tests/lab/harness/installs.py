@@ -228,17 +228,24 @@ def ctl_ok(box: Container, *args: str, timeout: float = 900.0) -> str:
     return out
 
 
+def _form_part(boundary: str, field: str, filename: str | None = None) -> str:
+    """A multipart part's head, up to where its value starts."""
+    disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
+
+
+def _print_fields(boundary: str, print_it: bool) -> str:
+    """Upload-and-Print's two fields, as OctoPrint's page and the slicers send them."""
+    return "".join(f"{_form_part(boundary, field)}true\r\n" for field in ("select", "print")) if print_it else ""
+
+
 def upload_gcode(
     box: Container, port: int, name: str, filename: str, gcode: str, *, print_it: bool, api_key: str | None = None
 ) -> None:
     """Upload a G-code file to name's OctoPrint, and print it (OctoPrint's Upload-and-Print) if print_it:
     the multipart POST its web page makes. api_key: another OctoPrint's (not octobrix's), e.g. an old one's."""
     boundary = uuid.uuid4().hex
-    fields = [("file", gcode, filename)] + ([("select", "true", None), ("print", "true", None)] if print_it else [])
-    body = b""
-    for field, value, file_name in fields:
-        disposition = f'form-data; name="{field}"' + (f'; filename="{file_name}"' if file_name else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
+    body = f"{_form_part(boundary, 'file', filename)}{gcode}\r\n{_print_fields(boundary, print_it)}".encode()
     body += f"--{boundary}--\r\n".encode()
     key = api_key or json.loads(box.read_file(f"/var/lib/octobrix/.secrets/{name}.json"))["api_key"]
     request = urllib.request.Request(
@@ -248,6 +255,41 @@ def upload_gcode(
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 201, response.read()
+
+
+# What a streamed upload repeats: a slicer's line (short of a megabyte per send).
+UPLOAD_LINE = b"G1 X10 Y10 E0.1 F1800 ; a slicer's line, padding the file to its size\n"
+
+
+def stream_upload(
+    port: int, api_key: str, filename: str, size: int, *, print_it: bool = False, timeout: float = 900
+) -> tuple[int, bytes, float]:
+    """A G-code file of size bytes sent as a slicer sends it (multipart, X-Api-Key), streamed without
+    being held in memory: OctoPrint's HTTP status, its answer and the seconds until it came."""
+    boundary = uuid.uuid4().hex
+    head = f"{_print_fields(boundary, print_it)}{_form_part(boundary, 'file', filename)}".encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    chunk = UPLOAD_LINE * ((1 << 20) // len(UPLOAD_LINE) + 1)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    started = time.perf_counter()
+    try:
+        conn.putrequest("POST", "/api/files/local")
+        conn.putheader("X-Api-Key", api_key)
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+        conn.endheaders()
+        conn.send(head)
+        sent = 0
+        while sent < size:
+            piece = chunk[: size - sent]
+            conn.send(piece)
+            sent += len(piece)
+        conn.send(tail)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, body, time.perf_counter() - started
+    finally:
+        conn.close()
 
 
 def get(port: int, path: str) -> tuple[int, str]:
